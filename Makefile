@@ -1,0 +1,54 @@
+# The two commands of the quickstart: `make lab` and `make test`. Both install what they need
+# from nothing (venv + Python packages, the harness CLIs from npm, Debian packages) and are
+# idempotent: stamps skip what is already there.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools
+CLAUDE_CODE_VERSION := 2.1.197
+DEBIAN_PACKAGES := chromium bubblewrap firejail socat
+LAB_PORT ?= 8888
+PYTEST_ARGS ?=
+
+export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: lab test bench install python-deps harness-clis system-deps clean
+
+install: python-deps harness-clis
+
+python-deps: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+harness-clis: $(TOOLS)/.claude-$(CLAUDE_CODE_VERSION)
+$(TOOLS)/.claude-$(CLAUDE_CODE_VERSION):
+	mkdir -p $(TOOLS)
+	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(TOOLS)/node_modules/.bin/claude --version
+	touch $@
+
+# Debian packages the tests use: a real browser for the JupyterLab test and the sandboxes.
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			$$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+lab: install
+	cd notebooks && $(CURDIR)/$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) \
+		--ServerApp.open_browser=False $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
+		--LabApp.default_url=/lab/tree/quickstart.ipynb
+
+test: install system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) build dist *.egg-info

@@ -1,0 +1,155 @@
+"""The harness interface: what every agent adapter implements, built-in or third-party.
+
+A harness wraps one agent CLI driven through its structured machine mode. It translates that
+CLI's protocol into `Event`s and does nothing else: it never renders, stores or decides. It asks
+the session's decision function about every permission request, starts its process only through
+`omnikernel.spawn.spawn`, and gives the CLI a private home, config dir and TMPDIR under
+`HarnessContext.state_dir` so nothing of the user's own agent config leaks in or out.
+
+Adapters are found through the ``omnikernel.harnesses`` entry-point group (see `registry`).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import ClassVar
+
+from ..approval import Decision
+from ..events import Event
+from ..upstream import Upstream
+
+#: The session's decision function: given an ``approval_request`` event, allow or deny.
+Decide = Callable[[Event], Awaitable[Decision]]
+
+
+class HarnessError(Exception):
+    """A harness cannot run; the message says what to do about it."""
+
+
+class HarnessNotInstalledError(HarnessError):
+    pass
+
+
+@dataclasses.dataclass
+class HarnessContext:
+    """What the session gives a harness to run with."""
+
+    cwd: Path
+    state_dir: Path
+    upstream: Upstream
+    decide: Decide
+    model: str | None = None
+    binary: str | None = None  # explicit path from config; else found on PATH
+
+
+@dataclasses.dataclass(frozen=True)
+class HarnessInfo:
+    """One row of `%agents`."""
+
+    name: str
+    display_name: str
+    installed: bool
+    version: str
+    binary: str
+    install: str
+
+
+class Harness(abc.ABC):
+    """Base class of the agent adapters. Subclasses set the class attributes and the three
+    abstract methods; one instance serves one session, one turn at a time."""
+
+    name: ClassVar[str]
+    display_name: ClassVar[str]
+    binary_name: ClassVar[str]
+    #: The CLI's npm package and the version the project tests against.
+    npm_package: ClassVar[str]
+    pinned_version: ClassVar[str]
+    #: The wire format the CLI speaks to its model: "anthropic" or "openai".
+    wire: ClassVar[str]
+
+    def __init__(self, ctx: HarnessContext):
+        self.ctx = ctx
+
+    @classmethod
+    def install_command(cls) -> str:
+        return f"npm install -g {cls.npm_package}@{cls.pinned_version}"
+
+    @classmethod
+    def find_binary(cls, override: str | None = None) -> str | None:
+        if override:
+            return override if os.access(override, os.X_OK) else None
+        return shutil.which(cls.binary_name)
+
+    @classmethod
+    def require_binary(cls, override: str | None = None) -> str:
+        path = cls.find_binary(override)
+        if path:
+            return path
+        where = f"at {override}" if override else f"`{cls.binary_name}` on PATH"
+        raise HarnessNotInstalledError(
+            f"{cls.display_name} CLI not found ({where}). Install it with: "
+            f"{cls.install_command()} (or `make harness-clis` in the omnikernel checkout), "
+            f"or point the kernel at it: c.OmniKernel.harness_paths = "
+            f"{{'{cls.name}': '/path/to/{cls.binary_name}'}}."
+        )
+
+    @classmethod
+    def probe(cls, override: str | None = None) -> HarnessInfo:
+        """Is the CLI installed, and which version? Never raises. (Synchronous: `%agents`
+        is an IPython magic; `--version` answers in well under a second.)"""
+        path = cls.find_binary(override)
+        version = ""
+        if path:
+            try:
+                done = subprocess.run(
+                    [path, "--version"],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                    env={**os.environ, "DISABLE_AUTOUPDATER": "1"},
+                )
+                version = (done.stdout.strip().splitlines() or [""])[0]
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                version = f"unknown ({exc.__class__.__name__})"
+        return HarnessInfo(
+            name=cls.name,
+            display_name=cls.display_name,
+            installed=bool(path),
+            version=version,
+            binary=path or "",
+            install=cls.install_command(),
+        )
+
+    def private_dirs(self) -> Mapping[str, Path]:
+        """The CLI's own home, config and temp dirs, created under the session's state dir."""
+        root = self.ctx.state_dir / self.name
+        dirs = {"home": root / "home", "config": root / "config", "tmp": root / "tmp"}
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        return dirs
+
+    async def change_model(self, model: str | None) -> None:
+        """Use `model` from the next turn on, keeping the conversation. The default restarts
+        the CLI, which must then resume its conversation when it starts again."""
+        self.ctx.model = model
+        await self.close()
+
+    @abc.abstractmethod
+    def run_turn(self, prompt: str) -> AsyncIterator[Event]:
+        """Send one prompt; yield its events, the last one of kind ``turn_end``.
+
+        If the consumer is cancelled mid-turn, the session then calls `interrupt`."""
+
+    @abc.abstractmethod
+    async def interrupt(self) -> list[Event]:
+        """End the current turn; return the events the CLI still produced for it."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop the CLI and everything it started."""

@@ -1,0 +1,424 @@
+"""Claude Code, driven through its stream-json machine mode.
+
+One long-lived ``claude -p --input-format stream-json --output-format stream-json`` process per
+session, so the conversation continues across cells. User turns go in on stdin; events come out
+on stdout one JSON object a line; permission requests arrive as ``control_request`` /
+``can_use_tool`` (``--permission-prompt-tool stdio``) and are answered with the session's
+decision. ``--include-partial-messages`` gives the text as it streams.
+
+If the process has to be killed (an interrupt it does not honour, a crash), the next turn starts
+a new process with ``--resume <claude session id>``, so the conversation still continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import events as ev
+from ..events import Event, EventKind
+from ..spawn import HarnessProcess, spawn
+from .base import Harness, HarnessContext, HarnessError
+
+log = logging.getLogger(__name__)
+
+#: Claude Code's tools by what they do (see `omnikernel.events.ACTIONS`).
+TOOL_ACTIONS = {
+    "Bash": "exec",
+    "KillShell": "exec",
+    "KillBash": "exec",
+    "BashOutput": "read",
+    "Read": "read",
+    "Glob": "search",
+    "Grep": "search",
+    "LS": "search",
+    "Write": "write",
+    "Edit": "edit",
+    "MultiEdit": "edit",
+    "NotebookEdit": "edit",
+    "WebFetch": "fetch",
+    "WebSearch": "fetch",
+    "TodoWrite": "plan",
+    "ExitPlanMode": "plan",
+    "EnterPlanMode": "plan",
+    "Task": "delegate",
+    "Agent": "delegate",
+}
+
+#: Keeps Claude Code from talking to anything but its model upstream.
+QUIET_ENV = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "DISABLE_BUG_COMMAND": "1",
+}
+
+#: How long an interrupted turn may take to wind down before the process is killed.
+INTERRUPT_GRACE_S = 5.0
+
+
+def tool_summary(tool: str, tool_input: dict[str, Any]) -> str:
+    """One line saying what a tool call does: the command, the path, the pattern."""
+    for key in ("command", "file_path", "notebook_path", "path", "pattern", "url", "query"):
+        value = tool_input.get(key)
+        if isinstance(value, str) and value:
+            return value
+    if tool == "TodoWrite":
+        return f"{len(tool_input.get('todos', []))} todos"
+    if tool in ("Task", "Agent"):
+        return str(tool_input.get("description", ""))
+    return json.dumps(tool_input, ensure_ascii=False)[:200]
+
+
+def result_text(content: Any) -> str:
+    """A tool result's content (a string or a list of blocks) as text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "text":
+                parts.append(block.get("text", ""))
+            elif isinstance(block, dict):
+                parts.append(f"[{block.get('type', 'block')}]")
+        return "\n".join(parts)
+    return "" if content is None else str(content)
+
+
+class ClaudeHarness(Harness):
+    name = "claude"
+    display_name = "Claude Code"
+    binary_name = "claude"
+    npm_package = "@anthropic-ai/claude-code"
+    pinned_version = "2.1.197"
+    wire = "anthropic"
+
+    def __init__(self, ctx: HarnessContext):
+        super().__init__(ctx)
+        self._proc: HarnessProcess | None = None
+        self._claude_session: str | None = None
+        self._request_ids = itertools.count(1)
+        self._stderr_tail: list[str] = []
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    # -- process -------------------------------------------------------------------------------
+
+    def command(self, binary: str) -> list[str]:
+        argv = [
+            binary,
+            "-p",
+            "--input-format", "stream-json",
+            "--output-format", "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--permission-prompt-tool", "stdio",
+        ]  # fmt: skip
+        if self.ctx.model:
+            argv += ["--model", self.ctx.model]
+        if self._claude_session:
+            argv += ["--resume", self._claude_session]
+        return argv
+
+    def environment(self) -> dict[str, str]:
+        """Exactly what the CLI needs: never the kernel's environment wholesale."""
+        dirs = self.private_dirs()
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(dirs["home"]),
+            "CLAUDE_CONFIG_DIR": str(dirs["config"]),
+            "TMPDIR": str(dirs["tmp"]),
+            "ANTHROPIC_BASE_URL": self.ctx.upstream.base_url,
+            "ANTHROPIC_API_KEY": self.ctx.upstream.api_key,
+            # A dead upstream should fail the turn in seconds, not after minutes of back-off.
+            "CLAUDE_CODE_MAX_RETRIES": "2",
+            **QUIET_ENV,
+        }
+
+    async def _ensure_started(self) -> HarnessProcess:
+        if self._proc is not None and self._proc.returncode is None:
+            return self._proc
+        binary = self.require_binary(self.ctx.binary)
+        self._proc = await spawn(self.command(binary), cwd=self.ctx.cwd, env=self.environment())
+        self._stderr_tail = []
+        self._stderr_task = asyncio.create_task(self._collect_stderr(self._proc))
+        return self._proc
+
+    async def _collect_stderr(self, proc: HarnessProcess) -> None:
+        while line := await proc.stderr.readline():
+            text = line.decode(errors="replace").rstrip()
+            log.debug("claude stderr: %s", text)
+            self._stderr_tail = (self._stderr_tail + [text])[-20:]
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self._proc is not None
+        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+        await self._proc.stdin.drain()
+
+    async def _read(self) -> dict[str, Any] | None:
+        """The next JSON message from stdout, or None at end of stream."""
+        assert self._proc is not None
+        while True:
+            line = await self._proc.stdout.readline()
+            if not line:
+                return None
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                log.debug("claude: non-JSON line %r", line[:200])
+                continue
+            if isinstance(message, dict):
+                return message
+
+    # -- a turn --------------------------------------------------------------------------------
+
+    async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
+        await self._ensure_started()
+        try:
+            await self._send(
+                {"type": "user", "message": {"role": "user", "content": prompt}}
+            )
+        except (BrokenPipeError, ConnectionResetError):
+            async for event in self._died():
+                yield event
+            return
+        streamed: set[str] = set()  # message ids whose text already came as deltas
+        current_message = ""
+        while True:
+            message = await self._read()
+            if message is None:
+                async for event in self._died():
+                    yield event
+                return
+            kind = message.get("type")
+            if kind == "system" and message.get("subtype") == "init":
+                self._claude_session = message.get("session_id") or self._claude_session
+            elif kind == "stream_event":
+                raw = message.get("event", {})
+                if raw.get("type") == "message_start":
+                    current_message = raw.get("message", {}).get("id", "")
+                delta = raw.get("delta", {})
+                if raw.get("type") == "content_block_delta" and delta.get("type") == "text_delta":
+                    streamed.add(current_message)
+                    yield ev.text(delta.get("text", ""))
+            elif kind == "assistant":
+                for event in self._assistant_events(message, streamed):
+                    yield event
+            elif kind == "user":
+                for event in self._tool_results(message):
+                    yield event
+            elif kind == "control_request":
+                async for event in self._answer_permission(message):
+                    yield event
+            elif kind == "result":
+                for event in self._result_events(message):
+                    yield event
+                return
+
+    def _assistant_events(self, message: dict[str, Any], streamed: set[str]) -> list[Event]:
+        body = message.get("message", {})
+        out = []
+        for block in body.get("content", []):
+            if block.get("type") == "text" and body.get("id") not in streamed:
+                out.append(ev.text(block.get("text", "")))
+            elif block.get("type") == "tool_use":
+                tool, tool_input = block.get("name", "?"), block.get("input") or {}
+                out.append(
+                    ev.tool_call(
+                        block.get("id", ""),
+                        tool,
+                        TOOL_ACTIONS.get(tool, "other"),
+                        tool_summary(tool, tool_input),
+                        tool_input,
+                    )
+                )
+        return out
+
+    def _tool_results(self, message: dict[str, Any]) -> list[Event]:
+        content = message.get("message", {}).get("content", [])
+        if not isinstance(content, list):
+            return []
+        return [
+            ev.tool_result(
+                block.get("tool_use_id", ""),
+                result_text(block.get("content")),
+                bool(block.get("is_error")),
+            )
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "tool_result"
+        ]
+
+    async def _answer_permission(self, message: dict[str, Any]) -> AsyncIterator[Event]:
+        request = message.get("request", {})
+        request_id = message.get("request_id", "")
+        if request.get("subtype") != "can_use_tool":
+            # Requests we do not serve (hooks, MCP) get an error answer, never silence.
+            await self._send(
+                {
+                    "type": "control_response",
+                    "response": {
+                        "subtype": "error",
+                        "request_id": request_id,
+                        "error": f"omnikernel does not serve {request.get('subtype')!r}",
+                    },
+                }
+            )
+            return
+        tool, tool_input = request.get("tool_name", "?"), request.get("input") or {}
+        asked = Event(
+            EventKind.APPROVAL_REQUEST,
+            {
+                "request_id": request_id,
+                "call_id": request.get("tool_use_id", ""),
+                "tool": tool,
+                "action": TOOL_ACTIONS.get(tool, "other"),
+                "summary": tool_summary(tool, tool_input),
+                "input": tool_input,
+            },
+        )
+        yield asked
+        decision = await self.ctx.decide(asked)
+        yield Event(
+            EventKind.APPROVAL_DECISION,
+            {
+                "request_id": request_id,
+                "decision": decision.verdict,
+                "reason": decision.reason,
+                "by": decision.by,
+            },
+        )
+        answer: dict[str, Any] = (
+            {"behavior": "allow", "updatedInput": tool_input}
+            if decision.allow
+            else {"behavior": "deny", "message": decision.reason}
+        )
+        await self._send(
+            {
+                "type": "control_response",
+                "response": {"subtype": "success", "request_id": request_id, "response": answer},
+            }
+        )
+
+    def _result_events(self, message: dict[str, Any]) -> list[Event]:
+        usage = message.get("usage") or {}
+        models = list((message.get("modelUsage") or {}).keys())
+        out = [
+            Event(
+                EventKind.USAGE,
+                {
+                    "model": models[0] if len(models) == 1 else ", ".join(models),
+                    "input_tokens": usage.get("input_tokens", 0),
+                    "output_tokens": usage.get("output_tokens", 0),
+                    "cache_read_tokens": usage.get("cache_read_input_tokens", 0),
+                    "cache_write_tokens": usage.get("cache_creation_input_tokens", 0),
+                    "cost_usd": message.get("total_cost_usd"),
+                    "num_turns": message.get("num_turns", 0),
+                },
+            )
+        ]
+        failed = message.get("is_error") or message.get("subtype") != "success"
+        if failed:
+            detail = message.get("result") or "; ".join(map(str, message.get("errors") or []))
+            out.append(
+                ev.error(
+                    f"Claude Code ended the turn with an error: {detail or message.get('subtype')}",
+                    self._upstream_hint(str(detail)),
+                )
+            )
+        out.append(
+            Event(
+                EventKind.TURN_END,
+                {
+                    "status": "error" if failed else "completed",
+                    "harness_session": self._claude_session,
+                },
+            )
+        )
+        return out
+
+    def _upstream_hint(self, detail: str) -> str:
+        lowered = detail.lower()
+        if any(word in lowered for word in ("connect", "fetch failed", "econnrefused", "api error")):
+            return (
+                f"The model upstream {self.ctx.upstream.label} did not answer. Check that it is "
+                "running and that ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY are right, then run "
+                "the cell again; the conversation is kept."
+            )
+        return ""
+
+    async def _died(self) -> AsyncIterator[Event]:
+        proc = self._proc
+        code = await proc.wait() if proc else None
+        if self._stderr_task:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stderr_task, 2)
+        tail = "\n".join(self._stderr_tail[-8:])
+        self._proc = None
+        yield ev.error(
+            f"Claude Code exited unexpectedly (exit code {code}).",
+            (f"Its last words:\n{tail}\n" if tail else "")
+            + "Run the cell again to start it afresh; the conversation is resumed.",
+        )
+        yield Event(
+            EventKind.TURN_END, {"status": "error", "harness_session": self._claude_session}
+        )
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def interrupt(self) -> list[Event]:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return []
+        drained: list[Event] = []
+        try:
+            await self._send(
+                {
+                    "type": "control_request",
+                    "request_id": f"interrupt-{next(self._request_ids)}",
+                    "request": {"subtype": "interrupt"},
+                }
+            )
+            async with asyncio.timeout(INTERRUPT_GRACE_S):
+                while (message := await self._read()) is not None:
+                    if message.get("type") == "control_request":
+                        # A permission request racing the interrupt: deny it.
+                        await self._send(
+                            {
+                                "type": "control_response",
+                                "response": {
+                                    "subtype": "success",
+                                    "request_id": message.get("request_id", ""),
+                                    "response": {"behavior": "deny", "message": "interrupted"},
+                                },
+                            }
+                        )
+                    if message.get("type") == "result":
+                        drained = [
+                            e for e in self._result_events(message) if e.kind == EventKind.USAGE
+                        ]
+                        return drained
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
+            pass
+        # It did not wind down in time: stop it; the next turn resumes the conversation.
+        await self.close()
+        return drained
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+            await proc.kill()
+        if self._stderr_task:
+            self._stderr_task.cancel()
+            self._stderr_task = None
+
+
+__all__ = ["ClaudeHarness", "HarnessError"]

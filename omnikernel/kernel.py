@@ -1,0 +1,237 @@
+"""OmniKernel: the "Omnigent" Jupyter kernel. A cell is a prompt to the selected agent harness.
+
+An `IPythonKernel` subclass, so comms, widgets, `display()` and Python cells keep working:
+`%`/`!` cells and `%%python` cells go to IPython unchanged, and everything else is a prompt
+(see `routing`). A prompt runs as an asyncio task the kernel awaits, which keeps the shell
+responsive to comm messages (widget clicks) while the agent works, and turns the stop button
+(SIGINT) into a cancellation that ends the agent's turn and leaves the kernel usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from IPython.display import display, update_display
+from ipykernel.ipkernel import IPythonKernel
+from traitlets import Bool, Dict, Unicode, default
+
+from . import __version__
+from .approval import auto_approve_from_env
+from .events import EventKind
+from .harnesses import HarnessError
+from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
+from .render import CellView, error_bundle
+from .routing import Route, route
+from .session import AgentSession, default_state_dir, session_identity
+from .store import SessionStore
+from .upstream import UpstreamConfig
+
+
+class OmniKernel(IPythonKernel):
+    implementation = "omnikernel"
+    implementation_version = __version__
+    banner = (
+        f"Omnigent kernel {__version__}: a cell is a prompt to a coding agent. "
+        "%agent shows or switches the harness, %agents lists them, %%python runs Python."
+    )
+    language_info = {
+        "name": "markdown",
+        "mimetype": "text/markdown",
+        "file_extension": ".md",
+        "codemirror_mode": "markdown",
+        "pygments_lexer": "markdown",
+    }
+    help_links = [
+        {"text": "omnikernel README", "url": "https://pypi.org/project/omnikernel/"},
+    ]
+
+    default_harness = Unicode("claude", help="Harness that plain prompt cells go to.").tag(
+        config=True
+    )
+    default_model = Unicode(
+        "", help="Model for the default harness; empty: the CLI's default."
+    ).tag(config=True)
+    harness_paths = Dict(
+        help="Explicit CLI paths by harness name, e.g. {'claude': '/opt/bin/claude'}; "
+        "harnesses not listed are found on PATH."
+    ).tag(config=True)
+    auto_approve = Bool(
+        help="Approve every permission request (headless runs). Default: $OMNIKERNEL_AUTO_APPROVE."
+    ).tag(config=True)
+    store_path = Unicode(
+        "", help="Session store file; default $OMNIKERNEL_STORE or <jupyter data>/omnikernel/."
+    ).tag(config=True)
+    anthropic_base_url = Unicode("", help="Default: $ANTHROPIC_BASE_URL.").tag(config=True)
+    anthropic_api_key = Unicode("", help="Default: $ANTHROPIC_API_KEY.").tag(config=True)
+    openai_base_url = Unicode("", help="Default: $OPENAI_BASE_URL.").tag(config=True)
+    openai_api_key = Unicode("", help="Default: $OPENAI_API_KEY.").tag(config=True)
+    rehearsal_scenario = Unicode(
+        "",
+        help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
+        "beside the notebook, else the package's default scenario.",
+    ).tag(config=True)
+
+    @default("auto_approve")
+    def _auto_approve_default(self) -> bool:
+        return auto_approve_from_env()
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        session_id, notebook = session_identity(os.environ, Path.cwd())
+        self.store = SessionStore(self.store_path or None)
+        upstreams = UpstreamConfig(
+            anthropic_base_url=self.anthropic_base_url,
+            anthropic_api_key=self.anthropic_api_key,
+            openai_base_url=self.openai_base_url,
+            openai_api_key=self.openai_api_key,
+        ).merged_with_env(os.environ)
+        self.agents = AgentSession(
+            store=self.store,
+            session_id=session_id,
+            notebook=notebook,
+            cwd=Path.cwd(),
+            state_dir=default_state_dir(),
+            upstream_config=upstreams,
+            harness=os.environ.get("OMNIKERNEL_HARNESS", self.default_harness),
+            model=self.default_model or None,
+            harness_paths=self.harness_paths,
+            auto_approve=self.auto_approve,
+            rehearsal_scenario=self.rehearsal_scenario,
+        )
+        assert self.shell is not None
+        self.shell.register_magics(OmniMagics(self.shell, self.agents))
+
+    # -- execution -----------------------------------------------------------------------------
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: dict[str, Any] | None = None,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        cell = route(code)
+        if cell.kind == "ipython":
+            if unknown := self._unknown_magic(cell):
+                return unknown
+            return await super().do_execute(
+                cell.body,
+                silent,
+                store_history,
+                user_expressions,
+                allow_stdin,
+                cell_meta=cell_meta,
+                cell_id=cell_id,
+            )
+        return await self._execute_prompt(cell, cell_id or "")
+
+    def _unknown_magic(self, cell: Route) -> dict[str, Any] | None:
+        """A clear error for a magic that does not exist (IPython's says less)."""
+        if not cell.magic or cell.magic == "python":
+            return None
+        assert self.shell is not None
+        is_cell_magic = cell.body.lstrip().startswith("%%")
+        found = (
+            self.shell.find_cell_magic(cell.magic)
+            if is_cell_magic
+            else self.shell.find_line_magic(cell.magic)
+        )
+        if found:
+            return None
+        prefix = "%%" if is_cell_magic else "%"
+        return self._error_reply(
+            "UsageError", f"Unknown magic {prefix}{cell.magic}. {MAGICS_HELP}"
+        )
+
+    def _error_reply(self, ename: str, message: str, hint: str = "") -> dict[str, Any]:
+        display(error_bundle({"message": message, "hint": hint}), raw=True)
+        assert self.shell is not None
+        count = self.shell.execution_count
+        self.shell.execution_count += 1
+        return {
+            "status": "error",
+            "execution_count": count,
+            "ename": ename,
+            "evalue": message,
+            "traceback": [],
+        }
+
+    async def _execute_prompt(self, cell: Route, cell_id: str) -> dict[str, Any]:
+        session = self.agents
+        harness = None
+        if cell.agent_args is not None:
+            try:
+                harness, model = parse_agent_args(cell.agent_args)
+            except Exception as exc:  # UsageError: show it, keep the kernel going
+                return self._error_reply("UsageError", str(exc))
+            if harness is None:
+                return self._error_reply("UsageError", "Usage: %%agent NAME [--model M]")
+            try:
+                session.set_model(harness, model)
+            except HarnessError as exc:
+                return self._error_reply("UsageError", str(exc))
+        if not cell.body:
+            return self._error_reply(
+                "UsageError", "The cell has no prompt: write what the agent should do."
+            )
+        name = harness or session.current
+        view = CellView(display, update_display, offline=session.is_offline(name))
+        status = "completed"
+
+        async def run() -> None:
+            nonlocal status
+            async for event in session.run_prompt(cell.body, harness=name, cell=cell_id):
+                view.show(event)
+                if event.kind == EventKind.TURN_END:
+                    status = event.data.get("status", "completed")
+
+        task = asyncio.ensure_future(run())
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        guard = self._cancel_on_sigint if on_main_thread else self._dummy_context_manager
+        with guard(task):
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the kernel itself is being stopped, not just this turn
+        if task.cancelled():
+            view.flush_text()
+            for event in await session.stop_turn(name, cell_id):
+                view.show(event)
+            status = "interrupted"
+        assert self.shell is not None
+        count = self.shell.execution_count
+        self.shell.execution_count += 1
+        if status == "completed":
+            return {"status": "ok", "execution_count": count, "payload": [], "user_expressions": {}}
+        ename = "KeyboardInterrupt" if status == "interrupted" else "AgentError"
+        return {
+            "status": "error",
+            "execution_count": count,
+            "ename": ename,
+            "evalue": f"the {name} turn ended: {status}",
+            "traceback": [],
+        }
+
+    def do_is_complete(self, code: str) -> dict[str, Any]:
+        """A prompt is always complete (consoles send it on Enter); Python is asked of IPython."""
+        cell = route(code)
+        if cell.kind == "prompt":
+            return {"status": "complete"}
+        return super().do_is_complete(cell.body)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        await self.agents.close()
+        self.store.close()
+        return super().do_shutdown(restart)

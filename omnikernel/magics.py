@@ -1,0 +1,175 @@
+"""The kernel's line magics: `%agent`, `%agents`, `%history`, `%autoapprove`.
+
+They are ordinary IPython magics (so `%lsmagic` and `%agent?` work) acting on the kernel's
+`AgentSession`. Cell-level routing (`%%agent NAME`, `%%python`) lives in the kernel, because a
+prompt runs asynchronously and IPython cell magics cannot.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import display
+
+from .approval import AUTO_APPROVE_ENV
+from .harnesses import HarnessError
+
+if TYPE_CHECKING:
+    from .session import AgentSession
+
+#: What `%agent` and friends say when asked something they do not know.
+MAGICS_HELP = (
+    "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M], "
+    "%history, %autoapprove [on|off], %%python. IPython's own: %lsmagic."
+)
+
+
+def parse_agent_args(line: str) -> tuple[str | None, str | None]:
+    """`NAME [--model M]` -> (name, model); raises UsageError with the usage on bad input."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot parse {line!r}: {exc}. Usage: %agent NAME [--model M]") from None
+    name = model = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in ("--model", "-m"):
+            if i + 1 >= len(words):
+                raise UsageError("--model needs a value. Usage: %agent NAME [--model M]")
+            model, i = words[i + 1], i + 2
+            continue
+        if word.startswith("--model="):
+            model = word.split("=", 1)[1]
+        elif word.startswith("-"):
+            raise UsageError(f"unknown option {word!r}. Usage: %agent NAME [--model M]")
+        elif name is None:
+            name = word
+        else:
+            raise UsageError(f"unexpected {word!r}. Usage: %agent NAME [--model M]")
+        i += 1
+    return name, model
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, str]:
+    """A table as markdown (JupyterLab) and aligned plain text (consoles, nbclient)."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    plain = [line(headers)] + [line(r) for r in cells]
+
+    def md_cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    md += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in cells]
+    return {"text/plain": "\n".join(plain), "text/markdown": "\n".join(md)}
+
+
+def show(plain: str, markdown: str | None = None) -> None:
+    display({"text/plain": plain, "text/markdown": markdown or plain}, raw=True)
+
+
+@magics_class
+class OmniMagics(Magics):
+    def __init__(self, shell: Any, session: AgentSession):
+        super().__init__(shell)
+        self.session = session
+
+    @line_magic
+    def agent(self, line: str) -> None:
+        """%agent: show the current harness and model. %agent NAME [--model M]: switch."""
+        name, model = parse_agent_args(line)
+        session = self.session
+        if name is None and model is not None:
+            name = session.current
+        if name is not None:
+            try:
+                session.switch(name, model)
+            except HarnessError as exc:
+                raise UsageError(str(exc)) from None
+        current = session.current
+        cls = session.available[current]
+        model_now = session.model_of(current) or "the CLI's default model"
+        upstream = session.upstream_label(cls.wire)
+        verb = "Switched to" if name is not None else "Current harness:"
+        show(
+            f"{verb} {current} ({cls.display_name}), model: {model_now}, upstream: {upstream}",
+            f"{verb} **{current}** ({cls.display_name}) · model: `{model_now}` · "
+            f"upstream: {upstream}",
+        )
+
+    @line_magic
+    def agents(self, line: str) -> None:
+        """%agents: every installed harness adapter, its CLI, version, upstream, install."""
+        session = self.session
+        rows = []
+        for name, cls in session.available.items():
+            info = cls.probe(session.harness_paths.get(name))
+            rows.append(
+                [
+                    ("➤ " if name == session.current else "") + name,
+                    cls.display_name,
+                    "yes" if info.installed else "no",
+                    info.version or "-",
+                    info.binary or "-",
+                    session.upstream_label(cls.wire),
+                    info.install,
+                ]
+            )
+        display(
+            table(["harness", "agent", "installed", "version", "binary", "upstream", "install"], rows),
+            raw=True,
+        )
+
+    @line_magic
+    def history(self, line: str) -> None:
+        """%history: this session's agent turns (prompt, harness, tools, tokens, cost, status)."""
+        turns = self.session.turns()
+        if not turns:
+            show("No agent turns in this session yet: run a prompt cell first.")
+            return
+        rows = []
+        for t in turns:
+            prompt = str(t["prompt"]).replace("\n", " ")
+            cost = t["cost_usd"]
+            rows.append(
+                [
+                    t["turn"],
+                    t["harness"],
+                    prompt[:60] + ("..." if len(prompt) > 60 else ""),
+                    t["tools"],
+                    t["tokens"],
+                    f"${cost:.4f}" if isinstance(cost, int | float) else "-",
+                    t["status"],
+                ]
+            )
+        display(
+            table(["turn", "harness", "prompt", "tool calls", "tokens", "cost", "status"], rows),
+            raw=True,
+        )
+
+    @line_magic
+    def autoapprove(self, line: str) -> None:
+        """%autoapprove [on|off]: approve every permission request of this session."""
+        word = line.strip().lower()
+        if word in ("on", "1", "true", "yes"):
+            self.session.auto_approve = True
+        elif word in ("off", "0", "false", "no"):
+            self.session.auto_approve = False
+        elif word:
+            raise UsageError(f"%autoapprove takes on or off, not {word!r}")
+        state = "on" if self.session.auto_approve else "off"
+        note = (
+            " Every permission request is approved; each approval says so in its cell."
+            if self.session.auto_approve
+            else f" Actions that change things are denied (start the kernel with "
+            f"{AUTO_APPROVE_ENV}=1 or run %autoapprove on to allow them)."
+        )
+        show(f"Auto-approval is {state}.{note}")

@@ -1,0 +1,212 @@
+"""How events look in a notebook cell.
+
+Pure functions turn events into MIME bundles (markdown for JupyterLab, plain text for consoles,
+nbclient and logs); `CellView` sends them to the cell that is running, streaming the agent's
+text into one display that is updated in place (throttled, so a fast stream does not flood the
+front end with messages).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .events import Event, EventKind
+
+Bundle = dict[str, str]
+
+#: How many lines of a tool's output or a written file a cell shows.
+PREVIEW_LINES = 20
+#: Minimum seconds between two updates of the streaming text display.
+TEXT_UPDATE_INTERVAL = 0.1
+
+
+def fence(body: str, lang: str = "") -> str:
+    """A fenced code block that survives backticks in `body`."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{body.rstrip()}\n{ticks}"
+
+
+def inline(code: str) -> str:
+    code = code.replace("\n", " ⏎ ")
+    if len(code) > 160:
+        code = code[:157] + "..."
+    ticks = "``" if "`" in code else "`"
+    return f"{ticks}{code}{ticks}" if ticks == "`" else f"{ticks} {code} {ticks}"
+
+
+def preview(text: str, lines: int = PREVIEW_LINES) -> str:
+    rows = text.rstrip("\n").splitlines()
+    if len(rows) <= lines:
+        return "\n".join(rows)
+    return "\n".join(rows[:lines] + [f"... ({len(rows) - lines} more lines)"])
+
+
+def tool_call_bundle(data: dict[str, Any]) -> Bundle:
+    tool, action, summary = data.get("tool", "?"), data.get("action", "other"), data.get("summary")
+    tool_input = data.get("input") or {}
+    plain = f"▶ {tool}: {summary}"
+    md = f"**▶ {tool}** {inline(summary)}" if summary else f"**▶ {tool}**"
+    if action == "exec" and "\n" in (summary or ""):
+        md = f"**▶ {tool}**\n\n{fence(summary, 'bash')}"
+    elif action == "write" and isinstance(tool_input.get("content"), str):
+        content = tool_input["content"]
+        n = len(content.splitlines())
+        md += f" (writes {n} line{'s' * (n != 1)})\n\n{fence(preview(content))}"
+    elif action == "edit" and isinstance(tool_input.get("old_string"), str):
+        diff = "\n".join(
+            difflib.unified_diff(
+                tool_input["old_string"].splitlines(),
+                str(tool_input.get("new_string", "")).splitlines(),
+                fromfile=summary or "a",
+                tofile=summary or "b",
+                lineterm="",
+            )
+        )
+        md += f"\n\n{fence(preview(diff, 40), 'diff')}"
+        plain += "\n" + diff
+    return {"text/plain": plain, "text/markdown": md}
+
+
+def tool_result_bundle(data: dict[str, Any]) -> Bundle:
+    output = str(data.get("output", ""))
+    mark = "✗ error" if data.get("is_error") else "✓ result"
+    if not output.strip():
+        return {"text/plain": f"  {mark} (no output)", "text/markdown": f"{mark} *(no output)*"}
+    shown = preview(output)
+    return {"text/plain": f"  {mark}:\n{shown}", "text/markdown": f"{mark}\n\n{fence(shown)}"}
+
+
+def approval_bundle(request: dict[str, Any], decision: dict[str, Any]) -> Bundle:
+    what = f"{request.get('tool', '?')} {inline(request.get('summary', ''))}".strip()
+    allowed = decision.get("decision") == "allow"
+    by = decision.get("by", "")
+    reason = decision.get("reason", "")
+    if allowed:
+        how = "auto-approved" if by == "auto-approve" else f"allowed ({by})"
+        md = f"🔓 **Approval** {what}: **{how}**"
+        if by == "auto-approve":
+            md += f" — {reason}"
+        return {"text/plain": f"approval: {what}: {how} — {reason}", "text/markdown": md}
+    return {
+        "text/plain": f"approval: {what}: DENIED — {reason}",
+        "text/markdown": f"⛔ **Approval** {what}: **denied**\n\n> {reason}",
+    }
+
+
+def notice_bundle(data: dict[str, Any]) -> Bundle:
+    message = data.get("message", "")
+    return {"text/plain": f"[omnigent] {message}", "text/markdown": f"> ℹ️ {message}"}
+
+
+def error_bundle(data: dict[str, Any]) -> Bundle:
+    message, hint = data.get("message", ""), data.get("hint", "")
+    plain = f"Error: {message}" + (f"\n{hint}" if hint else "")
+    md = f"❌ **Error:** {message}" + (f"\n\n{hint}" if hint else "")
+    return {"text/plain": plain, "text/markdown": md}
+
+
+def footer_bundle(
+    harness: str, usage: dict[str, Any] | None, end: dict[str, Any], offline: bool
+) -> Bundle:
+    """The one-line summary every agent cell ends with."""
+    parts = [harness]
+    if usage:
+        if usage.get("model"):
+            parts.append(usage["model"])
+        if usage.get("num_turns"):
+            n = usage["num_turns"]
+            parts.append(f"{n} turn{'s' * (n != 1)}")
+        parts.append(
+            f"{usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out tokens"
+        )
+        cached = usage.get("cache_read_tokens", 0)
+        if cached:
+            parts.append(f"{cached:,} cached")
+        cost = usage.get("cost_usd")
+        parts.append(f"${cost:.4f}" if isinstance(cost, int | float) else "cost unknown")
+    if "duration_s" in end:
+        parts.append(f"{end['duration_s']:.1f} s")
+    status = end.get("status", "")
+    if status != "completed":
+        parts.append(status)
+    if offline:
+        parts.append("offline rehearsal model")
+    line = " · ".join(parts)
+    return {"text/plain": f"── {line}", "text/markdown": f"<sub>{line}</sub>"}
+
+
+class CellView:
+    """Renders one turn's events into the running cell."""
+
+    def __init__(
+        self,
+        display: Callable[..., Any],
+        update_display: Callable[..., Any],
+        *,
+        offline: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._display = display
+        self._update = update_display
+        self._clock = clock
+        self.offline = offline
+        self._text = ""
+        self._text_id: str | None = None
+        self._last_update = 0.0
+        self._blocks = 0
+        self._requests: dict[str, dict[str, Any]] = {}
+        self._usage: dict[str, Any] | None = None
+
+    def show(self, event: Event) -> None:
+        kind = event.kind
+        if kind == EventKind.TEXT:
+            self._stream_text(event.data.get("text", ""))
+            return
+        self.flush_text()
+        if kind == EventKind.TOOL_CALL:
+            self._emit(tool_call_bundle(event.data))
+        elif kind == EventKind.TOOL_RESULT:
+            self._emit(tool_result_bundle(event.data))
+        elif kind == EventKind.APPROVAL_REQUEST:
+            self._requests[event.data.get("request_id", "")] = event.data
+        elif kind == EventKind.APPROVAL_DECISION:
+            request = self._requests.pop(event.data.get("request_id", ""), {})
+            self._emit(approval_bundle(request, event.data))
+        elif kind == EventKind.NOTICE:
+            self._emit(notice_bundle(event.data))
+        elif kind == EventKind.ERROR:
+            self._emit(error_bundle(event.data))
+        elif kind == EventKind.USAGE:
+            self._usage = event.data
+        elif kind == EventKind.TURN_END:
+            self._emit(footer_bundle(event.harness, self._usage, event.data, self.offline))
+
+    def _emit(self, bundle: Bundle) -> None:
+        self._display(bundle, raw=True)
+
+    def _stream_text(self, delta: str) -> None:
+        if not delta:
+            return
+        self._text += delta
+        if self._text_id is None:
+            self._blocks += 1
+            self._text_id = f"omnikernel-text-{id(self)}-{self._blocks}"
+            self._display(self._text_bundle(), raw=True, display_id=self._text_id)
+            self._last_update = self._clock()
+        elif self._clock() - self._last_update >= TEXT_UPDATE_INTERVAL:
+            self._update(self._text_bundle(), raw=True, display_id=self._text_id)
+            self._last_update = self._clock()
+
+    def _text_bundle(self) -> Bundle:
+        return {"text/plain": self._text, "text/markdown": self._text}
+
+    def flush_text(self) -> None:
+        """Show the whole text block and start a new one at the next delta."""
+        if self._text_id is not None:
+            self._update(self._text_bundle(), raw=True, display_id=self._text_id)
+        self._text, self._text_id = "", None

@@ -1,0 +1,241 @@
+"""One agent session per notebook: the harnesses it uses, its upstreams, and its event log.
+
+The session owns the order of things. For every prompt it opens a turn, runs it on the chosen
+harness, stamps each event with its place (session id, turn, cell, harness) and appends it to
+the store before handing it on, so whatever shows an event shows something already durable.
+Harness processes are started lazily and kept across turns (that is how a conversation
+continues); switching harness keeps the others alive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import approval
+from . import events as ev
+from .events import Event, EventKind
+from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
+from .store import SessionStore
+from .upstream import PLACEHOLDER_KEY, Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
+
+DEFAULT_SCENARIO = Path(__file__).parent / "testing" / "scenarios" / "default.json"
+
+
+def session_identity(env: Mapping[str, str], cwd: Path) -> tuple[str, str]:
+    """(session id, notebook path) for this kernel, stable for the notebook.
+
+    jupyter_server names the notebook in ``JPY_SESSION_NAME``; other front ends (nbclient,
+    `jupyter console`) may not, and then the working directory stands for it.
+    ``OMNIKERNEL_SESSION_ID`` overrides both."""
+    notebook = env.get("JPY_SESSION_NAME", "")
+    path = (cwd / notebook).resolve() if notebook else cwd.resolve()
+    if explicit := env.get("OMNIKERNEL_SESSION_ID"):
+        return explicit, str(path)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem or "session").strip("-") or "session"
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    return f"{stem}-{digest}", str(path)
+
+
+class AgentSession:
+    """The meta-layer above the harnesses of one notebook."""
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        session_id: str,
+        notebook: str,
+        cwd: Path,
+        state_dir: Path,
+        upstream_config: UpstreamConfig,
+        harness: str = "claude",
+        model: str | None = None,
+        harness_paths: Mapping[str, str] | None = None,
+        auto_approve: bool = False,
+        rehearsal_scenario: str = "",
+    ):
+        self.store = store
+        self.session_id = session_id
+        self.notebook = notebook
+        self.cwd = cwd
+        self.state_dir = state_dir / session_id
+        self.upstream_config = upstream_config
+        self.harness_paths = dict(harness_paths or {})
+        self.auto_approve = auto_approve
+        self.rehearsal_scenario = rehearsal_scenario
+        self.available = discover()
+        self.current = harness
+        self.models: dict[str, str | None] = {harness: model}
+        self.turn = store.last_turn(session_id)
+        self._harnesses: dict[str, Harness] = {}
+        self._rehearsal: Any = None  # the offline model's FakeModelServer, once started
+        store.open_session(session_id, notebook)
+
+    # -- choosing ------------------------------------------------------------------------------
+
+    def switch(self, name: str, model: str | None = None) -> None:
+        """Make `name` the current harness; with `model`, also change its model. The harness
+        keeps its conversation: the change applies from its next turn."""
+        harness_class(name, self.available)
+        self.current = name
+        if model is not None:
+            self.models[name] = model
+        self.models.setdefault(name, None)
+
+    def set_model(self, name: str, model: str | None) -> None:
+        """Set `name`'s model (from its next turn) without making it current."""
+        harness_class(name, self.available)
+        if model is not None:
+            self.models[name] = model
+        self.models.setdefault(name, None)
+
+    def is_offline(self, name: str) -> bool:
+        cls = self.available.get(name)
+        return cls is not None and resolve(self.upstream_config, cls.wire) is None
+
+    def model_of(self, name: str) -> str | None:
+        return self.models.get(name)
+
+    def upstream_for(self, wire: str) -> Upstream:
+        """The configured upstream, or the offline rehearsal model (started on first use)."""
+        configured = resolve(self.upstream_config, wire)
+        if configured is not None:
+            return configured
+        if self._rehearsal is None:
+            from .testing import FakeModelServer, Scenario  # only offline sessions need it
+
+            path = rehearsal_scenario_path(
+                Path(self.notebook) if self.notebook.endswith(".ipynb") else None,
+                self.rehearsal_scenario,
+            )
+            scenario = Scenario.load(path or DEFAULT_SCENARIO)
+            self._rehearsal = FakeModelServer(scenario).start_in_thread()
+        base = self._rehearsal.base_url + ("/v1" if wire == "openai" else "")
+        return Upstream(wire=wire, base_url=base, api_key=PLACEHOLDER_KEY, offline=True)
+
+    def upstream_label(self, wire: str) -> str:
+        """Where `wire` traffic goes, without starting anything."""
+        configured = resolve(self.upstream_config, wire)
+        return configured.label if configured else "offline rehearsal model"
+
+    def _harness(self, name: str) -> Harness:
+        if name not in self._harnesses:
+            cls = harness_class(name, self.available)
+            ctx = HarnessContext(
+                cwd=self.cwd,
+                state_dir=self.state_dir,
+                upstream=self.upstream_for(cls.wire),
+                decide=self._decide,
+                model=self.models.get(name),
+                binary=self.harness_paths.get(name),
+            )
+            self._harnesses[name] = cls(ctx)
+        return self._harnesses[name]
+
+    async def _decide(self, request: Event) -> approval.Decision:
+        return approval.decide(request, auto_approve=self.auto_approve)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _record(self, event: Event, harness: str, cell: str) -> Event:
+        return self.store.append(
+            event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
+        )
+
+    async def run_prompt(
+        self, prompt: str, *, harness: str | None = None, cell: str = ""
+    ) -> AsyncIterator[Event]:
+        """Run one prompt; yield its events (already stored), the last of kind ``turn_end``."""
+        name = harness or self.current
+        self.turn += 1
+        started = time.monotonic()
+        yield self._record(
+            Event(EventKind.TURN_START, {"prompt": prompt, "model": self.models.get(name)}),
+            name,
+            cell,
+        )
+        try:
+            agent = self._harness(name)
+            if agent.ctx.model != self.models.get(name):
+                await agent.change_model(self.models.get(name))
+        except HarnessError as exc:
+            yield self._record(ev.error(str(exc)), name, cell)
+            yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
+            return
+        if agent.ctx.upstream.offline:
+            yield self._record(
+                ev.notice(
+                    "Offline rehearsal model: no model credentials are configured, so a "
+                    "scripted model answers. Set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for "
+                    "a compatible gateway) before starting the kernel to use a real model."
+                ),
+                name,
+                cell,
+            )
+        try:
+            async for event in agent.run_turn(prompt):
+                if event.kind == EventKind.TURN_END:
+                    event = event.stamped(
+                        data={**event.data, "duration_s": round(time.monotonic() - started, 3)}
+                    )
+                yield self._record(event, name, cell)
+        except HarnessError as exc:
+            yield self._record(ev.error(str(exc)), name, cell)
+            yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
+
+    async def stop_turn(self, harness: str | None = None, cell: str = "") -> list[Event]:
+        """End the running turn of `harness` (after its consumer was cancelled)."""
+        name = harness or self.current
+        agent = self._harnesses.get(name)
+        drained = await agent.interrupt() if agent else []
+        recorded = [self._record(event, name, cell) for event in drained]
+        recorded.append(
+            self._record(Event(EventKind.TURN_END, {"status": "interrupted"}), name, cell)
+        )
+        return recorded
+
+    def turns(self) -> list[dict[str, object]]:
+        """One summary row per turn of this session, oldest first (for `%history`)."""
+        rows: dict[int, dict[str, object]] = {}
+        for event in self.store.events(self.session_id):
+            row = rows.setdefault(
+                event.turn,
+                {"turn": event.turn, "harness": event.harness, "prompt": "", "tools": 0,
+                 "status": "running", "tokens": 0, "cost_usd": None, "cell": event.cell},
+            )  # fmt: skip
+            if event.kind == EventKind.TURN_START:
+                row["prompt"] = event.data.get("prompt", "")
+            elif event.kind == EventKind.TOOL_CALL:
+                row["tools"] = int(row["tools"]) + 1  # type: ignore[call-overload]
+            elif event.kind == EventKind.USAGE:
+                row["tokens"] = event.data.get("input_tokens", 0) + event.data.get(
+                    "output_tokens", 0
+                )
+                row["cost_usd"] = event.data.get("cost_usd")
+            elif event.kind == EventKind.TURN_END:
+                row["status"] = event.data.get("status", "")
+        return [rows[k] for k in sorted(rows)]
+
+    async def close(self) -> None:
+        for agent in self._harnesses.values():
+            await agent.close()
+        self._harnesses.clear()
+        if self._rehearsal is not None:
+            self._rehearsal.stop_thread()
+            self._rehearsal = None
+
+
+def default_state_dir() -> Path:
+    """Where the harness CLIs' private homes live: `$OMNIKERNEL_STATE_DIR`, else beside the
+    session store."""
+    if env := os.environ.get("OMNIKERNEL_STATE_DIR"):
+        return Path(env)
+    from .store import default_store_path
+
+    return default_store_path().parent / "harness-state"

@@ -1,0 +1,166 @@
+"""The session store: every event, appended durably before it is shown.
+
+One SQLite file (WAL mode) holds all sessions, so the kernel writes and the jupyter server
+extension reads the same history concurrently. Invariants:
+
+- `append` assigns the next sequence number of the session inside the write transaction, so
+  sequence numbers are gap-free and increasing even across kernel restarts.
+- An event is committed before `append` returns; callers show it only afterwards. With WAL and
+  ``synchronous=NORMAL`` a committed event survives a killed kernel (not a power cut): the
+  trade-off that keeps a stream of text deltas cheap.
+- Events are never updated or deleted; harness state that must survive a restart (such as the
+  CLI's own conversation id) is read back from the events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+
+from .events import Event, EventKind
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    notebook   TEXT NOT NULL,
+    created    REAL NOT NULL,
+    updated    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    ts         REAL NOT NULL,
+    kind       TEXT NOT NULL,
+    harness    TEXT NOT NULL,
+    turn       INTEGER NOT NULL,
+    cell       TEXT NOT NULL,
+    data       TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+"""
+
+
+def default_store_path() -> Path:
+    """`$OMNIKERNEL_STORE`, else `<jupyter data dir>/omnikernel/sessions.sqlite3`."""
+    if env := os.environ.get("OMNIKERNEL_STORE"):
+        return Path(env)
+    return Path(jupyter_data_dir()) / "omnikernel" / "sessions.sqlite3"
+
+
+class SessionStore:
+    """Append-only event log of all sessions in one SQLite file."""
+
+    def __init__(self, path: Path | str | None = None):
+        self.path = Path(path) if path else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the kernel's threads (widget handlers may run on subshell
+        # threads); the lock serialises writes, WAL lets other processes read meanwhile.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def open_session(self, session_id: str, notebook: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET notebook=excluded.notebook, "
+                "updated=excluded.updated",
+                (session_id, notebook, now, now),
+            )
+
+    def append(self, event: Event) -> Event:
+        """Commit `event` under its session and return it with its sequence number."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = self._db.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?",
+                    (event.session_id,),
+                ).fetchone()
+                stamped = event.stamped(seq=last + 1)
+                self._db.execute(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        stamped.session_id,
+                        stamped.seq,
+                        stamped.ts,
+                        stamped.kind.value,
+                        stamped.harness,
+                        stamped.turn,
+                        stamped.cell,
+                        json.dumps(stamped.data, default=str),
+                    ),
+                )
+                self._db.execute(
+                    "UPDATE sessions SET updated = ? WHERE session_id = ?",
+                    (stamped.ts, stamped.session_id),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return stamped
+
+    def events(
+        self,
+        session_id: str,
+        since: int = 0,
+        kinds: tuple[EventKind, ...] = (),
+        turn: int | None = None,
+    ) -> Iterator[Event]:
+        """Events of a session with seq > `since`, oldest first, optionally filtered."""
+        sql = "SELECT * FROM events WHERE session_id = ? AND seq > ?"
+        args: list[Any] = [session_id, since]
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += [k.value for k in kinds]
+        if turn is not None:
+            sql += " AND turn = ?"
+            args.append(turn)
+        sql += " ORDER BY seq"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        for session, seq, ts, kind, harness, turn_, cell, data in rows:
+            yield Event(
+                kind=EventKind(kind),
+                data=json.loads(data),
+                seq=seq,
+                session_id=session,
+                harness=harness,
+                turn=turn_,
+                cell=cell,
+                ts=ts,
+            )
+
+    def last_turn(self, session_id: str) -> int:
+        with self._lock:
+            (turn,) = self._db.execute(
+                "SELECT COALESCE(MAX(turn), 0) FROM events WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        return int(turn)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.session_id, s.notebook, s.created, s.updated, "
+                "(SELECT COUNT(*) FROM events e WHERE e.session_id = s.session_id) "
+                "FROM sessions s ORDER BY s.updated DESC"
+            ).fetchall()
+        keys = ("session_id", "notebook", "created", "updated", "events")
+        return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -1,0 +1,81 @@
+"""Where the harnesses' model traffic goes: a vendor API, a compatible gateway, or offline.
+
+Resolved once per session from the kernel's config and environment, the standard way
+(``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``).
+With no credentials at all, the session runs the offline rehearsal model (the scripted fake
+model server with a scenario shipped beside the notebook, or the package's default) and every
+output it affects says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+
+ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+#: What a harness gets as its key when the real one is not its business (offline, gateways).
+PLACEHOLDER_KEY = "omnikernel-placeholder-key"
+REHEARSAL_SUFFIX = ".rehearsal.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    """One model endpoint for one wire format."""
+
+    wire: str  # "anthropic" | "openai"
+    base_url: str
+    api_key: str
+    offline: bool = False
+
+    @property
+    def label(self) -> str:
+        return "offline rehearsal model" if self.offline else self.base_url
+
+
+@dataclasses.dataclass(frozen=True)
+class UpstreamConfig:
+    """What the user configured; empty strings mean "not set"."""
+
+    anthropic_base_url: str = ""
+    anthropic_api_key: str = ""
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+
+    def merged_with_env(self, env: Mapping[str, str]) -> UpstreamConfig:
+        """Config wins over the environment, field by field."""
+        return UpstreamConfig(
+            anthropic_base_url=self.anthropic_base_url or env.get("ANTHROPIC_BASE_URL", ""),
+            anthropic_api_key=self.anthropic_api_key or env.get("ANTHROPIC_API_KEY", ""),
+            openai_base_url=self.openai_base_url or env.get("OPENAI_BASE_URL", ""),
+            openai_api_key=self.openai_api_key or env.get("OPENAI_API_KEY", ""),
+        )
+
+
+def resolve(config: UpstreamConfig, wire: str) -> Upstream | None:
+    """The configured upstream for `wire`, or None when nothing is configured (offline).
+
+    A base URL without a key is a compatible gateway (Ollama, vLLM, a company proxy) that needs
+    no key: it gets the placeholder. A key without a base URL is the vendor's API."""
+    if wire == "anthropic":
+        url, key, default = config.anthropic_base_url, config.anthropic_api_key, ANTHROPIC_DEFAULT_URL
+    elif wire == "openai":
+        url, key, default = config.openai_base_url, config.openai_api_key, OPENAI_DEFAULT_URL
+    else:
+        raise ValueError(f"unknown wire format {wire!r}")
+    if not url and not key:
+        return None
+    return Upstream(wire=wire, base_url=(url or default).rstrip("/"), api_key=key or PLACEHOLDER_KEY)
+
+
+def rehearsal_scenario_path(notebook: Path | None, configured: str = "") -> Path | None:
+    """The scenario the offline model plays: configured, else `<notebook>.rehearsal.json`
+    beside the notebook, else None (the package's default scenario)."""
+    if configured:
+        return Path(configured)
+    if notebook is not None:
+        candidate = notebook.with_name(notebook.stem + REHEARSAL_SUFFIX)
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,140 @@
+"""Shared fixtures: a real Omnigent kernel on a real fake-model server, in a temporary folder.
+
+Everything runs against real parts: the installed kernelspec, the real `claude` CLI from npm and
+a scripted model server on 127.0.0.1. Tests that need a tool the machine lacks fail with the
+command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+REPO = Path(__file__).resolve().parent.parent
+NODE_BIN = REPO / ".tools" / "node_modules" / ".bin"
+# `make test` puts the pinned CLIs first on PATH; do the same when pytest runs on its own.
+os.environ["PATH"] = f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
+#: Model credentials the tests must not inherit from the machine.
+UPSTREAM_VARS = ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+
+
+def require_claude() -> str:
+    path = shutil.which("claude")
+    if not path:
+        pytest.fail("the `claude` CLI is not installed; install it with: make harness-clis")
+    return path
+
+
+def kernel_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for a kernel: private store and state, no inherited credentials."""
+    env = {k: v for k, v in os.environ.items() if k not in UPSTREAM_VARS}
+    env.pop("OMNIKERNEL_AUTO_APPROVE", None)
+    env.pop("JPY_SESSION_NAME", None)
+    env["OMNIKERNEL_STORE"] = str(tmp / "store" / "sessions.sqlite3")
+    env["OMNIKERNEL_STATE_DIR"] = str(tmp / "state")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class CellResult:
+    reply: dict[str, Any]
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.reply["status"]
+
+    @property
+    def text(self) -> str:
+        """All plain text the cell showed, in order (streams, displays, updates, errors)."""
+        parts = []
+        for msg in self.outputs:
+            content = msg["content"]
+            if msg["msg_type"] == "stream":
+                parts.append(content["text"])
+            elif msg["msg_type"] in ("display_data", "update_display_data", "execute_result"):
+                parts.append(content["data"].get("text/plain", ""))
+            elif msg["msg_type"] == "error":
+                parts.append(f"{content['ename']}: {content['evalue']}")
+        return "\n".join(parts)
+
+
+class KernelSession:
+    """A started kernel and a blocking client, with a helper to run one cell."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]):
+        self.cwd = cwd
+        self.km = KernelManager(kernel_name="omnikernel")
+        self.km.start_kernel(cwd=str(cwd), env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    def execute(self, code: str, timeout: float = 120) -> CellResult:
+        msg_id = self.kc.execute(code)
+        return self.collect(msg_id, timeout)
+
+    def collect(self, msg_id: str, timeout: float = 120, on_output: Any = None) -> CellResult:
+        outputs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"cell did not finish in {timeout}s; outputs: {outputs}")
+            try:
+                msg = self.kc.get_iopub_msg(timeout=remaining)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            if kind in ("stream", "display_data", "update_display_data", "execute_result", "error"):
+                outputs.append(msg)
+                if on_output:
+                    on_output(msg)
+        reply = self.kc.get_shell_msg(timeout=30)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=30)
+        return CellResult(reply["content"], outputs)
+
+    def alive(self) -> bool:
+        return self.km.is_alive()
+
+    def stop(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    return work
+
+
+@pytest.fixture
+def start_kernel(tmp_path: Path) -> Iterator[Any]:
+    """Call with (cwd, **env) to start a kernel; all are stopped after the test."""
+    started: list[KernelSession] = []
+
+    def start(cwd: Path, **env: str) -> KernelSession:
+        session = KernelSession(cwd, kernel_env(tmp_path, **env))
+        started.append(session)
+        return session
+
+    yield start
+    for session in started:
+        session.stop()

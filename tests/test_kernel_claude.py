@@ -1,0 +1,168 @@
+"""The Omnigent kernel driving the real Claude Code CLI against the scripted model server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from omnikernel.testing import FakeModelServer, Scenario
+
+from .conftest import require_claude
+
+SCENARIO = {
+    "rules": [
+        {
+            "match": "create the notes file",
+            "steps": [
+                {
+                    "text": "I will write the notes file now.",
+                    "tool_calls": [{"action": "shell", "command": "echo remembered > notes.txt"}],
+                },
+                {"text": "Created notes.txt with the word remembered."},
+            ],
+        },
+        {"match": "which file", "steps": [{"text": "Earlier I created notes.txt for you."}]},
+        {"match": "take your time", "steps": [{"text": "word " * 400, "chunk_delay": 0.05}]},
+    ]
+}
+
+
+@pytest.fixture
+def model():
+    require_claude()
+    server = FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+def upstream(model: FakeModelServer, **extra: str) -> dict[str, str]:
+    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "test-key", **extra}
+
+
+def message_bodies(model: FakeModelServer) -> list[str]:
+    return [str(r.body) for r in model.requests if r.path.startswith("/v1/messages")]
+
+
+def assert_alive(kernel) -> None:
+    result = kernel.execute("%%python\nprint(6 * 7)")
+    assert result.status == "ok" and "42" in result.text
+    assert kernel.alive()
+
+
+def test_prompt_runs_a_tool_and_the_next_cell_continues(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **upstream(model, OMNIKERNEL_AUTO_APPROVE="1"))
+    first = kernel.execute("Please create the notes file.")
+    assert first.status == "ok", first.text
+    assert (workdir / "notes.txt").read_text().strip() == "remembered"
+    text = first.text
+    assert "I will write the notes file now." in text
+    assert "▶ Bash: echo remembered > notes.txt" in text
+    assert "auto-approved" in text  # every auto-approved action says so
+    assert "Created notes.txt" in text
+    assert "in /" in text and "out tokens" in text and "$" in text  # the footer
+
+    second = kernel.execute("Which file did you create?")
+    assert second.status == "ok", second.text
+    assert "Earlier I created notes.txt" in second.text
+    # One long-lived CLI: the second request carries the first turn's conversation.
+    assert "create the notes file" in message_bodies(model)[-1]
+
+    history = kernel.execute("%history")
+    assert "create the notes file" in history.text and "Which file" in history.text
+    assert history.text.count("completed") == 2
+
+
+def test_actions_are_denied_with_a_way_to_allow_them(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **upstream(model))
+    result = kernel.execute("Please create the notes file.")
+    assert not (workdir / "notes.txt").exists()
+    assert "DENIED" in result.text and "%autoapprove on" in result.text
+    on = kernel.execute("%autoapprove on")
+    assert "Auto-approval is on" in on.text
+    again = kernel.execute("Please create the notes file.")
+    assert again.status == "ok"
+    assert (workdir / "notes.txt").exists()
+
+
+def test_interrupt_ends_the_turn_and_keeps_the_kernel(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **upstream(model))
+    msg_id = kernel.kc.execute("Please take your time and write a lot.")
+    text_seen = threading.Event()
+
+    def on_output(msg):
+        if "word" in msg["content"].get("data", {}).get("text/plain", ""):
+            text_seen.set()
+
+    def interrupt_when_streaming():
+        assert text_seen.wait(60), "no streamed text arrived"
+        kernel.km.interrupt_kernel()
+
+    interrupter = threading.Thread(target=interrupt_when_streaming)
+    interrupter.start()
+    started = time.monotonic()
+    result = kernel.collect(msg_id, timeout=90, on_output=on_output)
+    interrupter.join()
+    assert result.reply["status"] == "error" and result.reply["ename"] == "KeyboardInterrupt"
+    assert "interrupted" in result.text
+    # The scripted answer takes 20 s to stream; the interrupt cut it short.
+    assert time.monotonic() - started < 18
+    assert_alive(kernel)
+    after = kernel.execute("Which file did you create?")
+    assert after.status == "ok", after.text
+
+
+def test_unknown_magic_and_harness_are_clear_errors(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **upstream(model))
+    magic = kernel.execute("%agnet codex")
+    assert magic.status == "error" and "Unknown magic %agnet" in magic.text
+    assert "%agent" in magic.text
+    harness = kernel.execute("%agent nosuch")
+    assert harness.status == "error" and "Unknown harness 'nosuch'" in harness.text
+    assert "claude" in harness.text
+    cell = kernel.execute("%%agent nosuch\nhello")
+    assert cell.status == "error" and "Unknown harness 'nosuch'" in cell.text
+    empty = kernel.execute("%%agent claude\n")
+    assert empty.status == "error" and "no prompt" in empty.text
+    assert_alive(kernel)
+
+
+def test_agent_and_agents_show_the_harness(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **upstream(model))
+    current = kernel.execute("%agent")
+    assert "claude" in current.text and model.base_url in current.text
+    switched = kernel.execute("%agent claude --model claude-opus-4-1")
+    assert "Switched to claude" in switched.text and "claude-opus-4-1" in switched.text
+    table = kernel.execute("%agents")
+    assert "claude" in table.text and "yes" in table.text and "2.1.197" in table.text
+    assert "npm install -g @anthropic-ai/claude-code@2.1.197" in table.text
+    # The model switch reaches the wire and keeps the conversation.
+    kernel.execute("Which file did you create?")
+    assert '"model": "claude-opus-4-1"' in message_bodies(model)[-1].replace("'", '"')
+
+
+def test_missing_claude_binary_is_a_clear_error(workdir, start_kernel, model):
+    kernel = start_kernel(workdir, PATH="/usr/bin:/bin", **upstream(model))
+    result = kernel.execute("Please create the notes file.")
+    assert result.status == "error"
+    assert "Claude Code CLI not found" in result.text
+    assert "npm install -g @anthropic-ai/claude-code@2.1.197" in result.text
+    assert_alive(kernel)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dead_upstream_is_a_clear_error(workdir, start_kernel):
+    require_claude()
+    url = f"http://127.0.0.1:{closed_port()}"
+    kernel = start_kernel(workdir, ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY="k")
+    result = kernel.execute("Hello?", timeout=120)
+    assert result.status == "error"
+    assert "did not answer" in result.text and url in result.text
+    assert_alive(kernel)

@@ -1,0 +1,146 @@
+"""JupyterLab for real: the server with our extension, the Omnigent kernelspec, and a headless
+Chromium that opens the quickstart and runs a prompt cell as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, kernel_env, require_claude
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "omnikernel-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Lab:
+    def __init__(self, url: str, root: Path, store: Path):
+        self.url, self.root, self.store = url, root, store
+
+    def get(self, path: str) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"Authorization": f"token {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Iterator[Lab]:
+    require_claude()
+    tmp = tmp_path_factory.mktemp("lab")
+    root = tmp / "notebooks"
+    shutil.copytree(REPO / "notebooks", root)
+    port = free_port()
+    env = kernel_env(tmp)
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
+    argv = [
+        sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+        f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
+        "--ServerApp.disable_check_xsrf=False",
+    ]  # fmt: skip
+    if os.getuid() == 0:
+        argv.append("--allow-root")
+    log = open(tmp / "lab.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    else:
+        server.kill()
+        pytest.fail(f"jupyter lab did not start: {(tmp / 'lab.log').read_text()[-2000:]}")
+    yield Lab(url, root, Path(env["OMNIKERNEL_STORE"]))
+    server.terminate()
+    try:
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+def test_kernelspec_and_extension_are_installed(lab):
+    specs = lab.get("/api/kernelspecs")["kernelspecs"]
+    assert specs["omnikernel"]["spec"]["display_name"] == "Omnigent"
+    assert isinstance(lab.get("/omnikernel/api/sessions")["sessions"], list)
+
+
+def test_session_api_requires_auth(lab):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{lab.url}/omnikernel/api/sessions", timeout=10)
+    assert err.value.code == 403
+
+
+def test_quickstart_prompt_streams_in_jupyterlab(lab):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is not installed; install it with: apt-get install -y chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{lab.url}/lab/tree/quickstart.ipynb?token={TOKEN}")
+        cells = page.locator(".jp-NotebookPanel .jp-Cell")
+        expect(cells.first).to_be_visible(timeout=60_000)
+        # The kernel named in the notebook starts on its own and reports idle.
+        expect(page.locator(".jp-NotebookPanel .jp-Toolbar")).to_contain_text(
+            "Omnigent", timeout=60_000
+        )
+
+        def run_cell(source_start: str) -> None:
+            cell = cells.filter(has_text=source_start).first
+            cell.locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+
+        run_cell("%autoapprove on")
+        expect(page.locator(".jp-OutputArea-output", has_text="Auto-approval is on")).to_be_visible(
+            timeout=60_000
+        )
+        run_cell("Create a Python file hello.py")
+        prompt_cell = cells.filter(has_text="Create a Python file hello.py").first
+        outputs = prompt_cell.locator(".jp-OutputArea")
+        expect(outputs).to_contain_text("Offline rehearsal model", timeout=90_000)
+        expect(outputs).to_contain_text("Write", timeout=90_000)
+        expect(outputs).to_contain_text("offline rehearsal model", timeout=90_000)  # the footer
+        page.screenshot(path=str(lab.root.parent / "quickstart.png"), full_page=True)
+        browser.close()
+    assert (lab.root / "hello.py").is_file()
+    sessions = lab.get("/omnikernel/api/sessions")["sessions"]
+    (session,) = [s for s in sessions if s["notebook"].endswith("quickstart.ipynb")]
+    events = lab.get(f"/omnikernel/api/sessions/{session['session_id']}/events?since=0")["events"]
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "turn_start" and kinds[-1] == "turn_end"
+    assert "tool_call" in kinds and "tool_result" in kinds
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    later = lab.get(f"/omnikernel/api/sessions/{session['session_id']}/events?since=3")["events"]
+    assert [e["seq"] for e in later] == list(range(4, len(events) + 1))

@@ -1,0 +1,60 @@
+"""The shipped notebooks, executed headless by nbclient with the real CLI, fully offline: no
+credentials are configured, so the kernel's offline rehearsal model answers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from .conftest import REPO, kernel_env, require_claude
+
+
+def outputs_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out["text"])
+        elif "data" in out:
+            parts.append(out["data"].get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def run_notebook(name: str, tmp_path: Path) -> tuple[Path, nbformat.NotebookNode]:
+    require_claude()
+    work = tmp_path / "nb"
+    shutil.copytree(REPO / "notebooks", work)
+    nb = nbformat.read(work / name, as_version=4)
+    client = NotebookClient(
+        nb, timeout=240, kernel_name="omnikernel", resources={"metadata": {"path": str(work)}}
+    )
+    client.execute(env=kernel_env(tmp_path))
+    return work, nb
+
+
+def test_quickstart_runs_offline_end_to_end(tmp_path):
+    work, nb = run_notebook("quickstart.ipynb", tmp_path)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    by_source = {c.source.splitlines()[0]: outputs_text(c) for c in code}
+
+    # A tool call really ran: the agent wrote hello.py in the notebook's folder, and it works.
+    hello = work / "hello.py"
+    assert hello.is_file(), by_source
+    create = by_source["Create a Python file hello.py that prints a friendly greeting."]
+    assert "▶ Write" in create and "hello.py" in create
+    assert "offline rehearsal model" in create  # every affected output says so
+    assert "auto-approved" in create
+
+    # The next cell continued the conversation and ran the file.
+    run = by_source["Now run hello.py and tell me what it printed."]
+    assert "▶ Bash" in run and "python3 hello.py" in run
+    greeting = hello.read_text()
+    assert "print(" in greeting
+
+    python = by_source["%%python"]
+    assert greeting.strip().splitlines()[0] in python
+
+    history = by_source["%history"]
+    assert history.count("completed") == 2

@@ -1,0 +1,158 @@
+"""Pure parts, as tables: routing, the decision function, magic arguments, rendering, ids."""
+
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+
+from omnikernel import approval, render
+from omnikernel.events import Event, EventKind
+from omnikernel.magics import parse_agent_args, table
+from omnikernel.routing import route
+from omnikernel.session import session_identity
+from omnikernel.upstream import PLACEHOLDER_KEY, UpstreamConfig, resolve
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "body", "agent_args", "magic"),
+    [
+        ("Write a test", "prompt", "Write a test", None, ""),
+        ("\n  \nFix the bug\nin main.py\n", "prompt", "Fix the bug\nin main.py", None, ""),
+        ("%agent codex", "ipython", "%agent codex", None, "agent"),
+        ("%%agent codex --model m\nReview it", "prompt", "Review it", "codex --model m", "agent"),
+        ("%%python\nx = 1", "ipython", "x = 1", None, "python"),
+        ("!ls -la", "ipython", "!ls -la", None, ""),
+        ("%%bash\nls", "ipython", "%%bash\nls", None, "bash"),
+        ("%nosuch?", "ipython", "%nosuch?", None, "nosuch"),
+        ("", "ipython", "", None, ""),
+    ],
+)
+def test_route(code, kind, body, agent_args, magic):
+    r = route(code)
+    assert (r.kind, r.body, r.agent_args, r.magic) == (kind, body, agent_args, magic)
+
+
+def request(action: str, tool: str = "T", summary: str = "s") -> Event:
+    return Event(EventKind.APPROVAL_REQUEST, {"action": action, "tool": tool, "summary": summary})
+
+
+@pytest.mark.parametrize(
+    ("action", "auto", "allow", "by"),
+    [
+        ("read", False, True, "read-only"),
+        ("search", False, True, "read-only"),
+        ("plan", False, True, "read-only"),
+        ("exec", False, False, "default-policy"),
+        ("write", False, False, "default-policy"),
+        ("fetch", False, False, "default-policy"),
+        ("exec", True, True, "auto-approve"),
+        ("edit", True, True, "auto-approve"),
+    ],
+)
+def test_decide(action, auto, allow, by):
+    decision = approval.decide(request(action), auto_approve=auto)
+    assert (decision.allow, decision.by) == (allow, by)
+
+
+def test_denial_says_how_to_allow():
+    decision = approval.decide(request("exec", "Bash", "rm -rf x"), auto_approve=False)
+    assert "%autoapprove on" in decision.reason and "OMNIKERNEL_AUTO_APPROVE=1" in decision.reason
+    assert "Bash `rm -rf x`" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({"OMNIKERNEL_AUTO_APPROVE": "1"}, True), ({"OMNIKERNEL_AUTO_APPROVE": "0"}, False), ({}, False)],
+)
+def test_auto_approve_env(env, expected):
+    assert approval.auto_approve_from_env(env) is expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("", (None, None)),
+        ("codex", ("codex", None)),
+        ("claude --model claude-opus-4-1", ("claude", "claude-opus-4-1")),
+        ("--model=m pi", ("pi", "m")),
+    ],
+)
+def test_parse_agent_args(line, expected):
+    assert parse_agent_args(line) == expected
+
+
+@pytest.mark.parametrize("line", ["a b", "--model", "--bogus x", "'unclosed"])
+def test_parse_agent_args_errors_say_usage(line):
+    with pytest.raises(UsageError, match="Usage|usage|parse"):
+        parse_agent_args(line)
+
+
+def test_resolve_upstream():
+    assert resolve(UpstreamConfig(), "anthropic") is None
+    env = {"ANTHROPIC_API_KEY": "sk-real"}
+    vendor = resolve(UpstreamConfig().merged_with_env(env), "anthropic")
+    assert vendor is not None and vendor.base_url == "https://api.anthropic.com"
+    assert vendor.api_key == "sk-real" and not vendor.offline
+    gateway = resolve(UpstreamConfig(anthropic_base_url="http://127.0.0.1:9/"), "anthropic")
+    assert gateway is not None and gateway.api_key == PLACEHOLDER_KEY
+    assert gateway.base_url == "http://127.0.0.1:9"
+    configured_wins = UpstreamConfig(anthropic_api_key="cfg").merged_with_env(env)
+    assert configured_wins.anthropic_api_key == "cfg"
+
+
+def test_session_identity_is_stable_per_notebook(tmp_path):
+    a1 = session_identity({"JPY_SESSION_NAME": "a.ipynb"}, tmp_path)
+    a2 = session_identity({"JPY_SESSION_NAME": str(tmp_path / "a.ipynb")}, tmp_path)
+    b = session_identity({"JPY_SESSION_NAME": "b.ipynb"}, tmp_path)
+    assert a1 == a2 and a1[0] != b[0] and a1[0].startswith("a-")
+    assert session_identity({}, tmp_path)[1] == str(tmp_path.resolve())
+    assert session_identity({"OMNIKERNEL_SESSION_ID": "x"}, Path("/"))[0] == "x"
+
+
+def test_fence_survives_backticks():
+    body = "```\ncode\n```"
+    fenced = render.fence(body)
+    assert fenced.startswith("````") and fenced.endswith("````")
+
+
+def test_edit_renders_a_diff():
+    bundle = render.tool_call_bundle(
+        {
+            "tool": "Edit",
+            "action": "edit",
+            "summary": "/w/a.py",
+            "input": {"file_path": "/w/a.py", "old_string": "x = 1\n", "new_string": "x = 2\n"},
+        }
+    )
+    assert "-x = 1" in bundle["text/markdown"] and "+x = 2" in bundle["text/markdown"]
+
+
+def test_footer_has_turns_tokens_cost_and_offline():
+    usage = {"model": "m", "num_turns": 2, "input_tokens": 1200, "output_tokens": 34,
+             "cost_usd": 0.0123}  # fmt: skip
+    line = render.footer_bundle("claude", usage, {"status": "completed", "duration_s": 1.5}, True)
+    plain = line["text/plain"]
+    for part in ("claude", "2 turns", "1,200 in / 34 out tokens", "$0.0123", "1.5 s", "offline"):
+        assert part in plain
+
+
+def test_cell_view_streams_text_into_one_updated_display():
+    shown, updated = [], []
+    clock = iter([0.0, 0.05, 0.5, 0.6, 1.0, 2.0])
+    view = render.CellView(
+        lambda b, **kw: shown.append((b, kw)),
+        lambda b, **kw: updated.append((b, kw)),
+        clock=lambda: next(clock),
+    )
+    for delta in ("Hel", "lo", " world"):
+        view.show(Event(EventKind.TEXT, {"text": delta}))
+    view.show(Event(EventKind.TOOL_CALL, {"tool": "Bash", "action": "exec", "summary": "ls"}))
+    (first, _tool) = shown
+    assert first[0]["text/plain"] == "Hel" and "display_id" in first[1]
+    assert updated[-1][0]["text/plain"] == "Hello world"  # the flush shows the whole block
+    assert all(u[1]["display_id"] == first[1]["display_id"] for u in updated)
+
+
+def test_table_escapes_pipes():
+    t = table(["a", "b"], [["x|y", 1]])
+    assert "x\\|y" in t["text/markdown"] and "x|y" in t["text/plain"]
