@@ -232,6 +232,7 @@ class OmniKernel(IPythonKernel):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
-        await self.agents.close()
-        self.store.close()
+        # Runs on the control thread's event loop, not the shell's that owns the harness
+        # processes: stop them with signals, which work from any thread.
+        self.agents.kill_now()
         return super().do_shutdown(restart)

@@ -88,25 +88,25 @@ def approval_bundle(request: dict[str, Any], decision: dict[str, Any]) -> Bundle
     reason = decision.get("reason", "")
     if allowed:
         how = "auto-approved" if by == "auto-approve" else f"allowed ({by})"
-        md = f"🔓 **Approval** {what}: **{how}**"
+        md = f"✓ **Approval** {what}: **{how}**"
         if by == "auto-approve":
             md += f" — {reason}"
         return {"text/plain": f"approval: {what}: {how} — {reason}", "text/markdown": md}
     return {
         "text/plain": f"approval: {what}: DENIED — {reason}",
-        "text/markdown": f"⛔ **Approval** {what}: **denied**\n\n> {reason}",
+        "text/markdown": f"✗ **Approval** {what}: **denied**\n\n> {reason}",
     }
 
 
 def notice_bundle(data: dict[str, Any]) -> Bundle:
     message = data.get("message", "")
-    return {"text/plain": f"[omnigent] {message}", "text/markdown": f"> ℹ️ {message}"}
+    return {"text/plain": f"[omnigent] {message}", "text/markdown": f"> ℹ {message}"}
 
 
 def error_bundle(data: dict[str, Any]) -> Bundle:
     message, hint = data.get("message", ""), data.get("hint", "")
     plain = f"Error: {message}" + (f"\n{hint}" if hint else "")
-    md = f"❌ **Error:** {message}" + (f"\n\n{hint}" if hint else "")
+    md = f"✗ **Error:** {message}" + (f"\n\n{hint}" if hint else "")
     return {"text/plain": plain, "text/markdown": md}
 
 

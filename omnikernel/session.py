@@ -226,6 +226,16 @@ class AgentSession:
         for agent in self._harnesses.values():
             await agent.close()
         self._harnesses.clear()
+        self._stop_rehearsal()
+
+    def kill_now(self) -> None:
+        """Stop every harness process at once, from any thread (kernel shutdown)."""
+        for agent in self._harnesses.values():
+            agent.kill_now()
+        self._harnesses.clear()
+        self._stop_rehearsal()
+
+    def _stop_rehearsal(self) -> None:
         if self._rehearsal is not None:
             self._rehearsal.stop_thread()
             self._rehearsal = None

@@ -65,6 +65,10 @@ class HarnessProcess:
         with contextlib.suppress(ProcessLookupError):
             await self.process.wait()
 
+    def kill_now(self) -> None:
+        """Stop the whole process group at once, from any thread or event loop (shutdown)."""
+        self._signal_group(signal.SIGKILL)
+
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, sig)

@@ -133,14 +133,14 @@ def test_agent_and_agents_show_the_harness(model, workdir, start_kernel):
     kernel = start_kernel(workdir, **upstream(model))
     current = kernel.execute("%agent")
     assert "claude" in current.text and model.base_url in current.text
-    switched = kernel.execute("%agent claude --model claude-opus-4-1")
-    assert "Switched to claude" in switched.text and "claude-opus-4-1" in switched.text
+    switched = kernel.execute("%agent claude --model claude-sonnet-4-5")
+    assert "Switched to claude" in switched.text and "claude-sonnet-4-5" in switched.text
     table = kernel.execute("%agents")
     assert "claude" in table.text and "yes" in table.text and "2.1.197" in table.text
     assert "npm install -g @anthropic-ai/claude-code@2.1.197" in table.text
     # The model switch reaches the wire and keeps the conversation.
     kernel.execute("Which file did you create?")
-    assert '"model": "claude-opus-4-1"' in message_bodies(model)[-1].replace("'", '"')
+    assert '"model": "claude-sonnet-4-5"' in message_bodies(model)[-1].replace("'", '"')
 
 
 def test_missing_claude_binary_is_a_clear_error(workdir, start_kernel, model):

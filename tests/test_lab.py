@@ -111,14 +111,15 @@ def test_quickstart_prompt_streams_in_jupyterlab(lab):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{lab.url}/lab/tree/quickstart.ipynb?token={TOKEN}")
         cells = page.locator(".jp-NotebookPanel .jp-Cell")
+        code_cells = page.locator(".jp-NotebookPanel .jp-CodeCell")
         expect(cells.first).to_be_visible(timeout=60_000)
         # The kernel named in the notebook starts on its own and reports idle.
-        expect(page.locator(".jp-NotebookPanel .jp-Toolbar")).to_contain_text(
+        expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text(
             "Omnigent", timeout=60_000
         )
 
         def run_cell(source_start: str) -> None:
-            cell = cells.filter(has_text=source_start).first
+            cell = code_cells.filter(has_text=source_start).first
             cell.locator(".jp-InputArea-editor").click()
             page.keyboard.press("Shift+Enter")
 
@@ -127,7 +128,7 @@ def test_quickstart_prompt_streams_in_jupyterlab(lab):
             timeout=60_000
         )
         run_cell("Create a Python file hello.py")
-        prompt_cell = cells.filter(has_text="Create a Python file hello.py").first
+        prompt_cell = code_cells.filter(has_text="Create a Python file hello.py").first
         outputs = prompt_cell.locator(".jp-OutputArea")
         expect(outputs).to_contain_text("Offline rehearsal model", timeout=90_000)
         expect(outputs).to_contain_text("Write", timeout=90_000)

@@ -153,3 +153,7 @@ class Harness(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Stop the CLI and everything it started."""
+
+    @abc.abstractmethod
+    def kill_now(self) -> None:
+        """Stop the CLI at once, synchronously and from any thread (kernel shutdown)."""

@@ -200,6 +200,11 @@ class ClaudeHarness(Harness):
             kind = message.get("type")
             if kind == "system" and message.get("subtype") == "init":
                 self._claude_session = message.get("session_id") or self._claude_session
+            elif kind == "system" and message.get("subtype") == "api_retry":
+                yield ev.notice(
+                    f"The model upstream failed ({message.get('error', 'unknown error')}); "
+                    f"retry {message.get('attempt')} of {message.get('max_retries')}."
+                )
             elif kind == "stream_event":
                 raw = message.get("event", {})
                 if raw.get("type") == "message_start":
@@ -224,6 +229,8 @@ class ClaudeHarness(Harness):
 
     def _assistant_events(self, message: dict[str, Any], streamed: set[str]) -> list[Event]:
         body = message.get("message", {})
+        if body.get("model") == "<synthetic>":
+            return []  # Claude Code's own error text; the result event reports it
         out = []
         for block in body.get("content", []):
             if block.get("type") == "text" and body.get("id") not in streamed:
@@ -409,6 +416,10 @@ class ClaudeHarness(Harness):
         # It did not wind down in time: stop it; the next turn resumes the conversation.
         await self.close()
         return drained
+
+    def kill_now(self) -> None:
+        if self._proc is not None:
+            self._proc.kill_now()
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None

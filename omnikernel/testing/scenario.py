@@ -1,0 +1,206 @@
+"""Scripts for the fake model: which answer a request gets. Pure, no I/O but `Scenario.load`.
+
+A scenario is a list of rules and a fallback. A rule's `match` is a regular expression searched
+(case-insensitively) in the request's *prompt*: the latest user message with real text, leaving
+out tool results and tag-wrapped context that agents add (``<system-reminder>...``,
+``<environment_context>...``). Its `steps` are the model's answers in order: step *i* answers
+the request whose conversation has *i* assistant answers after that prompt. The choice is
+stateless (the conversation picks the step), so any harness, retries and restarts work.
+
+A step may hold `text` (streamed in chunks; ``{prompt}`` is replaced by the prompt),
+`tool_calls`, `usage` (overrides the computed token counts), `chunk_delay` (seconds between
+streamed chunks) and `error` (``{"status": 529, "type": "overloaded_error", "message": ...}``).
+Tool calls are abstract and built from the tools the request offers:
+``{"action": "shell", "command": "ls"}``, ``{"action": "write", "path": "a.py", "content": ""}``,
+``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, or an exact
+``{"tool": "Name", "input": {...}}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+#: Tool names per abstract action, across Claude Code, Codex and Pi.
+TOOL_ALIASES = {
+    "shell": ("Bash", "bash", "shell", "exec_command", "shell_command", "local_shell"),
+    "write": ("Write", "write", "write_file", "create_file"),
+    "read": ("Read", "read", "read_file"),
+    "edit": ("Edit", "edit", "edit_file"),
+}
+PATH_KEYS = ("file_path", "path", "filename")
+CONTEXT_TAG = re.compile(r"^\s*<([A-Za-z_][\w-]*)[^>]*>.*</\1>\s*$", re.DOTALL)
+CWD_PATTERNS = (
+    re.compile(r"Working directory:\s*(\S+)"),
+    re.compile(r"<cwd>\s*([^<\s]+)\s*</cwd>"),
+    re.compile(r"Current working directory:\s*(\S+)"),
+)
+DONE_TEXT = "Done."
+
+
+@dataclasses.dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@dataclasses.dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclasses.dataclass
+class Reply:
+    """One model answer, independent of the wire format that will carry it."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)
+    usage: Usage = dataclasses.field(default_factory=Usage)
+    chunk_delay: float = 0.0
+    error: dict[str, Any] | None = None
+
+    @property
+    def stop_reason(self) -> str:
+        return "tool_use" if self.tool_calls else "end_turn"
+
+
+@dataclasses.dataclass
+class Conversation:
+    """What a request says, whatever its wire format."""
+
+    prompt: str
+    position: int  # assistant answers since the prompt
+    tools: dict[str, dict[str, Any]]  # offered tool name -> JSON schema of its input
+    cwd: str = ""
+    model: str = ""
+
+
+@dataclasses.dataclass
+class Rule:
+    match: str
+    steps: list[dict[str, Any]]
+
+    def matches(self, prompt: str) -> bool:
+        return re.search(self.match, prompt, re.IGNORECASE | re.DOTALL) is not None
+
+
+FALLBACK_STEPS = [
+    {
+        "text": "This is the scripted fake model. No rule of its scenario matched your prompt:\n\n"
+        "> {prompt}"
+    }
+]
+
+
+@dataclasses.dataclass
+class Scenario:
+    rules: list[Rule] = dataclasses.field(default_factory=list)
+    fallback: list[dict[str, Any]] = dataclasses.field(default_factory=lambda: FALLBACK_STEPS)
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        rules = [Rule(r["match"], list(r.get("steps", []))) for r in data.get("rules", [])]
+        fallback = data.get("fallback", {}).get("steps") if data.get("fallback") else None
+        return cls(rules, fallback or FALLBACK_STEPS, data.get("name", ""))
+
+    @classmethod
+    def load(cls, path: Path | str) -> Scenario:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read scenario {path}: {exc}") from None
+        return cls.from_dict(data)
+
+    def step_for(self, conversation: Conversation) -> dict[str, Any]:
+        steps = next((r.steps for r in self.rules if r.matches(conversation.prompt)), None)
+        steps = self.fallback if steps is None else steps
+        if conversation.position < len(steps):
+            return steps[conversation.position]
+        return {"text": DONE_TEXT}
+
+
+def is_context(text: str) -> bool:
+    """Context an agent wraps in a tag of its own, not what the user typed."""
+    return bool(CONTEXT_TAG.match(text))
+
+
+def find_cwd(texts: list[str]) -> str:
+    for text in texts:
+        for pattern in CWD_PATTERNS:
+            if found := pattern.search(text):
+                return found.group(1)
+    return ""
+
+
+def estimate_tokens(chars: int) -> int:
+    return max(1, math.ceil(chars / 4))
+
+
+def build_reply(
+    step: dict[str, Any], conversation: Conversation, request_chars: int, ids: Any
+) -> Reply:
+    """Turn a scenario step into a concrete answer for this request's tools."""
+    text = str(step.get("text", "")).replace("{prompt}", conversation.prompt)
+    calls: list[ToolCall] = []
+    for spec in step.get("tool_calls", []):
+        call = build_tool_call(spec, conversation)
+        if call is None:
+            wanted = spec.get("tool") or spec.get("action")
+            text += f"\n\n(The scripted model wanted a {wanted} tool, but none was offered.)"
+        else:
+            calls.append(ToolCall(next(ids), *call))
+    out_chars = len(text) + sum(len(json.dumps(c.arguments)) for c in calls)
+    usage = Usage(estimate_tokens(request_chars), estimate_tokens(out_chars))
+    for key, value in (step.get("usage") or {}).items():
+        setattr(usage, key, int(value))
+    return Reply(text, calls, usage, float(step.get("chunk_delay", 0.0)), step.get("error"))
+
+
+def build_tool_call(
+    spec: dict[str, Any], conversation: Conversation
+) -> tuple[str, dict[str, Any]] | None:
+    tools = conversation.tools
+    if "tool" in spec:
+        return (spec["tool"], dict(spec.get("input", {}))) if spec["tool"] in tools else None
+    action = spec.get("action", "")
+    name = next((n for n in TOOL_ALIASES.get(action, ()) if n in tools), None)
+    if name is None:
+        return None
+    props = (tools[name] or {}).get("properties", {})
+    args: dict[str, Any] = {}
+
+    def put(candidates: tuple[str, ...], value: Any) -> None:
+        key = next((k for k in candidates if k in props), candidates[0])
+        args[key] = value
+
+    if action == "shell":
+        command = spec["command"]
+        key = next((k for k in ("command", "cmd") if k in props), "command")
+        is_array = (props.get(key) or {}).get("type") == "array"
+        args[key] = ["bash", "-lc", command] if is_array else command
+        if "description" in props:
+            args["description"] = spec.get("description", f"Run {command}")
+    else:
+        path = str(spec["path"])
+        if conversation.cwd and not path.startswith("/"):
+            path = f"{conversation.cwd.rstrip('/')}/{path}"
+        put(PATH_KEYS, path)
+        if action == "write":
+            put(("content", "text"), spec.get("content", ""))
+        elif action == "edit":
+            put(("old_string", "oldText", "old_str"), spec.get("old", ""))
+            put(("new_string", "newText", "new_str"), spec.get("new", ""))
+    return name, args
+
+
+def error_reply(step: dict[str, Any]) -> Reply:
+    return Reply(error=dict(step["error"]))
