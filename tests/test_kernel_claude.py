@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -166,3 +168,51 @@ def test_dead_upstream_is_a_clear_error(workdir, start_kernel):
     assert result.status == "error"
     assert "did not answer" in result.text and url in result.text
     assert_alive(kernel)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_killed_agent_is_a_clear_error_and_the_next_turn_resumes(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **upstream(model, OMNIKERNEL_AUTO_APPROVE="1"))
+    assert kernel.execute("Please create the notes file.").status == "ok"
+    msg_id = kernel.kc.execute("Please take your time and write a lot.")
+    streaming = threading.Event()
+
+    def on_output(msg):
+        if "word" in msg["content"].get("data", {}).get("text/plain", ""):
+            streaming.set()
+
+    def kill_the_agent():
+        assert streaming.wait(60), "no streamed text arrived"
+        kernel_pid = kernel.km.provisioner.pid
+        for pid in descendants(kernel_pid):
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_agent)
+    killer.start()
+    result = kernel.collect(msg_id, timeout=90, on_output=on_output)
+    killer.join()
+    assert result.status == "error"
+    assert "Claude Code exited unexpectedly" in result.text
+    assert_alive(kernel)
+    # A new process resumes the same Claude conversation.
+    after = kernel.execute("Which file did you create?")
+    assert after.status == "ok", after.text
+    assert "create the notes file" in message_bodies(model)[-1]

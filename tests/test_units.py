@@ -156,3 +156,14 @@ def test_cell_view_streams_text_into_one_updated_display():
 def test_table_escapes_pipes():
     t = table(["a", "b"], [["x|y", 1]])
     assert "x\\|y" in t["text/markdown"] and "x|y" in t["text/plain"]
+
+
+def test_rehearsal_scenario_beside_the_notebook_wins(tmp_path):
+    from omnikernel.upstream import rehearsal_scenario_path
+
+    notebook = tmp_path / "analysis.ipynb"
+    assert rehearsal_scenario_path(notebook) is None
+    beside = tmp_path / "analysis.rehearsal.json"
+    beside.write_text("{}")
+    assert rehearsal_scenario_path(notebook) == beside
+    assert rehearsal_scenario_path(notebook, "/x/y.json") == Path("/x/y.json")

@@ -1,0 +1,29 @@
+"""`pip install .` alone installs the kernelspec and enables the server extension."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+from .conftest import REPO
+
+
+def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("omnikernel-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    data = next(n for n in names if n.endswith("share/jupyter/kernels/omnikernel/kernel.json"))
+    spec = json.loads(zipfile.ZipFile(wheel).read(data))
+    assert spec["display_name"] == "Omnigent" and spec["argv"][:3] == ["python", "-m", "omnikernel"]
+    config = next(n for n in names if n.endswith("jupyter_server_config.d/omnikernel.json"))
+    enabled = json.loads(zipfile.ZipFile(wheel).read(config))
+    assert enabled["ServerApp"]["jpserver_extensions"] == {"jupyter_ext": True}
+    assert "omnikernel/testing/scenarios/default.json" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "omnikernel.harnesses" in zipfile.ZipFile(wheel).read(entry_points).decode()
