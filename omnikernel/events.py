@@ -15,6 +15,8 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
 - ``approval_decision`` request_id, decision ("allow" | "deny"), reason, by
 - ``usage``           model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
                       cost_usd (as the harness reports it, or None), num_turns
+- ``spend``           what the gateway metered for one model call: harness, vendor, model,
+                      input/output/cache tokens, cost_usd (None: unpriced), estimated
 - ``notice``          message (something the user should know: offline mode, auto-approval, ...)
 - ``error``           message, hint
 - ``turn_end``        status ("completed" | "interrupted" | "error"), duration_s, harness_session
@@ -39,6 +41,7 @@ class EventKind(enum.StrEnum):
     APPROVAL_REQUEST = "approval_request"
     APPROVAL_DECISION = "approval_decision"
     USAGE = "usage"
+    SPEND = "spend"
     NOTICE = "notice"
     ERROR = "error"
     TURN_END = "turn_end"

@@ -17,7 +17,7 @@ from typing import Any
 
 from IPython.display import display, update_display
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Bool, Dict, Unicode, default
+from traitlets import Bool, Dict, Float, Unicode, default
 
 from . import __version__
 from .approval import auto_approve_from_env
@@ -69,6 +69,14 @@ class OmniKernel(IPythonKernel):
     anthropic_api_key = Unicode("", help="Default: $ANTHROPIC_API_KEY.").tag(config=True)
     openai_base_url = Unicode("", help="Default: $OPENAI_BASE_URL.").tag(config=True)
     openai_api_key = Unicode("", help="Default: $OPENAI_API_KEY.").tag(config=True)
+    budget_usd = Float(
+        None, allow_none=True, help="Session spend cap in USD; `%budget` changes it."
+    ).tag(config=True)
+    prices = Dict(
+        help="Price overrides, USD per million tokens: {'anthropic/claude-x': {'input': 3, "
+        "'output': 15, 'cacheRead': 0.3, 'cacheWrite': 3.75}} (a bare model name applies to "
+        "every vendor)."
+    ).tag(config=True)
     rehearsal_scenario = Unicode(
         "",
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
@@ -97,10 +105,12 @@ class OmniKernel(IPythonKernel):
             state_dir=default_state_dir(),
             upstream_config=upstreams,
             harness=os.environ.get("OMNIKERNEL_HARNESS", self.default_harness),
-            model=self.default_model or None,
+            model=os.environ.get("OMNIKERNEL_MODEL") or self.default_model or None,
             harness_paths=self.harness_paths,
             auto_approve=self.auto_approve,
             rehearsal_scenario=self.rehearsal_scenario,
+            budget_usd=self.budget_usd,
+            price_overrides=self.prices,
         )
         assert self.shell is not None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))

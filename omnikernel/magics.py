@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -16,6 +17,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
 from .approval import AUTO_APPROVE_ENV
+from .gateway import CassetteMismatchError
 from .harnesses import HarnessError
 
 if TYPE_CHECKING:
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 #: What `%agent` and friends say when asked something they do not know.
 MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M], "
-    "%history, %autoapprove [on|off], %%python. IPython's own: %lsmagic."
+    "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
+    "%autoapprove [on|off], %%python. IPython's own: %lsmagic."
 )
 
 
@@ -173,3 +176,87 @@ class OmniMagics(Magics):
             f"{AUTO_APPROVE_ENV}=1 or run %autoapprove on to allow them)."
         )
         show(f"Auto-approval is {state}.{note}")
+
+    @line_magic
+    def spend(self, line: str) -> None:
+        """%spend: what this session spent, by harness and model, metered at the gateway."""
+        session = self.session
+        rows = [
+            [r.harness, r.model, r.requests, f"{r.input_tokens:,}", f"{r.output_tokens:,}",
+             f"{r.cache_tokens:,}", f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced"
+                                                             if r.unpriced else "")]
+            for r in session.ledger.by_harness_and_model()
+        ]  # fmt: skip
+        if not rows:
+            show("No model calls in this session yet.")
+            return
+        headers = ["harness", "model", "calls", "input", "output", "cache", "cost"]
+        display(table(headers, rows), raw=True)
+        total = f"Session total: ${session.ledger.total_usd:.4f}"
+        if session.ledger.unpriced:
+            total += f" plus {session.ledger.unpriced} call(s) to unpriced models"
+        if session.budget.limit_usd is not None:
+            total += f" · budget ${session.budget.limit_usd:.2f}"
+        show(total)
+
+    @line_magic
+    def budget(self, line: str) -> None:
+        """%budget [USD|off]: cap this session's spend; the gateway holds or cuts calls past it."""
+        word = line.strip().lstrip("$")
+        session = self.session
+        if word.lower() in ("off", "none"):
+            session.budget.limit_usd = None
+        elif word:
+            try:
+                limit = float(word)
+            except ValueError:
+                raise UsageError(f"%budget takes an amount in USD or off, not {word!r}") from None
+            if limit <= 0:
+                raise UsageError("%budget must be positive (or off)")
+            session.budget.limit_usd = limit
+        spent = session.ledger.total_usd
+        if session.budget.limit_usd is None:
+            show(f"No budget: ${spent:.4f} spent. Set one with %budget 5.00.")
+        else:
+            show(f"Budget ${session.budget.limit_usd:.2f}: ${spent:.4f} spent.")
+
+    def _cassette_path(self, word: str) -> Path:
+        if word:
+            return Path(word).expanduser()
+        notebook = Path(self.session.notebook)
+        stem = notebook.stem if notebook.suffix == ".ipynb" else "session"
+        return notebook.parent / f"{stem}.cassette.jsonl" if notebook.suffix else (
+            self.session.cwd / f"{stem}.cassette.jsonl"
+        )
+
+    @line_magic
+    def record(self, line: str) -> None:
+        """%record [FILE|off]: save every model exchange to a cassette (keys redacted)."""
+        word = line.strip()
+        gateway = self.session.gateway
+        if word == "off":
+            gateway.stop_tape()
+            show("Recording stopped.")
+            return
+        path = self._cassette_path(word)
+        gateway.record_to(path)
+        show(f"Recording model traffic to {path}. Replay it with %replay {path.name}.")
+
+    @line_magic
+    def replay(self, line: str) -> None:
+        """%replay FILE|off: answer model calls from a cassette instead of the upstream."""
+        word = line.strip()
+        gateway = self.session.gateway
+        if word == "off":
+            gateway.stop_tape()
+            show("Replay stopped: model calls go upstream again.")
+            return
+        path = self._cassette_path(word)
+        try:
+            count = gateway.replay_from(path)
+        except CassetteMismatchError as exc:
+            raise UsageError(str(exc)) from None
+        show(
+            f"Replaying {count} recorded exchange(s) from {path}: no call goes upstream, and a "
+            f"call that does not match the cassette is an error."
+        )

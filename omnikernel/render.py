@@ -110,8 +110,29 @@ def error_bundle(data: dict[str, Any]) -> Bundle:
     return {"text/plain": plain, "text/markdown": md}
 
 
+def spend_text(spends: list[dict[str, Any]], reported: Any) -> str:
+    """The cell's cost: metered by the gateway when it saw the calls, else as reported."""
+    if not spends:
+        return f"${reported:.4f}" if isinstance(reported, int | float) else "cost unknown"
+    priced = [s["cost_usd"] for s in spends if s.get("cost_usd") is not None]
+    unpriced = {s.get("model", "?") for s in spends if s.get("cost_usd") is None}
+    text = f"${sum(priced):.4f}" if priced or not unpriced else ""
+    if unpriced:
+        text += (" + " if text else "") + f"unpriced ({', '.join(sorted(unpriced))}"
+        if isinstance(reported, int | float):
+            text += f"; the agent reports ${reported:.4f}"
+        text += ")"
+    if any(s.get("estimated") for s in spends):
+        text += " (estimated)"
+    return text
+
+
 def footer_bundle(
-    harness: str, usage: dict[str, Any] | None, end: dict[str, Any], offline: bool
+    harness: str,
+    usage: dict[str, Any] | None,
+    end: dict[str, Any],
+    offline: bool,
+    spends: list[dict[str, Any]] | None = None,
 ) -> Bundle:
     """The one-line summary every agent cell ends with."""
     parts = [harness]
@@ -127,8 +148,8 @@ def footer_bundle(
         cached = usage.get("cache_read_tokens", 0)
         if cached:
             parts.append(f"{cached:,} cached")
-        cost = usage.get("cost_usd")
-        parts.append(f"${cost:.4f}" if isinstance(cost, int | float) else "cost unknown")
+    if usage or spends:
+        parts.append(spend_text(spends or [], (usage or {}).get("cost_usd")))
     if "duration_s" in end:
         parts.append(f"{end['duration_s']:.1f} s")
     status = end.get("status", "")
@@ -161,6 +182,7 @@ class CellView:
         self._blocks = 0
         self._requests: dict[str, dict[str, Any]] = {}
         self._usage: dict[str, Any] | None = None
+        self._spends: list[dict[str, Any]] = []
 
     def show(self, event: Event) -> None:
         kind = event.kind
@@ -183,8 +205,12 @@ class CellView:
             self._emit(error_bundle(event.data))
         elif kind == EventKind.USAGE:
             self._usage = event.data
+        elif kind == EventKind.SPEND:
+            self._spends.append(event.data)
         elif kind == EventKind.TURN_END:
-            self._emit(footer_bundle(event.harness, self._usage, event.data, self.offline))
+            self._emit(
+                footer_bundle(event.harness, self._usage, event.data, self.offline, self._spends)
+            )
 
     def _emit(self, bundle: Bundle) -> None:
         self._display(bundle, raw=True)

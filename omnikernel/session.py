@@ -9,8 +9,11 @@ continues); switching harness keeps the others alive.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
+import queue
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -20,11 +23,16 @@ from typing import Any
 from . import approval
 from . import events as ev
 from .events import Event, EventKind
+from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .store import SessionStore
 from .upstream import PLACEHOLDER_KEY, Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
 DEFAULT_SCENARIO = Path(__file__).parent / "testing" / "scenarios" / "default.json"
+#: How long a finished turn waits for the gateway to meter its last model call.
+SETTLE_S = 3.0
+
+log = logging.getLogger(__name__)
 
 
 def session_identity(env: Mapping[str, str], cwd: Path) -> tuple[str, str]:
@@ -59,6 +67,8 @@ class AgentSession:
         harness_paths: Mapping[str, str] | None = None,
         auto_approve: bool = False,
         rehearsal_scenario: str = "",
+        budget_usd: float | None = None,
+        price_overrides: Mapping[str, Mapping[str, float]] | None = None,
     ):
         self.store = store
         self.session_id = session_id
@@ -76,6 +86,15 @@ class AgentSession:
         self._harnesses: dict[str, Harness] = {}
         self._rehearsal: Any = None  # the offline model's FakeModelServer, once started
         store.open_session(session_id, notebook)
+        # Spend lives in the store, so totals and the budget survive a kernel restart.
+        self.ledger = SpendLedger(
+            SpendRecord.from_dict(e.data)
+            for e in store.events(session_id, kinds=(EventKind.SPEND,))
+        )
+        self.budget = Budget(budget_usd)
+        self.prices = PriceTable.load(overrides=price_overrides)
+        self._gateway: Gateway | None = None
+        self._spent: queue.SimpleQueue[SpendRecord] = queue.SimpleQueue()
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -124,13 +143,31 @@ class AgentSession:
         configured = resolve(self.upstream_config, wire)
         return configured.label if configured else "offline rehearsal model"
 
+    @property
+    def gateway(self) -> Gateway:
+        """The session's model gateway, started on first use."""
+        if self._gateway is None:
+            self._gateway = Gateway(
+                {}, prices=self.prices, on_spend=self._spent.put, ledger=self.ledger,
+                budget=self.budget,
+            ).start_in_thread()  # fmt: skip
+        return self._gateway
+
     def _harness(self, name: str) -> Harness:
         if name not in self._harnesses:
             cls = harness_class(name, self.available)
+            real = self.upstream_for(cls.wire)
+            self.gateway.upstreams[cls.wire] = real  # only the gateway sees the real key
+            via_gateway = Upstream(
+                wire=cls.wire,
+                base_url=self.gateway.base_url_for(name, cls.wire),
+                api_key=PLACEHOLDER_KEY,
+                offline=real.offline,
+            )
             ctx = HarnessContext(
                 cwd=self.cwd,
                 state_dir=self.state_dir,
-                upstream=self.upstream_for(cls.wire),
+                upstream=via_gateway,
                 decide=self._decide,
                 model=self.models.get(name),
                 binary=self.harness_paths.get(name),
@@ -178,16 +215,53 @@ class AgentSession:
                 name,
                 cell,
             )
+        self.gateway.set_context(self.session_id, cell)
+        reported_cost: float | None = None
         try:
             async for event in agent.run_turn(prompt):
+                if event.kind == EventKind.USAGE:
+                    reported_cost = event.data.get("cost_usd")
                 if event.kind == EventKind.TURN_END:
+                    for spend in await self._settle_spend(name, cell):
+                        yield spend
+                    self._cross_check(name, reported_cost)
                     event = event.stamped(
                         data={**event.data, "duration_s": round(time.monotonic() - started, 3)}
                     )
+                for spend in self._drain_spend(name, cell):
+                    yield spend
                 yield self._record(event, name, cell)
         except HarnessError as exc:
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
+
+    def _drain_spend(self, name: str, cell: str) -> list[Event]:
+        """Store what the gateway metered since the last event, as ``spend`` events."""
+        out = []
+        while True:
+            try:
+                record = self._spent.get_nowait()
+            except queue.Empty:
+                return out
+            out.append(self._record(Event(EventKind.SPEND, record.to_dict()), record.harness, cell))
+
+    async def _settle_spend(self, name: str, cell: str) -> list[Event]:
+        """At a turn's end, wait for the gateway to finish metering its last call."""
+        deadline = time.monotonic() + SETTLE_S
+        while self.gateway.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self._drain_spend(name, cell)
+
+    def _cross_check(self, name: str, reported: float | None) -> None:
+        """Log when the harness's own cost disagrees with the gateway's by more than 1%."""
+        spends = [e for e in self.store.events(self.session_id, kinds=(EventKind.SPEND,),
+                                               turn=self.turn)]  # fmt: skip
+        if reported is None or not spends or any(e.data.get("cost_usd") is None for e in spends):
+            return
+        metered = sum(e.data["cost_usd"] for e in spends)
+        if not cross_check(metered, reported):
+            log.warning("%s reported $%.6f for turn %d, the gateway metered $%.6f",
+                        name, reported, self.turn, metered)  # fmt: skip
 
     async def stop_turn(self, harness: str | None = None, cell: str = "") -> list[Event]:
         """End the running turn of `harness` (after its consumer was cancelled)."""
@@ -195,6 +269,7 @@ class AgentSession:
         agent = self._harnesses.get(name)
         drained = await agent.interrupt() if agent else []
         recorded = [self._record(event, name, cell) for event in drained]
+        recorded += await self._settle_spend(name, cell)
         recorded.append(
             self._record(Event(EventKind.TURN_END, {"status": "interrupted"}), name, cell)
         )
@@ -226,16 +301,19 @@ class AgentSession:
         for agent in self._harnesses.values():
             await agent.close()
         self._harnesses.clear()
-        self._stop_rehearsal()
+        self._stop_services()
 
     def kill_now(self) -> None:
         """Stop every harness process at once, from any thread (kernel shutdown)."""
         for agent in self._harnesses.values():
             agent.kill_now()
         self._harnesses.clear()
-        self._stop_rehearsal()
+        self._stop_services()
 
-    def _stop_rehearsal(self) -> None:
+    def _stop_services(self) -> None:
+        if self._gateway is not None:
+            self._gateway.stop_thread()
+            self._gateway = None
         if self._rehearsal is not None:
             self._rehearsal.stop_thread()
             self._rehearsal = None

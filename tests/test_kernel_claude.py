@@ -10,10 +10,12 @@ import time
 
 import pytest
 
+from omnikernel.gateway import PriceTable
 from omnikernel.testing import FakeModelServer, Scenario
 
 from .conftest import require_claude
 
+SCRIPTED_USAGE = {"input_tokens": 1200, "output_tokens": 80}
 SCENARIO = {
     "rules": [
         {
@@ -22,14 +24,18 @@ SCENARIO = {
                 {
                     "text": "I will write the notes file now.",
                     "tool_calls": [{"action": "shell", "command": "echo remembered > notes.txt"}],
+                    "usage": SCRIPTED_USAGE,
                 },
-                {"text": "Created notes.txt with the word remembered."},
+                {"text": "Created notes.txt with the word remembered.", "usage": SCRIPTED_USAGE},
             ],
         },
         {"match": "which file", "steps": [{"text": "Earlier I created notes.txt for you."}]},
         {"match": "take your time", "steps": [{"text": "word " * 400, "chunk_delay": 0.05}]},
     ]
 }
+
+
+PRICED_MODEL = "claude-sonnet-4-5"
 
 
 @pytest.fixture
@@ -55,7 +61,9 @@ def assert_alive(kernel) -> None:
 
 
 def test_prompt_runs_a_tool_and_the_next_cell_continues(model, workdir, start_kernel):
-    kernel = start_kernel(workdir, **upstream(model, OMNIKERNEL_AUTO_APPROVE="1"))
+    kernel = start_kernel(
+        workdir, **upstream(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_MODEL=PRICED_MODEL)
+    )
     first = kernel.execute("Please create the notes file.")
     assert first.status == "ok", first.text
     assert (workdir / "notes.txt").read_text().strip() == "remembered"
@@ -64,7 +72,13 @@ def test_prompt_runs_a_tool_and_the_next_cell_continues(model, workdir, start_ke
     assert "▶ Bash: echo remembered > notes.txt" in text
     assert "auto-approved" in text  # every auto-approved action says so
     assert "Created notes.txt" in text
-    assert "in /" in text and "out tokens" in text and "$" in text  # the footer
+    assert "in /" in text and "out tokens" in text  # the footer
+    # The cost is metered at the gateway, from the tokens on the wire and the price table.
+    price = PriceTable.load().lookup("anthropic", PRICED_MODEL)
+    assert price is not None
+    per_call = (SCRIPTED_USAGE["input_tokens"] * price.input
+                + SCRIPTED_USAGE["output_tokens"] * price.output) / 1e6  # fmt: skip
+    assert f"${2 * per_call:.4f}" in text
 
     second = kernel.execute("Which file did you create?")
     assert second.status == "ok", second.text

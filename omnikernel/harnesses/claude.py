@@ -352,11 +352,13 @@ class ClaudeHarness(Harness):
 
     def _upstream_hint(self, detail: str) -> str:
         lowered = detail.lower()
-        if any(word in lowered for word in ("connect", "fetch failed", "econnrefused", "api error")):
+        if "budget" in lowered:
+            return "Raise the budget with `%budget N` and run the cell again; the conversation is kept."
+        if any(word in lowered for word in ("connect", "did not answer", "502", "api error")):
             return (
-                f"The model upstream {self.ctx.upstream.label} did not answer. Check that it is "
-                "running and that ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY are right, then run "
-                "the cell again; the conversation is kept."
+                "The model upstream did not answer. Check that it is running and that "
+                "ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY are right, then run the cell again; "
+                "the conversation is kept."
             )
         return ""
 

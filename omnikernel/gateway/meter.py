@@ -1,0 +1,131 @@
+"""Token usage read off the wire, for each vendor format, streaming or whole. Pure.
+
+`StreamMeter` is fed the response bytes as they pass and knows, at any moment, the usage so
+far: the final counts once the vendor reports them, and an estimate of the output (characters
+/ 4) while text is still streaming, so a budget can stop a stream mid-way. Counts are
+normalised: `input_tokens` excludes cached input (OpenAI reports it included; Anthropic
+apart), so pricing is one formula.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+VENDOR_OF_WIRE = {"messages": "anthropic", "responses": "openai", "chat/completions": "openai"}
+
+
+@dataclasses.dataclass
+class TokenUsage:
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return (
+            self.input_tokens + self.output_tokens + self.cache_read_tokens
+            + self.cache_write_tokens
+        )  # fmt: skip
+
+
+def anthropic_usage(usage: dict[str, Any], into: TokenUsage) -> None:
+    for key, attr in (
+        ("input_tokens", "input_tokens"),
+        ("output_tokens", "output_tokens"),
+        ("cache_read_input_tokens", "cache_read_tokens"),
+        ("cache_creation_input_tokens", "cache_write_tokens"),
+    ):
+        if isinstance(usage.get(key), int):
+            setattr(into, attr, usage[key])
+
+
+def openai_usage(usage: dict[str, Any], into: TokenUsage) -> None:
+    """Responses (input/output_tokens) and Chat (prompt/completion_tokens) alike."""
+    total_in = usage.get("input_tokens", usage.get("prompt_tokens", 0)) or 0
+    details = usage.get("input_tokens_details") or usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens", 0) or 0
+    into.input_tokens = max(0, total_in - cached)
+    into.cache_read_tokens = cached
+    into.output_tokens = usage.get("output_tokens", usage.get("completion_tokens", 0)) or 0
+
+
+def usage_of_body(wire: str, body: dict[str, Any]) -> TokenUsage:
+    """Usage of a non-streamed response."""
+    usage = TokenUsage(model=str(body.get("model", "")))
+    if wire == "messages":
+        anthropic_usage(body.get("usage") or {}, usage)
+    else:
+        openai_usage(body.get("usage") or {}, usage)
+    return usage
+
+
+class StreamMeter:
+    """Reads server-sent events as they pass; see the module docstring."""
+
+    def __init__(self, wire: str, model: str = ""):
+        self.wire = wire
+        self.usage = TokenUsage(model=model)
+        self.output_chars = 0
+        self.reported_output = False
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            line = line.strip()
+            if line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if payload and payload != b"[DONE]":
+                    try:
+                        self._event(json.loads(payload))
+                    except (json.JSONDecodeError, AttributeError, TypeError):
+                        continue
+
+    @property
+    def estimated_output_tokens(self) -> int:
+        if self.reported_output:
+            return self.usage.output_tokens
+        return max(self.usage.output_tokens, math.ceil(self.output_chars / 4))
+
+    def estimate(self) -> TokenUsage:
+        return dataclasses.replace(self.usage, output_tokens=self.estimated_output_tokens)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "")
+        if self.wire == "messages":
+            if kind == "message_start":
+                message = event.get("message") or {}
+                self.usage.model = message.get("model") or self.usage.model
+                anthropic_usage(message.get("usage") or {}, self.usage)
+            elif kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+                self.output_chars += len(text or "")
+            elif kind == "message_delta":
+                anthropic_usage(event.get("usage") or {}, self.usage)
+                self.reported_output = True
+        elif self.wire == "responses":
+            if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
+                self.output_chars += len(event.get("delta") or "")
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                response = event.get("response") or {}
+                self.usage.model = response.get("model") or self.usage.model
+                if response.get("usage"):
+                    openai_usage(response["usage"], self.usage)
+                    self.reported_output = True
+        else:  # chat/completions
+            self.usage.model = event.get("model") or self.usage.model
+            for choice in event.get("choices") or []:
+                delta = choice.get("delta") or {}
+                self.output_chars += len(delta.get("content") or "")
+                for call in delta.get("tool_calls") or []:
+                    self.output_chars += len((call.get("function") or {}).get("arguments") or "")
+            if event.get("usage"):
+                openai_usage(event["usage"], self.usage)
+                self.reported_output = True

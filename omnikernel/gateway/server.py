@@ -1,0 +1,398 @@
+"""The model gateway: every harness's model traffic passes here, on 127.0.0.1, one per kernel.
+
+Why one place: spend is measured the same way for every harness (from the wire, priced with
+the shipped table), a budget can stop a turn mid-stream, the real API key never reaches an
+agent (harnesses get a placeholder; the gateway swaps in the real credential upstream), and a
+notebook's traffic can be recorded and replayed.
+
+Each harness has its own path prefix, ``/h/<harness>``, so spend is attributed to it; the
+kernel sets the current session and cell with `set_context`. Streams are forwarded chunk by
+chunk as they arrive, never buffered. The gateway runs on its own thread and event loop so a
+busy kernel never stalls an agent's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tornado import httpclient, httpserver, web
+from tornado.netutil import bind_sockets
+
+from ..testing.wire import (
+    anthropic_conversation,
+    anthropic_error,
+    chat_conversation,
+    openai_error,
+    responses_conversation,
+)
+from ..upstream import Upstream
+from .cassette import CassetteMismatchError, CassettePlayer, CassetteRecorder, Exchange
+from .ledger import Budget, SpendLedger, SpendRecord
+from .meter import VENDOR_OF_WIRE, StreamMeter, TokenUsage, usage_of_body
+from .pricing import PriceTable
+
+log = logging.getLogger(__name__)
+
+PROMPT_OF = {
+    "messages": anthropic_conversation,
+    "responses": responses_conversation,
+    "chat/completions": chat_conversation,
+}
+#: Client headers never forwarded: hop-by-hop, sizes we recompute, and the client's credentials.
+DROPPED_HEADERS = {
+    "host", "content-length", "connection", "authorization", "x-api-key", "accept-encoding",
+    "transfer-encoding", "keep-alive",
+}  # fmt: skip
+PASSED_BACK_HEADERS = {"content-type", "request-id", "x-request-id", "openai-processing-ms"}
+
+
+class BudgetStop(Exception):
+    """Raised inside the streaming callback to cut the upstream stream."""
+
+
+class Gateway:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        upstreams: dict[str, Upstream],
+        *,
+        prices: PriceTable | None = None,
+        on_spend: Callable[[SpendRecord], None] | None = None,
+        ledger: SpendLedger | None = None,
+        budget: Budget | None = None,
+    ):
+        self.upstreams = upstreams  # by wire: "anthropic" | "openai"
+        self.prices = prices or PriceTable.load()
+        self.on_spend = on_spend
+        self.ledger = ledger or SpendLedger()
+        self.budget = budget or Budget()
+        self.session = ""
+        self.cell = ""
+        self.recorder: CassetteRecorder | None = None
+        self.player: CassettePlayer | None = None
+        self.port = 0
+        self.in_flight = 0  # model calls being answered (only the gateway's thread changes it)
+        self._lock = threading.Lock()
+        self._server: httpserver.HTTPServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- configuration from the kernel ---------------------------------------------------------
+
+    def base_url_for(self, harness: str, wire: str) -> str:
+        """The base URL a harness is given instead of its vendor's."""
+        root = f"http://127.0.0.1:{self.port}/h/{harness}"
+        return root + "/v1" if wire == "openai" else root
+
+    def set_context(self, session: str = "", cell: str = "") -> None:
+        self.session, self.cell = session, cell
+
+    def record_to(self, path: Path) -> None:
+        secrets = [u.api_key for u in self.upstreams.values()]
+        self.recorder, self.player = CassetteRecorder(path, secrets), None
+
+    def replay_from(self, path: Path) -> int:
+        self.player, self.recorder = CassettePlayer(path), None
+        return len(self.player)
+
+    def stop_tape(self) -> None:
+        self.recorder = self.player = None
+
+    @property
+    def spent_usd(self) -> float:
+        with self._lock:
+            return self.ledger.total_usd
+
+    def charge(
+        self, harness: str, vendor: str, usage: TokenUsage, estimated: bool,
+        cost: float | None = None,
+    ) -> SpendRecord:  # fmt: skip
+        """Meter one exchange: priced from the table unless `cost` is given (replays: $0)."""
+        record = SpendRecord.of(
+            harness, vendor, usage, self.prices.cost(vendor, usage) if cost is None else cost,
+            session=self.session, cell=self.cell, estimated=estimated,
+        )  # fmt: skip
+        with self._lock:
+            self.ledger.add(record)
+        if self.on_spend:
+            self.on_spend(record)
+        return record
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        opts = {"gateway": self}
+        api = r"/h/([A-Za-z0-9_.-]+)/v1/(messages|responses|chat/completions)"
+        return web.Application(
+            [
+                (r"/h/([A-Za-z0-9_.-]+)/v1/messages/count_tokens", PassThroughHandler, opts),
+                (api, ModelCallHandler, opts),
+                (r"/h/([A-Za-z0-9_.-]+)/v1/(models.*)", PassThroughHandler, opts),
+                (r"/.*", PingHandler),
+            ]
+        )
+
+    async def start(self) -> None:
+        sockets = bind_sockets(0, "127.0.0.1")
+        self.port = sockets[0].getsockname()[1]
+        self._server = httpserver.HTTPServer(self.app(), idle_connection_timeout=600)
+        self._server.add_sockets(sockets)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            await self._server.close_all_connections()
+            self._server = None
+
+    def start_in_thread(self) -> Gateway:
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.start())
+            ready.set()
+            self._loop.run_forever()
+            self._loop.run_until_complete(self.stop())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=serve, name="omnikernel-gateway", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        return self
+
+    def stop_thread(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = self._thread = None
+
+
+class PingHandler(web.RequestHandler):
+    """Agents probe their base URL (Claude Code sends ``HEAD /``)."""
+
+    def head(self, *args: str) -> None:
+        self.finish()
+
+    def get(self, *args: str) -> None:
+        self.finish({"omnikernel_gateway": True})
+
+
+class GatewayHandler(web.RequestHandler):
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def upstream_for(self, path: str) -> tuple[Upstream, str]:
+        wire = "anthropic" if path.startswith(("messages", "models")) else "openai"
+        if path.startswith("models"):
+            wire = "anthropic" if "anthropic" in self.gateway.upstreams else "openai"
+        upstream = self.gateway.upstreams.get(wire)
+        if upstream is None:
+            raise web.HTTPError(502, f"no {wire} upstream is configured")
+        base = upstream.base_url.rstrip("/")
+        if wire == "anthropic":
+            url = f"{base}/v1/{path}"
+        else:
+            url = f"{base}/{path}" if base.endswith("/v1") else f"{base}/v1/{path}"
+        query = self.request.query
+        return upstream, url + (f"?{query}" if query else "")
+
+    def upstream_headers(self, upstream: Upstream) -> dict[str, str]:
+        headers = {
+            k: v for k, v in self.request.headers.get_all() if k.lower() not in DROPPED_HEADERS
+        }
+        headers["Accept-Encoding"] = "identity"
+        if upstream.wire == "anthropic":
+            headers["x-api-key"] = upstream.api_key
+        else:
+            headers["Authorization"] = f"Bearer {upstream.api_key}"
+        return headers
+
+    def send_error_body(self, wire_path: str, status: int, message: str, kind: str) -> None:
+        shape = anthropic_error if wire_path == "messages" else openai_error
+        code, body = shape({"status": status, "type": kind, "message": message})
+        self.set_status(code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+
+class PassThroughHandler(GatewayHandler):
+    """Small unmetered calls (token counting, model lists): forwarded whole."""
+
+    async def _forward(self, harness: str, path: str) -> None:
+        upstream, url = self.upstream_for(path if path.startswith("models") else "messages/count_tokens")
+        request = httpclient.HTTPRequest(
+            url, method=self.request.method or "GET", headers=self.upstream_headers(upstream),
+            body=self.request.body if self.request.method == "POST" else None,
+            request_timeout=60, connect_timeout=10,
+        )  # fmt: skip
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError) as exc:
+            self.send_error_body("messages", 502, f"the model upstream did not answer: {exc}",
+                                 "api_error")  # fmt: skip
+            return
+        self.set_status(response.code if response.code != 599 else 502)
+        self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
+        self.finish(response.body or b"")
+
+    async def post(self, harness: str, path: str = "") -> None:
+        await self._forward(harness, path)
+
+    async def get(self, harness: str, path: str = "") -> None:
+        await self._forward(harness, path)
+
+
+class ModelCallHandler(GatewayHandler):
+    """A metered model call: budget check, then replay, or forward (and maybe record)."""
+
+    client_gone = False
+
+    def on_connection_close(self) -> None:
+        self.client_gone = True
+
+    async def post(self, harness: str, wire_path: str) -> None:
+        self.gateway.in_flight += 1
+        try:
+            await self.answer(harness, wire_path)
+        finally:
+            self.gateway.in_flight -= 1
+
+    async def answer(self, harness: str, wire_path: str) -> None:
+        gateway = self.gateway
+        vendor = VENDOR_OF_WIRE[wire_path]
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError:
+            self.send_error_body(wire_path, 400, "request body is not JSON", "invalid_request_error")
+            return
+        prompt = PROMPT_OF[wire_path](body).prompt
+        streamed = bool(body.get("stream"))
+        if gateway.budget.exceeded(gateway.spent_usd):
+            self.send_error_body(wire_path, 402, gateway.budget.message(gateway.spent_usd),
+                                 "budget_exceeded")  # fmt: skip
+            return
+        if gateway.player is not None:
+            self.replay(harness, wire_path, vendor, prompt, streamed)
+            return
+        await self.forward(harness, wire_path, vendor, body, prompt, streamed)
+
+    def replay(self, harness: str, wire_path: str, vendor: str, prompt: str, streamed: bool) -> None:
+        assert self.gateway.player is not None
+        try:
+            exchange = self.gateway.player.answer(harness, wire_path, prompt)
+        except CassetteMismatchError as exc:
+            self.send_error_body(wire_path, 400, str(exc), "invalid_request_error")
+            return
+        self.set_status(exchange.status)
+        self.set_header("Content-Type", exchange.content_type)
+        meter = StreamMeter(wire_path, exchange.model)
+        for chunk in exchange.chunks:
+            self.write(chunk.encode())
+            meter.feed(chunk.encode())
+        self.finish()
+        usage = meter.usage
+        if not exchange.streamed and exchange.status == 200:
+            usage = usage_of_body(wire_path, json.loads("".join(exchange.chunks)))
+        if exchange.status == 200:
+            # A replay costs nothing: record its tokens, priced at $0.
+            self.gateway.charge(harness, vendor, usage, estimated=False, cost=0.0)
+
+    async def forward(
+        self, harness: str, wire_path: str, vendor: str, body: dict[str, Any], prompt: str,
+        streamed: bool,
+    ) -> None:  # fmt: skip
+        gateway = self.gateway
+        upstream, url = self.upstream_for(wire_path)
+        meter = StreamMeter(wire_path, str(body.get("model", "")))
+        chunks: list[bytes] = []
+        status = {"code": 0, "content_type": "application/json"}
+        cut: list[str] = []
+
+        def on_header(line: str) -> None:
+            if line.startswith("HTTP/"):
+                status["code"] = int(line.split()[1])
+                return
+            if ":" in line:
+                name, value = line.split(":", 1)
+                if name.strip().lower() in PASSED_BACK_HEADERS:
+                    self.set_header(name.strip(), value.strip())
+                    if name.strip().lower() == "content-type":
+                        status["content_type"] = value.strip()
+
+        def on_chunk(chunk: bytes) -> None:
+            if self.client_gone:
+                raise BudgetStop("the client went away")  # stop paying for an unread stream
+            self.set_status(status["code"] or 200)
+            meter.feed(chunk)
+            chunks.append(chunk)
+            self.write(chunk)
+            self.flush()
+            if streamed and status["code"] == 200:
+                pending = gateway.prices.cost(vendor, meter.estimate()) or 0.0
+                if gateway.budget.exceeded(gateway.spent_usd, pending):
+                    cut.append(gateway.budget.message(gateway.spent_usd + pending))
+                    raise BudgetStop(cut[0])
+
+        request = httpclient.HTTPRequest(
+            url, method="POST", headers=self.upstream_headers(upstream), body=self.request.body,
+            header_callback=on_header, streaming_callback=on_chunk,
+            request_timeout=900, connect_timeout=10,
+        )  # fmt: skip
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+            failure = response.error if response.code == 599 else None
+        except (OSError, httpclient.HTTPClientError) as exc:  # refused, unreachable, timed out
+            failure = exc
+        if failure is not None and not chunks and not cut:
+            self.send_error_body(
+                wire_path, 502,
+                f"the model upstream {upstream.label} did not answer ({failure}). Check "
+                f"that it is running and reachable, and the base URL and key configured for it.",
+                "api_error",
+            )  # fmt: skip
+            return
+        if cut:
+            self.write(self.stream_error(wire_path, cut[0]))
+        if not self._finished:
+            self.finish()
+        if status["code"] == 200 or cut:
+            usage, estimated = meter.estimate(), True
+            if cut or not chunks:
+                pass
+            elif not streamed:
+                try:
+                    usage, estimated = usage_of_body(wire_path, json.loads(b"".join(chunks))), False
+                except json.JSONDecodeError:
+                    pass
+            elif meter.reported_output:
+                usage, estimated = meter.usage, False
+            gateway.charge(harness, vendor, usage, estimated=estimated)
+        if gateway.recorder is not None and not cut:
+            recorder = gateway.recorder
+            recorder.write(
+                Exchange(
+                    harness, wire_path, recorder.next_index(harness, wire_path), prompt,
+                    meter.usage.model, status["code"] or 502, status["content_type"],
+                    [c.decode(errors="replace") for c in chunks], streamed,
+                )
+            )  # fmt: skip
+
+    @staticmethod
+    def stream_error(wire_path: str, message: str) -> bytes:
+        """A well-formed last event that ends a stream the budget cut."""
+        if wire_path == "messages":
+            error = {"type": "error", "error": {"type": "budget_exceeded", "message": message}}
+            return f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+        if wire_path == "responses":
+            error = {"type": "error", "code": "budget_exceeded", "message": message,
+                     "param": None, "sequence_number": 0}  # fmt: skip
+            return f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+        error = {"error": {"message": message, "type": "budget_exceeded", "code": None}}
+        return f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
