@@ -10,6 +10,7 @@ responsive to comm messages (widget clicks) while the agent works, and turns the
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from pathlib import Path
@@ -114,6 +115,10 @@ class OmniKernel(IPythonKernel):
         )
         assert self.shell is not None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
+        # Our log lines go to the kernel's log (the server's terminal), never into a cell.
+        ours = logging.getLogger("omnikernel")
+        ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []
+        ours.propagate = False
 
     # -- execution -----------------------------------------------------------------------------
 

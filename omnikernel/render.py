@@ -136,20 +136,23 @@ def footer_bundle(
 ) -> Bundle:
     """The one-line summary every agent cell ends with."""
     parts = [harness]
-    if usage:
-        if usage.get("model"):
-            parts.append(usage["model"])
-        if usage.get("num_turns"):
-            n = usage["num_turns"]
-            parts.append(f"{n} turn{'s' * (n != 1)}")
-        parts.append(
-            f"{usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out tokens"
-        )
-        cached = usage.get("cache_read_tokens", 0)
+    usage = usage or {}
+    model = usage.get("model") or next((x.get("model") for x in spends or [] if x.get("model")), "")
+    if model:
+        parts.append(model)
+    if usage.get("num_turns"):
+        n = usage["num_turns"]
+        parts.append(f"{n} turn{'s' * (n != 1)}")
+    # The gateway's meter is the source of truth; the harness's own count is the fallback.
+    counted = spends or ([usage] if usage else [])
+    if counted:
+        tokens_in = sum(x.get("input_tokens", 0) for x in counted)
+        tokens_out = sum(x.get("output_tokens", 0) for x in counted)
+        parts.append(f"{tokens_in:,} in / {tokens_out:,} out tokens")
+        cached = sum(x.get("cache_read_tokens", 0) for x in counted)
         if cached:
             parts.append(f"{cached:,} cached")
-    if usage or spends:
-        parts.append(spend_text(spends or [], (usage or {}).get("cost_usd")))
+        parts.append(spend_text(spends or [], usage.get("cost_usd")))
     if "duration_s" in end:
         parts.append(f"{end['duration_s']:.1f} s")
     status = end.get("status", "")

@@ -224,7 +224,8 @@ class AgentSession:
                 if event.kind == EventKind.TURN_END:
                     for spend in await self._settle_spend(name, cell):
                         yield spend
-                    self._cross_check(name, reported_cost)
+                    if event.data.get("status") == "completed":
+                        self._cross_check(name, reported_cost)
                     event = event.stamped(
                         data={**event.data, "duration_s": round(time.monotonic() - started, 3)}
                     )

@@ -114,8 +114,9 @@ class KernelSession:
         return self.km.is_alive()
 
     def stop(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=False)
+        if self.km.has_kernel:
+            self.kc.stop_channels()
+            self.km.shutdown_kernel(now=False)
 
 
 @pytest.fixture

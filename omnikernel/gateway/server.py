@@ -56,6 +56,16 @@ class BudgetStop(Exception):
     """Raised inside the streaming callback to cut the upstream stream."""
 
 
+class _HideBudgetStops(logging.Filter):
+    """Cutting a stream is the plan, not a crash: keep tornado from logging it as one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], BudgetStop))
+
+
+logging.getLogger("tornado.application").addFilter(_HideBudgetStops())
+
+
 class Gateway:
     """See the module docstring."""
 

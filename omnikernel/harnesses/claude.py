@@ -353,7 +353,7 @@ class ClaudeHarness(Harness):
     def _upstream_hint(self, detail: str) -> str:
         lowered = detail.lower()
         if "budget" in lowered:
-            return "Raise the budget with `%budget N` and run the cell again; the conversation is kept."
+            return ""  # the gateway's message already says how to go on
         if any(word in lowered for word in ("connect", "did not answer", "502", "api error")):
             return (
                 "The model upstream did not answer. Check that it is running and that "

@@ -1,0 +1,285 @@
+"""The model gateway with real SDK clients and a real upstream (the fake model) on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anthropic
+import openai
+import pytest
+
+from omnikernel.gateway import (
+    Budget,
+    Gateway,
+    Price,
+    PriceTable,
+    SpendLedger,
+    SpendRecord,
+    StreamMeter,
+    TokenUsage,
+    cross_check,
+)
+from omnikernel.testing import FakeModelServer, Scenario
+from omnikernel.upstream import Upstream
+
+REAL_ANTHROPIC_KEY = "sk-ant-real-secret-0001"
+REAL_OPENAI_KEY = "sk-openai-real-secret-0002"
+USAGE = {"input_tokens": 2000, "output_tokens": 300, "cache_read_tokens": 500}
+SCENARIO = Scenario.from_dict(
+    {
+        "rules": [
+            {"match": "count", "steps": [{"text": "counted", "usage": USAGE}]},
+            {"match": "long story", "steps": [
+                {"text": "tale " * 400, "chunk_delay": 0.01,
+                 "usage": {"input_tokens": 10, "output_tokens": 400_000}}]},
+            {"match": "tool please", "steps": [
+                {"text": "ok", "tool_calls": [{"action": "shell", "command": "echo 1"}]}]},
+        ]
+    }
+)  # fmt: skip
+
+
+@pytest.fixture
+def fake():
+    with FakeModelServer(SCENARIO).start_in_thread() as server:
+        yield server
+
+
+@pytest.fixture
+def gateway(fake):
+    records: list[SpendRecord] = []
+    gw = Gateway(
+        {
+            "anthropic": Upstream("anthropic", fake.base_url, REAL_ANTHROPIC_KEY),
+            "openai": Upstream("openai", fake.base_url + "/v1", REAL_OPENAI_KEY),
+        },
+        on_spend=records.append,
+    ).start_in_thread()
+    gw.records = records  # type: ignore[attr-defined]
+    yield gw
+    gw.stop_thread()
+
+
+def settle(gw: Gateway) -> list[SpendRecord]:
+    """The gateway's records once it has finished metering (it charges after the last chunk)."""
+    deadline = time.monotonic() + 5
+    while gw.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return gw.records  # type: ignore[attr-defined,no-any-return]
+
+
+def claude_client(gw: Gateway) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic"),
+                               api_key="placeholder", max_retries=0)  # fmt: skip
+
+
+def openai_client(gw: Gateway) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.base_url_for("codex", "openai"), api_key="placeholder",
+                         max_retries=0)  # fmt: skip
+
+
+def expected_cost(vendor: str, model: str, usage: dict[str, int]) -> float:
+    price = PriceTable.load().lookup(vendor, model)
+    assert price is not None
+    return (usage["input_tokens"] * price.input + usage["output_tokens"] * price.output
+            + usage.get("cache_read_tokens", 0) * price.cache_read) / 1e6  # fmt: skip
+
+
+def test_all_three_formats_pass_through_and_are_metered(gateway, fake):
+    claude, oai = claude_client(gateway), openai_client(gateway)
+    with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=9,
+                                messages=[{"role": "user", "content": "count"}]) as s:  # fmt: skip
+        assert "".join(s.text_stream) == "counted"
+    whole = claude.messages.create(model="claude-sonnet-4-5", max_tokens=9,
+                                   messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    assert whole.content[0].text == "counted"
+    events = list(oai.responses.create(model="gpt-5", input="count", stream=True))
+    assert events[-1].type == "response.completed"
+    chat = oai.chat.completions.create(
+        model="gpt-5", messages=[{"role": "user", "content": "count"}], stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices) == "counted"
+
+    records = settle(gateway)
+    assert [(r.harness, r.vendor) for r in records] == [("claude", "anthropic")] * 2 + [
+        ("codex", "openai")
+    ] * 2
+    assert all(not r.estimated for r in records)
+    want_claude = expected_cost("anthropic", "claude-sonnet-4-5", USAGE)
+    assert records[0].cost_usd == pytest.approx(want_claude)
+    assert records[1].cost_usd == pytest.approx(want_claude)
+    # OpenAI reports cached tokens inside input_tokens: the gateway separates them.
+    assert records[2].input_tokens == USAGE["input_tokens"] - USAGE["cache_read_tokens"]
+    openai_usage = {**USAGE, "input_tokens": USAGE["input_tokens"] - USAGE["cache_read_tokens"]}
+    assert records[2].cost_usd == pytest.approx(expected_cost("openai", "gpt-5", openai_usage))
+    assert gateway.ledger.total_usd == pytest.approx(sum(r.cost_usd for r in records))
+
+
+def test_real_key_goes_upstream_and_placeholder_never_does(gateway, fake):
+    claude_client(gateway).messages.create(model="m", max_tokens=5,
+                                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    openai_client(gateway).responses.create(model="gpt-5", input="count")
+    anthropic_headers, openai_headers = fake.requests[-2].headers, fake.requests[-1].headers
+    assert anthropic_headers["x-api-key"] == REAL_ANTHROPIC_KEY
+    assert "authorization" not in anthropic_headers
+    assert openai_headers["authorization"] == f"Bearer {REAL_OPENAI_KEY}"
+    assert all("placeholder" not in json.dumps(r.headers) for r in fake.requests)
+
+
+def test_unknown_model_is_unpriced_not_free(gateway):
+    claude_client(gateway).messages.create(model="claude-from-the-future", max_tokens=5,
+                                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    (record,) = settle(gateway)
+    assert record.cost_usd is None and not record.priced
+    assert gateway.ledger.unpriced == 1 and gateway.ledger.total_usd == 0
+
+
+def test_budget_holds_the_next_request(gateway, fake):
+    gateway.budget.limit_usd = 0.001
+    claude = claude_client(gateway)
+    claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
+                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    seen = len(fake.requests)
+    with pytest.raises(anthropic.APIStatusError) as err:
+        claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
+                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    assert err.value.status_code == 402 and "%budget" in str(err.value)
+    assert len(fake.requests) == seen  # held at the gateway: nothing went upstream
+    gateway.budget.limit_usd = 100.0  # raising it lets the session continue
+    claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
+                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+
+
+def test_budget_cuts_a_stream_that_crosses_it(gateway):
+    gateway.budget.limit_usd = 0.0005  # about 33 output tokens of claude-sonnet-4-5
+    received: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as err:  # noqa: PT012
+        with claude_client(gateway).messages.stream(
+            model="claude-sonnet-4-5", max_tokens=5,
+            messages=[{"role": "user", "content": "a long story"}],
+        ) as stream:  # fmt: skip
+            for text in stream.text_stream:
+                received.append(text)
+    assert "budget" in str(err.value).lower()
+    streamed = "".join(received)
+    assert 0 < len(streamed) < len("tale " * 400)  # cut mid-way, not held and not finished
+    (record,) = settle(gateway)
+    assert record.estimated and record.cost_usd is not None
+
+
+def test_record_then_replay_offline(gateway, fake, tmp_path):
+    cassette = tmp_path / "nb.cassette.jsonl"
+    gateway.record_to(cassette)
+    claude = claude_client(gateway)
+    first = claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, tools=[
+        {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}],
+        messages=[{"role": "user", "content": "tool please"}])  # fmt: skip
+    with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=5,
+                                messages=[{"role": "user", "content": "count"}]) as s:  # fmt: skip
+        recorded_text = "".join(s.text_stream)
+    text = cassette.read_text()
+    assert REAL_ANTHROPIC_KEY not in text and "placeholder" not in text and len(text.splitlines()) == 2
+
+    fake.stop_thread()  # no upstream from here on
+    gateway.replay_from(cassette)
+    again = claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, tools=[
+        {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}],
+        messages=[{"role": "user", "content": "tool please"}])  # fmt: skip
+    assert [b.model_dump() for b in again.content] == [b.model_dump() for b in first.content]
+    with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=5,
+                                messages=[{"role": "user", "content": "count"}]) as s:  # fmt: skip
+        assert "".join(s.text_stream) == recorded_text
+    replays = settle(gateway)[-2:]
+    assert all(r.cost_usd == 0 for r in replays) and replays[-1].input_tokens == 2000
+
+    with pytest.raises(anthropic.BadRequestError) as err:
+        claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
+                               messages=[{"role": "user", "content": "something new"}])  # fmt: skip
+    assert "does not match the cassette" in str(err.value) or "more than was recorded" in str(
+        err.value
+    )
+
+
+def test_dead_upstream_is_a_clear_502(fake):
+    fake_url = fake.base_url
+    fake.stop_thread()
+    gw = Gateway({"anthropic": Upstream("anthropic", fake_url, "k")}).start_in_thread()
+    try:
+        with pytest.raises(anthropic.APIStatusError) as err:
+            claude_client(gw).messages.create(model="m", max_tokens=5,
+                                              messages=[{"role": "user", "content": "x"}])  # fmt: skip
+        assert err.value.status_code == 502 and fake_url in str(err.value)
+    finally:
+        gw.stop_thread()
+
+
+@pytest.mark.parametrize(
+    ("wire", "frames", "expected"),
+    [
+        ("messages",
+         [{"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 5, "cache_read_input_tokens": 2}}},
+          {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "abcdefgh"}},
+          {"type": "message_delta", "usage": {"output_tokens": 9}}],
+         TokenUsage("m", 5, 9, 2, 0)),
+        ("responses",
+         [{"type": "response.output_text.delta", "delta": "abcd"},
+          {"type": "response.completed", "response": {"model": "g", "usage": {
+              "input_tokens": 10, "input_tokens_details": {"cached_tokens": 4}, "output_tokens": 3}}}],
+         TokenUsage("g", 6, 3, 4, 0)),
+        ("chat/completions",
+         [{"model": "c", "choices": [{"delta": {"content": "abcd"}}]},
+          {"model": "c", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}],
+         TokenUsage("c", 7, 2, 0, 0)),
+    ],
+)  # fmt: skip
+def test_stream_meter_reads_each_format(wire, frames, expected):
+    meter = StreamMeter(wire)
+    raw = b"".join(f"data: {json.dumps(f)}\n\n".encode() for f in frames)
+    for i in range(0, len(raw), 7):  # arbitrary chunk boundaries
+        meter.feed(raw[i : i + 7])
+    assert meter.usage == expected and meter.reported_output
+
+
+def test_meter_estimates_output_while_streaming():
+    meter = StreamMeter("messages")
+    meter.feed(b'data: {"type": "content_block_delta", "delta": {"text": "' + b"x" * 40 + b'"}}\n')
+    assert meter.estimated_output_tokens == 10 and not meter.reported_output
+
+
+def test_prices_overrides_and_dated_names():
+    table = PriceTable.load(overrides={"anthropic/my-model": {"input": 1, "output": 2},
+                                       "shared": {"input": 4, "output": 8}})  # fmt: skip
+    assert table.lookup("anthropic", "my-model") == Price(1.0, 2.0)
+    assert table.lookup("openai", "shared") == Price(4.0, 8.0)
+    assert table.lookup("anthropic", "claude-sonnet-4-5-20990101") == table.lookup(
+        "anthropic", "claude-sonnet-4-5"
+    )
+    assert table.cost("anthropic", TokenUsage("nope", 1, 1)) is None
+    assert table.generated and "pi-ai" in table.source
+
+
+def test_ledger_budget_and_cross_check():
+    ledger = SpendLedger([
+        SpendRecord("claude", "anthropic", "a", 1, 2, 0, 0, 0.5),
+        SpendRecord("claude", "anthropic", "a", 1, 2, 3, 0, 0.25),
+        SpendRecord("codex", "openai", "b", 1, 1, 0, 0, None),
+    ])  # fmt: skip
+    rows = ledger.by_harness_and_model()
+    assert [(r.harness, r.requests, r.cost_usd, r.unpriced) for r in rows] == [
+        ("claude", 2, 0.75, 0), ("codex", 1, 0.0, 1)]  # fmt: skip
+    assert ledger.total_usd == 0.75 and ledger.unpriced == 1
+    assert Budget(1.0).exceeded(0.75, 0.3) and not Budget(1.0).exceeded(0.75)
+    assert not Budget(None).exceeded(1e9)
+    assert cross_check(1.0, 1.009) and not cross_check(1.0, 1.02) and cross_check(1.0, None)
+
+
+def test_gateway_bench_measures_both_paths():
+    from omnikernel.gateway.bench import measure
+
+    result = measure(chars=2000, runs=2)
+    for path in ("direct", "gateway"):
+        assert 0 < result[path]["ttft_s"] <= result[path]["total_s"]
+        assert result[path]["chars"] == 2000  # the whole stream arrived both ways
+    assert result["ratio_total"] > 0

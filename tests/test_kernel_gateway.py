@@ -1,0 +1,132 @@
+"""The kernel's gateway end to end, with the real Claude Code CLI: spend in the notebook, the
+budget cap mid-turn, a recorded notebook replayed offline, and the key kept out of the agent."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from omnikernel.testing import FakeModelServer, Scenario
+
+from .conftest import require_claude
+from .test_kernel_claude import closed_port, descendants
+
+REAL_KEY = "sk-ant-real-key-never-in-the-agent-0042"
+MODEL = "claude-sonnet-4-5"
+SCENARIO = {
+    "rules": [
+        {
+            "match": "create the notes file",
+            "steps": [
+                {"text": "Writing notes.", "usage": {"input_tokens": 5000, "output_tokens": 100},
+                 "tool_calls": [{"action": "shell", "command": "echo replayed > notes.txt"}]},
+                {"text": "Created notes.txt.", "usage": {"input_tokens": 5000, "output_tokens": 50}},
+            ],
+        },
+        {"match": "epic", "steps": [{"text": "saga " * 3000, "chunk_delay": 0.005,
+                                     "usage": {"input_tokens": 10, "output_tokens": 200_000}}]},
+    ]
+}  # fmt: skip
+
+
+@pytest.fixture
+def model():
+    require_claude()
+    server = FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread()
+    yield server
+    server.stop_thread()
+
+
+def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
+    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": REAL_KEY,
+            "OMNIKERNEL_MODEL": MODEL, "OMNIKERNEL_AUTO_APPROVE": "1", **extra}  # fmt: skip
+
+
+def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel, tmp_path):
+    kernel = start_kernel(workdir, **env_for(model))
+    msg_id = kernel.kc.execute("Please create the notes file.")
+    environs: list[bytes] = []
+
+    def read_agent_environment(msg):
+        if environs or "Writing notes" not in msg["content"].get("data", {}).get("text/plain", ""):
+            return
+        for pid in descendants(kernel.km.provisioner.pid):
+            try:
+                environs.append(open(f"/proc/{pid}/environ", "rb").read())
+            except OSError:
+                pass
+
+    result = kernel.collect(msg_id, on_output=read_agent_environment)
+    assert result.status == "ok", result.text
+    assert environs, "no agent process was seen"
+    assert all(REAL_KEY.encode() not in env for env in environs)
+    assert any(b"ANTHROPIC_API_KEY=omnikernel-placeholder-key" in env for env in environs)
+    assert all(r.headers.get("x-api-key") == REAL_KEY for r in model.requests if r.method == "POST")
+
+    spend = kernel.execute("%spend")
+    assert "claude" in spend.text and MODEL in spend.text and "Session total: $" in spend.text
+    assert "10,000" in spend.text  # input tokens of the two scripted calls, metered on the wire
+    store = tmp_path / "store" / "sessions.sqlite3"
+    dump = "\n".join(str(row) for row in sqlite3.connect(store).execute("SELECT * FROM events"))
+    assert REAL_KEY not in dump
+    assert "spend" in {row[0] for row in sqlite3.connect(store).execute("SELECT kind FROM events")}
+
+
+def test_budget_stops_a_turn_mid_stream_and_can_be_raised(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **env_for(model))
+    assert "Budget $0.01" in kernel.execute("%budget 0.01").text
+    result = kernel.execute("Tell me an epic.", timeout=120)
+    assert result.status == "error"
+    assert "budget" in result.text.lower() and "%budget" in result.text
+    streamed = "".join(t for t in result.text.split() if t == "saga")
+    assert 0 < len(streamed) < len("saga") * 3000  # cut mid-way
+    raised = kernel.execute("%budget 50")
+    assert "Budget $50.00" in raised.text
+    again = kernel.execute("Please create the notes file.")
+    assert again.status == "ok", again.text
+
+
+def test_recorded_notebook_replays_offline_with_the_same_actions(model, tmp_path, start_kernel):
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    cassette = tmp_path / "nb.cassette.jsonl"
+    recorder = start_kernel(first_dir, **env_for(model))
+    assert "Recording" in recorder.execute(f"%record {cassette}").text
+    recorded = recorder.execute("Please create the notes file.")
+    assert recorded.status == "ok", recorded.text
+    assert (first_dir / "notes.txt").read_text() == "replayed\n"
+    text = cassette.read_text()
+    assert REAL_KEY not in text and "omnikernel-placeholder-key" not in text
+
+    # No upstream at all now: a dead port, and the fake model is stopped.
+    model.stop_thread()
+    dead = f"http://127.0.0.1:{closed_port()}"
+    player = start_kernel(second_dir, **env_for(model, ANTHROPIC_BASE_URL=dead,
+                                                OMNIKERNEL_SESSION_ID="replay-session"))  # fmt: skip
+    assert "Replaying" in player.execute(f"%replay {cassette}").text
+    replayed = player.execute("Please create the notes file.")
+    assert replayed.status == "ok", replayed.text
+    assert (second_dir / "notes.txt").read_text() == "replayed\n"  # the same tool call ran
+    assert "▶ Bash: echo replayed > notes.txt" in replayed.text
+    assert "$0.0000" in replayed.text  # a replay costs nothing
+    mismatch = player.execute("Something that was never recorded.")
+    assert mismatch.status == "error"
+    assert "cassette" in mismatch.text
+
+
+def test_stopping_the_kernel_stops_its_agents(model, workdir, start_kernel):
+    kernel = start_kernel(workdir, **env_for(model))
+    assert kernel.execute("Please create the notes file.").status == "ok"
+    children = descendants(kernel.km.provisioner.pid)
+    assert children, "the agent process should still be running between turns"
+    kernel.stop()
+
+    def alive(pid: int) -> bool:
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    assert not [pid for pid in children if alive(pid)]
