@@ -50,5 +50,9 @@ lab: install
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Speed and overhead figures, as ratios against a baseline measured in the same run.
+bench: install
+	$(PY) -m omnikernel.gateway.bench
+
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist *.egg-info

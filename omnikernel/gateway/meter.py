@@ -75,10 +75,10 @@ class StreamMeter:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            line = line.strip()
+        lines = (self._buffer + chunk).split(b"\n")
+        self._buffer = lines.pop()  # an incomplete last line waits for the next chunk
+        for raw in lines:
+            line = raw.strip()
             if line.startswith(b"data:"):
                 payload = line[5:].strip()
                 if payload and payload != b"[DONE]":
