@@ -136,6 +136,15 @@ def test_unknown_model_is_unpriced_not_free(gateway):
     assert gateway.ledger.unpriced == 1 and gateway.ledger.total_usd == 0
 
 
+def test_budget_fails_closed_on_an_unpriced_model(gateway, fake):
+    gateway.budget.limit_usd = 10.0
+    with pytest.raises(anthropic.APIStatusError) as err:
+        claude_client(gateway).messages.create(model="claude-from-the-future", max_tokens=5,
+                                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    assert err.value.status_code == 402 and "has no price" in str(err.value)
+    assert not fake.requests  # nothing went upstream
+
+
 def test_budget_holds_the_next_request(gateway, fake):
     gateway.budget.limit_usd = 0.001
     claude = claude_client(gateway)

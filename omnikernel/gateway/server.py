@@ -288,6 +288,21 @@ class ModelCallHandler(GatewayHandler):
             self.send_error_body(wire_path, 402, gateway.budget.message(gateway.spent_usd),
                                  "budget_exceeded")  # fmt: skip
             return
+        model = str(body.get("model", ""))
+        if (
+            gateway.budget.limit_usd is not None
+            and gateway.player is None
+            and gateway.prices.lookup(vendor, model) is None
+        ):
+            self.send_error_body(
+                wire_path, 402,
+                f"Omnigent cannot keep the ${gateway.budget.limit_usd:.2f} budget: the model "
+                f"{model!r} has no price. Add one (c.OmniKernel.prices = {{'{vendor}/{model}': "
+                f"{{'input': USD_PER_MTOK, 'output': USD_PER_MTOK}}}}), choose a priced model "
+                f"with %agent NAME --model M, or lift the budget with %budget off.",
+                "budget_unpriced_model",
+            )  # fmt: skip
+            return
         if gateway.player is not None:
             self.replay(harness, wire_path, vendor, prompt, streamed)
             return
