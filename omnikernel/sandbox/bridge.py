@@ -1,0 +1,94 @@
+"""The one network path out of a sandbox: loopback TCP ports bridged over unix sockets.
+
+Inside, the agent connects to 127.0.0.1:PORT as usual; a relay (socat) started in the sandbox
+listens there and forwards each connection to a unix socket in a directory both sides see. On
+the host, `Bridge` accepts on that socket and connects to the real 127.0.0.1:PORT (the model
+gateway). Nothing else can leave: the sandbox has no network interface but loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import shutil
+from pathlib import Path
+
+SOCAT_INSTALL = "apt-get install -y --no-install-recommends socat"
+
+
+def socket_path(bridge_dir: Path, port: int) -> Path:
+    return bridge_dir / f"port-{port}.sock"
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+class Bridge:
+    """Host side: one unix-socket listener per bridged port."""
+
+    def __init__(self, bridge_dir: Path, ports: tuple[int, ...]):
+        self.bridge_dir = bridge_dir
+        self.ports = ports
+        self._servers: list[asyncio.AbstractServer] = []
+
+    async def start(self) -> None:
+        self.bridge_dir.mkdir(parents=True, exist_ok=True)
+        for port in self.ports:
+            path = socket_path(self.bridge_dir, port)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._servers.append(
+                await asyncio.start_unix_server(
+                    lambda r, w, port=port: self._forward(r, w, port), path=str(path)
+                )
+            )
+
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+    ) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        for port in self.ports:
+            with contextlib.suppress(FileNotFoundError):
+                socket_path(self.bridge_dir, port).unlink()
+
+
+def inside_command(argv: list[str], bridge_dir: Path | None, ports: tuple[int, ...]) -> list[str]:
+    """`argv` preceded by the relays, run inside the sandbox; the agent starts once they listen."""
+    if not ports or bridge_dir is None:
+        return argv
+    socat = shutil.which("socat")
+    if socat is None:
+        raise FileNotFoundError(f"socat is needed for the sandbox's network bridge: {SOCAT_INSTALL}")
+    lines = []
+    for port in ports:
+        target = shlex.quote(str(socket_path(bridge_dir, port)))
+        lines.append(
+            f"{socat} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{target} &"
+        )
+        # Wait (at most 2 s) until the relay listens, so the agent's first request finds it.
+        lines.append(
+            f"for i in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; "
+            "sleep 0.01; done"
+        )
+    script = "\n".join(lines) + '\nexec "$@"'
+    return ["/bin/bash", "-c", script, "omnikernel-sandbox", *argv]

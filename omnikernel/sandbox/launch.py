@@ -1,0 +1,138 @@
+"""Choosing a sandbox backend and starting a process inside it.
+
+`auto` takes the first backend (bubblewrap, then firejail) whose quick self-test passes; the
+result is cached per process. With no working backend the start fails closed with the exact
+install command; running unsandboxed is only ever an explicit choice ("off").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+from ..spawn import LINE_LIMIT, HarnessProcess
+from . import bwrap, firejail
+from .bridge import Bridge, inside_command
+from .cgroup import CGroup
+from .spec import SandboxSpec
+
+BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
+CHOICES = ("auto", *BACKENDS, "off")
+INSTALL_ALL = "apt-get install -y --no-install-recommends bubblewrap firejail socat"
+
+
+class SandboxUnavailableError(RuntimeError):
+    """No sandbox backend works here; the message says how to get one."""
+
+
+def binary_of(backend: ModuleType) -> str | None:
+    return shutil.which(backend.binary)
+
+
+@functools.cache
+def self_test(name: str) -> str:
+    """"" if backend `name` runs `true` in a sandbox here, else why not."""
+    backend = BACKENDS[name]
+    path = binary_of(backend)
+    if path is None:
+        return f"{backend.binary} is not installed ({backend.install})"
+    with tempfile.TemporaryDirectory() as work:
+        spec = SandboxSpec(workdir=Path(work), env={"PATH": "/usr/bin:/bin"})
+        try:
+            done = subprocess.run(
+                backend.command(path, ["/bin/true"], spec), cwd=work, env=spec.env,
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{backend.binary} failed its self-test: {exc}"
+    if done.returncode != 0:
+        return f"{backend.binary} failed its self-test: {done.stderr.strip()[:300]}"
+    return ""
+
+
+def resolve(choice: str) -> ModuleType | None:
+    """The backend for `choice` ("auto", "bwrap", "firejail"), or None for "off"."""
+    if choice == "off":
+        return None
+    if choice not in CHOICES:
+        raise SandboxUnavailableError(
+            f"unknown sandbox {choice!r}; choose one of {', '.join(CHOICES)}"
+        )
+    names = list(BACKENDS) if choice == "auto" else [choice]
+    problems = []
+    for name in names:
+        problem = self_test(name)
+        if not problem:
+            return BACKENDS[name]
+        problems.append(problem)
+    raise SandboxUnavailableError(
+        "No working sandbox, so the agent was not started: "
+        + "; ".join(problems)
+        + f". Install one with: {INSTALL_ALL} (`make system-deps` does it), or run without a "
+        "sandbox explicitly with `%sandbox off` (c.OmniKernel.sandbox = 'off')."
+    )
+
+
+class SandboxedProcess(HarnessProcess):
+    """A harness process inside a sandbox; stopping it stops its whole cgroup."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        argv: list[str],
+        backend: str,
+        cgroup: CGroup | None,
+        bridge: Bridge | None,
+    ):
+        super().__init__(process, argv)
+        self.backend = backend
+        self.cgroup = cgroup
+        self.bridge = bridge
+
+    async def kill(self, grace: float = 2.0) -> None:
+        await super().kill(grace)
+        self._kill_cgroup()
+        if self.bridge is not None:
+            await self.bridge.close()
+
+    def kill_now(self) -> None:
+        super().kill_now()
+        self._kill_cgroup()
+
+    def _kill_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill()
+            self.cgroup = None
+
+
+async def start_sandboxed(
+    argv: list[str], spec: SandboxSpec, backend: ModuleType
+) -> SandboxedProcess:
+    path = binary_of(backend)
+    if path is None:
+        raise SandboxUnavailableError(f"{backend.binary} is not installed: {backend.install}")
+    bridge = None
+    if spec.bridged_ports:
+        if spec.bridge_dir is None:
+            raise ValueError("bridged ports need a bridge_dir inside a writable path")
+        bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
+        await bridge.start()
+    inner = inside_command(list(argv), spec.bridge_dir, spec.bridged_ports)
+    cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
+    process = await asyncio.create_subprocess_exec(
+        *backend.command(path, inner, spec),
+        cwd=str(spec.workdir),
+        env=dict(spec.env),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        limit=LINE_LIMIT,
+        preexec_fn=cgroup.add_self if cgroup else None,
+    )
+    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge)

@@ -1,0 +1,55 @@
+"""What a sandbox must enforce, independent of the backend that enforces it. Pure.
+
+Invariants of every spec: the working directory is writable; the rest of the filesystem is
+read-only; secrets in the home directory and Jupyter's runtime directory (kernel connection
+files and server tokens: code execution in the user's kernel) are hidden; `.git/hooks` stays
+read-only; the process gets exactly `env` and no network but the bridged loopback ports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+#: Home-directory secrets no agent reads.
+HOME_SECRETS = (
+    ".ssh", ".aws", ".config/gcloud", ".azure", ".netrc", ".docker", ".kube", ".gnupg",
+    ".git-credentials", ".npmrc", ".pypirc", ".config/gh", ".password-store",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxSpec:
+    workdir: Path
+    env: dict[str, str]
+    #: More writable directories (the harness's private HOME, config dir and TMPDIR).
+    writable: tuple[Path, ...] = ()
+    #: Paths that must not be readable inside (they appear empty or absent).
+    hidden: tuple[Path, ...] = ()
+    #: Paths inside writable directories that stay read-only.
+    read_only: tuple[Path, ...] = ()
+    #: Loopback TCP ports reachable inside, each bridged to the same port on the host.
+    bridged_ports: tuple[int, ...] = ()
+    #: Where the bridge's unix sockets live (must be inside a writable directory).
+    bridge_dir: Path | None = None
+    memory_bytes: int | None = 8 * 1024**3
+    pids_max: int | None = 1024
+
+
+def default_hidden(home: Path | None = None, runtime_dir: Path | None = None) -> tuple[Path, ...]:
+    """The secrets to hide: those under `home` and Jupyter's runtime directory."""
+    home = home or Path(os.path.expanduser("~"))
+    runtime = runtime_dir or Path(jupyter_runtime_dir())
+    return tuple(home / name for name in HOME_SECRETS) + (runtime,)
+
+
+def protected_in(workdir: Path) -> tuple[Path, ...]:
+    """Paths under the working directory an agent must not change (git hooks run code)."""
+    return (workdir / ".git" / "hooks",)
+
+
+def existing(paths: tuple[Path, ...]) -> list[Path]:
+    return [p for p in paths if os.path.lexists(p)]

@@ -1,0 +1,256 @@
+"""Escape tests, against both backends. Each attempt must fail inside the sandbox, and (where
+it is safe to try on the host) the same attempt is shown to succeed without it, so every test
+can fail. No packet leaves the machine: "reaching" a remote address is checked by a UDP
+connect, which only asks the kernel for a route."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import sys
+import threading
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from omnikernel.sandbox import (
+    INSTALL_ALL,
+    SandboxSpec,
+    SandboxUnavailableError,
+    default_hidden,
+    protected_in,
+    resolve,
+    self_test,
+    start_sandboxed,
+)
+from omnikernel.spawn import spawn
+
+BACKENDS = ["bwrap", "firejail"]
+REMOTE = "10.255.255.1"  # never contacted: only routed
+
+
+@pytest.fixture
+def box(tmp_path, monkeypatch):
+    """A fake home with a planted key, a Jupyter runtime dir, a workdir with a git repo."""
+    home, work, outside = tmp_path / "home", tmp_path / "work", tmp_path / "outside"
+    runtime = tmp_path / "runtime"
+    for d in (home / ".ssh", work / ".git" / "hooks", outside, runtime, tmp_path / "state"):
+        d.mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("PRIVATE KEY")
+    (runtime / "kernel-1.json").write_text('{"key": "kernel-secret"}')
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    (work / "escape").symlink_to(outside)
+    return {"home": home, "work": work, "outside": outside, "runtime": runtime,
+            "state": tmp_path / "state"}  # fmt: skip
+
+
+def spec_for(box, **extra) -> SandboxSpec:
+    env = {"PATH": os.environ["PATH"], "HOME": str(box["home"]), "LANG": "C.UTF-8"}
+    return SandboxSpec(
+        workdir=box["work"], env=env, writable=(box["state"],),
+        hidden=default_hidden(box["home"]), read_only=protected_in(box["work"]), **extra,
+    )  # fmt: skip
+
+
+async def run_async(backend: str | None, script: str, spec: SandboxSpec) -> tuple[int, str]:
+    argv = ["/bin/bash", "-c", script]
+    if backend is None:
+        proc = await spawn(argv, cwd=spec.workdir, env=spec.env)
+    else:
+        proc = await start_sandboxed(argv, spec, resolve(backend))
+    proc.stdin.close()
+    out, err = await asyncio.wait_for(proc.process.communicate(), 60)
+    await proc.kill()
+    return proc.returncode or 0, (out + err).decode(errors="replace")
+
+
+def run(backend: str | None, script: str, spec: SandboxSpec) -> tuple[int, str]:
+    return asyncio.run(run_async(backend, script, spec))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    problem = self_test(request.param)
+    if problem:
+        pytest.fail(f"{problem}; install the sandboxes with: {INSTALL_ALL}")
+    return request.param
+
+
+def test_write_outside_the_workdir_fails(backend, box):
+    spec = spec_for(box)
+    target = box["outside"] / "pwned"
+    assert run(backend, f"echo x > {target}", spec)[0] != 0 and not target.exists()
+    assert run(None, f"echo x > {target}", spec)[0] == 0 and target.exists()
+
+
+def test_workdir_and_private_dirs_are_writable(backend, box):
+    code, out = run(backend, f"echo ok > made && echo ok > {box['state']}/s && cat made", spec_for(box))
+    assert code == 0 and "ok" in out and (box["work"] / "made").exists()
+
+
+def test_symlink_out_of_the_workdir_does_not_escape(backend, box):
+    spec = spec_for(box)
+    assert run(backend, "echo x > escape/pwned", spec)[0] != 0
+    assert not (box["outside"] / "pwned").exists()
+    assert run(None, "echo x > escape/pwned", spec)[0] == 0
+    assert (box["outside"] / "pwned").exists()
+
+
+def test_secrets_and_jupyter_runtime_are_hidden(backend, box):
+    spec = spec_for(box)
+    for path, secret in ((box["home"] / ".ssh" / "id_rsa", "PRIVATE KEY"),
+                         (box["runtime"] / "kernel-1.json", "kernel-secret")):  # fmt: skip
+        assert secret not in run(backend, f"cat {path}", spec)[1]
+        assert secret in run(None, f"cat {path}", spec)[1]
+
+
+def test_git_hooks_are_read_only(backend, box):
+    spec = spec_for(box)
+    hook = box["work"] / ".git" / "hooks" / "pre-commit"
+    assert run(backend, f"echo evil > {hook}", spec)[0] != 0 and not hook.exists()
+    assert run(None, f"echo evil > {hook}", spec)[0] == 0 and hook.exists()
+
+
+ROUTE = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "try:\n    s.connect((sys.argv[1], 53)); print('ROUTED')\n"
+    "except OSError as e:\n    print('NO ROUTE', e)\n"
+)
+
+
+def nameserver() -> str:
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        if line.startswith("nameserver"):
+            return line.split()[1]
+    return "10.255.255.2"
+
+
+def test_no_route_to_remote_addresses_or_dns(backend, box):
+    spec = spec_for(box)
+    for address in (REMOTE, nameserver()):
+        script = f"{sys.executable} - {address} <<'EOF'\n{ROUTE}EOF"
+        assert "NO ROUTE" in run(backend, script, spec)[1]
+        assert "ROUTED" in run(None, script, spec)[1]
+    lookup = f"{sys.executable} -c \"import socket; socket.getaddrinfo('example.com', 80)\""
+    assert run(backend, lookup, spec)[0] != 0
+
+
+@pytest.fixture
+def host_server():
+    """An HTTP server on the host's loopback."""
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello from the host")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_loopback_is_closed_except_the_bridged_port(backend, box, host_server):
+    port = host_server
+    tcp = f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED"
+    assert "CONNECTED" not in run(backend, tcp, spec_for(box))[1]
+    assert "CONNECTED" in run(None, tcp, spec_for(box))[1]
+    bridged = spec_for(box, bridged_ports=(port,), bridge_dir=box["state"] / "bridge")
+    fetch = (f"{sys.executable} -c \"import urllib.request; "
+             f"print(urllib.request.urlopen('http://127.0.0.1:{port}/').read().decode())\"")  # fmt: skip
+    code, out = run(backend, fetch, bridged)
+    assert code == 0 and "hello from the host" in out
+
+
+def test_no_privileges_and_no_remount(backend, box):
+    spec = spec_for(box)
+    status = "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status"
+    inside, outside = run(backend, status, spec)[1], run(None, status, spec)[1]
+    assert "CapEff:\t0000000000000000" in inside and "NoNewPrivs:\t1" in inside
+    assert "CapEff:\t0000000000000000" not in outside  # the host process could remount
+    assert run(backend, "mount -o remount,rw / && touch /pwned-by-remount", spec)[0] != 0
+    assert not Path("/pwned-by-remount").exists()
+
+
+def orphans(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if argv[:2] == [b"sleep", marker.encode()]:
+                found.append(int(entry))
+    return found
+
+
+def test_double_forked_orphan_dies_with_the_sandbox(backend, box):
+    spec = spec_for(box)
+
+    async def start_and_stop(sandboxed: bool, marker: str) -> None:
+        script = f"setsid nohup sleep {marker} >/dev/null 2>&1 < /dev/null & sleep 60"
+        argv = ["/bin/bash", "-c", script]
+        proc = (await start_sandboxed(argv, spec, resolve(backend)) if sandboxed
+                else await spawn(argv, cwd=spec.workdir, env=spec.env))  # fmt: skip
+        for _ in range(200):
+            if orphans(marker):
+                break
+            await asyncio.sleep(0.02)
+        assert orphans(marker), "the orphan never started"
+        await proc.kill()
+        await asyncio.sleep(0.3)
+
+    asyncio.run(start_and_stop(True, "313.25"))
+    assert orphans("313.25") == []
+    asyncio.run(start_and_stop(False, "313.75"))
+    survivors = orphans("313.75")
+    for pid in survivors:
+        os.kill(pid, 9)
+    assert survivors, "unsandboxed, a setsid orphan outlives its parent's process group"
+
+
+def test_environment_is_exactly_the_spec(backend, box):
+    os.environ["OMNIKERNEL_TEST_LEAK"] = "kernel-only"
+    try:
+        out = run(backend, "env", spec_for(box))[1]
+        host = set(os.environ)
+    finally:
+        del os.environ["OMNIKERNEL_TEST_LEAK"]
+    names = {line.split("=", 1)[0] for line in out.splitlines() if "=" in line}
+    assert "OMNIKERNEL_TEST_LEAK" not in names and {"PATH", "HOME"} <= names
+    # Nothing of the host's environment but what the spec names (shells set PWD and friends).
+    spec_names = set(spec_for(box).env) | {"PWD", "SHLVL", "_", "OLDPWD", "SHELL"}
+    assert not (names & host) - spec_names
+
+
+def test_process_count_is_limited(backend, box):
+    spec = spec_for(box, pids_max=30)
+    script = (f"{sys.executable} -c \"import os, time\nn = 0\nwhile n < 200:\n"
+              "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+              "    if pid == 0:\n        time.sleep(5); os._exit(0)\n    n += 1\n"
+              "print('FORKED', n)\"")  # fmt: skip
+    out = run(backend, script, spec)[1]
+    forked = int(out.split("FORKED")[1].split()[0])
+    assert forked < 30
+
+
+def test_no_backend_fails_closed_with_the_install_command():
+    self_test.cache_clear()
+    try:
+        with mock.patch.dict(os.environ, {"PATH": "/nonexistent"}):
+            with pytest.raises(SandboxUnavailableError) as err:
+                resolve("auto")
+        assert INSTALL_ALL in str(err.value) and "%sandbox off" in str(err.value)
+    finally:
+        self_test.cache_clear()
+    assert resolve("off") is None
+    with pytest.raises(SandboxUnavailableError, match="unknown sandbox"):
+        resolve("docker")
