@@ -78,6 +78,11 @@ class OmniKernel(IPythonKernel):
         "'output': 15, 'cacheRead': 0.3, 'cacheWrite': 3.75}} (a bare model name applies to "
         "every vendor)."
     ).tag(config=True)
+    sandbox = Unicode(
+        "auto",
+        help="OS sandbox for agents: auto (bwrap, else firejail), bwrap, firejail, or off "
+        "(an explicit, loudly shown opt-out). Default: $OMNIKERNEL_SANDBOX, else auto.",
+    ).tag(config=True)
     rehearsal_scenario = Unicode(
         "",
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
@@ -111,6 +116,7 @@ class OmniKernel(IPythonKernel):
             auto_approve=self.auto_approve,
             rehearsal_scenario=self.rehearsal_scenario,
             budget_usd=self.budget_usd,
+            sandbox=os.environ.get("OMNIKERNEL_SANDBOX") or self.sandbox,
             price_overrides=self.prices,
         )
         assert self.shell is not None

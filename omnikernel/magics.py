@@ -19,6 +19,8 @@ from IPython.display import display
 from .approval import AUTO_APPROVE_ENV
 from .gateway import CassetteMismatchError
 from .harnesses import HarnessError
+from .sandbox import CHOICES, SandboxUnavailableError
+from .sandbox import resolve as resolve_sandbox
 
 if TYPE_CHECKING:
     from .session import AgentSession
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
-    "%autoapprove [on|off], %%python. IPython's own: %lsmagic."
+    "%sandbox [auto|bwrap|firejail|off], %autoapprove [on|off], %%python. "
+    "IPython's own: %lsmagic."
 )
 
 
@@ -113,6 +116,11 @@ class OmniMagics(Magics):
         """%agents: every installed harness adapter, its CLI, version, upstream, install."""
         session = self.session
         rows = []
+        try:
+            backend = resolve_sandbox(session.sandbox)
+            sandbox = backend.name if backend else "OFF (opted out)"
+        except SandboxUnavailableError:
+            sandbox = "none available: agents refuse to start (see %sandbox)"
         for name, cls in session.available.items():
             info = cls.probe(session.harness_paths.get(name))
             rows.append(
@@ -123,13 +131,13 @@ class OmniMagics(Magics):
                     info.version or "-",
                     info.binary or "-",
                     session.upstream_label(cls.wire),
+                    sandbox,
                     info.install,
                 ]
             )
-        display(
-            table(["harness", "agent", "installed", "version", "binary", "upstream", "install"], rows),
-            raw=True,
-        )
+        headers = ["harness", "agent", "installed", "version", "binary", "upstream", "sandbox",
+                   "install"]  # fmt: skip
+        display(table(headers, rows), raw=True)
 
     @line_magic
     def history(self, line: str) -> None:
@@ -260,3 +268,34 @@ class OmniMagics(Magics):
             f"Replaying {count} recorded exchange(s) from {path}: no call goes upstream, and a "
             f"call that does not match the cassette is an error."
         )
+
+    @line_magic
+    def sandbox(self, line: str) -> None:
+        """%sandbox [auto|bwrap|firejail|off]: the OS sandbox agents run in (off: opt out)."""
+        word = line.strip().lower()
+        session = self.session
+        if word:
+            if word not in CHOICES:
+                raise UsageError(f"%sandbox takes one of {', '.join(CHOICES)}, not {word!r}")
+            try:
+                backend = resolve_sandbox(word)
+            except SandboxUnavailableError as exc:
+                raise UsageError(str(exc)) from None
+            session.sandbox = word
+        else:
+            try:
+                backend = resolve_sandbox(session.sandbox)
+            except SandboxUnavailableError as exc:
+                show(f"Sandbox {session.sandbox}: {exc}")
+                return
+        if backend is None:
+            show(
+                "⚠ SANDBOX OFF: agents run with your own permissions (your files, secrets and "
+                "the network). Every agent cell says so. `%sandbox auto` turns it back on."
+            )
+        else:
+            show(
+                f"Sandbox: {backend.name} ({session.sandbox}). Agents may write only the "
+                f"notebook's folder and their private dirs; secrets and Jupyter's runtime dir "
+                f"are hidden; the network is off but for the model gateway."
+            )

@@ -153,6 +153,8 @@ def footer_bundle(
         if cached:
             parts.append(f"{cached:,} cached")
         parts.append(spend_text(spends or [], usage.get("cost_usd")))
+    if end.get("sandbox"):
+        parts.append("SANDBOX OFF" if end["sandbox"] == "off" else f"sandbox: {end['sandbox']}")
     if "duration_s" in end:
         parts.append(f"{end['duration_s']:.1f} s")
     status = end.get("status", "")

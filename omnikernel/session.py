@@ -68,6 +68,7 @@ class AgentSession:
         auto_approve: bool = False,
         rehearsal_scenario: str = "",
         budget_usd: float | None = None,
+        sandbox: str = "auto",
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
     ):
         self.store = store
@@ -79,6 +80,7 @@ class AgentSession:
         self.harness_paths = dict(harness_paths or {})
         self.auto_approve = auto_approve
         self.rehearsal_scenario = rehearsal_scenario
+        self.sandbox = sandbox
         self.available = discover()
         self.current = harness
         self.models: dict[str, str | None] = {harness: model}
@@ -171,6 +173,7 @@ class AgentSession:
                 decide=self._decide,
                 model=self.models.get(name),
                 binary=self.harness_paths.get(name),
+                sandbox=self.sandbox,
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
@@ -201,6 +204,9 @@ class AgentSession:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
                 await agent.change_model(self.models.get(name))
+            if agent.ctx.sandbox != self.sandbox:
+                agent.ctx.sandbox = self.sandbox
+                await agent.close()  # restarts inside the new sandbox, resuming its conversation
         except HarnessError as exc:
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
@@ -211,6 +217,16 @@ class AgentSession:
                     "Offline rehearsal model: no model credentials are configured, so a "
                     "scripted model answers. Set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for "
                     "a compatible gateway) before starting the kernel to use a real model."
+                ),
+                name,
+                cell,
+            )
+        if self.sandbox == "off":
+            yield self._record(
+                ev.notice(
+                    "⚠ SANDBOX OFF: the agent runs with your own permissions: it can read your "
+                    "files, secrets included, and reach the network. `%sandbox auto` turns the "
+                    "sandbox back on."
                 ),
                 name,
                 cell,
@@ -227,7 +243,11 @@ class AgentSession:
                     if event.data.get("status") == "completed":
                         self._cross_check(name, reported_cost)
                     event = event.stamped(
-                        data={**event.data, "duration_s": round(time.monotonic() - started, 3)}
+                        data={
+                            **event.data,
+                            "duration_s": round(time.monotonic() - started, 3),
+                            "sandbox": agent.sandbox_backend,
+                        }
                     )
                 for spend in self._drain_spend(name, cell):
                     yield spend

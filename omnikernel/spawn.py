@@ -14,6 +14,11 @@ import os
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .sandbox.spec import SandboxSpec
 
 #: stream-json lines carry whole file contents and tool outputs: allow large lines.
 LINE_LIMIT = 64 * 1024 * 1024
@@ -75,9 +80,19 @@ class HarnessProcess:
 
 
 async def spawn(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    sandbox: SandboxSpec | None = None,
+    backend: ModuleType | None = None,
 ) -> HarnessProcess:
-    """Start a harness CLI with exactly `env` as its environment, in its own process group."""
+    """Start a harness CLI with exactly `env` as its environment, in its own process group;
+    inside `sandbox`, enforced by `backend` (see `omnikernel.sandbox`), when both are given."""
+    if sandbox is not None and backend is not None:
+        from .sandbox.launch import start_sandboxed
+
+        return await start_sandboxed(list(argv), sandbox, backend)
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd),

@@ -16,12 +16,18 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
+from urllib.parse import urlsplit
+
 from ..approval import Decision
+from ..sandbox import SandboxSpec, SandboxUnavailableError, default_hidden, protected_in
+from ..sandbox import resolve as resolve_sandbox
 from ..events import Event
+from ..spawn import HarnessProcess, spawn
 from ..upstream import Upstream
 
 #: The session's decision function: given an ``approval_request`` event, allow or deny.
@@ -46,6 +52,8 @@ class HarnessContext:
     decide: Decide
     model: str | None = None
     binary: str | None = None  # explicit path from config; else found on PATH
+    #: Sandbox backend choice: "auto", "bwrap", "firejail" or "off" (an explicit opt-out).
+    sandbox: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +133,35 @@ class Harness(abc.ABC):
             binary=path or "",
             install=cls.install_command(),
         )
+
+    sandbox_backend: str = ""  # the backend the CLI runs under once started ("off": none)
+
+    async def start_process(self, argv: list[str], env: dict[str, str]) -> HarnessProcess:
+        """Start the CLI through the one spawn function, inside the configured sandbox.
+
+        The sandbox lets the agent write only its working directory and private dirs, hides
+        secrets, and bridges exactly one port in: the model gateway's."""
+        try:
+            backend = resolve_sandbox(self.ctx.sandbox)
+        except SandboxUnavailableError as exc:
+            raise HarnessError(str(exc)) from None
+        self.sandbox_backend = backend.name if backend else "off"
+        spec = None
+        if backend is not None:
+            root = self.ctx.state_dir / self.name
+            port = urlsplit(self.ctx.upstream.base_url).port
+            # Unix socket paths are short (108 bytes): the bridge gets a short dir of its own.
+            bridge_dir = Path(tempfile.mkdtemp(prefix="omnikernel-bridge-"))
+            spec = SandboxSpec(
+                workdir=self.ctx.cwd,
+                env=env,
+                writable=(root, bridge_dir),
+                hidden=default_hidden(),
+                read_only=protected_in(self.ctx.cwd),
+                bridged_ports=(port,) if port else (),
+                bridge_dir=bridge_dir,
+            )
+        return await spawn(argv, cwd=self.ctx.cwd, env=env, sandbox=spec, backend=backend)
 
     def private_dirs(self) -> Mapping[str, Path]:
         """The CLI's own home, config and temp dirs, created under the session's state dir."""

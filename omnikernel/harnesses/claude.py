@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import events as ev
 from ..events import Event, EventKind
-from ..spawn import HarnessProcess, spawn
+from ..spawn import HarnessProcess
 from .base import Harness, HarnessContext, HarnessError
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class ClaudeHarness(Harness):
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
         binary = self.require_binary(self.ctx.binary)
-        self._proc = await spawn(self.command(binary), cwd=self.ctx.cwd, env=self.environment())
+        self._proc = await self.start_process(self.command(binary), self.environment())
         self._stderr_tail = []
         self._stderr_task = asyncio.create_task(self._collect_stderr(self._proc))
         return self._proc

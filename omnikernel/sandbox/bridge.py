@@ -70,6 +70,8 @@ class Bridge:
         for port in self.ports:
             with contextlib.suppress(FileNotFoundError):
                 socket_path(self.bridge_dir, port).unlink()
+        with contextlib.suppress(OSError):
+            self.bridge_dir.rmdir()  # only if empty: never anyone else's files
 
 
 def inside_command(argv: list[str], bridge_dir: Path | None, ports: tuple[int, ...]) -> list[str]:

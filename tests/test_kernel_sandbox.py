@@ -1,0 +1,87 @@
+"""Claude Code inside each sandbox backend, driven by the kernel: the agent works in the
+notebook's folder, cannot write outside it or read Jupyter's runtime dir, reaches its model only
+through the gateway; with no backend the kernel refuses; `%sandbox off` is loud."""
+
+from __future__ import annotations
+
+import pytest
+
+from omnikernel.testing import FakeModelServer, Scenario
+
+from .conftest import NODE_BIN, require_claude
+
+
+def scenario(outside: str, secret: str) -> dict:
+    shell = lambda command: {"tool_calls": [{"action": "shell", "command": command}]}  # noqa: E731
+    return {
+        "rules": [
+            {"match": "inside", "steps": [{"text": "Writing.", **shell("echo inside > here.txt")},
+                                          {"text": "Wrote here.txt."}]},
+            {"match": "escape", "steps": [{"text": "Trying.", **shell(f"echo x > {outside}/pwned")},
+                                          {"text": "Tried."}]},
+            {"match": "secret", "steps": [{"text": "Reading.", **shell(f"cat {secret}")},
+                                          {"text": "Read."}]},
+        ]
+    }  # fmt: skip
+
+
+@pytest.fixture
+def box(tmp_path):
+    require_claude()
+    outside = tmp_path / "outside"
+    runtime = tmp_path / "runtime"
+    outside.mkdir()
+    runtime.mkdir()
+    secret = runtime / "kernel-42.json"
+    secret.write_text('{"key": "runtime-secret-value"}')
+    server = FakeModelServer(Scenario.from_dict(scenario(str(outside), str(secret))))
+    server.start_in_thread()
+    yield {"model": server, "outside": outside, "runtime": runtime, "secret": secret}
+    server.stop_thread()
+
+
+def env_for(box, **extra: str) -> dict[str, str]:
+    return {"ANTHROPIC_BASE_URL": box["model"].base_url, "ANTHROPIC_API_KEY": "k",
+            "OMNIKERNEL_AUTO_APPROVE": "1", "JUPYTER_RUNTIME_DIR": str(box["runtime"]),
+            **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "firejail"])
+def test_agent_runs_sandboxed_and_cannot_escape(backend, box, workdir, start_kernel):
+    kernel = start_kernel(workdir, **env_for(box, OMNIKERNEL_SANDBOX=backend))
+    inside = kernel.execute("Write a file inside the folder.")
+    assert inside.status == "ok", inside.text
+    assert (workdir / "here.txt").read_text() == "inside\n"
+    assert f"sandbox: {backend}" in inside.text
+
+    escape = kernel.execute("Now try to escape.")
+    assert not (box["outside"] / "pwned").exists()
+    assert "✗ error" in escape.text  # the tool failed inside the sandbox
+
+    secret = kernel.execute("Read the secret.")
+    assert "runtime-secret-value" not in secret.text
+
+    table = kernel.execute("%agents")
+    assert backend in table.text
+
+
+def test_sandbox_off_is_explicit_and_loud(box, workdir, start_kernel):
+    kernel = start_kernel(workdir, **env_for(box))
+    off = kernel.execute("%sandbox off")
+    assert "SANDBOX OFF" in off.text
+    result = kernel.execute("Now try to escape.")
+    assert "SANDBOX OFF" in result.text  # the notice and the footer
+    assert (box["outside"] / "pwned").exists()  # which is what the sandbox prevents
+    back = kernel.execute("%sandbox auto")
+    assert "Sandbox: " in back.text
+
+
+def test_no_working_backend_refuses_to_start_the_agent(box, workdir, start_kernel):
+    # Neither bwrap nor firejail on PATH: only the agent CLI's own folder and the basics.
+    kernel = start_kernel(workdir, PATH=f"{NODE_BIN}:/nonexistent", **env_for(box))
+    result = kernel.execute("Write a file inside the folder.")
+    assert result.status == "error"
+    assert "No working sandbox" in result.text
+    assert "apt-get install -y --no-install-recommends bubblewrap firejail socat" in result.text
+    assert not (workdir / "here.txt").exists()
+    assert kernel.execute("%%python\nprint(1 + 1)").status == "ok"
