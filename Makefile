@@ -42,7 +42,7 @@ system-deps:
 			$$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-lab: install
+lab: install system-deps
 	cd notebooks && $(CURDIR)/$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) \
 		--ServerApp.open_browser=False $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
 		--LabApp.default_url=/lab/tree/quickstart.ipynb
@@ -51,8 +51,9 @@ test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Speed and overhead figures, as ratios against a baseline measured in the same run.
-bench: install
+bench: install system-deps
 	$(PY) -m omnikernel.gateway.bench
+	$(PY) -m omnikernel.sandbox.bench
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist *.egg-info

@@ -254,3 +254,11 @@ def test_no_backend_fails_closed_with_the_install_command():
     assert resolve("off") is None
     with pytest.raises(SandboxUnavailableError, match="unknown sandbox"):
         resolve("docker")
+
+
+def test_bench_measures_every_working_backend_against_a_bare_start():
+    from omnikernel.sandbox.bench import measure
+
+    result = asyncio.run(measure(runs=2))
+    assert set(result) == {"bare", "bwrap", "firejail"}
+    assert all(seconds > 0 for seconds in result.values())
