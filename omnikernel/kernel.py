@@ -18,7 +18,7 @@ from typing import Any
 
 from IPython.display import display, update_display
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from . import __version__
 from .approval import auto_approve_from_env
@@ -83,6 +83,11 @@ class OmniKernel(IPythonKernel):
         help="OS sandbox for agents: auto (bwrap, else firejail), bwrap, firejail, or off "
         "(an explicit, loudly shown opt-out). Default: $OMNIKERNEL_SANDBOX, else auto.",
     ).tag(config=True)
+    sandbox_allow = List(
+        Unicode(),
+        help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
+        "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
+    ).tag(config=True)
     rehearsal_scenario = Unicode(
         "",
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
@@ -117,6 +122,7 @@ class OmniKernel(IPythonKernel):
             rehearsal_scenario=self.rehearsal_scenario,
             budget_usd=self.budget_usd,
             sandbox=os.environ.get("OMNIKERNEL_SANDBOX") or self.sandbox,
+            allow_hosts=tuple(self.sandbox_allow),
             price_overrides=self.prices,
         )
         assert self.shell is not None

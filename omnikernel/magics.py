@@ -271,9 +271,13 @@ class OmniMagics(Magics):
 
     @line_magic
     def sandbox(self, line: str) -> None:
-        """%sandbox [auto|bwrap|firejail|off]: the OS sandbox agents run in (off: opt out)."""
+        """%sandbox [auto|bwrap|firejail|off]: the OS sandbox agents run in (off: opt out).
+        %sandbox allow [HOST[:PORT] ...|--clear]: hosts agents may reach (e.g. a registry)."""
         word = line.strip().lower()
         session = self.session
+        if word.split()[:1] == ["allow"]:
+            self._allow(line.split()[1:])
+            return
         if word:
             if word not in CHOICES:
                 raise UsageError(f"%sandbox takes one of {', '.join(CHOICES)}, not {word!r}")
@@ -297,5 +301,24 @@ class OmniMagics(Magics):
             show(
                 f"Sandbox: {backend.name} ({session.sandbox}). Agents may write only the "
                 f"notebook's folder and their private dirs; secrets and Jupyter's runtime dir "
-                f"are hidden; the network is off but for the model gateway."
+                f"are hidden; the network is off but for the model gateway"
+                + (f" and {', '.join(session.allow_hosts)}." if session.allow_hosts else ".")
             )
+
+    def _allow(self, rules: list[str]) -> None:
+        session = self.session
+        if rules == ["--clear"]:
+            session.allow_hosts = ()
+        elif rules:
+            for rule in rules:
+                host, _, port = rule.partition(":")
+                if not host or (port and not port.isdigit()) or "/" in rule:
+                    raise UsageError(f"{rule!r} is not HOST, HOST:PORT or *.DOMAIN")
+            session.allow_hosts = tuple(dict.fromkeys(session.allow_hosts + tuple(rules)))
+        if session.allow_hosts:
+            show(
+                f"Agents may reach {', '.join(session.allow_hosts)} through the kernel's egress "
+                "proxy (from their next turn); every other host stays unreachable."
+            )
+        else:
+            show("No hosts allowed: agents reach only the model gateway.")

@@ -69,6 +69,7 @@ class AgentSession:
         rehearsal_scenario: str = "",
         budget_usd: float | None = None,
         sandbox: str = "auto",
+        allow_hosts: tuple[str, ...] = (),
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
     ):
         self.store = store
@@ -81,6 +82,7 @@ class AgentSession:
         self.auto_approve = auto_approve
         self.rehearsal_scenario = rehearsal_scenario
         self.sandbox = sandbox
+        self.allow_hosts = tuple(allow_hosts)
         self.available = discover()
         self.current = harness
         self.models: dict[str, str | None] = {harness: model}
@@ -174,6 +176,7 @@ class AgentSession:
                 model=self.models.get(name),
                 binary=self.harness_paths.get(name),
                 sandbox=self.sandbox,
+                allow_hosts=self.allow_hosts,
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
@@ -204,8 +207,8 @@ class AgentSession:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
                 await agent.change_model(self.models.get(name))
-            if agent.ctx.sandbox != self.sandbox:
-                agent.ctx.sandbox = self.sandbox
+            if (agent.ctx.sandbox, agent.ctx.allow_hosts) != (self.sandbox, self.allow_hosts):
+                agent.ctx.sandbox, agent.ctx.allow_hosts = self.sandbox, self.allow_hosts
                 await agent.close()  # restarts inside the new sandbox, resuming its conversation
         except HarnessError as exc:
             yield self._record(ev.error(str(exc)), name, cell)

@@ -85,3 +85,37 @@ def test_no_working_backend_refuses_to_start_the_agent(box, workdir, start_kerne
     assert "apt-get install -y --no-install-recommends bubblewrap firejail socat" in result.text
     assert not (workdir / "here.txt").exists()
     assert kernel.execute("%%python\nprint(1 + 1)").status == "ok"
+
+
+def test_allow_rules_open_one_host_for_the_agent(box, workdir, start_kernel, tmp_path):
+    import http.server
+    import threading
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"package-index-ok")
+
+        def log_message(self, *args):
+            pass
+
+    registry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=registry.serve_forever, daemon=True).start()
+    port = registry.server_address[1]
+    box["model"].scenario.rules.insert(0, Scenario.from_dict({"rules": [{
+        "match": "registry", "steps": [
+            {"text": "Fetching.", "tool_calls": [{"action": "shell",
+             "command": f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://localhost:{port}/').read().decode())\""}]},
+            {"text": "Fetched."}]}]}).rules[0])  # fmt: skip
+    try:
+        kernel = start_kernel(workdir, **env_for(box))
+        closed = kernel.execute("Fetch from the registry.")
+        assert "package-index-ok" not in closed.text
+        opened = kernel.execute(f"%sandbox allow localhost:{port}")
+        assert f"localhost:{port}" in opened.text
+        fetched = kernel.execute("Fetch from the registry again.")
+        assert "package-index-ok" in fetched.text, fetched.text
+        assert kernel.execute("%sandbox allow nonsense/path").status == "error"
+    finally:
+        registry.shutdown()

@@ -262,3 +262,77 @@ def test_bench_measures_every_working_backend_against_a_bare_start():
     result = asyncio.run(measure(runs=2))
     assert set(result) == {"bare", "bwrap", "firejail"}
     assert all(seconds > 0 for seconds in result.values())
+
+
+@pytest.fixture
+def two_servers():
+    servers = []
+    for body in (b"allowed host", b"other host"):
+
+        class Reply(http.server.BaseHTTPRequestHandler):
+            payload = body
+
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(self.payload)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Reply)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield [s.server_address[1] for s in servers]
+    for s in servers:
+        s.shutdown()
+
+
+FETCH = """
+import http.client, os, sys, urllib.request
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    if mode == "http":
+        print(urllib.request.urlopen(f"http://{host}:{port}/", timeout=10).read().decode())
+    else:  # an HTTPS-style tunnel: CONNECT through the proxy, then talk through it
+        proxy = os.environ["HTTPS_PROXY"].rsplit(":", 1)
+        conn = http.client.HTTPConnection("127.0.0.1", int(proxy[1]), timeout=10)
+        conn.set_tunnel(host, port)
+        conn.request("GET", "/")
+        print(conn.getresponse().read().decode())
+except Exception as exc:
+    print("BLOCKED", exc)
+"""
+
+
+@pytest.mark.parametrize("mode", ["http", "connect"])
+def test_allowed_hosts_only_through_the_egress_proxy(backend, box, two_servers, mode):
+    allowed_port, other_port = two_servers
+    spec = spec_for(box, allow_hosts=(f"localhost:{allowed_port}",),
+                    bridge_dir=box["state"] / "b")  # fmt: skip
+    def script(port: int) -> str:
+        return f"{sys.executable} - localhost {port} {mode} <<'EOF'\n{FETCH}EOF"
+
+    assert "allowed host" in run(backend, script(allowed_port), spec)[1]
+    denied = run(backend, script(other_port), spec)[1]
+    assert "BLOCKED" in denied and "other host" not in denied
+    # Without the rule, the same request cannot leave the sandbox at all.
+    assert "allowed host" not in run(backend, script(allowed_port), spec_for(box))[1]
+
+
+@pytest.mark.parametrize(
+    ("rule", "host", "port", "ok"),
+    [
+        ("registry.npmjs.org", "registry.npmjs.org", 443, True),
+        ("registry.npmjs.org", "registry.npmjs.org", 22, False),
+        ("registry.npmjs.org", "evil.org", 443, False),
+        ("*.pythonhosted.org", "files.pythonhosted.org", 443, True),
+        ("*.pythonhosted.org", "pythonhosted.org.evil.com", 443, False),
+        ("localhost:8080", "localhost", 8080, True),
+        ("localhost:8080", "localhost", 8081, False),
+    ],
+)
+def test_allow_rules(rule, host, port, ok):
+    from omnikernel.sandbox.egress import allowed
+
+    assert allowed((rule,), host, port) is ok

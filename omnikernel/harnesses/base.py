@@ -54,6 +54,8 @@ class HarnessContext:
     binary: str | None = None  # explicit path from config; else found on PATH
     #: Sandbox backend choice: "auto", "bwrap", "firejail" or "off" (an explicit opt-out).
     sandbox: str = "auto"
+    #: Hosts the notebook trusts, reachable through the kernel's egress proxy.
+    allow_hosts: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +162,7 @@ class Harness(abc.ABC):
                 read_only=protected_in(self.ctx.cwd),
                 bridged_ports=(port,) if port else (),
                 bridge_dir=bridge_dir,
+                allow_hosts=self.ctx.allow_hosts,
             )
         return await spawn(argv, cwd=self.ctx.cwd, env=env, sandbox=spec, backend=backend)
 

@@ -8,6 +8,7 @@ install command; running unsandboxed is only ever an explicit choice ("off").
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from ..spawn import LINE_LIMIT, HarnessProcess
 from . import bwrap, firejail
 from .bridge import Bridge, inside_command
 from .cgroup import CGroup
+from .egress import EgressProxy, proxy_env
 from .spec import SandboxSpec
 
 BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
@@ -88,17 +90,21 @@ class SandboxedProcess(HarnessProcess):
         backend: str,
         cgroup: CGroup | None,
         bridge: Bridge | None,
+        egress: EgressProxy | None = None,
     ):
         super().__init__(process, argv)
         self.backend = backend
         self.cgroup = cgroup
         self.bridge = bridge
+        self.egress = egress
 
     async def kill(self, grace: float = 2.0) -> None:
         await super().kill(grace)
         self._kill_cgroup()
         if self.bridge is not None:
             await self.bridge.close()
+        if self.egress is not None:
+            await self.egress.close()
 
     def kill_now(self) -> None:
         super().kill_now()
@@ -116,6 +122,15 @@ async def start_sandboxed(
     path = binary_of(backend)
     if path is None:
         raise SandboxUnavailableError(f"{backend.binary} is not installed: {backend.install}")
+    egress = None
+    if spec.allow_hosts:
+        egress = EgressProxy(spec.allow_hosts)
+        await egress.start()
+        spec = dataclasses.replace(
+            spec,
+            env={**spec.env, **proxy_env(egress.port)},
+            bridged_ports=(*spec.bridged_ports, egress.port),
+        )
     bridge = None
     if spec.bridged_ports:
         if spec.bridge_dir is None:
@@ -135,4 +150,4 @@ async def start_sandboxed(
         limit=LINE_LIMIT,
         preexec_fn=cgroup.add_self if cgroup else None,
     )
-    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge)
+    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress)

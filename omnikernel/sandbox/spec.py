@@ -35,6 +35,9 @@ class SandboxSpec:
     bridged_ports: tuple[int, ...] = ()
     #: Where the bridge's unix sockets live (must be inside a writable directory).
     bridge_dir: Path | None = None
+    #: Hosts the user trusts (``host``, ``host:port``, ``*.domain``), reached through the
+    #: kernel's egress proxy; everything else stays unreachable.
+    allow_hosts: tuple[str, ...] = ()
     memory_bytes: int | None = 8 * 1024**3
     pids_max: int | None = 1024
 
