@@ -336,3 +336,16 @@ def test_allow_rules(rule, host, port, ok):
     from omnikernel.sandbox.egress import allowed
 
     assert allowed((rule,), host, port) is ok
+
+
+def test_an_agent_installed_under_tmp_still_runs(backend, box, tmp_path):
+    tool = tmp_path / "tools" / "node_modules" / ".bin" / "agent"
+    tool.parent.mkdir(parents=True)
+    tool.write_text("#!/bin/sh\necho agent-ran\n")
+    tool.chmod(0o755)
+    from omnikernel.sandbox.spec import install_root
+
+    spec = spec_for(box, readable=(install_root(str(tool)),))
+    assert install_root(str(tool)) == tmp_path / "tools" / "node_modules"
+    code, out = run(backend, str(tool), spec)
+    assert code == 0 and "agent-ran" in out

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from ..approval import Decision
 from ..sandbox import SandboxSpec, SandboxUnavailableError, default_hidden, protected_in
+from ..sandbox.spec import install_root
 from ..sandbox import resolve as resolve_sandbox
 from ..events import Event
 from ..spawn import HarnessProcess, spawn
@@ -163,6 +164,7 @@ class Harness(abc.ABC):
                 bridged_ports=(port,) if port else (),
                 bridge_dir=bridge_dir,
                 allow_hosts=self.ctx.allow_hosts,
+                readable=(install_root(argv[0]),),
             )
         return await spawn(argv, cwd=self.ctx.cwd, env=env, sandbox=spec, backend=backend)
 

@@ -19,6 +19,8 @@ install = "apt-get install -y --no-install-recommends bubblewrap"
 
 def command(bwrap: str, argv: list[str], spec: SandboxSpec) -> list[str]:
     args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in existing(spec.readable):
+        args += ["--ro-bind", str(path), str(path)]
     for path in (spec.workdir, *spec.writable):
         args += ["--bind", str(path), str(path)]
     for path in existing(spec.read_only):

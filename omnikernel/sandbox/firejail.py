@@ -25,6 +25,9 @@ def _whitelistable(path: Path) -> bool:
 
 def command(firejail: str, argv: list[str], spec: SandboxSpec) -> list[str]:
     args = [firejail, "--quiet", "--noprofile", "--net=none", "--read-only=/"]
+    for path in existing(spec.readable):
+        if _whitelistable(path):
+            args.append(f"--whitelist={path}")
     for path in (spec.workdir, *spec.writable):
         if _whitelistable(path):
             args.append(f"--whitelist={path}")

@@ -31,6 +31,9 @@ class SandboxSpec:
     hidden: tuple[Path, ...] = ()
     #: Paths inside writable directories that stay read-only.
     read_only: tuple[Path, ...] = ()
+    #: Paths the process must be able to read even where the backend hides a whole tree
+    #: (the agent CLI's install, if it lives under /tmp).
+    readable: tuple[Path, ...] = ()
     #: Loopback TCP ports reachable inside, each bridged to the same port on the host.
     bridged_ports: tuple[int, ...] = ()
     #: Where the bridge's unix sockets live (must be inside a writable directory).
@@ -52,6 +55,14 @@ def default_hidden(home: Path | None = None, runtime_dir: Path | None = None) ->
 def protected_in(workdir: Path) -> tuple[Path, ...]:
     """Paths under the working directory an agent must not change (git hooks run code)."""
     return (workdir / ".git" / "hooks",)
+
+
+def install_root(binary: str) -> Path:
+    """The directory tree an agent CLI needs to run: its ``node_modules`` root for npm
+    installs (the entry script loads packages beside it), else its own directory."""
+    real = Path(os.path.realpath(binary))
+    roots = [p for p in real.parents if p.name == "node_modules"]
+    return roots[-1] if roots else real.parent
 
 
 def existing(paths: tuple[Path, ...]) -> list[Path]:
