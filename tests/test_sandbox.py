@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import os
-import sys
 import threading
 from pathlib import Path
 from unittest import mock
@@ -28,6 +27,8 @@ from omnikernel.sandbox import (
 from omnikernel.spawn import spawn
 
 BACKENDS = ["bwrap", "firejail"]
+#: The system's Python: the test's own may live under /tmp, which the sandbox replaces.
+PYTHON = "/usr/bin/python3"
 REMOTE = "10.255.255.1"  # never contacted: only routed
 
 
@@ -131,10 +132,10 @@ def nameserver() -> str:
 def test_no_route_to_remote_addresses_or_dns(backend, box):
     spec = spec_for(box)
     for address in (REMOTE, nameserver()):
-        script = f"{sys.executable} - {address} <<'EOF'\n{ROUTE}EOF"
+        script = f"{PYTHON} - {address} <<'EOF'\n{ROUTE}EOF"
         assert "NO ROUTE" in run(backend, script, spec)[1]
         assert "ROUTED" in run(None, script, spec)[1]
-    lookup = f"{sys.executable} -c \"import socket; socket.getaddrinfo('example.com', 80)\""
+    lookup = f"{PYTHON} -c \"import socket; socket.getaddrinfo('example.com', 80)\""
     assert run(backend, lookup, spec)[0] != 0
 
 
@@ -163,7 +164,7 @@ def test_loopback_is_closed_except_the_bridged_port(backend, box, host_server):
     assert "CONNECTED" not in run(backend, tcp, spec_for(box))[1]
     assert "CONNECTED" in run(None, tcp, spec_for(box))[1]
     bridged = spec_for(box, bridged_ports=(port,), bridge_dir=box["state"] / "bridge")
-    fetch = (f"{sys.executable} -c \"import urllib.request; "
+    fetch = (f"{PYTHON} -c \"import urllib.request; "
              f"print(urllib.request.urlopen('http://127.0.0.1:{port}/').read().decode())\"")  # fmt: skip
     code, out = run(backend, fetch, bridged)
     assert code == 0 and "hello from the host" in out
@@ -233,7 +234,7 @@ def test_environment_is_exactly_the_spec(backend, box):
 
 def test_process_count_is_limited(backend, box):
     spec = spec_for(box, pids_max=30)
-    script = (f"{sys.executable} -c \"import os, time\nn = 0\nwhile n < 200:\n"
+    script = (f"{PYTHON} -c \"import os, time\nn = 0\nwhile n < 200:\n"
               "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
               "    if pid == 0:\n        time.sleep(5); os._exit(0)\n    n += 1\n"
               "print('FORKED', n)\"")  # fmt: skip
@@ -311,7 +312,7 @@ def test_allowed_hosts_only_through_the_egress_proxy(backend, box, two_servers, 
     spec = spec_for(box, allow_hosts=(f"localhost:{allowed_port}",),
                     bridge_dir=box["state"] / "b")  # fmt: skip
     def script(port: int) -> str:
-        return f"{sys.executable} - localhost {port} {mode} <<'EOF'\n{FETCH}EOF"
+        return f"{PYTHON} - localhost {port} {mode} <<'EOF'\n{FETCH}EOF"
 
     assert "allowed host" in run(backend, script(allowed_port), spec)[1]
     denied = run(backend, script(other_port), spec)[1]

@@ -13,7 +13,6 @@ a new process with ``--resume <claude session id>``, so the conversation still c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -23,8 +22,8 @@ from typing import Any
 
 from .. import events as ev
 from ..events import Event, EventKind
-from ..spawn import HarnessProcess
-from .base import Harness, HarnessContext, HarnessError
+from .base import HarnessContext, HarnessError
+from .jsonl import JsonLinesHarness
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def result_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-class ClaudeHarness(Harness):
+class ClaudeHarness(JsonLinesHarness):
     name = "claude"
     display_name = "Claude Code"
     binary_name = "claude"
@@ -102,13 +101,8 @@ class ClaudeHarness(Harness):
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)
-        self._proc: HarnessProcess | None = None
         self._claude_session: str | None = None
         self._request_ids = itertools.count(1)
-        self._stderr_tail: list[str] = []
-        self._stderr_task: asyncio.Task[None] | None = None
-
-    # -- process -------------------------------------------------------------------------------
 
     def command(self, binary: str) -> list[str]:
         argv = [
@@ -127,7 +121,6 @@ class ClaudeHarness(Harness):
         return argv
 
     def environment(self) -> dict[str, str]:
-        """Exactly what the CLI needs: never the kernel's environment wholesale."""
         dirs = self.private_dirs()
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -142,59 +135,24 @@ class ClaudeHarness(Harness):
             **QUIET_ENV,
         }
 
-    async def _ensure_started(self) -> HarnessProcess:
-        if self._proc is not None and self._proc.returncode is None:
-            return self._proc
-        binary = self.require_binary(self.ctx.binary)
-        self._proc = await self.start_process(self.command(binary), self.environment())
-        self._stderr_tail = []
-        self._stderr_task = asyncio.create_task(self._collect_stderr(self._proc))
-        return self._proc
-
-    async def _collect_stderr(self, proc: HarnessProcess) -> None:
-        while line := await proc.stderr.readline():
-            text = line.decode(errors="replace").rstrip()
-            log.debug("claude stderr: %s", text)
-            self._stderr_tail = (self._stderr_tail + [text])[-20:]
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        assert self._proc is not None
-        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
-        await self._proc.stdin.drain()
-
-    async def _read(self) -> dict[str, Any] | None:
-        """The next JSON message from stdout, or None at end of stream."""
-        assert self._proc is not None
-        while True:
-            line = await self._proc.stdout.readline()
-            if not line:
-                return None
-            try:
-                message = json.loads(line)
-            except json.JSONDecodeError:
-                log.debug("claude: non-JSON line %r", line[:200])
-                continue
-            if isinstance(message, dict):
-                return message
-
     # -- a turn --------------------------------------------------------------------------------
 
     async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
-        await self._ensure_started()
+        await self.ensure_started()
         try:
-            await self._send(
+            await self.send(
                 {"type": "user", "message": {"role": "user", "content": prompt}}
             )
         except (BrokenPipeError, ConnectionResetError):
-            async for event in self._died():
+            async for event in self.died(self._claude_session):
                 yield event
             return
         streamed: set[str] = set()  # message ids whose text already came as deltas
         current_message = ""
         while True:
-            message = await self._read()
+            message = await self.read()
             if message is None:
-                async for event in self._died():
+                async for event in self.died(self._claude_session):
                     yield event
                 return
             kind = message.get("type")
@@ -267,7 +225,7 @@ class ClaudeHarness(Harness):
         request_id = message.get("request_id", "")
         if request.get("subtype") != "can_use_tool":
             # Requests we do not serve (hooks, MCP) get an error answer, never silence.
-            await self._send(
+            await self.send(
                 {
                     "type": "control_response",
                     "response": {
@@ -306,7 +264,7 @@ class ClaudeHarness(Harness):
             if decision.allow
             else {"behavior": "deny", "message": decision.reason}
         )
-        await self._send(
+        await self.send(
             {
                 "type": "control_response",
                 "response": {"subtype": "success", "request_id": request_id, "response": answer},
@@ -362,23 +320,6 @@ class ClaudeHarness(Harness):
             )
         return ""
 
-    async def _died(self) -> AsyncIterator[Event]:
-        proc = self._proc
-        code = await proc.wait() if proc else None
-        if self._stderr_task:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stderr_task, 2)
-        tail = "\n".join(self._stderr_tail[-8:])
-        self._proc = None
-        yield ev.error(
-            f"Claude Code exited unexpectedly (exit code {code}).",
-            (f"Its last words:\n{tail}\n" if tail else "")
-            + "Run the cell again to start it afresh; the conversation is resumed.",
-        )
-        yield Event(
-            EventKind.TURN_END, {"status": "error", "harness_session": self._claude_session}
-        )
-
     # -- stopping ------------------------------------------------------------------------------
 
     async def interrupt(self) -> list[Event]:
@@ -387,7 +328,7 @@ class ClaudeHarness(Harness):
             return []
         drained: list[Event] = []
         try:
-            await self._send(
+            await self.send(
                 {
                     "type": "control_request",
                     "request_id": f"interrupt-{next(self._request_ids)}",
@@ -395,10 +336,10 @@ class ClaudeHarness(Harness):
                 }
             )
             async with asyncio.timeout(INTERRUPT_GRACE_S):
-                while (message := await self._read()) is not None:
+                while (message := await self.read()) is not None:
                     if message.get("type") == "control_request":
                         # A permission request racing the interrupt: deny it.
-                        await self._send(
+                        await self.send(
                             {
                                 "type": "control_response",
                                 "response": {
@@ -418,20 +359,6 @@ class ClaudeHarness(Harness):
         # It did not wind down in time: stop it; the next turn resumes the conversation.
         await self.close()
         return drained
-
-    def kill_now(self) -> None:
-        if self._proc is not None:
-            self._proc.kill_now()
-
-    async def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(Exception):
-                proc.stdin.close()
-            await proc.kill()
-        if self._stderr_task:
-            self._stderr_task.cancel()
-            self._stderr_task = None
 
 
 __all__ = ["ClaudeHarness", "HarnessError"]

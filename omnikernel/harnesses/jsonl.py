@@ -1,0 +1,112 @@
+"""What every CLI driven over JSON lines on stdio shares: one long-lived process, messages in
+and out, its last words kept for errors, and the events when it dies.
+
+Subclasses give the command line (`command`), the environment (`environment`), what to do
+once the process is up (`on_started`, e.g. a JSON-RPC handshake) and the turn protocol.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import events as ev
+from ..events import Event, EventKind
+from ..spawn import HarnessProcess
+from .base import Harness, HarnessContext
+
+log = logging.getLogger(__name__)
+
+
+class JsonLinesHarness(Harness):
+    def __init__(self, ctx: HarnessContext):
+        super().__init__(ctx)
+        self._proc: HarnessProcess | None = None
+        self._stderr_tail: list[str] = []
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    @abc.abstractmethod
+    def command(self, binary: str) -> list[str]:
+        """The CLI's command line in machine mode."""
+
+    @abc.abstractmethod
+    def environment(self) -> dict[str, str]:
+        """Exactly what the CLI needs: never the kernel's environment wholesale."""
+
+    async def on_started(self) -> None:
+        """Called once the process runs, before the first turn (handshakes go here)."""
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def ensure_started(self) -> HarnessProcess:
+        if self._proc is not None and self._proc.returncode is None:
+            return self._proc
+        binary = self.require_binary(self.ctx.binary)
+        self._proc = await self.start_process(self.command(binary), self.environment())
+        self._stderr_tail = []
+        self._stderr_task = asyncio.create_task(self._collect_stderr(self._proc))
+        await self.on_started()
+        return self._proc
+
+    async def _collect_stderr(self, proc: HarnessProcess) -> None:
+        while line := await proc.stderr.readline():
+            text = line.decode(errors="replace").rstrip()
+            log.debug("%s stderr: %s", self.name, text)
+            self._stderr_tail = (self._stderr_tail + [text])[-20:]
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self._proc is not None
+        self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+        await self._proc.stdin.drain()
+
+    async def read(self) -> dict[str, Any] | None:
+        """The next JSON object from stdout, or None at end of stream."""
+        assert self._proc is not None
+        while True:
+            line = await self._proc.stdout.readline()
+            if not line:
+                return None
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                log.debug("%s: non-JSON line %r", self.name, line[:200])
+                continue
+            if isinstance(message, dict):
+                return message
+
+    async def died(self, harness_session: str | None = None) -> AsyncIterator[Event]:
+        """The events of a turn whose CLI exited under it."""
+        proc = self._proc
+        code = await proc.wait() if proc else None
+        if self._stderr_task:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stderr_task, 2)
+        tail = "\n".join(self._stderr_tail[-8:])
+        self._proc = None
+        yield ev.error(
+            f"{self.display_name} exited unexpectedly (exit code {code}).",
+            (f"Its last words:\n{tail}\n" if tail else "")
+            + "Run the cell again to start it afresh; the conversation is resumed.",
+        )
+        yield Event(EventKind.TURN_END, {"status": "error", "harness_session": harness_session})
+
+    def kill_now(self) -> None:
+        if self._proc is not None:
+            self._proc.kill_now()
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+            await proc.kill()
+        if self._stderr_task:
+            self._stderr_task.cancel()
+            self._stderr_task = None
