@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TOOLS := .tools
 CLAUDE_CODE_VERSION := 2.1.197
+CODEX_VERSION := 0.169.0
+PI_VERSION := 0.73.1
+CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)
 DEBIAN_PACKAGES := chromium bubblewrap firejail socat
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
@@ -23,12 +26,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-harness-clis: $(TOOLS)/.claude-$(CLAUDE_CODE_VERSION)
-$(TOOLS)/.claude-$(CLAUDE_CODE_VERSION):
+harness-clis: $(CLI_STAMP)
+$(CLI_STAMP):
 	mkdir -p $(TOOLS)
 	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error \
-		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
+		@openai/codex@$(CODEX_VERSION) \
+		@mariozechner/pi-coding-agent@$(PI_VERSION)
 	$(TOOLS)/node_modules/.bin/claude --version
+	$(TOOLS)/node_modules/.bin/codex --version
+	$(TOOLS)/node_modules/.bin/pi --version
 	touch $@
 
 # Debian packages the tests use: a real browser for the JupyterLab test and the sandboxes.

@@ -28,11 +28,15 @@ os.environ["PATH"] = f"{NODE_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 UPSTREAM_VARS = ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 
 
-def require_claude() -> str:
-    path = shutil.which("claude")
+def require_cli(name: str) -> str:
+    path = shutil.which(name)
     if not path:
-        pytest.fail("the `claude` CLI is not installed; install it with: make harness-clis")
+        pytest.fail(f"the `{name}` CLI is not installed; install it with: make harness-clis")
     return path
+
+
+def require_claude() -> str:
+    return require_cli("claude")
 
 
 def kernel_env(tmp: Path, **extra: str) -> dict[str, str]:

@@ -1,0 +1,275 @@
+"""Codex, driven through `codex app-server` (JSON-RPC 2.0 over stdio).
+
+`codex exec` cannot ask for approval, so the app server it is: ``initialize`` /
+``initialized``, one ``thread/start`` per session (``thread/resume`` after a restart), then
+``turn/start`` per prompt and ``turn/interrupt`` to stop. With the ``untrusted`` approval policy
+Codex asks before every command and file change (``item/commandExecution/requestApproval``,
+``item/fileChange/requestApproval``); the session's decision function answers.
+
+Codex runs with its own sandbox off (``danger-full-access``): it cannot nest inside ours, and
+ours is the one that holds (see `omnikernel.sandbox`). Its config lives in a private
+``CODEX_HOME`` that points the model provider at the gateway (Responses API), with analytics,
+plugins and update checks off, so it talks to nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .. import __version__
+from .. import events as ev
+from ..events import Event, EventKind
+from .base import HarnessContext, HarnessError
+from .jsonl import JsonLinesHarness
+
+#: The key variable Codex reads for our provider (it holds the gateway's placeholder).
+KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"
+DEFAULT_MODEL = "gpt-5.5"
+INTERRUPT_GRACE_S = 5.0
+
+
+def toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+class CodexHarness(JsonLinesHarness):
+    name = "codex"
+    display_name = "Codex"
+    binary_name = "codex"
+    npm_package = "@openai/codex"
+    pinned_version = "0.169.0"
+    wire = "openai"
+
+    def __init__(self, ctx: HarnessContext):
+        super().__init__(ctx)
+        self._ids = itertools.count(1)
+        self._thread: str | None = None
+        self._turn: str | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+
+    @property
+    def model(self) -> str:
+        return self.ctx.model or DEFAULT_MODEL
+
+    def command(self, binary: str) -> list[str]:
+        return [binary, "app-server", "--disable", "plugins"]
+
+    def environment(self) -> dict[str, str]:
+        dirs = self.private_dirs()
+        self._write_config(dirs["config"])
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(dirs["home"]),
+            "CODEX_HOME": str(dirs["config"]),
+            "TMPDIR": str(dirs["tmp"]),
+            KEY_VARIABLE: self.ctx.upstream.api_key,
+        }
+
+    def _write_config(self, codex_home: Any) -> None:
+        (codex_home / "config.toml").write_text(
+            f"model = {toml_string(self.model)}\n"
+            'model_provider = "omnikernel"\n'
+            "check_for_update_on_startup = false\n"
+            "[analytics]\nenabled = false\n"
+            "[model_providers.omnikernel]\n"
+            'name = "omnikernel gateway"\n'
+            f"base_url = {toml_string(self.ctx.upstream.base_url)}\n"
+            f'env_key = "{KEY_VARIABLE}"\n'
+            'wire_api = "responses"\n'
+        )
+
+    # -- JSON-RPC ------------------------------------------------------------------------------
+
+    async def request(self, method: str, params: dict[str, Any]) -> int:
+        ident = next(self._ids)
+        await self.send({"jsonrpc": "2.0", "id": ident, "method": method, "params": params})
+        return ident
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A request whose answer we wait for, outside a turn (handshake, thread start)."""
+        ident = await self.request(method, params)
+        while (message := await self.read()) is not None:
+            if message.get("id") == ident and "method" not in message:
+                if "error" in message:
+                    raise HarnessError(f"Codex refused {method}: {message['error'].get('message')}")
+                return dict(message.get("result") or {})
+        raise HarnessError(f"Codex exited during {method}: {' '.join(self._stderr_tail[-3:])}")
+
+    async def on_started(self) -> None:
+        await self.call("initialize", {"clientInfo": {"name": "omnikernel", "version": __version__}})
+        await self.send({"jsonrpc": "2.0", "method": "initialized"})
+        settings = {"cwd": str(self.ctx.cwd), "approvalPolicy": "untrusted",
+                    "sandbox": "danger-full-access", "model": self.model}  # fmt: skip
+        if self._thread:
+            result = await self.call("thread/resume", {"threadId": self._thread, **settings})
+        else:
+            result = await self.call("thread/start", settings)
+        self._thread = result["thread"]["id"]
+
+    # -- a turn --------------------------------------------------------------------------------
+
+    async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
+        await self.ensure_started()
+        started = await self.request(
+            "turn/start", {"threadId": self._thread, "input": [{"type": "text", "text": prompt}]}
+        )
+        usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
+                 "cache_write_tokens": 0}  # fmt: skip
+        streamed: set[str] = set()
+        while True:
+            message = await self.read()
+            if message is None:
+                async for event in self.died(self._thread):
+                    yield event
+                return
+            method = message.get("method", "")
+            params = message.get("params") or {}
+            if message.get("id") == started and "method" not in message:
+                if "error" in message:
+                    yield ev.error(f"Codex refused the turn: {message['error'].get('message')}")
+                    yield Event(EventKind.TURN_END, {"status": "error", "harness_session": self._thread})
+                    return
+                self._turn = (message.get("result") or {}).get("turn", {}).get("id")
+            elif "id" in message and method:
+                async for event in self._answer(message):
+                    yield event
+            elif method == "item/agentMessage/delta":
+                streamed.add(params.get("itemId", ""))
+                yield ev.text(params.get("delta", ""))
+            elif method == "item/started":
+                if event := self._item_started(params.get("item") or {}):
+                    yield event
+            elif method == "item/completed":
+                if event := self._item_completed(params.get("item") or {}, streamed):
+                    yield event
+            elif method == "thread/tokenUsage/updated":
+                last = (params.get("tokenUsage") or {}).get("last") or {}
+                cached = last.get("cachedInputTokens", 0) or 0
+                usage["input_tokens"] += max(0, (last.get("inputTokens", 0) or 0) - cached)
+                usage["output_tokens"] += last.get("outputTokens", 0) or 0
+                usage["cache_read_tokens"] += cached
+                usage["cache_write_tokens"] += last.get("cacheWriteInputTokens", 0) or 0
+            elif method == "error" and not params.get("willRetry"):
+                error = params.get("error") or {}
+                yield ev.error(f"Codex: {error.get('message', 'unknown error')}")
+            elif method == "turn/completed":
+                for event in self._turn_completed(params.get("turn") or {}, usage):
+                    yield event
+                return
+
+    def _item_started(self, item: dict[str, Any]) -> Event | None:
+        kind = item.get("type")
+        if kind == "commandExecution":
+            command = self._command_of(item)
+            return ev.tool_call(item.get("id", ""), "shell", "exec", command, {"command": command})
+        if kind == "fileChange":
+            changes = item.get("changes") or []
+            paths = ", ".join(str(c.get("path", "?")) for c in changes)
+            action = "write" if all(c.get("kind", {}).get("type") == "add" for c in changes
+                                    if isinstance(c.get("kind"), dict)) else "edit"  # fmt: skip
+            return ev.tool_call(item.get("id", ""), "apply_patch", action, paths, {"changes": changes})
+        if kind in ("mcpToolCall", "dynamicToolCall"):
+            tool = str(item.get("tool") or item.get("name") or kind)
+            return ev.tool_call(item.get("id", ""), tool, "other", tool, item.get("arguments") or {})
+        if kind == "webSearch":
+            query = str(item.get("query", ""))
+            return ev.tool_call(item.get("id", ""), "web_search", "fetch", query, {"query": query})
+        return None
+
+    def _item_completed(self, item: dict[str, Any], streamed: set[str]) -> Event | None:
+        kind = item.get("type")
+        if kind == "agentMessage" and item.get("id") not in streamed and item.get("text"):
+            return ev.text(item["text"])
+        if kind == "commandExecution":
+            code = item.get("exitCode")
+            failed = item.get("status") in ("failed", "declined") or code not in (0, None)
+            output = item.get("aggregatedOutput") or ""
+            if item.get("status") == "declined":
+                output = output or "declined"
+            return ev.tool_result(item.get("id", ""), output, failed)
+        if kind == "fileChange":
+            status = str(item.get("status", ""))
+            return ev.tool_result(item.get("id", ""), status, status in ("failed", "declined"))
+        if kind in ("mcpToolCall", "dynamicToolCall", "webSearch"):
+            result = item.get("result") or item.get("error") or ""
+            return ev.tool_result(item.get("id", ""), json.dumps(result) if result else "",
+                                  bool(item.get("error")))  # fmt: skip
+        return None
+
+    @staticmethod
+    def _command_of(item: dict[str, Any]) -> str:
+        actions = item.get("commandActions") or []
+        if len(actions) == 1 and actions[0].get("command"):
+            return str(actions[0]["command"])
+        return str(item.get("command", ""))
+
+    def _turn_completed(self, turn: dict[str, Any], usage: dict[str, int]) -> list[Event]:
+        status = {"completed": "completed", "interrupted": "interrupted"}.get(
+            turn.get("status", ""), "error"
+        )
+        out = [Event(EventKind.USAGE, {"model": self.model, **usage, "cost_usd": None,
+                                       "num_turns": 1})]  # fmt: skip
+        if status == "error":
+            detail = (turn.get("error") or {}).get("message") or turn.get("status")
+            out.append(ev.error(f"Codex ended the turn with an error: {detail}"))
+        out.append(Event(EventKind.TURN_END, {"status": status, "harness_session": self._thread}))
+        self._turn = None
+        return out
+
+    async def _answer(self, message: dict[str, Any]) -> AsyncIterator[Event]:
+        """Serve a request from Codex: approvals go to the decision function."""
+        method, params, ident = message["method"], message.get("params") or {}, message["id"]
+        if method not in ("item/commandExecution/requestApproval", "item/fileChange/requestApproval"):
+            await self.send({"jsonrpc": "2.0", "id": ident, "error": {
+                "code": -32601, "message": f"omnikernel does not serve {method}"}})  # fmt: skip
+            return
+        is_command = method.startswith("item/commandExecution")
+        summary = (self._command_of(params) if is_command
+                   else str(params.get("reason") or params.get("itemId", "")))  # fmt: skip
+        asked = Event(
+            EventKind.APPROVAL_REQUEST,
+            {"request_id": str(ident), "call_id": params.get("itemId", ""),
+             "tool": "shell" if is_command else "apply_patch",
+             "action": "exec" if is_command else "edit", "summary": summary,
+             "input": {"command": summary, "cwd": params.get("cwd")} if is_command else params},
+        )  # fmt: skip
+        yield asked
+        decision = await self.ctx.decide(asked)
+        yield Event(EventKind.APPROVAL_DECISION, {"request_id": str(ident),
+                    "decision": decision.verdict, "reason": decision.reason, "by": decision.by})  # fmt: skip
+        await self.send({"jsonrpc": "2.0", "id": ident,
+                         "result": {"decision": "accept" if decision.allow else "decline"}})  # fmt: skip
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def interrupt(self) -> list[Event]:
+        if not self.running or not self._thread:
+            return []
+        drained: list[Event] = []
+        try:
+            async with asyncio.timeout(INTERRUPT_GRACE_S):
+                while self._turn is None:  # the turn id arrives with turn/start's answer
+                    message = await self.read()
+                    if message is None:
+                        break
+                    if "result" in message and "turn" in (message.get("result") or {}):
+                        self._turn = message["result"]["turn"]["id"]
+                if self._turn:
+                    await self.request("turn/interrupt", {"threadId": self._thread, "turnId": self._turn})
+                while (message := await self.read()) is not None:
+                    if "id" in message and message.get("method"):
+                        await self.send({"jsonrpc": "2.0", "id": message["id"],
+                                         "result": {"decision": "decline"}})  # fmt: skip
+                    if message.get("method") == "turn/completed":
+                        self._turn = None
+                        return drained
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
+            pass
+        await self.close()  # the next turn resumes the thread
+        return drained

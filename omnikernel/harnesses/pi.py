@@ -1,0 +1,198 @@
+"""Pi, driven through `pi --mode rpc` (JSON lines on stdio).
+
+Pi has no approval step of its own, so the kernel loads an extension (`pi_gate.ts`) that asks
+before every tool call through ``ctx.ui.confirm``; in RPC mode that arrives here as an
+``extension_ui_request`` and is answered with the session's decision. The provider is written
+per session to ``models.json`` in a private ``PI_CODING_AGENT_DIR``: the gateway's Anthropic
+Messages endpoint, a placeholder key, and prices from the project's price table (so Pi's own
+cost figure is a cross-check of the gateway's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from .. import events as ev
+from ..events import Event, EventKind
+from ..gateway import PriceTable
+from .base import HarnessContext
+from .jsonl import JsonLinesHarness
+
+GATE = Path(__file__).with_name("pi_gate.ts")
+KEY_VARIABLE = "OMNIKERNEL_PI_KEY"
+PROVIDER = "omnikernel"
+DEFAULT_MODEL = "claude-sonnet-4-6"
+INTERRUPT_GRACE_S = 5.0
+TOOL_ACTIONS = {"bash": "exec", "read": "read", "write": "write", "edit": "edit",
+                "grep": "search", "find": "search", "ls": "search"}  # fmt: skip
+
+
+def tool_summary(args: dict[str, Any]) -> str:
+    for key in ("command", "path", "pattern"):
+        if isinstance(args.get(key), str):
+            return str(args[key])
+    return json.dumps(args)[:200]
+
+
+def text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+class PiHarness(JsonLinesHarness):
+    name = "pi"
+    display_name = "Pi"
+    binary_name = "pi"
+    npm_package = "@mariozechner/pi-coding-agent"
+    pinned_version = "0.73.1"
+    wire = "anthropic"
+
+    def __init__(self, ctx: HarnessContext):
+        super().__init__(ctx)
+        self._ids = 0
+        self._started_once = False
+
+    @property
+    def model(self) -> str:
+        return self.ctx.model or DEFAULT_MODEL
+
+    def command(self, binary: str) -> list[str]:
+        argv = [binary, "--mode", "rpc", "--provider", PROVIDER, "--model", self.model,
+                "-e", str(GATE)]  # fmt: skip
+        if self._started_once:
+            argv.append("--continue")  # a restart picks the conversation up again
+        self._started_once = True
+        return argv
+
+    def environment(self) -> dict[str, str]:
+        dirs = self.private_dirs()
+        self._write_models(dirs["config"])
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(dirs["home"]),
+            "PI_CODING_AGENT_DIR": str(dirs["config"]),
+            "TMPDIR": str(dirs["tmp"]),
+            "PI_OFFLINE": "1",
+            "PI_TELEMETRY": "0",
+            KEY_VARIABLE: self.ctx.upstream.api_key,
+        }
+
+    def _write_models(self, agent_dir: Path) -> None:
+        price = PriceTable.load().lookup("anthropic", self.model)
+        cost = ({"input": price.input, "output": price.output, "cacheRead": price.cache_read,
+                 "cacheWrite": price.cache_write} if price else
+                {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0})  # fmt: skip
+        provider = {"baseUrl": self.ctx.upstream.base_url, "api": "anthropic-messages",
+                    "apiKey": KEY_VARIABLE, "models": [{"id": self.model, "cost": cost}]}  # fmt: skip
+        (agent_dir / "models.json").write_text(json.dumps({"providers": {PROVIDER: provider}}))
+
+    async def _command(self, kind: str, **fields: Any) -> None:
+        self._ids += 1
+        await self.send({"id": str(self._ids), "type": kind, **fields})
+
+    # -- a turn --------------------------------------------------------------------------------
+
+    async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
+        await self.ensure_started()
+        await self._command("prompt", message=prompt)
+        usage = {"model": self.model, "input_tokens": 0, "output_tokens": 0,
+                 "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.0,
+                 "num_turns": 0}  # fmt: skip
+        last_stop = ""
+        while True:
+            message = await self.read()
+            if message is None:
+                async for event in self.died():
+                    yield event
+                return
+            kind = message.get("type")
+            if kind == "message_update":
+                update = message.get("assistantMessageEvent") or {}
+                if update.get("type") == "text_delta":
+                    yield ev.text(update.get("delta", ""))
+            elif kind == "tool_execution_start":
+                name, args = message.get("toolName", "?"), message.get("args") or {}
+                yield ev.tool_call(message.get("toolCallId", ""), name,
+                                   TOOL_ACTIONS.get(name, "other"), tool_summary(args), args)  # fmt: skip
+            elif kind == "tool_execution_end":
+                result = message.get("result") or {}
+                yield ev.tool_result(message.get("toolCallId", ""), text_of(result.get("content")),
+                                     bool(message.get("isError")))  # fmt: skip
+            elif kind == "extension_ui_request":
+                async for event in self._answer(message):
+                    yield event
+            elif kind == "message_end":
+                body = message.get("message") or {}
+                if body.get("role") == "assistant":
+                    self._add_usage(usage, body)
+                    last_stop = str(body.get("stopReason") or "")
+                    if body.get("errorMessage"):
+                        yield ev.error(f"Pi: {body['errorMessage']}")
+            elif kind == "response" and not message.get("success", True):
+                yield ev.error(f"Pi refused {message.get('command')}: {message.get('error')}")
+                yield Event(EventKind.TURN_END, {"status": "error"})
+                return
+            elif kind == "agent_end":
+                yield Event(EventKind.USAGE, usage)
+                status = {"aborted": "interrupted", "error": "error"}.get(last_stop, "completed")
+                yield Event(EventKind.TURN_END, {"status": status})
+                return
+
+    @staticmethod
+    def _add_usage(usage: dict[str, Any], body: dict[str, Any]) -> None:
+        reported = body.get("usage") or {}
+        usage["model"] = body.get("model") or usage["model"]
+        usage["input_tokens"] += reported.get("input", 0) or 0
+        usage["output_tokens"] += reported.get("output", 0) or 0
+        usage["cache_read_tokens"] += reported.get("cacheRead", 0) or 0
+        usage["cache_write_tokens"] += reported.get("cacheWrite", 0) or 0
+        usage["cost_usd"] += (reported.get("cost") or {}).get("total", 0) or 0
+        usage["num_turns"] += 1
+
+    async def _answer(self, message: dict[str, Any]) -> AsyncIterator[Event]:
+        """The gate's confirm dialogs go to the decision function; other dialogs are declined."""
+        method, ident = message.get("method"), message.get("id")
+        if method != "confirm" or message.get("title") != "omnikernel-approval":
+            if method in ("select", "confirm", "input", "editor"):
+                await self.send({"type": "extension_ui_response", "id": ident, "cancelled": True})
+            return
+        try:
+            request = json.loads(message.get("message") or "{}")
+        except json.JSONDecodeError:
+            request = {}
+        name, args = request.get("toolName", "?"), request.get("input") or {}
+        asked = Event(EventKind.APPROVAL_REQUEST, {
+            "request_id": ident, "call_id": request.get("toolCallId", ""), "tool": name,
+            "action": TOOL_ACTIONS.get(name, "other"), "summary": tool_summary(args), "input": args,
+        })  # fmt: skip
+        yield asked
+        decision = await self.ctx.decide(asked)
+        yield Event(EventKind.APPROVAL_DECISION, {"request_id": ident, "decision": decision.verdict,
+                                                  "reason": decision.reason, "by": decision.by})  # fmt: skip
+        await self.send({"type": "extension_ui_response", "id": ident, "confirmed": decision.allow})
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def interrupt(self) -> list[Event]:
+        if not self.running:
+            return []
+        try:
+            await self._command("abort")
+            async with asyncio.timeout(INTERRUPT_GRACE_S):
+                while (message := await self.read()) is not None:
+                    if message.get("type") == "extension_ui_request" and message.get("method") == "confirm":
+                        await self.send({"type": "extension_ui_response", "id": message.get("id"),
+                                         "confirmed": False})  # fmt: skip
+                    if message.get("type") == "agent_end":
+                        return []
+        except (TimeoutError, BrokenPipeError, ConnectionResetError):
+            pass
+        await self.close()
+        return []
