@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from IPython.display import display, update_display
 from ipykernel.ipkernel import IPythonKernel
+from IPython.display import display, update_display
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from . import __version__
@@ -194,18 +194,23 @@ class OmniKernel(IPythonKernel):
     async def _execute_prompt(self, cell: Route, cell_id: str) -> dict[str, Any]:
         session = self.agents
         harness = None
+        prompt, handoff = cell.body, True
         if cell.agent_args is not None:
             try:
-                harness, model = parse_agent_args(cell.agent_args)
+                args = parse_agent_args(cell.agent_args, allow_review=True)
             except Exception as exc:  # UsageError: show it, keep the kernel going
                 return self._error_reply("UsageError", str(exc))
-            if harness is None:
-                return self._error_reply("UsageError", "Usage: %%agent NAME [--model M]")
+            if args.name is None:
+                return self._error_reply("UsageError", "Usage: %%agent NAME [--model M] [--review]")
+            harness = args.name
             try:
-                session.set_model(harness, model)
-            except HarnessError as exc:
+                session.set_model(harness, args.model)
+                if args.review:
+                    prompt, _ = session.review_prompt(harness, cell.body)
+                    handoff = False  # the review prompt carries the turn itself
+            except (HarnessError, LookupError) as exc:
                 return self._error_reply("UsageError", str(exc))
-        if not cell.body:
+        if not prompt:
             return self._error_reply(
                 "UsageError", "The cell has no prompt: write what the agent should do."
             )
@@ -215,7 +220,9 @@ class OmniKernel(IPythonKernel):
 
         async def run() -> None:
             nonlocal status
-            async for event in session.run_prompt(cell.body, harness=name, cell=cell_id):
+            async for event in session.run_prompt(
+                prompt, harness=name, cell=cell_id, handoff=handoff
+            ):
                 view.show(event)
                 if event.kind == EventKind.TURN_END:
                     status = event.data.get("status", "completed")

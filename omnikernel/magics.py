@@ -7,6 +7,7 @@ prompt runs asynchronously and IPython cell magics cannot.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,23 +28,35 @@ if TYPE_CHECKING:
 
 #: What `%agent` and friends say when asked something they do not know.
 MAGICS_HELP = (
-    "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M], "
+    "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M] [--review], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off], %autoapprove [on|off], %%python. "
     "IPython's own: %lsmagic."
 )
 
 
-def parse_agent_args(line: str) -> tuple[str | None, str | None]:
-    """`NAME [--model M]` -> (name, model); raises UsageError with the usage on bad input."""
+@dataclasses.dataclass(frozen=True)
+class AgentArgs:
+    name: str | None = None
+    model: str | None = None
+    review: bool = False
+
+
+def parse_agent_args(line: str, allow_review: bool = False) -> AgentArgs:
+    """`NAME [--model M] [--review]` -> AgentArgs; raises UsageError with the usage on bad
+    input (``--review`` only where `allow_review`: in a ``%%agent`` cell)."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"cannot parse {line!r}: {exc}. Usage: %agent NAME [--model M]") from None
     name = model = None
+    review = False
     i = 0
     while i < len(words):
         word = words[i]
+        if word == "--review" and allow_review:
+            review, i = True, i + 1
+            continue
         if word in ("--model", "-m"):
             if i + 1 >= len(words):
                 raise UsageError("--model needs a value. Usage: %agent NAME [--model M]")
@@ -58,7 +71,7 @@ def parse_agent_args(line: str) -> tuple[str | None, str | None]:
         else:
             raise UsageError(f"unexpected {word!r}. Usage: %agent NAME [--model M]")
         i += 1
-    return name, model
+    return AgentArgs(name, model, review)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, str]:
@@ -91,7 +104,8 @@ class OmniMagics(Magics):
     @line_magic
     def agent(self, line: str) -> None:
         """%agent: show the current harness and model. %agent NAME [--model M]: switch."""
-        name, model = parse_agent_args(line)
+        args = parse_agent_args(line)
+        name, model = args.name, args.model
         session = self.session
         if name is None and model is not None:
             name = session.current

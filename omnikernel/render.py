@@ -99,8 +99,11 @@ def approval_bundle(request: dict[str, Any], decision: dict[str, Any]) -> Bundle
 
 
 def notice_bundle(data: dict[str, Any]) -> Bundle:
-    message = data.get("message", "")
-    return {"text/plain": f"[omnigent] {message}", "text/markdown": f"> ℹ {message}"}
+    message, details = data.get("message", ""), data.get("details", "")
+    md = f"> ℹ {message}"
+    if details:
+        md += f"\n\n<details><summary>What was handed over</summary>\n\n{fence(details)}\n\n</details>"
+    return {"text/plain": f"[omnigent] {message}", "text/markdown": md}
 
 
 def error_bundle(data: dict[str, Any]) -> Bundle:

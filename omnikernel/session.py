@@ -24,6 +24,7 @@ from . import approval
 from . import events as ev
 from .events import Event, EventKind
 from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
+from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .store import SessionStore
 from .upstream import PLACEHOLDER_KEY, Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
@@ -191,10 +192,16 @@ class AgentSession:
             event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
         )
 
+    def review_prompt(self, reviewer: str, extra: str = "") -> tuple[str, Turn]:
+        """The prompt asking `reviewer` to review another harness's latest turn."""
+        return review_prompt(self.store.events(self.session_id), reviewer, extra)
+
     async def run_prompt(
-        self, prompt: str, *, harness: str | None = None, cell: str = ""
+        self, prompt: str, *, harness: str | None = None, cell: str = "", handoff: bool = True
     ) -> AsyncIterator[Event]:
-        """Run one prompt; yield its events (already stored), the last of kind ``turn_end``."""
+        """Run one prompt; yield its events (already stored), the last of kind ``turn_end``.
+
+        With `handoff`, a harness that missed turns of other harnesses gets them first."""
         name = harness or self.current
         self.turn += 1
         started = time.monotonic()
@@ -234,6 +241,17 @@ class AgentSession:
                 name,
                 cell,
             )
+        if handoff:
+            earlier = (e for e in self.store.events(self.session_id) if e.turn < self.turn)
+            if (carried := build_handoff(earlier, name)) is not None:
+                yield self._record(
+                    Event(EventKind.NOTICE, {
+                        "message": f"Handed over to {name}: {carried.summary}.",
+                        "details": carried.text,
+                    }),
+                    name, cell,
+                )  # fmt: skip
+                prompt = f"{carried.text}\n\n{prompt}"
         self.gateway.set_context(self.session_id, cell)
         reported_cost: float | None = None
         try:

@@ -117,17 +117,25 @@ def test_quickstart_prompt_streams_in_jupyterlab(lab):
         expect(page.locator(".jp-NotebookPanel-toolbar")).to_contain_text(
             "Omnigent", timeout=60_000
         )
+        expect(page.get_by_text("Omnigent | Idle")).to_be_visible(timeout=90_000)
 
-        def run_cell(source_start: str) -> None:
+        def run_cell(source_start: str, shows: str) -> None:
+            """Run a cell as a user does; a keystroke lost while Lab is busy is retyped."""
             cell = code_cells.filter(has_text=source_start).first
-            cell.locator(".jp-InputArea-editor").click()
-            page.keyboard.press("Shift+Enter")
+            for attempt in range(3):
+                cell.scroll_into_view_if_needed()
+                cell.locator(".jp-InputArea-editor").click()
+                page.keyboard.press("Shift+Enter")
+                try:
+                    expect(cell.locator(".jp-OutputArea")).to_contain_text(shows, timeout=30_000)
+                    return
+                except AssertionError:
+                    if attempt == 2:
+                        page.screenshot(path=str(lab.root.parent / "failed.png"), full_page=True)
+                        raise
 
-        run_cell("%autoapprove on")
-        expect(page.locator(".jp-OutputArea-output", has_text="Auto-approval is on")).to_be_visible(
-            timeout=60_000
-        )
-        run_cell("Create a Python file hello.py")
+        run_cell("%autoapprove on", "Auto-approval is on")
+        run_cell("Create a Python file hello.py", "Offline rehearsal model")
         prompt_cell = code_cells.filter(has_text="Create a Python file hello.py").first
         outputs = prompt_cell.locator(".jp-OutputArea")
         expect(outputs).to_contain_text("Offline rehearsal model", timeout=90_000)

@@ -78,7 +78,14 @@ def test_auto_approve_env(env, expected):
     ],
 )
 def test_parse_agent_args(line, expected):
-    assert parse_agent_args(line) == expected
+    args = parse_agent_args(line)
+    assert (args.name, args.model) == expected
+
+
+def test_review_only_in_agent_cells():
+    assert parse_agent_args("claude --review", allow_review=True).review
+    with pytest.raises(UsageError):
+        parse_agent_args("claude --review")
 
 
 @pytest.mark.parametrize("line", ["a b", "--model", "--bogus x", "'unclosed"])

@@ -20,14 +20,13 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
-
 from urllib.parse import urlsplit
 
 from ..approval import Decision
-from ..sandbox import SandboxSpec, SandboxUnavailableError, default_hidden, protected_in
-from ..sandbox.spec import install_root
-from ..sandbox import resolve as resolve_sandbox
 from ..events import Event
+from ..sandbox import SandboxSpec, SandboxUnavailableError, default_hidden, protected_in
+from ..sandbox import resolve as resolve_sandbox
+from ..sandbox.spec import install_root
 from ..spawn import HarnessProcess, spawn
 from ..upstream import Upstream
 

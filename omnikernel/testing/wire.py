@@ -42,8 +42,13 @@ def texts_of(content: Any, kinds: tuple[str, ...] = ("text", "input_text")) -> l
     return []
 
 
+TAGGED = re.compile(r"<([A-Za-z_][\w-]*)[^>]*>.*?</\1>", re.DOTALL)
+
+
 def prompt_of(texts: list[str]) -> str:
-    return "\n".join(t for t in texts if t.strip() and not is_context(t)).strip()
+    """What the user typed: context that agents or the kernel wrap in tags is left out."""
+    kept = (TAGGED.sub("", t).strip() for t in texts if not is_context(t))
+    return "\n".join(t for t in kept if t).strip()
 
 
 # -- Anthropic Messages ---------------------------------------------------------------------------
