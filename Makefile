@@ -8,7 +8,8 @@ TOOLS := .tools
 CLAUDE_CODE_VERSION := 2.1.197
 CODEX_VERSION := 0.169.0
 PI_VERSION := 0.73.1
-CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)
+CLAUDE_ACP_VERSION := 0.16.2
+CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)
 DEBIAN_PACKAGES := chromium bubblewrap firejail socat
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
@@ -32,7 +33,8 @@ $(CLI_STAMP):
 	npm install --prefix $(TOOLS) --no-audit --no-fund --loglevel=error \
 		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
 		@openai/codex@$(CODEX_VERSION) \
-		@mariozechner/pi-coding-agent@$(PI_VERSION)
+		@mariozechner/pi-coding-agent@$(PI_VERSION) \
+		@zed-industries/claude-code-acp@$(CLAUDE_ACP_VERSION)
 	$(TOOLS)/node_modules/.bin/claude --version
 	$(TOOLS)/node_modules/.bin/codex --version
 	$(TOOLS)/node_modules/.bin/pi --version

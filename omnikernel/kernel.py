@@ -24,6 +24,7 @@ from . import __version__
 from .approval import auto_approve_from_env
 from .events import EventKind
 from .harnesses import HarnessError
+from .harnesses.acp import AcpAgent
 from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
 from .render import CellView, error_bundle
 from .routing import Route, route
@@ -88,6 +89,11 @@ class OmniKernel(IPythonKernel):
         help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
         "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
     ).tag(config=True)
+    acp_agents = Dict(
+        help="Agents spoken to over the Agent Client Protocol, by name: {'codex-acp': "
+        "{'command': ['codex-acp'], 'wire': 'openai'}} (a bare command list works too). "
+        "'claude-acp' (@zed-industries/claude-code-acp) is known out of the box.",
+    ).tag(config=True)
     rehearsal_scenario = Unicode(
         "",
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
@@ -123,6 +129,7 @@ class OmniKernel(IPythonKernel):
             budget_usd=self.budget_usd,
             sandbox=os.environ.get("OMNIKERNEL_SANDBOX") or self.sandbox,
             allow_hosts=tuple(self.sandbox_allow),
+            acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,
         )
         assert self.shell is not None

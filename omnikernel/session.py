@@ -26,6 +26,7 @@ from .events import Event, EventKind
 from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
 from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
+from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from .store import SessionStore
 from .upstream import PLACEHOLDER_KEY, Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
@@ -71,6 +72,7 @@ class AgentSession:
         budget_usd: float | None = None,
         sandbox: str = "auto",
         allow_hosts: tuple[str, ...] = (),
+        acp_agents: Mapping[str, AcpAgent] | None = None,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
     ):
         self.store = store
@@ -84,7 +86,8 @@ class AgentSession:
         self.rehearsal_scenario = rehearsal_scenario
         self.sandbox = sandbox
         self.allow_hosts = tuple(allow_hosts)
-        self.available = discover()
+        agents = {**DEFAULT_ACP_AGENTS, **(acp_agents or {})}
+        self.available = {**discover(), **{n: acp_harness(n, a) for n, a in agents.items()}}
         self.current = harness
         self.models: dict[str, str | None] = {harness: model}
         self.turn = store.last_turn(session_id)

@@ -24,3 +24,12 @@ class TestPiContract(HarnessContract):
 
     def setup_method(self) -> None:
         require_cli("pi")
+
+
+class TestAcpContract(HarnessContract):
+    """An agent over the Agent Client Protocol: Claude Code through @zed-industries/claude-code-acp."""
+
+    harness = "claude-acp"
+
+    def setup_method(self) -> None:
+        require_cli("claude-code-acp")

@@ -15,7 +15,6 @@ plugins and update checks off, so it talks to nothing else.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 from collections.abc import AsyncIterator
@@ -24,8 +23,8 @@ from typing import Any
 from .. import __version__
 from .. import events as ev
 from ..events import Event, EventKind
-from .base import HarnessContext, HarnessError
-from .jsonl import JsonLinesHarness
+from .base import HarnessContext
+from .jsonl import JsonRpcHarness
 
 #: The key variable Codex reads for our provider (it holds the gateway's placeholder).
 KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"
@@ -37,7 +36,7 @@ def toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-class CodexHarness(JsonLinesHarness):
+class CodexHarness(JsonRpcHarness):
     name = "codex"
     display_name = "Codex"
     binary_name = "codex"
@@ -47,10 +46,8 @@ class CodexHarness(JsonLinesHarness):
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)
-        self._ids = itertools.count(1)
         self._thread: str | None = None
         self._turn: str | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
     @property
     def model(self) -> str:
@@ -84,26 +81,9 @@ class CodexHarness(JsonLinesHarness):
             'wire_api = "responses"\n'
         )
 
-    # -- JSON-RPC ------------------------------------------------------------------------------
-
-    async def request(self, method: str, params: dict[str, Any]) -> int:
-        ident = next(self._ids)
-        await self.send({"jsonrpc": "2.0", "id": ident, "method": method, "params": params})
-        return ident
-
-    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """A request whose answer we wait for, outside a turn (handshake, thread start)."""
-        ident = await self.request(method, params)
-        while (message := await self.read()) is not None:
-            if message.get("id") == ident and "method" not in message:
-                if "error" in message:
-                    raise HarnessError(f"Codex refused {method}: {message['error'].get('message')}")
-                return dict(message.get("result") or {})
-        raise HarnessError(f"Codex exited during {method}: {' '.join(self._stderr_tail[-3:])}")
-
     async def on_started(self) -> None:
         await self.call("initialize", {"clientInfo": {"name": "omnikernel", "version": __version__}})
-        await self.send({"jsonrpc": "2.0", "method": "initialized"})
+        await self.notify("initialized")
         settings = {"cwd": str(self.ctx.cwd), "approvalPolicy": "untrusted",
                     "sandbox": "danger-full-access", "model": self.model}  # fmt: skip
         if self._thread:
@@ -226,8 +206,7 @@ class CodexHarness(JsonLinesHarness):
         """Serve a request from Codex: approvals go to the decision function."""
         method, params, ident = message["method"], message.get("params") or {}, message["id"]
         if method not in ("item/commandExecution/requestApproval", "item/fileChange/requestApproval"):
-            await self.send({"jsonrpc": "2.0", "id": ident, "error": {
-                "code": -32601, "message": f"omnikernel does not serve {method}"}})  # fmt: skip
+            await self.refuse(ident, method)
             return
         is_command = method.startswith("item/commandExecution")
         summary = (self._command_of(params) if is_command
@@ -243,8 +222,7 @@ class CodexHarness(JsonLinesHarness):
         decision = await self.ctx.decide(asked)
         yield Event(EventKind.APPROVAL_DECISION, {"request_id": str(ident),
                     "decision": decision.verdict, "reason": decision.reason, "by": decision.by})  # fmt: skip
-        await self.send({"jsonrpc": "2.0", "id": ident,
-                         "result": {"decision": "accept" if decision.allow else "decline"}})  # fmt: skip
+        await self.respond(ident, {"decision": "accept" if decision.allow else "decline"})
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -264,8 +242,7 @@ class CodexHarness(JsonLinesHarness):
                     await self.request("turn/interrupt", {"threadId": self._thread, "turnId": self._turn})
                 while (message := await self.read()) is not None:
                     if "id" in message and message.get("method"):
-                        await self.send({"jsonrpc": "2.0", "id": message["id"],
-                                         "result": {"decision": "decline"}})  # fmt: skip
+                        await self.respond(message["id"], {"decision": "decline"})
                     if message.get("method") == "turn/completed":
                         self._turn = None
                         return drained

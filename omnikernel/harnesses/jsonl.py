@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from typing import Any
 from .. import events as ev
 from ..events import Event, EventKind
 from ..spawn import HarnessProcess
-from .base import Harness, HarnessContext
+from .base import Harness, HarnessContext, HarnessError
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +111,42 @@ class JsonLinesHarness(Harness):
         if self._stderr_task:
             self._stderr_task.cancel()
             self._stderr_task = None
+
+
+class JsonRpcHarness(JsonLinesHarness):
+    """JSON-RPC 2.0 over those lines (Codex's app server, ACP agents)."""
+
+    def __init__(self, ctx: HarnessContext):
+        super().__init__(ctx)
+        self._ids = itertools.count(1)
+
+    async def request(self, method: str, params: dict[str, Any]) -> int:
+        ident = next(self._ids)
+        await self.send({"jsonrpc": "2.0", "id": ident, "method": method, "params": params})
+        return ident
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        await self.send({"jsonrpc": "2.0", "method": method, **({"params": params} if params else {})})
+
+    async def respond(self, ident: Any, result: dict[str, Any]) -> None:
+        await self.send({"jsonrpc": "2.0", "id": ident, "result": result})
+
+    async def refuse(self, ident: Any, method: str) -> None:
+        """Answer a request we do not serve with an error, never with silence."""
+        await self.send({"jsonrpc": "2.0", "id": ident, "error": {
+            "code": -32601, "message": f"omnikernel does not serve {method}"}})  # fmt: skip
+
+    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A request whose answer we wait for outside a turn (handshakes, session setup);
+        requests from the agent meanwhile are refused, notifications skipped."""
+        ident = await self.request(method, params)
+        while (message := await self.read()) is not None:
+            if message.get("id") == ident and "method" not in message:
+                if "error" in message:
+                    detail = (message["error"] or {}).get("message")
+                    raise HarnessError(f"{self.display_name} refused {method}: {detail}")
+                return dict(message.get("result") or {})
+            if "id" in message and message.get("method"):
+                await self.refuse(message["id"], message["method"])
+        tail = " ".join(self._stderr_tail[-3:])
+        raise HarnessError(f"{self.display_name} exited during {method}: {tail}")
