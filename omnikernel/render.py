@@ -87,11 +87,9 @@ def approval_bundle(request: dict[str, Any], decision: dict[str, Any]) -> Bundle
     by = decision.get("by", "")
     reason = decision.get("reason", "")
     if allowed:
-        how = "auto-approved" if by == "auto-approve" else f"allowed ({by})"
+        how = reason if by == "auto-approve" else f"allowed ({by}: {reason})"
         md = f"✓ **Approval** {what}: **{how}**"
-        if by == "auto-approve":
-            md += f" — {reason}"
-        return {"text/plain": f"approval: {what}: {how} — {reason}", "text/markdown": md}
+        return {"text/plain": f"approval: {what}: {how}", "text/markdown": md}
     return {
         "text/plain": f"approval: {what}: DENIED — {reason}",
         "text/markdown": f"✗ **Approval** {what}: **denied**\n\n> {reason}",

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from .conftest import REPO, kernel_env, require_claude
+from .conftest import REPO, kernel_env, require_claude, require_cli
 
 
 def outputs_text(cell) -> str:
@@ -58,3 +58,23 @@ def test_quickstart_runs_offline_end_to_end(tmp_path):
 
     history = by_source["%history"]
     assert history.count("completed") == 2
+
+
+def test_three_agents_notebook_runs_offline(tmp_path):
+    for cli in ("codex", "pi"):
+        require_cli(cli)
+    work, nb = run_notebook("three-agents.ipynb", tmp_path)
+    outputs = {c.source.splitlines()[0]: outputs_text(c) for c in nb.cells if c.cell_type == "code"}
+    assert "fizzbuzz" in (work / "fizzbuzz.py").read_text()
+    assert (work / "test_fizzbuzz.py").is_file()
+
+    written = outputs["Write fizzbuzz.py with a fizzbuzz(n) function and a main block that prints 1 to 15."]
+    assert "codex" in written and "shell" in written
+    review = outputs["%%agent claude --review"]
+    assert "Review." in review and "claude" in review
+    tests = outputs["Add test_fizzbuzz.py with the checks the review asked for, and run it."]
+    assert "Handed over to pi: 2 earlier turns by codex, claude" in tests
+    assert "all fizzbuzz checks passed" in tests
+    assert "FizzBuzz" in outputs["%%python"]
+    history = outputs["%history"]
+    assert all(h in history for h in ("codex", "claude", "pi")) and history.count("completed") == 3
