@@ -293,7 +293,8 @@ class AgentSession:
     async def _settle_spend(self, name: str, cell: str) -> list[Event]:
         """At a turn's end, wait for the gateway to finish metering its last call."""
         deadline = time.monotonic() + SETTLE_S
-        while self.gateway.in_flight and time.monotonic() < deadline:
+        # The gateway runs on its own thread and loop: polling its counter is the simple way.
+        while self.gateway.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         return self._drain_spend(name, cell)
 

@@ -164,7 +164,7 @@ def test_budget_holds_the_next_request(gateway, fake):
 def test_budget_cuts_a_stream_that_crosses_it(gateway):
     gateway.budget.limit_usd = 0.0005  # about 33 output tokens of claude-sonnet-4-5
     received: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as err:  # noqa: PT012
+    with pytest.raises(anthropic.APIStatusError) as err:
         with claude_client(gateway).messages.stream(
             model="claude-sonnet-4-5", max_tokens=5,
             messages=[{"role": "user", "content": "a long story"}],

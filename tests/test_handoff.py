@@ -110,3 +110,7 @@ def test_switching_mid_notebook_hands_the_work_over(model, workdir, start_kernel
     history = kernel.execute("%history")
     for harness in ("claude", "codex", "pi"):
         assert harness in history.text
+    agents = kernel.execute("%agents").text
+    for name, version in (("codex", "0.169.0"), ("pi", "0.73.1"), ("claude-acp", "")):
+        row = next(line for line in agents.splitlines() if name in line.split())
+        assert "yes" in row and version in row and "bwrap" in row

@@ -12,7 +12,7 @@ from .conftest import NODE_BIN, require_claude
 
 
 def scenario(outside: str, secret: str) -> dict:
-    shell = lambda command: {"tool_calls": [{"action": "shell", "command": command}]}  # noqa: E731
+    shell = lambda command: {"tool_calls": [{"action": "shell", "command": command}]}
     return {
         "rules": [
             {"match": "inside", "steps": [{"text": "Writing.", **shell("echo inside > here.txt")},
@@ -92,7 +92,7 @@ def test_allow_rules_open_one_host_for_the_agent(box, workdir, start_kernel, tmp
     import threading
 
     class Registry(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"package-index-ok")

@@ -67,7 +67,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     ]  # fmt: skip
     if os.getuid() == 0:
         argv.append("--allow-root")
-    log = open(tmp / "lab.log", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp / "lab.log", "wb")
     server = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

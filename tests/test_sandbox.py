@@ -143,7 +143,7 @@ def test_no_route_to_remote_addresses_or_dns(backend, box):
 def host_server():
     """An HTTP server on the host's loopback."""
     class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"hello from the host")
@@ -273,7 +273,7 @@ def two_servers():
         class Reply(http.server.BaseHTTPRequestHandler):
             payload = body
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(self.payload)

@@ -163,9 +163,13 @@ class Harness(abc.ABC):
                 bridged_ports=(port,) if port else (),
                 bridge_dir=bridge_dir,
                 allow_hosts=self.ctx.allow_hosts,
-                readable=(install_root(argv[0]),),
+                readable=(install_root(argv[0]), *self.readable_paths()),
             )
         return await spawn(argv, cwd=self.ctx.cwd, env=env, sandbox=spec, backend=backend)
+
+    def readable_paths(self) -> tuple[Path, ...]:
+        """Files of ours the CLI must read inside the sandbox (e.g. an extension it loads)."""
+        return ()
 
     def private_dirs(self) -> Mapping[str, Path]:
         """The CLI's own home, config and temp dirs, created under the session's state dir."""

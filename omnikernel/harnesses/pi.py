@@ -70,6 +70,9 @@ class PiHarness(JsonLinesHarness):
         self._started_once = True
         return argv
 
+    def readable_paths(self) -> tuple[Path, ...]:
+        return (GATE,)
+
     def environment(self) -> dict[str, str]:
         dirs = self.private_dirs()
         self._write_models(dirs["config"])
