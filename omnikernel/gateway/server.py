@@ -13,7 +13,6 @@ busy kernel never stalls an agent's stream.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -21,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tornado import httpclient, httpserver, web
-from tornado.netutil import bind_sockets
+from tornado import httpclient, web
 
+from ..loopback import LoopbackServer
 from ..testing.wire import (
     anthropic_conversation,
     anthropic_error,
@@ -66,8 +65,10 @@ class _HideBudgetStops(logging.Filter):
 logging.getLogger("tornado.application").addFilter(_HideBudgetStops())
 
 
-class Gateway:
+class Gateway(LoopbackServer):
     """See the module docstring."""
+
+    thread_name = "omnikernel-gateway"
 
     def __init__(
         self,
@@ -78,6 +79,7 @@ class Gateway:
         ledger: SpendLedger | None = None,
         budget: Budget | None = None,
     ):
+        super().__init__()
         self.upstreams = upstreams  # by wire: "anthropic" | "openai"
         self.prices = prices or PriceTable.load()
         self.on_spend = on_spend
@@ -87,12 +89,8 @@ class Gateway:
         self.cell = ""
         self.recorder: CassetteRecorder | None = None
         self.player: CassettePlayer | None = None
-        self.port = 0
         self.in_flight = 0  # model calls being answered (only the gateway's thread changes it)
         self._lock = threading.Lock()
-        self._server: httpserver.HTTPServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # -- configuration from the kernel ---------------------------------------------------------
 
@@ -135,8 +133,6 @@ class Gateway:
             self.on_spend(record)
         return record
 
-    # -- lifecycle -----------------------------------------------------------------------------
-
     def app(self) -> web.Application:
         opts = {"gateway": self}
         api = r"/h/([A-Za-z0-9_.-]+)/v1/(messages|responses|chat/completions)"
@@ -148,40 +144,6 @@ class Gateway:
                 (r"/.*", PingHandler),
             ]
         )
-
-    async def start(self) -> None:
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
-        self._server = httpserver.HTTPServer(self.app(), idle_connection_timeout=600)
-        self._server.add_sockets(sockets)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
-            self._server = None
-
-    def start_in_thread(self) -> Gateway:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self.start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self.stop())
-            self._loop.close()
-
-        self._thread = threading.Thread(target=serve, name="omnikernel-gateway", daemon=True)
-        self._thread.start()
-        ready.wait(30)
-        return self
-
-    def stop_thread(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop = self._thread = None
 
 
 class PingHandler(web.RequestHandler):

@@ -14,14 +14,13 @@ import asyncio
 import dataclasses
 import itertools
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from tornado import httpserver, web
+from tornado import web
 from tornado.iostream import StreamClosedError
-from tornado.netutil import bind_sockets
 
+from ..loopback import LoopbackServer
 from . import wire
 from .scenario import Conversation, Reply, Scenario, build_reply, error_reply
 
@@ -34,23 +33,17 @@ class RecordedRequest:
     body: Any  # parsed JSON, or None
 
 
-class FakeModelServer:
+class FakeModelServer(LoopbackServer):
     """A scripted model on loopback. See the module docstring."""
 
+    thread_name = "fake-model"
+
     def __init__(self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0):
+        super().__init__(host, port)
         self.scenario = scenario or Scenario()
-        self.host = host
-        self.port = port
         self.requests: list[RecordedRequest] = []
         self._queue: list[dict[str, Any]] = []
         self._ids = (f"{n:06d}" for n in itertools.count(1))
-        self._server: httpserver.HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     # -- scripting -----------------------------------------------------------------------------
 
@@ -75,9 +68,7 @@ class FakeModelServer:
         ids = (f"call_{self.next_id()}" for _ in itertools.count())
         return build_reply(step, conversation, request_chars, ids)
 
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def _app(self) -> web.Application:
+    def app(self) -> web.Application:
         return web.Application(
             [
                 (r"/v1/messages/count_tokens", CountTokensHandler, {"server": self}),
@@ -88,64 +79,6 @@ class FakeModelServer:
                 (r"/.*", RootHandler, {"server": self}),
             ]
         )
-
-    async def start(self) -> None:
-        sockets = bind_sockets(self.port, self.host)
-        self.port = sockets[0].getsockname()[1]
-        self._server = httpserver.HTTPServer(self._app(), idle_connection_timeout=60)
-        self._server.add_sockets(sockets)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
-            self._server = None
-
-    async def __aenter__(self) -> FakeModelServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def start_in_thread(self) -> FakeModelServer:
-        """Serve from a thread with its own event loop; returns once it listens."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.start())
-            except BaseException as exc:  # report to the caller, then end the thread
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self.stop())
-            loop.close()
-
-        self._thread = threading.Thread(target=serve, name="fake-model", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop_thread(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._thread = self._loop = None
-
-    def __enter__(self) -> FakeModelServer:
-        return self if self._thread else self.start_in_thread()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop_thread()
 
 
 class BaseHandler(web.RequestHandler):
