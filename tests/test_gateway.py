@@ -188,6 +188,7 @@ def test_record_then_replay_offline(gateway, fake, tmp_path):
     with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=5,
                                 messages=[{"role": "user", "content": "count"}]) as s:  # fmt: skip
         recorded_text = "".join(s.text_stream)
+    settle(gateway)  # the exchange is written once its stream has been forwarded
     text = cassette.read_text()
     assert REAL_ANTHROPIC_KEY not in text and "placeholder" not in text and len(text.splitlines()) == 2
 
