@@ -116,7 +116,7 @@ class OmniMagics(Magics):
                 raise UsageError(str(exc)) from None
         current = session.current
         cls = session.available[current]
-        model_now = session.model_of(current) or "the CLI's default model"
+        model_now = session.model_of(current) or cls.default_model or "the CLI's default model"
         upstream = session.upstream_label(cls.wire)
         verb = "Switched to" if name is not None else "Current harness:"
         show(

@@ -82,6 +82,8 @@ class Harness(abc.ABC):
     pinned_version: ClassVar[str]
     #: The wire format the CLI speaks to its model: "anthropic" or "openai".
     wire: ClassVar[str]
+    #: The model used when none is chosen; None: the CLI picks its own.
+    default_model: ClassVar[str | None] = None
 
     def __init__(self, ctx: HarnessContext):
         self.ctx = ctx

@@ -49,6 +49,8 @@ class CodexHarness(JsonRpcHarness):
         self._thread: str | None = None
         self._turn: str | None = None
 
+    default_model = DEFAULT_MODEL
+
     @property
     def model(self) -> str:
         return self.ctx.model or DEFAULT_MODEL

@@ -58,6 +58,8 @@ class PiHarness(JsonLinesHarness):
         self._ids = 0
         self._started_once = False
 
+    default_model = DEFAULT_MODEL
+
     @property
     def model(self) -> str:
         return self.ctx.model or DEFAULT_MODEL
