@@ -251,6 +251,8 @@ class OmniKernel(IPythonKernel):
             status = "interrupted"
         assert self.shell is not None
         count = self.shell.execution_count
+        # Prompts join IPython's input history, so a console's up-arrow finds them too.
+        self.shell.history_manager.store_inputs(count, cell.body)
         self.shell.execution_count += 1
         if status == "completed":
             return {"status": "ok", "execution_count": count, "payload": [], "user_expressions": {}}
@@ -262,6 +264,23 @@ class OmniKernel(IPythonKernel):
             "evalue": f"the {name} turn ended: {status}",
             "traceback": [],
         }
+
+    def do_complete(self, code: str, cursor_pos: int | None) -> Any:
+        """Python completion inside ``%%python`` cells and on ``%``/``!`` lines; a prompt
+        cell completes nothing (it is prose for the agent)."""
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        cell = route(code)
+        if cell.kind == "prompt":
+            return {"status": "ok", "matches": [], "cursor_start": cursor_pos,
+                    "cursor_end": cursor_pos, "metadata": {}}  # fmt: skip
+        offset = len(code) - len(cell.body) if cell.magic == "python" else 0
+        if cursor_pos < offset:
+            offset = 0
+        reply = super().do_complete(code[offset:], cursor_pos - offset)
+        if isinstance(reply, dict) and offset:
+            reply["cursor_start"] += offset
+            reply["cursor_end"] += offset
+        return reply
 
     def do_is_complete(self, code: str) -> dict[str, Any]:
         """A prompt is always complete (consoles send it on Enter); Python is asked of IPython."""

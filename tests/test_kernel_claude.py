@@ -88,6 +88,9 @@ def test_prompt_runs_a_tool_and_the_next_cell_continues(model, workdir, start_ke
 
     history = kernel.execute("%history")
     assert "create the notes file" in history.text and "Which file" in history.text
+    kernel.kc.history(hist_access_type="tail", n=10)  # a console's up-arrow finds prompts too
+    inputs = [entry[2] for entry in kernel.kc.get_shell_msg(timeout=30)["content"]["history"]]
+    assert "Please create the notes file." in inputs
     assert history.text.count("completed") == 2
 
 

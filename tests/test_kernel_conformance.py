@@ -24,6 +24,8 @@ class OmniKernelConformance(jkt.KernelTests):
             "mime": "text/html",
         }
     ]
+    completion_samples = [{"text": "%%python\nimport optpar", "matches": {"optparse"}}]
+    code_inspect_sample = "%%python\nprint"
     code_generate_error = "%%python\nraise ValueError('boom')"
     code_clear_output = "%%python\nfrom IPython.display import clear_output; clear_output()"
     complete_code_samples = ["%%python\nx = 1", "Fix the failing test in tests/", "%agent"]
@@ -46,6 +48,13 @@ class OmniKernelConformance(jkt.KernelTests):
             else:
                 os.environ[key] = value
         cls._tmp.cleanup()
+
+    def test_python_cells_join_the_input_history(self) -> None:
+        self.flush_channels()
+        self.execute_helper("%%python\n1 + 1")
+        self.kc.history(hist_access_type="tail", n=5)
+        reply = self.kc.get_shell_msg(timeout=30)
+        assert any("1 + 1" in entry[2] for entry in reply["content"]["history"])
 
     def test_kernel_info_names_the_omnigent_kernel(self) -> None:
         self.flush_channels()
