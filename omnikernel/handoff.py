@@ -103,12 +103,18 @@ def describe(turn: Turn, answer_chars: int = ANSWER_CHARS) -> str:
 
 
 def build_handoff(
-    events: Iterable[Event], for_harness: str, budget: int = BUDGET_CHARS
+    events: Iterable[Event],
+    for_harness: str,
+    budget: int = BUDGET_CHARS,
+    since: int | None = None,
 ) -> Handoff | None:
-    """What `for_harness` missed since its last turn, or None if it missed nothing."""
+    """What `for_harness` missed, or None if it missed nothing: the turns after `since`, the
+    last turn its running process took part in (0 for a process that knows nothing, as after
+    a kernel restart); by default, its last turn in the events."""
     turns = turns_of(events)
-    last_own = max((t.number for t in turns if t.harness == for_harness), default=0)
-    missed = [t for t in turns if t.number > last_own and t.harness != for_harness and t.prompt]
+    if since is None:
+        since = max((t.number for t in turns if t.harness == for_harness), default=0)
+    missed = [t for t in turns if t.number > since and t.prompt]
     if not missed:
         return None
     parts: list[str] = []
@@ -129,9 +135,9 @@ def build_handoff(
     if files:
         body += "\n\nFiles touched: " + ", ".join(files)
     text = (
-        f"<{TAG}>\nOther coding agents worked in this notebook session before you. What "
-        f"happened since you last took part:\n\n{body}\n\nContinue from there; the files are in "
-        f"the working directory.\n</{TAG}>"
+        f"<{TAG}>\nThis notebook session went on without you (other coding agents, or you "
+        f"before a restart). What happened since you last took part:\n\n{body}\n\nContinue "
+        f"from there; the files are in the working directory.\n</{TAG}>"
     )
     harnesses = tuple(dict.fromkeys(t.harness for t in missed))
     return Handoff(text, len(missed), harnesses, files)

@@ -102,6 +102,8 @@ class AgentSession:
         self.budget = Budget(budget_usd)
         self.prices = PriceTable.load(overrides=price_overrides)
         self._gateway: Gateway | None = None
+        #: The last turn each harness's process took part in (in this kernel).
+        self._last_turn_of: dict[str, int] = {}
         self._spent: queue.SimpleQueue[SpendRecord] = queue.SimpleQueue()
 
     # -- choosing ------------------------------------------------------------------------------
@@ -246,7 +248,8 @@ class AgentSession:
             )
         if handoff:
             earlier = (e for e in self.store.events(self.session_id) if e.turn < self.turn)
-            if (carried := build_handoff(earlier, name)) is not None:
+            since = self._last_turn_of.get(name, 0)
+            if (carried := build_handoff(earlier, name, since=since)) is not None:
                 yield self._record(
                     Event(EventKind.NOTICE, {
                         "message": f"Handed over to {name}: {carried.summary}.",
@@ -255,6 +258,7 @@ class AgentSession:
                     name, cell,
                 )  # fmt: skip
                 prompt = f"{carried.text}\n\n{prompt}"
+        self._last_turn_of[name] = self.turn
         self.gateway.set_context(self.session_id, cell)
         reported_cost: float | None = None
         try:

@@ -41,9 +41,8 @@ PRICED_MODEL = "claude-sonnet-4-5"
 @pytest.fixture
 def model():
     require_claude()
-    server = FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread()
-    yield server
-    server.stop_thread()
+    with FakeModelServer(Scenario.from_dict(SCENARIO)) as server:
+        yield server
 
 
 def upstream(model: FakeModelServer, **extra: str) -> dict[str, str]:

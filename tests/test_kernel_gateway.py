@@ -33,9 +33,8 @@ SCENARIO = {
 @pytest.fixture
 def model():
     require_claude()
-    server = FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread()
-    yield server
-    server.stop_thread()
+    with FakeModelServer(Scenario.from_dict(SCENARIO)) as server:
+        yield server
 
 
 def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
