@@ -43,6 +43,9 @@ def test_handoff_carries_what_the_harness_missed():
     assert to_pi.files == ("app.py",) and "Bash pytest -q" in to_pi.text
     assert to_pi.text.startswith("<omnigent-handoff>") and to_pi.text.endswith("</omnigent-handoff>")
     assert build_handoff(HISTORY, "claude") is None  # claude did the last turn
+    # A fresh process (after a kernel restart) knows nothing: it gets every turn, its own too.
+    restarted = build_handoff(HISTORY, "claude", since=0)
+    assert restarted is not None and restarted.turns == 3
 
 
 def test_handoff_is_condensed_to_its_budget_newest_first():

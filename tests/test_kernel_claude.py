@@ -232,3 +232,20 @@ def test_killed_agent_is_a_clear_error_and_the_next_turn_resumes(model, workdir,
     after = kernel.execute("Which file did you create?")
     assert after.status == "ok", after.text
     assert "create the notes file" in message_bodies(model)[-1]
+
+
+def test_a_restarted_kernel_picks_the_session_up(model, workdir, start_kernel):
+    env = upstream(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_SESSION_ID="resilient")
+    first = start_kernel(workdir, **env)
+    assert first.execute("Please create the notes file.").status == "ok"
+    first.stop()
+
+    second = start_kernel(workdir, **env)  # same notebook session, same store
+    again = second.execute("Which file did you create?")
+    assert again.status == "ok", again.text
+    # The new Claude process knows nothing yet: the earlier turn is handed over.
+    assert "Handed over to claude: 1 earlier turn by claude" in again.text
+    assert "create the notes file" in message_bodies(model)[-1]
+    history = second.execute("%history").text
+    assert "create the notes file" in history and history.count("completed") == 2
+    assert "Session total" in second.execute("%spend").text
