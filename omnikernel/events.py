@@ -17,9 +17,10 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
                       cost_usd (as the harness reports it, or None), num_turns
 - ``spend``           what the gateway metered for one model call: harness, vendor, model,
                       input/output/cache tokens, cost_usd (None: unpriced), estimated
-- ``notice``          message (something the user should know: offline mode, auto-approval, ...)
+- ``notice``          message (offline mode, sandbox off, a handoff, ...), details (optional)
 - ``error``           message, hint
-- ``turn_end``        status ("completed" | "interrupted" | "error"), duration_s, harness_session
+- ``turn_end``        status ("completed" | "interrupted" | "error"), duration_s,
+                      harness_session (the CLI's own conversation id), sandbox (backend or "off")
 
 `action` is the vendor-neutral name of what a tool does, so policies never match vendor tool
 names: one of `ACTIONS`.

@@ -10,10 +10,10 @@ the cell shows it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable
 
 from .events import Event, EventKind
+from .render import edit_diff
 
 TAG = "omnigent-handoff"
 #: How much a handover may take of the prompt, in characters (about 2,000 tokens).
@@ -73,18 +73,11 @@ def change_of(call: dict[str, object]) -> str:
     """What a write or edit did, as a short diff."""
     data = call.get("input") or {}
     assert isinstance(data, dict)
-    path = str(call.get("summary", ""))
-    if isinstance(data.get("old_string"), str) or isinstance(data.get("oldText"), str):
-        old = str(data.get("old_string", data.get("oldText", "")))
-        new = str(data.get("new_string", data.get("newText", "")))
-        lines = difflib.unified_diff(old.splitlines(), new.splitlines(), path, path, lineterm="")
-        return "\n".join(list(lines)[:DIFF_LINES])
     if isinstance(data.get("content"), str):
+        path = str(call.get("summary", ""))
         body = str(data["content"]).splitlines()[:DIFF_LINES]
         return "\n".join([f"+++ {path} (new contents)"] + [f"+{line}" for line in body])
-    if isinstance(data.get("changes"), list):  # Codex file changes carry unified diffs
-        return "\n".join(str(c.get("diff", ""))[:3000] for c in data["changes"] if isinstance(c, dict))
-    return ""
+    return edit_diff(dict(call), DIFF_LINES)
 
 
 def describe(turn: Turn, answer_chars: int = ANSWER_CHARS) -> str:

@@ -47,10 +47,6 @@ class OmniKernel(IPythonKernel):
         "codemirror_mode": "markdown",
         "pygments_lexer": "markdown",
     }
-    help_links = [
-        {"text": "omnikernel README", "url": "https://pypi.org/project/omnikernel/"},
-    ]
-
     default_harness = Unicode("claude", help="Harness that plain prompt cells go to.").tag(
         config=True
     )

@@ -243,13 +243,14 @@ class OmniMagics(Magics):
             show(f"Budget ${session.budget.limit_usd:.2f}: ${spent:.4f} spent.")
 
     def _cassette_path(self, word: str) -> Path:
+        """FILE as given, else `<notebook>.cassette.jsonl` beside the notebook (or
+        `session.cassette.jsonl` in the working directory when the notebook is unknown)."""
         if word:
             return Path(word).expanduser()
         notebook = Path(self.session.notebook)
-        stem = notebook.stem if notebook.suffix == ".ipynb" else "session"
-        return notebook.parent / f"{stem}.cassette.jsonl" if notebook.suffix else (
-            self.session.cwd / f"{stem}.cassette.jsonl"
-        )
+        if notebook.suffix == ".ipynb":
+            return notebook.with_name(f"{notebook.stem}.cassette.jsonl")
+        return self.session.cwd / "session.cassette.jsonl"
 
     @line_magic
     def record(self, line: str) -> None:

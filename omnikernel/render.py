@@ -46,6 +46,21 @@ def preview(text: str, lines: int = PREVIEW_LINES) -> str:
     return "\n".join(rows[:lines] + [f"... ({len(rows) - lines} more lines)"])
 
 
+def edit_diff(call: dict[str, Any], max_lines: int = 60) -> str:
+    """The unified diff of an edit tool call, whichever harness made it ("" if none)."""
+    data = call.get("input") or {}
+    path = str(call.get("summary") or "file")
+    old, new = data.get("old_string", data.get("oldText")), data.get("new_string", data.get("newText"))
+    if isinstance(old, str):
+        lines = difflib.unified_diff(old.splitlines(), str(new or "").splitlines(), path, path,
+                                     lineterm="")  # fmt: skip
+        return "\n".join(list(lines)[:max_lines])
+    if isinstance(data.get("changes"), list):  # Codex file changes carry unified diffs
+        diffs = (str(c.get("diff", "")) for c in data["changes"] if isinstance(c, dict))
+        return "\n".join("\n".join(d.splitlines()[:max_lines]) for d in diffs if d)
+    return ""
+
+
 def tool_call_bundle(data: dict[str, Any]) -> Bundle:
     tool, action, summary = data.get("tool", "?"), data.get("action", "other"), data.get("summary")
     tool_input = data.get("input") or {}
@@ -57,16 +72,7 @@ def tool_call_bundle(data: dict[str, Any]) -> Bundle:
         content = tool_input["content"]
         n = len(content.splitlines())
         md += f" (writes {n} line{'s' * (n != 1)})\n\n{fence(preview(content))}"
-    elif action == "edit" and isinstance(tool_input.get("old_string"), str):
-        diff = "\n".join(
-            difflib.unified_diff(
-                tool_input["old_string"].splitlines(),
-                str(tool_input.get("new_string", "")).splitlines(),
-                fromfile=summary or "a",
-                tofile=summary or "b",
-                lineterm="",
-            )
-        )
+    elif action == "edit" and (diff := edit_diff(data)):
         md += f"\n\n{fence(preview(diff, 40), 'diff')}"
         plain += "\n" + diff
     return {"text/plain": plain, "text/markdown": md}

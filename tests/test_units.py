@@ -174,3 +174,18 @@ def test_rehearsal_scenario_beside_the_notebook_wins(tmp_path):
     beside.write_text("{}")
     assert rehearsal_scenario_path(notebook) == beside
     assert rehearsal_scenario_path(notebook, "/x/y.json") == Path("/x/y.json")
+
+
+@pytest.mark.parametrize(
+    "tool_input",
+    [
+        {"file_path": "a.py", "old_string": "x = 1\n", "new_string": "x = 2\n"},  # Claude Code
+        {"path": "a.py", "oldText": "x = 1\n", "newText": "x = 2\n"},  # Pi
+        {"changes": [{"path": "a.py", "diff": "@@ -1 +1 @@\n-x = 1\n+x = 2"}]},  # Codex
+    ],
+)
+def test_edits_of_every_harness_render_as_a_diff(tool_input):
+    bundle = render.tool_call_bundle(
+        {"tool": "edit", "action": "edit", "summary": "a.py", "input": tool_input}
+    )
+    assert "-x = 1" in bundle["text/markdown"] and "+x = 2" in bundle["text/markdown"]

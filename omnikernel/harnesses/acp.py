@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -96,10 +95,7 @@ class AcpHarness(JsonRpcHarness):
         url, key = self.ctx.upstream.base_url, self.ctx.upstream.api_key
         base = url.removesuffix("/v1")
         return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "HOME": str(dirs["home"]),
-            "TMPDIR": str(dirs["tmp"]),
+            **self.base_environment(dirs),
             "XDG_CONFIG_HOME": str(dirs["config"]),
             "CLAUDE_CONFIG_DIR": str(dirs["config"] / "claude"),
             "CODEX_HOME": str(dirs["config"] / "codex"),

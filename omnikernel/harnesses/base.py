@@ -173,6 +173,16 @@ class Harness(abc.ABC):
         """Files of ours the CLI must read inside the sandbox (e.g. an extension it loads)."""
         return ()
 
+    def base_environment(self, dirs: Mapping[str, Path]) -> dict[str, str]:
+        """What every CLI gets: the kernel's PATH and locale, its private HOME and TMPDIR.
+        Each harness adds its own variables; nothing else of the kernel's environment."""
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "HOME": str(dirs["home"]),
+            "TMPDIR": str(dirs["tmp"]),
+        }
+
     def private_dirs(self) -> Mapping[str, Path]:
         """The CLI's own home, config and temp dirs, created under the session's state dir."""
         root = self.ctx.state_dir / self.name

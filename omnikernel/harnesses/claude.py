@@ -16,7 +16,6 @@ import asyncio
 import itertools
 import json
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -123,11 +122,8 @@ class ClaudeHarness(JsonLinesHarness):
     def environment(self) -> dict[str, str]:
         dirs = self.private_dirs()
         return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "HOME": str(dirs["home"]),
+            **self.base_environment(dirs),
             "CLAUDE_CONFIG_DIR": str(dirs["config"]),
-            "TMPDIR": str(dirs["tmp"]),
             "ANTHROPIC_BASE_URL": self.ctx.upstream.base_url,
             "ANTHROPIC_API_KEY": self.ctx.upstream.api_key,
             # A dead upstream should fail the turn in seconds, not after minutes of back-off.

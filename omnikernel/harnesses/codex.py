@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -62,11 +61,8 @@ class CodexHarness(JsonRpcHarness):
         dirs = self.private_dirs()
         self._write_config(dirs["config"])
         return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "HOME": str(dirs["home"]),
+            **self.base_environment(dirs),
             "CODEX_HOME": str(dirs["config"]),
-            "TMPDIR": str(dirs["tmp"]),
             KEY_VARIABLE: self.ctx.upstream.api_key,
         }
 

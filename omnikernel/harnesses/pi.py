@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -79,11 +78,8 @@ class PiHarness(JsonLinesHarness):
         dirs = self.private_dirs()
         self._write_models(dirs["config"])
         return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "HOME": str(dirs["home"]),
+            **self.base_environment(dirs),
             "PI_CODING_AGENT_DIR": str(dirs["config"]),
-            "TMPDIR": str(dirs["tmp"]),
             "PI_OFFLINE": "1",
             "PI_TELEMETRY": "0",
             KEY_VARIABLE: self.ctx.upstream.api_key,
