@@ -132,6 +132,20 @@ def test_no_exfiltration_form_makes_the_browser_fetch(what, text, url_visible, t
         assert "not loaded" in markup.visible
 
 
+HARMLESS = {"model-written data: image", "autolink", "ordinary link", "reference link",
+            "javascript: link", "bare URL", "HTML in inline code", "HTML in a fenced block"}  # fmt: skip
+
+
+@pytest.mark.parametrize("form", [f for f in FORMS if f[0] not in HARMLESS], ids=lambda f: f[0])
+def test_the_check_catches_each_attack_when_rendered_unprotected(form):
+    """Without the protection (Markdown with raw HTML, as a browser renderer takes it), every
+    attack form breaks the invariant: the table above tests something that can fail."""
+    from markdown_it import MarkdownIt
+
+    with pytest.raises(AssertionError):
+        assert_fetches_nothing(MarkdownIt("commonmark", {"html": True}).render(form[1]))
+
+
 def test_links_show_their_real_target():
     markup = assert_fetches_nothing(render_markdown(f"[harmless docs]({PROBE}/x?d=S)"))
     assert markup.visible == f"harmless docs ({PROBE}/x?d=S)\n"
