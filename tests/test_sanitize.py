@@ -61,7 +61,11 @@ def assert_fetches_nothing(source: str) -> Markup:
     for tag, attrs in markup.tags:
         assert tag in ALLOWED_TAGS, f"<{tag}> in {source}"
         for name, value in attrs.items():
-            if name == "class" or (tag == "img" and name == "alt") or (tag, name) == ("ol", "start"):
+            if (
+                name == "class"
+                or (tag == "img" and name == "alt")
+                or (tag, name) == ("ol", "start")
+            ):
                 continue
             if tag == "a" and name in ("href", "rel", "target", "referrerpolicy"):
                 continue
@@ -121,7 +125,9 @@ FORMS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("what", "text", "url_visible", "targets"), FORMS, ids=[f[0] for f in FORMS])
+@pytest.mark.parametrize(
+    ("what", "text", "url_visible", "targets"), FORMS, ids=[f[0] for f in FORMS]
+)
 def test_no_exfiltration_form_makes_the_browser_fetch(what, text, url_visible, targets):
     markup = assert_fetches_nothing(render_markdown(text))
     if url_visible:
@@ -243,11 +249,13 @@ def test_every_bundle_of_agent_text_is_sanitized():
     view.flush_text()
     bundles = shown + [
         render.tool_call_bundle({"tool": PAYLOAD, "action": "exec", "summary": PAYLOAD}),
-        render.tool_call_bundle({"tool": "Write", "action": "write", "summary": PAYLOAD,
-                                 "input": {"content": PAYLOAD}}),  # fmt: skip
+        render.tool_call_bundle(
+            {"tool": "Write", "action": "write", "summary": PAYLOAD, "input": {"content": PAYLOAD}}
+        ),
         render.tool_result_bundle({"output": PAYLOAD}),
-        render.approval_bundle({"tool": PAYLOAD, "summary": PAYLOAD},
-                               {"decision": "deny", "reason": PAYLOAD}),  # fmt: skip
+        render.approval_bundle(
+            {"tool": PAYLOAD, "summary": PAYLOAD}, {"decision": "deny", "reason": PAYLOAD}
+        ),
         render.notice_bundle({"message": PAYLOAD, "details": PAYLOAD}),
         render.error_bundle({"message": PAYLOAD, "hint": PAYLOAD}),
         render.footer_bundle(PAYLOAD, {"model": PAYLOAD}, {"status": PAYLOAD}, False),
