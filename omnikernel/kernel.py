@@ -28,6 +28,7 @@ from .harnesses.acp import AcpAgent
 from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
 from .render import CellView, error_bundle
 from .routing import Route, route
+from .sanitize import SessionImages
 from .session import AgentSession, default_state_dir, session_identity
 from .store import SessionStore
 from .upstream import UpstreamConfig
@@ -128,6 +129,9 @@ class OmniKernel(IPythonKernel):
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,
         )
+        # Images the agents write into the notebook's folder from now on may be shown inline;
+        # no other image an answer names is ever loaded (see `sanitize`).
+        self.images = SessionImages(Path.cwd())
         assert self.shell is not None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
         # Our log lines go to the kernel's log (the server's terminal), never into a cell.
@@ -218,7 +222,9 @@ class OmniKernel(IPythonKernel):
                 "UsageError", "The cell has no prompt: write what the agent should do."
             )
         name = harness or session.current
-        view = CellView(display, update_display, offline=session.is_offline(name))
+        view = CellView(
+            display, update_display, offline=session.is_offline(name), images=self.images
+        )
         status = "completed"
 
         async def run() -> None:

@@ -22,6 +22,7 @@ from .gateway import CassetteMismatchError
 from .harnesses import HarnessError
 from .sandbox import CHOICES, SandboxUnavailableError
 from .sandbox import resolve as resolve_sandbox
+from .sanitize import agent_bundle
 
 if TYPE_CHECKING:
     from .session import AgentSession
@@ -75,7 +76,8 @@ def parse_agent_args(line: str, allow_review: bool = False) -> AgentArgs:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, str]:
-    """A table as markdown (JupyterLab) and aligned plain text (consoles, nbclient)."""
+    """A table as HTML (JupyterLab; cells may hold agent text, so it goes through `sanitize`)
+    and aligned plain text (consoles, nbclient)."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     def line(values: Sequence[str]) -> str:
@@ -88,11 +90,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, st
 
     md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in cells]
-    return {"text/plain": "\n".join(plain), "text/markdown": "\n".join(md)}
+    return agent_bundle("\n".join(md), "\n".join(plain))
 
 
 def show(plain: str, markdown: str | None = None) -> None:
-    display({"text/plain": plain, "text/markdown": markdown or plain}, raw=True)
+    display(agent_bundle(markdown or plain, plain), raw=True)
 
 
 @magics_class

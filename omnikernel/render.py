@@ -1,9 +1,13 @@
 """How events look in a notebook cell.
 
-Pure functions turn events into MIME bundles (markdown for JupyterLab, plain text for consoles,
-nbclient and logs); `CellView` sends them to the cell that is running, streaming the agent's
-text into one display that is updated in place (throttled, so a fast stream does not flood the
-front end with messages).
+Pure functions turn events into MIME bundles (HTML for JupyterLab and exports, plain text for
+consoles, nbclient and logs); `CellView` sends them to the cell that is running, streaming the
+agent's text into one display that is updated in place (throttled, so a fast stream does not
+flood the front end with messages).
+
+Everything here holds agent-controlled text, so no bundle carries the agent's Markdown or HTML
+for the browser to interpret: the Markdown built here (agent text as answers, inline code or
+fenced blocks) becomes HTML through `sanitize`, which fetches nothing the agent names.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .events import Event, EventKind
+from .sanitize import SessionImages, agent_bundle, escape, preformatted, render_markdown, wrap
 
 Bundle = dict[str, str]
 
@@ -75,16 +80,16 @@ def tool_call_bundle(data: dict[str, Any]) -> Bundle:
     elif action == "edit" and (diff := edit_diff(data)):
         md += f"\n\n{fence(preview(diff, 40), 'diff')}"
         plain += "\n" + diff
-    return {"text/plain": plain, "text/markdown": md}
+    return agent_bundle(md, plain)
 
 
 def tool_result_bundle(data: dict[str, Any]) -> Bundle:
     output = str(data.get("output", ""))
     mark = "✗ error" if data.get("is_error") else "✓ result"
     if not output.strip():
-        return {"text/plain": f"  {mark} (no output)", "text/markdown": f"{mark} *(no output)*"}
+        return agent_bundle(f"{mark} *(no output)*", f"  {mark} (no output)")
     shown = preview(output)
-    return {"text/plain": f"  {mark}:\n{shown}", "text/markdown": f"{mark}\n\n{fence(shown)}"}
+    return agent_bundle(f"{mark}\n\n{fence(shown)}", f"  {mark}:\n{shown}")
 
 
 def approval_bundle(request: dict[str, Any], decision: dict[str, Any]) -> Bundle:
@@ -95,26 +100,27 @@ def approval_bundle(request: dict[str, Any], decision: dict[str, Any]) -> Bundle
     if allowed:
         how = reason if by == "auto-approve" else f"allowed ({by}: {reason})"
         md = f"✓ **Approval** {what}: **{how}**"
-        return {"text/plain": f"approval: {what}: {how}", "text/markdown": md}
-    return {
-        "text/plain": f"approval: {what}: DENIED — {reason}",
-        "text/markdown": f"✗ **Approval** {what}: **denied**\n\n> {reason}",
-    }
+        return agent_bundle(md, f"approval: {what}: {how}")
+    return agent_bundle(
+        f"✗ **Approval** {what}: **denied**\n\n> {reason}", f"approval: {what}: DENIED — {reason}"
+    )
 
 
 def notice_bundle(data: dict[str, Any]) -> Bundle:
     message, details = data.get("message", ""), data.get("details", "")
-    md = f"> ℹ {message}"
+    body = render_markdown(f"> ℹ {message}")
     if details:
-        md += f"\n\n<details><summary>What was handed over</summary>\n\n{fence(details)}\n\n</details>"
-    return {"text/plain": f"[omnigent] {message}", "text/markdown": md}
+        body += wrap(
+            f"<details><summary>What was handed over</summary>{preformatted(details)}</details>"
+        )
+    return {"text/plain": f"[omnigent] {message}", "text/html": body}
 
 
 def error_bundle(data: dict[str, Any]) -> Bundle:
     message, hint = data.get("message", ""), data.get("hint", "")
     plain = f"Error: {message}" + (f"\n{hint}" if hint else "")
     md = f"✗ **Error:** {message}" + (f"\n\n{hint}" if hint else "")
-    return {"text/plain": plain, "text/markdown": md}
+    return agent_bundle(md, plain)
 
 
 def spend_text(spends: list[dict[str, Any]], reported: Any) -> str:
@@ -170,7 +176,7 @@ def footer_bundle(
     if offline:
         parts.append("offline rehearsal model")
     line = " · ".join(parts)
-    return {"text/plain": f"── {line}", "text/markdown": f"<sub>{line}</sub>"}
+    return {"text/plain": f"── {line}", "text/html": wrap(f"<sub>{escape(line)}</sub>")}
 
 
 class CellView:
@@ -183,11 +189,13 @@ class CellView:
         *,
         offline: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        images: SessionImages | None = None,
     ):
         self._display = display
         self._update = update_display
         self._clock = clock
         self.offline = offline
+        self.images = images
         self._text = ""
         self._text_id: str | None = None
         self._last_update = 0.0
@@ -241,7 +249,7 @@ class CellView:
             self._last_update = self._clock()
 
     def _text_bundle(self) -> Bundle:
-        return {"text/plain": self._text, "text/markdown": self._text}
+        return agent_bundle(self._text, images=self.images)
 
     def flush_text(self) -> None:
         """Show the whole text block and start a new one at the next delta."""

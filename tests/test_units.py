@@ -131,7 +131,7 @@ def test_edit_renders_a_diff():
             "input": {"file_path": "/w/a.py", "old_string": "x = 1\n", "new_string": "x = 2\n"},
         }
     )
-    assert "-x = 1" in bundle["text/markdown"] and "+x = 2" in bundle["text/markdown"]
+    assert "-x = 1" in bundle["text/html"] and "+x = 2" in bundle["text/html"]
 
 
 def test_footer_has_turns_tokens_cost_and_offline():
@@ -162,7 +162,7 @@ def test_cell_view_streams_text_into_one_updated_display():
 
 def test_table_escapes_pipes():
     t = table(["a", "b"], [["x|y", 1]])
-    assert "x\\|y" in t["text/markdown"] and "x|y" in t["text/plain"]
+    assert "<td>x|y</td>" in t["text/html"] and "x|y" in t["text/plain"]
 
 
 def test_rehearsal_scenario_beside_the_notebook_wins(tmp_path):
@@ -188,4 +188,4 @@ def test_edits_of_every_harness_render_as_a_diff(tool_input):
     bundle = render.tool_call_bundle(
         {"tool": "edit", "action": "edit", "summary": "a.py", "input": tool_input}
     )
-    assert "-x = 1" in bundle["text/markdown"] and "+x = 2" in bundle["text/markdown"]
+    assert "-x = 1" in bundle["text/html"] and "+x = 2" in bundle["text/html"]
