@@ -15,7 +15,7 @@ from pathlib import Path
 
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
-#: What a harness gets as its key when the real one is not its business (offline, gateways).
+#: What the gateway sends upstream to a compatible gateway configured without a key.
 PLACEHOLDER_KEY = "omnikernel-placeholder-key"
 REHEARSAL_SUFFIX = ".rehearsal.json"
 
