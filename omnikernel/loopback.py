@@ -50,7 +50,9 @@ class LoopbackServer(abc.ABC):
         return f"{self.host}:{self.port}"
 
     @abc.abstractmethod
-    def refusal(self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]) -> str | None:
+    def refusal(
+        self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]
+    ) -> str | None:
         """Why this request is refused (see `omnikernel.guard.refusal`), or None to serve it."""
 
     async def start(self) -> None:
@@ -154,4 +156,6 @@ def log_request(handler: web.RequestHandler) -> None:
     method: Any = access_log.info if status < 400 else access_log.warning
     if status >= 500:
         method = access_log.error
-    method("%d %s %.2fms", status, handler._request_summary(), 1000.0 * handler.request.request_time())
+    method(
+        "%d %s %.2fms", status, handler._request_summary(), 1000.0 * handler.request.request_time()
+    )

@@ -24,11 +24,11 @@ from . import approval
 from . import events as ev
 from .events import Event, EventKind
 from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
+from .guard import new_secret
 from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from .store import SessionStore
-from .guard import new_secret
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
 DEFAULT_SCENARIO = Path(__file__).parent / "testing" / "scenarios" / "default.json"

@@ -109,7 +109,9 @@ class Gateway(LoopbackServer):
             self.recorder.secrets.append(secret)
         return secret
 
-    def refusal(self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]) -> str | None:
+    def refusal(
+        self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]
+    ) -> str | None:
         harness = path_args[0] if path_args else ""
         with self._lock:
             expected = self._secrets.get(harness)

@@ -72,6 +72,8 @@ class EgressProxy:
             self._server = None
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()  # only if empty (else the bridge removes it)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -18,9 +18,8 @@ from types import ModuleType
 
 from ..spawn import LINE_LIMIT, HarnessProcess
 from . import bwrap, firejail
-from .bridge import Bridge, inside_command
+from .bridge import Bridge, inside_command, socket_path
 from .cgroup import CGroup
-from .bridge import socket_path
 from .egress import EgressProxy, inside_port, proxy_env
 from .spec import SandboxSpec
 

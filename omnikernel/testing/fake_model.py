@@ -77,7 +77,9 @@ class FakeModelServer(LoopbackServer):
         ids = (f"call_{self.next_id()}" for _ in itertools.count())
         return build_reply(step, conversation, request_chars, ids)
 
-    def refusal(self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]) -> str | None:
+    def refusal(
+        self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]
+    ) -> str | None:
         if self.api_key is None:
             return None  # an open stand-in for a vendor's API (tests)
         return guard.refusal(method, headers, self.authority, self.api_key, "this model server")
