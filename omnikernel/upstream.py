@@ -26,7 +26,7 @@ class Upstream:
 
     wire: str  # "anthropic" | "openai"
     base_url: str
-    api_key: str
+    api_key: str = dataclasses.field(repr=False)  # never in a message or a log line
     offline: bool = False
 
     @property
