@@ -145,6 +145,7 @@ def test_every_path_and_method_needs_the_secret(gateway, fake):
     assert send(gateway.port, "/h/claude/v1/models", ok, "GET", None)[0] == 200
     assert send(gateway.port, "/h/claude", ok, "HEAD", None)[0] == 200
     assert send(gateway.port, "/", ok, "GET", None)[0] == 401  # no secret is issued for it
+    assert send(gateway.port, "/h/claude/v1/unknown", ok, "GET", None)[0] == 404
     assert fake.requests[0].path == "/v1/models"
 
 
