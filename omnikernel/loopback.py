@@ -2,17 +2,28 @@
 
 The model gateway and the fake model both need this: an agent's stream must keep flowing even
 while the kernel's own loop is busy (a long Python cell), so each gets a loop of its own.
+
+Loopback is not private (every local process, other users, a browser's pages reach it), so each
+server says who may use it (`refusal`, see `omnikernel.guard`) and its handlers derive from
+`GuardedHandler`, which refuses everything else with 401 before any handler code runs, in one
+log line that never holds a credential.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import json
+import logging
 import threading
-from typing import Self
+from collections.abc import Mapping
+from typing import Any, Self
 
 from tornado import httpserver, web
+from tornado.log import access_log
 from tornado.netutil import bind_sockets
+
+log = logging.getLogger(__name__)
 
 
 class LoopbackServer(abc.ABC):
@@ -33,11 +44,24 @@ class LoopbackServer(abc.ABC):
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def authority(self) -> str:
+        """The only ``Host`` header this server accepts: the address and port it serves."""
+        return f"{self.host}:{self.port}"
+
+    @abc.abstractmethod
+    def refusal(
+        self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]
+    ) -> str | None:
+        """Why this request is refused (see `omnikernel.guard.refusal`), or None to serve it."""
+
     async def start(self) -> None:
         """Listen on the running loop (port 0: any free port, then `port` says which)."""
         sockets = bind_sockets(self.port, self.host)
         self.port = sockets[0].getsockname()[1]
-        self._server = httpserver.HTTPServer(self.app(), idle_connection_timeout=600)
+        app = self.app()
+        app.settings["log_function"] = log_request
+        self._server = httpserver.HTTPServer(app, idle_connection_timeout=600)
         self._server.add_sockets(sockets)
 
     async def stop(self) -> None:
@@ -91,3 +115,47 @@ class LoopbackServer(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class GuardedHandler(web.RequestHandler):
+    """Every request passes its server's `refusal` before the handler sees it."""
+
+    refused = False
+
+    def guarded_by(self) -> LoopbackServer:
+        """The server whose rules apply (set by each handler's ``initialize``)."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        request = self.request
+        reason = self.guarded_by().refusal(
+            request.method or "", request.headers, tuple(a for a in self.path_args if a)
+        )
+        if reason is None:
+            return
+        self.refused = True
+        # The one log line of a refusal: what was asked and why not, never a header's value.
+        # A HEAD carries no body and acts on nothing (Claude Code sends one, key-less, to warm
+        # its connection): not worth a warning.
+        level = logging.INFO if request.method == "HEAD" else logging.WARNING
+        log.log(level, "%s refused %s %s from %s: %s", type(self.guarded_by()).__name__,
+                request.method, request.path[:200], request.remote_ip, reason)  # fmt: skip
+        self.set_status(401)
+        self.set_header("WWW-Authenticate", 'Bearer realm="omnikernel"')
+        self.set_header("Content-Type", "application/json")
+        message = f"omnikernel refused this request: {reason}."
+        self.finish(json.dumps({"type": "error", "error": {
+            "type": "authentication_error", "message": message, "code": "refused"}}))  # fmt: skip
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """Tornado's access log, minus refusals: `GuardedHandler` logged those already, once."""
+    if getattr(handler, "refused", False):
+        return
+    status = handler.get_status()
+    method: Any = access_log.info if status < 400 else access_log.warning
+    if status >= 500:
+        method = access_log.error
+    method(
+        "%d %s %.2fms", status, handler._request_summary(), 1000.0 * handler.request.request_time()
+    )

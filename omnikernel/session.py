@@ -24,11 +24,12 @@ from . import approval
 from . import events as ev
 from .events import Event, EventKind
 from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
+from .guard import new_secret
 from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from .store import SessionStore
-from .upstream import PLACEHOLDER_KEY, Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
+from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
 DEFAULT_SCENARIO = Path(__file__).parent / "testing" / "scenarios" / "default.json"
 #: How long a finished turn waits for the gateway to meter its last model call.
@@ -144,9 +145,10 @@ class AgentSession:
                 self.rehearsal_scenario,
             )
             scenario = Scenario.load(path or DEFAULT_SCENARIO)
-            self._rehearsal = FakeModelServer(scenario).start_in_thread()
+            # It answers only its gateway: the secret goes nowhere else.
+            self._rehearsal = FakeModelServer(scenario, api_key=new_secret()).start_in_thread()
         base = self._rehearsal.base_url + ("/v1" if wire == "openai" else "")
-        return Upstream(wire=wire, base_url=base, api_key=PLACEHOLDER_KEY, offline=True)
+        return Upstream(wire=wire, base_url=base, api_key=self._rehearsal.api_key, offline=True)
 
     def upstream_label(self, wire: str) -> str:
         """Where `wire` traffic goes, without starting anything."""
@@ -168,10 +170,12 @@ class AgentSession:
             cls = harness_class(name, self.available)
             real = self.upstream_for(cls.wire)
             self.gateway.upstreams[cls.wire] = real  # only the gateway sees the real key
+            # The agent's API key is a secret of its own, good only for its path on this
+            # session's gateway (which puts the real key on what it forwards).
             via_gateway = Upstream(
                 wire=cls.wire,
                 base_url=self.gateway.base_url_for(name, cls.wire),
-                api_key=PLACEHOLDER_KEY,
+                api_key=self.gateway.issue_secret(name),
                 offline=real.offline,
             )
             ctx = HarnessContext(

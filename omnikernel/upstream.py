@@ -15,7 +15,7 @@ from pathlib import Path
 
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
-#: What a harness gets as its key when the real one is not its business (offline, gateways).
+#: What the gateway sends upstream to a compatible gateway configured without a key.
 PLACEHOLDER_KEY = "omnikernel-placeholder-key"
 REHEARSAL_SUFFIX = ".rehearsal.json"
 
@@ -26,7 +26,7 @@ class Upstream:
 
     wire: str  # "anthropic" | "openai"
     base_url: str
-    api_key: str
+    api_key: str = dataclasses.field(repr=False)  # never in a message or a log line
     offline: bool = False
 
     @property

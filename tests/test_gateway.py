@@ -70,13 +70,14 @@ def settle(gw: Gateway) -> list[SpendRecord]:
 
 
 def claude_client(gw: Gateway) -> anthropic.Anthropic:
+    """Claude's client, as the session sets it up: the gateway's URL and a secret issued for it."""
     return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic"),
-                               api_key="placeholder", max_retries=0)  # fmt: skip
+                               api_key=gw.issue_secret("claude"), max_retries=0)  # fmt: skip
 
 
 def openai_client(gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url_for("codex", "openai"), api_key="placeholder",
-                         max_retries=0)  # fmt: skip
+    return openai.OpenAI(base_url=gw.base_url_for("codex", "openai"),
+                         api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
 
 
 def expected_cost(vendor: str, model: str, usage: dict[str, int]) -> float:
@@ -117,15 +118,16 @@ def test_all_three_formats_pass_through_and_are_metered(gateway, fake):
     assert gateway.ledger.total_usd == pytest.approx(sum(r.cost_usd for r in records))
 
 
-def test_real_key_goes_upstream_and_placeholder_never_does(gateway, fake):
-    claude_client(gateway).messages.create(model="m", max_tokens=5,
-                                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
-    openai_client(gateway).responses.create(model="gpt-5", input="count")
+def test_real_key_goes_upstream_and_the_harness_secret_never_does(gateway, fake):
+    claude, oai = claude_client(gateway), openai_client(gateway)
+    claude.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "count"}])
+    oai.responses.create(model="gpt-5", input="count")
     anthropic_headers, openai_headers = fake.requests[-2].headers, fake.requests[-1].headers
     assert anthropic_headers["x-api-key"] == REAL_ANTHROPIC_KEY
     assert "authorization" not in anthropic_headers
     assert openai_headers["authorization"] == f"Bearer {REAL_OPENAI_KEY}"
-    assert all("placeholder" not in json.dumps(r.headers) for r in fake.requests)
+    sent = json.dumps([r.headers for r in fake.requests])
+    assert claude.api_key not in sent and oai.api_key not in sent
 
 
 def test_unknown_model_is_unpriced_not_free(gateway):
@@ -190,7 +192,8 @@ def test_record_then_replay_offline(gateway, fake, tmp_path):
         recorded_text = "".join(s.text_stream)
     settle(gateway)  # the exchange is written once its stream has been forwarded
     text = cassette.read_text()
-    assert REAL_ANTHROPIC_KEY not in text and "placeholder" not in text and len(text.splitlines()) == 2
+    assert REAL_ANTHROPIC_KEY not in text and claude.api_key not in text
+    assert len(text.splitlines()) == 2
 
     fake.stop_thread()  # no upstream from here on
     gateway.replay_from(cassette)

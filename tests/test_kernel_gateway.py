@@ -3,6 +3,7 @@ budget cap mid-turn, a recorded notebook replayed offline, and the key kept out 
 
 from __future__ import annotations
 
+import http.client
 import sqlite3
 
 import pytest
@@ -42,7 +43,7 @@ def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
             "OMNIKERNEL_MODEL": MODEL, "OMNIKERNEL_AUTO_APPROVE": "1", **extra}  # fmt: skip
 
 
-def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel, tmp_path):
+def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel, tmp_path, capfd):
     kernel = start_kernel(workdir, **env_for(model))
     msg_id = kernel.kc.execute("Please create the notes file.")
     environs: list[bytes] = []
@@ -60,16 +61,34 @@ def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel,
     assert result.status == "ok", result.text
     assert environs, "no agent process was seen"
     assert all(REAL_KEY.encode() not in env for env in environs)
-    assert any(b"ANTHROPIC_API_KEY=omnikernel-placeholder-key" in env for env in environs)
+    # The agent's key is its session's secret, and its base URL the gateway.
+    agent_env = next(dict(v.split(b"=", 1) for v in env.split(b"\0") if b"=" in v)
+                     for env in environs if b"ANTHROPIC_API_KEY=" in env)  # fmt: skip
+    secret = agent_env[b"ANTHROPIC_API_KEY"].decode()
+    assert secret.startswith("omk-") and len(secret) >= 40
     assert all(r.headers.get("x-api-key") == REAL_KEY for r in model.requests if r.method == "POST")
+
+    # An outsider on the machine finds the gateway's port: 401, nothing upstream, one log line.
+    gateway = agent_env[b"ANTHROPIC_BASE_URL"].decode()
+    port = int(gateway.rsplit(":", 1)[1].split("/")[0])
+    seen = len(model.requests)
+    outsider = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    outsider.request("POST", "/h/claude/v1/messages", b'{"model": "m", "messages": []}',
+                     {"x-api-key": "anything", "Content-Type": "text/plain"})  # fmt: skip
+    assert outsider.getresponse().status == 401 and len(model.requests) == seen
 
     spend = kernel.execute("%spend")
     assert "claude" in spend.text and MODEL in spend.text and "Session total: $" in spend.text
     assert "10,000" in spend.text  # input tokens of the two scripted calls, metered on the wire
     store = tmp_path / "store" / "sessions.sqlite3"
     dump = "\n".join(str(row) for row in sqlite3.connect(store).execute("SELECT * FROM events"))
-    assert REAL_KEY not in dump
+    assert REAL_KEY not in dump and secret not in dump
     assert "spend" in {row[0] for row in sqlite3.connect(store).execute("SELECT kind FROM events")}
+    assert secret not in result.text + spend.text  # nor in a cell
+    kernel.stop()
+    logged = capfd.readouterr()  # the kernel's log goes to its stderr, which the test captures
+    assert "refused POST /h/claude/v1/messages" in logged.err
+    assert secret not in logged.out + logged.err and REAL_KEY not in logged.out + logged.err
 
 
 def test_budget_stops_a_turn_mid_stream_and_can_be_raised(model, workdir, start_kernel):

@@ -20,7 +20,7 @@ from ..upstream import Upstream
 from .server import Gateway
 
 
-def stream_once(base_url: str, prompt: str) -> tuple[float, float, int]:
+def stream_once(base_url: str, prompt: str, key: str) -> tuple[float, float, int]:
     """(time to first text delta, total time, characters of text) of one streamed request."""
     parts = urlsplit(base_url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
@@ -28,7 +28,7 @@ def stream_once(base_url: str, prompt: str) -> tuple[float, float, int]:
                        "messages": [{"role": "user", "content": prompt}]})  # fmt: skip
     started = time.perf_counter()
     connection.request("POST", parts.path.rstrip("/") + "/v1/messages", body,
-                       {"content-type": "application/json", "x-api-key": "k"})  # fmt: skip
+                       {"content-type": "application/json", "x-api-key": key})  # fmt: skip
     response = connection.getresponse()
     first, chars = 0.0, 0
     for line in response:
@@ -49,11 +49,13 @@ def measure(chars: int = 200_000, runs: int = 9) -> dict[str, Any]:
         gateway.start_in_thread()
         try:
             results: dict[str, Any] = {}
-            targets = {"direct": fake.base_url, "gateway": gateway.base_url_for("bench", "anthropic")}
+            targets = {"direct": (fake.base_url, "k"),
+                       "gateway": (gateway.base_url_for("bench", "anthropic"),
+                                   gateway.issue_secret("bench"))}  # fmt: skip
             samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in targets}
             for _ in range(runs):  # interleaved, so drift affects both alike
-                for name, url in targets.items():
-                    samples[name].append(stream_once(url, "bench"))
+                for name, (url, key) in targets.items():
+                    samples[name].append(stream_once(url, "bench", key))
             for name, rows in samples.items():
                 results[name] = {
                     "ttft_s": statistics.median(r[0] for r in rows),

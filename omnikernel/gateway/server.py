@@ -2,11 +2,14 @@
 
 Why one place: spend is measured the same way for every harness (from the wire, priced with
 the shipped table), a budget can stop a turn mid-stream, the real API key never reaches an
-agent (harnesses get a placeholder; the gateway swaps in the real credential upstream), and a
-notebook's traffic can be recorded and replayed.
+agent (the gateway swaps in the real credential upstream), and a notebook's traffic can be
+recorded and replayed.
 
-Each harness has its own path prefix, ``/h/<harness>``, so spend is attributed to it; the
-kernel sets the current session and cell with `set_context`. Streams are forwarded chunk by
+Each harness has its own path prefix, ``/h/<harness>``, so spend is attributed to it, and its
+own secret (`issue_secret`), which it sends as its API key: since the gateway spends the user's
+money, it serves only requests carrying the secret issued for that path, and nothing from a
+browser (see `omnikernel.guard`). The kernel sets the current session and cell with
+`set_context`. Streams are forwarded chunk by
 chunk as they arrive, never buffered. The gateway runs on its own thread and event loop so a
 busy kernel never stalls an agent's stream.
 """
@@ -16,13 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tornado import httpclient, web
 
-from ..loopback import LoopbackServer
+from .. import guard
+from ..loopback import GuardedHandler, LoopbackServer
 from ..testing.wire import (
     anthropic_conversation,
     anthropic_error,
@@ -91,6 +95,28 @@ class Gateway(LoopbackServer):
         self.player: CassettePlayer | None = None
         self.in_flight = 0  # model calls being answered (only the gateway's thread changes it)
         self._lock = threading.Lock()
+        self._secrets: dict[str, str] = {}  # by harness: the one key its path accepts
+
+    # -- who may use it ------------------------------------------------------------------------
+
+    def issue_secret(self, harness: str) -> str:
+        """A new secret for `harness`: from now on the only key ``/h/<harness>`` accepts (a
+        secret issued before for it stops working). The harness sends it as its API key."""
+        secret = guard.new_secret()
+        with self._lock:
+            self._secrets[harness] = secret
+        if self.recorder is not None:
+            self.recorder.secrets.append(secret)
+        return secret
+
+    def refusal(
+        self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]
+    ) -> str | None:
+        harness = path_args[0] if path_args else ""
+        with self._lock:
+            expected = self._secrets.get(harness)
+        what = f"harness {harness!r}" if harness else "this path (only /h/<harness>/... is served)"
+        return guard.refusal(method, headers, self.authority, expected, what)
 
     # -- configuration from the kernel ---------------------------------------------------------
 
@@ -103,7 +129,8 @@ class Gateway(LoopbackServer):
         self.session, self.cell = session, cell
 
     def record_to(self, path: Path) -> None:
-        secrets = [u.api_key for u in self.upstreams.values()]
+        with self._lock:
+            secrets = [u.api_key for u in self.upstreams.values()] + list(self._secrets.values())
         self.recorder, self.player = CassetteRecorder(path, secrets), None
 
     def replay_from(self, path: Path) -> int:
@@ -141,24 +168,19 @@ class Gateway(LoopbackServer):
                 (r"/h/([A-Za-z0-9_.-]+)/v1/messages/count_tokens", PassThroughHandler, opts),
                 (api, ModelCallHandler, opts),
                 (r"/h/([A-Za-z0-9_.-]+)/v1/(models.*)", PassThroughHandler, opts),
-                (r"/.*", PingHandler),
+                (r"/h/([A-Za-z0-9_.-]+)/?", PingHandler, opts),
+                (r"/h/([A-Za-z0-9_.-]+)/.*", NotFoundHandler, opts),
+                (r"/.*", NotFoundHandler, opts),  # never served: no secret is issued for it
             ]
         )
 
 
-class PingHandler(web.RequestHandler):
-    """Agents probe their base URL (Claude Code sends ``HEAD /``)."""
-
-    def head(self, *args: str) -> None:
-        self.finish()
-
-    def get(self, *args: str) -> None:
-        self.finish({"omnikernel_gateway": True})
-
-
-class GatewayHandler(web.RequestHandler):
+class GatewayHandler(GuardedHandler):
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
+
+    def guarded_by(self) -> Gateway:
+        return self.gateway
 
     def upstream_for(self, path: str) -> tuple[Upstream, str]:
         wire = "anthropic" if path.startswith(("messages", "models")) else "openai"
@@ -192,6 +214,26 @@ class GatewayHandler(web.RequestHandler):
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(body))
+
+
+class PingHandler(GatewayHandler):
+    """Agents probe their base URL. Claude Code sends a key-less ``HEAD`` only to warm its
+    connection: it gets 401 like any request without the secret, and carries on."""
+
+    def head(self, *args: str) -> None:
+        self.finish()
+
+    def get(self, *args: str) -> None:
+        self.finish({"omnikernel_gateway": True})
+
+
+class NotFoundHandler(GatewayHandler):
+    """A path the gateway does not serve (reached only with the right secret)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        if not self._finished:
+            raise web.HTTPError(404)
 
 
 class PassThroughHandler(GatewayHandler):

@@ -25,7 +25,7 @@ from ..events import Event, EventKind
 from .base import HarnessContext
 from .jsonl import JsonRpcHarness
 
-#: The key variable Codex reads for our provider (it holds the gateway's placeholder).
+#: The key variable Codex reads for our provider (it holds the session secret the gateway issued).
 KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"
 DEFAULT_MODEL = "gpt-5.5"
 INTERRUPT_GRACE_S = 5.0

@@ -4,8 +4,9 @@ Pi has no approval step of its own, so the kernel loads an extension (`pi_gate.t
 before every tool call through ``ctx.ui.confirm``; in RPC mode that arrives here as an
 ``extension_ui_request`` and is answered with the session's decision. The provider is written
 per session to ``models.json`` in a private ``PI_CODING_AGENT_DIR``: the gateway's Anthropic
-Messages endpoint, a placeholder key, and prices from the project's price table (so Pi's own
-cost figure is a cross-check of the gateway's).
+Messages endpoint, the name of the variable holding its session secret (the file never holds
+the secret), and prices from the project's price table (so Pi's own cost figure is a
+cross-check of the gateway's).
 """
 
 from __future__ import annotations

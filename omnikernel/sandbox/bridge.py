@@ -3,7 +3,10 @@
 Inside, the agent connects to 127.0.0.1:PORT as usual; a relay (socat) started in the sandbox
 listens there and forwards each connection to a unix socket in a directory both sides see. On
 the host, `Bridge` accepts on that socket and connects to the real 127.0.0.1:PORT (the model
-gateway). Nothing else can leave: the sandbox has no network interface but loopback.
+gateway, which then sees the same ``Host: 127.0.0.1:PORT`` as from an unsandboxed agent); a
+service meant for the sandbox only (the egress proxy) serves its socket itself instead, with no
+TCP port at all. The directory is private to the user (0700). Nothing else can leave: the
+sandbox has no network interface but loopback.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Bridge:
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
-        self.bridge_dir.mkdir(parents=True, exist_ok=True)
+        self.bridge_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for port in self.ports:
             path = socket_path(self.bridge_dir, port)
             with contextlib.suppress(FileNotFoundError):
@@ -52,6 +55,7 @@ class Bridge:
                     lambda r, w, port=port: self._forward(r, w, port), path=str(path)
                 )
             )
+            path.chmod(0o600)
 
     async def _forward(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int

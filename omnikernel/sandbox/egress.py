@@ -1,8 +1,11 @@
 """Network allow rules for hosts the user trusts, enforced outside the agent's reach.
 
 The sandbox has no network; when a notebook allows some hosts (say a package registry for
-`npm install`), the kernel runs this small HTTP proxy on the host and bridges its port into the
-sandbox, and the agent gets ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at it. The proxy tunnels
+`npm install`), the kernel runs this small HTTP proxy on the host, and the agent gets
+``HTTPS_PROXY``/``HTTP_PROXY`` pointing at ``127.0.0.1:PORT`` inside the sandbox, where the
+bridge's relay forwards to it. The proxy listens on a unix socket in the bridge's private
+directory, never on a TCP port: only the sandbox's relay reaches it, so no other local process,
+user or web page can use it to reach the allowed hosts from this machine. The proxy tunnels
 ``CONNECT host:port`` and forwards absolute-form HTTP requests only to allowed hosts and
 answers 403 to everything else. The rules live in the kernel, not in the sandbox, so the agent
 cannot change them.
@@ -14,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .bridge import pipe
 
 DEFAULT_PORTS = (80, 443)
+#: The proxy's port inside the sandbox (its own network namespace), unless the gateway has it.
+INSIDE_PORT = 3128
 
 
 def allowed(rules: tuple[str, ...], host: str, port: int) -> bool:
@@ -36,23 +42,38 @@ def allowed(rules: tuple[str, ...], host: str, port: int) -> bool:
     return False
 
 
-class EgressProxy:
-    """See the module docstring. `port` is set once started."""
+def inside_port(taken: tuple[int, ...]) -> int:
+    """A port for the proxy inside the sandbox that no other bridged port uses."""
+    port = INSIDE_PORT
+    while port in taken:
+        port += 1
+    return port
 
-    def __init__(self, rules: tuple[str, ...]):
+
+class EgressProxy:
+    """See the module docstring. Serves on the unix socket `path` once started."""
+
+    def __init__(self, rules: tuple[str, ...], path: Path):
         self.rules = rules
-        self.port = 0
+        self.path = path
         self.denied: list[str] = []
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        self.path.chmod(0o600)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()  # only if empty (else the bridge removes it)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -18,9 +18,9 @@ from types import ModuleType
 
 from ..spawn import LINE_LIMIT, HarnessProcess
 from . import bwrap, firejail
-from .bridge import Bridge, inside_command
+from .bridge import Bridge, inside_command, socket_path
 from .cgroup import CGroup
-from .egress import EgressProxy, proxy_env
+from .egress import EgressProxy, inside_port, proxy_env
 from .spec import SandboxSpec
 
 BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
@@ -101,10 +101,10 @@ class SandboxedProcess(HarnessProcess):
     async def kill(self, grace: float = 2.0) -> None:
         await super().kill(grace)
         self._kill_cgroup()
+        if self.egress is not None:
+            await self.egress.close()  # first: the bridge then removes its emptied directory
         if self.bridge is not None:
             await self.bridge.close()
-        if self.egress is not None:
-            await self.egress.close()
 
     def kill_now(self) -> None:
         super().kill_now()
@@ -122,22 +122,24 @@ async def start_sandboxed(
     path = binary_of(backend)
     if path is None:
         raise SandboxUnavailableError(f"{backend.binary} is not installed: {backend.install}")
+    if (spec.bridged_ports or spec.allow_hosts) and spec.bridge_dir is None:
+        raise ValueError("bridged ports need a bridge_dir inside a writable path")
+    relayed = spec.bridged_ports  # the ports the sandbox's relays listen on
     egress = None
     if spec.allow_hosts:
-        egress = EgressProxy(spec.allow_hosts)
+        assert spec.bridge_dir is not None
+        port = inside_port(spec.bridged_ports)
+        # The proxy serves the relay's unix socket itself: it has no TCP port on the host.
+        egress = EgressProxy(spec.allow_hosts, socket_path(spec.bridge_dir, port))
         await egress.start()
-        spec = dataclasses.replace(
-            spec,
-            env={**spec.env, **proxy_env(egress.port)},
-            bridged_ports=(*spec.bridged_ports, egress.port),
-        )
+        spec = dataclasses.replace(spec, env={**spec.env, **proxy_env(port)})
+        relayed = (*relayed, port)
     bridge = None
     if spec.bridged_ports:
-        if spec.bridge_dir is None:
-            raise ValueError("bridged ports need a bridge_dir inside a writable path")
+        assert spec.bridge_dir is not None
         bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
         await bridge.start()
-    inner = inside_command(list(argv), spec.bridge_dir, spec.bridged_ports)
+    inner = inside_command(list(argv), spec.bridge_dir, relayed)
     cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
     process = await asyncio.create_subprocess_exec(
         *backend.command(path, inner, spec),

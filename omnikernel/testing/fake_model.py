@@ -6,6 +6,10 @@ Completions (``/v1/chat/completions``), streaming and not, on 127.0.0.1. Answers
 The real agent CLIs are pointed at it in tests, and the kernel runs it as the offline rehearsal
 model. It runs on the caller's event loop (`await start()`) or in a thread of its own
 (`start_in_thread()`), so a blocked caller never stalls the model.
+
+Given an `api_key` (as the kernel's offline rehearsal model always is: a session secret only
+its gateway holds), it answers only requests carrying that key, and nothing from a browser
+(`omnikernel.guard`), like the gateway. Without one it plays an open vendor endpoint, for tests.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import asyncio
 import dataclasses
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..loopback import LoopbackServer
+from .. import guard
+from ..loopback import GuardedHandler, LoopbackServer
 from . import wire
 from .scenario import Conversation, Reply, Scenario, build_reply, error_reply
 
@@ -38,8 +43,12 @@ class FakeModelServer(LoopbackServer):
 
     thread_name = "fake-model"
 
-    def __init__(self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0,
+        api_key: str | None = None,
+    ):  # fmt: skip
         super().__init__(host, port)
+        self.api_key = api_key
         self.scenario = scenario or Scenario()
         self.requests: list[RecordedRequest] = []
         self._queue: list[dict[str, Any]] = []
@@ -68,6 +77,13 @@ class FakeModelServer(LoopbackServer):
         ids = (f"call_{self.next_id()}" for _ in itertools.count())
         return build_reply(step, conversation, request_chars, ids)
 
+    def refusal(
+        self, method: str, headers: Mapping[str, str], path_args: tuple[str, ...]
+    ) -> str | None:
+        if self.api_key is None:
+            return None  # an open stand-in for a vendor's API (tests)
+        return guard.refusal(method, headers, self.authority, self.api_key, "this model server")
+
     def app(self) -> web.Application:
         return web.Application(
             [
@@ -81,9 +97,12 @@ class FakeModelServer(LoopbackServer):
         )
 
 
-class BaseHandler(web.RequestHandler):
+class BaseHandler(GuardedHandler):
     def initialize(self, server: FakeModelServer) -> None:
         self.server = server
+
+    def guarded_by(self) -> FakeModelServer:
+        return self.server
 
     def record(self) -> Any:
         try:
