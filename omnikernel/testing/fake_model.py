@@ -84,6 +84,10 @@ class FakeModelServer(LoopbackServer):
 class BaseHandler(web.RequestHandler):
     def initialize(self, server: FakeModelServer) -> None:
         self.server = server
+        self.gone = False
+
+    def on_connection_close(self) -> None:
+        self.gone = True
 
     def record(self) -> Any:
         try:
@@ -140,6 +144,10 @@ class BaseHandler(web.RequestHandler):
             return
         model = conversation.model or "fake-model"
         ident = f"{prefix}{self.server.next_id()}"
+        if reply.delay:
+            await asyncio.sleep(reply.delay)  # a slow model: nothing at all until then
+            if self.gone:
+                return  # the client gave up (a stop): nobody to answer
         if body.get("stream"):
             await self.stream(streamed(reply, model, ident), reply.chunk_delay)
         else:
