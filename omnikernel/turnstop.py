@@ -1,7 +1,7 @@
 """What belongs to the agent and what belongs to a turn, so a stop can end the turn's processes
 and keep the agent.
 
-At the start of every turn the harness takes a snapshot of its process scope (the sandbox's
+As every turn starts (at its first message) the harness takes a snapshot of its process scope (the sandbox's
 cgroup; without a cgroup, the agent's process tree): the sandbox wrappers, the agent CLI and
 its helpers, the network relays. Whatever appears in the scope after that was started by the
 turn: tool commands, their subprocesses, background jobs and daemons that double-forked or
@@ -77,8 +77,11 @@ class TurnProcesses:
         self.resident = frozenset(self.members())
 
     def strays(self) -> list[ProcessInfo]:
-        """The live processes the turn started (relay forks excepted)."""
-        found = []
+        """The live processes the turn started (relay forks excepted); none before the
+        snapshot (then nothing is known to be the turn's)."""
+        found: list[ProcessInfo] = []
+        if not self.resident:
+            return found
         for pid in self.members() - self.resident:
             info = process_info(pid)
             if info is None or info.zombie:

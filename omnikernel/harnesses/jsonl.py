@@ -96,8 +96,10 @@ class JsonLinesHarness(Harness):
                     " s, so it was restarted; the conversation is resumed."))  # fmt: skip
         self.pending_approval = None
         proc = await self.ensure_started()
+        # Noted at the turn's first message, not now: a CLI started just now may still be
+        # coming up (the sandbox's init, the relay, the CLI itself are not all there yet), and
+        # it speaks before it runs any tool.
         self._turn_processes = TurnProcesses(proc.members)
-        self._turn_processes.snapshot()
         return notices
 
     async def _collect_stderr(self, proc: HarnessProcess) -> None:
@@ -124,6 +126,8 @@ class JsonLinesHarness(Harness):
                 log.debug("%s: non-JSON line %r", self.name, line[:200])
                 continue
             if isinstance(message, dict):
+                if self._turn_processes is not None and not self._turn_processes.resident:
+                    self._turn_processes.snapshot()
                 return message
 
     async def died(self, harness_session: str | None = None) -> AsyncIterator[Event]:
