@@ -187,6 +187,7 @@ class JsonLinesHarness(Harness):
         if self._winding_down is not None:
             self._winding_down.cancel()
             self._winding_down = None
+        self._turn_processes = None
         proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(Exception):
