@@ -63,6 +63,7 @@ test: install system-deps
 bench: install system-deps
 	$(PY) -m omnikernel.gateway.bench
 	$(PY) -m omnikernel.sandbox.bench
+	$(PY) -m omnikernel.harnesses.bench
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist *.egg-info

@@ -20,7 +20,9 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
 - ``notice``          message (offline mode, sandbox off, a handoff, ...), details (optional)
 - ``error``           message, hint
 - ``turn_end``        status ("completed" | "interrupted" | "error"), duration_s,
-                      harness_session (the CLI's own conversation id), sandbox (backend or "off")
+                      harness_session (the CLI's own conversation id), sandbox (backend or "off");
+                      a stopped turn: stopped (what the stop ended: "the command `...`", "the
+                      model call", "the approval request for ..."), stop_s (how long it took)
 
 `action` is the vendor-neutral name of what a tool does, so policies never match vendor tool
 names: one of `ACTIONS`.

@@ -10,9 +10,12 @@ responsive to comm messages (widget clicks) while the agent works, and turns the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +241,7 @@ class OmniKernel(IPythonKernel):
 
         task = asyncio.ensure_future(run())
         on_main_thread = threading.current_thread() is threading.main_thread()
-        guard = self._cancel_on_sigint if on_main_thread else self._dummy_context_manager
+        guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
         with guard(task):
             try:
                 await task
@@ -266,6 +269,22 @@ class OmniKernel(IPythonKernel):
             "evalue": f"the {name} turn ended: {status}",
             "traceback": [],
         }
+
+    @contextlib.contextmanager
+    def _stop_on_sigint(self, task: asyncio.Future[Any]) -> Iterator[None]:
+        """Cancel the running prompt on SIGINT (the stop button) at once. ipykernel's own guard
+        hands the signal to its io_loop, which here is not the loop running the turn: that
+        loop only noticed seconds later, at its next wake-up. This wakes the turn's own loop."""
+        loop = asyncio.get_running_loop()
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(task.cancel)
+
+        saved = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, saved)
 
     def do_complete(self, code: str, cursor_pos: int | None) -> Any:
         """Python completion inside ``%%python`` cells and on ``%``/``!`` lines; a prompt

@@ -171,7 +171,9 @@ def footer_bundle(
     if "duration_s" in end:
         parts.append(f"{end['duration_s']:.1f} s")
     status = end.get("status", "")
-    if status != "completed":
+    if status == "interrupted" and end.get("stopped"):
+        parts.append(f"interrupted: stopped {end['stopped']} in {end.get('stop_s', 0):.1f} s")
+    elif status != "completed":
         parts.append(status)
     if offline:
         parts.append("offline rehearsal model")

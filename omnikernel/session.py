@@ -34,6 +34,9 @@ from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 DEFAULT_SCENARIO = Path(__file__).parent / "testing" / "scenarios" / "default.json"
 #: How long a finished turn waits for the gateway to meter its last model call.
 SETTLE_S = 3.0
+#: The same wait for a stopped turn, which must leave the cell idle within a second; what the
+#: gateway meters later is stored with the next turn.
+STOP_SETTLE_S = 0.2
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,8 @@ class AgentSession:
         #: The last turn each harness's process took part in (in this kernel).
         self._last_turn_of: dict[str, int] = {}
         self._spent: queue.SimpleQueue[SpendRecord] = queue.SimpleQueue()
+        #: What the running turn is doing, by harness (what a stop stops), while it is open.
+        self._activity: dict[str, TurnActivity] = {}
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -214,6 +219,7 @@ class AgentSession:
         name = harness or self.current
         self.turn += 1
         started = time.monotonic()
+        activity = self._activity[name] = TurnActivity()
         yield self._record(
             Event(EventKind.TURN_START, {"prompt": prompt, "model": self.models.get(name)}),
             name,
@@ -227,6 +233,7 @@ class AgentSession:
                 agent.ctx.sandbox, agent.ctx.allow_hosts = self.sandbox, self.allow_hosts
                 await agent.close()  # restarts inside the new sandbox, resuming its conversation
         except HarnessError as exc:
+            self._activity.pop(name, None)
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
             return
@@ -283,8 +290,12 @@ class AgentSession:
                     )
                 for spend in self._drain_spend(name, cell):
                     yield spend
+                activity.see(event)
+                if event.kind == EventKind.TURN_END:
+                    self._activity.pop(name, None)
                 yield self._record(event, name, cell)
         except HarnessError as exc:
+            self._activity.pop(name, None)
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
 
@@ -298,9 +309,9 @@ class AgentSession:
                 return out
             out.append(self._record(Event(EventKind.SPEND, record.to_dict()), record.harness, cell))
 
-    async def _settle_spend(self, name: str, cell: str) -> list[Event]:
+    async def _settle_spend(self, name: str, cell: str, within: float = SETTLE_S) -> list[Event]:
         """At a turn's end, wait for the gateway to finish metering its last call."""
-        deadline = time.monotonic() + SETTLE_S
+        deadline = time.monotonic() + within
         # The gateway runs on its own thread and loop: polling its counter is the simple way.
         while self.gateway.in_flight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -318,15 +329,22 @@ class AgentSession:
                         name, reported, self.turn, metered)  # fmt: skip
 
     async def stop_turn(self, harness: str | None = None, cell: str = "") -> list[Event]:
-        """End the running turn of `harness` (after its consumer was cancelled)."""
+        """End the running turn of `harness` (after its consumer was cancelled): the harness
+        stops it its own way, then by force (see `JsonLinesHarness.interrupt`). The turn is
+        stored as ended once, marked interrupted, saying what was stopped."""
         name = harness or self.current
+        started = time.monotonic()
+        activity = self._activity.pop(name, None)
         agent = self._harnesses.get(name)
         drained = await agent.interrupt() if agent else []
         recorded = [self._record(event, name, cell) for event in drained]
-        recorded += await self._settle_spend(name, cell)
-        recorded.append(
-            self._record(Event(EventKind.TURN_END, {"status": "interrupted"}), name, cell)
-        )
+        recorded += await self._settle_spend(name, cell, STOP_SETTLE_S)
+        if activity is None:
+            return recorded  # the turn had ended already: it is stored as it ended
+        end = {"status": "interrupted", "stopped": activity.describe(),
+               "stop_s": round(time.monotonic() - started, 3),
+               "sandbox": agent.sandbox_backend if agent else ""}  # fmt: skip
+        recorded.append(self._record(Event(EventKind.TURN_END, end), name, cell))
         return recorded
 
     def turns(self) -> list[dict[str, object]]:
@@ -371,6 +389,37 @@ class AgentSession:
         if self._rehearsal is not None:
             self._rehearsal.stop_thread()
             self._rehearsal = None
+
+
+class TurnActivity:
+    """What a running turn is doing, from its events: deciding an approval, running a tool,
+    or waiting on the model (so a stop can say what it stopped)."""
+
+    def __init__(self) -> None:
+        self.tools: dict[str, dict[str, Any]] = {}  # call id -> the tool call's data
+        self.approval: dict[str, Any] | None = None
+
+    def see(self, event: Event) -> None:
+        data = event.data
+        if event.kind == EventKind.TOOL_CALL:
+            self.tools[data.get("call_id", "")] = data
+        elif event.kind == EventKind.TOOL_RESULT:
+            self.tools.pop(data.get("call_id", ""), None)
+        elif event.kind == EventKind.APPROVAL_REQUEST:
+            self.approval = data
+        elif event.kind == EventKind.APPROVAL_DECISION:
+            self.approval = None
+
+    def describe(self) -> str:
+        if self.approval is not None:
+            return f"the approval request for {self.approval.get('tool', 'a tool')} " + (
+                f"`{self.approval.get('summary', '')}`"
+            )
+        if self.tools:
+            call = list(self.tools.values())[-1]
+            what = "the command" if call.get("action") == "exec" else f"the {call.get('tool')} call"
+            return f"{what} `{call.get('summary', '')}`"
+        return "the model call"
 
 
 def default_state_dir() -> Path:

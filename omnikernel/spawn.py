@@ -54,6 +54,12 @@ class HarnessProcess:
         assert self.process.stderr is not None
         return self.process.stderr
 
+    def members(self) -> set[int]:
+        """The processes that belong to this harness: its whole process tree."""
+        from .turnstop import descendants
+
+        return descendants(self.pid) if self.returncode is None else set()
+
     async def wait(self) -> int:
         return await self.process.wait()
 

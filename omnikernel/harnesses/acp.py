@@ -14,7 +14,6 @@ model gateway through both vendors' standard variables.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -23,12 +22,11 @@ from typing import Any
 from .. import __version__
 from .. import events as ev
 from ..events import Event, EventKind
-from .base import HarnessContext
+from .base import HarnessContext, HarnessError
 from .claude import QUIET_ENV
 from .jsonl import JsonRpcHarness
 
 PROTOCOL_VERSION = 1
-INTERRUPT_GRACE_S = 5.0
 #: ACP tool kinds by what they do (see `omnikernel.events.ACTIONS`).
 KIND_ACTIONS = {"read": "read", "edit": "edit", "delete": "edit", "move": "edit",
                 "search": "search", "execute": "exec", "think": "plan", "fetch": "fetch"}  # fmt: skip
@@ -123,7 +121,8 @@ class AcpHarness(JsonRpcHarness):
     # -- a turn --------------------------------------------------------------------------------
 
     async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
-        await self.ensure_started()
+        for notice in await self.prepare_turn():
+            yield notice
         self._prompt_id = await self.request(
             "session/prompt",
             {"sessionId": self._session, "prompt": [{"type": "text", "text": prompt}]},
@@ -205,6 +204,7 @@ class AcpHarness(JsonRpcHarness):
         as_event = self._tool_call(call)
         asked = Event(EventKind.APPROVAL_REQUEST, {"request_id": str(ident), **{
             k: as_event.data[k] for k in ("call_id", "tool", "action", "summary", "input")}})  # fmt: skip
+        self.pending_approval = ident
         yield asked
         decision = await self.ctx.decide(asked)
         yield Event(EventKind.APPROVAL_DECISION, {"request_id": str(ident), "decision": decision.verdict,
@@ -214,25 +214,28 @@ class AcpHarness(JsonRpcHarness):
         outcome = ({"outcome": "selected", "optionId": option["optionId"]} if option
                    else {"outcome": "cancelled"})  # fmt: skip
         await self.respond(ident, {"outcome": outcome})
+        self.pending_approval = None
 
     # -- stopping ------------------------------------------------------------------------------
 
-    async def interrupt(self) -> list[Event]:
-        if not self.running or self._session is None:
-            return []
-        try:
-            await self.notify("session/cancel", {"sessionId": self._session})
-            async with asyncio.timeout(INTERRUPT_GRACE_S):
-                while (message := await self.read()) is not None:
-                    if "id" in message and message.get("method"):
-                        await self.respond(message["id"], {"outcome": {"outcome": "cancelled"}})
-                    elif message.get("id") == self._prompt_id:
-                        self._prompt_id = None
-                        return []
-        except (TimeoutError, BrokenPipeError, ConnectionResetError):
-            pass
-        await self.close()
-        return []
+    async def wind_down(self) -> list[Event]:
+        """``session/cancel``; the agent answers the pending ``session/prompt`` with
+        ``stopReason: cancelled``. Permission requests pending or racing it are cancelled, as
+        the protocol asks of a client that cancels."""
+        if self.pending_approval is not None:
+            await self.respond(self.pending_approval, {"outcome": {"outcome": "cancelled"}})
+            self.pending_approval = None
+        await self.notify("session/cancel", {"sessionId": self._session})
+        while (message := await self.read()) is not None:
+            if "id" in message and message.get("method"):
+                if message["method"] == "session/request_permission":
+                    await self.respond(message["id"], {"outcome": {"outcome": "cancelled"}})
+                else:
+                    await self.refuse(message["id"], message["method"])
+            elif message.get("id") == self._prompt_id:
+                self._prompt_id = None
+                return []
+        raise HarnessError(f"{self.display_name} exited while stopping its turn")
 
 
 def acp_harness(name: str, agent: AcpAgent) -> type[AcpHarness]:

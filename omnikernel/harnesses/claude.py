@@ -6,13 +6,13 @@ on stdout one JSON object a line; permission requests arrive as ``control_reques
 ``can_use_tool`` (``--permission-prompt-tool stdio``) and are answered with the session's
 decision. ``--include-partial-messages`` gives the text as it streams.
 
-If the process has to be killed (an interrupt it does not honour, a crash), the next turn starts
-a new process with ``--resume <claude session id>``, so the conversation still continues.
+A stop sends the ``interrupt`` control request (see `JsonLinesHarness.interrupt` for the rest).
+If the process has to be killed (a stop it does not honour, a crash), the next turn starts a
+new process with ``--resume <claude session id>``, so the conversation still continues.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import logging
@@ -57,9 +57,6 @@ QUIET_ENV = {
     "DISABLE_ERROR_REPORTING": "1",
     "DISABLE_BUG_COMMAND": "1",
 }
-
-#: How long an interrupted turn may take to wind down before the process is killed.
-INTERRUPT_GRACE_S = 5.0
 
 
 def tool_summary(tool: str, tool_input: dict[str, Any]) -> str:
@@ -134,7 +131,8 @@ class ClaudeHarness(JsonLinesHarness):
     # -- a turn --------------------------------------------------------------------------------
 
     async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
-        await self.ensure_started()
+        for notice in await self.prepare_turn():
+            yield notice
         try:
             await self.send(
                 {"type": "user", "message": {"role": "user", "content": prompt}}
@@ -244,6 +242,7 @@ class ClaudeHarness(JsonLinesHarness):
                 "input": tool_input,
             },
         )
+        self.pending_approval = request_id
         yield asked
         decision = await self.ctx.decide(asked)
         yield Event(
@@ -266,6 +265,7 @@ class ClaudeHarness(JsonLinesHarness):
                 "response": {"subtype": "success", "request_id": request_id, "response": answer},
             }
         )
+        self.pending_approval = None
 
     def _result_events(self, message: dict[str, Any]) -> list[Event]:
         usage = message.get("usage") or {}
@@ -318,43 +318,25 @@ class ClaudeHarness(JsonLinesHarness):
 
     # -- stopping ------------------------------------------------------------------------------
 
-    async def interrupt(self) -> list[Event]:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return []
-        drained: list[Event] = []
-        try:
-            await self.send(
-                {
-                    "type": "control_request",
-                    "request_id": f"interrupt-{next(self._request_ids)}",
-                    "request": {"subtype": "interrupt"},
-                }
-            )
-            async with asyncio.timeout(INTERRUPT_GRACE_S):
-                while (message := await self.read()) is not None:
-                    if message.get("type") == "control_request":
-                        # A permission request racing the interrupt: deny it.
-                        await self.send(
-                            {
-                                "type": "control_response",
-                                "response": {
-                                    "subtype": "success",
-                                    "request_id": message.get("request_id", ""),
-                                    "response": {"behavior": "deny", "message": "interrupted"},
-                                },
-                            }
-                        )
-                    if message.get("type") == "result":
-                        drained = [
-                            e for e in self._result_events(message) if e.kind == EventKind.USAGE
-                        ]
-                        return drained
-        except (TimeoutError, BrokenPipeError, ConnectionResetError):
-            pass
-        # It did not wind down in time: stop it; the next turn resumes the conversation.
-        await self.close()
-        return drained
+    def _deny(self, request_id: str) -> dict[str, Any]:
+        return {"type": "control_response", "response": {"subtype": "success",
+                "request_id": request_id, "response": {"behavior": "deny",
+                "message": "The user stopped this turn."}}}  # fmt: skip
+
+    async def wind_down(self) -> list[Event]:
+        """The ``interrupt`` control request; Claude Code ends the turn with a ``result``."""
+        if self.pending_approval is not None:
+            await self.send(self._deny(self.pending_approval))
+            self.pending_approval = None
+        await self.send({"type": "control_request",
+                         "request_id": f"interrupt-{next(self._request_ids)}",
+                         "request": {"subtype": "interrupt"}})  # fmt: skip
+        while (message := await self.read()) is not None:
+            if message.get("type") == "control_request":
+                await self.send(self._deny(message.get("request_id", "")))  # one racing the stop
+            elif message.get("type") == "result":
+                return [e for e in self._result_events(message) if e.kind == EventKind.USAGE]
+        raise HarnessError("Claude Code exited while stopping its turn")
 
 
 __all__ = ["ClaudeHarness", "HarnessError"]

@@ -14,7 +14,6 @@ plugins and update checks off, so it talks to nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,13 +21,12 @@ from typing import Any
 from .. import __version__
 from .. import events as ev
 from ..events import Event, EventKind
-from .base import HarnessContext
+from .base import HarnessContext, HarnessError
 from .jsonl import JsonRpcHarness
 
 #: The key variable Codex reads for our provider (it holds the session secret the gateway issued).
 KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"
 DEFAULT_MODEL = "gpt-5.5"
-INTERRUPT_GRACE_S = 5.0
 
 
 def toml_string(value: str) -> str:
@@ -47,6 +45,7 @@ class CodexHarness(JsonRpcHarness):
         super().__init__(ctx)
         self._thread: str | None = None
         self._turn: str | None = None
+        self._turn_request: int | None = None  # the id of the running turn's turn/start
 
     default_model = DEFAULT_MODEL
 
@@ -93,8 +92,10 @@ class CodexHarness(JsonRpcHarness):
     # -- a turn --------------------------------------------------------------------------------
 
     async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
-        await self.ensure_started()
-        started = await self.request(
+        for notice in await self.prepare_turn():
+            yield notice
+        self._turn = None
+        started = self._turn_request = await self.request(
             "turn/start", {"threadId": self._thread, "input": [{"type": "text", "text": prompt}]}
         )
         usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
@@ -216,35 +217,35 @@ class CodexHarness(JsonRpcHarness):
              "action": "exec" if is_command else "edit", "summary": summary,
              "input": {"command": summary, "cwd": params.get("cwd")} if is_command else params},
         )  # fmt: skip
+        self.pending_approval = ident
         yield asked
         decision = await self.ctx.decide(asked)
         yield Event(EventKind.APPROVAL_DECISION, {"request_id": str(ident),
                     "decision": decision.verdict, "reason": decision.reason, "by": decision.by})  # fmt: skip
         await self.respond(ident, {"decision": "accept" if decision.allow else "decline"})
+        self.pending_approval = None
 
     # -- stopping ------------------------------------------------------------------------------
 
-    async def interrupt(self) -> list[Event]:
-        if not self.running or not self._thread:
-            return []
-        drained: list[Event] = []
-        try:
-            async with asyncio.timeout(INTERRUPT_GRACE_S):
-                while self._turn is None:  # the turn id arrives with turn/start's answer
-                    message = await self.read()
-                    if message is None:
-                        break
-                    if "result" in message and "turn" in (message.get("result") or {}):
-                        self._turn = message["result"]["turn"]["id"]
-                if self._turn:
-                    await self.request("turn/interrupt", {"threadId": self._thread, "turnId": self._turn})
-                while (message := await self.read()) is not None:
-                    if "id" in message and message.get("method"):
-                        await self.respond(message["id"], {"decision": "decline"})
-                    if message.get("method") == "turn/completed":
-                        self._turn = None
-                        return drained
-        except (TimeoutError, BrokenPipeError, ConnectionResetError):
-            pass
-        await self.close()  # the next turn resumes the thread
-        return drained
+    async def wind_down(self) -> list[Event]:
+        """``turn/interrupt`` (once the turn's id is known); Codex ends with ``turn/completed``."""
+        if self.pending_approval is not None:
+            await self.respond(self.pending_approval, {"decision": "decline"})
+            self.pending_approval = None
+        asked = False
+        while True:
+            if self._turn and not asked:
+                await self.request("turn/interrupt", {"threadId": self._thread, "turnId": self._turn})
+                asked = True
+            message = await self.read()
+            if message is None:
+                raise HarnessError("Codex exited while stopping its turn")
+            if message.get("id") == self._turn_request and "method" not in message:
+                if "error" in message:
+                    return []  # the turn never started
+                self._turn = (message.get("result") or {}).get("turn", {}).get("id")
+            elif "id" in message and message.get("method"):
+                await self.respond(message["id"], {"decision": "decline"})  # one racing the stop
+            elif message.get("method") == "turn/completed":
+                self._turn = None
+                return []

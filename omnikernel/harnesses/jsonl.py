@@ -2,7 +2,16 @@
 and out, its last words kept for errors, and the events when it dies.
 
 Subclasses give the command line (`command`), the environment (`environment`), what to do
-once the process is up (`on_started`, e.g. a JSON-RPC handshake) and the turn protocol.
+once the process is up (`on_started`, e.g. a JSON-RPC handshake), the turn protocol and how the
+CLI is asked to stop a turn (`wind_down`).
+
+Stopping a turn is shared: the CLI's own mechanism goes first (`wind_down` asks, answers a
+pending approval with a denial, and reads the turn's last events until its end), the turn's
+processes are killed once it had `COMMAND_GRACE_S` (CLIs stop the command they wait for, but
+not what it left in the background), and the caller gets control back by `STOP_DEADLINE_S`.
+A CLI still winding down by then keeps its stdout to itself until it is done: the next turn
+waits for it (so no late event of the stopped turn leaks into the next cell), and restarts the
+CLI, resuming the conversation, if it takes longer than `WIND_DOWN_S`.
 """
 
 from __future__ import annotations
@@ -13,15 +22,24 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import events as ev
 from ..events import Event, EventKind
 from ..spawn import HarnessProcess
+from ..turnstop import TurnProcesses, describe_killed
 from .base import Harness, HarnessContext, HarnessError
 
 log = logging.getLogger(__name__)
+
+#: How long the CLI's own stop has before the turn's processes are killed.
+COMMAND_GRACE_S = 0.2
+#: When `interrupt` returns at the latest: the cell must be idle within a second of the stop.
+STOP_DEADLINE_S = 0.6
+#: How long the next turn waits for a stopped turn still winding down before restarting the CLI.
+WIND_DOWN_S = 10.0
 
 
 class JsonLinesHarness(Harness):
@@ -30,6 +48,12 @@ class JsonLinesHarness(Harness):
         self._proc: HarnessProcess | None = None
         self._stderr_tail: list[str] = []
         self._stderr_task: asyncio.Task[None] | None = None
+        #: The agent's own processes at the start of the running turn.
+        self._turn_processes: TurnProcesses | None = None
+        #: A stopped turn's end, still being read after `interrupt` returned.
+        self._winding_down: asyncio.Task[list[Event]] | None = None
+        #: The id of the permission request the running turn is deciding, if any.
+        self.pending_approval: Any = None
 
     @abc.abstractmethod
     def command(self, binary: str) -> list[str]:
@@ -56,6 +80,28 @@ class JsonLinesHarness(Harness):
         await self.on_started()
         return self._proc
 
+    async def prepare_turn(self) -> list[Event]:
+        """Before each turn: let a stopped turn finish (or restart the CLI), start the CLI, and
+        note which processes are the agent's. Returns notices for the new turn."""
+        notices = []
+        if self._winding_down is not None:
+            task, self._winding_down = self._winding_down, None
+            try:
+                await asyncio.wait_for(task, WIND_DOWN_S)
+            except (TimeoutError, HarnessError, OSError) as exc:
+                log.warning("%s did not finish a stopped turn: %r", self.name, exc)
+                await self.close()
+                notices.append(ev.notice(
+                    f"{self.display_name} had not finished the stopped turn after {WIND_DOWN_S:.0f}"
+                    " s, so it was restarted; the conversation is resumed."))  # fmt: skip
+        self.pending_approval = None
+        proc = await self.ensure_started()
+        # Noted at the turn's first message, not now: a CLI started just now may still be
+        # coming up (the sandbox's init, the relay, the CLI itself are not all there yet), and
+        # it speaks before it runs any tool.
+        self._turn_processes = TurnProcesses(proc.members)
+        return notices
+
     async def _collect_stderr(self, proc: HarnessProcess) -> None:
         while line := await proc.stderr.readline():
             text = line.decode(errors="replace").rstrip()
@@ -80,6 +126,8 @@ class JsonLinesHarness(Harness):
                 log.debug("%s: non-JSON line %r", self.name, line[:200])
                 continue
             if isinstance(message, dict):
+                if self._turn_processes is not None and not self._turn_processes.resident:
+                    self._turn_processes.snapshot()
                 return message
 
     async def died(self, harness_session: str | None = None) -> AsyncIterator[Event]:
@@ -98,11 +146,48 @@ class JsonLinesHarness(Harness):
         )
         yield Event(EventKind.TURN_END, {"status": "error", "harness_session": harness_session})
 
+    # -- stopping ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def wind_down(self) -> list[Event]:
+        """Ask the CLI to stop the running turn its own way (answering a pending approval with a
+        denial first), then read until the turn's end; return what is worth keeping of it."""
+
+    async def interrupt(self) -> list[Event]:
+        if not self.running:
+            await self.close()  # a CLI that died mid-turn: whatever it left goes with it
+            return []
+        started = time.monotonic()
+        task = asyncio.create_task(self.wind_down())
+        self._winding_down = task
+        await asyncio.wait({task}, timeout=COMMAND_GRACE_S)
+        killed = await self._turn_processes.kill_strays() if self._turn_processes else []
+        left = STOP_DEADLINE_S - (time.monotonic() - started)
+        await asyncio.wait({task}, timeout=max(0.05, left))
+        out = []
+        if killed:
+            out.append(ev.notice(f"Stopped {describe_killed(killed)} the turn had started."))
+        if not task.done():
+            log.info("%s is still winding down the stopped turn", self.name)
+            return out
+        self._winding_down = None
+        try:
+            return task.result() + out
+        except (HarnessError, OSError) as exc:
+            log.warning("%s failed to stop its turn: %r", self.name, exc)
+        await self.close()  # the next turn starts it again, resuming the conversation
+        return [*out, ev.notice(f"{self.display_name} could not stop its turn, so it was "
+                                "stopped itself; the next prompt resumes the conversation.")]  # fmt: skip
+
     def kill_now(self) -> None:
         if self._proc is not None:
             self._proc.kill_now()
 
     async def close(self) -> None:
+        if self._winding_down is not None:
+            self._winding_down.cancel()
+            self._winding_down = None
+        self._turn_processes = None
         proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(Exception):

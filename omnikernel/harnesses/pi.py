@@ -11,7 +11,6 @@ cross-check of the gateway's).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,14 +19,13 @@ from typing import Any
 from .. import events as ev
 from ..events import Event, EventKind
 from ..gateway import PriceTable
-from .base import HarnessContext
+from .base import HarnessContext, HarnessError
 from .jsonl import JsonLinesHarness
 
 GATE = Path(__file__).with_name("pi_gate.ts")
 KEY_VARIABLE = "OMNIKERNEL_PI_KEY"
 PROVIDER = "omnikernel"
 DEFAULT_MODEL = "claude-sonnet-4-6"
-INTERRUPT_GRACE_S = 5.0
 TOOL_ACTIONS = {"bash": "exec", "read": "read", "write": "write", "edit": "edit",
                 "grep": "search", "find": "search", "ls": "search"}  # fmt: skip
 
@@ -102,7 +100,8 @@ class PiHarness(JsonLinesHarness):
     # -- a turn --------------------------------------------------------------------------------
 
     async def run_turn(self, prompt: str) -> AsyncIterator[Event]:
-        await self.ensure_started()
+        for notice in await self.prepare_turn():
+            yield notice
         await self._command("prompt", message=prompt)
         usage = {"model": self.model, "input_tokens": 0, "output_tokens": 0,
                  "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.0,
@@ -174,27 +173,29 @@ class PiHarness(JsonLinesHarness):
             "request_id": ident, "call_id": request.get("toolCallId", ""), "tool": name,
             "action": TOOL_ACTIONS.get(name, "other"), "summary": tool_summary(args), "input": args,
         })  # fmt: skip
+        self.pending_approval = ident
         yield asked
         decision = await self.ctx.decide(asked)
         yield Event(EventKind.APPROVAL_DECISION, {"request_id": ident, "decision": decision.verdict,
                                                   "reason": decision.reason, "by": decision.by})  # fmt: skip
         await self.send({"type": "extension_ui_response", "id": ident, "confirmed": decision.allow})
+        self.pending_approval = None
 
     # -- stopping ------------------------------------------------------------------------------
 
-    async def interrupt(self) -> list[Event]:
-        if not self.running:
-            return []
-        try:
-            await self._command("abort")
-            async with asyncio.timeout(INTERRUPT_GRACE_S):
-                while (message := await self.read()) is not None:
-                    if message.get("type") == "extension_ui_request" and message.get("method") == "confirm":
-                        await self.send({"type": "extension_ui_response", "id": message.get("id"),
-                                         "confirmed": False})  # fmt: skip
-                    if message.get("type") == "agent_end":
-                        return []
-        except (TimeoutError, BrokenPipeError, ConnectionResetError):
-            pass
-        await self.close()
-        return []
+    async def wind_down(self) -> list[Event]:
+        """The ``abort`` command; Pi ends the turn with ``agent_end``."""
+        if self.pending_approval is not None:
+            await self.send({"type": "extension_ui_response", "id": self.pending_approval,
+                             "confirmed": False})  # fmt: skip
+            self.pending_approval = None
+        await self._command("abort")
+        while (message := await self.read()) is not None:
+            if message.get("type") == "extension_ui_request" and message.get("method") in (
+                "select", "confirm", "input", "editor"
+            ):
+                await self.send({"type": "extension_ui_response", "id": message.get("id"),
+                                 "cancelled": True})  # a dialog racing the stop  # fmt: skip
+            elif message.get("type") == "agent_end":
+                return []
+        raise HarnessError("Pi exited while stopping its turn")

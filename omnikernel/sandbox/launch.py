@@ -98,6 +98,11 @@ class SandboxedProcess(HarnessProcess):
         self.bridge = bridge
         self.egress = egress
 
+    def members(self) -> set[int]:
+        """Everything in the sandbox's cgroup, orphans and setsid'd daemons included (they left
+        the process tree, not the cgroup); the process tree when there is no cgroup."""
+        return self.cgroup.pids() if self.cgroup is not None else super().members()
+
     async def kill(self, grace: float = 2.0) -> None:
         await super().kill(grace)
         self._kill_cgroup()

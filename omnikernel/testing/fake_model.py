@@ -100,6 +100,10 @@ class FakeModelServer(LoopbackServer):
 class BaseHandler(GuardedHandler):
     def initialize(self, server: FakeModelServer) -> None:
         self.server = server
+        self.gone = False
+
+    def on_connection_close(self) -> None:
+        self.gone = True
 
     def guarded_by(self) -> FakeModelServer:
         return self.server
@@ -159,6 +163,10 @@ class BaseHandler(GuardedHandler):
             return
         model = conversation.model or "fake-model"
         ident = f"{prefix}{self.server.next_id()}"
+        if reply.delay:
+            await asyncio.sleep(reply.delay)  # a slow model: nothing at all until then
+            if self.gone:
+                return  # the client gave up (a stop): nobody to answer
         if body.get("stream"):
             await self.stream(streamed(reply, model, ident), reply.chunk_delay)
         else:

@@ -9,7 +9,7 @@ stateless (the conversation picks the step), so any harness, retries and restart
 
 A step may hold `text` (streamed in chunks; ``{prompt}`` is replaced by the prompt),
 `tool_calls`, `usage` (overrides the computed token counts), `chunk_delay` (seconds between
-streamed chunks) and `error` (``{"status": 529, "type": "overloaded_error", "message": ...}``).
+streamed chunks), `delay` (seconds before the answer starts: a slow model) and `error` (``{"status": 529, "type": "overloaded_error", "message": ...}``).
 Tool calls are abstract and built from the tools the request offers:
 ``{"action": "shell", "command": "ls"}``, ``{"action": "write", "path": "a.py", "content": ""}``,
 ``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, or an exact
@@ -66,6 +66,7 @@ class Reply:
     usage: Usage = dataclasses.field(default_factory=Usage)
     chunk_delay: float = 0.0
     error: dict[str, Any] | None = None
+    delay: float = 0.0
 
     @property
     def stop_reason(self) -> str:
@@ -162,7 +163,8 @@ def build_reply(
     usage = Usage(estimate_tokens(request_chars), estimate_tokens(out_chars))
     for key, value in (step.get("usage") or {}).items():
         setattr(usage, key, int(value))
-    return Reply(text, calls, usage, float(step.get("chunk_delay", 0.0)), step.get("error"))
+    return Reply(text, calls, usage, float(step.get("chunk_delay", 0.0)), step.get("error"),
+                 float(step.get("delay", 0.0)))  # fmt: skip
 
 
 def build_tool_call(
