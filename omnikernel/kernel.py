@@ -20,7 +20,7 @@ from ipykernel.ipkernel import IPythonKernel
 from IPython.display import display, update_display
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from . import __version__
+from . import __version__, identity
 from .approval import auto_approve_from_env
 from .events import EventKind
 from .harnesses import HarnessError
@@ -28,7 +28,8 @@ from .harnesses.acp import AcpAgent
 from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
 from .render import CellView, error_bundle
 from .routing import Route, route
-from .session import AgentSession, default_state_dir, session_identity
+from .session import AgentSession, default_state_dir
+from .session_magics import SessionMagics, first_cell_notice
 from .store import SessionStore
 from .upstream import UpstreamConfig
 
@@ -102,8 +103,17 @@ class OmniKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        session_id, notebook = session_identity(os.environ, Path.cwd())
         self.store = SessionStore(self.store_path or None)
+        problem = ""
+        try:
+            who = identity.resolve(os.environ, Path.cwd(), self.store)
+        except identity.SessionNameError as exc:  # a bad OMNIKERNEL_SESSION_ID: say so, go on
+            problem = f"{identity.SESSION_ID_ENV} is ignored: {exc}. "
+            who = identity.resolve(
+                {k: v for k, v in os.environ.items() if k != identity.SESSION_ID_ENV},
+                Path.cwd(),
+                self.store,
+            )
         upstreams = UpstreamConfig(
             anthropic_base_url=self.anthropic_base_url,
             anthropic_api_key=self.anthropic_api_key,
@@ -112,8 +122,10 @@ class OmniKernel(IPythonKernel):
         ).merged_with_env(os.environ)
         self.agents = AgentSession(
             store=self.store,
-            session_id=session_id,
-            notebook=notebook,
+            session_id=who.session_id,
+            notebook=who.notebook,
+            notebook_id=who.notebook_id,
+            how=who.how,
             cwd=Path.cwd(),
             state_dir=default_state_dir(),
             upstream_config=upstreams,
@@ -129,7 +141,10 @@ class OmniKernel(IPythonKernel):
             price_overrides=self.prices,
         )
         assert self.shell is not None
+        notice = problem + (first_cell_notice(who) or "")
+        self.agents.first_notice = notice or None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
+        self.shell.register_magics(SessionMagics(self.shell, self.agents))
         # Our log lines go to the kernel's log (the server's terminal), never into a cell.
         ours = logging.getLogger("omnikernel")
         ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []
