@@ -76,9 +76,12 @@ class SessionMagics(Magics):
         s = self.session
         row = s.store.session(s.session_id)
         turns = row["turns"] if row else 0
+        notebook = s.notebook
+        if row and s.notebook_id in s.store.notebooks_of(s.session_id):
+            notebook = row["notebook"]  # kept current by the server through renames
         lines = [
             f"Session {s.session_id}: {turns} turn(s).",
-            f"Notebook: {s.notebook}"
+            f"Notebook: {notebook}"
             + (f" (file id {s.notebook_id})" if s.notebook_id else " (not known to the kernel)"),
             f"Chosen: {s.how}.",
         ]

@@ -87,13 +87,15 @@ class SessionStore:
             self._db.close()
 
     def open_session(self, session_id: str, notebook: str) -> None:
+        """Create the session's row, or mark it used. An existing row keeps its notebook path:
+        the server extension keeps that current through renames (`set_notebook_path`), while a
+        kernel only knows the path it started with."""
         now = time.time()
         with self._lock:
             self._db.execute(
                 "INSERT INTO sessions (session_id, notebook, created, updated) "
                 "VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(session_id) DO UPDATE SET notebook=excluded.notebook, "
-                "updated=excluded.updated",
+                "ON CONFLICT(session_id) DO UPDATE SET updated=excluded.updated",
                 (session_id, notebook, now, now),
             )
 

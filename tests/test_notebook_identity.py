@@ -228,7 +228,9 @@ def test_each_notebook_keeps_exactly_its_own_conversation(server):
     shown, sent = renamed.prompt("What is the codename now?")
     assert "HERON-3" not in sent and "Handed over" not in shown
     store = SessionStore(server.store)
-    prompts = [e.data["prompt"] for e in store.events(falcon_session, kinds=(EventKind.TURN_START,))]
+    prompts = [
+        e.data["prompt"] for e in store.events(falcon_session, kinds=(EventKind.TURN_START,))
+    ]
     assert len(prompts) == 3 and not any("HERON-3" in p for p in prompts)
     copy.close()
     renamed.close()
@@ -238,7 +240,8 @@ def test_each_notebook_keeps_exactly_its_own_conversation(server):
     server.rename("analysis.ipynb", "projects/analysis.ipynb")
     moved = server.open("projects/analysis.ipynb")
     assert moved.session_id() == falcon_session
-    assert "turn(s)" in moved.run("%session")[1] and "3 turn(s)" in moved.run("%session")[1]
+    about = moved.run("%session")[1]
+    assert "3 turn(s)" in about and "projects/analysis.ipynb (file id" in about
     moved.close()
     row = store.session(falcon_session)
     assert row is not None and row["notebook"].endswith("projects/analysis.ipynb")
@@ -318,3 +321,40 @@ def test_a_path_derived_session_migrates_to_its_notebook(server):
     shown, sent = nb.prompt("What is the codename?")
     assert "Handed over to claude: 1 earlier turn" in shown and "PLOVER-9" in sent
     nb.close()
+
+
+@pytest.fixture
+def model():
+    require_claude()
+    with FakeModelServer(Scenario.from_dict(SCENARIO)) as server:
+        yield server
+
+
+def test_without_a_server_each_run_is_new_unless_named(model, workdir, start_kernel):
+    env = {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "k",
+           "JPY_SESSION_NAME": str(workdir / "Untitled.ipynb")}  # fmt: skip
+    first = start_kernel(workdir, **env)
+    result = first.execute("Please remember WREN-4.")
+    assert result.status == "ok" and "is new for this run" in result.text
+    assert "%session" in result.text and "OMNIKERNEL_SESSION_ID" in result.text
+    assert first.execute("%session wren").status == "ok"  # name it, to continue it later
+    first.execute("Please remember WREN-4 again.")
+    first.stop()
+
+    # Same folder, same notebook path: still a new session, nothing handed over.
+    second = start_kernel(workdir, **env)
+    before = len(model.requests)
+    result = second.execute("What is the codename?")
+    assert "is new for this run" in result.text and "Handed over" not in result.text
+    assert not any("WREN-4" in str(r.body) for r in model.requests[before:])
+    # Named: the run continues the named session, and the cell says so.
+    assert "Attached session wren (1 turn(s))" in second.execute("%session wren").text
+    result = second.execute("What is the codename?")
+    assert "Handed over to claude: 1 earlier turn" in result.text
+    assert "WREN-4 again" in str(model.requests[-1].body)
+    second.stop()
+
+    named = start_kernel(workdir, OMNIKERNEL_SESSION_ID="wren", **env)
+    result = named.execute("What is the codename?")
+    assert "Session wren, named by OMNIKERNEL_SESSION_ID" in result.text
+    assert "Handed over to claude: 2 earlier turns" in result.text
