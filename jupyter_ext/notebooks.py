@@ -6,10 +6,16 @@ its name. jupyter-server-fileid (the file ids jupyter-collaboration uses) keeps 
 that follows renames and moves made through Jupyter and is new for a copy or for a file created
 again after a delete. This module:
 
-- adds the notebook's file id to the kernel's environment as ``OMNIKERNEL_NOTEBOOK_ID``, by
-  wrapping the session manager's `get_kernel_env` (the one place jupyter_server builds a
-  session kernel's environment; wrapping the instance composes with other extensions, where
-  replacing ``session_manager_class`` would not);
+- tells the kernel which notebook it runs. JupyterLab 4 starts a notebook's kernel under a
+  placeholder path (a random uuid) and names the notebook a moment later, by updating the
+  session's path. So the kernel gets its Jupyter session id in ``OMNIKERNEL_JUPYTER_SESSION``,
+  and each time a session is started or its path set, the notebook's file id is written to
+  the session store under that session id; the kernel reads it before its first cell. When the
+  path already names the notebook at start (and for restarts, whose environment jupyter_server
+  refreshes on every path update), ``OMNIKERNEL_NOTEBOOK_ID`` carries the id directly. Both
+  wrap the session manager's methods on the instance (`get_kernel_env`, the one place it builds
+  a kernel's environment, `start_kernel_for_session` and `update_session`), which composes
+  with other extensions where replacing ``session_manager_class`` would not;
 - listens to the contents service's events: a duplicated notebook gets a *fork* of the
   original's session (history copied, the original untouched), and a renamed or moved
   notebook's session records its new path. The kernel picks the session (`omnikernel.identity`).
@@ -19,13 +25,16 @@ Nothing here writes to notebook files, so an open JupyterLab never sees "file ch
 
 from __future__ import annotations
 
+import contextvars
 import os
 from typing import Any
 
-from omnikernel.identity import NOTEBOOK_ID_ENV, fork_for_copy
+from omnikernel.identity import JUPYTER_SESSION_ENV, NOTEBOOK_ID_ENV, fork_for_copy
 from omnikernel.store import SessionStore
 
 CONTENTS_EVENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
+#: The Jupyter session whose kernel is being started (read by the `get_kernel_env` wrapper).
+_starting: contextvars.ContextVar[str | None] = contextvars.ContextVar("starting", default=None)
 
 
 class NotebookIdentity:
@@ -35,6 +44,7 @@ class NotebookIdentity:
         self.serverapp = serverapp
         self.store = store
         self.log = serverapp.log
+        self._warned = False
 
     @property
     def file_ids(self) -> Any:
@@ -43,22 +53,54 @@ class NotebookIdentity:
 
     def install(self) -> None:
         manager = self.serverapp.session_manager
-        original = manager.get_kernel_env
+        get_env, start, update = (
+            manager.get_kernel_env,
+            manager.start_kernel_for_session,
+            manager.update_session,
+        )
 
         def get_kernel_env(path: str | None, name: str | None = None) -> dict[str, str]:
-            env = original(path, name)
+            env = get_env(path, name)
+            if session := _starting.get():
+                env[JUPYTER_SESSION_ENV] = session
             if notebook_id := self.notebook_id(path):
                 env[NOTEBOOK_ID_ENV] = notebook_id
             return env
 
+        async def start_kernel_for_session(session_id: str, path: str | None, *args: Any,
+                                           **kwargs: Any) -> str:  # fmt: skip
+            self.record(session_id, path)
+            token = _starting.set(session_id)
+            try:
+                return await start(session_id, path, *args, **kwargs)
+            finally:
+                _starting.reset(token)
+
+        async def update_session(session_id: str, **kwargs: Any) -> None:
+            await update(session_id, **kwargs)
+            if kwargs.get("path"):
+                self.record(session_id, kwargs["path"])
+
         manager.get_kernel_env = get_kernel_env
+        manager.start_kernel_for_session = start_kernel_for_session
+        manager.update_session = update_session
         self.serverapp.event_logger.add_listener(schema_id=CONTENTS_EVENTS, listener=self.on_event)
+
+    def record(self, session_id: str, path: str | None) -> None:
+        """Note in the store which notebook Jupyter session `session_id` now names."""
         if self.file_ids is None:
+            if self._warned:
+                return
+            self._warned = True
             self.log.warning(
                 "omnikernel: jupyter-server-fileid is not enabled, so kernels cannot tell which "
                 "notebook they run and each run starts a new agent session. Enable it with "
                 "`jupyter server extension enable jupyter_server_fileid`."
             )
+            return
+        if notebook_id := self.notebook_id(path):
+            assert path is not None
+            self.store.record_jupyter_session(session_id, notebook_id, self.os_path(path))
 
     def notebook_id(self, path: str | None) -> str | None:
         """The file id of the notebook at API `path`, if that is a notebook file."""

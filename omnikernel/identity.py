@@ -8,7 +8,9 @@ file created again at a deleted file's path gets a new one. The store binds a fi
 session the notebook uses now. Rules, first match wins:
 
 1. ``OMNIKERNEL_SESSION_ID`` names the session explicitly.
-2. With a notebook id:
+2. With a notebook id (from ``OMNIKERNEL_NOTEBOOK_ID``, or noted in the store for the Jupyter
+   session in ``OMNIKERNEL_JUPYTER_SESSION``: JupyterLab names the notebook only after the
+   kernel started, so the kernel asks again before its first cell):
    a. the session bound to it (a duplicate's was bound to a fork when it was copied);
    b. migration: the session an older omnikernel derived from this notebook's path, if no other
       notebook took it and the notebook still holds a cell that ran one of its turns (so a new
@@ -33,6 +35,8 @@ from .store import SessionStore
 
 SESSION_ID_ENV = "OMNIKERNEL_SESSION_ID"
 NOTEBOOK_ID_ENV = "OMNIKERNEL_NOTEBOOK_ID"
+#: The Jupyter session the kernel serves; the server extension notes its notebook in the store.
+JUPYTER_SESSION_ENV = "OMNIKERNEL_JUPYTER_SESSION"
 #: A session id is also a directory name (the harnesses' private homes), so keep it plain.
 SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
@@ -113,15 +117,18 @@ def _migratable(store: SessionStore, legacy_id: str, path: Path) -> bool:
 def resolve(env: Mapping[str, str], cwd: Path, store: SessionStore) -> Identity:
     """The session this kernel continues, by the rules in the module docstring. Binds a
     notebook seen for the first time (rules 2b and 2c)."""
-    legacy_id, path = legacy_session_id(env, cwd)
-    notebook_id = env.get(NOTEBOOK_ID_ENV, "")
+    notebook_id, named = env.get(NOTEBOOK_ID_ENV, ""), env.get("JPY_SESSION_NAME", "")
+    if not notebook_id and (jupyter_session := env.get(JUPYTER_SESSION_ENV)):
+        if found := store.jupyter_session_notebook(jupyter_session):
+            notebook_id, named = found
+    legacy_id, path = legacy_session_id({"JPY_SESSION_NAME": named} if named else {}, cwd)
     if explicit := env.get(SESSION_ID_ENV):
         return Identity(check_session_name(explicit), path, notebook_id, NAMED_BY_ENV)
     if not notebook_id:
         return Identity(new_session_id(path), path, "", NEW_THIS_RUN)
     if bound := store.notebook_binding(notebook_id):
         return Identity(bound[0], path, notebook_id, bound[1])
-    if env.get("JPY_SESSION_NAME") and _migratable(store, legacy_id, Path(path)):
+    if named and _migratable(store, legacy_id, Path(path)):
         store.bind_notebook(notebook_id, legacy_id, MIGRATED)
         return Identity(legacy_id, path, notebook_id, MIGRATED)
     session_id = new_session_id(path)

@@ -105,15 +105,16 @@ class OmniKernel(IPythonKernel):
         super().__init__(**kwargs)
         self.store = SessionStore(self.store_path or None)
         problem = ""
+        self._identity_env: dict[str, str] = dict(os.environ)
         try:
-            who = identity.resolve(os.environ, Path.cwd(), self.store)
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
         except identity.SessionNameError as exc:  # a bad OMNIKERNEL_SESSION_ID: say so, go on
             problem = f"{identity.SESSION_ID_ENV} is ignored: {exc}. "
-            who = identity.resolve(
-                {k: v for k, v in os.environ.items() if k != identity.SESSION_ID_ENV},
-                Path.cwd(),
-                self.store,
-            )
+            self._identity_env.pop(identity.SESSION_ID_ENV)
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+        #: JupyterLab names the notebook only after starting its kernel: look again at the
+        #: first cell (see `omnikernel.identity`).
+        self._identity_pending = who.per_run and identity.JUPYTER_SESSION_ENV in os.environ
         upstreams = UpstreamConfig(
             anthropic_base_url=self.anthropic_base_url,
             anthropic_api_key=self.anthropic_api_key,
@@ -163,6 +164,11 @@ class OmniKernel(IPythonKernel):
         cell_meta: dict[str, Any] | None = None,
         cell_id: str | None = None,
     ) -> dict[str, Any]:
+        if self._identity_pending:
+            self._identity_pending = False
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+            if not who.per_run:
+                self.agents.adopt(who)
         cell = route(code)
         if cell.kind == "ipython":
             if unknown := self._unknown_magic(cell):

@@ -25,6 +25,7 @@ from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cros
 from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
+from .identity import Identity
 from .store import SessionStore
 from .upstream import PLACEHOLDER_KEY, Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
@@ -104,6 +105,11 @@ class AgentSession:
         )
 
     # -- which session -------------------------------------------------------------------------
+
+    def adopt(self, who: Identity) -> None:
+        """Continue the session `who` names (the kernel learnt its notebook after starting)."""
+        self.notebook, self.notebook_id = who.notebook, who.notebook_id
+        self.use_session(who.session_id, who.how)
 
     def use_session(self, session_id: str, how: str) -> None:
         """Continue `session_id` from now on (`%session`): the harness processes of the old one

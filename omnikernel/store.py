@@ -11,6 +11,8 @@ extension reads the same history concurrently. Invariants:
 - Events are never updated or deleted; harness state that must survive a restart (such as the
   CLI's own conversation id) is read back from the events. A fork copies a session's events
   under a new session id; the original is untouched.
+- ``jupyter_sessions`` is how the server extension tells a kernel which notebook it runs (see
+  `jupyter_ext.notebooks`).
 - ``notebooks`` binds a notebook's identity (the file id the server extension passes the kernel,
   which follows renames and moves) to the session it uses now; see `omnikernel.identity`.
 """
@@ -42,6 +44,12 @@ CREATE TABLE IF NOT EXISTS notebooks (
     session_id  TEXT NOT NULL,
     how         TEXT NOT NULL,
     updated     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jupyter_sessions (
+    jupyter_session TEXT PRIMARY KEY,
+    notebook_id     TEXT NOT NULL,
+    path            TEXT NOT NULL,
+    updated         REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     session_id TEXT NOT NULL,
@@ -150,6 +158,25 @@ class SessionStore:
                 "SET session_id=excluded.session_id, how=excluded.how, updated=excluded.updated",
                 (notebook_id, session_id, how, time.time()),
             )
+
+    def record_jupyter_session(self, jupyter_session: str, notebook_id: str, path: str) -> None:
+        """The server extension notes which notebook a Jupyter session names now."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jupyter_sessions VALUES (?, ?, ?, ?) ON CONFLICT(jupyter_session) "
+                "DO UPDATE SET notebook_id=excluded.notebook_id, path=excluded.path, "
+                "updated=excluded.updated",
+                (jupyter_session, notebook_id, path, time.time()),
+            )
+
+    def jupyter_session_notebook(self, jupyter_session: str) -> tuple[str, str] | None:
+        """(notebook id, path) a Jupyter session names, as the server extension noted it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT notebook_id, path FROM jupyter_sessions WHERE jupyter_session = ?",
+                (jupyter_session,),
+            ).fetchone()
+        return (row[0], row[1]) if row else None
 
     def notebook_binding(self, notebook_id: str) -> tuple[str, str] | None:
         """(session id, how it was bound) of a notebook, or None for a notebook not seen yet."""

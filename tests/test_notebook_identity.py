@@ -78,11 +78,13 @@ class Notebook:
 
     def __init__(self, server: Server, path: str):
         self.server = server
+        # JupyterLab 4 starts the kernel under a placeholder path, then names the notebook.
         model = server.api("POST", "/api/sessions", {
-            "path": path, "name": path.rpartition("/")[2], "type": "notebook",
+            "path": str(uuid.uuid4()), "name": path.rpartition("/")[2], "type": "notebook",
             "kernel": {"name": "omnikernel"},
         })  # fmt: skip
         self.session, kernel = model["id"], model["kernel"]["id"]
+        self.follow_rename(path)
         ws_url = server.url.replace("http", "ws", 1)
         self.client_session = uuid.uuid4().hex
         self.ws = websocket.create_connection(
