@@ -58,6 +58,16 @@ def test_a_notebook_id_keeps_its_session_whatever_the_path(store, tmp_path):
     assert other.session_id != first.session_id and other.how == NEW
 
 
+def test_the_notebook_of_a_jupyter_session_is_read_from_the_store(store, tmp_path):
+    # JupyterLab starts the kernel under a placeholder path and names the notebook after.
+    env = {"OMNIKERNEL_JUPYTER_SESSION": "js-1", "JPY_SESSION_NAME": "3f2a-placeholder"}
+    assert resolve(env, tmp_path, store).per_run  # not named yet
+    store.record_jupyter_session("js-1", "f1", str(tmp_path / "analysis.ipynb"))
+    named = resolve(env, tmp_path, store)
+    assert named.notebook_id == "f1" and named.notebook == str(tmp_path / "analysis.ipynb")
+    assert resolve(env, tmp_path, store).session_id == named.session_id
+
+
 def test_without_a_notebook_id_each_run_is_new_unless_named(store, tmp_path):
     env = {"JPY_SESSION_NAME": "a.ipynb"}
     one, two = resolve(env, tmp_path, store), resolve(env, tmp_path, store)

@@ -83,15 +83,24 @@ class Notebook:
             "path": str(uuid.uuid4()), "name": path.rpartition("/")[2], "type": "notebook",
             "kernel": {"name": "omnikernel"},
         })  # fmt: skip
-        self.session, kernel = model["id"], model["kernel"]["id"]
+        self.session, self.kernel = model["id"], model["kernel"]["id"]
         self.follow_rename(path)
-        ws_url = server.url.replace("http", "ws", 1)
+        self.cells = 0
+        self.connect()
+
+    def connect(self) -> None:
+        ws_url = self.server.url.replace("http", "ws", 1)
         self.client_session = uuid.uuid4().hex
         self.ws = websocket.create_connection(
-            f"{ws_url}/api/kernels/{kernel}/channels?session_id={self.client_session}",
+            f"{ws_url}/api/kernels/{self.kernel}/channels?session_id={self.client_session}",
             header=[f"Authorization: token {TOKEN}"], timeout=180,
         )  # fmt: skip
-        self.cells = 0
+
+    def restart(self) -> None:
+        """The kernel menu's Restart Kernel."""
+        self.ws.close()
+        self.server.api("POST", f"/api/kernels/{self.kernel}/restart")
+        self.connect()
 
     def follow_rename(self, path: str) -> None:
         """What JupyterLab does after renaming an open notebook."""
@@ -284,8 +293,11 @@ def test_session_magic_starts_new_forks_and_attaches(server):
     assert status == "error" and "is not a session name" in shown
     status, shown = nb.run("%session fork a b")
     assert status == "error" and "%session new" in shown
+    # The notebook keeps the session it was switched to, in a restarted kernel...
+    nb.restart()
+    assert nb.session_id() == "kestrel-fork"
     nb.close()
-    # The notebook keeps the session it was switched to for its next kernel.
+    # ...and in its next one.
     reopened = server.open(path)
     assert reopened.session_id() == "kestrel-fork"
     status, listing = reopened.run("%session list")
