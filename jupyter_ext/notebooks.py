@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sqlite3
 from typing import Any
 
 from omnikernel.identity import JUPYTER_SESSION_ENV, NOTEBOOK_ID_ENV, fork_for_copy
@@ -98,9 +99,12 @@ class NotebookIdentity:
                 "`jupyter server extension enable jupyter_server_fileid`."
             )
             return
-        if notebook_id := self.notebook_id(path):
-            assert path is not None
-            self.store.record_jupyter_session(session_id, notebook_id, self.os_path(path))
+        try:
+            if notebook_id := self.notebook_id(path):
+                assert path is not None
+                self.store.record_jupyter_session(session_id, notebook_id, self.os_path(path))
+        except sqlite3.Error as exc:  # never keep a notebook's kernel from starting
+            self.log.error("omnikernel: could not note the notebook of %s: %s", path, exc)
 
     def notebook_id(self, path: str | None) -> str | None:
         """The file id of the notebook at API `path`, if that is a notebook file."""
