@@ -7,14 +7,18 @@ same session store the kernels append to and serves it behind Jupyter's own auth
 - ``GET <base_url>omnikernel/api/sessions/<id>/events?since=SEQ``: a session's events after
   SEQ, oldest first, so a late joiner replays exactly what happened and then polls from there.
 
-The live share server on port 6767 builds on these.
+The live share server on port 6767 builds on these. It also tells each kernel which notebook
+it runs, by a file id that follows renames (`notebooks`), so a notebook keeps its own session.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from omnikernel.store import SessionStore
+
 from .handlers import setup_handlers
+from .notebooks import NotebookIdentity
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
@@ -22,5 +26,7 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    store = serverapp.web_app.settings.setdefault("omnikernel_store", SessionStore())
     setup_handlers(serverapp.web_app)
+    NotebookIdentity(serverapp, store).install()
     serverapp.log.info("omnikernel: session API at %somnikernel/api/", serverapp.base_url)

@@ -23,7 +23,7 @@ from ipykernel.ipkernel import IPythonKernel
 from IPython.display import display, update_display
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from . import __version__
+from . import __version__, identity
 from .approval import auto_approve_from_env
 from .events import EventKind
 from .harnesses import HarnessError
@@ -32,7 +32,8 @@ from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
 from .render import CellView, error_bundle
 from .routing import Route, route
 from .sanitize import SessionImages
-from .session import AgentSession, default_state_dir, session_identity
+from .session import AgentSession, default_state_dir
+from .session_magics import SessionMagics, first_cell_notice
 from .store import SessionStore
 from .upstream import UpstreamConfig
 
@@ -106,8 +107,18 @@ class OmniKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        session_id, notebook = session_identity(os.environ, Path.cwd())
         self.store = SessionStore(self.store_path or None)
+        problem = ""
+        self._identity_env: dict[str, str] = dict(os.environ)
+        try:
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+        except identity.SessionNameError as exc:  # a bad OMNIKERNEL_SESSION_ID: say so, go on
+            problem = f"{identity.SESSION_ID_ENV} is ignored: {exc}. "
+            self._identity_env.pop(identity.SESSION_ID_ENV)
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+        #: JupyterLab names the notebook only after starting its kernel: look again at the
+        #: first cell (see `omnikernel.identity`).
+        self._identity_pending = who.per_run and identity.JUPYTER_SESSION_ENV in os.environ
         upstreams = UpstreamConfig(
             anthropic_base_url=self.anthropic_base_url,
             anthropic_api_key=self.anthropic_api_key,
@@ -116,8 +127,10 @@ class OmniKernel(IPythonKernel):
         ).merged_with_env(os.environ)
         self.agents = AgentSession(
             store=self.store,
-            session_id=session_id,
-            notebook=notebook,
+            session_id=who.session_id,
+            notebook=who.notebook,
+            notebook_id=who.notebook_id,
+            how=who.how,
             cwd=Path.cwd(),
             state_dir=default_state_dir(),
             upstream_config=upstreams,
@@ -136,7 +149,10 @@ class OmniKernel(IPythonKernel):
         # no other image an answer names is ever loaded (see `sanitize`).
         self.images = SessionImages(Path.cwd())
         assert self.shell is not None
+        notice = problem + (first_cell_notice(who) or "")
+        self.agents.first_notice = notice or None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
+        self.shell.register_magics(SessionMagics(self.shell, self.agents))
         # Our log lines go to the kernel's log (the server's terminal), never into a cell.
         ours = logging.getLogger("omnikernel")
         ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []
@@ -155,6 +171,11 @@ class OmniKernel(IPythonKernel):
         cell_meta: dict[str, Any] | None = None,
         cell_id: str | None = None,
     ) -> dict[str, Any]:
+        if self._identity_pending:
+            self._identity_pending = False
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+            if not who.per_run:
+                self.agents.adopt(who)
         cell = route(code)
         if cell.kind == "ipython":
             if unknown := self._unknown_magic(cell):

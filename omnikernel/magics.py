@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M] [--review], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
-    "%sandbox [auto|bwrap|firejail|off], %autoapprove [on|off], %%python. "
+    "%sandbox [auto|bwrap|firejail|off], %autoapprove [on|off], "
+    "%session [new|fork [NAME]|list|NAME], %%python. "
     "IPython's own: %lsmagic."
 )
 

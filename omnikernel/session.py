@@ -10,11 +10,9 @@ continues); switching harness keeps the others alive.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import queue
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -28,6 +26,7 @@ from .guard import new_secret
 from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
+from .identity import Identity
 from .store import SessionStore
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
@@ -41,21 +40,6 @@ STOP_SETTLE_S = 0.2
 log = logging.getLogger(__name__)
 
 
-def session_identity(env: Mapping[str, str], cwd: Path) -> tuple[str, str]:
-    """(session id, notebook path) for this kernel, stable for the notebook.
-
-    jupyter_server names the notebook in ``JPY_SESSION_NAME``; other front ends (nbclient,
-    `jupyter console`) may not, and then the working directory stands for it.
-    ``OMNIKERNEL_SESSION_ID`` overrides both."""
-    notebook = env.get("JPY_SESSION_NAME", "")
-    path = (cwd / notebook).resolve() if notebook else cwd.resolve()
-    if explicit := env.get("OMNIKERNEL_SESSION_ID"):
-        return explicit, str(path)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem or "session").strip("-") or "session"
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
-    return f"{stem}-{digest}", str(path)
-
-
 class AgentSession:
     """The meta-layer above the harnesses of one notebook."""
 
@@ -65,6 +49,8 @@ class AgentSession:
         store: SessionStore,
         session_id: str,
         notebook: str,
+        notebook_id: str = "",
+        how: str = "",
         cwd: Path,
         state_dir: Path,
         upstream_config: UpstreamConfig,
@@ -82,7 +68,14 @@ class AgentSession:
         self.store = store
         self.session_id = session_id
         self.notebook = notebook
+        #: The notebook's file id from the server (empty when unknown) and how the session
+        #: was chosen (see `omnikernel.identity`).
+        self.notebook_id = notebook_id
+        self.how = how
+        #: Said once, in the first prompt cell of this kernel (a session new for each run).
+        self.first_notice: str | None = None
         self.cwd = cwd
+        self._state_root = state_dir
         self.state_dir = state_dir / session_id
         self.upstream_config = upstream_config
         self.harness_paths = dict(harness_paths or {})
@@ -97,12 +90,11 @@ class AgentSession:
         self.turn = store.last_turn(session_id)
         self._harnesses: dict[str, Harness] = {}
         self._rehearsal: Any = None  # the offline model's FakeModelServer, once started
-        store.open_session(session_id, notebook)
+        #: The session's row is written with its first event, so a kernel that never runs a
+        #: prompt leaves no empty session behind.
+        self._opened = False
         # Spend lives in the store, so totals and the budget survive a kernel restart.
-        self.ledger = SpendLedger(
-            SpendRecord.from_dict(e.data)
-            for e in store.events(session_id, kinds=(EventKind.SPEND,))
-        )
+        self.ledger = self._stored_spend()
         self.budget = Budget(budget_usd)
         self.prices = PriceTable.load(overrides=price_overrides)
         self._gateway: Gateway | None = None
@@ -111,6 +103,35 @@ class AgentSession:
         self._spent: queue.SimpleQueue[SpendRecord] = queue.SimpleQueue()
         #: What the running turn is doing, by harness (what a stop stops), while it is open.
         self._activity: dict[str, TurnActivity] = {}
+
+    def _stored_spend(self) -> SpendLedger:
+        return SpendLedger(
+            SpendRecord.from_dict(e.data)
+            for e in self.store.events(self.session_id, kinds=(EventKind.SPEND,))
+        )
+
+    # -- which session -------------------------------------------------------------------------
+
+    def adopt(self, who: Identity) -> None:
+        """Continue the session `who` names (the kernel learnt its notebook after starting)."""
+        self.notebook, self.notebook_id = who.notebook, who.notebook_id
+        self.use_session(who.session_id, who.how)
+
+    def use_session(self, session_id: str, how: str) -> None:
+        """Continue `session_id` from now on (`%session`): the harness processes of the old one
+        stop, the next prompt starts them again with the new session's history handed over,
+        and the notebook (if known) is bound to it for its next kernel."""
+        self.kill_now()
+        self.session_id = session_id
+        self.how = how
+        self.first_notice = None
+        self.state_dir = self._state_root / session_id
+        self.turn = self.store.last_turn(session_id)
+        self.ledger = self._stored_spend()
+        self._last_turn_of.clear()
+        self._opened = False
+        if self.notebook_id:
+            self.store.bind_notebook(self.notebook_id, session_id, how)
 
     # -- choosing ------------------------------------------------------------------------------
 
@@ -202,6 +223,9 @@ class AgentSession:
     # -- running -------------------------------------------------------------------------------
 
     def _record(self, event: Event, harness: str, cell: str) -> Event:
+        if not self._opened:
+            self.store.open_session(self.session_id, self.notebook)
+            self._opened = True
         return self.store.append(
             event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
         )
@@ -237,6 +261,9 @@ class AgentSession:
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
             return
+        if self.first_notice:
+            yield self._record(ev.notice(self.first_notice), name, cell)
+            self.first_notice = None
         if agent.ctx.upstream.offline:
             yield self._record(
                 ev.notice(

@@ -9,7 +9,12 @@ extension reads the same history concurrently. Invariants:
   ``synchronous=NORMAL`` a committed event survives a killed kernel (not a power cut): the
   trade-off that keeps a stream of text deltas cheap.
 - Events are never updated or deleted; harness state that must survive a restart (such as the
-  CLI's own conversation id) is read back from the events.
+  CLI's own conversation id) is read back from the events. A fork copies a session's events
+  under a new session id; the original is untouched.
+- ``jupyter_sessions`` is how the server extension tells a kernel which notebook it runs (see
+  `jupyter_ext.notebooks`).
+- ``notebooks`` binds a notebook's identity (the file id the server extension passes the kernel,
+  which follows renames and moves) to the session it uses now; see `omnikernel.identity`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,18 @@ CREATE TABLE IF NOT EXISTS sessions (
     notebook   TEXT NOT NULL,
     created    REAL NOT NULL,
     updated    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notebooks (
+    notebook_id TEXT PRIMARY KEY,
+    session_id  TEXT NOT NULL,
+    how         TEXT NOT NULL,
+    updated     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jupyter_sessions (
+    jupyter_session TEXT PRIMARY KEY,
+    notebook_id     TEXT NOT NULL,
+    path            TEXT NOT NULL,
+    updated         REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     session_id TEXT NOT NULL,
@@ -69,20 +86,123 @@ class SessionStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        if "origin" not in columns:  # stores written before forks existed
+            self._db.execute("ALTER TABLE sessions ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def open_session(self, session_id: str, notebook: str) -> None:
+        """Create the session's row, or mark it used. An existing row keeps its notebook path:
+        the server extension keeps that current through renames (`set_notebook_path`), while a
+        kernel only knows the path it started with."""
         now = time.time()
         with self._lock:
             self._db.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(session_id) DO UPDATE SET notebook=excluded.notebook, "
-                "updated=excluded.updated",
+                "INSERT INTO sessions (session_id, notebook, created, updated) "
+                "VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET updated=excluded.updated",
                 (session_id, notebook, now, now),
             )
+
+    def set_notebook_path(self, session_id: str, notebook: str) -> None:
+        """Record where a session's notebook lives now (after a rename or move)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET notebook = ? WHERE session_id = ?", (notebook, session_id)
+            )
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        """One session's row (as `sessions()` lists it, plus ``origin``), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT s.session_id, s.notebook, s.created, s.updated, "
+                "(SELECT COUNT(*) FROM events e WHERE e.session_id = s.session_id), "
+                "(SELECT COALESCE(MAX(turn), 0) FROM events e WHERE e.session_id = s.session_id), "
+                "s.origin FROM sessions s WHERE s.session_id = ?",
+                (session_id,),
+            ).fetchone()
+        keys = ("session_id", "notebook", "created", "updated", "events", "turns", "origin")
+        return dict(zip(keys, row, strict=True)) if row else None
+
+    def fork_session(self, source: str, new_id: str, notebook: str) -> int:
+        """Start session `new_id` with a copy of `source`'s events (same sequence numbers, so
+        it continues where `source` stood); `source` is untouched. Returns the events copied."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO sessions (session_id, notebook, created, updated, origin) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (new_id, notebook, now, now, source),
+                )
+                copied = self._db.execute(
+                    "INSERT INTO events SELECT ?, seq, ts, kind, harness, turn, cell, data "
+                    "FROM events WHERE session_id = ? ORDER BY seq",
+                    (new_id, source),
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return copied
+
+    def bind_notebook(self, notebook_id: str, session_id: str, how: str) -> None:
+        """From now on the notebook `notebook_id` uses `session_id` (`how` says why)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO notebooks VALUES (?, ?, ?, ?) ON CONFLICT(notebook_id) DO UPDATE "
+                "SET session_id=excluded.session_id, how=excluded.how, updated=excluded.updated",
+                (notebook_id, session_id, how, time.time()),
+            )
+
+    def record_jupyter_session(self, jupyter_session: str, notebook_id: str, path: str) -> None:
+        """The server extension notes which notebook a Jupyter session names now."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jupyter_sessions VALUES (?, ?, ?, ?) ON CONFLICT(jupyter_session) "
+                "DO UPDATE SET notebook_id=excluded.notebook_id, path=excluded.path, "
+                "updated=excluded.updated",
+                (jupyter_session, notebook_id, path, time.time()),
+            )
+
+    def jupyter_session_notebook(self, jupyter_session: str) -> tuple[str, str] | None:
+        """(notebook id, path) a Jupyter session names, as the server extension noted it."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT notebook_id, path FROM jupyter_sessions WHERE jupyter_session = ?",
+                (jupyter_session,),
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def notebook_binding(self, notebook_id: str) -> tuple[str, str] | None:
+        """(session id, how it was bound) of a notebook, or None for a notebook not seen yet."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT session_id, how FROM notebooks WHERE notebook_id = ?", (notebook_id,)
+            ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def notebooks_of(self, session_id: str) -> list[str]:
+        """The notebook ids bound to a session (normally at most one)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT notebook_id FROM notebooks WHERE session_id = ? ORDER BY updated",
+                (session_id,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def cells_of(self, session_id: str) -> set[str]:
+        """The cell ids this session's turns ran in (empty ids left out)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT cell FROM events WHERE session_id = ? AND cell != ''",
+                (session_id,),
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def append(self, event: Event) -> Event:
         """Commit `event` under its session and return it with its sequence number."""
@@ -159,8 +279,8 @@ class SessionStore:
         with self._lock:
             rows = self._db.execute(
                 "SELECT s.session_id, s.notebook, s.created, s.updated, "
-                "(SELECT COUNT(*) FROM events e WHERE e.session_id = s.session_id) "
+                "(SELECT COUNT(*) FROM events e WHERE e.session_id = s.session_id), s.origin "
                 "FROM sessions s ORDER BY s.updated DESC"
             ).fetchall()
-        keys = ("session_id", "notebook", "created", "updated", "events")
+        keys = ("session_id", "notebook", "created", "updated", "events", "origin")
         return [dict(zip(keys, row, strict=True)) for row in rows]

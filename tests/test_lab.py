@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from omnikernel.store import SessionStore
+
 from .conftest import REPO, kernel_env, require_claude
 
 CHROMIUM = "/usr/bin/chromium"
@@ -63,7 +65,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     argv = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-        "--ServerApp.disable_check_xsrf=False",
+        "--ServerApp.disable_check_xsrf=False", f"--BaseFileIdManager.db_path={tmp / 'fileid.db'}",
     ]  # fmt: skip
     if os.getuid() == 0:
         argv.append("--allow-root")
@@ -153,3 +155,8 @@ def test_quickstart_prompt_streams_in_jupyterlab(lab):
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     later = lab.get(f"/omnikernel/api/sessions/{session['session_id']}/events?since=3")["events"]
     assert [e["seq"] for e in later] == list(range(4, len(events) + 1))
+    # JupyterLab's own session request got the notebook its file id: the session is the
+    # notebook's, not its path's.
+    store = SessionStore(lab.store)
+    assert store.notebooks_of(session["session_id"]), "the kernel did not learn the notebook id"
+    store.close()

@@ -9,7 +9,6 @@ from omnikernel import approval, render
 from omnikernel.events import Event, EventKind
 from omnikernel.magics import parse_agent_args, table
 from omnikernel.routing import route
-from omnikernel.session import session_identity
 from omnikernel.upstream import PLACEHOLDER_KEY, UpstreamConfig, resolve
 
 
@@ -105,15 +104,6 @@ def test_resolve_upstream():
     assert gateway.base_url == "http://127.0.0.1:9"
     configured_wins = UpstreamConfig(anthropic_api_key="cfg").merged_with_env(env)
     assert configured_wins.anthropic_api_key == "cfg"
-
-
-def test_session_identity_is_stable_per_notebook(tmp_path):
-    a1 = session_identity({"JPY_SESSION_NAME": "a.ipynb"}, tmp_path)
-    a2 = session_identity({"JPY_SESSION_NAME": str(tmp_path / "a.ipynb")}, tmp_path)
-    b = session_identity({"JPY_SESSION_NAME": "b.ipynb"}, tmp_path)
-    assert a1 == a2 and a1[0] != b[0] and a1[0].startswith("a-")
-    assert session_identity({}, tmp_path)[1] == str(tmp_path.resolve())
-    assert session_identity({"OMNIKERNEL_SESSION_ID": "x"}, Path("/"))[0] == "x"
 
 
 def test_fence_survives_backticks():
