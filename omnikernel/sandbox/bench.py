@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..spawn import spawn
+from ..process import start_process
 from .launch import BACKENDS, self_test, start_sandboxed
 from .spec import SandboxSpec, default_hidden, protected_in
 
@@ -22,7 +22,7 @@ from .spec import SandboxSpec, default_hidden, protected_in
 async def start_and_wait(backend: str | None, spec: SandboxSpec) -> float:
     started = time.perf_counter()
     if backend is None:
-        proc = await spawn(["/bin/true"], cwd=spec.workdir, env=spec.env)
+        proc = await start_process(["/bin/true"], cwd=spec.workdir, env=spec.env)
     else:
         proc = await start_sandboxed(["/bin/true"], spec, BACKENDS[backend])
     proc.stdin.close()

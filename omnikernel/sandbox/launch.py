@@ -16,12 +16,14 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-from ..spawn import LINE_LIMIT, HarnessProcess
+from ..process import LINE_LIMIT, HarnessProcess
 from . import bwrap, firejail
 from .bridge import Bridge, inside_command
 from .cgroup import CGroup
 from .egress import EgressProxy, proxy_env
-from .spec import SandboxSpec
+from .exposed import listening_sockets, root_only_files
+from .rundir import RunDir
+from .spec import SandboxSpec, home_dirs, plan
 
 BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
 CHOICES = ("auto", *BACKENDS, "off")
@@ -43,15 +45,20 @@ def self_test(name: str) -> str:
     path = binary_of(backend)
     if path is None:
         return f"{backend.binary} is not installed ({backend.install})"
-    with tempfile.TemporaryDirectory() as work:
-        spec = SandboxSpec(workdir=Path(work), env={"PATH": "/usr/bin:/bin"})
-        try:
-            done = subprocess.run(
-                backend.command(path, ["/bin/true"], spec), cwd=work, env=spec.env,
-                capture_output=True, text=True, timeout=20,
-            )  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{backend.binary} failed its self-test: {exc}"
+    run = RunDir.create()
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            spec = SandboxSpec(workdir=Path(work), env={"PATH": "/usr/bin:/bin"},
+                               closed=home_dirs())  # fmt: skip
+            try:
+                done = subprocess.run(
+                    sandbox_command(backend, path, ["/bin/true"], spec, run), cwd=work,
+                    env=spec.env, capture_output=True, text=True, timeout=20,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"{backend.binary} failed its self-test: {exc}"
+    finally:
+        run.remove()
     if done.returncode != 0:
         return f"{backend.binary} failed its self-test: {done.stderr.strip()[:300]}"
     return ""
@@ -80,8 +87,20 @@ def resolve(choice: str) -> ModuleType | None:
     )
 
 
+def sandbox_command(
+    backend: ModuleType, path: str, argv: list[str], spec: SandboxSpec, run: RunDir
+) -> list[str]:
+    """The backend's command line for `spec`: placeholders made, root-only files and every
+    other unix socket masked (see `exposed`)."""
+    run.place(spec.read_only)
+    keep = (spec.bridge_dir,) if spec.bridge_dir else ()
+    masked = (*root_only_files(), *listening_sockets(keep))
+    return backend.command(path, argv, spec.workdir, plan(spec, masked), run)
+
+
 class SandboxedProcess(HarnessProcess):
-    """A harness process inside a sandbox; stopping it stops its whole cgroup."""
+    """A harness process inside a sandbox; stopping it stops its whole cgroup and removes what
+    it left on the host (its run dir: bridge sockets, placeholders)."""
 
     def __init__(
         self,
@@ -91,12 +110,14 @@ class SandboxedProcess(HarnessProcess):
         cgroup: CGroup | None,
         bridge: Bridge | None,
         egress: EgressProxy | None = None,
+        run: RunDir | None = None,
     ):
         super().__init__(process, argv)
         self.backend = backend
         self.cgroup = cgroup
         self.bridge = bridge
         self.egress = egress
+        self.run = run
 
     async def kill(self, grace: float = 2.0) -> None:
         await super().kill(grace)
@@ -105,10 +126,17 @@ class SandboxedProcess(HarnessProcess):
             await self.bridge.close()
         if self.egress is not None:
             await self.egress.close()
+        self._remove_run_dir()
 
     def kill_now(self) -> None:
         super().kill_now()
         self._kill_cgroup()
+        self._remove_run_dir()
+
+    def _remove_run_dir(self) -> None:
+        if self.run is not None:
+            self.run.remove()
+            self.run = None
 
     def _kill_cgroup(self) -> None:
         if self.cgroup is not None:
@@ -122,32 +150,43 @@ async def start_sandboxed(
     path = binary_of(backend)
     if path is None:
         raise SandboxUnavailableError(f"{backend.binary} is not installed: {backend.install}")
-    egress = None
-    if spec.allow_hosts:
-        egress = EgressProxy(spec.allow_hosts)
-        await egress.start()
-        spec = dataclasses.replace(
-            spec,
-            env={**spec.env, **proxy_env(egress.port)},
-            bridged_ports=(*spec.bridged_ports, egress.port),
+    run = RunDir.create()
+    egress = bridge = None
+    try:
+        if spec.allow_hosts:
+            egress = EgressProxy(spec.allow_hosts)
+            await egress.start()
+            spec = dataclasses.replace(
+                spec,
+                env={**spec.env, **proxy_env(egress.port)},
+                bridged_ports=(*spec.bridged_ports, egress.port),
+            )
+        if spec.bridged_ports:
+            if spec.bridge_dir is None:
+                spec = dataclasses.replace(
+                    spec, bridge_dir=run.bridge_dir, readable=(*spec.readable, run.bridge_dir)
+                )
+            assert spec.bridge_dir is not None
+            bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
+            await bridge.start()
+        inner = inside_command(list(argv), spec.bridge_dir, spec.bridged_ports)
+        command = sandbox_command(backend, path, inner, spec, run)
+        cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            cwd=str(spec.workdir),
+            env=dict(spec.env),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            limit=LINE_LIMIT,
+            preexec_fn=cgroup.add_self if cgroup else None,
         )
-    bridge = None
-    if spec.bridged_ports:
-        if spec.bridge_dir is None:
-            raise ValueError("bridged ports need a bridge_dir inside a writable path")
-        bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
-        await bridge.start()
-    inner = inside_command(list(argv), spec.bridge_dir, spec.bridged_ports)
-    cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
-    process = await asyncio.create_subprocess_exec(
-        *backend.command(path, inner, spec),
-        cwd=str(spec.workdir),
-        env=dict(spec.env),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        limit=LINE_LIMIT,
-        preexec_fn=cgroup.add_self if cgroup else None,
-    )
-    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress)
+    except BaseException:
+        for service in (bridge, egress):
+            if service is not None:
+                await service.close()
+        run.remove()
+        raise
+    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress, run)
