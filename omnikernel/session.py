@@ -72,6 +72,7 @@ class AgentSession:
         budget_usd: float | None = None,
         sandbox: str = "auto",
         allow_hosts: tuple[str, ...] = (),
+        readable: tuple[Path, ...] = (),
         acp_agents: Mapping[str, AcpAgent] | None = None,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
     ):
@@ -86,6 +87,11 @@ class AgentSession:
         self.rehearsal_scenario = rehearsal_scenario
         self.sandbox = sandbox
         self.allow_hosts = tuple(allow_hosts)
+        #: Paths agents may read inside the closed home (`%sandbox read`).
+        self.readable = tuple(readable)
+        #: What agents never see: the store and every session's state (this one's own harness
+        #: dir is opened again by the sandbox).
+        self.hidden_from_agents = (store.path.parent, state_dir)
         agents = {**DEFAULT_ACP_AGENTS, **(acp_agents or {})}
         self.available = {**discover(), **{n: acp_harness(n, a) for n, a in agents.items()}}
         self.current = harness
@@ -183,6 +189,8 @@ class AgentSession:
                 binary=self.harness_paths.get(name),
                 sandbox=self.sandbox,
                 allow_hosts=self.allow_hosts,
+                readable=self.readable,
+                hidden=self.hidden_from_agents,
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
@@ -219,8 +227,9 @@ class AgentSession:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
                 await agent.change_model(self.models.get(name))
-            if (agent.ctx.sandbox, agent.ctx.allow_hosts) != (self.sandbox, self.allow_hosts):
-                agent.ctx.sandbox, agent.ctx.allow_hosts = self.sandbox, self.allow_hosts
+            wanted = (self.sandbox, self.allow_hosts, self.readable)
+            if (agent.ctx.sandbox, agent.ctx.allow_hosts, agent.ctx.readable) != wanted:
+                agent.ctx.sandbox, agent.ctx.allow_hosts, agent.ctx.readable = wanted
                 await agent.close()  # restarts inside the new sandbox, resuming its conversation
         except HarnessError as exc:
             yield self._record(ev.error(str(exc)), name, cell)

@@ -32,7 +32,8 @@ from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 #: folder that is the home directory).
 HOME_SECRETS = (
     ".ssh", ".aws", ".config", ".azure", ".netrc", ".docker", ".kube", ".gnupg",
-    ".git-credentials", ".npmrc", ".pypirc", ".password-store", ".env",
+    ".git-credentials", ".npmrc", ".pypirc", ".password-store", ".env", ".local/share/keyrings",
+    ".cargo/credentials", ".cargo/credentials.toml", ".m2/settings.xml", ".gradle/gradle.properties",
     # agent CLIs' own logins and conversations
     ".claude", ".claude.json", ".codex", ".pi", ".gemini", ".cursor",
     # shell and REPL histories
@@ -235,13 +236,43 @@ def interpreter_root(binary: str, path_env: str) -> Path | None:
 
 
 def cli_readable(binary: str, path_env: str) -> tuple[Path, ...]:
-    """What an agent CLI needs to read to start: its install, its interpreter's install and
-    the directories on the PATH it gets."""
+    """What an agent CLI and the commands it runs need to read inside a closed home: its
+    install, its interpreter's install, and for each directory on the PATH it gets: the
+    directory, the tool install it belongs to (``~/.pyenv`` for ``~/.pyenv/shims``,
+    ``~/.nvm/versions/node/v22`` for its ``bin``) and the installs its symlinks point into
+    (pipx, uv and npm globals in ``~/.local/bin``)."""
     found = [install_root(binary)]
     if (interpreter := interpreter_root(binary, path_env)) is not None:
         found.append(interpreter)
-    found += [Path(p) for p in path_env.split(os.pathsep) if p and os.path.isabs(p)]
+    homes = home_dirs()
+    for entry in path_env.split(os.pathsep):
+        if not entry or not os.path.isabs(entry) or not os.path.isdir(entry):
+            continue
+        directory = Path(os.path.realpath(entry))
+        if not any(directory.is_relative_to(h) for h in homes):
+            continue
+        found.append(directory)
+        parent = directory.parent
+        if directory.name in ("bin", "shims") and parent.name != ".local" and not is_home(
+            parent, homes
+        ):
+            found.append(parent)
+        with os.scandir(directory) as entries:
+            for item in entries:
+                if item.is_symlink():
+                    target = os.path.realpath(item.path)
+                    if any(Path(target).is_relative_to(h) for h in homes):
+                        found.append(_tool_root(Path(target)))
     return tuple(dict.fromkeys(found))
+
+
+def _tool_root(real: Path) -> Path:
+    """The install a resolved executable belongs to: its ``node_modules`` root, a virtual
+    environment (the parent of its ``bin``), or its own directory."""
+    roots = [p for p in real.parents if p.name == "node_modules"]
+    if roots:
+        return roots[-1]
+    return real.parent.parent if real.parent.name == "bin" else real.parent
 
 
 def existing(paths: Iterable[Path]) -> list[Path]:
@@ -305,3 +336,37 @@ def opened_inside(mount: Mount, mounts: Iterable[Mount]) -> list[Path]:
 
 def _inside_any(path: Path, roots: Iterable[Path]) -> bool:
     return any(path.is_relative_to(r) for r in roots)
+
+
+def for_agent(
+    *,
+    workdir: Path,
+    env: dict[str, str],
+    argv0: str,
+    private: tuple[Path, ...],
+    readable: tuple[Path, ...] = (),
+    hidden: tuple[Path, ...] = (),
+    bridged_ports: tuple[int, ...] = (),
+    allow_hosts: tuple[str, ...] = (),
+) -> SandboxSpec:
+    """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
+    writable, the protected paths read-only (all of them if the folder is a home directory),
+    homes closed but for the CLI's install, interpreter and PATH and the user's `readable`
+    paths; home secrets, Jupyter's dirs and `hidden` (the session store, the other sessions'
+    state) masked."""
+    homes = home_dirs()
+    read_only = protected_in(workdir, home=is_home(workdir, homes))
+    kernel_home = Path(os.path.expanduser("~"))
+    secrets = tuple(h / name for h in {kernel_home, workdir} for name in HOME_SECRETS)
+    return SandboxSpec(
+        workdir=workdir,
+        env=env,
+        writable=private,
+        hidden=(*secrets, *jupyter_private_dirs(), *hidden),
+        read_only=read_only,
+        pinned=pins_for(read_only, (workdir,)),
+        readable=(*cli_readable(argv0, env.get("PATH", "")), *readable),
+        closed=homes,
+        bridged_ports=bridged_ports,
+        allow_hosts=allow_hosts,
+    )
