@@ -27,6 +27,7 @@ from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cros
 from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
+from .sandbox.spec import explain_refusal
 from .store import SessionStore
 from .upstream import PLACEHOLDER_KEY, Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
@@ -289,6 +290,9 @@ class AgentSession:
                 for spend in self._drain_spend(name, cell):
                     yield spend
                 yield self._record(event, name, cell)
+                if event.kind == EventKind.TOOL_RESULT and agent.sandbox_backend != "off":
+                    if why := explain_refusal(str(event.data.get("output", ""))):
+                        yield self._record(ev.notice(why), name, cell)
         except HarnessError as exc:
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)

@@ -370,3 +370,24 @@ def for_agent(
         bridged_ports=bridged_ports,
         allow_hosts=allow_hosts,
     )
+
+
+REFUSALS = ("Read-only file system", "Device or resource busy", "Permission denied")
+
+
+def explain_refusal(output: str) -> str | None:
+    """What to tell the user when a tool's output shows the sandbox refused a write (the
+    kernel's own error says only "Read-only file system" or "Device or resource busy")."""
+    if not any(r in output for r in REFUSALS):
+        return None
+    for entry in sorted(PROTECTED, key=lambda e: -len(e.name)):
+        if entry.name in output:
+            return (f"The sandbox keeps `{entry.name}` read-only: {entry.why}. Make that change "
+                    "yourself, outside the sandbox, if you want it.")  # fmt: skip
+    if "Device or resource busy" in output:
+        return ("The sandbox keeps protected paths and the folders holding them (such as "
+                "`.git`) in place: they cannot be moved, replaced or deleted.")  # fmt: skip
+    if "Read-only file system" in output:
+        return ("The sandbox lets agents write only the notebook's folder and their private "
+                "dirs; everything else is read-only.")  # fmt: skip
+    return None
