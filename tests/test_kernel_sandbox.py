@@ -119,3 +119,52 @@ def test_allow_rules_open_one_host_for_the_agent(box, workdir, start_kernel, tmp
         assert kernel.execute("%sandbox allow nonsense/path").status == "error"
     finally:
         registry.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "firejail"])
+def test_a_notebook_folder_that_is_the_home_is_as_safe_as_any(backend, tmp_path, start_kernel):
+    """`jupyter lab` started in ~: the real claude CLI, driven through the kernel, tries to
+    plant a shell start-up file and a global git config and to read a login and the store."""
+    import subprocess
+
+    require_claude()
+    home = tmp_path / "home"
+    jupyter_data = home / ".local/share/jupyter"
+    store = jupyter_data / "omnikernel/sessions.sqlite3"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude/.credentials.json").write_text("CLAUDE-LOGIN-SECRET")
+    marker = tmp_path / "PWNED"
+    shell = lambda command: {"tool_calls": [{"action": "shell", "command": command}]}
+    steps = {
+        "bashrc": f"echo 'touch {marker}' >> {home}/.bashrc",
+        "gitconfig": f"git config --file {home}/.gitconfig core.fsmonitor 'touch {marker}; false'",
+        "login": f"cat {home}/.claude/.credentials.json",
+        "store": f"cat {store}",
+    }
+    rules = [{"match": name, "steps": [{"text": "Trying.", **shell(command)}, {"text": "Done."}]}
+             for name, command in steps.items()]  # fmt: skip
+    server = FakeModelServer(Scenario.from_dict({"rules": rules}))
+    server.start_in_thread()
+    try:
+        kernel = start_kernel(
+            home, HOME=str(home), OMNIKERNEL_SANDBOX=backend, OMNIKERNEL_STORE=str(store),
+            OMNIKERNEL_STATE_DIR=str(jupyter_data / "omnikernel/harness-state"),
+            JUPYTER_RUNTIME_DIR=str(jupyter_data / "runtime"), ANTHROPIC_API_KEY="k",
+            ANTHROPIC_BASE_URL=server.base_url, OMNIKERNEL_AUTO_APPROVE="1",
+        )  # fmt: skip
+        bashrc = kernel.execute("Plant the bashrc.")
+        assert "The sandbox keeps `.bashrc` read-only" in bashrc.text, bashrc.text
+        gitconfig = kernel.execute("Plant the gitconfig.")
+        assert "The sandbox keeps `.gitconfig` read-only" in gitconfig.text, gitconfig.text
+        assert "CLAUDE-LOGIN-SECRET" not in kernel.execute("Read the login.").text
+        store_read = kernel.execute("Read the store.")
+        # The store holds every prompt so far; read, the output would show the first one.
+        assert store.exists() and "Plant the bashrc" not in store_read.text, store_read.text
+    finally:
+        server.stop_thread()
+    host_env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    subprocess.run(["bash", "-ic", "true"], env=host_env, capture_output=True, timeout=30)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], env=host_env, check=True)
+    subprocess.run(["git", "status"], cwd=repo, env=host_env, capture_output=True, timeout=30)
+    assert not marker.exists()

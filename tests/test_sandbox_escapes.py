@@ -154,21 +154,26 @@ def test_host_sockets_and_host_tmp_are_out_of_reach(backend, world, tmp_path):
         server.bind(str(path))
         server.listen()
         servers.append(server)
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract.bind(f"\0omnikernel-test-{os.getpid()}")
+    abstract.listen()
+    servers.append(abstract)
     host_file = Path("/tmp") / f"omnikernel-test-host-{uuid.uuid4().hex[:8]}"
     host_file.write_text("HOST-TMP")
     probe = "; ".join(
         f"{sys.executable if backend == 'none' else '/usr/bin/python3'} -c "
         f"\"import socket; s = socket.socket(socket.AF_UNIX); s.connect('{p}'); print('CONNECTED')\""
-        for p in sockets
+        for p in [*sockets, f"\\0omnikernel-test-{os.getpid()}"]
     )
     try:
         out = run(backend, f"{probe}; cat {host_file}", agent_spec(world, world["project"]))[1]
     finally:
         host_file.unlink()
-        for server, path in zip(servers, sockets, strict=True):
+        for server in servers:
             server.close()
+        for path in sockets:
             path.unlink()
-    assert out.count("CONNECTED") == (2 if backend == "none" else 0), out
+    assert out.count("CONNECTED") == (3 if backend == "none" else 0), out
     assert ("HOST-TMP" in out) is (backend == "none"), out
 
 
@@ -218,8 +223,8 @@ def test_the_agent_can_still_commit(backend, world):
     assert "agent commit" in log
 
 
-@pytest.mark.parametrize("relative", [".vscode/tasks.json", ".idea/workspace.xml", ".envrc",
-                                      ".gitmodules", ".git/hooks/post-checkout",
+@pytest.mark.parametrize("relative", [".vscode/tasks.json", ".idea/workspace.xml",
+                                      ".git/hooks/post-checkout", ".git/info/attributes",
                                       ".omnikernel/policy.toml"])  # fmt: skip
 def test_files_host_tools_run_cannot_be_created(backend, world, relative):
     target = world["project"] / relative
@@ -227,6 +232,17 @@ def test_files_host_tools_run_cannot_be_created(backend, world, relative):
               agent_spec(world, world["project"]))[1]  # fmt: skip
     blocked(backend, out)
     assert (target.exists() and target.read_text() == "planted\n") is (backend == "none")
+
+
+@pytest.mark.parametrize("name", [".envrc", ".gitmodules", ".bashrc", ".config/app.toml"])
+def test_existing_files_host_tools_read_cannot_be_changed(backend, world, name):
+    """In any folder, not only a home: an existing one stays as it is."""
+    target = world["project"] / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_text("original\n")
+    out = run(backend, f"echo planted >> {target}", agent_spec(world, world["project"]))[1]
+    blocked(backend, out)
+    assert ("planted" in target.read_text()) is (backend == "none")
 
 
 def test_shell_startup_file_in_a_notebook_folder_that_is_the_home(backend, world):
@@ -310,6 +326,8 @@ PROBES = {
     "create .vscode": "mkdir {work}/.vscode/x",
     "rename .git": "mv {work}/.git {work}/.git-away",
     "write /tmp": "echo x > /tmp/made && cat /tmp/made",
+    "read the kernel's environment": "cat /proc/{kernel}/environ",
+    "write a home inside": "echo x >> /home/.omnikernel-probe",
 }  # fmt: skip
 
 
@@ -320,7 +338,8 @@ def answer(code: int, out: str) -> str:
 
 def test_both_backends_give_the_same_answers(world):
     spec = agent_spec(world, world["project"])
-    fields = {"home": world["home"], "work": world["project"], "own": world["own"]}
+    fields = {"home": world["home"], "work": world["project"], "own": world["own"],
+              "kernel": os.getpid()}  # fmt: skip
     answers = {}
     for backend in SANDBOXES:
         answers[backend] = {name: answer(*run(backend, probe.format(**fields), spec))

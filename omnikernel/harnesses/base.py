@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from ..approval import Decision
 from ..events import Event
-from ..sandbox import SandboxUnavailableError, for_agent
+from ..sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from ..sandbox import resolve as resolve_sandbox
 from ..spawn import HarnessProcess, spawn
 from ..upstream import Upstream
@@ -155,17 +155,23 @@ class Harness(abc.ABC):
         spec = None
         if backend is not None:
             port = urlsplit(self.ctx.upstream.base_url).port
-            spec = for_agent(
-                workdir=self.ctx.cwd,
-                env=env,
-                argv0=argv[0],
-                private=(self.ctx.state_dir / self.name,),
-                readable=(*self.readable_paths(), *self.ctx.readable),
-                hidden=self.ctx.hidden,
-                bridged_ports=(port,) if port else (),
-                allow_hosts=self.ctx.allow_hosts,
-            )
+            try:
+                spec = self._sandbox_spec(argv, env, port)
+            except ValueError as exc:
+                raise HarnessError(str(exc)) from None
         return await spawn(argv, cwd=self.ctx.cwd, env=env, sandbox=spec, backend=backend)
+
+    def _sandbox_spec(self, argv: list[str], env: dict[str, str], port: int | None) -> SandboxSpec:
+        return for_agent(
+            workdir=self.ctx.cwd,
+            env=env,
+            argv0=argv[0],
+            private=(self.ctx.state_dir / self.name,),
+            readable=(*self.readable_paths(), *self.ctx.readable),
+            hidden=self.ctx.hidden,
+            bridged_ports=(port,) if port else (),
+            allow_hosts=self.ctx.allow_hosts,
+        )
 
     def readable_paths(self) -> tuple[Path, ...]:
         """Files of ours the CLI must read inside the sandbox (e.g. an extension it loads)."""

@@ -41,6 +41,9 @@ HOME_SECRETS = (
     ".lesshst", ".viminfo", ".mysql_history", ".sqlite_history",
 )  # fmt: skip
 
+#: Folders a notebook's folder must not contain: the agent could rewrite the system.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/lib", "/boot", "/var")
+
 #: The project's own policy files (issue 9's policy engine reads them beside the notebook):
 #: the agent must not loosen the rules it runs under.
 POLICY_PATHS = (".omnikernel",)
@@ -53,8 +56,12 @@ class Protected:
     name: str
     kind: str  # "file" or "dir": what an empty placeholder for a missing entry is
     why: str
-    #: Only dangerous in a home directory (host programs read it from ``~`` only).
+    #: Host programs read it from a home directory only: elsewhere an existing one is
+    #: read-only but a missing one is not blocked (no empty ``.bashrc`` in every project).
     home_only: bool = False
+    #: A missing one is blocked with a placeholder. False where a new file needs the user's
+    #: own action before anything runs, and a placeholder would show in `git status`.
+    block_creation: bool = True
 
 
 _SHELL = "a login or interactive shell on the host runs it"
@@ -68,11 +75,14 @@ PROTECTED = (
     Protected(".git/modules", "dir", "submodules' own config and hooks live there"),
     Protected(".git/info", "dir", "per-repository attributes and excludes: can switch on "
               "filters the host's git then runs"),
-    Protected(".gitmodules", "file", "submodule URLs and paths the host's git fetches"),
+    Protected(".gitmodules", "file", "submodule URLs and paths the host's git fetches (a new "
+              "one does nothing until the user runs `git submodule update`)",
+              block_creation=False),
     Protected(".vscode", "dir", "VS Code runs tasks on folder open and loads workspace settings "
               "(terminal profiles, interpreters)"),
     Protected(".idea", "dir", "JetBrains IDEs run configured tools and startup tasks"),
-    Protected(".envrc", "file", "direnv sources it in the user's shell on `cd`"),
+    Protected(".envrc", "file", "direnv sources it in the user's shell on `cd` (a new or "
+              "changed one waits for `direnv allow`)", block_creation=False),
     *(Protected(p, "dir", "the notebook's policy: an agent must not loosen its own rules")
       for p in POLICY_PATHS),
     Protected(".bashrc", "file", _SHELL, True),
@@ -158,13 +168,14 @@ def is_home(path: Path, homes: Iterable[Path]) -> bool:
 
 
 def protected_in(directory: Path, home: bool = False) -> tuple[Path, ...]:
-    """The mandatory read-only paths inside writable `directory` (all of `PROTECTED` if it is a
-    home directory). A trailing "/" in the result marks a directory placeholder."""
+    """The mandatory read-only paths inside writable `directory`: every `PROTECTED` entry that
+    exists, and the missing ones whose creation must be blocked (placeholders go there)."""
     found = []
     for entry in PROTECTED:
-        if entry.home_only and not home:
-            continue
-        found.append(Path(directory / entry.name))
+        path = Path(directory / entry.name)
+        blocked = entry.block_creation and (home or not entry.home_only)
+        if blocked or os.path.lexists(path):
+            found.append(path)
     return tuple(found)
 
 
@@ -354,10 +365,21 @@ def for_agent(
     homes closed but for the CLI's install, interpreter and PATH and the user's `readable`
     paths; home secrets, Jupyter's dirs and `hidden` (the session store, the other sessions'
     state) masked."""
+    if any(Path(system).is_relative_to(workdir) for system in SYSTEM_TREES):
+        raise ValueError(
+            f"The notebook's folder {workdir} holds system directories ({', '.join(SYSTEM_TREES)}), "
+            "and an agent may write everything in it: start Jupyter in a project folder."
+        )
     homes = home_dirs()
+    # The folder itself, and every home directory inside it (a folder that is /home).
+    inner_homes = {h for h in homes if h.is_relative_to(workdir) and h != Path("/home")}
+    if Path("/home").is_relative_to(workdir):
+        inner_homes |= {p for p in Path("/home").iterdir() if p.is_dir()}
     read_only = protected_in(workdir, home=is_home(workdir, homes))
+    for home in sorted(inner_homes - {workdir}):
+        read_only += protected_in(home, home=True)
     kernel_home = Path(os.path.expanduser("~"))
-    secrets = tuple(h / name for h in {kernel_home, workdir} for name in HOME_SECRETS)
+    secrets = tuple(h / name for h in {kernel_home, workdir, *inner_homes} for name in HOME_SECRETS)
     return SandboxSpec(
         workdir=workdir,
         env=env,
