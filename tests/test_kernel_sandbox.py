@@ -168,3 +168,33 @@ def test_a_notebook_folder_that_is_the_home_is_as_safe_as_any(backend, tmp_path,
     subprocess.run(["git", "init", "-q", str(repo)], env=host_env, check=True)
     subprocess.run(["git", "status"], cwd=repo, env=host_env, capture_output=True, timeout=30)
     assert not marker.exists()
+
+
+def test_sandbox_read_opens_one_folder_of_the_home(tmp_path, start_kernel):
+    require_claude()
+    home = tmp_path / "home"
+    work = home / "project"
+    data = home / "datasets"
+    for d in (work, data):
+        d.mkdir(parents=True)
+    (data / "table.csv").write_text("DATASET-ROW")
+    (home / ".env").write_text("HOME-DOTENV-SECRET")
+    command = f"cat {data}/table.csv {home}/.env"
+    rule = {"match": "dataset", "steps": [{"text": "Reading.", "tool_calls": [
+        {"action": "shell", "command": command}]}, {"text": "Read."}]}  # fmt: skip
+    server = FakeModelServer(Scenario.from_dict({"rules": [rule]}))
+    server.start_in_thread()
+    try:
+        kernel = start_kernel(work, HOME=str(home), ANTHROPIC_API_KEY="k",
+                              ANTHROPIC_BASE_URL=server.base_url, OMNIKERNEL_AUTO_APPROVE="1")  # fmt: skip
+        closed = kernel.execute("Read the dataset.")
+        assert "DATASET-ROW" not in closed.text
+        opened = kernel.execute(f"%sandbox read {data}")
+        assert str(data) in opened.text and opened.status == "ok"
+        read = kernel.execute("Read the dataset again.")
+        assert "DATASET-ROW" in read.text, read.text
+        assert "HOME-DOTENV-SECRET" not in read.text
+        missing = kernel.execute("%sandbox read ~/no-such-folder")
+        assert missing.status == "error" and "does not exist" in missing.text
+    finally:
+        server.stop_thread()

@@ -438,3 +438,19 @@ def test_every_protected_entry_says_why():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for entry in PROTECTED:
         assert f"`{entry.name}`" in readme, f"README does not say why {entry.name} is protected"
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        ("error: could not lock config file .git/config: Read-only file system", "`.git/config`"),
+        ("mv: cannot move '.git' to 'x': Device or resource busy", "cannot be moved"),
+        ("bash: /home/u/.bashrc: Read-only file system", "`.bashrc`"),
+        ("touch: cannot touch '/usr/x': Read-only file system", "only the notebook's folder"),
+        ("cat: x: Permission denied", None),  # not the sandbox's doing as far as we can tell
+        ("all good", None),
+    ],
+)
+def test_refusals_are_explained(output, says):
+    why = explain_refusal(output)
+    assert (why is None) if says is None else (says in why)
