@@ -212,6 +212,36 @@ def test_git_init_in_a_folder_without_a_repo(backend, world):
     blocked(backend, out)
     host_git_status(world, folder)
     assert marker.exists() is (backend == "none")
+    if backend != "none":  # the placeholders are gone, and what git init made holds no config
+        assert not (folder / ".git" / "config").exists()
+        assert not (folder / ".git" / "commondir").exists()
+
+
+def test_git_commondir_pointing_at_a_planted_config(backend, world):
+    """Beyond the anchors: `.git/commondir` makes git read its config from another dir."""
+    marker = world["marker"]
+    script = (f"mkdir -p evil/objects evil/refs && cp .git/config evil/config && printf "
+              f"'[core]\\n\\tfsmonitor = \"touch {marker}; false\"\\n' >> evil/config && "
+              "echo ../evil > .git/commondir")  # fmt: skip
+    out = run(backend, script, agent_spec(world, world["project"]))[1]
+    blocked(backend, out)
+    host_git_status(world, world["project"])
+    assert marker.exists() is (backend == "none")
+    assert not (world["project"] / ".git" / "commondir").exists() or backend == "none"
+
+
+def test_a_git_file_pointing_elsewhere_cannot_be_rewritten(backend, world):
+    """A worktree's `.git` is a file naming its git dir: rewritten, it could name a planted one."""
+    worktree = world["home"] / "wt"
+    git("worktree", "add", "-q", str(worktree), cwd=world["project"], env=world["host_env"])
+    marker = world["marker"]
+    script = (f"(cd $TMPDIR && git init -q made) && cp -r $TMPDIR/made/.git evil && git config "
+              f"--file evil/config core.fsmonitor 'touch {marker}; false' && "
+              "echo 'gitdir: evil' > .git")  # fmt: skip
+    out = run(backend, script, agent_spec(world, worktree))[1]
+    blocked(backend, out)
+    host_git_status(world, worktree)
+    assert marker.exists() is (backend == "none")
 
 
 def test_the_agent_can_still_commit(backend, world):

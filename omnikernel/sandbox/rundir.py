@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .spec import placeholder_kind
+from .spec import placeholder_for
 
 
 def run_root() -> Path:
@@ -81,10 +81,11 @@ class RunDir:
             try:
                 for p in missing[:-1]:
                     p.mkdir()
-                if placeholder_kind(path) == "dir":
+                entry = placeholder_for(path)
+                if entry is not None and entry.kind == "dir":
                     path.mkdir()
                 else:
-                    path.touch()
+                    path.write_text(entry.content if entry else "")
             except OSError:
                 continue  # a read-only tree needs no placeholder: nothing can be created there
             # innermost first, so removal empties children before their parents
@@ -129,15 +130,17 @@ def live_placeholders(root: Path, exclude: Path | None = None) -> set[str]:
 
 
 def remove_placeholders(paths: list[str], in_use: set[str]) -> None:
-    """Remove each placeholder still empty (never a file or dir someone has since filled)."""
-    for name in paths:
+    """Remove each placeholder still as it was made (never a file or dir someone has since
+    filled), innermost first."""
+    for name in sorted(paths, key=lambda n: -len(Path(n).parts)):
         if name in in_use:
             continue
         path = Path(name)
+        entry = placeholder_for(path)
         with contextlib.suppress(OSError):
             if path.is_dir() and not path.is_symlink():
                 path.rmdir()  # only if empty
-            elif path.is_file() and path.stat().st_size == 0:
+            elif path.is_file() and path.read_text() == (entry.content if entry else ""):
                 path.unlink()
 
 

@@ -62,6 +62,8 @@ class Protected:
     #: A missing one is blocked with a placeholder. False where a new file needs the user's
     #: own action before anything runs, and a placeholder would show in `git status`.
     block_creation: bool = True
+    #: What a placeholder file holds (empty, unless an empty file would break its reader).
+    content: str = ""
 
 
 _SHELL = "a login or interactive shell on the host runs it"
@@ -73,6 +75,9 @@ PROTECTED = (
               "filters and credential helpers from it on the next `git status` on the host"),
     Protected(".git/hooks", "dir", "git runs hooks on the host (commit, checkout, merge)"),
     Protected(".git/modules", "dir", "submodules' own config and hooks live there"),
+    Protected(".git/commondir", "file", "names the directory git reads the repository's config "
+              "from: a new one points git at a config the agent wrote (the placeholder, "
+              "`.`, names the repository itself)", content=".\n"),
     Protected(".git/info", "dir", "per-repository attributes and excludes: can switch on "
               "filters the host's git then runs"),
     Protected(".gitmodules", "file", "submodule URLs and paths the host's git fetches (a new "
@@ -169,8 +174,9 @@ def is_home(path: Path, homes: Iterable[Path]) -> bool:
 
 def protected_in(directory: Path, home: bool = False) -> tuple[Path, ...]:
     """The mandatory read-only paths inside writable `directory`: every `PROTECTED` entry that
-    exists, and the missing ones whose creation must be blocked (placeholders go there)."""
-    found = []
+    exists, and the missing ones whose creation must be blocked (placeholders go there). A
+    ``.git`` file (a worktree's or submodule's pointer to its git dir) is protected whole."""
+    found = [directory / ".git"] if (directory / ".git").is_file() else []
     for entry in PROTECTED:
         path = Path(directory / entry.name)
         blocked = entry.block_creation and (home or not entry.home_only)
@@ -179,11 +185,12 @@ def protected_in(directory: Path, home: bool = False) -> tuple[Path, ...]:
     return tuple(found)
 
 
-def placeholder_kind(path: Path) -> str:
+def placeholder_for(path: Path) -> Protected | None:
+    """The `PROTECTED` entry `path` is an instance of, if any."""
     for entry in PROTECTED:
         if path.as_posix().endswith("/" + entry.name):
-            return entry.kind
-    return "file"
+            return entry
+    return None
 
 
 def pins_for(read_only: Iterable[Path], writable: Iterable[Path]) -> tuple[Path, ...]:
@@ -284,6 +291,25 @@ def _tool_root(real: Path) -> Path:
     if roots:
         return roots[-1]
     return real.parent.parent if real.parent.name == "bin" else real.parent
+
+
+def git_dirs_of(workdir: Path) -> tuple[Path, ...]:
+    """The git dir a ``.git`` file points to (a worktree or submodule checkout) and its common
+    dir, so git works in the folder: readable, not writable (they lie outside it)."""
+    pointer = workdir / ".git"
+    try:
+        text = pointer.read_text() if pointer.is_file() else ""
+    except OSError:
+        return ()
+    if not text.startswith("gitdir:"):
+        return ()
+    gitdir = (workdir / text.removeprefix("gitdir:").strip()).resolve()
+    found = [gitdir]
+    try:
+        found.append((gitdir / (gitdir / "commondir").read_text().strip()).resolve())
+    except OSError:
+        pass
+    return tuple(found)
 
 
 def existing(paths: Iterable[Path]) -> list[Path]:
@@ -387,7 +413,7 @@ def for_agent(
         hidden=(*secrets, *jupyter_private_dirs(), *hidden),
         read_only=read_only,
         pinned=pins_for(read_only, (workdir,)),
-        readable=(*cli_readable(argv0, env.get("PATH", "")), *readable),
+        readable=(*cli_readable(argv0, env.get("PATH", "")), *git_dirs_of(workdir), *readable),
         closed=homes,
         bridged_ports=bridged_ports,
         allow_hosts=allow_hosts,
