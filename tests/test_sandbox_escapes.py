@@ -484,3 +484,23 @@ def test_every_protected_entry_says_why():
 def test_refusals_are_explained(output, says):
     why = explain_refusal(output)
     assert (why is None) if says is None else (says in why)
+
+
+def test_our_kernel_does_not_import_modules_planted_in_the_notebook_folder(tmp_path):
+    """`python -m X` puts the working directory first on sys.path, so a kernel started in the
+    notebook's folder would import a package the agent wrote there (`omnikernel/`, or any module
+    the kernel imports). Our kernelspec runs Python with -P, which leaves the folder out."""
+    spec = json.loads((Path(__file__).resolve().parent.parent /
+                       "share/jupyter/kernels/omnikernel/kernel.json").read_text())  # fmt: skip
+    folder = tmp_path / "notebooks"
+    (folder / "omnikernel").mkdir(parents=True)
+    marker = tmp_path / "PWNED"
+    (folder / "omnikernel" / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    (folder / "omnikernel" / "__main__.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    version = [sys.executable, *spec["argv"][1:spec["argv"].index("-f")], "--version"]
+    unsafe = [sys.executable, "-m", "omnikernel", "--version"]
+    subprocess.run(version, cwd=folder, env=env, capture_output=True, timeout=60)
+    assert not marker.exists()
+    subprocess.run(unsafe, cwd=folder, env=env, capture_output=True, timeout=60)
+    assert marker.exists(), "without -P the planted package runs"
