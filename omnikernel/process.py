@@ -73,7 +73,9 @@ class HarnessProcess:
             os.killpg(self.process.pid, sig)
 
 
-async def start_process(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> HarnessProcess:
+async def start_process(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+) -> HarnessProcess:
     """Start `argv` unsandboxed with exactly `env`, in its own process group."""
     process = await asyncio.create_subprocess_exec(
         *argv,

@@ -146,7 +146,10 @@ def test_root_only_files_and_the_real_home_are_unreadable(backend, world):
 def test_host_sockets_and_host_tmp_are_out_of_reach(backend, world, tmp_path):
     """Unix sockets anywhere (tmux, docker, D-Bus, other sessions' bridges; here one in the
     notebook's folder and one under /run) cannot be connected to; /tmp is private."""
-    sockets = [world["project"] / "s" / "agent.sock", Path(f"/run/omnikernel-test-{os.getpid()}.sock")]
+    sockets = [
+        world["project"] / "s" / "agent.sock",
+        Path(f"/run/omnikernel-test-{os.getpid()}.sock"),
+    ]
     servers = []
     for path in sockets:
         path.parent.mkdir(exist_ok=True)
@@ -196,7 +199,9 @@ def test_git_fsmonitor_planted_in_the_notebook_repo(backend, world):
 def test_git_dir_renamed_and_recreated(backend, world):
     """Moving `.git` away and making a new one with a planted config: `.git` is pinned."""
     marker = world["marker"]
-    script = (f"mv .git .git-away && git init -q && git config core.fsmonitor 'touch {marker}; false'")
+    script = (
+        f"mv .git .git-away && git init -q && git config core.fsmonitor 'touch {marker}; false'"
+    )
     out = run(backend, script, agent_spec(world, world["project"]))[1]
     blocked(backend, out)
     host_git_status(world, world["project"])
@@ -498,7 +503,7 @@ def test_our_kernel_does_not_import_modules_planted_in_the_notebook_folder(tmp_p
     (folder / "omnikernel" / "__init__.py").write_text(f"open({str(marker)!r}, 'w')\n")
     (folder / "omnikernel" / "__main__.py").write_text("")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    version = [sys.executable, *spec["argv"][1:spec["argv"].index("-f")], "--version"]
+    version = [sys.executable, *spec["argv"][1 : spec["argv"].index("-f")], "--version"]
     unsafe = [sys.executable, "-m", "omnikernel", "--version"]
     subprocess.run(version, cwd=folder, env=env, capture_output=True, timeout=60)
     assert not marker.exists()

@@ -21,7 +21,9 @@ binary = "bwrap"
 install = "apt-get install -y --no-install-recommends bubblewrap"
 
 
-def command(bwrap: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir) -> list[str]:
+def command(
+    bwrap: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir
+) -> list[str]:
     args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     read_only_later: list[str] = []
     for mount in mounts:

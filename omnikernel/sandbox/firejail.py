@@ -47,7 +47,9 @@ def _blacklist_around(path: Path, keep: list[Path]) -> list[str]:
     return args
 
 
-def command(firejail: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir) -> list[str]:
+def command(
+    firejail: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir
+) -> list[str]:
     args = [firejail, "--quiet", "--noprofile", "--net=none", "--read-only=/"]
     home = _home()
     # Always one whitelist under /tmp (a private /tmp) and one under the home (a closed home).

@@ -271,8 +271,10 @@ def cli_readable(binary: str, path_env: str) -> tuple[Path, ...]:
             continue
         found.append(directory)
         parent = directory.parent
-        if directory.name in ("bin", "shims") and parent.name != ".local" and not is_home(
-            parent, homes
+        if (
+            directory.name in ("bin", "shims")
+            and parent.name != ".local"
+            and not is_home(parent, homes)
         ):
             found.append(parent)
         with os.scandir(directory) as entries:
@@ -357,8 +359,10 @@ def plan(spec: SandboxSpec, masked_extra: Iterable[Path] = ()) -> list[Mount]:
     mounts += [Mount("pin", p) for p in existing(spec.pinned)]
     mounts += [Mount("protect", p) for p in existing(spec.read_only)]
     for path in dict.fromkeys(existing([*spec.hidden, *masked_extra])):
-        if _inside_any(path, closed) and not _inside_any(path, opened) and not any(
-            o.is_relative_to(path) for o in opened
+        if (
+            _inside_any(path, closed)
+            and not _inside_any(path, opened)
+            and not any(o.is_relative_to(path) for o in opened)
         ):
             continue  # nothing opens it: already invisible
         mounts.append(Mount("mask", path))
