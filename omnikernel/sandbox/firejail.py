@@ -52,8 +52,13 @@ def command(
 ) -> list[str]:
     args = [firejail, "--quiet", "--noprofile", "--net=none", "--read-only=/"]
     home = _home()
+    # A whitelisted path cannot be the home itself: a folder that is (or holds) the home opens
+    # it, and its masks and protected paths do the rest.
+    home_open = any(home.is_relative_to(m.path) for m in mounts if m.kind in ("ro", "rw"))
     # Always one whitelist under /tmp (a private /tmp) and one under the home (a closed home).
-    args += [f"--whitelist={run.bridge_dir}", f"--whitelist={home}/.omnikernel-sandbox-closed"]
+    args.append(f"--whitelist={run.bridge_dir}")
+    if not home_open:
+        args.append(f"--whitelist={home}/.omnikernel-sandbox-closed")
     for mount in mounts:
         path = mount.path
         if mount.kind == "empty":
@@ -63,7 +68,7 @@ def command(
                 continue  # other users' homes are hidden by default
             args += _blacklist_around(path, opened_inside(mount, mounts))
         elif mount.kind in ("ro", "rw"):
-            if _whitelistable(path):
+            if _whitelistable(path) and not (home_open and path.is_relative_to(home)):
                 args.append(f"--whitelist={path}")
             args.append(f"--read-{'only' if mount.kind == 'ro' else 'write'}={path}")
         elif mount.kind == "pin":

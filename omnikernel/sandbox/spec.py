@@ -366,7 +366,18 @@ def plan(spec: SandboxSpec, masked_extra: Iterable[Path] = ()) -> list[Mount]:
         ):
             continue  # nothing opens it: already invisible
         mounts.append(Mount("mask", path))
-    return sorted(mounts, key=lambda m: (len(m.path.parts), ORDER[m.kind]))
+    ordered = sorted(mounts, key=lambda m: (len(m.path.parts), ORDER[m.kind]))
+    return [m for m in ordered if not (m.kind == "mask" and _hidden_by_outer_mask(m, ordered))]
+
+
+def _hidden_by_outer_mask(mask: Mount, mounts: list[Mount]) -> bool:
+    """True if the innermost mount strictly enclosing `mask` is another mask: that one hides
+    it already (and an empty read-only dir has no mount point for it)."""
+    enclosing = [m for m in mounts if m.path != mask.path and mask.path.is_relative_to(m.path)]
+    if not enclosing:
+        return False
+    innermost = max(enclosing, key=lambda m: (len(m.path.parts), ORDER[m.kind]))
+    return innermost.kind == "mask"
 
 
 def opened_inside(mount: Mount, mounts: Iterable[Mount]) -> list[Path]:
