@@ -509,3 +509,25 @@ def test_our_kernel_does_not_import_modules_planted_in_the_notebook_folder(tmp_p
     assert not marker.exists()
     subprocess.run(unsafe, cwd=folder, env=env, capture_output=True, timeout=60)
     assert marker.exists(), "without -P the planted package runs"
+
+
+def test_the_real_home_as_notebook_folder_renders_on_both_backends():
+    """The account's own home (where firejail cannot whitelist, and where Jupyter's data dir
+    and its runtime dir are masks inside masks): rendered, not run, so nothing is placed in
+    the real home by the test."""
+    from omnikernel.sandbox import bwrap, firejail
+    from omnikernel.sandbox.spec import plan
+
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    spec = for_agent(workdir=home, env={"PATH": "/usr/bin:/bin"}, argv0="/bin/sh", private=())
+    mounts = plan(spec)
+    masks = [m.path for m in mounts if m.kind == "mask"]
+    assert not [m for m in masks if any(m != o and m.is_relative_to(o) for o in masks)]
+    run = RunDir(Path("/tmp/omnikernel-run-test/x"))
+    fj = firejail.command("firejail", ["true"], home, mounts, run)
+    assert f"--whitelist={home}" not in fj and not any("sandbox-closed" in a for a in fj)
+    assert f"--read-write={home}" in fj and f"--read-only={home}/.bashrc" in fj
+    bw = bwrap.command("bwrap", ["true"], home, mounts, run)
+    triples = list(zip(bw, bw[1:], bw[2:], strict=False))
+    assert ("--bind", str(home), str(home)) in triples
+    assert ("--remount-ro", str(home)) not in list(zip(bw, bw[1:], strict=False))
