@@ -1,6 +1,6 @@
 """What a sandbox must enforce, independent of the backend that enforces it.
 
-Invariants of every spec (both backends render the same `Plan`):
+Invariants of every spec (both backends render the same `plan`):
 
 - reads: system trees are readable read-only; home directories (`/home`, `/root`, the kernel's
   ``$HOME``) and ``/tmp`` appear empty except for the paths the spec opens: the working
@@ -416,11 +416,15 @@ def for_agent(
     inner_homes = {h for h in homes if h.is_relative_to(workdir) and h != Path("/home")}
     if Path("/home").is_relative_to(workdir):
         inner_homes |= {p for p in Path("/home").iterdir() if p.is_dir()}
-    read_only = protected_in(workdir, home=is_home(workdir, homes))
+    workdir_is_home = is_home(workdir, homes)
+    read_only = protected_in(workdir, home=workdir_is_home)
     for home in sorted(inner_homes - {workdir}):
         read_only += protected_in(home, home=True)
-    kernel_home = Path(os.path.expanduser("~"))
-    secrets = tuple(h / name for h in {kernel_home, workdir, *inner_homes} for name in HOME_SECRETS)
+    # A project's own `.env` is the project's; a home's secrets are the user's.
+    secret_roots = {Path(os.path.expanduser("~")), *inner_homes}
+    if workdir_is_home:
+        secret_roots.add(workdir)
+    secrets = tuple(h / name for h in secret_roots for name in HOME_SECRETS)
     return SandboxSpec(
         workdir=workdir,
         env=env,
