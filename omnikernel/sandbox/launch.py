@@ -151,42 +151,46 @@ async def start_sandboxed(
     if path is None:
         raise SandboxUnavailableError(f"{backend.binary} is not installed: {backend.install}")
     run = RunDir.create()
-    egress = bridge = None
     try:
-        if spec.allow_hosts:
-            egress = EgressProxy(spec.allow_hosts)
-            await egress.start()
-            spec = dataclasses.replace(
-                spec,
-                env={**spec.env, **proxy_env(egress.port)},
-                bridged_ports=(*spec.bridged_ports, egress.port),
-            )
-        if spec.bridged_ports:
-            if spec.bridge_dir is None:
-                spec = dataclasses.replace(
-                    spec, bridge_dir=run.bridge_dir, readable=(*spec.readable, run.bridge_dir)
-                )
-            assert spec.bridge_dir is not None
-            bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
-            await bridge.start()
-        inner = inside_command(list(argv), spec.bridge_dir, spec.bridged_ports)
-        command = sandbox_command(backend, path, inner, spec, run)
-        cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
-        process = await asyncio.create_subprocess_exec(
-            *command,
-            cwd=str(spec.workdir),
-            env=dict(spec.env),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=LINE_LIMIT,
-            preexec_fn=cgroup.add_self if cgroup else None,
-        )
+        return await _start(argv, spec, backend, path, run)
     except BaseException:
-        for service in (bridge, egress):
-            if service is not None:
-                await service.close()
         run.remove()
         raise
+
+
+async def _start(
+    argv: list[str], spec: SandboxSpec, backend: ModuleType, path: str, run: RunDir
+) -> SandboxedProcess:
+    egress = None
+    if spec.allow_hosts:
+        egress = EgressProxy(spec.allow_hosts)
+        await egress.start()
+        spec = dataclasses.replace(
+            spec,
+            env={**spec.env, **proxy_env(egress.port)},
+            bridged_ports=(*spec.bridged_ports, egress.port),
+        )
+    bridge = None
+    if spec.bridged_ports:
+        if spec.bridge_dir is None:  # the run dir's: removed with it
+            spec = dataclasses.replace(
+                spec, bridge_dir=run.bridge_dir, readable=(*spec.readable, run.bridge_dir)
+            )
+        assert spec.bridge_dir is not None
+        bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
+        await bridge.start()
+    inner = inside_command(list(argv), spec.bridge_dir, spec.bridged_ports)
+    command = sandbox_command(backend, path, inner, spec, run)
+    cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=str(spec.workdir),
+        env=dict(spec.env),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        limit=LINE_LIMIT,
+        preexec_fn=cgroup.add_self if cgroup else None,
+    )
     return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress, run)
