@@ -90,6 +90,11 @@ class OmniKernel(IPythonKernel):
         help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
         "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
     ).tag(config=True)
+    sandbox_readable = List(
+        Unicode(),
+        help="Paths under a home directory agents may read (the home is closed to them "
+        "otherwise), e.g. ['~/datasets']. `%sandbox read PATH` adds more.",
+    ).tag(config=True)
     acp_agents = Dict(
         help="Agents spoken to over the Agent Client Protocol, by name: {'codex-acp': "
         "{'command': ['codex-acp'], 'wire': 'openai'}} (a bare command list works too). "
@@ -142,6 +147,7 @@ class OmniKernel(IPythonKernel):
             budget_usd=self.budget_usd,
             sandbox=os.environ.get("OMNIKERNEL_SANDBOX") or self.sandbox,
             allow_hosts=tuple(self.sandbox_allow),
+            readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,
         )

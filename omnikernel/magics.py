@@ -8,6 +8,7 @@ prompt runs asynchronously and IPython cell magics cannot.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M] [--review], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
-    "%sandbox [auto|bwrap|firejail|off], %autoapprove [on|off], "
+    "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
     "%session [new|fork [NAME]|list|NAME], %%python. "
     "IPython's own: %lsmagic."
 )
@@ -290,11 +291,15 @@ class OmniMagics(Magics):
     @line_magic
     def sandbox(self, line: str) -> None:
         """%sandbox [auto|bwrap|firejail|off]: the OS sandbox agents run in (off: opt out).
-        %sandbox allow [HOST[:PORT] ...|--clear]: hosts agents may reach (e.g. a registry)."""
+        %sandbox allow [HOST[:PORT] ...|--clear]: hosts agents may reach (e.g. a registry).
+        %sandbox read [PATH ...|--clear]: paths in a home directory agents may read."""
         word = line.strip().lower()
         session = self.session
         if word.split()[:1] == ["allow"]:
             self._allow(line.split()[1:])
+            return
+        if word.split()[:1] == ["read"]:
+            self._read(shlex.split(line)[1:])
             return
         if word:
             if word not in CHOICES:
@@ -318,10 +323,35 @@ class OmniMagics(Magics):
         else:
             show(
                 f"Sandbox: {backend.name} ({session.sandbox}). Agents may write only the "
-                f"notebook's folder and their private dirs; secrets and Jupyter's runtime dir "
-                f"are hidden; the network is off but for the model gateway"
+                f"notebook's folder and their private dirs (git config and hooks, shell start-up "
+                f"files and the other protected paths stay read-only); home directories are "
+                f"closed but for the notebook's folder"
+                + (f" and {', '.join(map(str, session.readable))}" if session.readable else "")
+                + "; Jupyter's dirs, the session store and secrets are hidden; the network is "
+                "off but for the model gateway"
                 + (f" and {', '.join(session.allow_hosts)}." if session.allow_hosts else ".")
             )
+
+    def _read(self, paths: list[str]) -> None:
+        session = self.session
+        if paths == ["--clear"]:
+            session.readable = ()
+        elif paths:
+            found = []
+            for name in paths:
+                path = (session.cwd / os.path.expanduser(name)).resolve()
+                if not path.exists():
+                    raise UsageError(f"{name!r} does not exist ({path}); name a file or folder")
+                found.append(path)
+            session.readable = tuple(dict.fromkeys(session.readable + tuple(found)))
+        if session.readable:
+            show(
+                f"Agents may read {', '.join(map(str, session.readable))} (from their next "
+                "turn; secrets such as ~/.ssh stay hidden inside); the rest of the home "
+                "directories stays closed."
+            )
+        else:
+            show("Home directories are closed to agents but for the notebook's folder.")
 
     def _allow(self, rules: list[str]) -> None:
         session = self.session

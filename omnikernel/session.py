@@ -27,6 +27,7 @@ from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from .identity import Identity
+from .sandbox.spec import explain_refusal
 from .store import SessionStore
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
@@ -62,6 +63,7 @@ class AgentSession:
         budget_usd: float | None = None,
         sandbox: str = "auto",
         allow_hosts: tuple[str, ...] = (),
+        readable: tuple[Path, ...] = (),
         acp_agents: Mapping[str, AcpAgent] | None = None,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
     ):
@@ -83,6 +85,11 @@ class AgentSession:
         self.rehearsal_scenario = rehearsal_scenario
         self.sandbox = sandbox
         self.allow_hosts = tuple(allow_hosts)
+        #: Paths agents may read inside the closed home (`%sandbox read`).
+        self.readable = tuple(readable)
+        #: What agents never see: the store and every session's state (this one's own harness
+        #: dir is opened again by the sandbox).
+        self.hidden_from_agents = (store.path.parent, state_dir)
         agents = {**DEFAULT_ACP_AGENTS, **(acp_agents or {})}
         self.available = {**discover(), **{n: acp_harness(n, a) for n, a in agents.items()}}
         self.current = harness
@@ -213,6 +220,8 @@ class AgentSession:
                 binary=self.harness_paths.get(name),
                 sandbox=self.sandbox,
                 allow_hosts=self.allow_hosts,
+                readable=self.readable,
+                hidden=self.hidden_from_agents,
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
@@ -253,8 +262,9 @@ class AgentSession:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
                 await agent.change_model(self.models.get(name))
-            if (agent.ctx.sandbox, agent.ctx.allow_hosts) != (self.sandbox, self.allow_hosts):
-                agent.ctx.sandbox, agent.ctx.allow_hosts = self.sandbox, self.allow_hosts
+            wanted = (self.sandbox, self.allow_hosts, self.readable)
+            if (agent.ctx.sandbox, agent.ctx.allow_hosts, agent.ctx.readable) != wanted:
+                agent.ctx.sandbox, agent.ctx.allow_hosts, agent.ctx.readable = wanted
                 await agent.close()  # restarts inside the new sandbox, resuming its conversation
         except HarnessError as exc:
             self._activity.pop(name, None)
@@ -321,6 +331,9 @@ class AgentSession:
                 if event.kind == EventKind.TURN_END:
                     self._activity.pop(name, None)
                 yield self._record(event, name, cell)
+                if event.kind == EventKind.TOOL_RESULT and agent.sandbox_backend != "off":
+                    if why := explain_refusal(str(event.data.get("output", ""))):
+                        yield self._record(ev.notice(why), name, cell)
         except HarnessError as exc:
             self._activity.pop(name, None)
             yield self._record(ev.error(str(exc)), name, cell)

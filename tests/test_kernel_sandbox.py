@@ -119,3 +119,82 @@ def test_allow_rules_open_one_host_for_the_agent(box, workdir, start_kernel, tmp
         assert kernel.execute("%sandbox allow nonsense/path").status == "error"
     finally:
         registry.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "firejail"])
+def test_a_notebook_folder_that_is_the_home_is_as_safe_as_any(backend, tmp_path, start_kernel):
+    """`jupyter lab` started in ~: the real claude CLI, driven through the kernel, tries to
+    plant a shell start-up file and a global git config and to read a login and the store."""
+    import subprocess
+
+    require_claude()
+    home = tmp_path / "home"
+    jupyter_data = home / ".local/share/jupyter"
+    store = jupyter_data / "omnikernel/sessions.sqlite3"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude/.credentials.json").write_text("CLAUDE-LOGIN-SECRET")
+    marker = tmp_path / "PWNED"
+    shell = lambda command: {"tool_calls": [{"action": "shell", "command": command}]}
+    steps = {
+        "bashrc": f"echo 'touch {marker}' >> {home}/.bashrc",
+        "gitconfig": f"git config --file {home}/.gitconfig core.fsmonitor 'touch {marker}; false'",
+        "login": f"cat {home}/.claude/.credentials.json",
+        "store": f"cat {store}",
+    }
+    rules = [{"match": name, "steps": [{"text": "Trying.", **shell(command)}, {"text": "Done."}]}
+             for name, command in steps.items()]  # fmt: skip
+    server = FakeModelServer(Scenario.from_dict({"rules": rules}))
+    server.start_in_thread()
+    try:
+        kernel = start_kernel(
+            home, HOME=str(home), OMNIKERNEL_SANDBOX=backend, OMNIKERNEL_STORE=str(store),
+            OMNIKERNEL_STATE_DIR=str(jupyter_data / "omnikernel/harness-state"),
+            JUPYTER_RUNTIME_DIR=str(jupyter_data / "runtime"), ANTHROPIC_API_KEY="k",
+            ANTHROPIC_BASE_URL=server.base_url, OMNIKERNEL_AUTO_APPROVE="1",
+        )  # fmt: skip
+        bashrc = kernel.execute("Plant the bashrc.")
+        assert "The sandbox keeps `.bashrc` read-only" in bashrc.text, bashrc.text
+        gitconfig = kernel.execute("Plant the gitconfig.")
+        assert "The sandbox keeps `.gitconfig` read-only" in gitconfig.text, gitconfig.text
+        assert "CLAUDE-LOGIN-SECRET" not in kernel.execute("Read the login.").text
+        store_read = kernel.execute("Read the store.")
+        # The store holds every prompt so far; read, the output would show the first one.
+        assert store.exists() and "Plant the bashrc" not in store_read.text, store_read.text
+    finally:
+        server.stop_thread()
+    host_env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    subprocess.run(["bash", "-ic", "true"], env=host_env, capture_output=True, timeout=30)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], env=host_env, check=True)
+    subprocess.run(["git", "status"], cwd=repo, env=host_env, capture_output=True, timeout=30)
+    assert not marker.exists()
+
+
+def test_sandbox_read_opens_one_folder_of_the_home(tmp_path, start_kernel):
+    require_claude()
+    home = tmp_path / "home"
+    work = home / "project"
+    data = home / "datasets"
+    for d in (work, data):
+        d.mkdir(parents=True)
+    (data / "table.csv").write_text("DATASET-ROW")
+    (home / ".env").write_text("HOME-DOTENV-SECRET")
+    command = f"cat {data}/table.csv {home}/.env"
+    rule = {"match": "dataset", "steps": [{"text": "Reading.", "tool_calls": [
+        {"action": "shell", "command": command}]}, {"text": "Read."}]}  # fmt: skip
+    server = FakeModelServer(Scenario.from_dict({"rules": [rule]}))
+    server.start_in_thread()
+    try:
+        kernel = start_kernel(work, HOME=str(home), ANTHROPIC_API_KEY="k",
+                              ANTHROPIC_BASE_URL=server.base_url, OMNIKERNEL_AUTO_APPROVE="1")  # fmt: skip
+        closed = kernel.execute("Read the dataset.")
+        assert "DATASET-ROW" not in closed.text
+        opened = kernel.execute(f"%sandbox read {data}")
+        assert str(data) in opened.text and opened.status == "ok"
+        read = kernel.execute("Read the dataset again.")
+        assert "DATASET-ROW" in read.text, read.text
+        assert "HOME-DOTENV-SECRET" not in read.text
+        missing = kernel.execute("%sandbox read ~/no-such-folder")
+        assert missing.status == "error" and "does not exist" in missing.text
+    finally:
+        server.stop_thread()

@@ -16,7 +16,6 @@ import dataclasses
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -24,9 +23,8 @@ from urllib.parse import urlsplit
 
 from ..approval import Decision
 from ..events import Event
-from ..sandbox import SandboxSpec, SandboxUnavailableError, default_hidden, protected_in
+from ..sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from ..sandbox import resolve as resolve_sandbox
-from ..sandbox.spec import install_root
 from ..spawn import HarnessProcess, spawn
 from ..upstream import Upstream
 
@@ -56,6 +54,10 @@ class HarnessContext:
     sandbox: str = "auto"
     #: Hosts the notebook trusts, reachable through the kernel's egress proxy.
     allow_hosts: tuple[str, ...] = ()
+    #: Paths the user lets agents read inside the closed home (`%sandbox read`).
+    readable: tuple[Path, ...] = ()
+    #: Host paths agents must not see: the session store, every session's harness state.
+    hidden: tuple[Path, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +145,8 @@ class Harness(abc.ABC):
     async def start_process(self, argv: list[str], env: dict[str, str]) -> HarnessProcess:
         """Start the CLI through the one spawn function, inside the configured sandbox.
 
-        The sandbox lets the agent write only its working directory and private dirs, hides
-        secrets, and bridges exactly one port in: the model gateway's."""
+        The sandbox (`sandbox.spec.for_agent`) lets the agent write only its working directory
+        and private dirs, closes the home, and bridges exactly one port in: the gateway's."""
         try:
             backend = resolve_sandbox(self.ctx.sandbox)
         except SandboxUnavailableError as exc:
@@ -152,22 +154,24 @@ class Harness(abc.ABC):
         self.sandbox_backend = backend.name if backend else "off"
         spec = None
         if backend is not None:
-            root = self.ctx.state_dir / self.name
             port = urlsplit(self.ctx.upstream.base_url).port
-            # Unix socket paths are short (108 bytes): the bridge gets a short dir of its own.
-            bridge_dir = Path(tempfile.mkdtemp(prefix="omnikernel-bridge-"))
-            spec = SandboxSpec(
-                workdir=self.ctx.cwd,
-                env=env,
-                writable=(root, bridge_dir),
-                hidden=default_hidden(),
-                read_only=protected_in(self.ctx.cwd),
-                bridged_ports=(port,) if port else (),
-                bridge_dir=bridge_dir,
-                allow_hosts=self.ctx.allow_hosts,
-                readable=(install_root(argv[0]), *self.readable_paths()),
-            )
+            try:
+                spec = self._sandbox_spec(argv, env, port)
+            except ValueError as exc:
+                raise HarnessError(str(exc)) from None
         return await spawn(argv, cwd=self.ctx.cwd, env=env, sandbox=spec, backend=backend)
+
+    def _sandbox_spec(self, argv: list[str], env: dict[str, str], port: int | None) -> SandboxSpec:
+        return for_agent(
+            workdir=self.ctx.cwd,
+            env=env,
+            argv0=argv[0],
+            private=(self.ctx.state_dir / self.name,),
+            readable=(*self.readable_paths(), *self.ctx.readable),
+            hidden=self.ctx.hidden,
+            bridged_ports=(port,) if port else (),
+            allow_hosts=self.ctx.allow_hosts,
+        )
 
     def readable_paths(self) -> tuple[Path, ...]:
         """Files of ours the CLI must read inside the sandbox (e.g. an extension it loads)."""

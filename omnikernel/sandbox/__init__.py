@@ -1,6 +1,7 @@
 """OS sandboxes for harness processes: one spec (`spec`), two backends (`bwrap`, `firejail`),
 a unix-socket network bridge to the model gateway (`bridge`), cgroup limits and tree kills
-(`cgroup`), and backend choice with a fail-closed start (`launch`)."""
+(`cgroup`), what the host exposes that must be masked (`exposed`), the per-process run dir and
+its cleanup (`rundir`), and backend choice with a fail-closed start (`launch`)."""
 
 from .launch import (
     BACKENDS,
@@ -12,17 +13,28 @@ from .launch import (
     self_test,
     start_sandboxed,
 )
-from .spec import HOME_SECRETS, SandboxSpec, default_hidden, protected_in
+from .spec import (
+    HOME_SECRETS,
+    POLICY_PATHS,
+    PROTECTED,
+    SandboxSpec,
+    default_hidden,
+    for_agent,
+    protected_in,
+)
 
 __all__ = [
     "BACKENDS",
     "CHOICES",
     "HOME_SECRETS",
+    "POLICY_PATHS",
+    "PROTECTED",
     "INSTALL_ALL",
     "SandboxSpec",
     "SandboxUnavailableError",
     "SandboxedProcess",
     "default_hidden",
+    "for_agent",
     "protected_in",
     "resolve",
     "self_test",

@@ -14,15 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..spawn import spawn
+from ..process import start_process
 from .launch import BACKENDS, self_test, start_sandboxed
-from .spec import SandboxSpec, default_hidden, protected_in
+from .spec import SandboxSpec, for_agent
 
 
 async def start_and_wait(backend: str | None, spec: SandboxSpec) -> float:
     started = time.perf_counter()
     if backend is None:
-        proc = await spawn(["/bin/true"], cwd=spec.workdir, env=spec.env)
+        proc = await start_process(["/bin/true"], cwd=spec.workdir, env=spec.env)
     else:
         proc = await start_sandboxed(["/bin/true"], spec, BACKENDS[backend])
     proc.stdin.close()
@@ -36,8 +36,8 @@ async def measure(runs: int = 25) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
-        spec = SandboxSpec(workdir=work, env={"PATH": "/usr/bin:/bin"},
-                           hidden=default_hidden(), read_only=protected_in(work))  # fmt: skip
+        spec = for_agent(workdir=work, env={"PATH": "/usr/bin:/bin"}, argv0="/bin/true",
+                         private=())  # the spec a harness gets (`Harness.start_process`)
         names = [None] + [n for n in BACKENDS if not self_test(n)]
         samples: dict[str | None, list[float]] = {n: [] for n in names}
         for _ in range(runs):

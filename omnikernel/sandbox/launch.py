@@ -16,12 +16,14 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-from ..spawn import LINE_LIMIT, HarnessProcess
+from ..process import LINE_LIMIT, HarnessProcess
 from . import bwrap, firejail
 from .bridge import Bridge, inside_command, socket_path
 from .cgroup import CGroup
 from .egress import EgressProxy, inside_port, proxy_env
-from .spec import SandboxSpec
+from .exposed import listening_sockets, root_only_files
+from .rundir import RunDir
+from .spec import SandboxSpec, home_dirs, plan
 
 BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
 CHOICES = ("auto", *BACKENDS, "off")
@@ -43,15 +45,20 @@ def self_test(name: str) -> str:
     path = binary_of(backend)
     if path is None:
         return f"{backend.binary} is not installed ({backend.install})"
-    with tempfile.TemporaryDirectory() as work:
-        spec = SandboxSpec(workdir=Path(work), env={"PATH": "/usr/bin:/bin"})
-        try:
-            done = subprocess.run(
-                backend.command(path, ["/bin/true"], spec), cwd=work, env=spec.env,
-                capture_output=True, text=True, timeout=20,
-            )  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"{backend.binary} failed its self-test: {exc}"
+    run = RunDir.create()
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            spec = SandboxSpec(workdir=Path(work), env={"PATH": "/usr/bin:/bin"},
+                               closed=home_dirs())  # fmt: skip
+            try:
+                done = subprocess.run(
+                    sandbox_command(backend, path, ["/bin/true"], spec, run), cwd=work,
+                    env=spec.env, capture_output=True, text=True, timeout=20,
+                )  # fmt: skip
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return f"{backend.binary} failed its self-test: {exc}"
+    finally:
+        run.remove()
     if done.returncode != 0:
         return f"{backend.binary} failed its self-test: {done.stderr.strip()[:300]}"
     return ""
@@ -80,8 +87,20 @@ def resolve(choice: str) -> ModuleType | None:
     )
 
 
+def sandbox_command(
+    backend: ModuleType, path: str, argv: list[str], spec: SandboxSpec, run: RunDir
+) -> list[str]:
+    """The backend's command line for `spec`: placeholders made, root-only files and every
+    other unix socket masked (see `exposed`)."""
+    run.place(spec.read_only)
+    keep = (spec.bridge_dir,) if spec.bridge_dir else ()
+    masked = (*root_only_files(), *listening_sockets(keep))
+    return backend.command(path, argv, spec.workdir, plan(spec, masked), run)
+
+
 class SandboxedProcess(HarnessProcess):
-    """A harness process inside a sandbox; stopping it stops its whole cgroup."""
+    """A harness process inside a sandbox; stopping it stops its whole cgroup and removes what
+    it left on the host (its run dir: bridge sockets, placeholders)."""
 
     def __init__(
         self,
@@ -91,12 +110,14 @@ class SandboxedProcess(HarnessProcess):
         cgroup: CGroup | None,
         bridge: Bridge | None,
         egress: EgressProxy | None = None,
+        run: RunDir | None = None,
     ):
         super().__init__(process, argv)
         self.backend = backend
         self.cgroup = cgroup
         self.bridge = bridge
         self.egress = egress
+        self.run = run
 
     def members(self) -> set[int]:
         """Everything in the sandbox's cgroup, orphans and setsid'd daemons included (they left
@@ -110,10 +131,17 @@ class SandboxedProcess(HarnessProcess):
             await self.egress.close()  # first: the bridge then removes its emptied directory
         if self.bridge is not None:
             await self.bridge.close()
+        self._remove_run_dir()
 
     def kill_now(self) -> None:
         super().kill_now()
         self._kill_cgroup()
+        self._remove_run_dir()
+
+    def _remove_run_dir(self) -> None:
+        if self.run is not None:
+            self.run.remove()
+            self.run = None
 
     def _kill_cgroup(self) -> None:
         if self.cgroup is not None:
@@ -127,8 +155,22 @@ async def start_sandboxed(
     path = binary_of(backend)
     if path is None:
         raise SandboxUnavailableError(f"{backend.binary} is not installed: {backend.install}")
+    run = RunDir.create()
+    try:
+        return await _start(argv, spec, backend, path, run)
+    except BaseException:
+        run.remove()
+        raise
+
+
+async def _start(
+    argv: list[str], spec: SandboxSpec, backend: ModuleType, path: str, run: RunDir
+) -> SandboxedProcess:
     if (spec.bridged_ports or spec.allow_hosts) and spec.bridge_dir is None:
-        raise ValueError("bridged ports need a bridge_dir inside a writable path")
+        # The run dir's: removed with it.
+        spec = dataclasses.replace(
+            spec, bridge_dir=run.bridge_dir, readable=(*spec.readable, run.bridge_dir)
+        )
     relayed = spec.bridged_ports  # the ports the sandbox's relays listen on
     egress = None
     if spec.allow_hosts:
@@ -145,9 +187,10 @@ async def start_sandboxed(
         bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
         await bridge.start()
     inner = inside_command(list(argv), spec.bridge_dir, relayed)
+    command = sandbox_command(backend, path, inner, spec, run)
     cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
     process = await asyncio.create_subprocess_exec(
-        *backend.command(path, inner, spec),
+        *command,
         cwd=str(spec.workdir),
         env=dict(spec.env),
         stdin=asyncio.subprocess.PIPE,
@@ -157,4 +200,4 @@ async def start_sandboxed(
         limit=LINE_LIMIT,
         preexec_fn=cgroup.add_self if cgroup else None,
     )
-    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress)
+    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress, run)
