@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M] [--review], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
-    "%sandbox [auto|bwrap|firejail|off], %autoapprove [on|off], %%python. "
+    "%sandbox [auto|bwrap|firejail|off], %autoapprove [on|off], %policy, %%python. "
     "IPython's own: %lsmagic."
 )
 
@@ -192,10 +192,12 @@ class OmniMagics(Magics):
             raise UsageError(f"%autoapprove takes on or off, not {word!r}")
         state = "on" if self.session.auto_approve else "off"
         note = (
-            " Every permission request is approved; each approval says so in its cell."
+            " Actions that change things and that no rule asks about are approved; each "
+            "approval says so in its cell. A rule's ask or deny still applies (see %policy)."
             if self.session.auto_approve
-            else f" Actions that change things are denied (start the kernel with "
-            f"{AUTO_APPROVE_ENV}=1 or run %autoapprove on to allow them)."
+            else f" Actions that change things ask for approval in the cell (start the kernel "
+            f"with {AUTO_APPROVE_ENV}=1 or run %autoapprove on to approve those no rule asks "
+            f"about)."
         )
         show(f"Auto-approval is {state}.{note}")
 
@@ -211,15 +213,25 @@ class OmniMagics(Magics):
         ]  # fmt: skip
         if not rows:
             show("No model calls in this session yet.")
+            self._gauge()
             return
         headers = ["harness", "model", "calls", "input", "output", "cache", "cost"]
         display(table(headers, rows), raw=True)
+        self._gauge()
         total = f"Session total: ${session.ledger.total_usd:.4f}"
         if session.ledger.unpriced:
             total += f" plus {session.ledger.unpriced} call(s) to unpriced models"
         if session.budget.limit_usd is not None:
             total += f" · budget ${session.budget.limit_usd:.2f}"
         show(total)
+
+    def _gauge(self) -> None:
+        """The live spend gauge, updated as the gateway meters each call."""
+        from .widgets import SpendGauge, widget_bundle
+
+        gauge = SpendGauge(self.session)
+        self.session.spend_listeners.append(gauge.refresh)
+        display(widget_bundle(gauge, gauge.text()), raw=True)
 
     @line_magic
     def budget(self, line: str) -> None:
