@@ -10,6 +10,7 @@ answer is told who was first. Nobody answering within the timeout is a deny.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -36,6 +37,8 @@ class Pending:
     #: Called (on the kernel's loop) with the decision once it is made.
     on_decided: list[Callable[[Decision], None]] = dataclasses.field(default_factory=list)
     decision: Decision | None = None
+    #: The context of the cell that asked: what the callbacks display goes to that cell.
+    context: contextvars.Context = dataclasses.field(default_factory=contextvars.copy_context)
 
     @property
     def is_pause(self) -> bool:
@@ -123,9 +126,9 @@ class PendingApprovals:
                 callback(decision)
 
         if _on_loop(pending.loop):
-            settle()
+            pending.context.run(settle)
         else:
-            pending.loop.call_soon_threadsafe(settle)
+            pending.loop.call_soon_threadsafe(settle, context=pending.context)
         return True
 
 

@@ -77,7 +77,7 @@ class ApprovalCard(w.VBox):
         self.action = w.HTML(action_html(pending.request) if not pending.is_pause else "")
         self.rule = w.HTML(f"<i>Rule:</i> {html.escape(asked.reason)}")
         self.scope = w.ToggleButtons(options=list(SCOPE_LABELS), value="this once",
-                                     description="Approve", style={"button_width": "auto"})  # fmt: skip
+                                     description="Scope", style={"button_width": "auto"})  # fmt: skip
         self.reason = w.Text(placeholder="reason (optional)", layout=w.Layout(width="30em"))
         self.approve = w.Button(description="Continue" if pending.is_pause else "Approve",
                                 button_style="success", icon="check")  # fmt: skip

@@ -96,7 +96,8 @@ def run_and_answer(kernel: Any, code: str, clicks: list[str], timeout: float = 1
         kind = msg["msg_type"]
         if kind == "comm_open":
             state = msg["content"].get("data", {}).get("state", {})
-            if pending and state.get("description") == pending[0]:
+            is_button = state.get("_model_name") == "ButtonModel"
+            if pending and is_button and state.get("description") == pending[0]:
                 pending.pop(0)
                 click = kc.session.msg("comm_msg", {"comm_id": msg["content"]["comm_id"],
                     "data": {"method": "custom", "content": {"event": "click"}}})  # fmt: skip

@@ -307,7 +307,7 @@ class PauseEvery(Rule):
             return None
         return self._match(
             Outcome.PAUSE,
-            f"the session's spend reached ${state.spent_usd:.2f}, past ${mark * self.usd:.2f} "
+            f"the session's spend reached ${state.spent_usd:.4f}, past ${mark * self.usd:g} "
             f"(a pause every ${self.usd:g}): continue?",
             f"${mark * self.usd:g}",
             pause_mark=(self.usd, mark),
