@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from omnikernel.gateway import PriceTable
 from omnikernel.testing import FakeModelServer, Scenario
 
 from .conftest import CellResult, require_cli
@@ -169,3 +170,17 @@ def test_a_spend_threshold_pauses_and_goes_on_when_approved(model, workdir, star
     assert "pause: stopped" in stopped.text
     listed = kernel.execute("%policy")
     assert "next pause at" in listed.text and "push-after-install" in listed.text
+
+
+@pytest.mark.parametrize("harness", HARNESSES)
+def test_the_default_model_of_every_pinned_cli_is_priced(harness, model, workdir, start_kernel):
+    require_cli(harness)
+    kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_HARNESS=harness))
+    result = kernel.execute("Which file did you create?")
+    assert result.status == "ok", result.text
+    wire, path = (
+        ("openai", "/v1/responses") if harness == "codex" else ("anthropic", "/v1/messages")
+    )
+    sent = model.bodies(path)[-1]["model"]
+    assert PriceTable.load().lookup(wire, sent) is not None, sent
+    assert "unpriced" not in result.text and "$0.0" in result.text, result.text
