@@ -184,3 +184,23 @@ def test_the_default_model_of_every_pinned_cli_is_priced(harness, model, workdir
     sent = model.bodies(path)[-1]["model"]
     assert PriceTable.load().lookup(wire, sent) is not None, sent
     assert "unpriced" not in result.text and "$0.0" in result.text, result.text
+
+
+@pytest.mark.parametrize("harness", HARNESSES)
+def test_a_deny_rule_stops_even_commands_the_cli_deems_read_only(harness, workdir, start_kernel):
+    """Claude Code runs `cat` without asking unless told to ask for every Bash call (checked:
+    without the kernel's `--settings` ask rule this test fails, `cat` runs and prints)."""
+    require_cli(harness)
+    scenario = {"rules": [{"match": "show the readme", "steps": [
+        {"text": "Reading.", "tool_calls": [{"action": "shell", "command": "cat README"}]},
+        {"text": "Shown."}]}]}  # fmt: skip
+    (workdir / "README").write_text("secret-ish\n")
+    with FakeModelServer(Scenario.from_dict(scenario)).start_in_thread() as model:
+        kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1",
+                                                   OMNIKERNEL_HARNESS=harness))  # fmt: skip
+        allowed = kernel.execute("Please show the readme.")
+        assert "secret-ish" in allowed.text, allowed.text
+        kernel.execute("%policy add deny cat")
+        denied = kernel.execute("Please show the readme.")
+    assert "DENIED" in denied.text and "deny 'cat'" in denied.text, denied.text
+    assert "secret-ish" not in denied.text
