@@ -170,6 +170,26 @@ def test_a_spend_threshold_pauses_and_goes_on_when_approved(model, workdir, star
     assert "pause: stopped" in stopped.text
     listed = kernel.execute("%policy")
     assert "next pause at" in listed.text and "push-after-install" in listed.text
+    # A dry run of another policy over this recorded session.
+    (workdir / "dry.toml").write_text('[[rule]]\nrule = "deny"\npattern = "echo"\n')
+    dry = kernel.execute("%policy test dry.toml")
+    assert "Dry run of dry.toml" in dry.text and "1 deny" in dry.text, dry.text
+    (workdir / "bad.toml").write_text('[[rule]]\nrule = "deny"\n')
+    bad = kernel.execute("%policy load bad.toml")
+    assert bad.status == "error" and "bad.toml: rule #1 (deny)" in bad.text, bad.text
+    assert kernel.execute("%%python\nprint(6 * 7)").text.strip() == "42"
+
+
+def test_a_broken_policy_file_fails_closed(model, workdir, start_kernel):
+    require_cli("claude")
+    (workdir / ".omnikernel").mkdir()
+    (workdir / ".omnikernel" / "policy.toml").write_text("[[rule]\n")
+    kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1"))
+    listed = kernel.execute("%policy")
+    assert "POLICY DOES NOT LOAD" in listed.text and "not valid TOML" in listed.text
+    result = kernel.execute("Please create the notes file.")
+    assert "DENIED" in result.text and "does not load" in result.text, result.text
+    assert not (workdir / "notes.txt").exists()
 
 
 @pytest.mark.parametrize("harness", HARNESSES)
