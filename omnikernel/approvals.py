@@ -72,6 +72,11 @@ class PendingApprovals:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     decision = await asyncio.shield(pending.future)
+            except asyncio.CancelledError:  # the turn was stopped: the card says so
+                self._resolve(pending, Decision("deny", "the turn was stopped before anyone "
+                                                "answered", "interrupt", asked.rules,
+                                                source="interrupt"))  # fmt: skip
+                raise
             except TimeoutError:
                 request_event = Event(EventKind.APPROVAL_REQUEST, pending.request)
                 decision = unanswered(request_event, asked, self.timeout_s)

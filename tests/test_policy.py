@@ -480,3 +480,20 @@ def test_an_unanswered_ask_is_denied_at_the_timeout():
 )
 def test_approval_timeout_from_env_and_config(env, configured, expected):
     assert timeout_from_env(configured, env) == expected
+
+
+def test_a_stopped_turn_closes_its_ask():
+    async def scenario():
+        approvals = PendingApprovals(timeout_s=30)
+        seen = []
+        approvals.presenters.append(lambda p: p.on_decided.append(seen.append))
+        task = asyncio.ensure_future(approvals.ask("r3", {"tool": "Bash"}, ASK))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        assert [d.by for d in seen] == ["interrupt"]
+        assert approvals.answer("r3", True, by="ana", source="widget").startswith("too late")
+
+    asyncio.run(scenario())
