@@ -1,13 +1,16 @@
-"""The seed's example in JupyterLab, driven by headless Chromium: after `npm install`, the
-agent's `git push` asks in the cell, and clicking Approve while the cell runs lets it happen."""
+"""The seed's examples in JupyterLab, driven by headless Chromium, with every harness: after
+`npm install`, the agent's `git push` asks in the cell and clicking Approve while the cell runs
+lets it happen; past a spend threshold the agent pauses until Continue is clicked."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from .conftest import require_cli
 from .test_kernel_control import SCENARIO, git, project
 from .test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fixture)
 
@@ -22,31 +25,43 @@ def notebook(cells: list[str]) -> dict:
     }  # fmt: skip
 
 
-def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab):  # noqa: F811
+@pytest.mark.parametrize("harness", ["claude", "codex", "pi"])
+def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness):  # noqa: F811
+    require_cli(harness)
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; install it with: apt-get install -y chromium")
     from playwright.sync_api import expect, sync_playwright
 
-    work = lab.root / "control"
+    work = lab.root / f"control-{harness}"
     work.mkdir()
     remote = project(work)
     # The offline rehearsal model plays this script (`<notebook>.rehearsal.json` beside it).
     (work / "control.rehearsal.json").write_text(json.dumps(SCENARIO))
-    cells = ["%autoapprove on", "Please install the package.", "Please push the work."]
+    cells = [f"%agent {harness}", "%autoapprove on", "Please install the package.",
+             "Please push the work.", "%policy add pause-every 0.0001",
+             "Which file did you create?"]  # fmt: skip
     (work / "control.ipynb").write_text(json.dumps(notebook(cells)))
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{lab.url}/lab/tree/control/control.ipynb?token={TOKEN}")
+        # A workspace of its own, so tabs from earlier tests are not restored around it.
+        page.goto(f"{lab.url}/lab/workspaces/{harness}/tree/control-{harness}/control.ipynb"
+                  f"?reset&token={TOKEN}")  # fmt: skip
         code_cells = page.locator(".jp-NotebookPanel .jp-CodeCell")
         expect(code_cells.first).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Omnigent | Idle")).to_be_visible(timeout=90_000)
         page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
         page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+        switched = code_cells.first.locator(".jp-OutputArea")
+        expect(switched).to_contain_text(f"Switched to {harness}", timeout=60_000)
         push_cell = code_cells.filter(has_text="Please push the work.").first
         approve = push_cell.locator("button:has-text('Approve')")
-        expect(approve).to_be_visible(timeout=120_000)
+        try:
+            expect(approve).to_be_visible(timeout=120_000)
+        except AssertionError:
+            page.screenshot(path=str(lab.root.parent / f"failed-{harness}.png"), full_page=True)
+            raise
         out = push_cell.locator(".jp-OutputArea")
         expect(out).to_contain_text("push-after-install", timeout=10_000)
         # The cell is still running (the agent waits) and nothing is pushed yet.
@@ -55,6 +70,20 @@ def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab):  # noqa:
         expect(out).to_contain_text("approved by", timeout=60_000)
         expect(out).to_contain_text("Push step finished.", timeout=90_000)
         expect(push_cell.locator("button:has-text('Approve')")).to_be_disabled()
-        page.screenshot(path=str(lab.root.parent / "approval.png"), full_page=True)
+        # Spend is past the pause amount: each model call waits for Continue (a tiny amount
+        # pauses every call, so click each card as it comes until the answer arrives).
+        last = code_cells.filter(has_text="Which file did you create?").first
+        out = last.locator(".jp-OutputArea")
+        expect(last.locator("button:has-text('Continue')").first).to_be_visible(timeout=120_000)
+        expect(out).to_contain_text("pause-every 0.0001")
+        deadline = time.monotonic() + 120
+        while "Earlier I created notes.txt" not in out.inner_text():
+            assert time.monotonic() < deadline, out.inner_text()
+            waiting = last.locator("button:has-text('Continue'):not([disabled])")
+            if waiting.count():
+                waiting.first.click()
+            page.wait_for_timeout(300)
+        expect(out).to_contain_text("pause: continued")
+        page.screenshot(path=str(lab.root.parent / f"approval-{harness}.png"), full_page=True)
         browser.close()
     assert "main" in git(work, "--git-dir", str(remote), "branch")
