@@ -25,14 +25,18 @@ def notebook(cells: list[str]) -> dict:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("harness", ["claude", "codex", "pi"])
-def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness):  # noqa: F811
+@pytest.mark.parametrize(
+    ("harness", "front_end"),
+    [("claude", "lab"), ("codex", "lab"), ("pi", "lab"), ("claude", "notebook7")],
+)
+def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness, front_end):  # noqa: F811
     require_cli(harness)
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; install it with: apt-get install -y chromium")
     from playwright.sync_api import expect, sync_playwright
 
-    work = lab.root / f"control-{harness}"
+    folder = f"control-{harness}-{front_end}"
+    work = lab.root / folder
     work.mkdir()
     remote = project(work)
     # The offline rehearsal model plays this script (`<notebook>.rehearsal.json` beside it).
@@ -45,22 +49,32 @@ def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        # A workspace of its own, so tabs from earlier tests are not restored around it.
-        page.goto(f"{lab.url}/lab/workspaces/{harness}/tree/control-{harness}/control.ipynb"
-                  f"?reset&token={TOKEN}")  # fmt: skip
+        if front_end == "lab":
+            # A workspace of its own, so tabs from earlier tests are not restored around it.
+            page.goto(f"{lab.url}/lab/workspaces/{folder}/tree/{folder}/control.ipynb"
+                      f"?reset&token={TOKEN}")  # fmt: skip
+        else:  # Notebook 7, served by the same server
+            page.goto(f"{lab.url}/notebooks/{folder}/control.ipynb?token={TOKEN}")
         code_cells = page.locator(".jp-NotebookPanel .jp-CodeCell")
         expect(code_cells.first).to_be_visible(timeout=60_000)
-        expect(page.get_by_text("Omnigent | Idle")).to_be_visible(timeout=90_000)
-        page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
-        page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+        if front_end == "lab":
+            expect(page.get_by_text("Omnigent | Idle")).to_be_visible(timeout=90_000)
         switched = code_cells.first.locator(".jp-OutputArea")
-        expect(switched).to_contain_text(f"Switched to {harness}", timeout=60_000)
+        for attempt in range(6):  # Run All does nothing until the kernel is connected
+            page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
+            page.locator(".lm-Menu-item:has(.lm-Menu-itemLabel:text-is('Run All Cells'))").click()
+            try:
+                expect(switched).to_contain_text(f"Switched to {harness}", timeout=15_000)
+                break
+            except AssertionError:
+                if attempt == 5:
+                    raise
         push_cell = code_cells.filter(has_text="Please push the work.").first
         approve = push_cell.locator("button:has-text('Approve')")
         try:
             expect(approve).to_be_visible(timeout=120_000)
         except AssertionError:
-            page.screenshot(path=str(lab.root.parent / f"failed-{harness}.png"), full_page=True)
+            page.screenshot(path=str(lab.root.parent / f"failed-{folder}.png"), full_page=True)
             raise
         out = push_cell.locator(".jp-OutputArea")
         expect(out).to_contain_text("push-after-install", timeout=10_000)
@@ -84,6 +98,6 @@ def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness):
                 waiting.first.click()
             page.wait_for_timeout(300)
         expect(out).to_contain_text("pause: continued")
-        page.screenshot(path=str(lab.root.parent / f"approval-{harness}.png"), full_page=True)
+        page.screenshot(path=str(lab.root.parent / f"approval-{folder}.png"), full_page=True)
         browser.close()
     assert "main" in git(work, "--git-dir", str(remote), "branch")
