@@ -84,7 +84,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, st
     plain = [line(headers)] + [line(r) for r in cells]
 
     def md_cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        # `$` escaped: two of them in a cell would render as LaTeX math in JupyterLab.
+        return text.replace("|", "\\|").replace("\n", " ").replace("$", "\\$")
 
     md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in cells]

@@ -268,10 +268,8 @@ class AgentSession:
         """The gateway asks this (on its own thread) before each model call: None to go on, or
         why not. A pause that is due waits here for a person, in the running cell."""
         verdict = self.judge(Request(kind="model_call", tool=harness))
-        if verdict.outcome == Outcome.ALLOW:
-            return None
         if verdict.outcome != Outcome.PAUSE or self._loop is None:
-            return f"Omnigent policy: {verdict.reason}"
+            return None  # the budget is the gateway's own check, with its own message
         answer: concurrent.futures.Future[approval.Decision] = concurrent.futures.Future()
 
         def start() -> None:

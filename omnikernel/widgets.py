@@ -126,7 +126,8 @@ def presenter(
             def said(decision: Decision) -> None:
                 mark = "continued" if decision.allow else "stopped"
                 display({"text/plain": f"pause: {mark} — {decision.reason}",
-                         "text/markdown": f"**⏸ pause: {mark}** — {decision.reason}"}, raw=True)  # fmt: skip
+                         "text/markdown": f"**⏸ pause: {mark}** — "
+                         + decision.reason.replace("$", "\\$")}, raw=True)  # fmt: skip
 
             pending.on_decided.append(said)
 
