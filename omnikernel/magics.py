@@ -231,7 +231,8 @@ class OmniMagics(Magics):
         from .widgets import SpendGauge, widget_bundle
 
         gauge = SpendGauge(self.session)
-        self.session.spend_listeners.append(gauge.refresh)
+        listeners = self.session.spend_listeners  # the latest few gauges stay live
+        listeners[:] = [*listeners[-4:], gauge.refresh]
         display(widget_bundle(gauge, gauge.text()), raw=True)
 
     @line_magic
