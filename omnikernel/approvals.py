@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .approval import Decision, unanswered
 from .events import Event, EventKind
+
+log = logging.getLogger(__name__)
 
 #: Seconds an ask waits for an answer before it is denied.
 DEFAULT_TIMEOUT_S = 600.0
@@ -155,7 +158,10 @@ def timeout_from_env(configured: float | None, environ: dict[str, str]) -> float
         try:
             seconds = float(value)
         except ValueError:
-            raise ValueError(f"{TIMEOUT_ENV} must be seconds, not {value!r}") from None
+            seconds = 0.0
         if seconds > 0:
             return seconds
+        # A kernel that cannot start helps nobody: say so in its log and keep the default.
+        log.warning("%s must be a positive number of seconds, not %r; using %g s",
+                    TIMEOUT_ENV, value, configured or DEFAULT_TIMEOUT_S)  # fmt: skip
     return configured if configured and configured > 0 else DEFAULT_TIMEOUT_S
