@@ -224,3 +224,17 @@ def test_a_deny_rule_stops_even_commands_the_cli_deems_read_only(harness, workdi
         denied = kernel.execute("Please show the readme.")
     assert "DENIED" in denied.text and "deny 'cat'" in denied.text, denied.text
     assert "secret-ish" not in denied.text
+
+
+def test_policy_state_survives_a_kernel_restart(model, workdir, start_kernel):
+    require_cli("claude")
+    remote = project(workdir)
+    env = upstreams(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_SESSION_ID="restarted")
+    first = start_kernel(workdir, **env)
+    assert run_and_answer(first, "Please install the package.", []).status == "ok"
+    first.stop()
+    second = start_kernel(workdir, **env)  # same notebook session, same store
+    assert "armed: `npm install" in second.execute("%policy").text
+    denied = run_and_answer(second, "Please push the work.", ["Deny"])
+    assert "push-after-install" in denied.text and "DENIED" in denied.text
+    assert git(workdir, "--git-dir", str(remote), "branch") == ""
