@@ -11,8 +11,12 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
 - ``text``            text (a delta of the assistant's answer)
 - ``tool_call``       call_id, tool, action, summary, input
 - ``tool_result``     call_id, output, is_error
-- ``approval_request``  request_id, call_id, tool, action, summary, input
-- ``approval_decision`` request_id, decision ("allow" | "deny"), reason, by
+- ``approval_request``  request_id, call_id, tool, action, summary, input (action "pause":
+                      a policy pause at a model call, summary says why)
+- ``approval_decision`` request_id, decision ("allow" | "deny"), reason, by (a rule, "user",
+                      "timeout", ...), rules (that asked or decided), source ("policy",
+                      "widget", "timeout", ...), scope ("once" | "session" | "always"),
+                      subject (what a session approval covers), call_id, pause_marks
 - ``usage``           model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
                       cost_usd (as the harness reports it, or None), num_turns
 - ``spend``           what the gateway metered for one model call: harness, vendor, model,

@@ -25,10 +25,12 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from . import __version__, identity
 from .approval import auto_approve_from_env
+from .approvals import DEFAULT_TIMEOUT_S, timeout_from_env
 from .events import EventKind
 from .harnesses import HarnessError
 from .harnesses.acp import AcpAgent
 from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
+from .policy.magics import PolicyMagics
 from .render import CellView, error_bundle
 from .routing import Route, route
 from .sanitize import SessionImages
@@ -106,6 +108,12 @@ class OmniKernel(IPythonKernel):
         "beside the notebook, else the package's default scenario.",
     ).tag(config=True)
 
+    approval_timeout = Float(
+        DEFAULT_TIMEOUT_S,
+        help="Seconds an approval waits for a person before it is denied. "
+        "Default: $OMNIKERNEL_APPROVAL_TIMEOUT, else 600.",
+    ).tag(config=True)
+
     @default("auto_approve")
     def _auto_approve_default(self) -> bool:
         return auto_approve_from_env()
@@ -150,15 +158,20 @@ class OmniKernel(IPythonKernel):
             readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,
+            approval_timeout_s=timeout_from_env(self.approval_timeout, dict(os.environ)),
         )
         # Images the agents write into the notebook's folder from now on may be shown inline;
         # no other image an answer names is ever loaded (see `sanitize`).
         self.images = SessionImages(Path.cwd())
+        from .widgets import presenter  # ipywidgets loads only with the kernel
+
+        self.agents.approvals.presenters.append(presenter(self.agents.approvals, display))
         assert self.shell is not None
         notice = problem + (first_cell_notice(who) or "")
         self.agents.first_notice = notice or None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
         self.shell.register_magics(SessionMagics(self.shell, self.agents))
+        self.shell.register_magics(PolicyMagics(self.shell, self.agents))
         # Our log lines go to the kernel's log (the server's terminal), never into a cell.
         ours = logging.getLogger("omnikernel")
         ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []

@@ -33,7 +33,7 @@ MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M] [--review], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
-    "%session [new|fork [NAME]|list|NAME], %%python. "
+    "%session [new|fork [NAME]|list|NAME], %policy, %%python. "
     "IPython's own: %lsmagic."
 )
 
@@ -88,7 +88,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, st
     plain = [line(headers)] + [line(r) for r in cells]
 
     def md_cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        # `$` escaped: two of them in a cell would render as LaTeX math in JupyterLab.
+        return text.replace("|", "\\|").replace("\n", " ").replace("$", "\\$")
 
     md = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     md += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in cells]
@@ -196,10 +197,12 @@ class OmniMagics(Magics):
             raise UsageError(f"%autoapprove takes on or off, not {word!r}")
         state = "on" if self.session.auto_approve else "off"
         note = (
-            " Every permission request is approved; each approval says so in its cell."
+            " Actions that change things and that no rule asks about are approved; each "
+            "approval says so in its cell. A rule's ask or deny still applies (see %policy)."
             if self.session.auto_approve
-            else f" Actions that change things are denied (start the kernel with "
-            f"{AUTO_APPROVE_ENV}=1 or run %autoapprove on to allow them)."
+            else f" Actions that change things ask for approval in the cell (start the kernel "
+            f"with {AUTO_APPROVE_ENV}=1 or run %autoapprove on to approve those no rule asks "
+            f"about)."
         )
         show(f"Auto-approval is {state}.{note}")
 
@@ -215,15 +218,26 @@ class OmniMagics(Magics):
         ]  # fmt: skip
         if not rows:
             show("No model calls in this session yet.")
+            self._gauge()
             return
         headers = ["harness", "model", "calls", "input", "output", "cache", "cost"]
         display(table(headers, rows), raw=True)
+        self._gauge()
         total = f"Session total: ${session.ledger.total_usd:.4f}"
         if session.ledger.unpriced:
             total += f" plus {session.ledger.unpriced} call(s) to unpriced models"
         if session.budget.limit_usd is not None:
             total += f" · budget ${session.budget.limit_usd:.2f}"
         show(total)
+
+    def _gauge(self) -> None:
+        """The live spend gauge, updated as the gateway meters each call."""
+        from .widgets import SpendGauge, widget_bundle
+
+        gauge = SpendGauge(self.session)
+        listeners = self.session.spend_listeners  # the latest few gauges stay live
+        listeners[:] = [*listeners[-4:], gauge.refresh]
+        display(widget_bundle(gauge, gauge.text()), raw=True)
 
     @line_magic
     def budget(self, line: str) -> None:

@@ -98,7 +98,8 @@ def approval_bundle(request: dict[str, Any], decision: dict[str, Any]) -> Bundle
     by = decision.get("by", "")
     reason = decision.get("reason", "")
     if allowed:
-        how = reason if by == "auto-approve" else f"allowed ({by}: {reason})"
+        by_person = decision.get("source", "policy") != "policy"
+        how = reason if by == "auto-approve" or by_person else f"allowed ({by}: {reason})"
         md = f"✓ **Approval** {what}: **{how}**"
         return agent_bundle(md, f"approval: {what}: {how}")
     return agent_bundle(

@@ -10,6 +10,9 @@ continues); switching harness keeps the others alive.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import dataclasses
 import logging
 import os
 import queue
@@ -20,6 +23,7 @@ from typing import Any
 
 from . import approval
 from . import events as ev
+from .approvals import PendingApprovals
 from .events import Event, EventKind
 from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
 from .guard import new_secret
@@ -27,6 +31,9 @@ from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
 from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from .identity import Identity
+from .policy import Policy, PolicyState, Request, Verdict, fold, observe, request_of
+from .policy.config import project_policy_path, user_policy_path
+from .policy.rules import BudgetRule, Outcome, Rule
 from .sandbox.spec import explain_refusal
 from .store import SessionStore
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
@@ -66,6 +73,8 @@ class AgentSession:
         readable: tuple[Path, ...] = (),
         acp_agents: Mapping[str, AcpAgent] | None = None,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
+        approval_timeout_s: float = 600.0,
+        user_policy: Path | None = None,
     ):
         self.store = store
         self.session_id = session_id
@@ -110,6 +119,22 @@ class AgentSession:
         self._spent: queue.SimpleQueue[SpendRecord] = queue.SimpleQueue()
         #: What the running turn is doing, by harness (what a stop stops), while it is open.
         self._activity: dict[str, TurnActivity] = {}
+        # Control: the rules by level, their state folded from the stored events, and the asks
+        # waiting for a person.
+        self.policy = Policy(
+            user_policy if user_policy is not None else user_policy_path(),
+            project_policy_path(notebook, cwd), cwd,
+        )  # fmt: skip
+        self.policy_state = fold(store.events(session_id), cwd=cwd)
+        self.approvals = PendingApprovals(approval_timeout_s)
+        #: Decisions made for harness requests, by request id, until their event is recorded.
+        self._decisions: dict[str, tuple[approval.Decision, str, list[list[float]]]] = {}
+        self._cell_context: contextvars.Context | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pauses: dict[str, asyncio.Task[approval.Decision]] = {}
+        self._current_cell = ""
+        #: Called on the kernel's loop with each metered call (the spend gauge).
+        self.spend_listeners: list[Any] = []
 
     def _stored_spend(self) -> SpendLedger:
         return SpendLedger(
@@ -137,6 +162,10 @@ class AgentSession:
         self.ledger = self._stored_spend()
         self._last_turn_of.clear()
         self._opened = False
+        # The rules beside the notebook and the policy state are those of the new session.
+        self.policy.project_path = project_policy_path(self.notebook, self.cwd)
+        self.policy.reload()
+        self.policy_state = fold(self.store.events(session_id), cwd=self.cwd)
         if self.notebook_id:
             self.store.bind_notebook(self.notebook_id, session_id, how)
 
@@ -193,10 +222,21 @@ class AgentSession:
         """The session's model gateway, started on first use."""
         if self._gateway is None:
             self._gateway = Gateway(
-                {}, prices=self.prices, on_spend=self._spent.put, ledger=self.ledger,
+                {}, prices=self.prices, on_spend=self._on_spend, ledger=self.ledger,
                 budget=self.budget,
             ).start_in_thread()  # fmt: skip
+            self._gateway.hold = self._hold_model_call
         return self._gateway
+
+    def _on_spend(self, record: SpendRecord) -> None:
+        """Called on the gateway's thread as each model call is metered."""
+        self._spent.put(record)
+        loop = self._loop
+        for listener in list(self.spend_listeners):
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(listener, record)
+            else:
+                listener(record)
 
     def _harness(self, name: str) -> Harness:
         if name not in self._harnesses:
@@ -226,8 +266,82 @@ class AgentSession:
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
 
+    # -- control -------------------------------------------------------------------------------
+
+    def rules(self) -> list[Rule]:
+        """Every active rule: the policy's levels, and the budget shown as a rule."""
+        rules = self.policy.rules()
+        if self.budget.limit_usd is not None:
+            rules.append(BudgetRule("session", self.budget.limit_usd))
+        return rules
+
+    def live_state(self) -> PolicyState:
+        """The folded state with the spend as the gateway meters it now (not at the turn's end)
+        and the approvals the policy files remember."""
+        spent = self._gateway.spent_usd if self._gateway is not None else self.ledger.total_usd
+        return dataclasses.replace(
+            self.policy_state, spent_usd=spent, budget_usd=self.budget.limit_usd,
+            approvals=self.policy_state.approvals | self.policy.approvals,
+        )  # fmt: skip
+
+    def judge(self, request: Request) -> Verdict:
+        from .policy import judge
+
+        return judge(self.rules(), self.live_state(), request)
+
     async def _decide(self, request: Event) -> approval.Decision:
-        return approval.decide(request, auto_approve=self.auto_approve)
+        """The decision function harnesses call: the policy's verdict, then a person if it asks."""
+        data = request.data
+        verdict = self.judge(request_of(data, self.cwd))
+        decision = approval.decide(request, verdict, auto_approve=self.auto_approve)
+        if decision.needs_person:
+            decision = await self.approvals.ask(str(data.get("request_id", "")), data, decision)
+            self._remember(decision)
+        marks = verdict.pause_marks if decision.allow else []
+        self._decisions[str(data.get("request_id", ""))] = (decision, str(data.get("call_id", "")),
+                                                            marks)  # fmt: skip
+        return decision
+
+    def _remember(self, decision: approval.Decision) -> None:
+        if decision.allow and decision.scope == "always" and decision.subject:
+            for rule in decision.rules:
+                self.policy.remember_always(rule, decision.subject)
+
+    async def _hold_model_call(self, harness: str) -> str | None:
+        """The gateway asks this (on its own thread) before each model call: None to go on, or
+        why not. A pause that is due waits here for a person, in the running cell."""
+        verdict = self.judge(Request(kind="model_call", tool=harness))
+        if verdict.outcome != Outcome.PAUSE or self._loop is None:
+            return None  # the budget is the gateway's own check, with its own message
+        answer: concurrent.futures.Future[approval.Decision] = concurrent.futures.Future()
+
+        def start() -> None:
+            key = "pause-" + "-".join(f"{e:g}x{m}" for e, m in verdict.pause_marks)
+            task = self._pauses.get(key)
+            if task is None or task.done() and not task.result().allow:
+                task = self._pauses[key] = asyncio.ensure_future(self._pause(key, harness, verdict))
+            task.add_done_callback(lambda t: answer.set_result(t.result()) if not t.cancelled()
+                                   else answer.cancel())  # fmt: skip
+
+        self._loop.call_soon_threadsafe(start, context=self._cell_context)
+        decision = await asyncio.wrap_future(answer)
+        return None if decision.allow else decision.reason
+
+    async def _pause(self, key: str, harness: str, verdict: Verdict) -> approval.Decision:
+        """A pause at a model call: an ask of its own, recorded like a harness's."""
+        request = Event(EventKind.APPROVAL_REQUEST, {
+            "request_id": f"{key}-t{self.turn}", "call_id": "", "tool": "model call",
+            "action": "pause", "summary": verdict.reason, "input": {},
+        })  # fmt: skip
+        cell = self._current_cell
+        self._record(request, harness, cell)
+        asked = approval.decide(request, verdict, auto_approve=self.auto_approve)
+        decision = await self.approvals.ask(request.data["request_id"], request.data, asked)
+        self._record(Event(EventKind.APPROVAL_DECISION, {
+            "request_id": request.data["request_id"], "decision": decision.verdict,
+            **decision.event_data(), "pause_marks": verdict.pause_marks if decision.allow else [],
+        }), harness, cell)  # fmt: skip
+        return decision
 
     # -- running -------------------------------------------------------------------------------
 
@@ -235,9 +349,17 @@ class AgentSession:
         if not self._opened:
             self.store.open_session(self.session_id, self.notebook)
             self._opened = True
-        return self.store.append(
+        if event.kind == EventKind.APPROVAL_DECISION:
+            made = self._decisions.pop(str(event.data.get("request_id", "")), None)
+            if made is not None:  # who decided, from where, by which rules, for what scope
+                decision, call_id, marks = made
+                event = event.stamped(data={**event.data, **decision.event_data(),
+                                            "call_id": call_id, "pause_marks": marks})  # fmt: skip
+        stored = self.store.append(
             event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
         )
+        self.policy_state = observe(self.policy_state, stored, self.cwd)
+        return stored
 
     def review_prompt(self, reviewer: str, extra: str = "") -> tuple[str, Turn]:
         """The prompt asking `reviewer` to review another harness's latest turn."""
@@ -308,6 +430,9 @@ class AgentSession:
                 prompt = f"{carried.text}\n\n{prompt}"
         self._last_turn_of[name] = self.turn
         self.gateway.set_context(self.session_id, cell)
+        # Pauses at model calls are asked from the gateway's thread, shown in this cell.
+        self._loop, self._cell_context = asyncio.get_running_loop(), contextvars.copy_context()
+        self._current_cell = cell
         reported_cost: float | None = None
         try:
             async for event in agent.run_turn(prompt):

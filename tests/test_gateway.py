@@ -269,8 +269,35 @@ def test_prices_overrides_and_dated_names():
     assert table.lookup("anthropic", "claude-sonnet-4-5-20990101") == table.lookup(
         "anthropic", "claude-sonnet-4-5"
     )
-    assert table.cost("anthropic", TokenUsage("nope", 1, 1)) is None
-    assert table.generated and "pi-ai" in table.source
+    assert table.cost("anthropic", TokenUsage("nope", 1, 1)) is None  # unpriced, never $0
+    assert table.source.startswith("genai-prices ")
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "usd"),
+    [
+        # $5 / $25 per million tokens, suffixed names match too.
+        ("claude-opus-4-8", (100, 20, 0, 0), 0.001),
+        ("claude-opus-4-8[1m]", (100, 20, 0, 0), 0.001),
+        # Cache reads and writes at their own prices ($0.30 and $3.75 per million).
+        ("claude-sonnet-4-5", (1000, 0, 1000, 1000), (3000 + 300 + 3750) / 1e6),
+        # Past 200k input tokens the whole call is priced at the higher tier ($6 per million).
+        ("claude-sonnet-4-5-20250929", (300_000, 0, 0, 0), 1.8),
+    ],
+)
+def test_genai_prices_matches_names_tiers_and_cache(model, usage, usd):
+    assert PriceTable.load().cost("anthropic", TokenUsage(model, *usage)) == pytest.approx(usd)
+
+
+def test_every_pinned_cli_default_model_is_priced():
+    from omnikernel.harnesses import discover
+
+    # Claude Code chooses its own default (the kernel passes none): the one its pinned version
+    # sends, as seen on the wire in tests/test_kernel_control.py.
+    defaults = {"claude": "claude-opus-4-8"}
+    for name, cls in discover().items():
+        model = cls.default_model or defaults[name]
+        assert PriceTable.load().lookup(cls.wire, model) is not None, (name, model)
 
 
 def test_ledger_budget_and_cross_check():

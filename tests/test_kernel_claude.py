@@ -94,11 +94,14 @@ def test_prompt_runs_a_tool_and_the_next_cell_continues(model, workdir, start_ke
     assert history.text.count("completed") == 2
 
 
-def test_actions_are_denied_with_a_way_to_allow_them(model, workdir, start_kernel):
-    kernel = start_kernel(workdir, **upstream(model))
+def test_unanswered_actions_are_denied_with_a_way_to_allow_them(model, workdir, start_kernel):
+    # A client without widgets sees the request in text, then the denial at the timeout.
+    kernel = start_kernel(workdir, **upstream(model, OMNIKERNEL_APPROVAL_TIMEOUT="3"))
     result = kernel.execute("Please create the notes file.")
     assert not (workdir / "notes.txt").exists()
-    assert "DENIED" in result.text and "%autoapprove on" in result.text
+    assert "APPROVAL NEEDED: Bash echo remembered > notes.txt" in result.text
+    assert "DENIED" in result.text and "nobody answered" in result.text
+    assert "%autoapprove on" in result.text
     on = kernel.execute("%autoapprove on")
     assert "Auto-approval is on" in on.text
     again = kernel.execute("Please create the notes file.")

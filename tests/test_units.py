@@ -31,34 +31,6 @@ def test_route(code, kind, body, agent_args, magic):
     assert (r.kind, r.body, r.agent_args, r.magic) == (kind, body, agent_args, magic)
 
 
-def request(action: str, tool: str = "T", summary: str = "s") -> Event:
-    return Event(EventKind.APPROVAL_REQUEST, {"action": action, "tool": tool, "summary": summary})
-
-
-@pytest.mark.parametrize(
-    ("action", "auto", "allow", "by"),
-    [
-        ("read", False, True, "read-only"),
-        ("search", False, True, "read-only"),
-        ("plan", False, True, "read-only"),
-        ("exec", False, False, "default-policy"),
-        ("write", False, False, "default-policy"),
-        ("fetch", False, False, "default-policy"),
-        ("exec", True, True, "auto-approve"),
-        ("edit", True, True, "auto-approve"),
-    ],
-)
-def test_decide(action, auto, allow, by):
-    decision = approval.decide(request(action), auto_approve=auto)
-    assert (decision.allow, decision.by) == (allow, by)
-
-
-def test_denial_says_how_to_allow():
-    decision = approval.decide(request("exec", "Bash", "rm -rf x"), auto_approve=False)
-    assert "%autoapprove on" in decision.reason and "OMNIKERNEL_AUTO_APPROVE=1" in decision.reason
-    assert "Bash `rm -rf x`" in decision.reason
-
-
 @pytest.mark.parametrize(
     ("env", "expected"),
     [({"OMNIKERNEL_AUTO_APPROVE": "1"}, True), ({"OMNIKERNEL_AUTO_APPROVE": "0"}, False), ({}, False)],

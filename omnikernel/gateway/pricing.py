@@ -1,27 +1,36 @@
-"""Model prices: a dated table shipped as data (`omnikernel/data/prices.json`), overridable.
+"""Model prices from `genai-prices` (Pydantic's maintained price data), overridable.
 
-Pure. Prices are USD per million tokens, per vendor and model. Token counts are *normalised*
-before pricing (see `meter.TokenUsage`): `input_tokens` never includes cached tokens, so one
-formula serves every vendor. A model that is not in the table is unpriced (`None`), never free.
+Pure and offline: the data is the snapshot shipped inside the installed package; its
+`UpdatePrices` helper, which fetches newer data, is never started (the gateway reaches only the
+agent's upstream). genai-prices matches dated and suffixed model names (``claude-sonnet-4-5-
+20250929``, ``claude-opus-4-8[1m]``), applies tiered prices (more than 200k input tokens) and
+cache prices. ``c.OmniKernel.prices`` overrides take precedence, per vendor or for every vendor.
+
+Token counts are *normalised* before pricing (see `meter.TokenUsage`): `input_tokens` never
+includes cached tokens, so they are added back for genai-prices, which counts them in the
+input. A model neither source knows is unpriced (`None`), never free.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
+import functools
 from collections.abc import Mapping
-from pathlib import Path
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from .meter import TokenUsage
 
-PRICES_FILE = Path(__file__).resolve().parent.parent / "data" / "prices.json"
-DATE_SUFFIX = re.compile(r"-\d{8}$")
+#: The genai-prices provider id of each vendor the gateway speaks to.
+PROVIDER_OF_VENDOR = {"anthropic": "anthropic", "openai": "openai"}
+SOURCE = "genai-prices"
 
 
 @dataclasses.dataclass(frozen=True)
 class Price:
+    """USD per million tokens (the base tier where prices are tiered)."""
+
     input: float
     output: float
     cache_read: float = 0.0
@@ -45,36 +54,83 @@ class Price:
         ) / 1_000_000
 
 
+def _base(value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    return float(getattr(value, "base", 0) or 0)  # genai-prices' TieredPrices
+
+
+@functools.cache
+def _library_match(provider: str, model: str) -> Any:
+    """genai-prices' model info for `model`, or None."""
+    from genai_prices import data_snapshot
+
+    try:
+        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
+    except LookupError:
+        return None
+    return info
+
+
 class PriceTable:
-    def __init__(self, vendors: dict[str, dict[str, Price]], generated: str = "", source: str = ""):
-        self.vendors = vendors
-        self.generated = generated
-        self.source = source
+    """Overrides first, then genai-prices."""
+
+    def __init__(self, overrides: dict[str, dict[str, Price]] | None = None):
+        #: Overrides by vendor ("*": every vendor), then model.
+        self.overrides = overrides or {}
+        from genai_prices import __version__
+
+        self.source = f"{SOURCE} {__version__}"
 
     @classmethod
-    def load(
-        cls, path: Path = PRICES_FILE, overrides: Mapping[str, Mapping[str, Any]] | None = None
-    ) -> PriceTable:
-        """The shipped table, with `overrides` on top: ``{"vendor/model": {"input": ...}}`` or
+    def load(cls, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> PriceTable:
+        """genai-prices with `overrides` on top: ``{"vendor/model": {"input": ...}}`` or
         ``{"model": {...}}`` (then it applies to every vendor)."""
-        data = json.loads(path.read_text())
-        vendors = {
-            vendor: {model: Price.from_dict(p) for model, p in models.items()}
-            for vendor, models in data.get("vendors", {}).items()
-        }
+        table: dict[str, dict[str, Price]] = {}
         for key, price in (overrides or {}).items():
             vendor, _, model = key.rpartition("/")
-            for name in [vendor] if vendor else list(vendors) or ["anthropic", "openai"]:
-                vendors.setdefault(name, {})[model] = Price.from_dict(price)
-        return cls(vendors, data.get("generated", ""), data.get("source", ""))
+            table.setdefault(vendor or "*", {})[model] = Price.from_dict(price)
+        return cls(table)
+
+    def _override(self, vendor: str, model: str) -> Price | None:
+        for scope in (vendor, "*"):
+            if model in self.overrides.get(scope, {}):
+                return self.overrides[scope][model]
+        return None
+
+    def model_id(self, vendor: str, model: str) -> str | None:
+        """The name genai-prices matched `model` to (None if it did not)."""
+        info = _library_match(PROVIDER_OF_VENDOR.get(vendor, vendor), model)
+        return info.id if info is not None else None
 
     def lookup(self, vendor: str, model: str) -> Price | None:
-        models = self.vendors.get(vendor, {})
-        if model in models:
-            return models[model]
-        undated = DATE_SUFFIX.sub("", model)
-        return models.get(undated)
+        """The (base-tier) price of `model`, or None: unpriced."""
+        if (price := self._override(vendor, model)) is not None:
+            return price
+        info = _library_match(PROVIDER_OF_VENDOR.get(vendor, vendor), model)
+        if info is None:
+            return None
+        prices = info.prices
+        if not hasattr(prices, "input_mtok"):  # prices that change over time: the current ones
+            prices = info.get_prices(datetime.now(UTC))
+        return Price(_base(prices.input_mtok), _base(prices.output_mtok),
+                     _base(prices.cache_read_mtok), _base(prices.cache_write_mtok))  # fmt: skip
 
     def cost(self, vendor: str, usage: TokenUsage) -> float | None:
-        price = self.lookup(vendor, usage.model)
-        return None if price is None else price.cost(usage)
+        if (price := self._override(vendor, usage.model)) is not None:
+            return price.cost(usage)
+        from genai_prices import Usage, calc_price
+
+        provider = PROVIDER_OF_VENDOR.get(vendor, vendor)
+        if _library_match(provider, usage.model) is None:
+            return None
+        cached = usage.cache_read_tokens + usage.cache_write_tokens
+        result = calc_price(
+            Usage(input_tokens=usage.input_tokens + cached, output_tokens=usage.output_tokens,
+                  cache_read_tokens=usage.cache_read_tokens,
+                  cache_write_tokens=usage.cache_write_tokens),
+            usage.model, provider_id=provider,
+        )  # fmt: skip
+        return float(result.total_price)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,8 @@ class Gateway(LoopbackServer):
         self.recorder: CassetteRecorder | None = None
         self.player: CassettePlayer | None = None
         self.in_flight = 0  # model calls being answered (only the gateway's thread changes it)
+        #: Asked before each model call (a policy pause): None to go on, else why not.
+        self.hold: Callable[[str], Awaitable[str | None]] | None = None
         self._lock = threading.Lock()
         self._secrets: dict[str, str] = {}  # by harness: the one key its path accepts
 
@@ -288,6 +290,9 @@ class ModelCallHandler(GatewayHandler):
             return
         prompt = PROMPT_OF[wire_path](body).prompt
         streamed = bool(body.get("stream"))
+        if gateway.hold is not None and (refusal := await gateway.hold(harness)) is not None:
+            self.send_error_body(wire_path, 403, refusal, "policy_denied")
+            return
         if gateway.budget.exceeded(gateway.spent_usd):
             self.send_error_body(wire_path, 402, gateway.budget.message(gateway.spent_usd),
                                  "budget_exceeded")  # fmt: skip

@@ -109,6 +109,9 @@ class ClaudeHarness(JsonLinesHarness):
             "--verbose",
             "--include-partial-messages",
             "--permission-prompt-tool", "stdio",
+            # Every shell command asks the kernel, also those Claude Code judges read-only
+            # (`cat`, `git status`), so the policy's rules see (and can stop) each of them.
+            "--settings", json.dumps({"permissions": {"ask": ["Bash"]}}),
         ]  # fmt: skip
         if self.ctx.model:
             argv += ["--model", self.ctx.model]

@@ -76,6 +76,11 @@ class HarnessContract:
                 auto_approve=auto_approve,
                 sandbox=self.sandbox,
             )  # fmt: skip
+            if not auto_approve:  # a person who denies every ask, at once
+                session.approvals.presenters.append(
+                    lambda p: session.approvals.answer(p.request_id, False, by="contract",
+                                                       source="test")
+                )  # fmt: skip
             sessions.append(session)
             return session
 
@@ -132,6 +137,7 @@ class HarnessContract:
         (events,) = self.run(session, "contract write a file")
         decision = next(e for e in events if e.kind == EventKind.APPROVAL_DECISION)
         assert decision.data["decision"] == "deny"
+        assert (decision.data["by"], decision.data["source"]) == ("contract", "test")
         assert not (session.cwd / "contract.txt").exists()
         assert events[-1].kind == EventKind.TURN_END
 

@@ -1,0 +1,34 @@
+"""Control: stateful policies over the agents' actions and spend.
+
+`commands` parses shell lines into the commands they run; `rules` holds the built-in rules;
+`engine` is pure (events and state in, verdicts and state out); `config` reads the levels
+(user file, project file, session) and fails closed on a broken file; `magics` is `%policy`.
+"""
+
+from .commands import UNKNOWN, Command, ParsedLine, parse
+from .config import Policy, PolicyFileError
+from .engine import DEFAULT_ASK, Verdict, fold, judge, observe, request_of
+from .rules import BUILTINS, Match, Outcome, PolicyState, Request, Rule, RuleError, make_rule
+
+__all__ = [
+    "BUILTINS",
+    "DEFAULT_ASK",
+    "UNKNOWN",
+    "Command",
+    "Match",
+    "Outcome",
+    "ParsedLine",
+    "Policy",
+    "PolicyFileError",
+    "PolicyState",
+    "Request",
+    "Rule",
+    "RuleError",
+    "Verdict",
+    "fold",
+    "judge",
+    "make_rule",
+    "observe",
+    "parse",
+    "request_of",
+]

@@ -1,0 +1,491 @@
+"""The built-in rules: what each checks, with what arguments, and what it says when it matches.
+
+Pure. A rule looks at one `Request` (an agent action, or a model call) and the session's
+`PolicyState` and returns a `Match` (its outcome and why) or None. Rules never decide alone: the
+engine collects every match and the strictest outcome wins (`Outcome` is ordered).
+
+Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy file):
+
+- ``push-after-install``  once a package install ran in the session, publishing asks
+  (``git push``, ``npm publish``, ``twine upload``, ``docker push``, ...). On by default.
+- ``pause-every USD``     each time metered spend crosses another multiple of USD, pause.
+- ``budget USD``          the hard cap: past it, actions are denied (the gateway refuses calls).
+- ``ask PATTERN`` / ``deny PATTERN``   commands matching PATTERN ask / are denied.
+- ``ask-write-outside PATH``   writing or editing a file outside PATH asks.
+- ``max-tool-calls N``    the N+1th tool call of a turn asks.
+- ``loop-guard N``        the same call made N times in a row asks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import fnmatch
+import math
+import posixpath
+import shlex
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from .commands import UNKNOWN, Command
+
+
+class Outcome(enum.IntEnum):
+    """Ordered: the strictest match wins."""
+
+    ALLOW = 0
+    ASK = 1
+    PAUSE = 2
+    DENY = 3
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What the engine judges: an agent's action, or (kind "model_call") a model call."""
+
+    kind: str = "action"  # "action" | "model_call"
+    action: str = "other"
+    tool: str = ""
+    summary: str = ""
+    call_id: str = ""
+    commands: tuple[Command, ...] = ()
+    #: Files a write or edit touches (absolute).
+    paths: tuple[str, ...] = ()
+    #: Identifies "the same call" for loop-guard.
+    key: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyState:
+    """What the rules remember, folded from the session's stored events (see `engine.observe`)."""
+
+    #: The package install that ran in this session ("" if none yet).
+    installed: str = ""
+    spent_usd: float = 0.0
+    budget_usd: float | None = None
+    #: How many multiples of each pause-every amount were already approved to continue.
+    pause_marks: tuple[tuple[float, int], ...] = ()
+    #: This turn's tool calls so far: (call_id, key).
+    turn_calls: tuple[tuple[str, str], ...] = ()
+    #: (rule, subject) pairs a person approved for the rest of the session.
+    approvals: frozenset[tuple[str, str]] = frozenset()
+    #: Calls that may install packages, by call id, until their result arrives.
+    pending_installs: tuple[tuple[str, str], ...] = ()
+    denied_calls: frozenset[str] = frozenset()
+
+    def pause_mark(self, every: float) -> int:
+        return dict(self.pause_marks).get(every, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    rule: str
+    outcome: Outcome
+    reason: str
+    #: What the match is about ("git push", a file path): the key of a session approval.
+    subject: str = ""
+    level: str = "default"
+    #: For pauses: the multiple of the pause amount this pause is for.
+    pause_mark: tuple[float, int] | None = None
+
+
+class RuleError(ValueError):
+    """A rule's arguments are wrong; the message says what is expected."""
+
+
+# -- command patterns ----------------------------------------------------------------------------
+
+#: Subcommand spellings the package managers accept for the same thing (npm takes typos too).
+SUBCOMMAND_ALIASES = {
+    "npm": {
+        **dict.fromkeys(["i", "in", "ins", "inst", "insta", "instal", "isnt", "isnta",
+                         "isntal", "isntall", "add", "install"], "install"),
+        **dict.fromkeys(["it", "install-test", "cit", "clean-install-test", "sit"], "install-test"),
+        **dict.fromkeys(["ci", "clean-install", "ic", "install-clean", "isntall-clean"], "ci"),
+        **dict.fromkeys(["x", "exec"], "exec"),
+        **dict.fromkeys(["pub", "publish"], "publish"),
+    },
+    "pnpm": dict.fromkeys(["i", "install", "add"], "install"),
+    "yarn": dict.fromkeys(["add", "install"], "install"),
+    "bun": dict.fromkeys(["i", "install", "add"], "install"),
+}  # fmt: skip
+COMMAND_ALIASES = {"pip3": "pip", "npx": "npm-exec", "pnpx": "npm-exec", "bunx": "npm-exec"}
+
+
+def canonical(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """argv with the command's name and subcommand in their one canonical spelling."""
+    if not argv:
+        return argv
+    name = posixpath.basename(argv[0])
+    if name.startswith("pip") and name[3:].replace(".", "").isdigit():
+        name = "pip"
+    name = COMMAND_ALIASES.get(name, name)
+    if name == "npm-exec":
+        return ("npm", "exec", *argv[1:])
+    rest = argv[1:]
+    aliases = SUBCOMMAND_ALIASES.get(name)
+    if aliases:
+        i = next((k for k, w in enumerate(rest) if not w.startswith("-")), None)
+        if i is not None and rest[i] in aliases:
+            rest = (*rest[:i], aliases[rest[i]], *rest[i + 1 :])
+        elif name == "yarn" and i is None:
+            rest = ("install", *rest)  # a bare `yarn` installs
+    return (name, *rest)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandPattern:
+    """Shell words; a command matches when its name matches the first and the others appear in
+    order among its arguments (``*`` globs inside a word; ``git push`` matches
+    ``git -C x push --force``). Words bash computes match anything: "maybe"."""
+
+    text: str
+    words: tuple[str, ...]
+
+    @classmethod
+    def of(cls, text: str) -> CommandPattern:
+        try:
+            words = tuple(shlex.split(text))
+        except ValueError as exc:
+            raise RuleError(f"cannot read the command pattern {text!r}: {exc}") from None
+        if not words:
+            raise RuleError("a command pattern needs at least a command name, e.g. 'git push'")
+        return cls(text, canonical(words))
+
+    def match(self, command: Command) -> str | None:
+        """ "yes", "maybe" (it may, by the most dangerous reading) or None."""
+        if command.opaque:
+            return "maybe"
+        argv = canonical(command.argv)
+        if not argv:
+            return None
+        first = argv[0]
+        if first == UNKNOWN:
+            return "maybe"
+        if not fnmatch.fnmatchcase(first, self.words[0]):
+            return None
+        return _subsequence(self.words[1:], argv[1:])
+
+
+def _subsequence(pattern: tuple[str, ...], words: tuple[str, ...]) -> str | None:
+    found, maybe = 0, False
+    for word in words:
+        if found == len(pattern):
+            break
+        if fnmatch.fnmatchcase(word, pattern[found]):
+            found += 1
+        elif word == UNKNOWN:
+            found, maybe = found + 1, True
+    if found < len(pattern):
+        return None
+    return "maybe" if maybe else "yes"
+
+
+def first_match(patterns: tuple[CommandPattern, ...], commands: tuple[Command, ...]
+                ) -> tuple[Command, CommandPattern, str] | None:  # fmt: skip
+    """The first (command, pattern, "yes"|"maybe"), preferring a certain match."""
+    maybe = None
+    for command in commands:
+        for pattern in patterns:
+            how = pattern.match(command)
+            if how == "yes":
+                return command, pattern, how
+            if how == "maybe" and maybe is None:
+                maybe = (command, pattern, how)
+    return maybe
+
+
+PACKAGE_INSTALLS = tuple(CommandPattern.of(p) for p in (
+    "npm install", "npm install-test", "npm ci", "npm exec", "npm update", "pnpm install",
+    "pnpm dlx", "pnpm update", "yarn install", "yarn dlx", "bun install", "pip install",
+    "pip download", "uv pip install", "uv add", "uv sync", "uv tool install", "uvx",
+    "pipx install", "pipx run", "poetry add", "poetry install", "conda install", "mamba install",
+    "micromamba install", "gem install", "bundle install", "cargo install", "cargo add",
+    "go install", "go get", "apt-get install", "apt install", "brew install", "composer install",
+    "composer require", "easy_install",
+))  # fmt: skip
+PUBLISHING = tuple(CommandPattern.of(p) for p in (
+    "git push", "git send-email", "npm publish", "pnpm publish", "yarn publish", "yarn npm",
+    "bun publish", "twine upload", "docker push", "podman push", "buildah push", "cargo publish",
+    "gem push", "poetry publish", "uv publish", "flit publish", "hatch publish", "gh release",
+    "gh pr create", "vsce publish", "helm push",
+))  # fmt: skip
+
+
+def installs(commands: tuple[Command, ...]) -> str:
+    """The package install among `commands` ("" if none is certain)."""
+    for command in commands:
+        if not command.opaque and any(p.match(command) == "yes" for p in PACKAGE_INSTALLS):
+            return command.shown()
+    return ""
+
+
+# -- rules ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A built-in rule with its arguments and the level it comes from."""
+
+    name: ClassVar[str]
+    #: The argument names, in order (``%policy add NAME ARGS``, TOML keys).
+    params: ClassVar[tuple[str, ...]] = ()
+    help: ClassVar[str] = ""
+    level: str = "default"
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        raise NotImplementedError
+
+    def args(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, p) for p in self.params)
+
+    def describe(self) -> str:
+        return " ".join([self.name, *(f"{a:g}" if isinstance(a, float) else str(a)
+                                      for a in self.args())])  # fmt: skip
+
+    def state_text(self, state: PolicyState) -> str:
+        return ""
+
+    def _match(self, outcome: Outcome, reason: str, subject: str = "", **kw: Any) -> Match:
+        return Match(self.describe(), outcome, reason, subject, self.level, **kw)
+
+
+def _positive(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RuleError(f"{what} must be a number, not {value!r}") from None
+    if not number > 0 or math.isinf(number):
+        raise RuleError(f"{what} must be positive, not {value!r}")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class PushAfterInstall(Rule):
+    name: ClassVar[str] = "push-after-install"
+    help: ClassVar[str] = "after a package install, git push and other publishing commands ask"
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or not state.installed or not request.commands:
+            return None
+        found = first_match(PUBLISHING, request.commands)
+        if found is None:
+            return None
+        command, pattern, how = found
+        what = (f"`{command.shown()}` publishes" if how == "yes" else
+                f"`{command.shown()}` may publish ({command.opaque or 'a computed word'})")  # fmt: skip
+        return self._match(
+            Outcome.ASK,
+            f"{what}, and a package install ran earlier in this session (`{state.installed}`)",
+            pattern.text if how == "yes" else command.shown(),
+        )
+
+    def state_text(self, state: PolicyState) -> str:
+        return f"armed: `{state.installed}` ran" if state.installed else "no install yet"
+
+
+@dataclasses.dataclass(frozen=True)
+class PauseEvery(Rule):
+    name: ClassVar[str] = "pause-every"
+    params: ClassVar[tuple[str, ...]] = ("usd",)
+    help: ClassVar[str] = "pause each time spend crosses another multiple of USD"
+    usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usd", _positive(self.usd, "pause-every's USD"))
+
+    def due(self, state: PolicyState) -> int:
+        """The multiple crossed and not yet approved (0: none)."""
+        crossed = int(state.spent_usd // self.usd)
+        return crossed if crossed > state.pause_mark(self.usd) else 0
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if not (mark := self.due(state)):
+            return None
+        return self._match(
+            Outcome.PAUSE,
+            f"the session's spend reached ${state.spent_usd:.4f}, past ${mark * self.usd:g} "
+            f"(a pause every ${self.usd:g}): continue?",
+            f"${mark * self.usd:g}",
+            pause_mark=(self.usd, mark),
+        )
+
+    def state_text(self, state: PolicyState) -> str:
+        nxt = (max(int(state.spent_usd // self.usd), state.pause_mark(self.usd)) + 1) * self.usd
+        return f"${state.spent_usd:.2f} spent; next pause at ${nxt:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetRule(Rule):
+    name: ClassVar[str] = "budget"
+    params: ClassVar[tuple[str, ...]] = ("usd",)
+    help: ClassVar[str] = "the hard cap: past it, actions are denied and model calls refused"
+    usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usd", _positive(self.usd, "budget's USD"))
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if state.spent_usd < self.usd:
+            return None
+        return self._match(
+            Outcome.DENY,
+            f"the ${self.usd:.2f} budget is spent (${state.spent_usd:.4f}); raise it with "
+            f"`%budget N`",
+        )
+
+    def state_text(self, state: PolicyState) -> str:
+        return f"${state.spent_usd:.4f} of ${self.usd:.2f} spent"
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandRule(Rule):
+    params: ClassVar[tuple[str, ...]] = ("pattern",)
+    outcome: ClassVar[Outcome] = Outcome.ASK
+    pattern: str = ""
+
+    def __post_init__(self) -> None:
+        CommandPattern.of(self.pattern)  # raises RuleError early
+
+    def describe(self) -> str:
+        return f"{self.name} {self.pattern!r}"
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or not request.commands:
+            return None
+        found = first_match((CommandPattern.of(self.pattern),), request.commands)
+        if found is None:
+            return None
+        command, pattern, how = found
+        if how == "yes":
+            return self._match(self.outcome, f"`{command.shown()}` matches {pattern.text!r}",
+                               pattern.text)  # fmt: skip
+        # What cannot be resolved asks, even under a deny rule: a person reads it.
+        why = command.opaque or "a word in it is computed when it runs"
+        return self._match(Outcome.ASK, f"`{command.shown()}` may match {pattern.text!r} ({why})",
+                           command.shown())  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class AskRule(CommandRule):
+    name: ClassVar[str] = "ask"
+    help: ClassVar[str] = "commands matching PATTERN ask"
+
+
+@dataclasses.dataclass(frozen=True)
+class DenyRule(CommandRule):
+    name: ClassVar[str] = "deny"
+    outcome: ClassVar[Outcome] = Outcome.DENY
+    help: ClassVar[str] = "commands matching PATTERN are denied"
+
+
+@dataclasses.dataclass(frozen=True)
+class AskWriteOutside(Rule):
+    name: ClassVar[str] = "ask-write-outside"
+    params: ClassVar[tuple[str, ...]] = ("path",)
+    help: ClassVar[str] = "writing or editing a file outside PATH asks"
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path or not posixpath.isabs(self.path):
+            raise RuleError(f"ask-write-outside needs an absolute folder, not {self.path!r}")
+        object.__setattr__(self, "path", posixpath.normpath(self.path))
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or request.action not in ("write", "edit"):
+            return None
+        for path in request.paths:
+            inside = posixpath.normpath(path)
+            if inside != self.path and not inside.startswith(self.path.rstrip("/") + "/"):
+                return self._match(Outcome.ASK, f"{path} is outside {self.path}", path)
+        if not request.paths:
+            return self._match(Outcome.ASK, f"cannot tell which file {request.tool} writes",
+                               request.tool)  # fmt: skip
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxToolCalls(Rule):
+    name: ClassVar[str] = "max-tool-calls"
+    params: ClassVar[tuple[str, ...]] = ("n",)
+    help: ClassVar[str] = "more than N tool calls in one turn ask"
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", int(_positive(self.n, "max-tool-calls's N")))
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action":
+            return None
+        earlier = sum(1 for call_id, _ in state.turn_calls if call_id != request.call_id)
+        if earlier < self.n:
+            return None
+        return self._match(Outcome.ASK, f"this turn already made {earlier} tool calls "
+                                        f"(more than {self.n} ask)", f"{self.n} calls")  # fmt: skip
+
+    def state_text(self, state: PolicyState) -> str:
+        return f"{len(state.turn_calls)} this turn"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopGuard(Rule):
+    name: ClassVar[str] = "loop-guard"
+    params: ClassVar[tuple[str, ...]] = ("n",)
+    help: ClassVar[str] = "the same call made N times in a row asks"
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        n = int(_positive(self.n, "loop-guard's N"))
+        if n < 2:
+            raise RuleError("loop-guard's N must be at least 2")
+        object.__setattr__(self, "n", n)
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or not request.key:
+            return None
+        repeats = 1
+        for call_id, key in reversed(state.turn_calls):
+            if call_id == request.call_id:
+                continue
+            if key != request.key:
+                break
+            repeats += 1
+        if repeats < self.n:
+            return None
+        return self._match(Outcome.ASK, f"the same call, {request.summary or request.tool!r}, "
+                                        f"{repeats} times in a row", request.key)  # fmt: skip
+
+
+BUILTINS: dict[str, type[Rule]] = {
+    cls.name: cls
+    for cls in (PushAfterInstall, PauseEvery, BudgetRule, AskRule, DenyRule, AskWriteOutside,
+                MaxToolCalls, LoopGuard)
+}  # fmt: skip
+
+
+def make_rule(name: str, args: list[Any] | dict[str, Any], level: str, *,
+              resolve_path: Callable[[str], str] | None = None) -> Rule:  # fmt: skip
+    """A rule from its name and arguments (positional, or by parameter name); RuleError when
+    the name or the arguments are wrong."""
+    cls = BUILTINS.get(name)
+    if cls is None:
+        raise RuleError(f"unknown rule {name!r}; the rules are: {', '.join(BUILTINS)}")
+    if isinstance(args, dict):
+        extra = set(args) - set(cls.params)
+        if extra:
+            raise RuleError(f"{name} takes {', '.join(cls.params) or 'no arguments'}, "
+                            f"not {', '.join(sorted(extra))}")  # fmt: skip
+        values = [args.get(p) for p in cls.params]
+    else:
+        values = list(args)
+        if name in ("ask", "deny") and values:
+            values = [" ".join(str(v) for v in values)]
+    if len(values) != len(cls.params) or any(v is None for v in values):
+        usage = " ".join(p.upper() for p in cls.params)
+        raise RuleError(f"{name} takes {usage or 'no arguments'} (usage: {name} {usage})".strip())
+    if name == "ask-write-outside" and resolve_path is not None:
+        values = [resolve_path(str(values[0]))]
+    return cls(level, *values)  # type: ignore[call-arg]

@@ -1,0 +1,185 @@
+"""What a person sees and clicks in the cell: the approval card and the spend gauge.
+
+Stock ipywidgets, no custom JavaScript. The logic lives elsewhere (`approvals` decides who
+answered first, the session meters spend); these classes only show it and forward clicks. A
+click arrives as a comm message while the cell still runs (ipykernel >= 7.4 dispatches comms
+during an async cell); the handler answers the pending future, never polls.
+
+Every display carries a text/plain fallback, so front ends without widgets (nbclient,
+`jupyter console`) print the request; how it was decided is printed as the cell's approval line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import html
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from .render import edit_diff, preview
+
+if TYPE_CHECKING:
+    from .approval import Decision
+    from .approvals import Pending, PendingApprovals
+    from .session import AgentSession
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+SCOPE_LABELS = {"this once": "once", "this session": "session", "always for this pattern": "always"}
+
+
+def widget_bundle(widget: w.Widget, text: str) -> dict[str, Any]:
+    """A display bundle: the widget where widgets render, `text` everywhere else."""
+    return {"text/plain": text,
+            WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}}  # fmt: skip
+
+
+def request_text(pending: Pending) -> str:
+    """The ask in plain text (consoles, nbclient, logs)."""
+    data, asked = pending.request, pending.asked
+    if pending.is_pause:
+        head = f"⏸ PAUSED: {asked.reason}"
+    else:
+        head = f"⚠ APPROVAL NEEDED: {data.get('tool', '?')} {data.get('summary', '')}".rstrip()
+        head += f"\n  rule: {asked.reason}"
+    return head + "\n  (waiting for a person: Approve or Deny in the notebook)"
+
+
+def action_html(data: dict[str, Any]) -> str:
+    """The action in full: the whole command, or the file and its diff or new content."""
+    action, tool_input = data.get("action"), data.get("input") or {}
+    summary = str(data.get("summary") or "")
+    body = ""
+    if action == "exec":
+        command = tool_input.get("command", summary) if isinstance(tool_input, dict) else summary
+        body = str(command)
+    elif action == "edit":
+        body = edit_diff(data) or summary
+    elif action == "write" and isinstance(tool_input.get("content"), str):
+        body = f"{summary}\n\n{preview(tool_input['content'], 40)}"
+    else:
+        body = summary
+    title = f"<b>{html.escape(str(data.get('tool', '')))}</b> ({html.escape(str(action))})"
+    pre = ("<pre style='white-space:pre-wrap;max-height:20em;overflow:auto;margin:4px 0'>"
+           f"{html.escape(body)}</pre>")  # fmt: skip
+    return title + pre
+
+
+class ApprovalCard(w.VBox):
+    """One ask: the action, the rule that asked, Approve / Deny, the scope and a reason."""
+
+    def __init__(self, pending: Pending, approvals: PendingApprovals, who: str):
+        self.pending, self.approvals, self.who = pending, approvals, who
+        asked = pending.asked
+        kind = "Pause" if pending.is_pause else "Approval needed"
+        self.header = w.HTML(f"<b>{'⏸' if pending.is_pause else '⚠'} {kind}</b>")
+        self.action = w.HTML(action_html(pending.request) if not pending.is_pause else "")
+        self.rule = w.HTML(f"<i>Rule:</i> {html.escape(asked.reason)}")
+        self.scope = w.ToggleButtons(options=list(SCOPE_LABELS), value="this once",
+                                     description="Scope", style={"button_width": "auto"})  # fmt: skip
+        self.reason = w.Text(placeholder="reason (optional)", layout=w.Layout(width="30em"))
+        self.approve = w.Button(description="Continue" if pending.is_pause else "Approve",
+                                button_style="success", icon="check")  # fmt: skip
+        self.deny = w.Button(description="Stop" if pending.is_pause else "Deny",
+                             button_style="danger", icon="times")  # fmt: skip
+        self.outcome = w.HTML("")
+        self.approve.on_click(lambda _: self._answer(True))
+        self.deny.on_click(lambda _: self._answer(False))
+        pending.on_decided.append(self.show_decision)
+        rows: list[w.Widget] = [self.header]
+        if not pending.is_pause:
+            rows += [self.action, self.rule, self.scope]
+        else:
+            rows.append(self.rule)
+        rows += [w.HBox([self.approve, self.deny, self.reason]), self.outcome]
+        super().__init__(rows, layout=w.Layout(border="1px solid #c0a000", padding="6px"))
+
+    def _answer(self, allow: bool) -> None:
+        scope = SCOPE_LABELS.get(str(self.scope.value), "once")
+        said = self.approvals.answer(self.pending.request_id, allow, by=self.who, source="widget",
+                                     scope=scope, reason=self.reason.value.strip())  # fmt: skip
+        if said != "accepted":
+            self.outcome.value = f"<i>{html.escape(said)}</i>"
+
+    def show_decision(self, decision: Decision) -> None:
+        """The outcome and who decided; the buttons are done."""
+        for control in (self.approve, self.deny, self.scope, self.reason):
+            control.disabled = True
+        mark = "✓" if decision.allow else "✗"
+        color = "green" if decision.allow else "#b00"
+        self.outcome.value = f"<b style='color:{color}'>{mark} {html.escape(decision.reason)}</b>"
+
+
+def presenter(
+    approvals: PendingApprovals, display: Callable[..., Any]
+) -> Callable[[Pending], None]:
+    """Shows each ask in the running cell as a card, and (for pauses, which no harness event
+    reports) the outcome as a line of text."""
+    who = _user()
+
+    def present(pending: Pending) -> None:
+        card = ApprovalCard(pending, approvals, who)
+        display(widget_bundle(card, request_text(pending)), raw=True)
+        if pending.is_pause:
+
+            def said(decision: Decision) -> None:
+                mark = "continued" if decision.allow else "stopped"
+                display({"text/plain": f"pause: {mark} — {decision.reason}",
+                         "text/markdown": f"**⏸ pause: {mark}** — "
+                         + decision.reason.replace("$", "\\$")}, raw=True)  # fmt: skip
+
+            pending.on_decided.append(said)
+
+    return present
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "user"
+
+
+class SpendGauge(w.VBox):
+    """The session's spend against the budget and the next pause, per harness and model,
+    updated as the gateway meters each call."""
+
+    def __init__(self, session: AgentSession):
+        self.session = session
+        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="spend",
+                                   layout=w.Layout(width="30em"))  # fmt: skip
+        self.label = w.HTML()
+        self.rows = w.HTML()
+        super().__init__([w.HBox([self.bar, self.label]), self.rows])
+        self.refresh()
+
+    def text(self) -> str:
+        session = self.session
+        spent = session.live_state().spent_usd
+        parts = [f"${spent:.4f} spent"]
+        if session.budget.limit_usd is not None:
+            parts.append(f"budget ${session.budget.limit_usd:.2f}")
+        for rule in session.rules():
+            if rule.name == "pause-every":
+                parts.append(rule.state_text(session.live_state()).split("; ")[-1])
+        if session.ledger.unpriced:
+            parts.append(f"{session.ledger.unpriced} unpriced call(s)")
+        return " · ".join(parts)
+
+    def refresh(self, *_: Any) -> None:
+        session = self.session
+        spent = session.live_state().spent_usd
+        limit = session.budget.limit_usd
+        nxt = [float(r.args()[0]) for r in session.rules() if r.name == "pause-every"]
+        scale = limit or (min((int(spent // e) + 1) * e for e in nxt) if nxt else max(spent, 1e-9))
+        self.bar.max = max(scale, 1e-9)
+        self.bar.value = min(spent, self.bar.max)
+        self.bar.bar_style = "danger" if limit and spent >= limit else "info"
+        self.label.value = html.escape(self.text())
+        rows = session.ledger.by_harness_and_model()
+        self.rows.value = "".join(
+            f"<div><code>{html.escape(r.harness)}</code> {html.escape(r.model)}: {r.requests} "
+            f"call(s), ${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")
+            + "</div>" for r in rows
+        )  # fmt: skip

@@ -1,0 +1,73 @@
+"""The approval card and the spend gauge with ipywidgets' own harness: `Button.click()` fires
+the handlers from Python, as a front end's click message would."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from omnikernel import approval
+from omnikernel.approvals import PendingApprovals
+from omnikernel.gateway import SpendRecord
+from omnikernel.session import AgentSession
+from omnikernel.store import SessionStore
+from omnikernel.upstream import UpstreamConfig
+from omnikernel.widgets import ApprovalCard, SpendGauge, presenter
+
+ASK = approval.Decision("ask", "push-after-install: `git push` publishes", "push-after-install",
+                        ("push-after-install",), subject="git push")  # fmt: skip
+REQUEST = {"request_id": "r1", "tool": "Bash", "action": "exec", "summary": "git push",
+           "input": {"command": "git push origin main"}}  # fmt: skip
+
+
+def test_the_card_shows_the_action_and_a_click_decides_with_scope_and_reason():
+    async def scenario():
+        approvals = PendingApprovals(timeout_s=30)
+        shown: list[dict] = []
+        cards: list[ApprovalCard] = []
+        approvals.presenters.append(lambda p: cards.append(ApprovalCard(p, approvals, "ana")))
+        approvals.presenters.append(presenter(approvals, lambda b, raw: shown.append(b)))
+        task = asyncio.ensure_future(approvals.ask("r1", REQUEST, ASK))
+        await asyncio.sleep(0)
+        (card,) = cards
+        assert (
+            "git push origin main" in card.action.value and "push-after-install" in card.rule.value
+        )
+        assert "APPROVAL NEEDED: Bash git push" in shown[0]["text/plain"]  # the text fallback
+        card.scope.value = "this session"
+        card.reason.value = "release day"
+        card.approve.click()
+        decision = await task
+        await asyncio.sleep(0)
+        assert (decision.verdict, decision.by, decision.scope, decision.source) == (
+            "allow",
+            "ana",
+            "session",
+            "widget",
+        )
+        assert "release day" in decision.reason
+        assert card.approve.disabled and "approved by ana" in card.outcome.value
+        card.deny.disabled = False
+        card.deny.click()  # a late click is told so
+        assert "too late: already approved by ana" in card.outcome.value
+
+    asyncio.run(scenario())
+
+
+def test_the_spend_gauge_follows_the_meter(tmp_path: Path):
+    session = AgentSession(
+        store=SessionStore(tmp_path / "s.sqlite3"), session_id="g", notebook=str(tmp_path / "n"),
+        cwd=tmp_path, state_dir=tmp_path / "state", upstream_config=UpstreamConfig(),
+        budget_usd=2.0, user_policy=tmp_path / "none.toml",
+    )  # fmt: skip
+    gauge = SpendGauge(session)
+    session.spend_listeners.append(gauge.refresh)
+    assert gauge.bar.value == 0 and "budget $2.00" in gauge.text()
+    record = SpendRecord("claude", "anthropic", "claude-opus-4-8", 10, 1, 0, 0, 0.5)
+    session.ledger.add(record)  # what the gateway does, then it calls on_spend
+    session._on_spend(record)
+    assert gauge.bar.value == 0.5 and gauge.bar.max == 2.0
+    assert "$0.5000 spent" in gauge.text() and "claude-opus-4-8" in gauge.rows.value
+    session.policy.add("pause-every", ["1"])
+    gauge.refresh()
+    assert "next pause at $1" in gauge.text()
