@@ -498,3 +498,10 @@ def test_a_stopped_turn_closes_its_ask():
         assert approvals.answer("r3", True, by="ana", source="widget").startswith("too late")
 
     asyncio.run(scenario())
+
+
+def test_the_project_policy_folder_is_one_the_sandbox_keeps_read_only():
+    from omnikernel.policy.config import PROJECT_DIR
+    from omnikernel.sandbox.spec import POLICY_PATHS
+
+    assert PROJECT_DIR in POLICY_PATHS  # an agent must not loosen its own rules
