@@ -307,6 +307,15 @@ class Choice:
         return f"{text} ({self.detail})" if self.detail else text
 
 
+CREDENTIALS_ENV = "OMNIKERNEL_CREDENTIALS"
+
+
+def parse_preferences(text: str) -> dict[str, str]:
+    """``claude=login,codex=api-key`` as a dict (checked later by `check_preferences`)."""
+    pairs = (item.partition("=") for item in text.split(",") if item.strip())
+    return {name.strip(): value.strip() for name, _, value in pairs}
+
+
 def check_preferences(preferences: Mapping[str, str]) -> None:
     """Raise ValueError saying what is accepted, for a bad ``c.OmniKernel.credentials``."""
     for harness, wanted in preferences.items():

@@ -25,7 +25,7 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from . import __version__, identity
 from .approval import auto_approve_from_env
-from .credentials import check_preferences
+from .credentials import CREDENTIALS_ENV, check_preferences, parse_preferences
 from .events import EventKind
 from .harnesses import HarnessError
 from .harnesses.acp import AcpAgent
@@ -77,7 +77,8 @@ class OmniKernel(IPythonKernel):
         help="Which credential each harness uses: auto (an API key or base URL, else your plan "
         "login, else the offline rehearsal model), api-key, login or offline, e.g. "
         "{'claude': 'login'}. Plan logins: Claude Code's (claude, CLAUDE_CODE_OAUTH_TOKEN) "
-        "and Codex's ChatGPT login (codex login)."
+        "and Codex's ChatGPT login (codex login). Default: $OMNIKERNEL_CREDENTIALS "
+        "('claude=login,codex=api-key')."
     ).tag(config=True)
     budget_usd = Float(
         None, allow_none=True, help="Session spend cap in USD; `%budget` changes it."
@@ -112,6 +113,10 @@ class OmniKernel(IPythonKernel):
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
         "beside the notebook, else the package's default scenario.",
     ).tag(config=True)
+
+    @default("credentials")
+    def _credentials_default(self) -> dict[str, str]:
+        return parse_preferences(os.environ.get(CREDENTIALS_ENV, ""))
 
     @default("auto_approve")
     def _auto_approve_default(self) -> bool:
