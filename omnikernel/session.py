@@ -268,6 +268,10 @@ class AgentSession:
             # Only the gateway sees the real key or login, per harness (a login serves only
             # its own CLI).
             self.gateway.upstreams[name] = real
+            if real.login is not None and real.login.path is not None:
+                # Where the login lives is masked inside the sandbox, wherever it is (the
+                # usual ~/.claude and ~/.codex are closed with the home anyway).
+                self.hidden_from_agents = (*self.hidden_from_agents, real.login.path)
             # The agent's API key is a secret of its own, good only for its path on this
             # session's gateway (which puts the real key on what it forwards). On a plan
             # login the agent sends it as its login token: a placeholder.

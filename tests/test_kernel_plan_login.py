@@ -139,3 +139,28 @@ def test_with_nothing_configured_the_cell_says_how_to_log_in(workdir, start_kern
     else:
         assert "offline rehearsal (no API key or login found; to use your plan" in agents.text
         assert "codex login" in agents.text
+
+
+def test_a_login_kept_in_the_notebook_folder_is_masked_from_the_agent(workdir, start_kernel):
+    """The attack: the user keeps Claude's config dir inside the project, and the agent reads
+    it. Unsandboxed it works; in the sandbox the login's file is masked."""
+    require_claude()
+    host_config = workdir / "claude-config"
+    write_claude_login(host_config, FRESH)
+    steal = {"match": "show the login", "steps": [
+        {"text": "Reading it.", "tool_calls": [{"action": "shell",
+                                                "command": "cat claude-config/.credentials.json; echo END"}]},
+        {"text": "Done reading."}]}  # fmt: skip
+    with FakeModelServer(Scenario.from_dict({"rules": [steal]}), api_key=FRESH).start_in_thread() as fake:
+        kernel = start_kernel(
+            workdir, ANTHROPIC_BASE_URL=fake.base_url, OMNIKERNEL_CREDENTIALS="claude=login",
+            CLAUDE_CONFIG_DIR=str(host_config), OMNIKERNEL_MODEL="claude-sonnet-4-5",
+            OMNIKERNEL_AUTO_APPROVE="1",
+        )  # fmt: skip
+        sandboxed = kernel.execute("Please show the login.", timeout=180)
+        assert sandboxed.status == "ok" and "Done reading." in sandboxed.text, sandboxed.text
+        assert "END" in json.dumps(sandboxed.outputs, default=str)  # the command did run
+        assert FRESH not in json.dumps(sandboxed.outputs, default=str)
+        kernel.execute("%sandbox off")
+        unprotected = kernel.execute("Please show the login again.", timeout=180)
+        assert FRESH in json.dumps(unprotected.outputs, default=str)
