@@ -84,6 +84,8 @@ class Login:
     account_id: str = ""
     token_url: str = ""
     refreshes: int = 0
+    #: The token endpoint's last answer (its scope, ChatGPT's new id token), for the write-back.
+    _answer: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     _lock: asyncio.Lock | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -191,7 +193,7 @@ class Login:
             data = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
             data = {}
-        answer = getattr(self, "_answer", {})
+        answer = self._answer
         if self.kind == "claude":
             oauth = dict(data.get("claudeAiOauth") or {})
             oauth.update(accessToken=self.token, refreshToken=self.refresh_token)
