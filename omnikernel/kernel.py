@@ -26,6 +26,7 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 from . import __version__, identity
 from .approval import auto_approve_from_env
 from .approvals import DEFAULT_TIMEOUT_S, timeout_from_env
+from .credentials import CREDENTIALS_ENV, check_preferences, parse_preferences
 from .events import EventKind
 from .harnesses import HarnessError
 from .harnesses.acp import AcpAgent
@@ -74,6 +75,13 @@ class OmniKernel(IPythonKernel):
     anthropic_api_key = Unicode("", help="Default: $ANTHROPIC_API_KEY.").tag(config=True)
     openai_base_url = Unicode("", help="Default: $OPENAI_BASE_URL.").tag(config=True)
     openai_api_key = Unicode("", help="Default: $OPENAI_API_KEY.").tag(config=True)
+    credentials = Dict(
+        help="Which credential each harness uses: auto (an API key or base URL, else your plan "
+        "login, else the offline rehearsal model), api-key, login or offline, e.g. "
+        "{'claude': 'login'}. Plan logins: Claude Code's (claude, CLAUDE_CODE_OAUTH_TOKEN) "
+        "and Codex's ChatGPT login (codex login). Default: $OMNIKERNEL_CREDENTIALS "
+        "('claude=login,codex=api-key')."
+    ).tag(config=True)
     budget_usd = Float(
         None, allow_none=True, help="Session spend cap in USD; `%budget` changes it."
     ).tag(config=True)
@@ -114,6 +122,10 @@ class OmniKernel(IPythonKernel):
         "Default: $OMNIKERNEL_APPROVAL_TIMEOUT, else 600.",
     ).tag(config=True)
 
+    @default("credentials")
+    def _credentials_default(self) -> dict[str, str]:
+        return parse_preferences(os.environ.get(CREDENTIALS_ENV, ""))
+
     @default("auto_approve")
     def _auto_approve_default(self) -> bool:
         return auto_approve_from_env()
@@ -132,6 +144,12 @@ class OmniKernel(IPythonKernel):
         #: JupyterLab names the notebook only after starting its kernel: look again at the
         #: first cell (see `omnikernel.identity`).
         self._identity_pending = who.per_run and identity.JUPYTER_SESSION_ENV in os.environ
+        credentials = dict(self.credentials)
+        try:
+            check_preferences(credentials)
+        except ValueError as exc:
+            problem += f"{exc} It is ignored (auto is used). "
+            credentials = {}
         upstreams = UpstreamConfig(
             anthropic_base_url=self.anthropic_base_url,
             anthropic_api_key=self.anthropic_api_key,
@@ -159,6 +177,8 @@ class OmniKernel(IPythonKernel):
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,
             approval_timeout_s=timeout_from_env(self.approval_timeout, dict(os.environ)),
+            credentials=credentials,
+            login_env=os.environ,
         )
         # Images the agents write into the notebook's folder from now on may be shown inline;
         # no other image an answer names is ever loaded (see `sanitize`).

@@ -82,6 +82,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, st
     and aligned plain text (consoles, nbclient)."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
@@ -122,12 +123,14 @@ class OmniMagics(Magics):
         current = session.current
         cls = session.available[current]
         model_now = session.model_of(current) or cls.default_model or "the CLI's default model"
-        upstream = session.upstream_label(cls.wire)
+        upstream = session.upstream_label(cls.wire, current)
+        credential = session.credential_label(current)
         verb = "Switched to" if name is not None else "Current harness:"
         show(
-            f"{verb} {current} ({cls.display_name}), model: {model_now}, upstream: {upstream}",
+            f"{verb} {current} ({cls.display_name}), model: {model_now}, upstream: {upstream}, "
+            f"credential: {credential}",
             f"{verb} **{current}** ({cls.display_name}) · model: `{model_now}` · "
-            f"upstream: {upstream}",
+            f"upstream: {upstream} · credential: {credential}",
         )
 
     @line_magic
@@ -149,13 +152,14 @@ class OmniMagics(Magics):
                     "yes" if info.installed else "no",
                     info.version or "-",
                     info.binary or "-",
-                    session.upstream_label(cls.wire),
+                    session.upstream_label(cls.wire, name),
+                    session.credential_label(name),
                     sandbox,
                     info.install,
                 ]
             )
-        headers = ["harness", "agent", "installed", "version", "binary", "upstream", "sandbox",
-                   "install"]  # fmt: skip
+        headers = ["harness", "agent", "installed", "version", "binary", "upstream",
+                   "credential", "sandbox", "install"]  # fmt: skip
         display(table(headers, rows), raw=True)
 
     @line_magic
@@ -212,8 +216,8 @@ class OmniMagics(Magics):
         session = self.session
         rows = [
             [r.harness, r.model, r.requests, f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-             f"{r.cache_tokens:,}", f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced"
-                                                             if r.unpriced else "")]
+             f"{r.cache_tokens:,}", ("plan, API-equivalent " if r.plan else "")
+             + f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")]
             for r in session.ledger.by_harness_and_model()
         ]  # fmt: skip
         if not rows:
@@ -226,9 +230,14 @@ class OmniMagics(Magics):
         total = f"Session total: ${session.ledger.total_usd:.4f}"
         if session.ledger.unpriced:
             total += f" plus {session.ledger.unpriced} call(s) to unpriced models"
+        if any(r.plan for r in session.ledger.records):
+            total += " (calls on a plan login count at their API-equivalent price: not spent)"
         if session.budget.limit_usd is not None:
             total += f" · budget ${session.budget.limit_usd:.2f}"
         show(total)
+        for harness, limits in sorted(session.plan_limits().items()):
+            shown = ", ".join(f"{k}: {v}" for k, v in sorted(limits.items()))
+            show(f"{harness} plan usage limits (as the upstream reports them): {shown}")
 
     def _gauge(self) -> None:
         """The live spend gauge, updated as the gateway meters each call."""

@@ -55,7 +55,10 @@ def edit_diff(call: dict[str, Any], max_lines: int = 60) -> str:
     """The unified diff of an edit tool call, whichever harness made it ("" if none)."""
     data = call.get("input") or {}
     path = str(call.get("summary") or "file")
-    old, new = data.get("old_string", data.get("oldText")), data.get("new_string", data.get("newText"))
+    old, new = (
+        data.get("old_string", data.get("oldText")),
+        data.get("new_string", data.get("newText")),
+    )
     if isinstance(old, str):
         lines = difflib.unified_diff(old.splitlines(), str(new or "").splitlines(), path, path,
                                      lineterm="")  # fmt: skip
@@ -131,6 +134,9 @@ def spend_text(spends: list[dict[str, Any]], reported: Any) -> str:
     priced = [s["cost_usd"] for s in spends if s.get("cost_usd") is not None]
     unpriced = {s.get("model", "?") for s in spends if s.get("cost_usd") is None}
     text = f"${sum(priced):.4f}" if priced or not unpriced else ""
+    if spends and all(s.get("plan") for s in spends):
+        # On a plan nothing is charged per call: show the API price only as a comparison.
+        text = "plan" + (f" (API-equivalent {text})" if text else "")
     if unpriced:
         text += (" + " if text else "") + f"unpriced ({', '.join(sorted(unpriced))}"
         if isinstance(reported, int | float):

@@ -24,6 +24,15 @@ from typing import Any
 from . import approval
 from . import events as ev
 from .approvals import PendingApprovals
+from .credentials import (
+    HOW_TO_LOG_IN,
+    LOGIN_OF_HARNESS,
+    Choice,
+    Login,
+    LoginError,
+    choose,
+    find_login,
+)
 from .events import Event, EventKind
 from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
 from .guard import new_secret
@@ -75,6 +84,8 @@ class AgentSession:
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
         approval_timeout_s: float = 600.0,
         user_policy: Path | None = None,
+        credentials: Mapping[str, str] | None = None,
+        login_env: Mapping[str, str] | None = None,
     ):
         self.store = store
         self.session_id = session_id
@@ -89,6 +100,12 @@ class AgentSession:
         self._state_root = state_dir
         self.state_dir = state_dir / session_id
         self.upstream_config = upstream_config
+        #: Per harness: auto | api-key | login | offline (`omnikernel.credentials.choose`).
+        self.credentials = dict(credentials or {})
+        #: Where plan logins are looked up (the kernel's environment: HOME, CLAUDE_CONFIG_DIR,
+        #: CODEX_HOME, CLAUDE_CODE_OAUTH_TOKEN); each login is read once and shared.
+        self.login_env = dict(login_env if login_env is not None else {})
+        self._logins: dict[str, Login | None] = {}
         self.harness_paths = dict(harness_paths or {})
         self.auto_approve = auto_approve
         self.rehearsal_scenario = rehearsal_scenario
@@ -189,14 +206,50 @@ class AgentSession:
 
     def is_offline(self, name: str) -> bool:
         cls = self.available.get(name)
-        return cls is not None and resolve(self.upstream_config, cls.wire) is None
+        if cls is None:
+            return False
+        try:
+            return self.credential_of(name).upstream is None
+        except LoginError:
+            return False
+
+    def login_for(self, kind: str) -> Login | None:
+        """The user's plan login of `kind` (read once per session), or None."""
+        if kind not in self._logins:
+            self._logins[kind] = find_login(kind, self.login_env)
+        return self._logins[kind]
+
+    def credential_of(self, name: str) -> Choice:
+        """Which credential harness `name` uses. Raises `LoginError` saying what to do."""
+        cls = harness_class(name, self.available)
+        kind = LOGIN_OF_HARNESS.get(name)
+        preference = self.credentials.get(name, "auto")
+        wanted_login = kind is not None and (
+            preference == "login"
+            or (preference == "auto" and resolve(self.upstream_config, cls.wire) is None)
+        )
+        login = self.login_for(kind) if wanted_login and kind else None
+        return choose(self.upstream_config, name, cls.wire, preference, self.login_env, login)
+
+    def credential_label(self, name: str) -> str:
+        """`credential_of` in words, never raising (for `%agents`)."""
+        try:
+            return self.credential_of(name).label
+        except LoginError as exc:
+            return f"unusable: {exc}"
+
+    def plan_limits(self) -> dict[str, dict[str, str]]:
+        """The usage-limit headers each plan's upstream last reported."""
+        return dict(self._gateway.plan_limits) if self._gateway is not None else {}
 
     def model_of(self, name: str) -> str | None:
         return self.models.get(name)
 
-    def upstream_for(self, wire: str) -> Upstream:
-        """The configured upstream, or the offline rehearsal model (started on first use)."""
-        configured = resolve(self.upstream_config, wire)
+    def upstream_for(self, wire: str, harness: str = "") -> Upstream:
+        """The chosen upstream, or the offline rehearsal model (started on first use)."""
+        configured = (
+            self.credential_of(harness).upstream if harness else resolve(self.upstream_config, wire)
+        )
         if configured is not None:
             return configured
         if self._rehearsal is None:
@@ -212,9 +265,16 @@ class AgentSession:
         base = self._rehearsal.base_url + ("/v1" if wire == "openai" else "")
         return Upstream(wire=wire, base_url=base, api_key=self._rehearsal.api_key, offline=True)
 
-    def upstream_label(self, wire: str) -> str:
-        """Where `wire` traffic goes, without starting anything."""
-        configured = resolve(self.upstream_config, wire)
+    def upstream_label(self, wire: str, harness: str = "") -> str:
+        """Where `wire` (or `harness`'s) traffic goes, without starting anything."""
+        try:
+            configured = (
+                self.credential_of(harness).upstream
+                if harness in self.available
+                else resolve(self.upstream_config, wire)
+            )
+        except LoginError:
+            return "none usable (see the credential)"
         return configured.label if configured else "offline rehearsal model"
 
     @property
@@ -241,15 +301,26 @@ class AgentSession:
     def _harness(self, name: str) -> Harness:
         if name not in self._harnesses:
             cls = harness_class(name, self.available)
-            real = self.upstream_for(cls.wire)
-            self.gateway.upstreams[cls.wire] = real  # only the gateway sees the real key
+            try:
+                real = self.upstream_for(cls.wire, name)
+            except LoginError as exc:
+                raise HarnessError(str(exc)) from None
+            # Only the gateway sees the real key or login, per harness (a login serves only
+            # its own CLI).
+            self.gateway.upstreams[name] = real
+            if real.login is not None and real.login.path is not None:
+                # Where the login lives is masked inside the sandbox, wherever it is (the
+                # usual ~/.claude and ~/.codex are closed with the home anyway).
+                self.hidden_from_agents = (*self.hidden_from_agents, real.login.path)
             # The agent's API key is a secret of its own, good only for its path on this
-            # session's gateway (which puts the real key on what it forwards).
+            # session's gateway (which puts the real key on what it forwards). On a plan
+            # login the agent sends it as its login token: a placeholder.
             via_gateway = Upstream(
                 wire=cls.wire,
                 base_url=self.gateway.base_url_for(name, cls.wire),
                 api_key=self.gateway.issue_secret(name),
                 offline=real.offline,
+                login=True if real.login is not None else None,
             )
             ctx = HarnessContext(
                 cwd=self.cwd,
@@ -400,8 +471,13 @@ class AgentSession:
             yield self._record(
                 ev.notice(
                     "Offline rehearsal model: no model credentials are configured, so a "
-                    "scripted model answers. Set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for "
-                    "a compatible gateway) before starting the kernel to use a real model."
+                    "scripted model answers. Set ANTHROPIC_API_KEY / OPENAI_API_KEY (or a "
+                    "base URL for a compatible gateway) before starting the kernel, or use "
+                    "your plan: for Claude, "
+                    + HOW_TO_LOG_IN["claude"]
+                    + "; for Codex, "
+                    + HOW_TO_LOG_IN["chatgpt"]
+                    + ". Then restart the kernel."
                 ),
                 name,
                 cell,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
@@ -28,10 +29,22 @@ class Upstream:
     base_url: str
     api_key: str = dataclasses.field(repr=False)  # never in a message or a log line
     offline: bool = False
+    #: A plan login (`omnikernel.credentials.Login`) the gateway authenticates with instead of
+    #: `api_key`; on the agent's side, True-ish means "send the secret as a plan login would".
+    login: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
-        return "offline rehearsal model" if self.offline else self.base_url
+        if self.offline:
+            return "offline rehearsal model"
+        if self.login is not None and hasattr(self.login, "plan_name"):
+            return f"{self.base_url} ({self.login.plan_name} login)"
+        return self.base_url
+
+    @property
+    def versioned(self) -> bool:
+        """Whether OpenAI paths go under ``/v1`` (the ChatGPT backend's do not)."""
+        return not (self.login is not None and getattr(self.login, "kind", "") == "chatgpt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +72,20 @@ def resolve(config: UpstreamConfig, wire: str) -> Upstream | None:
     A base URL without a key is a compatible gateway (Ollama, vLLM, a company proxy) that needs
     no key: it gets the placeholder. A key without a base URL is the vendor's API."""
     if wire == "anthropic":
-        url, key, default = config.anthropic_base_url, config.anthropic_api_key, ANTHROPIC_DEFAULT_URL
+        url, key, default = (
+            config.anthropic_base_url,
+            config.anthropic_api_key,
+            ANTHROPIC_DEFAULT_URL,
+        )
     elif wire == "openai":
         url, key, default = config.openai_base_url, config.openai_api_key, OPENAI_DEFAULT_URL
     else:
         raise ValueError(f"unknown wire format {wire!r}")
     if not url and not key:
         return None
-    return Upstream(wire=wire, base_url=(url or default).rstrip("/"), api_key=key or PLACEHOLDER_KEY)
+    return Upstream(
+        wire=wire, base_url=(url or default).rstrip("/"), api_key=key or PLACEHOLDER_KEY
+    )
 
 
 def rehearsal_scenario_path(notebook: Path | None, configured: str = "") -> Path | None:

@@ -46,6 +46,11 @@ def kernel_env(tmp: Path, **extra: str) -> dict[str, str]:
     env.pop("JPY_SESSION_NAME", None)
     env["OMNIKERNEL_STORE"] = str(tmp / "store" / "sessions.sqlite3")
     env["OMNIKERNEL_STATE_DIR"] = str(tmp / "state")
+    # Nor the machine's plan logins: a test that wants one puts it here.
+    for var in ("CLAUDE_CODE_OAUTH_TOKEN", "OMNIKERNEL_CREDENTIALS"):
+        env.pop(var, None)
+    env["CLAUDE_CONFIG_DIR"] = str(tmp / "host-claude")
+    env["CODEX_HOME"] = str(tmp / "host-codex")
     env.update(extra)
     return env
 

@@ -27,6 +27,7 @@ class SpendRecord:
     session: str = ""
     cell: str = ""
     estimated: bool = False  # the vendor reported no usage (or the stream was cut)
+    plan: bool = False  # paid by a plan login: cost_usd is the API-equivalent price, not spent
     at: float = dataclasses.field(default_factory=time.time)
 
     @property
@@ -61,6 +62,7 @@ class SpendRow:
     cache_tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0
+    plan: bool = False  # some calls went on a plan: cost_usd is partly an API-equivalent price
 
 
 class SpendLedger:
@@ -83,6 +85,7 @@ class SpendLedger:
         for r in self.records:
             row = rows.setdefault((r.harness, r.model), SpendRow(r.harness, r.model))
             row.requests += 1
+            row.plan = row.plan or r.plan
             row.input_tokens += r.input_tokens
             row.output_tokens += r.output_tokens
             row.cache_tokens += r.cache_read_tokens + r.cache_write_tokens

@@ -26,6 +26,7 @@ from typing import Any
 from tornado import httpclient, web
 
 from .. import guard
+from ..credentials import CLAUDE_OAUTH_BETA, LoginError
 from ..loopback import GuardedHandler, LoopbackServer
 from ..testing.wire import (
     anthropic_conversation,
@@ -53,6 +54,10 @@ DROPPED_HEADERS = {
     "transfer-encoding", "keep-alive",
 }  # fmt: skip
 PASSED_BACK_HEADERS = {"content-type", "request-id", "x-request-id", "openai-processing-ms"}
+#: Response headers in which a plan reports its usage limits (Anthropic's unified rate limits,
+#: Codex's usage windows), kept per harness for `%spend`.
+PLAN_LIMIT_PREFIXES = ("anthropic-ratelimit-unified-", "x-codex-primary-", "x-codex-secondary-",
+                       "x-codex-credits-", "x-ratelimit-")  # fmt: skip
 
 
 class BudgetStop(Exception):
@@ -98,6 +103,8 @@ class Gateway(LoopbackServer):
         self.hold: Callable[[str], Awaitable[str | None]] | None = None
         self._lock = threading.Lock()
         self._secrets: dict[str, str] = {}  # by harness: the one key its path accepts
+        #: By harness: the usage-limit headers its plan's upstream last reported.
+        self.plan_limits: dict[str, dict[str, str]] = {}
 
     # -- who may use it ------------------------------------------------------------------------
 
@@ -132,7 +139,9 @@ class Gateway(LoopbackServer):
 
     def record_to(self, path: Path) -> None:
         with self._lock:
-            secrets = [u.api_key for u in self.upstreams.values()] + list(self._secrets.values())
+            secrets = [u.api_key for u in self.upstreams.values() if u.api_key]
+            secrets += list(self._secrets.values())
+            secrets += [s for u in self.upstreams.values() if u.login for s in u.login.secrets]
         self.recorder, self.player = CassetteRecorder(path, secrets), None
 
     def replay_from(self, path: Path) -> int:
@@ -149,12 +158,13 @@ class Gateway(LoopbackServer):
 
     def charge(
         self, harness: str, vendor: str, usage: TokenUsage, estimated: bool,
-        cost: float | None = None,
+        cost: float | None = None, plan: bool = False,
     ) -> SpendRecord:  # fmt: skip
-        """Meter one exchange: priced from the table unless `cost` is given (replays: $0)."""
+        """Meter one exchange: priced from the table unless `cost` is given (replays: $0).
+        On a `plan` the price is the API-equivalent figure, not money spent."""
         record = SpendRecord.of(
             harness, vendor, usage, self.prices.cost(vendor, usage) if cost is None else cost,
-            session=self.session, cell=self.cell, estimated=estimated,
+            session=self.session, cell=self.cell, estimated=estimated, plan=plan,
         )  # fmt: skip
         with self._lock:
             self.ledger.add(record)
@@ -184,27 +194,40 @@ class GatewayHandler(GuardedHandler):
     def guarded_by(self) -> Gateway:
         return self.gateway
 
-    def upstream_for(self, path: str) -> tuple[Upstream, str]:
+    def upstream_for(self, path: str, harness: str = "") -> tuple[Upstream, str]:
+        """The harness's own upstream (it may use a plan login), else its wire's."""
         wire = "anthropic" if path.startswith(("messages", "models")) else "openai"
         if path.startswith("models"):
             wire = "anthropic" if "anthropic" in self.gateway.upstreams else "openai"
-        upstream = self.gateway.upstreams.get(wire)
+        upstream = self.gateway.upstreams.get(harness) or self.gateway.upstreams.get(wire)
         if upstream is None:
             raise web.HTTPError(502, f"no {wire} upstream is configured")
         base = upstream.base_url.rstrip("/")
-        if wire == "anthropic":
+        if upstream.wire == "anthropic":
             url = f"{base}/v1/{path}"
+        elif base.endswith("/v1") or not upstream.versioned:
+            url = f"{base}/{path}"
         else:
-            url = f"{base}/{path}" if base.endswith("/v1") else f"{base}/v1/{path}"
+            url = f"{base}/v1/{path}"
         query = self.request.query
         return upstream, url + (f"?{query}" if query else "")
 
-    def upstream_headers(self, upstream: Upstream) -> dict[str, str]:
+    async def upstream_headers(self, upstream: Upstream) -> dict[str, str]:
         headers = {
             k: v for k, v in self.request.headers.get_all() if k.lower() not in DROPPED_HEADERS
         }
         headers["Accept-Encoding"] = "identity"
-        if upstream.wire == "anthropic":
+        if upstream.login is not None:  # a plan login: its token, refreshed when expired
+            await upstream.login.access_token()
+            headers.update(upstream.login.auth_headers())
+            if upstream.login.kind == "claude":
+                betas = [
+                    b.strip() for b in headers.pop("anthropic-beta", "").split(",") if b.strip()
+                ]
+                if CLAUDE_OAUTH_BETA not in betas:
+                    betas.append(CLAUDE_OAUTH_BETA)
+                headers["anthropic-beta"] = ",".join(betas)
+        elif upstream.wire == "anthropic":
             headers["x-api-key"] = upstream.api_key
         else:
             headers["Authorization"] = f"Bearer {upstream.api_key}"
@@ -242,9 +265,16 @@ class PassThroughHandler(GatewayHandler):
     """Small unmetered calls (token counting, model lists): forwarded whole."""
 
     async def _forward(self, harness: str, path: str) -> None:
-        upstream, url = self.upstream_for(path if path.startswith("models") else "messages/count_tokens")
+        upstream, url = self.upstream_for(
+            path if path.startswith("models") else "messages/count_tokens", harness
+        )
+        try:
+            headers = await self.upstream_headers(upstream)
+        except LoginError as exc:
+            self.send_error_body("messages", 401, str(exc), "authentication_error")
+            return
         request = httpclient.HTTPRequest(
-            url, method=self.request.method or "GET", headers=self.upstream_headers(upstream),
+            url, method=self.request.method or "GET", headers=headers,
             body=self.request.body if self.request.method == "POST" else None,
             request_timeout=60, connect_timeout=10,
         )  # fmt: skip
@@ -286,7 +316,9 @@ class ModelCallHandler(GatewayHandler):
         try:
             body = json.loads(self.request.body or b"{}")
         except json.JSONDecodeError:
-            self.send_error_body(wire_path, 400, "request body is not JSON", "invalid_request_error")
+            self.send_error_body(
+                wire_path, 400, "request body is not JSON", "invalid_request_error"
+            )
             return
         prompt = PROMPT_OF[wire_path](body).prompt
         streamed = bool(body.get("stream"))
@@ -317,7 +349,9 @@ class ModelCallHandler(GatewayHandler):
             return
         await self.forward(harness, wire_path, vendor, body, prompt, streamed)
 
-    def replay(self, harness: str, wire_path: str, vendor: str, prompt: str, streamed: bool) -> None:
+    def replay(
+        self, harness: str, wire_path: str, vendor: str, prompt: str, streamed: bool
+    ) -> None:
         assert self.gateway.player is not None
         try:
             exchange = self.gateway.player.answer(harness, wire_path, prompt)
@@ -340,10 +374,19 @@ class ModelCallHandler(GatewayHandler):
 
     async def forward(
         self, harness: str, wire_path: str, vendor: str, body: dict[str, Any], prompt: str,
-        streamed: bool,
+        streamed: bool, retried: bool = False,
     ) -> None:  # fmt: skip
         gateway = self.gateway
-        upstream, url = self.upstream_for(wire_path)
+        upstream, url = self.upstream_for(wire_path, harness)
+        try:
+            headers = await self.upstream_headers(upstream)
+        except LoginError as exc:
+            self.send_error_body(wire_path, 401, str(exc), "authentication_error")
+            return
+        sent_token = upstream.login.token if upstream.login is not None else ""
+        # A plan login answered 401 gets one refresh and one retry: hold that answer back.
+        may_refresh = upstream.login is not None and not retried
+        held: list[bytes] = []
         meter = StreamMeter(wire_path, str(body.get("model", "")))
         chunks: list[bytes] = []
         status = {"code": 0, "content_type": "application/json"}
@@ -355,12 +398,22 @@ class ModelCallHandler(GatewayHandler):
                 return
             if ":" in line:
                 name, value = line.split(":", 1)
+                if upstream.login is not None and name.strip().lower().startswith(
+                    PLAN_LIMIT_PREFIXES
+                ):
+                    limits = gateway.plan_limits.setdefault(harness, {})
+                    limits[name.strip().lower()] = value.strip()
+                if status["code"] == 401 and may_refresh:
+                    return
                 if name.strip().lower() in PASSED_BACK_HEADERS:
                     self.set_header(name.strip(), value.strip())
                     if name.strip().lower() == "content-type":
                         status["content_type"] = value.strip()
 
         def on_chunk(chunk: bytes) -> None:
+            if status["code"] == 401 and may_refresh:
+                held.append(chunk)
+                return
             if self.client_gone:
                 raise BudgetStop("the client went away")  # stop paying for an unread stream
             self.set_status(status["code"] or 200)
@@ -375,7 +428,7 @@ class ModelCallHandler(GatewayHandler):
                     raise BudgetStop(cut[0])
 
         request = httpclient.HTTPRequest(
-            url, method="POST", headers=self.upstream_headers(upstream), body=self.request.body,
+            url, method="POST", headers=headers, body=self.request.body,
             header_callback=on_header, streaming_callback=on_chunk,
             request_timeout=900, connect_timeout=10,
         )  # fmt: skip
@@ -384,6 +437,14 @@ class ModelCallHandler(GatewayHandler):
             failure = response.error if response.code == 599 else None
         except (OSError, httpclient.HTTPClientError) as exc:  # refused, unreachable, timed out
             failure = exc
+        if status["code"] == 401 and may_refresh:
+            try:
+                await upstream.login.refresh(sent_token)
+            except LoginError as exc:
+                self.send_error_body(wire_path, 401, str(exc), "authentication_error")
+                return
+            await self.forward(harness, wire_path, vendor, body, prompt, streamed, retried=True)
+            return
         if failure is not None and not chunks and not cut:
             self.send_error_body(
                 wire_path, 502,
@@ -407,7 +468,8 @@ class ModelCallHandler(GatewayHandler):
                     pass
             elif meter.reported_output:
                 usage, estimated = meter.usage, False
-            gateway.charge(harness, vendor, usage, estimated=estimated)
+            gateway.charge(harness, vendor, usage, estimated=estimated,
+                           plan=upstream.login is not None)  # fmt: skip
         if gateway.recorder is not None and not cut:
             recorder = gateway.recorder
             recorder.write(

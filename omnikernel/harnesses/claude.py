@@ -125,7 +125,12 @@ class ClaudeHarness(JsonLinesHarness):
             **self.base_environment(dirs),
             "CLAUDE_CONFIG_DIR": str(dirs["config"]),
             "ANTHROPIC_BASE_URL": self.ctx.upstream.base_url,
-            "ANTHROPIC_API_KEY": self.ctx.upstream.api_key,
+            # On a plan login Claude Code gets its session secret where a login token goes:
+            # it then sends it as a Bearer token with the OAuth beta, and the gateway swaps
+            # in the real token. Either way the secret is good only on this gateway.
+            (
+                "CLAUDE_CODE_OAUTH_TOKEN" if self.ctx.upstream.login else "ANTHROPIC_API_KEY"
+            ): self.ctx.upstream.api_key,
             # A dead upstream should fail the turn in seconds, not after minutes of back-off.
             "CLAUDE_CODE_MAX_RETRIES": "2",
             **QUIET_ENV,
@@ -137,9 +142,7 @@ class ClaudeHarness(JsonLinesHarness):
         for notice in await self.prepare_turn():
             yield notice
         try:
-            await self.send(
-                {"type": "user", "message": {"role": "user", "content": prompt}}
-            )
+            await self.send({"type": "user", "message": {"role": "user", "content": prompt}})
         except (BrokenPipeError, ConnectionResetError):
             async for event in self.died(self._claude_session):
                 yield event

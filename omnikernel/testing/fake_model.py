@@ -53,6 +53,12 @@ class FakeModelServer(LoopbackServer):
         self.requests: list[RecordedRequest] = []
         self._queue: list[dict[str, Any]] = []
         self._ids = (f"{n:06d}" for n in itertools.count(1))
+        #: A stand-in OAuth token endpoint (``/v1/oauth/token``, ``/oauth/token``): the answer
+        #: to each refresh token it accepts. Every grant asked for is kept in `oauth_requests`.
+        self.oauth_grants: dict[str, dict[str, Any]] = {}
+        self.oauth_requests: list[dict[str, Any]] = []
+        #: Headers added to every model answer (a plan's usage-limit headers, say).
+        self.extra_headers: dict[str, str] = {}
 
     # -- scripting -----------------------------------------------------------------------------
 
@@ -92,6 +98,7 @@ class FakeModelServer(LoopbackServer):
                 (r"/v1/responses", ResponsesHandler, {"server": self}),
                 (r"/v1/chat/completions", ChatHandler, {"server": self}),
                 (r"/v1/models", ModelsHandler, {"server": self}),
+                (r"/(?:v1/)?oauth/token", OAuthTokenHandler, {"server": self}),
                 (r"/.*", RootHandler, {"server": self}),
             ]
         )
@@ -101,6 +108,8 @@ class BaseHandler(GuardedHandler):
     def initialize(self, server: FakeModelServer) -> None:
         self.server = server
         self.gone = False
+        for name, value in server.extra_headers.items():
+            self.set_header(name, value)
 
     def on_connection_close(self) -> None:
         self.gone = True
@@ -211,6 +220,26 @@ class ModelsHandler(BaseHandler):
         model = {"id": "fake-model", "object": "model", "type": "model", "created": 0,
                  "owned_by": "omnikernel", "display_name": "Fake model"}  # fmt: skip
         self.send_json({"object": "list", "data": [model], "has_more": False})
+
+
+class OAuthTokenHandler(BaseHandler):
+    """A refresh-token grant, answered from `FakeModelServer.oauth_grants` (open: the refresh
+    token is the credential here, as at a real token endpoint)."""
+
+    def prepare(self) -> None:
+        pass
+
+    def post(self) -> None:
+        try:
+            grant = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError:
+            grant = {}
+        self.server.oauth_requests.append(grant)
+        answer = self.server.oauth_grants.get(str(grant.get("refresh_token", "")))
+        if grant.get("grant_type") != "refresh_token" or answer is None:
+            self.send_json({"error": "invalid_grant"}, 400)
+            return
+        self.send_json(answer)
 
 
 class RootHandler(BaseHandler):
