@@ -218,6 +218,14 @@ class CellView:
         if kind == EventKind.TEXT:
             self._stream_text(event.data.get("text", ""))
             return
+        if kind == EventKind.USAGE:
+            self._usage = event.data
+            return
+        if kind == EventKind.SPEND:
+            # Metered as the model's stream ends, often while the agent still prints its text:
+            # the text block goes on, unbroken.
+            self._spends.append(event.data)
+            return
         self.flush_text()
         if kind == EventKind.TOOL_CALL:
             self._emit(tool_call_bundle(event.data))
@@ -232,10 +240,6 @@ class CellView:
             self._emit(notice_bundle(event.data))
         elif kind == EventKind.ERROR:
             self._emit(error_bundle(event.data))
-        elif kind == EventKind.USAGE:
-            self._usage = event.data
-        elif kind == EventKind.SPEND:
-            self._spends.append(event.data)
         elif kind == EventKind.TURN_END:
             self._emit(
                 footer_bundle(event.harness, self._usage, event.data, self.offline, self._spends)

@@ -33,7 +33,11 @@ def test_route(code, kind, body, agent_args, magic):
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [({"OMNIKERNEL_AUTO_APPROVE": "1"}, True), ({"OMNIKERNEL_AUTO_APPROVE": "0"}, False), ({}, False)],
+    [
+        ({"OMNIKERNEL_AUTO_APPROVE": "1"}, True),
+        ({"OMNIKERNEL_AUTO_APPROVE": "0"}, False),
+        ({}, False),
+    ],
 )
 def test_auto_approve_env(env, expected):
     assert approval.auto_approve_from_env(env) is expected
@@ -151,3 +155,17 @@ def test_edits_of_every_harness_render_as_a_diff(tool_input):
         {"tool": "edit", "action": "edit", "summary": "a.py", "input": tool_input}
     )
     assert "-x = 1" in bundle["text/html"] and "+x = 2" in bundle["text/html"]
+
+
+def test_metered_spend_mid_stream_does_not_split_the_agent_text():
+    shown: list[tuple[dict, dict]] = []
+    view = render.CellView(
+        lambda b, **kw: shown.append((b, kw)), lambda b, **kw: shown.append((b, kw))
+    )
+    view.show(Event(EventKind.TEXT, {"text": "Ready for the "}))
+    view.show(Event(EventKind.SPEND, {"harness": "pi", "model": "m", "cost_usd": 0.001}))
+    view.show(Event(EventKind.USAGE, {"input_tokens": 1, "output_tokens": 1}))
+    view.show(Event(EventKind.TEXT, {"text": "next task."}))
+    view.flush_text()
+    assert shown[-1][0]["text/plain"] == "Ready for the next task."
+    assert len({kw.get("display_id") for _, kw in shown}) == 1  # one text block, updated
