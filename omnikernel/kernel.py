@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -381,10 +380,18 @@ class OmniKernel(IPythonKernel):
         if out:
             self.shell.user_ns[out] = result.text
 
-    @staticmethod
-    def _write_stdout(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    def _write_stdout(self, text: str) -> None:
+        """A ``stream`` message, sent at once under the parent the displays use: ipykernel's
+        buffered `sys.stdout` flushes from its own thread, which could order a chunk after
+        the next display."""
+        assert self.shell is not None
+        self.session.send(
+            self.iopub_socket,
+            "stream",
+            {"name": "stdout", "text": text},
+            parent=self.shell.display_pub.parent_header,
+            ident=self._topic("stream"),
+        )
 
     @contextlib.contextmanager
     def _stop_on_sigint(self, task: asyncio.Future[Any]) -> Iterator[None]:

@@ -50,6 +50,13 @@ def kernel_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def shown_text(msg: dict[str, Any]) -> str:
+    """The plain text one output message shows: a display's, or a stream chunk's (a client
+    without cells, like this one, gets the agent's text as a stream)."""
+    content = msg["content"]
+    return content.get("data", {}).get("text/plain", "") + content.get("text", "")
+
+
 @dataclass
 class CellResult:
     reply: dict[str, Any]
