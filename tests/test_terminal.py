@@ -26,7 +26,7 @@ SCENARIO = {
             "steps": [{"text": " ".join(WORDS) + " THE-END", "chunk_delay": 0.03}],
         },
         {"match": "slow answer", "steps": [{"text": " ".join(WORDS) + " THE-END",
-                                             "chunk_delay": 0.08}]},  # fmt: skip
+                                             "chunk_delay": 0.25}]},  # fmt: skip
         {"match": "hello", "steps": [{"text": "Hello from the agent."}]},
     ]
 }
@@ -98,7 +98,8 @@ def test_attach_follows_a_running_turn(model, workdir, start_kernel, tmp_path):
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(attach.stdout.readline, "")))
+    # Character by character: the answer is one line, and it must show before it ends.
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: attach.stdout.read(1), "")))
     reader.start()
     try:
         deadline = time.monotonic() + 30
