@@ -86,3 +86,51 @@ def test_dataframe_becomes_shape_dtypes_head_and_a_file(tmp_path):
     assert subs[0].file in text
     loaded = pd.read_csv(tmp_path / subs[0].file)
     assert loaded.shape == (30, 2) and loaded["temp"].sum() == sum(range(30))
+
+
+def test_out_takes_a_python_name_in_an_agent_cell_only():
+    from IPython.core.error import UsageError
+
+    from omnikernel.magics import parse_agent_args
+
+    assert parse_agent_args("claude --out answer", allow_review=True).out == "answer"
+    assert parse_agent_args("claude --out=res --model m", allow_review=True).out == "res"
+    for bad in ("claude --out", "claude --out 2x", "claude --out class"):
+        with pytest.raises(UsageError):
+            parse_agent_args(bad, allow_review=True)
+    with pytest.raises(UsageError):
+        parse_agent_args("claude --out answer")  # %agent (a line magic) has no answer to store
+
+
+def test_agent_result_from_events_and_its_repr(tmp_path):
+    from omnikernel.agent_result import result_from_events, snapshot
+    from omnikernel.events import Event, EventKind
+
+    (tmp_path / "old.txt").write_text("a")
+    before = snapshot(tmp_path)
+    (tmp_path / "old.txt").write_text("changed")
+    (tmp_path / "new.csv").write_text("x")
+    events = [
+        Event(EventKind.TURN_START, {"prompt": "go", "model": "m"}, harness="pi", turn=4),
+        Event(EventKind.TEXT, {"text": "Looking."}, harness="pi", turn=4),
+        Event(EventKind.TOOL_CALL, {"call_id": "c", "tool": "bash", "action": "exec",
+                                    "summary": "ls"}, harness="pi", turn=4),  # fmt: skip
+        Event(EventKind.TOOL_RESULT, {"call_id": "c", "output": "new.csv"}, harness="pi", turn=4),
+        Event(EventKind.TEXT, {"text": "Done."}, harness="pi", turn=4),
+        Event(EventKind.SPEND, {"input_tokens": 10, "output_tokens": 2, "cost_usd": 0.5}),
+        Event(EventKind.TURN_END, {"status": "completed"}, harness="pi", turn=4),
+    ]
+    result = result_from_events(events, folder=tmp_path, before=before, after=snapshot(tmp_path))
+    assert result.text == "Looking.\n\nDone." and str(result) == result.text
+    assert result.files_created == ["new.csv"] and result.files_changed == ["old.txt"]
+    assert result.tool_calls[0].output == "new.csv" and result.cost_usd == 0.5
+    assert repr(result) == (
+        "AgentResult(pi turn 4 · completed · 1 tool call · files: new.csv, old.txt · $0.5000: "
+        "'Looking.  Done.')"
+    )
+
+
+def test_terminal_text_loses_control_characters():
+    from omnikernel.render import terminal_safe
+
+    assert terminal_safe("ok\x1b]52;c;ZXZpbA==\x07\r\tdone\n") == "ok]52;c;ZXZpbA==\tdone\n"
