@@ -106,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--store", help=f"session store file (default: $OMNIKERNEL_STORE or {default_store_path()})"
     )
-    parser.add_argument(
-        "--no-follow", action="store_true", help="show the stored events and exit"
-    )
+    parser.add_argument("--no-follow", action="store_true", help="show the stored events and exit")
     args = parser.parse_args(argv)
     path = args.store or default_store_path()
     if args.store is None and not default_store_path().exists():

@@ -113,8 +113,12 @@ def test_agent_result_from_events_and_its_repr(tmp_path):
     events = [
         Event(EventKind.TURN_START, {"prompt": "go", "model": "m"}, harness="pi", turn=4),
         Event(EventKind.TEXT, {"text": "Looking."}, harness="pi", turn=4),
-        Event(EventKind.TOOL_CALL, {"call_id": "c", "tool": "bash", "action": "exec",
-                                    "summary": "ls"}, harness="pi", turn=4),  # fmt: skip
+        Event(
+            EventKind.TOOL_CALL,
+            {"call_id": "c", "tool": "bash", "action": "exec", "summary": "ls"},
+            harness="pi",
+            turn=4,
+        ),  # fmt: skip
         Event(EventKind.TOOL_RESULT, {"call_id": "c", "output": "new.csv"}, harness="pi", turn=4),
         Event(EventKind.TEXT, {"text": "Done."}, harness="pi", turn=4),
         Event(EventKind.SPEND, {"input_tokens": 10, "output_tokens": 2, "cost_usd": 0.5}),

@@ -29,7 +29,10 @@ SCENARIO = {
             ],
         },
         {"match": "echo back", "steps": [{"text": "You said: {prompt}"}]},
-        {"match": "Python cell of my notebook failed", "steps": [{"text": "Guard the empty list."}]},
+        {
+            "match": "Python cell of my notebook failed",
+            "steps": [{"text": "Guard the empty list."}],
+        },
     ]
 }
 

@@ -25,8 +25,10 @@ SCENARIO = {
             "match": "long answer",
             "steps": [{"text": " ".join(WORDS) + " THE-END", "chunk_delay": 0.03}],
         },
-        {"match": "slow answer", "steps": [{"text": " ".join(WORDS) + " THE-END",
-                                             "chunk_delay": 0.25}]},  # fmt: skip
+        {
+            "match": "slow answer",
+            "steps": [{"text": " ".join(WORDS) + " THE-END", "chunk_delay": 0.25}],
+        },  # fmt: skip
         {"match": "hello", "steps": [{"text": "Hello from the agent."}]},
     ]
 }
