@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -24,21 +25,32 @@ from IPython.display import display, update_display
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from . import __version__, identity
+from .agent_result import result_from_events, snapshot
 from .approval import auto_approve_from_env
 from .approvals import DEFAULT_TIMEOUT_S, timeout_from_env
 from .credentials import CREDENTIALS_ENV, check_preferences, parse_preferences
 from .events import EventKind
 from .harnesses import HarnessError
 from .harnesses.acp import AcpAgent
+from .interpolate import ValueWriter, describe_substitutions, interpolate
 from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
 from .policy.magics import PolicyMagics
-from .render import CellView, error_bundle
+from .render import CellView, error_bundle, notice_bundle
 from .routing import Route, route
 from .sanitize import SessionImages
 from .session import AgentSession, default_state_dir
 from .session_magics import SessionMagics, first_cell_notice
 from .store import SessionStore
 from .upstream import UpstreamConfig
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def last_error_text(source: str, reply: dict[str, Any]) -> str:
+    """What ``{Err}`` and `%fix` send: the failed cell's source and its traceback (no colours)."""
+    frames = reply.get("traceback") or [f"{reply.get('ename')}: {reply.get('evalue')}"]
+    traceback = _ANSI.sub("", "\n".join(frames)).strip()
+    return f"The cell:\n```python\n{source.strip()}\n```\nIts traceback:\n```\n{traceback}\n```"
 
 
 class OmniKernel(IPythonKernel):
@@ -183,6 +195,8 @@ class OmniKernel(IPythonKernel):
         # Images the agents write into the notebook's folder from now on may be shown inline;
         # no other image an answer names is ever loaded (see `sanitize`).
         self.images = SessionImages(Path.cwd())
+        #: The last Python error (``{Err}`` and `%fix` send it): its cell's source and traceback.
+        self.last_error: str | None = None
         from .widgets import presenter  # ipywidgets loads only with the kernel
 
         self.agents.approvals.presenters.append(presenter(self.agents.approvals, display))
@@ -216,10 +230,16 @@ class OmniKernel(IPythonKernel):
             if not who.per_run:
                 self.agents.adopt(who)
         cell = route(code)
+        if (
+            cell.kind == "ipython"
+            and cell.magic == "fix"
+            and not cell.body.lstrip().startswith("%%")
+        ):
+            return await self._fix(cell, cell_id)
         if cell.kind == "ipython":
             if unknown := self._unknown_magic(cell):
                 return unknown
-            return await super().do_execute(
+            reply = await super().do_execute(
                 cell.body,
                 silent,
                 store_history,
@@ -228,7 +248,25 @@ class OmniKernel(IPythonKernel):
                 cell_meta=cell_meta,
                 cell_id=cell_id,
             )
-        return await self._execute_prompt(cell, cell_id or "")
+            if reply.get("status") == "error" and reply.get("ename") != "KeyboardInterrupt":
+                self.last_error = last_error_text(cell.body, reply)
+            return reply
+        return await self._execute_prompt(cell, cell_id)
+
+    async def _fix(self, cell: Route, cell_id: str | None) -> dict[str, Any]:
+        """`%fix [NOTE]`: the last Python error and its cell's source, to the current agent."""
+        note = cell.body.strip().partition(" ")[2].strip()
+        if self.last_error is None:
+            return self._error_reply(
+                "UsageError", "%fix: no Python cell has failed in this kernel yet."
+            )
+        prompt = (
+            "A Python cell of my notebook failed. Find the cause and fix it (in the files it "
+            "uses, or tell me the corrected cell).\n\n" + self.last_error
+        )
+        if note:
+            prompt += f"\n\n{note}"
+        return await self._execute_prompt(Route("prompt", prompt), cell_id, interpolated=True)
 
     def _unknown_magic(self, cell: Route) -> dict[str, Any] | None:
         """A clear error for a magic that does not exist (IPython's says less)."""
@@ -244,9 +282,7 @@ class OmniKernel(IPythonKernel):
         if found:
             return None
         prefix = "%%" if is_cell_magic else "%"
-        return self._error_reply(
-            "UsageError", f"Unknown magic {prefix}{cell.magic}. {MAGICS_HELP}"
-        )
+        return self._error_reply("UsageError", f"Unknown magic {prefix}{cell.magic}. {MAGICS_HELP}")
 
     def _error_reply(self, ename: str, message: str, hint: str = "") -> dict[str, Any]:
         display(error_bundle({"message": message, "hint": hint}), raw=True)
@@ -261,10 +297,14 @@ class OmniKernel(IPythonKernel):
             "traceback": [],
         }
 
-    async def _execute_prompt(self, cell: Route, cell_id: str) -> dict[str, Any]:
+    async def _execute_prompt(
+        self, cell: Route, cell_id: str | None, interpolated: bool = False
+    ) -> dict[str, Any]:
         session = self.agents
-        harness = None
+        harness = out = None
         prompt, handoff = cell.body, True
+        if not interpolated:
+            prompt = self._interpolate(prompt)
         if cell.agent_args is not None:
             try:
                 args = parse_agent_args(cell.agent_args, allow_review=True)
@@ -272,11 +312,11 @@ class OmniKernel(IPythonKernel):
                 return self._error_reply("UsageError", str(exc))
             if args.name is None:
                 return self._error_reply("UsageError", "Usage: %%agent NAME [--model M] [--review]")
-            harness = args.name
+            harness, out = args.name, args.out
             try:
                 session.set_model(harness, args.model)
                 if args.review:
-                    prompt, _ = session.review_prompt(harness, cell.body)
+                    prompt, _ = session.review_prompt(harness, prompt)
                     handoff = False  # the review prompt carries the turn itself
             except (HarnessError, LookupError) as exc:
                 return self._error_reply("UsageError", str(exc))
@@ -286,15 +326,25 @@ class OmniKernel(IPythonKernel):
             )
         name = harness or session.current
         view = CellView(
-            display, update_display, offline=session.is_offline(name), images=self.images
+            display,
+            update_display,
+            offline=session.is_offline(name),
+            images=self.images,
+            # A request without a cell id comes from a front end without cells (jupyter
+            # console, a script's client), which cannot update a display in place.
+            stream=None if cell_id else self._write_stdout,
         )
         status = "completed"
+        before = await asyncio.to_thread(snapshot, session.cwd)
+        started: list[tuple[str, int]] = []  # (session id, turn) of this turn
 
         async def run() -> None:
             nonlocal status
             async for event in session.run_prompt(
-                prompt, harness=name, cell=cell_id, handoff=handoff
+                prompt, harness=name, cell=cell_id or "", handoff=handoff
             ):
+                if event.kind == EventKind.TURN_START:
+                    started.append((event.session_id, event.turn))
                 view.show(event)
                 if event.kind == EventKind.TURN_END:
                     status = event.data.get("status", "completed")
@@ -311,9 +361,11 @@ class OmniKernel(IPythonKernel):
                     raise  # the kernel itself is being stopped, not just this turn
         if task.cancelled():
             view.flush_text()
-            for event in await session.stop_turn(name, cell_id):
+            for event in await session.stop_turn(name, cell_id or ""):
                 view.show(event)
             status = "interrupted"
+        if started:
+            await self._publish_result(started[0], before, out)
         assert self.shell is not None
         count = self.shell.execution_count
         # Prompts join IPython's input history, so a console's up-arrow finds them too.
@@ -329,6 +381,50 @@ class OmniKernel(IPythonKernel):
             "evalue": f"the {name} turn ended: {status}",
             "traceback": [],
         }
+
+    def _interpolate(self, prompt: str) -> str:
+        """Python values named in the prompt, put in (see `omnikernel.interpolate`); the cell
+        says what was put in."""
+        assert self.shell is not None
+        namespace: dict[str, Any] = dict(self.shell.user_ns)
+        if self.last_error is not None:
+            namespace["Err"] = self.last_error
+        text, subs = interpolate(prompt, namespace, ValueWriter(self.agents.cwd))
+        if subs:
+            display(
+                notice_bundle({"message": "Python values in this prompt:\n"
+                               + describe_substitutions(subs).replace("\n", "  \n")}),
+                raw=True,
+            )  # fmt: skip
+        return text
+
+    async def _publish_result(
+        self, turn: tuple[str, int], before: dict[str, tuple[int, int]], out: str | None
+    ) -> None:
+        """`_agent` (and `out`, if asked) in the user namespace: the turn as a Python value."""
+        session_id, number = turn
+        after = await asyncio.to_thread(snapshot, self.agents.cwd)
+        result = result_from_events(
+            self.store.events(session_id, turn=number),
+            folder=self.agents.cwd, before=before, after=after,
+        )  # fmt: skip
+        assert self.shell is not None
+        self.shell.user_ns["_agent"] = result
+        if out:
+            self.shell.user_ns[out] = result.text
+
+    def _write_stdout(self, text: str) -> None:
+        """A ``stream`` message, sent at once under the parent the displays use: ipykernel's
+        buffered `sys.stdout` flushes from its own thread, which could order a chunk after
+        the next display."""
+        assert self.shell is not None
+        self.session.send(
+            self.iopub_socket,
+            "stream",
+            {"name": "stdout", "text": text},
+            parent=self.shell.display_pub.parent_header,
+            ident=self._topic("stream"),
+        )
 
     @contextlib.contextmanager
     def _stop_on_sigint(self, task: asyncio.Future[Any]) -> Iterator[None]:

@@ -8,6 +8,7 @@ prompt runs asynchronously and IPython cell magics cannot.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import os
 import shlex
 from collections.abc import Sequence
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 
 #: What `%agent` and friends say when asked something they do not know.
 MAGICS_HELP = (
-    "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M] [--review], "
+    "Omnigent magics: %agent [NAME [--model M]], %agents, "
+    "%%agent NAME [--model M] [--review] [--out VAR], %fix [NOTE], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
     "%session [new|fork [NAME]|list|NAME], %policy, %%python. "
@@ -43,22 +45,35 @@ class AgentArgs:
     name: str | None = None
     model: str | None = None
     review: bool = False
+    out: str | None = None  # a Python name the answer is also stored in
 
 
 def parse_agent_args(line: str, allow_review: bool = False) -> AgentArgs:
-    """`NAME [--model M] [--review]` -> AgentArgs; raises UsageError with the usage on bad
-    input (``--review`` only where `allow_review`: in a ``%%agent`` cell)."""
+    """`NAME [--model M] [--review] [--out VAR]` -> AgentArgs; raises UsageError with the usage
+    on bad input (``--review`` and ``--out`` only where `allow_review`: in a ``%%agent``
+    cell)."""
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"cannot parse {line!r}: {exc}. Usage: %agent NAME [--model M]") from None
     name = model = None
     review = False
+    out = None
     i = 0
     while i < len(words):
         word = words[i]
         if word == "--review" and allow_review:
             review, i = True, i + 1
+            continue
+        if (word == "--out" or word.startswith("--out=")) and allow_review:
+            if word == "--out":
+                if i + 1 >= len(words):
+                    raise UsageError("--out needs a Python name. Usage: %%agent NAME --out VAR")
+                out, i = words[i + 1], i + 2
+            else:
+                out, i = word.split("=", 1)[1], i + 1
+            if not out.isidentifier() or keyword.iskeyword(out):
+                raise UsageError(f"--out takes a Python variable name, not {out!r}")
             continue
         if word in ("--model", "-m"):
             if i + 1 >= len(words):
@@ -74,7 +89,7 @@ def parse_agent_args(line: str, allow_review: bool = False) -> AgentArgs:
         else:
             raise UsageError(f"unexpected {word!r}. Usage: %agent NAME [--model M]")
         i += 1
-    return AgentArgs(name, model, review)
+    return AgentArgs(name, model, review, out)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, str]:

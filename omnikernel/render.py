@@ -3,7 +3,9 @@
 Pure functions turn events into MIME bundles (HTML for JupyterLab and exports, plain text for
 consoles, nbclient and logs); `CellView` sends them to the cell that is running, streaming the
 agent's text into one display that is updated in place (throttled, so a fast stream does not
-flood the front end with messages).
+flood the front end with messages). A front end that cannot update a display in place
+(`jupyter console` ignores ``update_display_data`` and would show only the first words) gets
+the text as ``stream`` output instead, as it arrives, and the rich displays for the rest.
 
 Everything here holds agent-controlled text, so no bundle carries the agent's Markdown or HTML
 for the browser to interpret: the Markdown built here (agent text as answers, inline code or
@@ -27,6 +29,15 @@ Bundle = dict[str, str]
 PREVIEW_LINES = 20
 #: Minimum seconds between two updates of the streaming text display.
 TEXT_UPDATE_INTERVAL = 0.1
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """Agent text without control characters (escape sequences could retitle, recolour or
+    rewrite a terminal, or set its clipboard), keeping newlines and tabs."""
+    return _CONTROL.sub("", text)
 
 
 def fence(body: str, lang: str = "") -> str:
@@ -199,8 +210,11 @@ class CellView:
         offline: bool = False,
         clock: Callable[[], float] = time.monotonic,
         images: SessionImages | None = None,
+        stream: Callable[[str], Any] | None = None,
     ):
         self._display = display
+        #: Where text goes when displays cannot be updated in place (None: update them).
+        self._write = stream
         self._update = update_display
         self._clock = clock
         self.offline = offline
@@ -252,6 +266,9 @@ class CellView:
         if not delta:
             return
         self._text += delta
+        if self._write is not None:
+            self._write(terminal_safe(delta))
+            return
         if self._text_id is None:
             self._blocks += 1
             self._text_id = f"omnikernel-text-{id(self)}-{self._blocks}"
@@ -266,6 +283,8 @@ class CellView:
 
     def flush_text(self) -> None:
         """Show the whole text block and start a new one at the next delta."""
+        if self._write is not None and self._text and not self._text.endswith("\n"):
+            self._write("\n")
         if self._text_id is not None:
             self._update(self._text_bundle(), raw=True, display_id=self._text_id)
         self._text, self._text_id = "", None

@@ -55,6 +55,13 @@ def kernel_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def shown_text(msg: dict[str, Any]) -> str:
+    """The plain text one output message shows: a display's, or a stream chunk's (a client
+    without cells, like this one, gets the agent's text as a stream)."""
+    content = msg["content"]
+    return content.get("data", {}).get("text/plain", "") + content.get("text", "")
+
+
 @dataclass
 class CellResult:
     reply: dict[str, Any]
@@ -68,9 +75,13 @@ class CellResult:
     def text(self) -> str:
         """All plain text the cell showed, in order (streams, displays, updates, errors)."""
         parts = []
+        streaming = False  # consecutive stream chunks are one text (a console's answer)
         for msg in self.outputs:
             content = msg["content"]
-            if msg["msg_type"] == "stream":
+            was_streaming, streaming = streaming, msg["msg_type"] == "stream"
+            if streaming and was_streaming:
+                parts[-1] += content["text"]
+            elif streaming:
                 parts.append(content["text"])
             elif msg["msg_type"] in ("display_data", "update_display_data", "execute_result"):
                 parts.append(content["data"].get("text/plain", ""))

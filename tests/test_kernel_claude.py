@@ -14,7 +14,7 @@ import pytest
 from omnikernel.gateway import PriceTable
 from omnikernel.testing import FakeModelServer, Scenario
 
-from .conftest import require_claude
+from .conftest import require_claude, shown_text
 
 SCRIPTED_USAGE = {"input_tokens": 1200, "output_tokens": 80}
 SCENARIO = {
@@ -115,7 +115,7 @@ def test_interrupt_ends_the_turn_and_keeps_the_kernel(model, workdir, start_kern
     text_seen = threading.Event()
 
     def on_output(msg):
-        if "word" in msg["content"].get("data", {}).get("text/plain", ""):
+        if "word" in shown_text(msg):
             text_seen.set()
 
     def interrupt_when_streaming():
@@ -216,7 +216,7 @@ def test_killed_agent_is_a_clear_error_and_the_next_turn_resumes(model, workdir,
     streaming = threading.Event()
 
     def on_output(msg):
-        if "word" in msg["content"].get("data", {}).get("text/plain", ""):
+        if "word" in shown_text(msg):
             streaming.set()
 
     def kill_the_agent():

@@ -10,7 +10,7 @@ import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
 
-from .conftest import require_claude
+from .conftest import require_claude, shown_text
 from .test_kernel_claude import closed_port, descendants
 
 REAL_KEY = "sk-ant-real-key-never-in-the-agent-0042"
@@ -49,7 +49,7 @@ def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel,
     environs: list[bytes] = []
 
     def read_agent_environment(msg):
-        if environs or "Writing notes" not in msg["content"].get("data", {}).get("text/plain", ""):
+        if environs or "Writing notes" not in shown_text(msg):
             return
         for pid in descendants(kernel.km.provisioner.pid):
             try:
@@ -97,10 +97,12 @@ def test_budget_stops_a_turn_mid_stream_and_can_be_raised(model, workdir, start_
     result = kernel.execute("Tell me an epic.", timeout=120)
     assert result.status == "error"
     assert "budget" in result.text.lower() and "%budget" in result.text
-    # The streamed text is one display updated in place: its fullest version counts.
+    # The streamed text is one display updated in place (its fullest version counts), or, for
+    # a client without cells like this one, a stream (all chunks count).
+    streamed = "".join(m["content"]["text"] for m in result.outputs if m["msg_type"] == "stream")
     sagas = max(
-        msg["content"].get("data", {}).get("text/plain", "").count("saga")
-        for msg in result.outputs
+        [m["content"].get("data", {}).get("text/plain", "").count("saga") for m in result.outputs]
+        + [streamed.count("saga")]
     )
     assert 0 < sagas < 3000  # cut mid-way
     raised = kernel.execute("%budget 50")

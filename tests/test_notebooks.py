@@ -78,3 +78,15 @@ def test_three_agents_notebook_runs_offline(tmp_path):
     assert "FizzBuzz" in outputs["%%python"]
     history = outputs["%history"]
     assert all(h in history for h in ("codex", "claude", "pi")) and history.count("completed") == 3
+
+
+def test_data_analysis_notebook_passes_data_both_ways(tmp_path):
+    work, nb = run_notebook("data-analysis.ipynb", tmp_path)
+    outputs = {c.source.splitlines()[0]: outputs_text(c) for c in nb.cells if c.cell_type == "code"}
+    asked = outputs["%%agent claude --out answer"]
+    assert "{df} ← DataFrame 12×3 → agent-data/df.csv" in asked
+    assert "▶ Bash" in asked and "3930 North" in asked  # the agent's command read the file
+    assert (work / "agent-data" / "df.csv").read_text().startswith("region,month,revenue")
+    python = [outputs_text(c) for c in nb.cells if c.cell_type == "code"]
+    assert "best region: North" in python[-2] and "its revenue: 3930" in python[-2]
+    assert "AgentResult(claude turn 1 · completed · 1 tool call" in python[-1]
