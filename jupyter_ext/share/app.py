@@ -34,7 +34,8 @@ class OmnikernelShare(ExtensionApp):
 
     share: ShareServer | None = None
 
-    def initialize_settings(self) -> None:
+    async def _start_jupyter_server_extension(self, serverapp: object) -> None:
+        """Start once the server's loop runs (jupyter_server's hook for that)."""
         if not self.enabled:
             return
         store = self.serverapp.web_app.settings.get("omnikernel_store")

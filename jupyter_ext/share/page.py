@@ -90,7 +90,14 @@ function see(m) {
   if (m.kind === "approval_decision") { pending.delete(m.request_id); $("said").textContent = m.reason; }
   if (m.cost_usd) { spend += m.cost_usd; $("spend").textContent = "$" + spend.toFixed(4); }
   if (m.html) {
+    const prev = $("feed").lastElementChild;
+    if (m.kind === "text" && prev && prev.dataset.kind === "text" && prev.dataset.turn == m.turn) {
+      prev.insertAdjacentHTML("beforeend", m.html);  // a streamed answer stays one block
+      prev.dataset.seq = m.seq;
+      return;
+    }
     const div = document.createElement("div");
+    div.dataset.kind = m.kind; div.dataset.turn = m.turn;
     div.className = "event " + m.kind; div.dataset.seq = m.seq;
     div.innerHTML = m.html;  // made on the server by omnikernel.sanitize / escaping
     $("feed").append(div);
