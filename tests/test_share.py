@@ -8,7 +8,9 @@ import asyncio
 import json
 import logging
 import re
+import shutil
 import sqlite3
+import subprocess
 import threading
 import time
 from typing import Any
@@ -38,8 +40,8 @@ class Clock:
 class Running:
     """A ShareServer on its own thread and loop, as the jupyter server would run it."""
 
-    def __init__(self, store_path: Any, clock: Clock):
-        self.server = ShareServer(store_path, port=0, clock=clock)
+    def __init__(self, store_path: Any, clock: Clock, **options: Any):
+        self.server = ShareServer(store_path, port=0, clock=clock, **options)
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
 
@@ -51,7 +53,7 @@ class Running:
         self.thread = threading.Thread(target=serve, daemon=True)
         self.thread.start()
         assert started.wait(10)
-        self.url = f"http://127.0.0.1:{self.server.port}"
+        self.url = f"{self.server.scheme}://127.0.0.1:{self.server.port}"
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
@@ -299,3 +301,30 @@ def test_the_sandbox_cannot_reach_the_share_server(backend, box, share):  # noqa
     tcp = f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED"
     assert "CONNECTED" in run(None, tcp, spec_for(box))[1]  # unsandboxed, it is reachable
     assert "CONNECTED" not in run(backend, tcp, spec_for(box))[1]
+
+
+def test_with_a_certificate_it_serves_https_only_and_cookies_are_secure(store, clock, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl is needed; install it with: apt-get install -y openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
+    running = Running(store.path, clock, certfile=str(cert), keyfile=str(key))
+    try:
+        assert running.url.startswith("https://")
+        code = ShareCodes(store.path).new_code(SESSION, "ro")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{running.server.port}/join", params={"code": code})
+        browser = requests.Session()
+        trust = str(cert)  # per request: a CA bundle in the environment overrides a session's
+        page = browser.get(f"{running.url}/join", params={"code": code}, verify=trust)
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        joined = browser.post(f"{running.url}/join", data={"code": code, "_xsrf": xsrf},
+                              allow_redirects=False, verify=trust)  # fmt: skip
+        assert joined.status_code == 303
+        assert next(c for c in browser.cookies if c.name == "omk_share").secure
+        assert browser.get(f"{running.url}/live", verify=trust).status_code == 200
+    finally:
+        running.stop()
