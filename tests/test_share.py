@@ -328,3 +328,35 @@ def test_with_a_certificate_it_serves_https_only_and_cookies_are_secure(store, c
         assert browser.get(f"{running.url}/live", verify=trust).status_code == 200
     finally:
         running.stop()
+
+
+def test_the_kernel_takes_the_page_answer_and_first_answer_wins(store):
+    from omnikernel.approval import Decision
+    from omnikernel.approvals import PendingApprovals
+    from omnikernel.share_magics import watch_answers
+
+    codes = ShareCodes(store.path)
+    approvals = PendingApprovals(timeout_s=30)
+    approvals.presenters.append(watch_answers(approvals, lambda: codes, lambda: SESSION))
+    asked = Decision("ask", "a rule asks", "policy", ["ask"])
+
+    async def scenario() -> tuple[Decision, Decision, str]:
+        # The page answers first: the kernel takes it, with who and from where.
+        first = asyncio.ensure_future(approvals.ask("r1", {"tool": "Bash"}, asked))
+        await asyncio.sleep(0.1)
+        codes.post_answer(SESSION, "r1", True, "co-drive at 10.0.0.7", "share page")
+        from_page = await asyncio.wait_for(first, 5)
+        # The notebook answers first: the page's later answer changes nothing.
+        second = asyncio.ensure_future(approvals.ask("r2", {"tool": "Bash"}, asked))
+        await asyncio.sleep(0.1)
+        said = approvals.answer("r2", False, by="me", source="widget")
+        codes.post_answer(SESSION, "r2", True, "co-drive at 10.0.0.7", "share page")
+        from_widget = await asyncio.wait_for(second, 5)
+        await asyncio.sleep(0.2)
+        return from_page, from_widget, said
+
+    from_page, from_widget, said = asyncio.run(scenario())
+    assert from_page.allow and from_page.source == "share page"
+    assert "approved by co-drive at 10.0.0.7 (share page)" in from_page.reason
+    assert said == "accepted" and not from_widget.allow and from_widget.source == "widget"
+    assert approvals.answer("r2", True, by="co-drive", source="share page").startswith("too late")
