@@ -153,6 +153,9 @@ def test_get_only_confirms_post_exchanges_with_xsrf(share, store):
     live = browser.get(f"{share.url}/live")
     assert live.status_code == 200 and 'data-role="ro"' in live.text
     assert code not in live.text
+    # The confirmation page echoes the code from the URL: escaped, never markup.
+    injected = requests.get(f"{share.url}/join", params={"code": '"><script>alert(1)</script>'})
+    assert "<script>alert" not in injected.text and "&lt;script&gt;" in injected.text
 
 
 def test_host_check_refuses_a_rebound_name(share, store):

@@ -92,5 +92,13 @@ def test_a_phone_approves_a_running_cell(tmp_path, workdir, start_kernel):
             assert "approved by co-drive" in viewer.locator("#feed").inner_text()
             watchers = kernel.execute("%share").text
             assert watchers.count("at 127.0.0.1 since") == 2, watchers
+            bad = kernel.execute("%share revoke everyone")
+            assert "takes ro, rw or all" in bad.text, bad.text
+            revoked = kernel.execute("%share revoke rw")
+            assert "Revoked 2 co-drive link(s)" in revoked.text, revoked.text
+            expect(phone.locator("#status")).to_contain_text("revoked", timeout=10000)
+            expect(viewer.locator("#status")).to_have_text("live")
+            kernel.execute("%share revoke")
+            expect(viewer.locator("#status")).to_contain_text("revoked", timeout=10000)
             browser.close()
     share.stop()
