@@ -33,7 +33,7 @@ MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, %%agent NAME [--model M] [--review], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
-    "%session [new|fork [NAME]|list|NAME], %policy, %%python. "
+    "%session [new|fork [NAME]|list|NAME], %policy, %share [revoke [ro|rw|all]], %%python. "
     "IPython's own: %lsmagic."
 )
 
