@@ -22,7 +22,9 @@ from .notebooks import NotebookIdentity
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "jupyter_ext"}]
+    from .share.app import OmnikernelShare
+
+    return [{"module": "jupyter_ext"}, {"module": "jupyter_ext.share.app", "app": OmnikernelShare}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:

@@ -40,6 +40,7 @@ from .routing import Route, route
 from .sanitize import SessionImages
 from .session import AgentSession, default_state_dir
 from .session_magics import SessionMagics, first_cell_notice
+from .share_magics import ShareMagics, watch_answers
 from .store import SessionStore
 from .upstream import UpstreamConfig
 
@@ -200,12 +201,19 @@ class OmniKernel(IPythonKernel):
         from .widgets import presenter  # ipywidgets loads only with the kernel
 
         self.agents.approvals.presenters.append(presenter(self.agents.approvals, display))
+        share = ShareMagics(self.shell, self.agents)
+        self.agents.approvals.presenters.append(
+            watch_answers(
+                self.agents.approvals, lambda: share.codes, lambda: self.agents.session_id
+            )
+        )
         assert self.shell is not None
         notice = problem + (first_cell_notice(who) or "")
         self.agents.first_notice = notice or None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
         self.shell.register_magics(SessionMagics(self.shell, self.agents))
         self.shell.register_magics(PolicyMagics(self.shell, self.agents))
+        self.shell.register_magics(share)
         # Our log lines go to the kernel's log (the server's terminal), never into a cell.
         ours = logging.getLogger("omnikernel")
         ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []

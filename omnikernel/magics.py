@@ -35,7 +35,7 @@ MAGICS_HELP = (
     "%%agent NAME [--model M] [--review] [--out VAR], %fix [NOTE], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
-    "%session [new|fork [NAME]|list|NAME], %policy, %%python. "
+    "%session [new|fork [NAME]|list|NAME], %policy, %share [revoke [ro|rw|all]], %%python. "
     "IPython's own: %lsmagic."
 )
 

@@ -66,6 +66,7 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
         "--ServerApp.disable_check_xsrf=False", f"--BaseFileIdManager.db_path={tmp / 'fileid.db'}",
+        f"--OmnikernelShare.port={free_port()}",  # not 6767: tests may run side by side
     ]  # fmt: skip
     if os.getuid() == 0:
         argv.append("--allow-root")

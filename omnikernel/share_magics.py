@@ -1,0 +1,128 @@
+"""`%share`: links to this session's live page, and answers from it reaching the waiting cell.
+
+- ``%share``: a new read-only link and a new co-drive link (each also as a QR code), and who is
+  watching now. A link's code is shown only here, once; the store keeps a hash.
+- ``%share revoke [ro|rw|all]``: end those links now: their cookies and open pages with them.
+
+The share server (the jupyter-server extension, or ``python -m jupyter_ext.share``) is another
+process, so the two meet in the session store (`jupyter_ext.share.codes`): the magic writes
+hashed codes there; the server writes answers given on the page there, and `watch_answers`
+(an approval presenter) takes them while an ask waits, answering it like the card would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import html
+from typing import TYPE_CHECKING, Any
+
+import segno
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import display
+
+from jupyter_ext.share.codes import CO_DRIVE, READ_ONLY, ROLE_NAMES, ROLES, ShareCodes
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .approvals import Pending, PendingApprovals
+    from .session import AgentSession
+
+DEFAULT_URL = "http://127.0.0.1:6767"
+#: How often a waiting ask looks for an answer from the page (the tap-to-resume floor).
+ANSWER_POLL_S = 0.05
+USAGE = "%share makes a read-only and a co-drive link; %share revoke [ro|rw|all] ends them."
+RIGHTS = {READ_ONLY: "follows the session live; can do nothing else",
+          CO_DRIVE: "follows it and approves or denies what the agent asks"}  # fmt: skip
+
+
+def watch_answers(
+    approvals: PendingApprovals, codes: Callable[[], ShareCodes], session_id: Callable[[], str]
+) -> Callable[[Pending], None]:
+    """A presenter: while an ask waits, answers written by the share page resolve it."""
+
+    def present(pending: Pending) -> None:
+        session = session_id()
+
+        async def watch() -> None:
+            store = codes()
+            while not pending.future.done():
+                answer = await asyncio.to_thread(store.take_answer, session, pending.request_id)
+                if answer is not None:
+                    allow, who, source = answer
+                    approvals.answer(pending.request_id, allow, by=who, source=source)
+                    return
+                await asyncio.sleep(ANSWER_POLL_S)
+
+        task = pending.loop.create_task(watch())
+        pending.on_decided.append(lambda _decision: task.cancel())
+
+    return present
+
+
+@magics_class
+class ShareMagics(Magics):
+    def __init__(self, shell: Any, session: AgentSession):
+        super().__init__(shell)
+        self.session = session
+        self._codes: ShareCodes | None = None
+
+    @property
+    def codes(self) -> ShareCodes:
+        if self._codes is None or self._codes.path != self.session.store.path:
+            self._codes = ShareCodes(self.session.store.path)
+        return self._codes
+
+    @line_magic("share")
+    def share(self, line: str) -> None:
+        """%share [revoke [ro|rw|all]]: share this session's live page by link."""
+        words = line.split()
+        if not words:
+            return self._links()
+        if words[0] == "revoke" and len(words) <= 2:
+            which = words[1] if len(words) == 2 else "all"
+            if which not in (*ROLES, "all"):
+                raise UsageError(f"%share revoke takes ro, rw or all, not {which!r}. {USAGE}")
+            roles = ROLES if which == "all" else (which,)
+            n = self.codes.revoke(self.session.session_id, roles)
+            names = " and ".join(ROLE_NAMES[r] for r in roles)
+            text = f"Revoked {n} {names} link(s) of session {self.session.session_id}; open " \
+                   "pages are closed now."  # fmt: skip
+            display({"text/plain": text}, raw=True)
+            return None
+        raise UsageError(f"%share does not take {line.strip()!r}. {USAGE}")
+
+    def _links(self) -> None:
+        session_id = self.session.session_id
+        base = self.codes.server_url()
+        plain: list[str] = []
+        parts: list[str] = []
+        for role in (READ_ONLY, CO_DRIVE):
+            code = self.codes.new_code(session_id, role)
+            url = f"{base or DEFAULT_URL}/join?code={code}"
+            qr = segno.make(url, error="m")
+            plain.append(f"{ROLE_NAMES[role]} ({RIGHTS[role]}):\n  {url}")
+            parts.append(
+                f"<div style='display:inline-block;margin:0 24px 12px 0;vertical-align:top'>"
+                f"<b>{ROLE_NAMES[role]}</b><br><small>{html.escape(RIGHTS[role])}</small><br>"
+                f"<img alt='QR code of the {ROLE_NAMES[role]} link' "
+                f"src='{qr.svg_data_uri(scale=4)}'><br>"
+                f"<a href='{html.escape(url, quote=True)}' target='_blank'>"
+                f"{html.escape(url)}</a></div>"
+            )
+        notes = ["Links expire in 24 hours; `%share revoke` ends them now."]
+        if base is None:
+            notes.append("No share server is running for this store: start JupyterServer with "
+                         "the omnikernel extension, or `python -m jupyter_ext.share`.")  # fmt: skip
+        watchers = self.codes.watchers(session_id)
+        if watchers:
+            notes.append("Watching now: " + "; ".join(
+                f"{w['who']} since {datetime.datetime.fromtimestamp(w['since']):%H:%M}"
+                for w in watchers))  # fmt: skip
+        else:
+            notes.append("Nobody is watching yet.")
+        display({"text/plain": "\n".join(plain + notes),
+                 "text/html": "".join(parts) + "".join(f"<p>{html.escape(n)}</p>"
+                                                       for n in notes)}, raw=True)  # fmt: skip
