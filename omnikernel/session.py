@@ -31,7 +31,6 @@ from .sandbox.spec import explain_refusal
 from .store import SessionStore
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
-DEFAULT_SCENARIO = Path(__file__).parent / "testing" / "scenarios" / "default.json"
 #: How long a finished turn waits for the gateway to meter its last model call.
 SETTLE_S = 3.0
 #: The same wait for a stopped turn, which must leave the cell idle within a second; what the
@@ -171,7 +170,7 @@ class AgentSession:
         if configured is not None:
             return configured
         if self._rehearsal is None:
-            from .testing import FakeModelServer, Scenario  # only offline sessions need it
+            from .rehearsal import DEFAULT_SCENARIO, FakeModelServer, Scenario  # offline only
 
             path = rehearsal_scenario_path(
                 Path(self.notebook) if self.notebook.endswith(".ipynb") else None,

@@ -27,7 +27,7 @@ from tornado import httpclient, web
 
 from .. import guard
 from ..loopback import GuardedHandler, LoopbackServer
-from ..testing.wire import (
+from ..rehearsal.wire import (
     anthropic_conversation,
     anthropic_error,
     chat_conversation,
