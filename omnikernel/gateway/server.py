@@ -16,6 +16,7 @@ busy kernel never stalls an agent's stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -53,6 +54,19 @@ DROPPED_HEADERS = {
     "transfer-encoding", "keep-alive",
 }  # fmt: skip
 PASSED_BACK_HEADERS = {"content-type", "request-id", "x-request-id", "openai-processing-ms"}
+#: Upstream answers worth asking again: rate limits, overload (Anthropic's 529), server errors.
+RETRIED_STATUSES = {408, 429, 500, 502, 503, 504, 529}
+
+
+def _error_message(body: list[bytes]) -> str:
+    """The vendor's error message from an error body, shortened (it names the upstream's view)."""
+    try:
+        data = json.loads(b"".join(body))
+    except ValueError:
+        return b"".join(body)[:200].decode(errors="replace")
+    error = data.get("error", data) if isinstance(data, dict) else data
+    message = error.get("message", "") if isinstance(error, dict) else str(error)
+    return f"({str(message)[:200]})" if message else ""
 
 
 class BudgetStop(Exception):
@@ -96,6 +110,12 @@ class Gateway(LoopbackServer):
         self.in_flight = 0  # model calls being answered (only the gateway's thread changes it)
         self._lock = threading.Lock()
         self._secrets: dict[str, str] = {}  # by harness: the one key its path accepts
+        #: Bounded retries of a model call the upstream refused for now (429, 5xx, 529) or
+        #: left unanswered; only before any byte of an answer reached the harness.
+        self.retries = 3
+        self.backoff_s = 0.5
+        self.max_backoff_s = 8.0
+        self.request_timeout_s = 900.0
 
     # -- who may use it ------------------------------------------------------------------------
 
@@ -117,6 +137,17 @@ class Gateway(LoopbackServer):
             expected = self._secrets.get(harness)
         what = f"harness {harness!r}" if harness else "this path (only /h/<harness>/... is served)"
         return guard.refusal(method, headers, self.authority, expected, what)
+
+    def backoff(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds before attempt `attempt` + 1: the upstream's Retry-After when it gives one,
+        else doubling from `backoff_s`; never more than `max_backoff_s`."""
+        wait = self.backoff_s * 2 ** (attempt - 1)
+        if retry_after:
+            try:
+                wait = float(retry_after)
+            except ValueError:
+                pass
+        return max(0.0, min(wait, self.max_backoff_s))
 
     # -- configuration from the kernel ---------------------------------------------------------
 
@@ -343,6 +374,13 @@ class ModelCallHandler(GatewayHandler):
         chunks: list[bytes] = []
         status = {"code": 0, "content_type": "application/json"}
         cut: list[str] = []
+        #: An attempt whose answer may still be retried keeps it here, unsent.
+        held: list[bytes] = []
+        retry_after: list[str] = []
+        attempt = {"n": 1}
+
+        def retryable_now() -> bool:
+            return status["code"] in RETRIED_STATUSES  # small error bodies: held, then judged
 
         def on_header(line: str) -> None:
             if line.startswith("HTTP/"):
@@ -350,6 +388,10 @@ class ModelCallHandler(GatewayHandler):
                 return
             if ":" in line:
                 name, value = line.split(":", 1)
+                if name.strip().lower() == "retry-after":
+                    retry_after[:] = [value.strip()]
+                if retryable_now():
+                    return  # this answer may never reach the client
                 if name.strip().lower() in PASSED_BACK_HEADERS:
                     self.set_header(name.strip(), value.strip())
                     if name.strip().lower() == "content-type":
@@ -358,6 +400,9 @@ class ModelCallHandler(GatewayHandler):
         def on_chunk(chunk: bytes) -> None:
             if self.client_gone:
                 raise BudgetStop("the client went away")  # stop paying for an unread stream
+            if retryable_now():
+                held.append(chunk)
+                return
             self.set_status(status["code"] or 200)
             meter.feed(chunk)
             chunks.append(chunk)
@@ -369,23 +414,53 @@ class ModelCallHandler(GatewayHandler):
                     cut.append(gateway.budget.message(gateway.spent_usd + pending))
                     raise BudgetStop(cut[0])
 
-        request = httpclient.HTTPRequest(
-            url, method="POST", headers=self.upstream_headers(upstream), body=self.request.body,
-            header_callback=on_header, streaming_callback=on_chunk,
-            request_timeout=900, connect_timeout=10,
-        )  # fmt: skip
-        try:
-            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-            failure = response.error if response.code == 599 else None
-        except (OSError, httpclient.HTTPClientError) as exc:  # refused, unreachable, timed out
-            failure = exc
-        if failure is not None and not chunks and not cut:
-            self.send_error_body(
-                wire_path, 502,
-                f"the model upstream {upstream.label} did not answer ({failure}). Check "
-                f"that it is running and reachable, and the base URL and key configured for it.",
-                "api_error",
+        failures: list[str] = []
+        while True:
+            status["code"], held[:], retry_after[:] = 0, [], []
+            request = httpclient.HTTPRequest(
+                url, method="POST", headers=self.upstream_headers(upstream),
+                body=self.request.body, header_callback=on_header, streaming_callback=on_chunk,
+                request_timeout=gateway.request_timeout_s, connect_timeout=10,
             )  # fmt: skip
+            try:
+                response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+                failure = response.error if response.code == 599 else None
+            except (OSError, httpclient.HTTPClientError) as exc:  # refused, unreachable, timed out
+                failure = exc
+            if chunks or cut or self.client_gone:
+                break  # the client has part of an answer: it cannot be asked again
+            if failure is not None:
+                failures.append(f"no answer ({failure})")
+            elif status["code"] in RETRIED_STATUSES:
+                failures.append(f"{status['code']} {_error_message(held)}".strip())
+            else:
+                break
+            if attempt["n"] > gateway.retries:
+                break
+            wait = gateway.backoff(attempt["n"], retry_after[0] if retry_after else None)
+            log.info("%s: upstream %s: %s; retrying in %.1fs (attempt %d of %d)", harness,
+                     upstream.label, failures[-1], wait, attempt["n"] + 1, gateway.retries + 1)  # fmt: skip
+            await asyncio.sleep(wait)
+            attempt["n"] += 1
+        if not chunks and not cut and failures:
+            tried = f"{attempt['n']} attempt(s)" + (", retried with backoff" * (attempt["n"] > 1))
+            if failure is not None:
+                self.send_error_body(
+                    wire_path, 502,
+                    f"the model upstream {upstream.label} did not answer ({failure}; {tried}). "
+                    f"Check that it is running and reachable, and the base URL and key "
+                    f"configured for it.",
+                    "api_error",
+                )  # fmt: skip
+            else:
+                code = status["code"]
+                self.send_error_body(
+                    wire_path, code,
+                    f"the model upstream {upstream.label} answered {failures[-1]} ({tried}): it "
+                    f"is {'rate limiting' if code == 429 else 'overloaded or failing'}; try the "
+                    f"cell again later.",
+                    "rate_limit_error" if code == 429 else "api_error",
+                )  # fmt: skip
             return
         if cut:
             self.write(self.stream_error(wire_path, cut[0]))
