@@ -32,9 +32,9 @@ from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
 from .render import CellView, error_bundle
 from .routing import Route, route
 from .sanitize import SessionImages
-from .session import AgentSession, default_state_dir
+from .session import DEFAULT_WATCHDOG_S, AgentSession, default_state_dir
 from .session_magics import SessionMagics, first_cell_notice
-from .store import SessionStore
+from .store import SessionStore, StoreUnavailableError
 from .upstream import UpstreamConfig
 
 
@@ -100,6 +100,12 @@ class OmniKernel(IPythonKernel):
         "{'command': ['codex-acp'], 'wire': 'openai'}} (a bare command list works too). "
         "'claude-acp' (@zed-industries/claude-code-acp) is known out of the box.",
     ).tag(config=True)
+    watchdog_s = Float(
+        DEFAULT_WATCHDOG_S,
+        help="Seconds a harness may stay silent mid-turn before a watchdog ends the turn and "
+        "stops it (the next cell starts it again, resuming); 0 turns the watchdog off. "
+        "Also OMNIKERNEL_WATCHDOG_S.",
+    ).tag(config=True)
     rehearsal_scenario = Unicode(
         "",
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
@@ -150,6 +156,7 @@ class OmniKernel(IPythonKernel):
             readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,
+            watchdog_s=watchdog_from_env(self.watchdog_s),
         )
         # Images the agents write into the notebook's folder from now on may be shown inline;
         # no other image an answer names is ever loaded (see `sanitize`).
@@ -276,6 +283,10 @@ class OmniKernel(IPythonKernel):
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the kernel itself is being stopped, not just this turn
+            except StoreUnavailableError as exc:  # nothing more can be stored: end the turn
+                view.flush_text()
+                await session.abandon_turn(name)
+                return self._error_reply("StoreUnavailableError", str(exc))
         if task.cancelled():
             view.flush_text()
             for event in await session.stop_turn(name, cell_id):
@@ -344,3 +355,21 @@ class OmniKernel(IPythonKernel):
         # processes: stop them with signals, which work from any thread.
         self.agents.kill_now()
         return super().do_shutdown(restart)
+
+
+def watchdog_from_env(configured: float) -> float:
+    """`OMNIKERNEL_WATCHDOG_S` over the configured watchdog; a bad value is logged and left
+    out (the kernel starts anyway)."""
+    raw = os.environ.get("OMNIKERNEL_WATCHDOG_S", "").strip()
+    if not raw:
+        return configured
+    try:
+        value = float(raw)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        logging.getLogger("omnikernel").warning(
+            "OMNIKERNEL_WATCHDOG_S=%r is not a number of seconds (>= 0): using %g", raw, configured
+        )
+        return configured
+    return value

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import queue
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -36,6 +37,9 @@ SETTLE_S = 3.0
 #: The same wait for a stopped turn, which must leave the cell idle within a second; what the
 #: gateway meters later is stored with the next turn.
 STOP_SETTLE_S = 0.2
+#: How long a harness may stay silent mid-turn before the watchdog ends the turn (a tool that
+#: runs quietly for longer needs a higher `OmniKernel.watchdog_s`).
+DEFAULT_WATCHDOG_S = 600.0
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class AgentSession:
         readable: tuple[Path, ...] = (),
         acp_agents: Mapping[str, AcpAgent] | None = None,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
+        watchdog_s: float = DEFAULT_WATCHDOG_S,
     ):
         self.store = store
         self.session_id = session_id
@@ -82,6 +87,7 @@ class AgentSession:
         self.harness_paths = dict(harness_paths or {})
         self.auto_approve = auto_approve
         self.rehearsal_scenario = rehearsal_scenario
+        self.watchdog_s = watchdog_s
         self.sandbox = sandbox
         self.allow_hosts = tuple(allow_hosts)
         #: Paths agents may read inside the closed home (`%sandbox read`).
@@ -221,6 +227,7 @@ class AgentSession:
                 allow_hosts=self.allow_hosts,
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
+                watchdog_s=self.watchdog_s,
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
@@ -238,6 +245,31 @@ class AgentSession:
             event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
         )
 
+    def _close_cut_turns(self) -> list[Event]:
+        """Mark interrupted each turn of this session that started and never ended because its
+        kernel died (SIGKILL, a crash, the machine going down); say so in this cell. A turn
+        another live kernel is still running is left alone."""
+        started: dict[int, Event] = {}
+        for event in self.store.events(self.session_id, kinds=(EventKind.TURN_START, EventKind.TURN_END)):
+            if event.kind == EventKind.TURN_START:
+                started[event.turn] = event
+            else:
+                started.pop(event.turn, None)
+        out = []
+        for turn, start in sorted(started.items()):
+            if kernel_alive(str(start.data.get("kernel", ""))):
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start.ts))
+            why = (f"Turn {turn} ({start.harness}, started {when}) was cut off: its kernel "
+                   f"stopped before the turn ended. It is marked interrupted; what it stored "
+                   f"is kept, and the conversation goes on from there.")  # fmt: skip
+            end = {"status": "interrupted", "stopped": "the kernel stopped", "cut_off": True}
+            for event in (ev.notice(why), Event(EventKind.TURN_END, end)):
+                out.append(self.store.append(event.stamped(
+                    session_id=self.session_id, harness=start.harness, turn=turn, cell=start.cell
+                )))  # fmt: skip
+        return out
+
     def review_prompt(self, reviewer: str, extra: str = "") -> tuple[str, Turn]:
         """The prompt asking `reviewer` to review another harness's latest turn."""
         return review_prompt(self.store.events(self.session_id), reviewer, extra)
@@ -249,14 +281,22 @@ class AgentSession:
 
         With `handoff`, a harness that missed turns of other harnesses gets them first."""
         name = harness or self.current
-        self.turn += 1
+        if not self._opened:  # the first event of this kernel: close turns a dead one left
+            self.store.open_session(self.session_id, self.notebook)
+            self._opened = True
+            for event in self._close_cut_turns():
+                if event.kind == EventKind.NOTICE:
+                    yield event
+        # From the store, not a counter: another kernel may add turns to this session too.
+        self.turn = self.store.last_turn(self.session_id) + 1
         started = time.monotonic()
         activity = self._activity[name] = TurnActivity()
         yield self._record(
-            Event(EventKind.TURN_START, {"prompt": prompt, "model": self.models.get(name)}),
+            Event(EventKind.TURN_START, {"prompt": prompt, "model": self.models.get(name),
+                                         "kernel": KERNEL_MARK}),
             name,
             cell,
-        )
+        )  # fmt: skip
         try:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
@@ -386,6 +426,17 @@ class AgentSession:
         recorded.append(self._record(Event(EventKind.TURN_END, end), name, cell))
         return recorded
 
+    async def abandon_turn(self, harness: str | None = None) -> None:
+        """Stop the running turn without storing anything more (the store refused a write):
+        the harness process stops; the next prompt starts it again, resuming."""
+        name = harness or self.current
+        self._activity.pop(name, None)
+        if (agent := self._harnesses.pop(name, None)) is not None:
+            try:
+                await agent.interrupt()
+            finally:
+                await agent.close()
+
     def turns(self) -> list[dict[str, object]]:
         """One summary row per turn of this session, oldest first (for `%history`)."""
         rows: dict[int, dict[str, object]] = {}
@@ -459,6 +510,28 @@ class TurnActivity:
             what = "the command" if call.get("action") == "exec" else f"the {call.get('tool')} call"
             return f"{what} `{call.get('summary', '')}`"
         return "the model call"
+
+
+#: Who runs a turn, noted in its start: this host and kernel process (see `kernel_alive`).
+KERNEL_MARK = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def kernel_alive(mark: str) -> bool:
+    """Whether the kernel that wrote `mark` still runs (on this host; elsewhere: assume so)."""
+    host, _, pid = mark.rpartition(":")
+    if not host or not pid.isdigit():
+        return False  # written before kernels noted themselves: nobody can still run it
+    if host != socket.gethostname():
+        return True
+    if int(pid) == os.getpid():
+        return False  # this kernel has no turn running before its first one
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_state_dir() -> Path:

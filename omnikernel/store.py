@@ -19,6 +19,7 @@ extension reads the same history concurrently. Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -31,6 +32,26 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 
 from .events import Event, EventKind
+
+
+class StoreUnavailableError(RuntimeError):
+    """The session store refused a write; the message says why and what to do."""
+
+    def __init__(self, path: Path, cause: Exception):
+        why = str(cause)
+        if "locked" in why or "busy" in why:
+            hint = ("another process holds it locked (another kernel, or a tool with the file "
+                    "open): wait for it or close it")  # fmt: skip
+        elif "full" in why:
+            hint = "the disk is full: free some space"
+        else:
+            hint = "check that the file and its folder are writable"
+        super().__init__(
+            f"The session store {path} could not be written ({why}): {hint}, then run the "
+            f"cell again. Nothing was half-written: the refused write was rolled back, and "
+            f"what the store holds is whole."
+        )
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -99,7 +120,7 @@ class SessionStore:
         the server extension keeps that current through renames (`set_notebook_path`), while a
         kernel only knows the path it started with."""
         now = time.time()
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute(
                 "INSERT INTO sessions (session_id, notebook, created, updated) "
                 "VALUES (?, ?, ?, ?) "
@@ -146,7 +167,8 @@ class SessionStore:
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
         return copied
 
@@ -205,7 +227,20 @@ class SessionStore:
         return {r[0] for r in rows}
 
     def append(self, event: Event) -> Event:
-        """Commit `event` under its session and return it with its sequence number."""
+        """Commit `event` under its session and return it with its sequence number. A store
+        that cannot be written (locked by another process past the busy timeout, the disk
+        full) raises `StoreUnavailableError`; the event is then not stored at all."""
+        with self._writing():
+            return self._append(event)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(self.path, exc) from exc
+
+    def _append(self, event: Event) -> Event:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -233,7 +268,8 @@ class SessionStore:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
         return stamped
 

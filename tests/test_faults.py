@@ -4,21 +4,33 @@ mid-turn, the store unusable. Each ends in a clear message, and no stored event 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import sqlite3
 import time
+from pathlib import Path
 
 import anthropic
 import openai
+import psutil
 import pytest
 
+from omnikernel.events import Event, EventKind
 from omnikernel.gateway import Gateway
 from omnikernel.rehearsal import FakeModelServer, Scenario
+from omnikernel.store import SessionStore, StoreUnavailableError
 from omnikernel.upstream import Upstream
+
+from .conftest import require_claude
 
 OVERLOADED = {"error": {"status": 529, "type": "overloaded_error", "message": "Overloaded"}}
 RATE_LIMITED = {"error": {"status": 429, "type": "rate_limit_error", "message": "slow down"}}
 SERVER_ERROR = {"error": {"status": 500, "type": "api_error", "message": "boom"}}
-SCENARIO = Scenario.from_dict({"rules": [{"match": "hello", "steps": [{"text": "fine: {prompt}"}]}]})
+SCENARIO = Scenario.from_dict(
+    {"rules": [{"match": "hello", "steps": [{"text": "fine: {prompt}"}]}]}
+)
 
 
 @pytest.fixture
@@ -46,7 +58,9 @@ def model_calls(fake: FakeModelServer) -> int:
     return len([r for r in fake.requests if r.path.endswith("/messages")])
 
 
-@pytest.mark.parametrize("error", [OVERLOADED, RATE_LIMITED, SERVER_ERROR], ids=["529", "429", "500"])
+@pytest.mark.parametrize(
+    "error", [OVERLOADED, RATE_LIMITED, SERVER_ERROR], ids=["529", "429", "500"]
+)
 def test_gateway_retries_a_failing_upstream_then_the_answer_arrives(fake, error):
     gw = gateway_to(fake.base_url)
     try:
@@ -104,10 +118,147 @@ def test_gateway_reports_an_unreachable_upstream_by_name():
         client = openai.OpenAI(base_url=gw.base_url_for("codex", "openai"),
                                api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
         with pytest.raises(openai.APIStatusError) as raised:
-            client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
+            client.chat.completions.create(
+                model="gpt-5", messages=[{"role": "user", "content": "hi"}]
+            )
         assert raised.value.status_code == 502
         message = str(raised.value)
         assert f"127.0.0.1:{port}" in message and "did not answer" in message
         assert "4 attempt(s)" in message and "reachable" in message
     finally:
         gw.stop_thread()
+
+
+# -- the kernel and its harness, with the real Claude Code CLI ---------------------------------
+
+KERNEL_SCENARIO = {
+    "rules": [
+        # First: a handed-over history in the prompt holds the earlier prompts too.
+        {"match": "which word", "steps": [{"text": "The word was heron."}]},
+        {"match": "remember", "steps": [{"text": "Noted: the word is heron."}]},
+        {"match": "slowly", "steps": [{"text": "word " * 200, "chunk_delay": 0.1}]},
+        {"match": "think long", "steps": [{"text": "done at last", "delay": 60}]},
+    ]
+}
+
+
+@pytest.fixture
+def model():
+    require_claude()
+    with FakeModelServer(Scenario.from_dict(KERNEL_SCENARIO)).start_in_thread() as server:
+        yield server
+
+
+def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
+    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "test-key",
+            "OMNIKERNEL_AUTO_APPROVE": "1", **extra}  # fmt: skip
+
+
+def stored(tmp_path: Path, session_id: str) -> list[Event]:
+    store = SessionStore(tmp_path / "store" / "sessions.sqlite3")
+    try:
+        return list(store.events(session_id))
+    finally:
+        store.close()
+
+
+def assert_continuous(events: list[Event]) -> None:
+    """No stored event lost: sequence numbers 1..n without a gap; every turn ended once."""
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    starts = [e.turn for e in events if e.kind == EventKind.TURN_START]
+    ends = [e.turn for e in events if e.kind == EventKind.TURN_END]
+    assert sorted(starts) == sorted(ends) and len(set(ends)) == len(ends), (starts, ends)
+
+
+def test_kernel_killed_mid_turn_marks_the_turn_interrupted_on_the_next_start(
+    model, workdir, tmp_path, start_kernel
+):
+    env = env_for(model, OMNIKERNEL_SESSION_ID="survivor")
+    first = start_kernel(workdir, **env)
+    assert first.execute("Please remember a word.").status == "ok"
+    first.kc.execute("Write slowly, please.")
+    deadline = time.monotonic() + 60
+    while not any(e.data.get("text", "").startswith("word") for e in stored(tmp_path, "survivor")):
+        assert time.monotonic() < deadline, "the slow turn never streamed"
+        time.sleep(0.2)
+    kernel_pid = first.km.provisioner.pid
+    orphans = psutil.Process(kernel_pid).children(recursive=True)
+    os.kill(kernel_pid, signal.SIGKILL)  # no chance to store the turn's end
+    first.km.provisioner.process.wait(10)
+    for orphan in orphans:  # what the kernel started dies with its sandbox or here
+        with contextlib.suppress(psutil.NoSuchProcess):
+            orphan.kill()
+    cut = stored(tmp_path, "survivor")
+    assert [e.kind for e in cut].count(EventKind.TURN_END) == 1  # turn 2 was left open
+
+    second = start_kernel(workdir, **env)
+    after = second.execute("Which word did I ask you to remember?")
+    assert after.status == "ok", after.text
+    assert "Turn 2 (claude" in after.text and "was cut off" in after.text
+    assert "The word was heron." in after.text
+    events = stored(tmp_path, "survivor")
+    assert_continuous(events)
+    (end2,) = [e for e in events if e.kind == EventKind.TURN_END and e.turn == 2]
+    assert end2.data["status"] == "interrupted" and end2.data["cut_off"] is True
+    assert [e.turn for e in events if e.kind == EventKind.TURN_START] == [1, 2, 3]
+    # What the cut turn streamed before the kill is kept.
+    assert any(e.turn == 2 and e.kind == EventKind.TEXT for e in events)
+
+
+def test_watchdog_ends_the_turn_of_a_harness_that_stops_answering(
+    model, workdir, tmp_path, start_kernel
+):
+    kernel = start_kernel(workdir, **env_for(model, OMNIKERNEL_SESSION_ID="watched",
+                                             OMNIKERNEL_WATCHDOG_S="4"))  # fmt: skip
+    started = time.monotonic()
+    result = kernel.execute("Please think long about it.", timeout=60)
+    assert time.monotonic() - started < 40  # the model would answer only after 60 s
+    assert result.status == "error"
+    assert "sent nothing for 4 s: the watchdog ended the turn" in result.text
+    assert kernel.alive()
+    again = kernel.execute("Please remember a word.")
+    assert again.status == "ok" and "heron" in again.text
+    assert_continuous(stored(tmp_path, "watched"))
+
+
+def test_a_locked_store_fails_the_cell_clearly_and_the_next_one_works(
+    model, workdir, tmp_path, start_kernel
+):
+    kernel = start_kernel(workdir, **env_for(model, OMNIKERNEL_SESSION_ID="locked"))
+    assert kernel.execute("Please remember a word.").status == "ok"
+    other = sqlite3.connect(tmp_path / "store" / "sessions.sqlite3", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the kernel waits
+    try:
+        result = kernel.execute("Which word did I ask you to remember?", timeout=60)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert result.status == "error"
+    assert "could not be written (database is locked)" in result.text
+    assert "another process holds it locked" in result.text and "run the cell again" in result.text
+    assert kernel.alive()
+    again = kernel.execute("Which word did I ask you to remember?")
+    assert again.status == "ok" and "heron" in again.text, again.text
+    assert_continuous(stored(tmp_path, "locked"))
+
+
+def test_a_full_disk_refuses_the_write_whole(tmp_path):
+    store = SessionStore(tmp_path / "sessions.sqlite3")
+    store.open_session("full", "n.ipynb")
+    # SQLite's own page limit gives the same SQLITE_FULL a full disk does.
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    big = "x" * 2000
+    with pytest.raises(StoreUnavailableError) as raised:
+        for _ in range(100):
+            store.append(Event(EventKind.TEXT, {"text": big}).stamped(session_id="full", turn=1))
+    assert "the disk is full: free some space" in str(raised.value)
+    assert "Nothing was half-written" in str(raised.value)
+    events = list(store.events("full"))
+    assert events and [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert all(e.data["text"] == big for e in events)
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert (
+        store.append(Event(EventKind.TEXT, {"text": "more"}).stamped(session_id="full")).seq
+        == len(events) + 1
+    )
