@@ -320,3 +320,42 @@ class SessionStore:
             ).fetchall()
         keys = ("session_id", "notebook", "created", "updated", "events", "origin")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """`sessions()` with what `omnikernel sessions` shows besides: the harnesses used, the
+        turns, and the spend the gateway metered (USD; unpriced calls count 0)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.session_id, s.notebook, s.created, s.updated, s.origin, "
+                "(SELECT GROUP_CONCAT(DISTINCT harness) FROM events e "
+                " WHERE e.session_id = s.session_id AND harness != ''), "
+                "(SELECT COUNT(*) FROM events e WHERE e.session_id = s.session_id "
+                " AND kind = 'turn_start'), "
+                "(SELECT COALESCE(SUM(json_extract(data, '$.cost_usd')), 0) FROM events e "
+                " WHERE e.session_id = s.session_id AND kind = 'spend') "
+                "FROM sessions s ORDER BY s.updated DESC"
+            ).fetchall()
+        keys = ("session_id", "notebook", "created", "updated", "origin", "harnesses", "turns",
+                "spend_usd")  # fmt: skip
+        out = [dict(zip(keys, row, strict=True)) for row in rows]
+        for row in out:
+            row["harnesses"] = sorted(set((row["harnesses"] or "").split(",")) - {""})
+        return out
+
+    def delete_session(self, session_id: str) -> int:
+        """Remove a session, its events and the notebooks bound to it, in one transaction.
+        Returns the events removed."""
+        with self._lock, self._writing():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = self._db.execute(
+                    "DELETE FROM events WHERE session_id = ?", (session_id,)
+                ).rowcount
+                self._db.execute("DELETE FROM notebooks WHERE session_id = ?", (session_id,))
+                self._db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return removed
