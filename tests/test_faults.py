@@ -4,7 +4,9 @@ mid-turn, the store unusable. Each ends in a clear message, and no stored event 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -20,8 +22,9 @@ import pytest
 from omnikernel.events import Event, EventKind
 from omnikernel.gateway import Gateway
 from omnikernel.rehearsal import FakeModelServer, Scenario
+from omnikernel.session import AgentSession
 from omnikernel.store import SessionStore, StoreUnavailableError
-from omnikernel.upstream import Upstream
+from omnikernel.upstream import Upstream, UpstreamConfig
 
 from .conftest import require_claude
 
@@ -262,3 +265,43 @@ def test_a_full_disk_refuses_the_write_whole(tmp_path):
         store.append(Event(EventKind.TEXT, {"text": "more"}).stamped(session_id="full")).seq
         == len(events) + 1
     )
+
+
+def test_malformed_lines_from_a_harness_are_logged_and_the_turn_goes_on(model, tmp_path, caplog):
+    """The real Claude Code CLI behind a wrapper that breaks its output: a garbage line before
+    every real one, and a torn JSON line at the start."""
+    claude = require_claude()
+    work = tmp_path / "work"
+    work.mkdir()
+    wrapper = tmp_path / "bin" / "claude"
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'printf \'{"type": "system", "torn\n\'\n'
+        f"'{claude}' \"$@\" | while IFS= read -r line; do\n"
+        "  printf 'not json at all\\n%s\\n' \"$line\"\n"
+        "done\n"
+    )
+    wrapper.chmod(0o755)
+    store = SessionStore(tmp_path / "store.sqlite3")
+    session = AgentSession(
+        store=store, session_id="garbled", notebook=str(work / "g.ipynb"), cwd=work,
+        state_dir=tmp_path / "state", harness="claude", auto_approve=True,
+        harness_paths={"claude": str(wrapper)}, readable=(wrapper.parent, Path(claude).parent.parent),
+        upstream_config=UpstreamConfig(anthropic_base_url=model.base_url, anthropic_api_key="k"),
+    )  # fmt: skip
+
+    async def turns() -> list[list[Event]]:
+        try:
+            return [[e async for e in session.run_prompt(p)] for p in
+                    ("Please remember a word.", "Which word did I ask you to remember?")]  # fmt: skip
+        finally:
+            await session.close()
+
+    with caplog.at_level(logging.WARNING, logger="omnikernel"):
+        first, second = asyncio.run(asyncio.wait_for(turns(), 120))
+    assert first[-1].data["status"] == "completed", first
+    assert "Noted: the word is heron." in "".join(e.data.get("text", "") for e in first)
+    assert second[-1].data["status"] == "completed"
+    assert "ignored a line that is not JSON: b'not json at all" in caplog.text
+    assert_continuous(list(store.events("garbled")))
