@@ -162,7 +162,8 @@ class OmniKernel(IPythonKernel):
         # no other image an answer names is ever loaded (see `sanitize`).
         self.images = SessionImages(Path.cwd())
         assert self.shell is not None
-        notice = problem + (first_cell_notice(who) or "")
+        notice = " ".join(CONFIG_PROBLEMS) + " " * bool(CONFIG_PROBLEMS) + problem
+        notice += first_cell_notice(who) or ""
         self.agents.first_notice = notice or None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
         self.shell.register_magics(SessionMagics(self.shell, self.agents))
@@ -355,6 +356,10 @@ class OmniKernel(IPythonKernel):
         # processes: stop them with signals, which work from any thread.
         self.agents.kill_now()
         return super().do_shutdown(restart)
+
+
+#: Config files the kernel app could not load (see `kernelapp`), said in the first prompt cell.
+CONFIG_PROBLEMS: list[str] = []
 
 
 def watchdog_from_env(configured: float) -> float:

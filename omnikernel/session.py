@@ -113,6 +113,8 @@ class AgentSession:
         #: The last turn each harness's process took part in (in this kernel).
         self._last_turn_of: dict[str, int] = {}
         self._spent: queue.SimpleQueue[SpendRecord] = queue.SimpleQueue()
+        #: Harnesses whose CLI version this kernel compared with the pinned one already.
+        self._versions_checked: set[str] = set()
         #: What the running turn is doing, by harness (what a stop stops), while it is open.
         self._activity: dict[str, TurnActivity] = {}
 
@@ -287,16 +289,15 @@ class AgentSession:
             for event in self._close_cut_turns():
                 if event.kind == EventKind.NOTICE:
                     yield event
-        # From the store, not a counter: another kernel may add turns to this session too.
-        self.turn = self.store.last_turn(self.session_id) + 1
         started = time.monotonic()
         activity = self._activity[name] = TurnActivity()
-        yield self._record(
-            Event(EventKind.TURN_START, {"prompt": prompt, "model": self.models.get(name),
-                                         "kernel": KERNEL_MARK}),
-            name,
-            cell,
-        )  # fmt: skip
+        # The store numbers the turn: another kernel may add turns to this session too.
+        start = self.store.start_turn(Event(
+            EventKind.TURN_START,
+            {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK},
+        ).stamped(session_id=self.session_id, harness=name, cell=cell))  # fmt: skip
+        self.turn = start.turn
+        yield start
         try:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
@@ -313,6 +314,10 @@ class AgentSession:
         if self.first_notice:
             yield self._record(ev.notice(self.first_notice), name, cell)
             self.first_notice = None
+        if name not in self._versions_checked:
+            self._versions_checked.add(name)
+            if warning := await version_warning(type(agent), agent.ctx.binary):
+                yield self._record(ev.notice(warning), name, cell)
         if agent.ctx.upstream.offline:
             yield self._record(
                 ev.notice(
@@ -510,6 +515,20 @@ class TurnActivity:
             what = "the command" if call.get("action") == "exec" else f"the {call.get('tool')} call"
             return f"{what} `{call.get('summary', '')}`"
         return "the model call"
+
+
+async def version_warning(cls: type[Harness], binary: str | None) -> str | None:
+    """A warning when the CLI is not the version omnikernel is tested with (it still runs)."""
+    pinned = getattr(cls, "pinned_version", "")
+    if not pinned or hasattr(cls, "agent"):  # ACP agents have no common `--version`
+        return None
+    info = await asyncio.to_thread(cls.probe, binary)
+    if not info.installed or pinned in info.version.split() or info.version.startswith(pinned):
+        return None
+    found = info.version or "an unknown version (`--version` said nothing)"
+    return (f"⚠ {cls.display_name} at {info.binary} is {found}; omnikernel is tested with "
+            f"{pinned}. It runs anyway, but its protocol may differ: install the tested one "
+            f"with `{cls.install_command()}` (or `make harness-clis`).")  # fmt: skip
 
 
 #: Who runs a turn, noted in its start: this host and kernel process (see `kernel_alive`).

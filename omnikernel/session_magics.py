@@ -94,18 +94,16 @@ class SessionMagics(Magics):
         s = self.session
         try:
             fmt = check_format(words[0])
-            text = export_session(s.store, s.session_id, fmt)
-            target = Path(words[1]).expanduser() if len(words) == 2 else None
-            target = target or s.cwd / default_export_name(s.session_id, fmt)
-            if not target.is_absolute():
-                target = s.cwd / target
-            write_whole(target, text)
         except ExportError as exc:
-            if s.store.session(s.session_id) is None:
-                raise UsageError(
-                    f"Session {s.session_id} has no turns yet: there is nothing to export."
-                ) from None
             raise UsageError(str(exc)) from None
+        if s.store.session(s.session_id) is None:
+            raise UsageError(f"Session {s.session_id} has no turns yet: there is nothing to export.")
+        target = Path(words[1]).expanduser() if len(words) == 2 else None
+        target = target or Path(default_export_name(s.session_id, fmt))
+        if not target.is_absolute():
+            target = s.cwd / target
+        try:
+            write_whole(target, export_session(s.store, s.session_id, fmt))
         except CliError as exc:
             raise UsageError(str(exc)) from None
         show(f"Exported session {s.session_id} ({fmt}) to {target}.")

@@ -233,6 +233,12 @@ class SessionStore:
         with self._writing():
             return self._append(event)
 
+    def start_turn(self, event: Event) -> Event:
+        """Append a ``turn_start`` under the session's next turn number, chosen in the same
+        transaction: two kernels on one session never get the same turn."""
+        with self._writing():
+            return self._append(event, new_turn=True)
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         try:
@@ -240,15 +246,18 @@ class SessionStore:
         except sqlite3.OperationalError as exc:
             raise StoreUnavailableError(self.path, exc) from exc
 
-    def _append(self, event: Event) -> Event:
+    def _append(self, event: Event, new_turn: bool = False) -> Event:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                (last,) = self._db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?",
+                (last, turn) = self._db.execute(
+                    "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(turn), 0) FROM events "
+                    "WHERE session_id = ?",
                     (event.session_id,),
                 ).fetchone()
                 stamped = event.stamped(seq=last + 1)
+                if new_turn:
+                    stamped = stamped.stamped(turn=turn + 1)
                 self._db.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
