@@ -305,3 +305,15 @@ def test_malformed_lines_from_a_harness_are_logged_and_the_turn_goes_on(model, t
     assert second[-1].data["status"] == "completed"
     assert "ignored a line that is not JSON: b'not json at all" in caplog.text
     assert_continuous(list(store.events("garbled")))
+
+
+def test_claude_turn_rides_out_an_overloaded_upstream(model, workdir, tmp_path, start_kernel):
+    """End to end: the upstream answers 529 twice; the gateway retries, and the real CLI's
+    turn completes as if nothing happened."""
+    kernel = start_kernel(workdir, **env_for(model, OMNIKERNEL_SESSION_ID="overloaded"))
+    model.enqueue(OVERLOADED, OVERLOADED)
+    result = kernel.execute("Please remember a word.")
+    assert result.status == "ok", result.text
+    assert "Noted: the word is heron." in result.text
+    assert not model._queue  # both errors were served (and retried past)
+    assert_continuous(stored(tmp_path, "overloaded"))
