@@ -317,3 +317,13 @@ def test_claude_turn_rides_out_an_overloaded_upstream(model, workdir, tmp_path, 
     assert "Noted: the word is heron." in result.text
     assert not model._queue  # both errors were served (and retried past)
     assert_continuous(stored(tmp_path, "overloaded"))
+
+
+def test_a_short_soak_loses_no_event():
+    """`make bench` runs 200 turns; here a bounded few over Claude Code, every fault kind."""
+    require_claude()
+    from omnikernel.soak import soak
+
+    result = asyncio.run(soak(["claude"], turns=14, time_limit=240, seed=5))
+    assert result["lost"] == 0 and result["seq_continuous"] and result["every_turn_ended_once"]
+    assert result["faults"] >= 4 and result["survived"] == result["faults"], result
