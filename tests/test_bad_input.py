@@ -140,3 +140,19 @@ def test_one_notebook_in_two_kernels_stores_each_turn_once(model, workdir, tmp_p
     for turn in starts:
         kinds = [e.kind for e in events if e.turn == turn]
         assert kinds[0] == EventKind.TURN_START and kinds[-1] == EventKind.TURN_END
+
+
+def test_record_in_a_folder_with_a_dot_writes_there_and_replays(model, tmp_path, start_kernel):
+    folder = tmp_path / "project.v2"
+    folder.mkdir()
+    kernel = start_kernel(folder, **env_for(model))
+    recording = kernel.execute("%record")
+    assert f"Recording model traffic to {folder / 'session.cassette.jsonl'}" in recording.text
+    assert kernel.execute("Please remember a word.").status == "ok"
+    assert kernel.execute("%record off").status == "ok"
+    assert (folder / "session.cassette.jsonl").stat().st_size > 0
+    assert not (tmp_path / "session.cassette.jsonl").exists()  # not in the parent folder
+    replay = kernel.execute("%replay session.cassette.jsonl")
+    assert replay.status == "ok" and "Replaying" in replay.text, replay.text
+    # This session holds a turn already: the replay says what a re-run carries.
+    assert "already holds 1 turn(s) from before" in replay.text and "%session new" in replay.text

@@ -327,3 +327,19 @@ def test_a_short_soak_loses_no_event():
     result = asyncio.run(soak(["claude"], turns=14, time_limit=240, seed=5))
     assert result["lost"] == 0 and result["seq_continuous"] and result["every_turn_ended_once"]
     assert result["faults"] >= 4 and result["survived"] == result["faults"], result
+
+
+def test_gateway_access_log_stays_off_the_kernel_stderr(fake, caplog):
+    """Error answers (here the 529s a retry rides out, and a final 529) once reached the
+    kernel's stderr as `WARNING:tornado.access:...` lines."""
+    fake.enqueue(*[OVERLOADED] * 4)
+    gw = gateway_to(fake.base_url)
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(anthropic.APIStatusError):
+            claude_client(gw).messages.create(
+                model="claude-sonnet-4-5", max_tokens=10,
+                messages=[{"role": "user", "content": "hello"}],
+            )  # fmt: skip
+    finally:
+        gw.stop_thread()
+    assert not [r for r in caplog.records if r.name == "tornado.access"]
