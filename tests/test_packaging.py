@@ -29,4 +29,6 @@ def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
     # Kernels learn which notebook they run from jupyter-server-fileid's ids.
     assert "Requires-Dist: jupyter-server-fileid" in metadata.decode()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "omnikernel.harnesses" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    entries = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "omnikernel.harnesses" in entries
+    assert "omnikernel = omnikernel.cli:main" in entries  # the `omnikernel` command
