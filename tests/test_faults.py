@@ -212,15 +212,15 @@ def test_watchdog_ends_the_turn_of_a_harness_that_stops_answering(
     model, workdir, tmp_path, start_kernel
 ):
     kernel = start_kernel(workdir, **env_for(model, OMNIKERNEL_SESSION_ID="watched",
-                                             OMNIKERNEL_WATCHDOG_S="4"))  # fmt: skip
+                                             OMNIKERNEL_WATCHDOG_S="10"))  # fmt: skip
     started = time.monotonic()
     result = kernel.execute("Please think long about it.", timeout=60)
     assert time.monotonic() - started < 40  # the model would answer only after 60 s
     assert result.status == "error"
-    assert "sent nothing for 4 s: the watchdog ended the turn" in result.text
+    assert "sent nothing for 10 s: the watchdog ended the turn" in result.text
     assert kernel.alive()
     again = kernel.execute("Please remember a word.")
-    assert again.status == "ok" and "heron" in again.text
+    assert again.status == "ok" and "heron" in again.text, again.text
     assert_continuous(stored(tmp_path, "watched"))
 
 
