@@ -65,6 +65,7 @@ bench: install system-deps
 	$(PY) -m omnikernel.sandbox.bench
 	$(PY) -m omnikernel.harnesses.bench
 	$(PY) -m jupyter_ext.share.bench
+	$(PY) -m omnikernel.soak --turns 200 --time-limit 900
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist *.egg-info

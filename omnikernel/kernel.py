@@ -38,10 +38,10 @@ from .policy.magics import PolicyMagics
 from .render import CellView, error_bundle, notice_bundle
 from .routing import Route, route
 from .sanitize import SessionImages
-from .session import AgentSession, default_state_dir
+from .session import DEFAULT_WATCHDOG_S, AgentSession, default_state_dir
 from .session_magics import SessionMagics, first_cell_notice
 from .share_magics import ShareMagics, watch_answers
-from .store import SessionStore
+from .store import SessionStore, StoreUnavailableError
 from .upstream import UpstreamConfig
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -123,6 +123,12 @@ class OmniKernel(IPythonKernel):
         "{'command': ['codex-acp'], 'wire': 'openai'}} (a bare command list works too). "
         "'claude-acp' (@zed-industries/claude-code-acp) is known out of the box.",
     ).tag(config=True)
+    watchdog_s = Float(
+        DEFAULT_WATCHDOG_S,
+        help="Seconds a harness may stay silent mid-turn before a watchdog ends the turn and "
+        "stops it (the next cell starts it again, resuming); 0 turns the watchdog off. "
+        "Also OMNIKERNEL_WATCHDOG_S.",
+    ).tag(config=True)
     rehearsal_scenario = Unicode(
         "",
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
@@ -192,6 +198,7 @@ class OmniKernel(IPythonKernel):
             approval_timeout_s=timeout_from_env(self.approval_timeout, dict(os.environ)),
             credentials=credentials,
             login_env=os.environ,
+            watchdog_s=watchdog_from_env(self.watchdog_s),
         )
         # Images the agents write into the notebook's folder from now on may be shown inline;
         # no other image an answer names is ever loaded (see `sanitize`).
@@ -208,7 +215,8 @@ class OmniKernel(IPythonKernel):
             )
         )
         assert self.shell is not None
-        notice = problem + (first_cell_notice(who) or "")
+        notice = " ".join(CONFIG_PROBLEMS) + " " * bool(CONFIG_PROBLEMS) + problem
+        notice += first_cell_notice(who) or ""
         self.agents.first_notice = notice or None
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
         self.shell.register_magics(SessionMagics(self.shell, self.agents))
@@ -367,6 +375,10 @@ class OmniKernel(IPythonKernel):
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the kernel itself is being stopped, not just this turn
+            except StoreUnavailableError as exc:  # nothing more can be stored: end the turn
+                view.flush_text()
+                await session.abandon_turn(name)
+                return self._error_reply("StoreUnavailableError", str(exc))
         if task.cancelled():
             view.flush_text()
             for event in await session.stop_turn(name, cell_id or ""):
@@ -481,3 +493,25 @@ class OmniKernel(IPythonKernel):
         # processes: stop them with signals, which work from any thread.
         self.agents.kill_now()
         return super().do_shutdown(restart)
+
+
+#: Config files the kernel app could not load (see `kernelapp`), said in the first prompt cell.
+CONFIG_PROBLEMS: list[str] = []
+
+
+def watchdog_from_env(configured: float) -> float:
+    """`OMNIKERNEL_WATCHDOG_S` over the configured watchdog; a bad value is logged and left
+    out (the kernel starts anyway)."""
+    raw = os.environ.get("OMNIKERNEL_WATCHDOG_S", "").strip()
+    if not raw:
+        return configured
+    try:
+        value = float(raw)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        logging.getLogger("omnikernel").warning(
+            "OMNIKERNEL_WATCHDOG_S=%r is not a number of seconds (>= 0): using %g", raw, configured
+        )
+        return configured
+    return value

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Self
 
 from tornado import httpserver, web
 from tornado.log import access_log
@@ -149,13 +149,14 @@ class GuardedHandler(web.RequestHandler):
 
 
 def log_request(handler: web.RequestHandler) -> None:
-    """Tornado's access log, minus refusals: `GuardedHandler` logged those already, once."""
+    """Tornado's access log, at debug level (raise `tornado.access` to see it): these servers
+    run inside the kernel, whose stderr is the user's, and a refusal or a budget stop is
+    reported to the user their own way. Refusals `GuardedHandler` logged already are left out."""
     if getattr(handler, "refused", False):
         return
-    status = handler.get_status()
-    method: Any = access_log.info if status < 400 else access_log.warning
-    if status >= 500:
-        method = access_log.error
-    method(
-        "%d %s %.2fms", status, handler._request_summary(), 1000.0 * handler.request.request_time()
+    access_log.debug(
+        "%d %s %.2fms",
+        handler.get_status(),
+        handler._request_summary(),
+        1000.0 * handler.request.request_time(),
     )

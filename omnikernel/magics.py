@@ -35,7 +35,8 @@ MAGICS_HELP = (
     "%%agent NAME [--model M] [--review] [--out VAR], %fix [NOTE], "
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
-    "%session [new|fork [NAME]|list|NAME], %policy, %share [revoke [ro|rw|all]], %%python. "
+    "%session [new|fork [NAME]|list|NAME], %fork [NAME], %export md|html|jsonl|ipynb [FILE], "
+    "%policy, %share [revoke [ro|rw|all]], %%python. "
     "IPython's own: %lsmagic."
 )
 
@@ -321,9 +322,16 @@ class OmniMagics(Magics):
             count = gateway.replay_from(path)
         except CassetteMismatchError as exc:
             raise UsageError(str(exc)) from None
+        carried = ""
+        if (earlier := self.session.store.last_turn(self.session.session_id)) > 0:
+            carried = (
+                f" This session already holds {earlier} turn(s) from before, and the agents are "
+                f"handed them (native resume or a handoff): a re-run carries that history. Run "
+                f"`%session new` before `%replay` to replay from a clean start."
+            )
         show(
             f"Replaying {count} recorded exchange(s) from {path}: no call goes upstream, and a "
-            f"call that does not match the cassette is an error."
+            f"call that does not match the cassette is an error.{carried}"
         )
 
     @line_magic

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import queue
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -47,12 +48,14 @@ from .sandbox.spec import explain_refusal
 from .store import SessionStore
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
-DEFAULT_SCENARIO = Path(__file__).parent / "testing" / "scenarios" / "default.json"
 #: How long a finished turn waits for the gateway to meter its last model call.
 SETTLE_S = 3.0
 #: The same wait for a stopped turn, which must leave the cell idle within a second; what the
 #: gateway meters later is stored with the next turn.
 STOP_SETTLE_S = 0.2
+#: How long a harness may stay silent mid-turn before the watchdog ends the turn (a tool that
+#: runs quietly for longer needs a higher `OmniKernel.watchdog_s`).
+DEFAULT_WATCHDOG_S = 600.0
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ class AgentSession:
         user_policy: Path | None = None,
         credentials: Mapping[str, str] | None = None,
         login_env: Mapping[str, str] | None = None,
+        watchdog_s: float = DEFAULT_WATCHDOG_S,
     ):
         self.store = store
         self.session_id = session_id
@@ -109,6 +113,7 @@ class AgentSession:
         self.harness_paths = dict(harness_paths or {})
         self.auto_approve = auto_approve
         self.rehearsal_scenario = rehearsal_scenario
+        self.watchdog_s = watchdog_s
         self.sandbox = sandbox
         self.allow_hosts = tuple(allow_hosts)
         #: Paths agents may read inside the closed home (`%sandbox read`).
@@ -134,6 +139,8 @@ class AgentSession:
         #: The last turn each harness's process took part in (in this kernel).
         self._last_turn_of: dict[str, int] = {}
         self._spent: queue.SimpleQueue[SpendRecord] = queue.SimpleQueue()
+        #: Harnesses whose CLI version this kernel compared with the pinned one already.
+        self._versions_checked: set[str] = set()
         #: What the running turn is doing, by harness (what a stop stops), while it is open.
         self._activity: dict[str, TurnActivity] = {}
         # Control: the rules by level, their state folded from the stored events, and the asks
@@ -253,7 +260,7 @@ class AgentSession:
         if configured is not None:
             return configured
         if self._rehearsal is None:
-            from .testing import FakeModelServer, Scenario  # only offline sessions need it
+            from .rehearsal import DEFAULT_SCENARIO, FakeModelServer, Scenario  # offline only
 
             path = rehearsal_scenario_path(
                 Path(self.notebook) if self.notebook.endswith(".ipynb") else None,
@@ -333,6 +340,7 @@ class AgentSession:
                 allow_hosts=self.allow_hosts,
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
+                watchdog_s=self.watchdog_s,
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
@@ -432,6 +440,31 @@ class AgentSession:
         self.policy_state = observe(self.policy_state, stored, self.cwd)
         return stored
 
+    def _close_cut_turns(self) -> list[Event]:
+        """Mark interrupted each turn of this session that started and never ended because its
+        kernel died (SIGKILL, a crash, the machine going down); say so in this cell. A turn
+        another live kernel is still running is left alone."""
+        started: dict[int, Event] = {}
+        for event in self.store.events(self.session_id, kinds=(EventKind.TURN_START, EventKind.TURN_END)):
+            if event.kind == EventKind.TURN_START:
+                started[event.turn] = event
+            else:
+                started.pop(event.turn, None)
+        out = []
+        for turn, start in sorted(started.items()):
+            if kernel_alive(str(start.data.get("kernel", ""))):
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start.ts))
+            why = (f"Turn {turn} ({start.harness}, started {when}) was cut off: its kernel "
+                   f"stopped before the turn ended. It is marked interrupted; what it stored "
+                   f"is kept, and the conversation goes on from there.")  # fmt: skip
+            end = {"status": "interrupted", "stopped": "the kernel stopped", "cut_off": True}
+            for event in (ev.notice(why), Event(EventKind.TURN_END, end)):
+                out.append(self.store.append(event.stamped(
+                    session_id=self.session_id, harness=start.harness, turn=turn, cell=start.cell
+                )))  # fmt: skip
+        return out
+
     def review_prompt(self, reviewer: str, extra: str = "") -> tuple[str, Turn]:
         """The prompt asking `reviewer` to review another harness's latest turn."""
         return review_prompt(self.store.events(self.session_id), reviewer, extra)
@@ -443,14 +476,21 @@ class AgentSession:
 
         With `handoff`, a harness that missed turns of other harnesses gets them first."""
         name = harness or self.current
-        self.turn += 1
+        if not self._opened:  # the first event of this kernel: close turns a dead one left
+            self.store.open_session(self.session_id, self.notebook)
+            self._opened = True
+            for event in self._close_cut_turns():
+                if event.kind == EventKind.NOTICE:
+                    yield event
         started = time.monotonic()
         activity = self._activity[name] = TurnActivity()
-        yield self._record(
-            Event(EventKind.TURN_START, {"prompt": prompt, "model": self.models.get(name)}),
-            name,
-            cell,
-        )
+        # The store numbers the turn: another kernel may add turns to this session too.
+        start = self.store.start_turn(Event(
+            EventKind.TURN_START,
+            {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK},
+        ).stamped(session_id=self.session_id, harness=name, cell=cell))  # fmt: skip
+        self.turn = start.turn
+        yield start
         try:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
@@ -467,6 +507,10 @@ class AgentSession:
         if self.first_notice:
             yield self._record(ev.notice(self.first_notice), name, cell)
             self.first_notice = None
+        if name not in self._versions_checked:
+            self._versions_checked.add(name)
+            if warning := await version_warning(type(agent), agent.ctx.binary):
+                yield self._record(ev.notice(warning), name, cell)
         if agent.ctx.upstream.offline:
             yield self._record(
                 ev.notice(
@@ -588,6 +632,17 @@ class AgentSession:
         recorded.append(self._record(Event(EventKind.TURN_END, end), name, cell))
         return recorded
 
+    async def abandon_turn(self, harness: str | None = None) -> None:
+        """Stop the running turn without storing anything more (the store refused a write):
+        the harness process stops; the next prompt starts it again, resuming."""
+        name = harness or self.current
+        self._activity.pop(name, None)
+        if (agent := self._harnesses.pop(name, None)) is not None:
+            try:
+                await agent.interrupt()
+            finally:
+                await agent.close()
+
     def turns(self) -> list[dict[str, object]]:
         """One summary row per turn of this session, oldest first (for `%history`)."""
         rows: dict[int, dict[str, object]] = {}
@@ -661,6 +716,42 @@ class TurnActivity:
             what = "the command" if call.get("action") == "exec" else f"the {call.get('tool')} call"
             return f"{what} `{call.get('summary', '')}`"
         return "the model call"
+
+
+async def version_warning(cls: type[Harness], binary: str | None) -> str | None:
+    """A warning when the CLI is not the version omnikernel is tested with (it still runs)."""
+    pinned = getattr(cls, "pinned_version", "")
+    if not pinned or hasattr(cls, "agent"):  # ACP agents have no common `--version`
+        return None
+    info = await asyncio.to_thread(cls.probe, binary)
+    if not info.installed or pinned in info.version.split() or info.version.startswith(pinned):
+        return None
+    found = info.version or "an unknown version (`--version` said nothing)"
+    return (f"⚠ {cls.display_name} at {info.binary} is {found}; omnikernel is tested with "
+            f"{pinned}. It runs anyway, but its protocol may differ: install the tested one "
+            f"with `{cls.install_command()}` (or `make harness-clis`).")  # fmt: skip
+
+
+#: Who runs a turn, noted in its start: this host and kernel process (see `kernel_alive`).
+KERNEL_MARK = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def kernel_alive(mark: str) -> bool:
+    """Whether the kernel that wrote `mark` still runs (on this host; elsewhere: assume so)."""
+    host, _, pid = mark.rpartition(":")
+    if not host or not pid.isdigit():
+        return False  # written before kernels noted themselves: nobody can still run it
+    if host != socket.gethostname():
+        return True
+    if int(pid) == os.getpid():
+        return False  # this kernel has no turn running before its first one
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def default_state_dir() -> Path:

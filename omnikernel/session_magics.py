@@ -5,6 +5,8 @@
 - ``%session fork [NAME]``: continue in a copy of this session; the original is untouched.
 - ``%session NAME``: attach the session NAME (start one of that name if there is none).
 - ``%session list``: every session in the store.
+- ``%fork [NAME]``: the same as ``%session fork [NAME]``.
+- ``%export FORMAT [FILE]``: write this session out (md, html, jsonl, ipynb; `omnikernel.export`).
 
 The rules that pick a kernel's session at start are in `omnikernel.identity`.
 """
@@ -12,6 +14,7 @@ The rules that pick a kernel's session at start are in `omnikernel.identity`.
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -19,6 +22,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
 from . import identity
+from .export import ExportError, check_format, export_session
 from .magics import show, table
 
 if TYPE_CHECKING:
@@ -69,6 +73,40 @@ class SessionMagics(Magics):
         if len(words) == 1 and verb not in RESERVED:
             return self._attach(verb)
         raise UsageError(f"%session does not take {line.strip()!r}. {USAGE}")
+
+    @line_magic("fork")
+    def fork_magic(self, line: str) -> None:
+        """%fork [NAME]: continue from here in a new session (the same as %session fork)."""
+        words = line.split()
+        if len(words) > 1:
+            raise UsageError("Usage: %fork [NAME]: one session name at most.")
+        self._fork(words[0] if words else None)
+
+    @line_magic("export")
+    def export_magic(self, line: str) -> None:
+        """%export FORMAT [FILE]: write this session (prompts, text, tool calls, diffs,
+        approvals, spend) to FILE, by default `<session>.<format>` in the working folder."""
+        from .cli import CliError, default_export_name, write_whole
+
+        words = line.split()
+        if not 1 <= len(words) <= 2:
+            raise UsageError("Usage: %export md|html|jsonl|ipynb [FILE]")
+        s = self.session
+        try:
+            fmt = check_format(words[0])
+        except ExportError as exc:
+            raise UsageError(str(exc)) from None
+        if s.store.session(s.session_id) is None:
+            raise UsageError(f"Session {s.session_id} has no turns yet: there is nothing to export.")
+        target = Path(words[1]).expanduser() if len(words) == 2 else None
+        target = target or Path(default_export_name(s.session_id, fmt))
+        if not target.is_absolute():
+            target = s.cwd / target
+        try:
+            write_whole(target, export_session(s.store, s.session_id, fmt))
+        except CliError as exc:
+            raise UsageError(str(exc)) from None
+        show(f"Exported session {s.session_id} ({fmt}) to {target}.")
 
     # -- the verbs -----------------------------------------------------------------------------
 

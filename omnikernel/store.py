@@ -19,6 +19,7 @@ extension reads the same history concurrently. Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -31,6 +32,26 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 
 from .events import Event, EventKind
+
+
+class StoreUnavailableError(RuntimeError):
+    """The session store refused a write; the message says why and what to do."""
+
+    def __init__(self, path: Path, cause: Exception):
+        why = str(cause)
+        if "locked" in why or "busy" in why:
+            hint = ("another process holds it locked (another kernel, or a tool with the file "
+                    "open): wait for it or close it")  # fmt: skip
+        elif "full" in why:
+            hint = "the disk is full: free some space"
+        else:
+            hint = "check that the file and its folder are writable"
+        super().__init__(
+            f"The session store {path} could not be written ({why}): {hint}, then run the "
+            f"cell again. Nothing was half-written: the refused write was rolled back, and "
+            f"what the store holds is whole."
+        )
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -99,7 +120,7 @@ class SessionStore:
         the server extension keeps that current through renames (`set_notebook_path`), while a
         kernel only knows the path it started with."""
         now = time.time()
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute(
                 "INSERT INTO sessions (session_id, notebook, created, updated) "
                 "VALUES (?, ?, ?, ?) "
@@ -146,7 +167,8 @@ class SessionStore:
                 ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
         return copied
 
@@ -205,15 +227,37 @@ class SessionStore:
         return {r[0] for r in rows}
 
     def append(self, event: Event) -> Event:
-        """Commit `event` under its session and return it with its sequence number."""
+        """Commit `event` under its session and return it with its sequence number. A store
+        that cannot be written (locked by another process past the busy timeout, the disk
+        full) raises `StoreUnavailableError`; the event is then not stored at all."""
+        with self._writing():
+            return self._append(event)
+
+    def start_turn(self, event: Event) -> Event:
+        """Append a ``turn_start`` under the session's next turn number, chosen in the same
+        transaction: two kernels on one session never get the same turn."""
+        with self._writing():
+            return self._append(event, new_turn=True)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(self.path, exc) from exc
+
+    def _append(self, event: Event, new_turn: bool = False) -> Event:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                (last,) = self._db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?",
+                (last, turn) = self._db.execute(
+                    "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(turn), 0) FROM events "
+                    "WHERE session_id = ?",
                     (event.session_id,),
                 ).fetchone()
                 stamped = event.stamped(seq=last + 1)
+                if new_turn:
+                    stamped = stamped.stamped(turn=turn + 1)
                 self._db.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -233,7 +277,8 @@ class SessionStore:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back itself on a full disk
+                    self._db.execute("ROLLBACK")
                 raise
         return stamped
 
@@ -284,3 +329,42 @@ class SessionStore:
             ).fetchall()
         keys = ("session_id", "notebook", "created", "updated", "events", "origin")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """`sessions()` with what `omnikernel sessions` shows besides: the harnesses used, the
+        turns, and the spend the gateway metered (USD; unpriced calls count 0)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.session_id, s.notebook, s.created, s.updated, s.origin, "
+                "(SELECT GROUP_CONCAT(DISTINCT harness) FROM events e "
+                " WHERE e.session_id = s.session_id AND harness != ''), "
+                "(SELECT COUNT(*) FROM events e WHERE e.session_id = s.session_id "
+                " AND kind = 'turn_start'), "
+                "(SELECT COALESCE(SUM(json_extract(data, '$.cost_usd')), 0) FROM events e "
+                " WHERE e.session_id = s.session_id AND kind = 'spend') "
+                "FROM sessions s ORDER BY s.updated DESC"
+            ).fetchall()
+        keys = ("session_id", "notebook", "created", "updated", "origin", "harnesses", "turns",
+                "spend_usd")  # fmt: skip
+        out = [dict(zip(keys, row, strict=True)) for row in rows]
+        for row in out:
+            row["harnesses"] = sorted(set((row["harnesses"] or "").split(",")) - {""})
+        return out
+
+    def delete_session(self, session_id: str) -> int:
+        """Remove a session, its events and the notebooks bound to it, in one transaction.
+        Returns the events removed."""
+        with self._lock, self._writing():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = self._db.execute(
+                    "DELETE FROM events WHERE session_id = ?", (session_id,)
+                ).rowcount
+                self._db.execute("DELETE FROM notebooks WHERE session_id = ?", (session_id,))
+                self._db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return removed

@@ -12,8 +12,8 @@ import anthropic
 import openai
 import pytest
 
-from omnikernel.testing import FakeModelServer, Scenario
-from omnikernel.testing.scenario import Conversation
+from omnikernel.rehearsal import FakeModelServer, Scenario
+from omnikernel.rehearsal.scenario import Conversation
 
 from .conftest import require_claude
 
@@ -160,7 +160,7 @@ def test_enqueue_goes_first_and_requests_are_logged(server):
 
 
 def test_prompt_ignores_agent_context_and_tool_results():
-    from omnikernel.testing.wire import anthropic_conversation
+    from omnikernel.rehearsal.wire import anthropic_conversation
 
     conv: Conversation = anthropic_conversation(
         {

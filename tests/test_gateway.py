@@ -20,7 +20,7 @@ from omnikernel.gateway import (
     TokenUsage,
     cross_check,
 )
-from omnikernel.testing import FakeModelServer, Scenario
+from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.upstream import Upstream
 
 REAL_ANTHROPIC_KEY = "sk-ant-real-secret-0001"

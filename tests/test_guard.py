@@ -26,10 +26,10 @@ import pytest
 from omnikernel import guard
 from omnikernel.events import Event, EventKind
 from omnikernel.gateway import Gateway
+from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.sandbox import SandboxSpec, resolve, self_test, start_sandboxed
 from omnikernel.session import AgentSession
 from omnikernel.store import SessionStore
-from omnikernel.testing import FakeModelServer, Scenario
 from omnikernel.upstream import Upstream, UpstreamConfig
 
 from .conftest import require_cli

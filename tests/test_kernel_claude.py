@@ -12,7 +12,7 @@ import time
 import pytest
 
 from omnikernel.gateway import PriceTable
-from omnikernel.testing import FakeModelServer, Scenario
+from omnikernel.rehearsal import FakeModelServer, Scenario
 
 from .conftest import require_claude, shown_text
 

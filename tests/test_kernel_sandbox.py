@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from omnikernel.testing import FakeModelServer, Scenario
+from omnikernel.rehearsal import FakeModelServer, Scenario
 
 from .conftest import NODE_BIN, require_claude
 

@@ -26,8 +26,8 @@ import websocket
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.identity import legacy_session_id
+from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store import SessionStore
-from omnikernel.testing import FakeModelServer, Scenario
 
 from .conftest import kernel_env, require_claude
 from .test_lab import free_port

@@ -24,9 +24,11 @@ def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
     config = next(n for n in names if n.endswith("jupyter_server_config.d/omnikernel.json"))
     enabled = json.loads(zipfile.ZipFile(wheel).read(config))
     assert enabled["ServerApp"]["jpserver_extensions"] == {"jupyter_ext": True}
-    assert "omnikernel/testing/scenarios/default.json" in names
+    assert "omnikernel/rehearsal/scenarios/default.json" in names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
     # Kernels learn which notebook they run from jupyter-server-fileid's ids.
     assert "Requires-Dist: jupyter-server-fileid" in metadata.decode()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "omnikernel.harnesses" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    entries = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "omnikernel.harnesses" in entries
+    assert "omnikernel = omnikernel.cli:main" in entries  # the `omnikernel` command

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from omnikernel.events import EventKind
+from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.session import AgentSession
 from omnikernel.store import SessionStore
-from omnikernel.testing import FakeModelServer, Scenario
 from omnikernel.testing.stopping import (
     LATE_AFTER_S,
     LATE_FILES,

@@ -15,7 +15,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..testing import FakeModelServer, Scenario
+from ..rehearsal import FakeModelServer, Scenario
 from ..upstream import Upstream
 from .server import Gateway
 

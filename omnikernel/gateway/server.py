@@ -16,6 +16,7 @@ busy kernel never stalls an agent's stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -28,7 +29,7 @@ from tornado import httpclient, web
 from .. import guard
 from ..credentials import CLAUDE_OAUTH_BETA, LoginError
 from ..loopback import GuardedHandler, LoopbackServer
-from ..testing.wire import (
+from ..rehearsal.wire import (
     anthropic_conversation,
     anthropic_error,
     chat_conversation,
@@ -58,6 +59,19 @@ PASSED_BACK_HEADERS = {"content-type", "request-id", "x-request-id", "openai-pro
 #: Codex's usage windows), kept per harness for `%spend`.
 PLAN_LIMIT_PREFIXES = ("anthropic-ratelimit-unified-", "x-codex-primary-", "x-codex-secondary-",
                        "x-codex-credits-", "x-ratelimit-")  # fmt: skip
+#: Upstream answers worth asking again: rate limits, overload (Anthropic's 529), server errors.
+RETRIED_STATUSES = {408, 429, 500, 502, 503, 504, 529}
+
+
+def _error_message(body: list[bytes]) -> str:
+    """The vendor's error message from an error body, shortened (it names the upstream's view)."""
+    try:
+        data = json.loads(b"".join(body))
+    except ValueError:
+        return b"".join(body)[:200].decode(errors="replace")
+    error = data.get("error", data) if isinstance(data, dict) else data
+    message = error.get("message", "") if isinstance(error, dict) else str(error)
+    return f"({str(message)[:200]})" if message else ""
 
 
 class BudgetStop(Exception):
@@ -105,6 +119,23 @@ class Gateway(LoopbackServer):
         self._secrets: dict[str, str] = {}  # by harness: the one key its path accepts
         #: By harness: the usage-limit headers its plan's upstream last reported.
         self.plan_limits: dict[str, dict[str, str]] = {}
+        #: Bounded retries of a model call the upstream refused for now (429, 5xx, 529) or
+        #: left unanswered; only before any byte of an answer reached the harness.
+        self.retries = 3
+        self.backoff_s = 0.5
+        self.max_backoff_s = 8.0
+        self.request_timeout_s = 900.0
+
+    def backoff(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds before attempt `attempt` + 1: the upstream's Retry-After when it gives one,
+        else doubling from `backoff_s`; never more than `max_backoff_s`."""
+        wait = self.backoff_s * 2 ** (attempt - 1)
+        if retry_after:
+            try:
+                wait = float(retry_after)
+            except ValueError:
+                pass
+        return max(0.0, min(wait, self.max_backoff_s))
 
     # -- who may use it ------------------------------------------------------------------------
 
@@ -386,11 +417,18 @@ class ModelCallHandler(GatewayHandler):
         sent_token = upstream.login.token if upstream.login is not None else ""
         # A plan login answered 401 gets one refresh and one retry: hold that answer back.
         may_refresh = upstream.login is not None and not retried
-        held: list[bytes] = []
         meter = StreamMeter(wire_path, str(body.get("model", "")))
         chunks: list[bytes] = []
         status = {"code": 0, "content_type": "application/json"}
         cut: list[str] = []
+        #: An attempt whose answer may still be retried or refreshed keeps it here, unsent.
+        held: list[bytes] = []
+        retry_after: list[str] = []
+        attempt = {"n": 1}
+
+        def withheld() -> bool:
+            """This attempt's answer may never reach the client: a retry or a refresh follows."""
+            return status["code"] in RETRIED_STATUSES or (status["code"] == 401 and may_refresh)
 
         def on_header(line: str) -> None:
             if line.startswith("HTTP/"):
@@ -403,19 +441,21 @@ class ModelCallHandler(GatewayHandler):
                 ):
                     limits = gateway.plan_limits.setdefault(harness, {})
                     limits[name.strip().lower()] = value.strip()
-                if status["code"] == 401 and may_refresh:
-                    return
+                if name.strip().lower() == "retry-after":
+                    retry_after[:] = [value.strip()]
+                if withheld():
+                    return  # this answer may never reach the client
                 if name.strip().lower() in PASSED_BACK_HEADERS:
                     self.set_header(name.strip(), value.strip())
                     if name.strip().lower() == "content-type":
                         status["content_type"] = value.strip()
 
         def on_chunk(chunk: bytes) -> None:
-            if status["code"] == 401 and may_refresh:
-                held.append(chunk)
-                return
             if self.client_gone:
                 raise BudgetStop("the client went away")  # stop paying for an unread stream
+            if withheld():
+                held.append(chunk)
+                return
             self.set_status(status["code"] or 200)
             meter.feed(chunk)
             chunks.append(chunk)
@@ -427,17 +467,38 @@ class ModelCallHandler(GatewayHandler):
                     cut.append(gateway.budget.message(gateway.spent_usd + pending))
                     raise BudgetStop(cut[0])
 
-        request = httpclient.HTTPRequest(
-            url, method="POST", headers=headers, body=self.request.body,
-            header_callback=on_header, streaming_callback=on_chunk,
-            request_timeout=900, connect_timeout=10,
-        )  # fmt: skip
-        try:
-            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-            failure = response.error if response.code == 599 else None
-        except (OSError, httpclient.HTTPClientError) as exc:  # refused, unreachable, timed out
-            failure = exc
-        if status["code"] == 401 and may_refresh:
+        failures: list[str] = []
+        while True:
+            status["code"], held[:], retry_after[:] = 0, [], []
+            request = httpclient.HTTPRequest(
+                url, method="POST", headers=headers, body=self.request.body,
+                header_callback=on_header, streaming_callback=on_chunk,
+                request_timeout=gateway.request_timeout_s, connect_timeout=10,
+            )  # fmt: skip
+            try:
+                response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+                failure = response.error if response.code == 599 else None
+            except (OSError, httpclient.HTTPClientError) as exc:  # refused, unreachable, timed out
+                failure = exc
+            if chunks or cut or self.client_gone:
+                break  # the client has part of an answer: it cannot be asked again
+            if status["code"] == 401 and may_refresh:
+                break  # refreshed below, then asked once more
+            if failure is not None:
+                failures.append(f"no answer ({failure})")
+            elif status["code"] in RETRIED_STATUSES:
+                failures.append(f"{status['code']} {_error_message(held)}".strip())
+            else:
+                break
+            if attempt["n"] > gateway.retries:
+                break
+            wait = gateway.backoff(attempt["n"], retry_after[0] if retry_after else None)
+            log.info("%s: upstream %s: %s; retrying in %.1fs (attempt %d of %d)", harness,
+                     upstream.label, failures[-1], wait, attempt["n"] + 1, gateway.retries + 1)  # fmt: skip
+            await asyncio.sleep(wait)
+            attempt["n"] += 1
+        if status["code"] == 401 and may_refresh and not chunks:
+            assert upstream.login is not None
             try:
                 await upstream.login.refresh(sent_token)
             except LoginError as exc:
@@ -445,13 +506,25 @@ class ModelCallHandler(GatewayHandler):
                 return
             await self.forward(harness, wire_path, vendor, body, prompt, streamed, retried=True)
             return
-        if failure is not None and not chunks and not cut:
-            self.send_error_body(
-                wire_path, 502,
-                f"the model upstream {upstream.label} did not answer ({failure}). Check "
-                f"that it is running and reachable, and the base URL and key configured for it.",
-                "api_error",
-            )  # fmt: skip
+        if not chunks and not cut and failures:
+            tried = f"{attempt['n']} attempt(s)" + (", retried with backoff" * (attempt["n"] > 1))
+            if failure is not None:
+                self.send_error_body(
+                    wire_path, 502,
+                    f"the model upstream {upstream.label} did not answer ({failure}; {tried}). "
+                    f"Check that it is running and reachable, and the base URL and key "
+                    f"configured for it.",
+                    "api_error",
+                )  # fmt: skip
+            else:
+                code = status["code"]
+                self.send_error_body(
+                    wire_path, code,
+                    f"the model upstream {upstream.label} answered {failures[-1]} ({tried}): it "
+                    f"is {'rate limiting' if code == 429 else 'overloaded or failing'}; try the "
+                    f"cell again later.",
+                    "rate_limit_error" if code == 429 else "api_error",
+                )  # fmt: skip
             return
         if cut:
             self.write(self.stream_error(wire_path, cut[0]))

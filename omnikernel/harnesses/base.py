@@ -58,6 +58,9 @@ class HarnessContext:
     readable: tuple[Path, ...] = ()
     #: Host paths agents must not see: the session store, every session's harness state.
     hidden: tuple[Path, ...] = ()
+    #: Seconds a harness may stay silent (no line on its stdout) before the watchdog ends
+    #: its turn and stops it; 0: no watchdog.
+    watchdog_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

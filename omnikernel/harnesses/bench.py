@@ -16,9 +16,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from ..rehearsal import FakeModelServer, Scenario
 from ..session import AgentSession
 from ..store import SessionStore
-from ..testing import FakeModelServer, Scenario
 from ..testing.stopping import RECALL, SCENARIO, STATES, hold_approvals, stop_in_state
 from ..upstream import UpstreamConfig
 from . import discover

@@ -117,18 +117,35 @@ class JsonLinesHarness(Harness):
         """The next JSON object from stdout, or None at end of stream."""
         assert self._proc is not None
         while True:
-            line = await self._proc.stdout.readline()
+            line = await self._next_line(self._proc)
             if not line:
                 return None
             try:
                 message = json.loads(line)
-            except json.JSONDecodeError:
-                log.debug("%s: non-JSON line %r", self.name, line[:200])
+            except json.JSONDecodeError:  # a stray line (a CLI's log, a torn write): skip it
+                log.warning("%s: ignored a line that is not JSON: %r", self.name, line[:200])
                 continue
             if isinstance(message, dict):
                 if self._turn_processes is not None and not self._turn_processes.resident:
                     self._turn_processes.snapshot()
                 return message
+
+    async def _next_line(self, proc: HarnessProcess) -> bytes:
+        """The next line, or the watchdog's error when the CLI stays silent too long (it is
+        stopped then: the next prompt starts it again, resuming the conversation)."""
+        limit = self.ctx.watchdog_s
+        if not limit:
+            return await proc.stdout.readline()
+        try:
+            return await asyncio.wait_for(proc.stdout.readline(), limit)
+        except TimeoutError:
+            await self.close()
+            raise HarnessError(
+                f"{self.display_name} sent nothing for {limit:g} s: the watchdog ended the turn "
+                f"and stopped it. Run the cell again to continue (the conversation is resumed); "
+                f"raise OmniKernel.watchdog_s (or OMNIKERNEL_WATCHDOG_S) if its tools run "
+                f"silently for longer."
+            ) from None
 
     async def died(self, harness_session: str | None = None) -> AsyncIterator[Event]:
         """The events of a turn whose CLI exited under it."""

@@ -1,11 +1,20 @@
-"""Test helpers shipped with the package: the scripted fake model server and its scenarios.
+"""Test helpers shipped with the package: the harness contract suite (`contract`), the stop
+states (`stopping`), and, for convenience, the scripted model server of
+`omnikernel.rehearsal` that every test runs against.
 
-The kernel also runs the fake model as its offline rehearsal model when no credentials are
-configured, and third-party harness authors can test their adapters against it.
+Third-party harness authors can test their adapters with these.
 """
 
-from .fake_model import FakeModelServer, RecordedRequest
-from .scenario import Conversation, Reply, Rule, Scenario, ToolCall, Usage
+from ..rehearsal import (
+    Conversation,
+    FakeModelServer,
+    RecordedRequest,
+    Reply,
+    Rule,
+    Scenario,
+    ToolCall,
+    Usage,
+)
 
 __all__ = [
     "Conversation",

@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 import pytest
 
 from ..events import Event, EventKind
+from ..rehearsal.fake_model import FakeModelServer
+from ..rehearsal.scenario import Scenario
 from ..session import AgentSession
 from ..store import SessionStore
 from ..upstream import UpstreamConfig
-from .fake_model import FakeModelServer
-from .scenario import Scenario
 
 SCENARIO = {
     "rules": [

@@ -21,8 +21,8 @@ from ..approval import Decision
 from ..events import Event, EventKind
 
 if TYPE_CHECKING:
+    from ..rehearsal.fake_model import FakeModelServer
     from ..session import AgentSession
-    from .fake_model import FakeModelServer
 
 #: Files the running command's processes write unless the stop killed them.
 LATE_FILES = ("late.txt", "background.txt", "slow.txt")
