@@ -164,6 +164,34 @@ register("export", "write a session out as Markdown, HTML, JSON Lines or a noteb
 register("prune", "remove old sessions and their harness state", _prune_args, run_prune)
 
 
+def _own_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("arguments", nargs=argparse.REMAINDER, help="see `omnikernel COMMAND --help`")
+
+
+def run_attach(argv: list[str]) -> int:
+    from .attach import main as attach
+
+    return attach(argv)
+
+
+def run_share_server(argv: list[str]) -> int:
+    from jupyter_ext.share.__main__ import main as share_server
+
+    share_server(argv)
+    return 0
+
+
+#: Commands that parse their own arguments (their modules also run with `python -m`).
+OWN_PARSERS: dict[str, Callable[[list[str]], int]] = {
+    "attach": run_attach,
+    "share-server": run_share_server,
+}
+register("attach", "follow a session from a terminal: its stored events, then live",
+         _own_arguments, lambda args: run_attach(args.arguments))  # fmt: skip
+register("share-server", "serve the share page on port 6767 from the store (no jupyter server)",
+         _own_arguments, lambda args: run_share_server(args.arguments))  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="omnikernel", description="The Omnigent kernel's sessions.")
     top.add_argument(
@@ -176,6 +204,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in OWN_PARSERS:
+        return OWN_PARSERS[argv[0]](argv[1:])
     args = parser().parse_args(argv)
     if not args.command:
         parser().print_help()

@@ -201,3 +201,15 @@ def test_export_gathers_turns_with_approvals_and_who_decided(tmp_path):
     assert turn.cost_usd == 0.25 and turn.tokens == 15
     md = export_session(store, "s", "markdown")
     assert "**Approval** for Bash `rm x`: deny by alice: no" in md and "$0.2500" in md
+
+
+def test_the_omnikernel_command_runs_attach_with_its_own_arguments(tmp_path, capsys):
+    store = SessionStore(tmp_path / "sessions.sqlite3")
+    store.open_session("attached", str(tmp_path / "a.ipynb"))
+    start = Event(EventKind.TURN_START, {"prompt": "summarise the sales"})
+    store.append(start.stamped(session_id="attached", harness="claude", turn=1, cell="c1"))
+    code = cli.main(["attach", "attached", "--store", str(tmp_path / "sessions.sqlite3"),
+                     "--no-follow"])  # fmt: skip
+    assert code == 0
+    assert "summarise the sales" in capsys.readouterr().out
+    assert "share-server" in cli.parser().format_help()
