@@ -59,11 +59,11 @@ lab: install system-deps
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Speed and overhead figures, as ratios against a baseline measured in the same run.
+# Every speed and memory figure, each as a ratio against a baseline measured in the same run:
+# one table on stdout and bench-results.json at the checkout's root (BENCH_ARGS=--quick: smoke).
+BENCH_ARGS ?=
 bench: install system-deps
-	$(PY) -m omnikernel.gateway.bench
-	$(PY) -m omnikernel.sandbox.bench
-	$(PY) -m omnikernel.harnesses.bench
+	$(PY) -m omnikernel.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist *.egg-info
