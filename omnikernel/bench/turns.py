@@ -223,7 +223,7 @@ def measure_harness(harness: str, kernels: int = 3, later: int = 5, memory_turns
             kernel = Kernel("omnikernel", work, kernel_env(tmp / f"k{round_}", harness, model))
             try:
                 first.append(kernel_turn(kernel, work))
-                for i in range(later):
+                for _ in range(later):
                     direct.append(direct_turn(harness, model.base_url, tmp / f"home{round_}", work))
                     later_k.append(kernel_turn(kernel, work))
                 if round_ == kernels - 1 and memory_turns:
