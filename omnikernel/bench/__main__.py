@@ -62,7 +62,7 @@ def kernel_start_rows(quick: bool) -> list[dict[str, Any]]:
 
 
 def turn_rows(quick: bool, memory_turns: int) -> list[dict[str, Any]]:
-    from .turns import measure_harness
+    from .turns import THINK_S, measure_harness
 
     rows = []
     for harness in HARNESSES:
@@ -70,7 +70,13 @@ def turn_rows(quick: bool, memory_turns: int) -> list[dict[str, Any]]:
                             memory_turns=memory_turns)  # fmt: skip
         base = "baseline: the CLI run directly, fresh process per turn"
         rows += [
-            row(f"turn {harness}: first", r["first_turn_s"], r["direct_s"], "s", base),
+            row(
+                f"turn {harness}: first",
+                r["first_turn_s"],
+                r["direct_s"],
+                "s",
+                base + f"; sent {THINK_S:.0f} s after the kernel is ready",
+            ),
             row(f"turn {harness}: later", r["later_turn_s"], r["direct_s"], "s", base),
         ]
         memory = r["memory"]

@@ -206,8 +206,13 @@ def kernel_turn(kernel: Kernel, work: Path) -> float:
     return elapsed
 
 
+#: How long after the kernel is ready the first prompt is sent: a person opens the notebook,
+#: then types (the kernel starts the CLI meanwhile, see `AgentSession.prewarm`).
+THINK_S = 3.0
+
+
 def measure_harness(harness: str, kernels: int = 3, later: int = 5, memory_turns: int = 200,
-                    ) -> dict[str, Any]:  # fmt: skip
+                    think_s: float = THINK_S) -> dict[str, Any]:  # fmt: skip
     """First and later turns (kernel and direct, interleaved) and the live session's memory."""
     first, later_k, direct = [], [], []
     memory: dict[str, Any] = {}
@@ -222,6 +227,7 @@ def measure_harness(harness: str, kernels: int = 3, later: int = 5, memory_turns
             direct.append(direct_turn(harness, model.base_url, tmp / f"home{round_}", work))
             kernel = Kernel("omnikernel", work, kernel_env(tmp / f"k{round_}", harness, model))
             try:
+                time.sleep(think_s)
                 first.append(kernel_turn(kernel, work))
                 for _ in range(later):
                     direct.append(direct_turn(harness, model.base_url, tmp / f"home{round_}", work))
