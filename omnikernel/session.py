@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -654,7 +655,8 @@ class AgentSession:
     def kill_now(self) -> None:
         """Stop every harness process at once, from any thread (kernel shutdown)."""
         for task in self._warming.values():  # a CLI still coming up stops with the rest
-            task.get_loop().call_soon_threadsafe(task.cancel)
+            with contextlib.suppress(RuntimeError):  # its loop is closed already
+                task.get_loop().call_soon_threadsafe(task.cancel)
         for agent in self._harnesses.values():
             agent.kill_now()
         self._harnesses.clear()
