@@ -149,6 +149,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{ratio:>7}  {r['unit']:4}  {r['note']}")  # fmt: skip
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The table as Markdown (for the README)."""
+    lines = ["| figure | value | baseline | ratio | unit | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"x{r['ratio']:.2f}" if r["ratio"] is not None else "-"
+        lines.append(f"| {r['figure']} | {fmt(r['value'])} | {fmt(r['baseline'])} | {ratio} | "
+                     f"{r['unit']} | {r['note']} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
@@ -156,7 +166,16 @@ def main() -> None:
                         help="turns before the second memory reading (default 200)")  # fmt: skip
     parser.add_argument("--only", nargs="*", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="RESULTS",
+        help="print an earlier run's results as a Markdown table and stop",
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())["figures"]))
+        return
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     for name in args.only:
