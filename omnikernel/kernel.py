@@ -44,6 +44,8 @@ from .share_magics import ShareMagics, watch_answers
 from .store import SessionStore, StoreUnavailableError
 from .upstream import UpstreamConfig
 
+#: When the CLI is prewarmed if no frontend asked for kernel_info by then (seconds).
+PREWARM_FALLBACK_S = 2.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -117,6 +119,12 @@ class OmniKernel(IPythonKernel):
         Unicode(),
         help="Paths under a home directory agents may read (the home is closed to them "
         "otherwise), e.g. ['~/datasets']. `%sandbox read PATH` adds more.",
+    ).tag(config=True)
+    prewarm = Bool(
+        True,
+        help="Start the current harness's CLI in its sandbox once the kernel is idle (and on "
+        "`%agent NAME`), so the first prompt does not wait for it. No model request is made. "
+        "Default: on, unless $OMNIKERNEL_PREWARM=0.",
     ).tag(config=True)
     acp_agents = Dict(
         help="Agents spoken to over the Agent Client Protocol, by name: {'codex-acp': "
@@ -218,6 +226,7 @@ class OmniKernel(IPythonKernel):
         notice = " ".join(CONFIG_PROBLEMS) + " " * bool(CONFIG_PROBLEMS) + problem
         notice += first_cell_notice(who) or ""
         self.agents.first_notice = notice or None
+        self._prewarm_pending = self.prewarm and os.environ.get("OMNIKERNEL_PREWARM", "1") != "0"
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
         self.shell.register_magics(SessionMagics(self.shell, self.agents))
         self.shell.register_magics(PolicyMagics(self.shell, self.agents))
@@ -487,6 +496,22 @@ class OmniKernel(IPythonKernel):
         return super().do_is_complete(cell.body)
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        # A frontend asks for kernel_info as soon as it connects; without one, warm up anyway.
+        self.io_loop.call_later(PREWARM_FALLBACK_S, self._prewarm_once)
+
+    async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        await super().kernel_info_request(stream, ident, parent)
+        # Replied first, so the kernel is ready before anything starts; may run on the control
+        # thread: the CLI is started on the shell's loop, which owns the harness processes.
+        self.io_loop.add_callback(self._prewarm_once)
+
+    def _prewarm_once(self) -> None:
+        if self._prewarm_pending:
+            self._prewarm_pending = False
+            self.agents.prewarm()
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         # Runs on the control thread's event loop, not the shell's that owns the harness

@@ -136,6 +136,7 @@ class OmniMagics(Magics):
                 session.switch(name, model)
             except HarnessError as exc:
                 raise UsageError(str(exc)) from None
+            session.prewarm()  # its CLI comes up while the user writes the next prompt
         current = session.current
         cls = session.available[current]
         model_now = session.model_of(current) or cls.default_model or "the CLI's default model"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -127,6 +128,8 @@ class AgentSession:
         self.models: dict[str, str | None] = {harness: model}
         self.turn = store.last_turn(session_id)
         self._harnesses: dict[str, Harness] = {}
+        #: CLIs being started ahead of their first prompt (`prewarm`), by harness.
+        self._warming: dict[str, asyncio.Task[None]] = {}
         self._rehearsal: Any = None  # the offline model's FakeModelServer, once started
         #: The session's row is written with its first event, so a kernel that never runs a
         #: prompt leaves no empty session behind.
@@ -345,6 +348,36 @@ class AgentSession:
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]
 
+    def prewarm(self, name: str | None = None) -> None:
+        """Start `name`'s (default: the current harness's) CLI inside its sandbox now, in the
+        background, so its first prompt does not wait for the CLI to come up. Only the process
+        starts (and its handshake): no model request, no event in the store. Errors are left
+        for the first prompt to report. A no-op outside a running event loop."""
+        name = name or self.current
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if name in self._warming or name not in self.available:
+            return
+
+        async def warm() -> None:
+            try:
+                agent = self._harness(name)
+                ensure_started = getattr(agent, "ensure_started", None)
+                if ensure_started is not None:
+                    await ensure_started()
+            except Exception as exc:  # the first prompt starts it again and says what failed
+                log.debug("prewarming %s failed: %r", name, exc)
+
+        self._warming[name] = loop.create_task(warm())
+
+    async def _warmed(self, name: str) -> None:
+        """Wait for `name`'s prewarm, if one runs (a stop of the turn leaves it running)."""
+        task = self._warming.pop(name, None)
+        if task is not None and not task.done():
+            await asyncio.wait({task})
+
     # -- control -------------------------------------------------------------------------------
 
     def rules(self) -> list[Rule]:
@@ -491,6 +524,7 @@ class AgentSession:
         ).stamped(session_id=self.session_id, harness=name, cell=cell))  # fmt: skip
         self.turn = start.turn
         yield start
+        await self._warmed(name)
         try:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
@@ -666,6 +700,8 @@ class AgentSession:
         return [rows[k] for k in sorted(rows)]
 
     async def close(self) -> None:
+        for name in list(self._warming):
+            await self._warmed(name)
         for agent in self._harnesses.values():
             await agent.close()
         self._harnesses.clear()
@@ -673,6 +709,9 @@ class AgentSession:
 
     def kill_now(self) -> None:
         """Stop every harness process at once, from any thread (kernel shutdown)."""
+        for task in self._warming.values():  # a CLI still coming up stops with the rest
+            with contextlib.suppress(RuntimeError):  # its loop is closed already
+                task.get_loop().call_soon_threadsafe(task.cancel)
         for agent in self._harnesses.values():
             agent.kill_now()
         self._harnesses.clear()

@@ -5,6 +5,10 @@ far: the final counts once the vendor reports them, and an estimate of the outpu
 / 4) while text is still streaming, so a budget can stop a stream mid-way. Counts are
 normalised: `input_tokens` excludes cached input (OpenAI reports it included; Anthropic
 apart), so pricing is one formula.
+
+Most of a long stream is text deltas, which matter only to the estimate: they are kept as raw
+lines and parsed only if the estimate is asked for before the vendor reports the real counts
+(under a budget, or when a stream ends early), so forwarding does not pay for parsing them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,12 @@ import json
 import math
 from typing import Any
 
+#: The `type` of the events that only carry output text, by wire (as a whole JSON string token;
+#: inside a text the quotes would be escaped, so a text cannot fake one).
+DELTA_TYPES = {
+    "messages": (b'"content_block_delta"',),
+    "responses": (b'"response.output_text.delta"', b'"response.function_call_arguments.delta"'),
+}
 VENDOR_OF_WIRE = {"messages": "anthropic", "responses": "openai", "chat/completions": "openai"}
 
 
@@ -73,6 +83,8 @@ class StreamMeter:
         self.output_chars = 0
         self.reported_output = False
         self._buffer = b""
+        self._delta_types = DELTA_TYPES.get(wire, ())
+        self._deltas: list[bytes] = []  # text deltas not parsed yet (see the module docstring)
 
     def feed(self, chunk: bytes) -> None:
         lines = (self._buffer + chunk).split(b"\n")
@@ -82,15 +94,24 @@ class StreamMeter:
             if line.startswith(b"data:"):
                 payload = line[5:].strip()
                 if payload and payload != b"[DONE]":
-                    try:
-                        self._event(json.loads(payload))
-                    except (json.JSONDecodeError, AttributeError, TypeError):
-                        continue
+                    if any(kind in payload for kind in self._delta_types):
+                        self._deltas.append(payload)
+                    else:
+                        self._parse(payload)
+
+    def _parse(self, payload: bytes) -> None:
+        try:
+            self._event(json.loads(payload))
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            pass
 
     @property
     def estimated_output_tokens(self) -> int:
         if self.reported_output:
             return self.usage.output_tokens
+        deltas, self._deltas = self._deltas, []
+        for payload in deltas:
+            self._parse(payload)
         return max(self.usage.output_tokens, math.ceil(self.output_chars / 4))
 
     def estimate(self) -> TokenUsage:

@@ -461,7 +461,8 @@ class ModelCallHandler(GatewayHandler):
             chunks.append(chunk)
             self.write(chunk)
             self.flush()
-            if streamed and status["code"] == 200:
+            # Priced per chunk only under a budget: pricing costs more than the forwarding.
+            if streamed and status["code"] == 200 and gateway.budget.limit_usd is not None:
                 pending = gateway.prices.cost(vendor, meter.estimate()) or 0.0
                 if gateway.budget.exceeded(gateway.spent_usd, pending):
                     cut.append(gateway.budget.message(gateway.spent_usd + pending))
