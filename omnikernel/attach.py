@@ -5,14 +5,18 @@ committed (polling by sequence number; the store is SQLite in WAL mode, so readi
 blocks the kernel that writes). Every event is rendered by the same `CellView` the kernel
 uses, with the agent's text as a stream, so the terminal shows what the cell shows, in full.
 
-Answering approvals from here is left out: the kernel has no approval requests that wait for
-a person yet (approvals are decided by policy, see `omnikernel.approval`); attach shows each
-decision.
+An approval waiting for a person shows how to answer it from here: `--approve REQUEST` or
+`--deny REQUEST` writes the answer to the store, where the kernel that waits on it takes it
+within a moment (the same path the share page's buttons use, `jupyter_ext.share.codes`); the
+first answer wins, wherever it was given, and the cell's card says who answered and from where.
+So anyone who can read the store (the same machine, the same user) can answer; from elsewhere,
+use a co-drive link (`%share`).
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +67,11 @@ class TerminalView:
         self.out.write(text)
 
     def show(self, event: Event) -> None:
+        if event.kind == EventKind.APPROVAL_REQUEST:
+            rid = terminal_safe(str(event.data.get("request_id", "")))
+            what = terminal_safe(str(event.data.get("summary", "")))
+            self.out.write(f"? approval {rid}: {what}\n  answer: omnikernel attach "
+                           f"{event.session_id} --approve {rid}   (or --deny {rid})\n")  # fmt: skip
         if event.kind == EventKind.TURN_START or self._view is None:
             self._view = CellView(self._print_bundle, lambda *a, **k: None, stream=self._write)
         if event.kind == EventKind.TURN_START:
@@ -95,6 +104,35 @@ def follow(
         time.sleep(poll_s)
 
 
+class AnswerError(ValueError):
+    """The approval cannot be answered (unknown, or decided already): the message says why."""
+
+
+def answer(store: SessionStore, session_id: str, request_id: str, allow: bool) -> str:
+    """Answer a waiting approval of `session_id` as this terminal's user; what was done."""
+    from jupyter_ext.share.codes import ShareCodes  # the answers table the kernel watches
+
+    asked = decided = None
+    for event in store.events(session_id, kinds=(EventKind.APPROVAL_REQUEST,
+                                                 EventKind.APPROVAL_DECISION)):  # fmt: skip
+        if str(event.data.get("request_id", "")) != request_id:
+            continue
+        if event.kind == EventKind.APPROVAL_REQUEST:
+            asked = event
+        else:
+            decided = event
+    if asked is None:
+        raise AnswerError(f"session {session_id} has no approval request {request_id!r}")
+    if decided is not None:
+        by = decided.data.get("by", "?")
+        raise AnswerError(f"approval {request_id} was decided already "
+                          f"({decided.data.get('decision')} by {by}): the first answer wins")  # fmt: skip
+    who = f"{getpass.getuser()} (terminal)"
+    ShareCodes(store.path).post_answer(session_id, request_id, allow, who, "terminal")
+    verb = "approved" if allow else "denied"
+    return f"{verb} {request_id} ({asked.data.get('summary', '')}) as {who}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="omnikernel attach",
@@ -107,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--store", help=f"session store file (default: $OMNIKERNEL_STORE or {default_store_path()})"
     )
     parser.add_argument("--no-follow", action="store_true", help="show the stored events and exit")
+    decide = parser.add_mutually_exclusive_group()
+    decide.add_argument("--approve", metavar="REQUEST", help="approve a waiting approval, then exit")
+    decide.add_argument("--deny", metavar="REQUEST", help="deny a waiting approval, then exit")
     args = parser.parse_args(argv)
     path = args.store or default_store_path()
     if args.store is None and not default_store_path().exists():
@@ -118,6 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SessionNotFoundError as exc:
         print(f"omnikernel attach: {exc}", file=sys.stderr)
         return 2
+    if args.approve or args.deny:
+        try:
+            print(answer(store, session_id, args.approve or args.deny, bool(args.approve)))
+        except AnswerError as exc:
+            print(f"omnikernel attach: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            store.close()
+        return 0
     print(f"Following session {session_id} (Ctrl-C to stop).", flush=True)
     try:
         follow(store, session_id, sys.stdout, live=not args.no_follow)

@@ -238,3 +238,40 @@ def test_policy_state_survives_a_kernel_restart(model, workdir, start_kernel):
     denied = run_and_answer(second, "Please push the work.", ["Deny"])
     assert "push-after-install" in denied.text and "DENIED" in denied.text
     assert git(workdir, "--git-dir", str(remote), "branch") == ""
+
+
+def test_a_waiting_approval_is_answered_from_a_terminal(model, workdir, start_kernel, capsys):
+    """`omnikernel attach SESSION --approve REQUEST` resolves the cell that waits, as the card
+    would; a second answer is told the first one won."""
+    from omnikernel import cli
+    from omnikernel.events import EventKind
+    from omnikernel.store import SessionStore
+
+    require_cli("claude")
+    remote = project(workdir)
+    kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1",
+                                               OMNIKERNEL_SESSION_ID="from-a-terminal"))  # fmt: skip
+    assert run_and_answer(kernel, "Please install the package.", []).status == "ok"
+    where = kernel.execute("%%python\nprint(get_ipython().kernel.agents.store.path)")
+    store_path = where.text.strip().splitlines()[-1]
+    msg_id = kernel.kc.execute("Please push the work.")
+    store = SessionStore(store_path)
+    deadline, request_id = time.monotonic() + 120, ""
+    while not request_id and time.monotonic() < deadline:
+        asked = [e for e in store.events("from-a-terminal", kinds=(EventKind.APPROVAL_REQUEST,))
+                 if "push" in str(e.data.get("summary", ""))]  # fmt: skip
+        request_id = str(asked[-1].data["request_id"]) if asked else ""
+        time.sleep(0.1)
+    assert request_id, "the push never asked"
+    assert cli.main(["attach", "from-a-terminal", "--store", store_path,
+                     "--approve", request_id]) == 0  # fmt: skip
+    result = kernel.collect(msg_id, timeout=120)
+    assert result.status == "ok", result.text
+    assert "main" in git(workdir, "--git-dir", str(remote), "branch")  # the push ran
+    decided = [e.data for e in store.events("from-a-terminal", kinds=(EventKind.APPROVAL_DECISION,))
+               if e.data.get("request_id") == request_id]  # fmt: skip
+    assert decided and decided[0]["decision"] == "allow" and decided[0]["source"] == "terminal"
+    # Too late: the first answer won.
+    assert cli.main(["attach", "from-a-terminal", "--store", store_path,
+                     "--deny", request_id]) == 2  # fmt: skip
+    assert "decided already" in capsys.readouterr().err
