@@ -54,6 +54,11 @@ class HarnessProcess:
         """The processes that belong to this harness: its whole process tree."""
         return descendants(self.pid) if self.returncode is None else set()
 
+    def frozen(self) -> contextlib.AbstractContextManager[bool]:
+        """A block in which the harness's processes cannot run (False: no way to freeze them
+        here, so they keep running)."""
+        return contextlib.nullcontext(False)
+
     async def wait(self) -> int:
         return await self.process.wait()
 

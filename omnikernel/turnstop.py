@@ -9,6 +9,11 @@ called setsid (inside bwrap's pid namespace those are reparented to the sandbox'
 only the cgroup still ties them to the turn). A stop kills exactly those, and keeps the
 relays' per-connection children (the agent's own model connections).
 
+The kill happens with the scope frozen where it can be (cgroup v2): signalled one by one, a
+shell whose child died first would otherwise run its next command before its own SIGKILL
+arrived (`sleep 4; echo late > late.txt` wrote the file at the stop), and a process could fork
+between the listing and the signal. Without a freezer, parents are signalled before children.
+
 Pure bookkeeping over /proc; signals are the only side effect.
 """
 
@@ -20,7 +25,7 @@ import dataclasses
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 #: The network relay of `omnikernel.sandbox.bridge`: its forks carry the agent's own
@@ -70,6 +75,10 @@ class TurnProcesses:
     """The processes of one agent at the start of a turn, and the way to end the turn's own."""
 
     members: Callable[[], set[int]]
+    #: A block in which the scope's processes cannot run; yields whether they are frozen.
+    frozen: Callable[[], contextlib.AbstractContextManager[bool]] = lambda: contextlib.nullcontext(
+        False
+    )
     resident: frozenset[int] = frozenset()
 
     def snapshot(self) -> None:
@@ -93,17 +102,35 @@ class TurnProcesses:
         return found
 
     async def kill_strays(self, within: float = 0.5) -> list[ProcessInfo]:
-        """SIGKILL the turn's processes, again while new ones appear (a command forking as it
-        dies), for at most `within` seconds; return those killed."""
+        """SIGKILL the turn's processes with the scope frozen, so none of them runs another
+        step or forks in between; again while new ones appear (a scope that cannot be frozen),
+        for at most `within` seconds; return those killed."""
         killed: dict[int, ProcessInfo] = {}
         deadline = time.monotonic() + within
-        while (strays := self.strays()) and time.monotonic() < deadline:
-            for info in strays:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(info.pid, signal.SIGKILL)
-                killed.setdefault(info.pid, info)
+        while self.strays() and time.monotonic() < deadline:
+            with self.frozen():
+                for info in parents_first(self.strays()):  # listed again, now frozen
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(info.pid, signal.SIGKILL)
+                    killed.setdefault(info.pid, info)
             await asyncio.sleep(0.005)
         return sorted(killed.values(), key=lambda i: i.pid)
+
+
+def parents_first(processes: Iterable[ProcessInfo]) -> list[ProcessInfo]:
+    """`processes` ordered so each comes after its ancestors among them: a parent killed
+    first cannot react to its child's death."""
+    by_pid = {info.pid: info for info in processes}
+
+    def depth(info: ProcessInfo) -> int:
+        steps, seen = 0, {info.pid}
+        while info.ppid in by_pid and info.ppid not in seen:
+            info = by_pid[info.ppid]
+            seen.add(info.pid)
+            steps += 1
+        return steps
+
+    return sorted(by_pid.values(), key=depth)
 
 
 def describe_killed(killed: list[ProcessInfo], limit: int = 4) -> str:

@@ -194,3 +194,59 @@ def test_killing_strays_keeps_the_agent_and_its_relays(tmp_path: Path):
             await proc.kill()
 
     asyncio.run(scenario())
+
+
+def test_a_frozen_cgroup_cannot_react_to_the_kill(tmp_path: Path):
+    """Signalled one by one, a shell whose child dies first runs its next command before its own
+    SIGKILL arrives (how `sleep 4; echo late > late.txt` wrote its file after a stop); with the
+    cgroup frozen while it is signalled (as `kill_strays` does), nothing runs in between."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    from omnikernel.sandbox.cgroup import CGroup
+
+    def late_write(freeze: bool) -> bool:
+        group = CGroup.create(None, None)
+        if group is None or not any((d / "cgroup.freeze").exists() for d in group.dirs):
+            if group is not None:
+                group.kill()
+            pytest.skip("needs a writable cgroup v2 (cgroup.freeze) on this machine")
+        late = tmp_path / "late.txt"
+        try:
+            shell = subprocess.Popen(["sh", "-c", "sleep 30; echo late > late.txt"],
+                                     cwd=tmp_path, preexec_fn=group.add_self)  # fmt: skip
+            child = None
+            for _ in range(500):
+                sleeps = [p for p in group.pids() - {shell.pid}
+                          if (i := process_info(p)) and i.name == "sleep"]  # fmt: skip
+                if sleeps:
+                    child = sleeps[0]
+                    break
+                time.sleep(0.01)
+            assert child is not None, "the shell never started its sleep"
+            with group.frozen() if freeze else contextlib.nullcontext(False) as froze:
+                assert froze == freeze
+                os.kill(child, signal.SIGKILL)
+                time.sleep(0.3)  # the preemption a loaded machine puts between two kills
+                os.kill(shell.pid, signal.SIGKILL)
+            shell.wait(5)
+            return late.exists()
+        finally:
+            group.kill()
+            late.unlink(missing_ok=True)
+
+    assert late_write(freeze=False), "unfrozen, the shell should have run its next command"
+    assert not late_write(freeze=True)
+
+
+def test_strays_are_killed_parents_first():
+    from omnikernel.turnstop import ProcessInfo, parents_first
+
+    def info(pid: int, ppid: int) -> ProcessInfo:
+        return ProcessInfo(pid, ppid, "sh", "sh", False)
+
+    ordered = parents_first([info(30, 20), info(40, 1), info(20, 10), info(10, 1)])
+    assert [i.pid for i in ordered].index(10) < [i.pid for i in ordered].index(20)
+    assert [i.pid for i in ordered].index(20) < [i.pid for i in ordered].index(30)

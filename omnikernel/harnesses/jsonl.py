@@ -99,7 +99,7 @@ class JsonLinesHarness(Harness):
         # Noted at the turn's first message, not now: a CLI started just now may still be
         # coming up (the sandbox's init, the relay, the CLI itself are not all there yet), and
         # it speaks before it runs any tool.
-        self._turn_processes = TurnProcesses(proc.members)
+        self._turn_processes = TurnProcesses(proc.members, proc.frozen)
         return notices
 
     async def _collect_stderr(self, proc: HarnessProcess) -> None:

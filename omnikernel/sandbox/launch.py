@@ -8,6 +8,7 @@ install command; running unsandboxed is only ever an explicit choice ("off").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import shutil
@@ -123,6 +124,10 @@ class SandboxedProcess(HarnessProcess):
         """Everything in the sandbox's cgroup, orphans and setsid'd daemons included (they left
         the process tree, not the cgroup); the process tree when there is no cgroup."""
         return self.cgroup.pids() if self.cgroup is not None else super().members()
+
+    def frozen(self) -> contextlib.AbstractContextManager[bool]:
+        """The sandbox's cgroup, frozen (see `CGroup.frozen`)."""
+        return self.cgroup.frozen() if self.cgroup is not None else super().frozen()
 
     async def kill(self, grace: float = 2.0) -> None:
         await super().kill(grace)
