@@ -63,9 +63,13 @@ def send(port: int, path: str, headers: dict[str, str], method: str = "POST",
         conn.putheader(name, value)
     conn.endheaders(payload)
     response = conn.getresponse()
-    result = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    status, answer_headers = response.status, {k.lower(): v for k, v in response.getheaders()}
+    try:
+        answer = response.read()
+    except ConnectionResetError:  # a server that refuses at the HTTP layer may close at once
+        answer = b""
     conn.close()
-    return result
+    return status, answer_headers, answer
 
 
 def agent_headers(gw: Gateway, secret: str) -> dict[str, str]:
