@@ -655,11 +655,14 @@ class AgentSession:
         started = time.monotonic()
         activity = self._activity.pop(name, None)
         agent = self._harnesses.get(name)
+        if activity is None:
+            # The turn ended before the stop came (its end raced the cancel): it is stored as
+            # it ended, and the CLI is left alone, since an interrupt it gets between turns is
+            # never answered with a turn's end and would hold up the next prompt.
+            return await self._settle_spend(name, cell, STOP_SETTLE_S)
         drained = await agent.interrupt() if agent else []
         recorded = [self._record(event, name, cell) for event in drained]
         recorded += await self._settle_spend(name, cell, STOP_SETTLE_S)
-        if activity is None:
-            return recorded  # the turn had ended already: it is stored as it ended
         end = {"status": "interrupted", "stopped": activity.describe(),
                "stop_s": round(time.monotonic() - started, 3),
                "sandbox": agent.sandbox_backend if agent else ""}  # fmt: skip

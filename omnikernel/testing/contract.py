@@ -39,7 +39,7 @@ SCENARIO = {
              "tool_calls": [{"action": "shell", "command": "echo contract > contract.txt"}]},
             {"text": "The contract file is written."}]},
         {"match": "contract recall", "steps": [{"text": "You asked me to write a file."}]},
-        {"match": "contract slow", "steps": [{"text": "tick " * 600, "chunk_delay": 0.02}]},
+        {"match": "contract slow", "steps": [{"text": "tick " * 600, "chunk_delay": 0.05}]},
     ]
 }  # fmt: skip
 
@@ -146,6 +146,26 @@ class HarnessContract:
         assert first[-1].data["status"] == "completed" and second[-1].data["status"] == "completed"
         latest = fake_model.requests[-1].body
         assert "contract write a file" in str(latest)  # the model sees the first turn
+
+    def test_a_stop_after_the_turn_ended_changes_nothing(self, make_session):
+        """The stop button pressed as the turn ends (the cancel racing its last event): the
+        turn stays as it ended and the next prompt is answered at once, by the same CLI."""
+        session = make_session()
+
+        async def late_stop() -> tuple[list[Event], list[Event], list[Event]]:
+            first = await self.turn(session, "contract recall")
+            stopped = await session.stop_turn()
+            after = await self.turn(session, "contract recall")
+            await session.close()
+            return first, stopped, after
+
+        first, stopped, after = asyncio.run(late_stop())
+        assert first[-1].data["status"] == "completed"
+        assert EventKind.TURN_END not in self.kinds(stopped), stopped
+        assert after[-1].data["status"] == "completed", after
+        assert EventKind.NOTICE not in self.kinds(after), after  # no "it was restarted"
+        ends = session.store.events(session.session_id, kinds=(EventKind.TURN_END,))
+        assert [e.data["status"] for e in ends] == ["completed", "completed"]
 
     def test_interrupt_stops_the_turn_and_the_session_goes_on(self, make_session):
         session = make_session()
