@@ -18,7 +18,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ipykernel.ipkernel import IPythonKernel
 from IPython.display import display, update_display
@@ -28,6 +28,7 @@ from . import __version__, identity
 from .agent_result import result_from_events, snapshot
 from .approval import auto_approve_from_env
 from .approvals import DEFAULT_TIMEOUT_S, timeout_from_env
+from .codrive import CoDriving
 from .credentials import CREDENTIALS_ENV, check_preferences, parse_preferences
 from .events import EventKind
 from .harnesses import HarnessError
@@ -43,6 +44,11 @@ from .session_magics import SessionMagics, first_cell_notice
 from .share_magics import ShareMagics, watch_answers
 from .store import SessionStore, StoreUnavailableError
 from .upstream import UpstreamConfig
+
+if TYPE_CHECKING:
+    from jupyter_ext.share.codes import SharedPrompt
+
+    from .widgets import SessionFeed
 
 #: When the CLI is prewarmed if no frontend asked for kernel_info by then (seconds).
 PREWARM_FALLBACK_S = 2.0
@@ -215,8 +221,19 @@ class OmniKernel(IPythonKernel):
         self.last_error: str | None = None
         from .widgets import presenter  # ipywidgets loads only with the kernel
 
-        self.agents.approvals.presenters.append(presenter(self.agents.approvals, display))
-        share = ShareMagics(self.shell, self.agents)
+        #: One turn at a time in this kernel, whether a cell or a co-driver asked for it.
+        self.turns = asyncio.Lock()
+        #: Where approval cards show: the running cell, or the session feed during a
+        #: co-driver's turn.
+        self._show = display
+        self.agents.approvals.presenters.append(
+            presenter(self.agents.approvals, lambda *a, **k: self._show(*a, **k))
+        )
+        share = ShareMagics(self.shell, self.agents, show_feed=self._show_feed)
+        self.codriving = CoDriving(
+            codes=lambda: share.codes, session_id=lambda: self.agents.session_id,
+            run=self._run_shared_prompt, busy=self.turns.locked,
+        )  # fmt: skip
         self.agents.approvals.presenters.append(
             watch_answers(
                 self.agents.approvals, lambda: share.codes, lambda: self.agents.session_id
@@ -365,14 +382,19 @@ class OmniKernel(IPythonKernel):
 
         async def run() -> None:
             nonlocal status
-            async for event in session.run_prompt(
-                prompt, harness=name, cell=cell_id or "", handoff=handoff
-            ):
-                if event.kind == EventKind.TURN_START:
-                    started.append((event.session_id, event.turn))
-                view.show(event)
-                if event.kind == EventKind.TURN_END:
-                    status = event.data.get("status", "completed")
+            if self.turns.locked():
+                display(notice_bundle({"message": "A co-driver's prompt from the share page runs "
+                        "as a turn of this session now; this cell waits for it to end (its "
+                        "Stop button is in the session feed)."}), raw=True)  # fmt: skip
+            async with self.turns:
+                async for event in session.run_prompt(
+                    prompt, harness=name, cell=cell_id or "", handoff=handoff
+                ):
+                    if event.kind == EventKind.TURN_START:
+                        started.append((event.session_id, event.turn))
+                    view.show(event)
+                    if event.kind == EventKind.TURN_END:
+                        status = event.data.get("status", "completed")
 
         task = asyncio.ensure_future(run())
         on_main_thread = threading.current_thread() is threading.main_thread()
@@ -410,6 +432,57 @@ class OmniKernel(IPythonKernel):
             "evalue": f"the {name} turn ended: {status}",
             "traceback": [],
         }
+
+    # -- co-drivers ------------------------------------------------------------------------------
+
+    def _show_feed(self) -> None:
+        """`%share`: the session feed in this cell; co-drivers' prompts run from now on."""
+        from .widgets import SessionFeed, widget_bundle
+
+        feed = SessionFeed()
+        display(widget_bundle(feed, "Session feed: co-drivers' prompts from the share page "
+                              "run here (shown where widgets render)."), raw=True)  # fmt: skip
+        self.codriving.show(feed)
+
+    async def _run_shared_prompt(self, prompt: SharedPrompt, feed: SessionFeed) -> None:
+        """A co-driver's prompt as a turn of this session, shown in `feed`: never through
+        IPython, never interpolated (see `omnikernel.codrive`)."""
+        session = self.agents
+        name = session.current
+        view = CellView(feed.display, feed.update_display, offline=session.is_offline(name),
+                        images=self.images)  # fmt: skip
+        origin = {"by": prompt.who, "source": prompt.source}
+
+        async def run() -> None:
+            async for event in session.run_prompt(prompt.text, harness=name, origin=origin):
+                view.show(event)
+
+        async with self.turns:
+            self._show = feed.display
+            task = asyncio.ensure_future(run())
+            feed.running(prompt, on_stop=task.cancel)
+            on_main_thread = threading.current_thread() is threading.main_thread()
+            guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
+            try:
+                with guard(task):
+                    try:
+                        await task
+                    except asyncio.CancelledError:
+                        current = asyncio.current_task()
+                        if current is not None and current.cancelling():
+                            raise  # the kernel is stopping, not just this turn
+                    except StoreUnavailableError as exc:
+                        view.flush_text()
+                        await session.abandon_turn(name)
+                        feed.display(error_bundle({"message": str(exc)}))
+                        return
+                if task.cancelled():
+                    view.flush_text()
+                    for event in await session.stop_turn(name):
+                        view.show(event)
+            finally:
+                self._show = display
+                feed.idle()
 
     def _interpolate(self, prompt: str) -> str:
         """Python values named in the prompt, put in (see `omnikernel.interpolate`); the cell
@@ -516,6 +589,7 @@ class OmniKernel(IPythonKernel):
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         # Runs on the control thread's event loop, not the shell's that owns the harness
         # processes: stop them with signals, which work from any thread.
+        self.codriving.close()
         self.agents.kill_now()
         return super().do_shutdown(restart)
 

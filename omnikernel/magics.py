@@ -36,7 +36,7 @@ MAGICS_HELP = (
     "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
     "%session [new|fork [NAME]|list|NAME], %fork [NAME], %export md|html|jsonl|ipynb [FILE], "
-    "%policy, %share [revoke [ro|rw|all]], %%python. "
+    "%policy, %share [feed|revoke [ro|rw|all]], %%python. "
     "IPython's own: %lsmagic."
 )
 

@@ -503,11 +503,19 @@ class AgentSession:
         return review_prompt(self.store.events(self.session_id), reviewer, extra)
 
     async def run_prompt(
-        self, prompt: str, *, harness: str | None = None, cell: str = "", handoff: bool = True
+        self,
+        prompt: str,
+        *,
+        harness: str | None = None,
+        cell: str = "",
+        handoff: bool = True,
+        origin: dict[str, str] | None = None,
     ) -> AsyncIterator[Event]:
         """Run one prompt; yield its events (already stored), the last of kind ``turn_end``.
 
-        With `handoff`, a harness that missed turns of other harnesses gets them first."""
+        With `handoff`, a harness that missed turns of other harnesses gets them first.
+        `origin` (``by``, ``source``) says who sent a prompt that no cell of this notebook
+        did (a co-driver's, `omnikernel.codrive`); it is stored with the turn's start."""
         name = harness or self.current
         if not self._opened:  # the first event of this kernel: close turns a dead one left
             self.store.open_session(self.session_id, self.notebook)
@@ -520,7 +528,8 @@ class AgentSession:
         # The store numbers the turn: another kernel may add turns to this session too.
         start = self.store.start_turn(Event(
             EventKind.TURN_START,
-            {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK},
+            {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK,
+             **(origin or {})},
         ).stamped(session_id=self.session_id, harness=name, cell=cell))  # fmt: skip
         self.turn = start.turn
         yield start

@@ -1,7 +1,9 @@
 """`%share`: links to this session's live page, and answers from it reaching the waiting cell.
 
-- ``%share``: a new read-only link and a new co-drive link (each also as a QR code), and who is
-  watching now. A link's code is shown only here, once; the store keeps a hash.
+- ``%share``: a new read-only link and a new co-drive link (each also as a QR code), who is
+  watching now, and the session feed, where co-drivers' prompts run (`omnikernel.codrive`).
+  A link's code is shown only here, once; the store keeps a hash.
+- ``%share feed``: the session feed again, without new links (after a restart, say).
 - ``%share revoke [ro|rw|all]``: end those links now: their cookies and open pages with them.
 
 The share server (the jupyter-server extension, or ``python -m jupyter_ext.share``) is another
@@ -33,9 +35,12 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:6767"
 #: How often a waiting ask looks for an answer from the page (the tap-to-resume floor).
 ANSWER_POLL_S = 0.05
-USAGE = "%share makes a read-only and a co-drive link; %share revoke [ro|rw|all] ends them."
+USAGE = (
+    "%share makes a read-only and a co-drive link and shows the session feed; %share feed "
+    "shows the feed only; %share revoke [ro|rw|all] ends links."
+)
 RIGHTS = {READ_ONLY: "follows the session live; can do nothing else",
-          CO_DRIVE: "follows it and approves or denies what the agent asks"}  # fmt: skip
+          CO_DRIVE: "follows it, approves or denies what the agent asks, and sends prompts"}  # fmt: skip
 
 
 def watch_answers(
@@ -64,10 +69,13 @@ def watch_answers(
 
 @magics_class
 class ShareMagics(Magics):
-    def __init__(self, shell: Any, session: AgentSession):
+    def __init__(self, shell: Any, session: AgentSession,
+                 show_feed: Callable[[], None] | None = None):  # fmt: skip
         super().__init__(shell)
         self.session = session
         self._codes: ShareCodes | None = None
+        #: Shows the session feed in this cell and starts taking co-drivers' prompts.
+        self.show_feed = show_feed
 
     @property
     def codes(self) -> ShareCodes:
@@ -80,7 +88,15 @@ class ShareMagics(Magics):
         """%share [revoke [ro|rw|all]]: share this session's live page by link."""
         words = line.split()
         if not words:
-            return self._links()
+            self._links()
+            if self.show_feed is not None:
+                self.show_feed()
+            return None
+        if words == ["feed"]:
+            if self.show_feed is None:
+                raise UsageError("This kernel cannot show a session feed.")
+            self.show_feed()
+            return None
         if words[0] == "revoke" and len(words) <= 2:
             which = words[1] if len(words) == 2 else "all"
             if which not in (*ROLES, "all"):

@@ -1,4 +1,5 @@
-"""What a person sees and clicks in the cell: the approval card and the spend gauge.
+"""What a person sees and clicks in the cell: the approval card, the spend gauge and the session
+feed (where co-drivers' turns show).
 
 Stock ipywidgets, no custom JavaScript. The logic lives elsewhere (`approvals` decides who
 answered first, the session meters spend); these classes only show it and forward clicks. A
@@ -21,6 +22,8 @@ import ipywidgets as w
 from .render import edit_diff, preview
 
 if TYPE_CHECKING:
+    from jupyter_ext.share.codes import SharedPrompt
+
     from .approval import Decision
     from .approvals import Pending, PendingApprovals
     from .session import AgentSession
@@ -183,3 +186,66 @@ class SpendGauge(w.VBox):
             f"call(s), ${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")
             + "</div>" for r in rows
         )  # fmt: skip
+
+
+FEED_IDLE = "<b>Session feed</b> · prompts co-drivers send from the share page run here"
+#: Outputs the feed keeps (the oldest go first); the store keeps every event.
+FEED_KEEP = 400
+
+
+class SessionFeed(w.VBox):
+    """Turns that no cell started (co-drivers' prompts) show here. A display shows only under
+    the request that made it, so a front end drops what a kernel sends once its cell ended;
+    an Output widget's outputs are state synced over its comm, shown whenever they change.
+    `display` and `update_display` take IPython's arguments, so `CellView` renders here too."""
+
+    def __init__(self) -> None:
+        self.heading = w.HTML(FEED_IDLE)
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
+                                    disabled=True, tooltip="Stop the co-driver's turn")  # fmt: skip
+        self.output = w.Output(layout=w.Layout(border="1px solid #ddd", padding="4px"))
+        #: display id -> its index in the outputs (for updates in place).
+        self._ids: dict[str, int] = {}
+        self._on_stop: Callable[[], Any] | None = None
+        self.stop_button.on_click(lambda _button: self._on_stop and self._on_stop())
+        super().__init__([w.HBox([self.heading, self.stop_button]), self.output])
+
+    def display(self, bundle: dict[str, Any], raw: bool = True, display_id: str | None = None,
+                **_: Any) -> None:  # fmt: skip
+        outputs = [*self.output.outputs, _as_output(bundle)]
+        if display_id:
+            self._ids[display_id] = len(outputs) - 1
+        if (drop := len(outputs) - FEED_KEEP) > 0:
+            outputs = outputs[drop:]
+            self._ids = {k: i - drop for k, i in self._ids.items() if i >= drop}
+        self.output.outputs = tuple(outputs)
+
+    def update_display(self, bundle: dict[str, Any], raw: bool = True,
+                       display_id: str | None = None, **_: Any) -> None:  # fmt: skip
+        index = self._ids.get(display_id or "")
+        if index is None:
+            return self.display(bundle, display_id=display_id)
+        outputs = list(self.output.outputs)
+        outputs[index] = _as_output(bundle)
+        self.output.outputs = tuple(outputs)
+        return None
+
+    def running(self, prompt: SharedPrompt, on_stop: Callable[[], Any]) -> None:
+        """A co-driver's turn starts: say whose, and let the Stop button end it."""
+        self._on_stop = on_stop
+        self.stop_button.disabled = False
+        asker = html.escape(f"{prompt.who} ({prompt.source})")
+        self.heading.value = f"<b>Session feed</b> · running a prompt from {asker}"
+        self.display({"text/plain": f"▶ {prompt.who} ({prompt.source}): {prompt.text}",
+                      "text/html": f"<div style='border-left:3px solid #1565c0;padding-left:6px'>"
+                                   f"<b>▶ {asker}</b><pre style='white-space:pre-wrap'>"
+                                   f"{html.escape(prompt.text)}</pre></div>"})  # fmt: skip
+
+    def idle(self) -> None:
+        self._on_stop = None
+        self.stop_button.disabled = True
+        self.heading.value = FEED_IDLE
+
+
+def _as_output(bundle: dict[str, Any]) -> dict[str, Any]:
+    return {"output_type": "display_data", "data": bundle, "metadata": {}}

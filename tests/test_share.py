@@ -363,3 +363,40 @@ def test_the_kernel_takes_the_page_answer_and_first_answer_wins(store):
     assert "approved by co-drive at 10.0.0.7 (share page)" in from_page.reason
     assert said == "accepted" and not from_widget.allow and from_widget.source == "widget"
     assert approvals.answer("r2", True, by="co-drive", source="share page").startswith("too late")
+
+
+def test_co_driver_prompts_need_co_drive_xsrf_and_a_notebook_taking_them(share, store, clock):
+    codes = ShareCodes(store.path, clock=clock)
+    body = {"text": "summarise the repository"}
+    ro = join(share, codes.new_code(SESSION, "ro"))
+    refused = ro.post(f"{share.url}/api/prompt", json=body,
+                      headers={"X-XSRFToken": ro.cookies["_xsrf"]})  # fmt: skip
+    assert refused.status_code == 403 and "read-only" in refused.text
+    rw = join(share, codes.new_code(SESSION, "rw"))
+    good = {"X-XSRFToken": rw.cookies["_xsrf"], "Origin": share.url}
+    assert rw.post(f"{share.url}/api/prompt", json=body).status_code == 403  # no XSRF token
+    cross = rw.post(f"{share.url}/api/prompt", json=body,
+                    headers={**good, "Origin": "http://evil.example"})  # fmt: skip
+    assert cross.status_code == 403
+    # No kernel shows the session's feed: said at once, nothing queued to run by surprise.
+    nobody = rw.post(f"{share.url}/api/prompt", json=body, headers=good)
+    assert nobody.status_code == 409 and "%share" in nobody.json()["result"]
+    assert codes.take_prompt(SESSION) is None
+    codes.feed_opened(SESSION)  # this test process plays the kernel showing the feed
+    for bad, status in (({"text": "  "}, 400), ({"txt": "x"}, 400), ({"text": "x" * 20001}, 413)):
+        assert rw.post(f"{share.url}/api/prompt", json=bad, headers=good).status_code == status
+    sent = rw.post(f"{share.url}/api/prompt", json=body, headers=good)
+    assert sent.status_code == 202 and sent.json()["ahead"] == 0, sent.text
+    second = rw.post(f"{share.url}/api/prompt", json={"text": "then test it"}, headers=good)
+    assert second.json()["ahead"] == 1
+    first = codes.take_prompt(SESSION)
+    assert first.text == "summarise the repository" and first.source == "share page"
+    assert first.who.startswith("co-drive at 127.0.0.1")
+    assert codes.take_prompt(SESSION).text == "then test it"
+    assert codes.take_prompt(SESSION) is None  # each is taken once
+    # A prompt nobody took for ten minutes is dropped, not run by surprise later.
+    rw.post(f"{share.url}/api/prompt", json=body, headers=good)
+    clock.now += 601
+    assert codes.take_prompt(SESSION) is None
+    codes.feed_closed(SESSION)
+    assert not codes.feed_open(SESSION)

@@ -1,6 +1,8 @@
 """The issue's promise in JupyterLab: a cell's agent asks; `%share`'s co-drive link, opened in
 a phone-sized Chromium, shows the ask; a tap on Approve and the cell in JupyterLab completes,
-its card saying who decided and from where."""
+its card saying who decided and from where. Then the phone sends a prompt: it runs as a turn of
+the notebook's session and its answer appears in the notebook, in the session feed under
+`%share`, while no cell runs."""
 
 from __future__ import annotations
 
@@ -62,5 +64,15 @@ def test_a_phone_approves_a_cell_running_in_jupyterlab(lab):  # noqa: F811
         expect(out).to_contain_text("Created notes.txt.", timeout=90_000)
         expect(cell.locator("button:has-text('Approve')")).to_be_disabled()
         expect(phone.locator("#pending .card")).to_have_count(0)
+
+        phone.fill("#prompt", "What did the team decide?")
+        phone.tap("#send")
+        expect(phone.locator("#asked")).to_contain_text("Sent", timeout=10_000)
+        feed = code_cells.nth(1).locator(".jupyter-widgets.widget-output")
+        expect(feed).to_contain_text("co-drive at 127.0.0.1 (share page)", timeout=60_000)
+        expect(feed).to_contain_text("The team chose the notes file.", timeout=90_000)
+        expect(phone.locator("#feed")).to_contain_text("The team chose the notes file.",
+                                                       timeout=30_000)  # fmt: skip
+        expect(phone.locator("#feed")).to_contain_text("from co-drive at 127.0.0.1")
         browser.close()
     assert (work / "notes.txt").read_text().strip() == "remembered"

@@ -22,7 +22,7 @@ SCENARIO = {"rules": [{"match": "create the notes file", "steps": [
     {"text": "Writing the notes.", "tool_calls": [
         {"action": "shell", "command": "echo remembered > notes.txt"}]},
     {"text": "Created notes.txt."},
-]}]}  # fmt: skip
+]}, {"match": "what did the team decide", "steps": [{"text": "The team chose the notes file."}]}]}  # fmt: skip
 PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True,
          "device_scale_factor": 2}  # fmt: skip
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "share-phone.png"

@@ -122,9 +122,35 @@ def main() -> None:
             time.sleep(ANSWER_POLL_S)
         print(f"answer on the page -> taken by the kernel's poller: "
               f"{1000 * (time.perf_counter() - start):.0f} ms (poll every {ANSWER_POLL_S * 1000:.0f} ms)")
+        codes.feed_opened(SESSION)  # this process plays the kernel that shows the feed
+        took = asyncio.run(prompt_to_turn(url, browser, codes))
+        print(f"prompt on the page -> the co-driver's turn starts in the kernel: "
+              f"{1000 * took:.0f} ms")  # fmt: skip
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def prompt_to_turn(url: str, browser: requests.Session, codes: ShareCodes) -> float:
+    """From a co-driver's Send to the kernel's `CoDriving` starting the turn."""
+    from omnikernel.codrive import CoDriving
+
+    started = asyncio.Event()
+
+    async def run(_prompt: object, _feed: object) -> None:
+        started.set()
+
+    driving = CoDriving(lambda: codes, lambda: SESSION, run, busy=lambda: False)
+    driving.show(object())  # type: ignore[arg-type]  (no widgets here: the run ignores it)
+    await asyncio.sleep(0.3)  # taking prompts, as a kernel that showed the feed a while ago
+    start = time.perf_counter()
+    sent = await asyncio.to_thread(browser.post, f"{url}/api/prompt", json={"text": "go on"},
+                                   headers={"X-XSRFToken": browser.cookies["_xsrf"]})  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    await asyncio.wait_for(started.wait(), 10)
+    took = time.perf_counter() - start
+    driving.close()
+    return took
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ different processes, so everything they must agree on lives in tables next to th
   hashed), tied to its code, so revoking a code ends its grants at once.
 - ``share_answers``: approval answers given on the page; the kernel waiting on that approval
   takes them (first answer wins in the kernel, `omnikernel.approvals`).
+- ``share_prompts``: co-drivers' prompts; the kernel showing the session's feed takes them one
+  at a time (`omnikernel.codrive`).
+- ``share_feeds``: which kernels show a session's feed now (so the page can say whether a
+  prompt will run).
 - ``share_watchers``: who has the live page open, for ``%share``.
 - ``share_servers``: where share servers listen, so ``%share`` prints links that work.
 """
@@ -35,6 +39,10 @@ READ_ONLY = "ro"
 CO_DRIVE = "rw"
 ROLES = (READ_ONLY, CO_DRIVE)
 ROLE_NAMES = {READ_ONLY: "read-only", CO_DRIVE: "co-drive"}
+#: The longest prompt a co-driver may send (characters).
+MAX_PROMPT_CHARS = 20_000
+#: A prompt no kernel took within this long is dropped, not run hours later by surprise.
+PROMPT_TTL_S = 600.0
 #: A link lasts a day unless said otherwise; a cookie never outlives its code.
 DEFAULT_TTL_S = 24 * 3600.0
 PREFIX_LEN = 4
@@ -65,6 +73,21 @@ CREATE TABLE IF NOT EXISTS share_answers (
     source     TEXT NOT NULL,
     ts         REAL NOT NULL,
     taken      REAL
+);
+CREATE TABLE IF NOT EXISTS share_prompts (
+    prompt_id  INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    who        TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    ts         REAL NOT NULL,
+    taken      REAL
+);
+CREATE TABLE IF NOT EXISTS share_feeds (
+    session_id TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    since      REAL NOT NULL,
+    PRIMARY KEY (session_id, pid)
 );
 CREATE TABLE IF NOT EXISTS share_watchers (
     watcher_id TEXT PRIMARY KEY,
@@ -98,6 +121,16 @@ class Code:
 
     def usable(self, now: float | None = None) -> bool:
         return self.revoked is None and (now or time.time()) < self.expires
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedPrompt:
+    """A co-driver's prompt as the kernel takes it."""
+
+    prompt_id: int
+    text: str
+    who: str
+    source: str
 
 
 class ShareCodes:
@@ -216,6 +249,52 @@ class ShareCodes:
             self._db.execute("UPDATE share_answers SET taken = ? WHERE answer_id = ?",
                              (self.clock(), row[0]))  # fmt: skip
         return bool(row[1]), row[2], row[3]
+
+    # -- co-drivers' prompts and the kernels that take them ------------------------------------
+
+    def post_prompt(self, session_id: str, text: str, who: str, source: str) -> int:
+        """Queue a co-driver's prompt; its id (the page shows its place in the queue)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO share_prompts (session_id, text, who, source, ts) "
+                "VALUES (?, ?, ?, ?, ?)", (session_id, text, who, source, self.clock()))  # fmt: skip
+            return int(cursor.lastrowid or 0)
+
+    def queued_prompts(self, session_id: str) -> int:
+        rows = self._q("SELECT COUNT(*) FROM share_prompts WHERE session_id = ? AND taken IS NULL "
+                       "AND ts > ?", (session_id, self.clock() - PROMPT_TTL_S))  # fmt: skip
+        return int(rows[0][0])
+
+    def take_prompt(self, session_id: str) -> SharedPrompt | None:
+        """The oldest prompt no kernel took yet (and not too old to run), marked taken."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT prompt_id, text, who, source FROM share_prompts WHERE session_id = ? "
+                "AND taken IS NULL AND ts > ? ORDER BY prompt_id LIMIT 1",
+                (session_id, self.clock() - PROMPT_TTL_S)).fetchone()  # fmt: skip
+            if row is None:
+                return None
+            self._db.execute("UPDATE share_prompts SET taken = ? WHERE prompt_id = ?",
+                             (self.clock(), row[0]))  # fmt: skip
+        return SharedPrompt(*row)
+
+    def feed_opened(self, session_id: str) -> None:
+        """This process shows `session_id`'s feed and takes its prompts."""
+        self._q("INSERT OR REPLACE INTO share_feeds VALUES (?, ?, ?)",
+                (session_id, os.getpid(), self.clock()))  # fmt: skip
+
+    def feed_closed(self, session_id: str | None = None) -> None:
+        """This process stops taking prompts (for `session_id`, or for every session)."""
+        if session_id is None:
+            self._q("DELETE FROM share_feeds WHERE pid = ?", (os.getpid(),))
+        else:
+            self._q("DELETE FROM share_feeds WHERE session_id = ? AND pid = ?",
+                    (session_id, os.getpid()))  # fmt: skip
+
+    def feed_open(self, session_id: str) -> bool:
+        """Whether a live kernel takes `session_id`'s prompts now."""
+        rows = self._q("SELECT pid FROM share_feeds WHERE session_id = ?", (session_id,))
+        return any(_alive(pid) for (pid,) in rows)
 
     # -- watchers and servers ------------------------------------------------------------------
 

@@ -35,12 +35,19 @@ button.approve{background:#1b7f3b} button.deny{background:#b3261e}
 .event{background:#fff;border-radius:10px;padding:8px 10px;margin:8px 0;overflow-wrap:anywhere}
 .event pre{white-space:pre-wrap;word-break:break-word;font-size:14px;background:#f0f1f3;padding:6px;border-radius:6px}
 .decided{color:#333;font-style:italic}
+#ask{position:sticky;bottom:0;background:#fff;border-top:1px solid #ddd;padding:10px 14px;display:none}
+#ask textarea{width:100%;box-sizing:border-box;font:17px system-ui,sans-serif;min-height:3.2em;border-radius:10px;padding:8px}
+#ask button{font-size:20px;min-height:52px;width:100%;margin-top:6px;border:0;border-radius:12px;background:#1565c0;color:#fff}
+#asked{font-size:14px;color:#555}
 </style></head>
 <body data-role="{{role}}">
 <header><div id="status">connecting…</div>
 <div>Spend: <span id="spend">$0.0000</span> · <span id="rolename"></span></div>
 <div id="pending"></div><div id="said"></div></header>
 <main id="feed"></main>
+<form id="ask"><label for="prompt">Prompt the agent (runs as a turn of the notebook's session)</label>
+<textarea id="prompt" maxlength="20000" placeholder="What should the agent do next?"></textarea>
+<button type="submit" id="send">Send</button><div id="asked"></div></form>
 <script>
 "use strict";
 const ROLE = document.body.dataset.role, XSRF = "{{xsrf}}";
@@ -81,6 +88,30 @@ async function answer(id, allow, row) {
     body: JSON.stringify({request_id: id, allow})});
   const body = await r.json().catch(() => ({result: r.statusText}));
   $("said").textContent = body.result === "sent" ? (allow ? "Approval sent" : "Denial sent") : body.result;
+}
+
+if (ROLE === "rw") {
+  $("ask").style.display = "block";
+  $("ask").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const text = $("prompt").value.trim();
+    if (!text) return;
+    $("send").disabled = true;
+    try {
+      const r = await fetch("/api/prompt", {method: "POST", credentials: "same-origin",
+        headers: {"Content-Type": "application/json", "X-XSRFToken": XSRF},
+        body: JSON.stringify({text})});
+      const raw = await r.text();
+      let body;
+      try { body = JSON.parse(raw); } catch { body = {result: raw.trim() || r.statusText}; }
+      if (body.result === "queued") {
+        $("prompt").value = "";
+        $("asked").textContent = body.ahead ? `Sent: ${body.ahead} prompt(s) ahead of yours.` : "Sent: it runs when the notebook's current turn ends.";
+      } else {
+        $("asked").textContent = body.result;
+      }
+    } finally { $("send").disabled = false; }
+  });
 }
 
 function see(m) {

@@ -23,7 +23,8 @@ def event_html(event: Event) -> str:
     if kind == EventKind.TEXT:
         return render_markdown(str(data.get("text", "")))
     if kind == EventKind.TURN_START:
-        return f"<h3>Turn {event.turn}: {escape(str(data.get('prompt', ''))[:500])}</h3>"
+        origin = f" (from {escape(str(data['by']))})" if data.get("by") else ""
+        return f"<h3>Turn {event.turn}{origin}: {escape(str(data.get('prompt', ''))[:500])}</h3>"
     if kind == EventKind.TOOL_CALL:
         return (f"<div class='tool'><b>{escape(str(data.get('tool', 'tool')))}</b>"
                 f"{preformatted(_command(data))}</div>")  # fmt: skip

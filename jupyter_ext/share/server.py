@@ -2,7 +2,8 @@
 
 One tornado application, run in the jupyter server's own loop (`jupyter_ext.share.app`) or
 standalone (``python -m jupyter_ext.share``). It reads the session store; it acts on nothing
-but approval answers, which it writes to the store for the waiting kernel (`codes`).
+but what a co-driver sends: approval answers and prompts, which it writes to the store for the
+kernel to take (`codes`, `omnikernel.codrive`).
 
 Rules, checked before any handler code runs (`ShareHandler.prepare`):
 
@@ -41,7 +42,7 @@ from tornado.netutil import bind_sockets
 from omnikernel.events import EventKind
 from omnikernel.store import SessionStore
 
-from .codes import CO_DRIVE, ROLE_NAMES, Code, ShareCodes
+from .codes import CO_DRIVE, MAX_PROMPT_CHARS, ROLE_NAMES, Code, ShareCodes
 from .page import CONFIRM_PAGE, LIVE_PAGE
 from .render import event_message
 
@@ -112,6 +113,7 @@ class ShareServer:
                 (r"/join", JoinHandler),
                 (r"/live", LiveHandler),
                 (r"/api/answer", AnswerHandler),
+                (r"/api/prompt", PromptHandler),
                 (r"/ws", LiveSocket),
             ],
             share=self,
@@ -320,6 +322,31 @@ class AnswerHandler(ShareHandler):
                                      "share page")  # fmt: skip
         self.set_status(202)
         self.finish({"result": "sent"})
+
+
+class PromptHandler(ShareHandler):
+    """A co-driver's prompt, queued for the kernel that shows the session's feed."""
+
+    def post(self) -> None:
+        code = self.require(CO_DRIVE)
+        try:
+            text = json.loads(self.request.body or b"{}")["text"]
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPError(400, 'send {"text": "your prompt"}') from None
+        if not isinstance(text, str) or not text.strip():
+            raise web.HTTPError(400, "the prompt is empty: write what the agent should do")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise web.HTTPError(413, f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+        codes = self.share.codes
+        if not codes.feed_open(code.session_id):
+            self.set_status(409)
+            self.finish({"result": "no notebook takes prompts for this session right now: ask "
+                         "its owner to run %share in the notebook"})  # fmt: skip
+            return
+        ahead = codes.queued_prompts(code.session_id)
+        prompt_id = codes.post_prompt(code.session_id, text.strip(), self.who(), "share page")
+        self.set_status(202)
+        self.finish({"result": "queued", "prompt_id": prompt_id, "ahead": ahead})
 
 
 class LiveSocket(websocket.WebSocketHandler, ShareHandler):
