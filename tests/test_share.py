@@ -400,3 +400,19 @@ def test_co_driver_prompts_need_co_drive_xsrf_and_a_notebook_taking_them(share, 
     assert codes.take_prompt(SESSION) is None
     codes.feed_closed(SESSION)
     assert not codes.feed_open(SESSION)
+
+
+def test_links_answers_and_prompts_that_can_never_be_used_are_purged(store, clock):
+    codes = ShareCodes(store.path, clock=clock)
+    ended = codes.new_code(SESSION, "rw")
+    grant = codes.grant(codes.lookup(ended))
+    live = codes.new_code(SESSION, "ro", ttl_s=7 * 24 * 3600)
+    codes.post_answer(SESSION, "r1", True, "co-drive", "share page")
+    codes.post_prompt(SESSION, "go on", "co-drive", "share page")
+    assert codes.purge() == 0  # nothing is old yet
+    clock.now += 2 * 24 * 3600 + 1  # the day link expired a day ago
+    assert codes.purge() == 4  # its code, its grant, the answer, the prompt
+    assert codes.granted(grant) is None and codes.lookup(live) is not None
+    tables = ("share_codes", "share_grants", "share_answers", "share_prompts")
+    db = sqlite3.connect(store.path)
+    assert [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables] == [1, 0, 0, 0]

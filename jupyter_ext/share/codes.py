@@ -296,6 +296,25 @@ class ShareCodes:
         rows = self._q("SELECT pid FROM share_feeds WHERE session_id = ?", (session_id,))
         return any(_alive(pid) for (pid,) in rows)
 
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def purge(self, keep_s: float = DEFAULT_TTL_S) -> int:
+        """Delete what can never be used again: links expired or revoked more than `keep_s`
+        ago (with their grants), answers and prompts taken or too old to take. Returns how
+        many rows went. The share server runs it at start and every hour."""
+        old = self.clock() - keep_s
+        with self._lock:
+            gone = 0
+            for sql, args in (
+                ("DELETE FROM share_grants WHERE code_id IN (SELECT code_id FROM share_codes "
+                 "WHERE expires < ? OR revoked < ?)", (old, old)),
+                ("DELETE FROM share_codes WHERE expires < ? OR revoked < ?", (old, old)),
+                ("DELETE FROM share_answers WHERE ts < ?", (old,)),
+                ("DELETE FROM share_prompts WHERE ts < ?", (old,)),
+            ):  # fmt: skip
+                gone += self._db.execute(sql, args).rowcount
+        return gone
+
     # -- watchers and servers ------------------------------------------------------------------
 
     def watching(self, watcher_id: str, session_id: str, role: str, who: str) -> None:

@@ -52,6 +52,8 @@ COOKIE = "omk_share"
 FAILURES_ALLOWED = 5
 FAILURE_WINDOW_S = 60.0
 TICK_S = 0.05
+#: How often links, answers and prompts that can never be used again leave the store.
+PURGE_EVERY_S = 3600.0
 #: Events sent per catch-up message, so a long history does not make one huge frame.
 CATCH_UP_BATCH = 500
 
@@ -90,6 +92,7 @@ class ShareServer:
         )
         self._server: httpserver.HTTPServer | None = None
         self._ticker: ioloop.PeriodicCallback | None = None
+        self._purger: ioloop.PeriodicCallback | None = None
 
     @property
     def scheme(self) -> str:
@@ -141,12 +144,17 @@ class ShareServer:
         self._server.add_sockets(sockets)
         self._ticker = ioloop.PeriodicCallback(self.tick, TICK_S * 1000)
         self._ticker.start()
+        self._purger = ioloop.PeriodicCallback(self.purge, PURGE_EVERY_S * 1000)
+        self._purger.start()
+        self.purge()
         self.codes.server_started(self.url)
         log.info("omnikernel share server at %s", self.url)
 
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.stop()
+        if self._purger is not None:
+            self._purger.stop()
         for feed in list(self.feeds.values()):
             for sock in list(feed.sockets):
                 sock.close(1001, "the share server is stopping")
@@ -204,6 +212,10 @@ class ShareServer:
                     sock.close(4403, "this share link was revoked or has expired")
             if feed.sockets:
                 self._advance(session_id, feed)
+
+    def purge(self) -> None:
+        if gone := self.codes.purge():
+            log.info("share: purged %d expired link, answer and prompt rows", gone)
 
     # -- failed codes ---------------------------------------------------------------------------
 
