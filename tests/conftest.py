@@ -7,10 +7,16 @@ command that installs it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,3 +165,46 @@ def start_kernel(tmp_path: Path) -> Iterator[Any]:
     yield start
     for session in started:
         session.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyter_server(app: str, tmp: Path, root: Path, env: dict[str, str], token: str,
+                   *options: str) -> Iterator[str]:  # fmt: skip
+    """`python -m APP` (jupyterlab or jupyter_server) on a free loopback port, serving `root`
+    with `token`; yields its URL once it answers, stops it after (its log is in `tmp`)."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", app, "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        f"--BaseFileIdManager.db_path={tmp / 'fileid.db'}", *options,
+    ]  # fmt: skip
+    if os.getuid() == 0:
+        argv.append("--allow-root")
+    log_path = tmp / f"{app}.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.3)
+        else:
+            server.kill()
+            pytest.fail(f"{app} did not start: {log_path.read_text()[-3000:]}")
+        try:
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()

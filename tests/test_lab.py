@@ -4,12 +4,7 @@ Chromium that opens the quickstart and runs a prompt cell as a user would."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +14,7 @@ import pytest
 
 from omnikernel.store import SessionStore
 
-from .conftest import REPO, kernel_env, require_claude
+from .conftest import REPO, free_port, jupyter_server, kernel_env, require_claude
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -33,12 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TOKEN = "omnikernel-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Lab:
@@ -59,38 +48,12 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "notebooks"
     shutil.copytree(REPO / "notebooks", root)
-    port = free_port()
     env = kernel_env(tmp)
     env["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
-    argv = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-        f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
-        "--ServerApp.disable_check_xsrf=False", f"--BaseFileIdManager.db_path={tmp / 'fileid.db'}",
-        f"--OmnikernelShare.port={free_port()}",  # not 6767: tests may run side by side
-    ]  # fmt: skip
-    if os.getuid() == 0:
-        argv.append("--allow-root")
-    log = open(tmp / "lab.log", "wb")
-    server = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
-            break
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    else:
-        server.kill()
-        pytest.fail(f"jupyter lab did not start: {(tmp / 'lab.log').read_text()[-2000:]}")
-    yield Lab(url, root, Path(env["OMNIKERNEL_STORE"]))
-    server.terminate()
-    try:
-        server.wait(20)
-    except subprocess.TimeoutExpired:
-        server.kill()
-    log.close()
-
+    options = ("--ServerApp.disable_check_xsrf=False",
+               f"--OmnikernelShare.port={free_port()}")  # not 6767: tests may run side by side
+    with jupyter_server("jupyterlab", tmp, root, env, TOKEN, *options) as url:
+        yield Lab(url, root, Path(env["OMNIKERNEL_STORE"]))
 
 def test_kernelspec_and_extension_are_installed(lab):
     specs = lab.get("/api/kernelspecs")["kernelspecs"]

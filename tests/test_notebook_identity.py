@@ -9,9 +9,6 @@ to the scripted model server, whose request log shows what reached the model.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,8 +26,7 @@ from omnikernel.identity import legacy_session_id
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store import SessionStore
 
-from .conftest import kernel_env, require_claude
-from .test_lab import free_port
+from .conftest import jupyter_server, kernel_env, require_claude
 
 TOKEN = "identity-test-token"
 SCENARIO = {
@@ -167,35 +163,8 @@ def server(tmp_path_factory) -> Iterator[Server]:
         env = kernel_env(tmp, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="k",
                          OMNIKERNEL_AUTO_APPROVE="1", JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))  # fmt: skip
         env.pop("OMNIKERNEL_SESSION_ID", None)
-        port = free_port()
-        argv = [
-            sys.executable, "-m", "jupyter_server", "--no-browser", f"--port={port}",
-            "--ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
-            f"--ServerApp.root_dir={root}", f"--BaseFileIdManager.db_path={tmp / 'fileid.db'}",
-        ]  # fmt: skip
-        if os.getuid() == 0:
-            argv.append("--allow-root")
-        log = open(tmp / "server.log", "wb")
-        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.3)
-        else:
-            proc.kill()
-            pytest.fail(f"jupyter server did not start: {(tmp / 'server.log').read_text()[-3000:]}")
-        yield Server(url, root, model, Path(env["OMNIKERNEL_STORE"]))
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        print((tmp / "server.log").read_text()[-3000:])
+        with jupyter_server("jupyter_server", tmp, root, env, TOKEN) as url:
+            yield Server(url, root, model, Path(env["OMNIKERNEL_STORE"]))
 
 
 def test_each_notebook_keeps_exactly_its_own_conversation(server):
