@@ -220,7 +220,9 @@ def _when(at: float, now: float) -> str:
     moment = datetime.fromtimestamp(at, UTC)
     today = datetime.fromtimestamp(now, UTC).date()
     shown = moment.strftime("%H:%M UTC" if moment.date() == today else "%b %d %H:%M UTC")
-    left = max(0, int(at - now))
+    if at <= now:
+        return f"{shown} (passed; the next answer will say)"
+    left = int(at - now)
     if left >= 86400:
         span = f"{left // 86400}d {left % 86400 // 3600}h"
     elif left >= 3600:
