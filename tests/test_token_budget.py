@@ -143,7 +143,11 @@ def test_policy_files_take_tokens(tmp_path: Path):
                     '[[rule]]\nrule = "pause-every"\nusd = 5\n')  # fmt: skip
     loaded = load_file(path, "user")
     assert [r.describe() for r in loaded.rules] == [
-        "pause-every 1M tokens", "pause-every 250k tokens", "budget 5M tokens", "pause-every 5"]
+        "pause-every 1M tokens",
+        "pause-every 250k tokens",
+        "budget 5M tokens",
+        "pause-every 5",
+    ]
 
 
 # -- usage limits from response headers -----------------------------------------------------------
@@ -308,7 +312,9 @@ def test_the_gauge_shows_tokens_and_usage_limits(tmp_path: Path):
         assert gauge.token_bar.value == 3500 and "3,500 tokens of 10,000" in gauge.token_label.value
         assert "budget 10k tokens" in gauge.text() and "3,500 tokens" in gauge.text()
         assert "plan, API-equivalent $0.1000" in gauge.rows.value
-        assert gauge.limit_bar.value == pytest.approx(42.0) and gauge.limit_bar.layout.display is None
+        assert (
+            gauge.limit_bar.value == pytest.approx(42.0) and gauge.limit_bar.layout.display is None
+        )
         assert "claude: 5-hour 42% used" in gauge.limit_label.value
         assert "5-hour 42% used" in gauge.limits.value and "weekly 30% used" in gauge.text()
         session.budget.limit_tokens = None
@@ -378,8 +384,11 @@ def test_token_budget_in_the_kernel_with_a_plan_login(workdir, start_kernel, tmp
         assert "plan (API-equivalent $" in again.text
 
         spend = kernel.execute("%spend")
-        assert re.search(r"Session total: \$[\d.]+ \(calls on a plan login .*\) · [\d,]+ tokens "
-                         r"\(input \+ cache writes \+ output\)", spend.text), spend.text
+        assert re.search(
+            r"Session total: \$[\d.]+ \(calls on a plan login .*\) · [\d,]+ tokens "
+            r"\(input \+ cache writes \+ output\)",
+            spend.text,
+        ), spend.text
         assert "budget 1M tokens" in spend.text  # the gauge's text
         # The plan's usage limits, as the upstream reported them, in %spend and the gauge.
         assert "Usage limits of" in spend.text and "(claude)" in spend.text
