@@ -17,6 +17,7 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
                       "timeout", ...), rules (that asked or decided), source ("policy",
                       "widget", "timeout", ...), scope ("once" | "session" | "always"),
                       subject (what a session approval covers), call_id, pause_marks
+                      ([[every, multiple], ...]; every is USD, or "<n> tokens")
 - ``usage``           model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
                       cost_usd (as the harness reports it, or None), num_turns
 - ``spend``           what the gateway metered for one model call: harness, vendor, model,
@@ -24,7 +25,8 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
 - ``notice``          message (offline mode, sandbox off, a handoff, ...), details (optional)
 - ``error``           message, hint
 - ``turn_end``        status ("completed" | "interrupted" | "error"), duration_s,
-                      harness_session (the CLI's own conversation id), sandbox (backend or "off");
+                      harness_session (the CLI's own conversation id), sandbox (backend or "off"),
+                      session_spend (the session against its budget or next pause, if set);
                       a stopped turn: stopped (what the stop ended: "the command `...`", "the
                       model call", "the approval request for ..."), stop_s (how long it took)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ipykernel.ipkernel import IPythonKernel
 from IPython.display import display, update_display
-from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from . import __version__, identity
 from .agent_result import result_from_events, snapshot
@@ -105,6 +105,13 @@ class OmniKernel(IPythonKernel):
     ).tag(config=True)
     budget_usd = Float(
         None, allow_none=True, help="Session spend cap in USD; `%budget` changes it."
+    ).tag(config=True)
+    budget_tokens = Int(
+        None,
+        allow_none=True,
+        help="Session cap in metered tokens (input + cache writes + output; cache reads do not "
+        "count), e.g. 2_000_000; `%budget 2M tokens` changes it. With budget_usd too, whichever "
+        "is reached first stops the session.",
     ).tag(config=True)
     prices = Dict(
         help="Price overrides, USD per million tokens: {'anthropic/claude-x': {'input': 3, "
@@ -204,6 +211,7 @@ class OmniKernel(IPythonKernel):
             auto_approve=self.auto_approve,
             rehearsal_scenario=self.rehearsal_scenario,
             budget_usd=self.budget_usd,
+            budget_tokens=self.budget_tokens,
             sandbox=os.environ.get("OMNIKERNEL_SANDBOX") or self.sandbox,
             allow_hosts=tuple(self.sandbox_allow),
             readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),

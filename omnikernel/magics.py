@@ -19,6 +19,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
+from .amounts import TOKENS, AmountError, parse_amount
 from .approval import AUTO_APPROVE_ENV
 from .gateway import CassetteMismatchError
 from .harnesses import HarnessError
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, "
     "%%agent NAME [--model M] [--review] [--out VAR], %fix [NOTE], "
-    "%history, %spend, %budget [USD|off], %record [FILE|off], %replay FILE|off, "
+    "%history, %spend, %budget [USD|N tokens|off], %record [FILE|off], %replay FILE|off, "
     "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
     "%session [new|fork [NAME]|list|NAME], %fork [NAME], %export md|html|jsonl|ipynb [FILE], "
     "%policy, %share [feed|revoke [ro|rw|all]], %%python. "
@@ -229,32 +230,38 @@ class OmniMagics(Magics):
 
     @line_magic
     def spend(self, line: str) -> None:
-        """%spend: what this session spent, by harness and model, metered at the gateway."""
+        """%spend: what this session spent and metered, by harness and model, at the gateway;
+        the budget, the next pause and the usage limits the upstreams report."""
         session = self.session
         rows = [
             [r.harness, r.model, r.requests, f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-             f"{r.cache_tokens:,}", ("plan, API-equivalent " if r.plan else "")
+             f"{r.cache_tokens:,}", f"{r.tokens:,}", ("plan, API-equivalent " if r.plan else "")
              + f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")]
             for r in session.ledger.by_harness_and_model()
         ]  # fmt: skip
         if not rows:
             show("No model calls in this session yet.")
-            self._gauge()
-            return
-        headers = ["harness", "model", "calls", "input", "output", "cache", "cost"]
-        display(table(headers, rows), raw=True)
+        else:
+            headers = ["harness", "model", "calls", "input", "output", "cache", "tokens", "cost"]
+            display(table(headers, rows), raw=True)
         self._gauge()
-        total = f"Session total: ${session.ledger.total_usd:.4f}"
-        if session.ledger.unpriced:
-            total += f" plus {session.ledger.unpriced} call(s) to unpriced models"
-        if any(r.plan for r in session.ledger.records):
-            total += " (calls on a plan login count at their API-equivalent price: not spent)"
-        if session.budget.limit_usd is not None:
-            total += f" · budget ${session.budget.limit_usd:.2f}"
-        show(total)
-        for harness, limits in sorted(session.plan_limits().items()):
-            shown = ", ".join(f"{k}: {v}" for k, v in sorted(limits.items()))
-            show(f"{harness} plan usage limits (as the upstream reports them): {shown}")
+        if rows:
+            ledger = session.ledger
+            total = f"Session total: ${ledger.total_usd:.4f}"
+            if ledger.unpriced:
+                total += f" plus {ledger.unpriced} call(s) to unpriced models"
+            if any(r.plan for r in ledger.records):
+                total += " (calls on a plan login count at their API-equivalent price: not spent)"
+            total += f" · {ledger.total_tokens:,} tokens (input + cache writes + output"
+            if ledger.cache_read_tokens:
+                total += f"; {ledger.cache_read_tokens:,} cache reads not counted"
+            total += ")"
+            show(total)
+        if line := session.spend_line():
+            show(line[0].upper() + line[1:] + ".")
+        for upstream, limits in sorted(session.usage_limits().items()):
+            who = ", ".join(sorted(limits.harnesses))
+            show(f"Usage limits of {upstream} ({who}), as it reports them: {limits.text()}")
 
     def _gauge(self) -> None:
         """The live spend gauge, updated as the gateway meters each call."""
@@ -267,24 +274,40 @@ class OmniMagics(Magics):
 
     @line_magic
     def budget(self, line: str) -> None:
-        """%budget [USD|off]: cap this session's spend; the gateway holds or cuts calls past it."""
-        word = line.strip().lstrip("$")
+        """%budget [USD | N tokens | off [usd|tokens]]: cap this session's spend in USD (on a
+        plan, the API-equivalent price) or in metered tokens (`%budget 2M tokens`); the gateway
+        holds the next call past a cap and cuts a stream that crosses it."""
+        usage = ("Usage: %budget 5 (USD) | %budget 2M tokens | %budget off | "
+                 "%budget off tokens | %budget off usd")  # fmt: skip
+        words = line.strip().lower().split()
         session = self.session
-        if word.lower() in ("off", "none"):
-            session.budget.limit_usd = None
-        elif word:
+        budget = session.budget
+        if words and (words[0] in ("off", "none") or words[-1] == "off"):
+            rest = [w for w in words if w not in ("off", "none")]
+            if not rest:
+                budget.limit_usd = budget.limit_tokens = None
+            elif len(rest) == 1 and rest[0] in ("tokens", "token", "tok"):
+                budget.limit_tokens = None
+            elif len(rest) == 1 and rest[0] in ("usd", "$"):
+                budget.limit_usd = None
+            else:
+                raise UsageError(f"cannot read %budget {line.strip()}. {usage}")
+        elif words:
             try:
-                limit = float(word)
-            except ValueError:
-                raise UsageError(f"%budget takes an amount in USD or off, not {word!r}") from None
-            if limit <= 0:
-                raise UsageError("%budget must be positive (or off)")
-            session.budget.limit_usd = limit
-        spent = session.ledger.total_usd
-        if session.budget.limit_usd is None:
-            show(f"No budget: ${spent:.4f} spent. Set one with %budget 5.00.")
-        else:
-            show(f"Budget ${session.budget.limit_usd:.2f}: ${spent:.4f} spent.")
+                budget.set(parse_amount(line, "%budget"))
+            except AmountError as exc:
+                raise UsageError(f"{exc}. {usage}") from None
+        state = session.live_state()
+        if not budget.active:
+            show(f"No budget: ${state.spent_usd:.4f} spent, {state.spent_tokens:,} tokens metered. "
+                 f"Set one with %budget 5.00 (USD) or %budget 2M tokens.")  # fmt: skip
+            return
+        for cap in budget.limits():
+            spent = cap.spent_text(cap.of(state.spent_usd, state.spent_tokens))
+            verb = "metered" if cap.unit == TOKENS else "spent"
+            note = " (input + cache writes + output; cache reads do not count)" * (
+                cap.unit == TOKENS)  # fmt: skip
+            show(f"Budget {cap.show()}: {spent} {verb}{note}.")
 
     def _cassette_path(self, word: str) -> Path:
         """FILE as given, else `<notebook>.cassette.jsonl` beside the notebook (or

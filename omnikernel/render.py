@@ -184,6 +184,8 @@ def footer_bundle(
         if cached:
             parts.append(f"{cached:,} cached")
         parts.append(spend_text(spends or [], usage.get("cost_usd")))
+    if end.get("session_spend"):  # the session against its budget or next pause
+        parts.append(str(end["session_spend"]))
     if end.get("sandbox"):
         parts.append("SANDBOX OFF" if end["sandbox"] == "off" else f"sandbox: {end['sandbox']}")
     if "duration_s" in end:

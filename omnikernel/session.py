@@ -36,7 +36,15 @@ from .credentials import (
     find_login,
 )
 from .events import Event, EventKind
-from .gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord, cross_check
+from .gateway import (
+    Budget,
+    Gateway,
+    PriceTable,
+    SpendLedger,
+    SpendRecord,
+    UsageLimits,
+    cross_check,
+)
 from .guard import new_secret
 from .handoff import Turn, build_handoff, review_prompt
 from .harnesses import Harness, HarnessContext, HarnessError, discover, harness_class
@@ -44,7 +52,7 @@ from .harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from .identity import Identity
 from .policy import Policy, PolicyState, Request, Verdict, fold, observe, request_of
 from .policy.config import project_policy_path, user_policy_path
-from .policy.rules import BudgetRule, Outcome, Rule
+from .policy.rules import BudgetRule, Outcome, PauseEvery, Rule
 from .sandbox.spec import explain_refusal
 from .store import SessionStore
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
@@ -81,6 +89,7 @@ class AgentSession:
         auto_approve: bool = False,
         rehearsal_scenario: str = "",
         budget_usd: float | None = None,
+        budget_tokens: int | None = None,
         sandbox: str = "auto",
         allow_hosts: tuple[str, ...] = (),
         readable: tuple[Path, ...] = (),
@@ -136,7 +145,7 @@ class AgentSession:
         self._opened = False
         # Spend lives in the store, so totals and the budget survive a kernel restart.
         self.ledger = self._stored_spend()
-        self.budget = Budget(budget_usd)
+        self.budget = Budget(budget_usd, budget_tokens)
         self.prices = PriceTable.load(overrides=price_overrides)
         self._gateway: Gateway | None = None
         #: The last turn each harness's process took part in (in this kernel).
@@ -248,9 +257,29 @@ class AgentSession:
         except LoginError as exc:
             return f"unusable: {exc}"
 
-    def plan_limits(self) -> dict[str, dict[str, str]]:
-        """The usage-limit headers each plan's upstream last reported."""
-        return dict(self._gateway.plan_limits) if self._gateway is not None else {}
+    def usage_limits(self) -> dict[str, UsageLimits]:
+        """The usage limits each upstream last reported (a plan's windows, a key's rate
+        limits), by upstream."""
+        return self._gateway.latest_limits() if self._gateway is not None else {}
+
+    @property
+    def spent_tokens(self) -> int:
+        """Tokens metered this session, as a token budget counts them."""
+        return self._gateway.spent_tokens if self._gateway is not None else self.ledger.total_tokens
+
+    def spend_line(self) -> str:
+        """The session's spend against its budget and pauses, in each unit one is set in
+        ("" when none is): for the cell's footer."""
+        state = self.live_state()
+        parts = []
+        for cap in self.budget.limits():
+            parts.append(f"session {cap.spent_text(cap.of(state.spent_usd, state.spent_tokens))}"
+                         f" of {cap.show()} budget")  # fmt: skip
+        for rule in self.rules():
+            if isinstance(rule, PauseEvery):
+                every = rule.amount
+                parts.append(f"next pause at {every.show(rule.next_pause(state))}")
+        return " · ".join(parts)
 
     def model_of(self, name: str) -> str | None:
         return self.models.get(name)
@@ -383,8 +412,7 @@ class AgentSession:
     def rules(self) -> list[Rule]:
         """Every active rule: the policy's levels, and the budget shown as a rule."""
         rules = self.policy.rules()
-        if self.budget.limit_usd is not None:
-            rules.append(BudgetRule("session", self.budget.limit_usd))
+        rules += [BudgetRule("session", cap) for cap in self.budget.limits()]
         return rules
 
     def live_state(self) -> PolicyState:
@@ -392,7 +420,8 @@ class AgentSession:
         and the approvals the policy files remember."""
         spent = self._gateway.spent_usd if self._gateway is not None else self.ledger.total_usd
         return dataclasses.replace(
-            self.policy_state, spent_usd=spent, budget_usd=self.budget.limit_usd,
+            self.policy_state, spent_usd=spent, spent_tokens=self.spent_tokens,
+            budget_usd=self.budget.limit_usd, budget_tokens=self.budget.limit_tokens,
             approvals=self.policy_state.approvals | self.policy.approvals,
         )  # fmt: skip
 
@@ -428,7 +457,10 @@ class AgentSession:
         answer: concurrent.futures.Future[approval.Decision] = concurrent.futures.Future()
 
         def start() -> None:
-            key = "pause-" + "-".join(f"{e:g}x{m}" for e, m in verdict.pause_marks)
+            key = "pause-" + "-".join(
+                f"{e if isinstance(e, str) else format(e, 'g')}x{m}".replace(" ", "")
+                for e, m in verdict.pause_marks
+            )
             task = self._pauses.get(key)
             if task is None or task.done() and not task.result().allow:
                 task = self._pauses[key] = asyncio.ensure_future(self._pause(key, harness, verdict))
@@ -478,7 +510,9 @@ class AgentSession:
         kernel died (SIGKILL, a crash, the machine going down); say so in this cell. A turn
         another live kernel is still running is left alone."""
         started: dict[int, Event] = {}
-        for event in self.store.events(self.session_id, kinds=(EventKind.TURN_START, EventKind.TURN_END)):
+        for event in self.store.events(
+            self.session_id, kinds=(EventKind.TURN_START, EventKind.TURN_END)
+        ):
             if event.kind == EventKind.TURN_START:
                 started[event.turn] = event
             else:
@@ -611,6 +645,7 @@ class AgentSession:
                             **event.data,
                             "duration_s": round(time.monotonic() - started, 3),
                             "sandbox": agent.sandbox_backend,
+                            **({"session_spend": line} if (line := self.spend_line()) else {}),
                         }
                     )
                 for spend in self._drain_spend(name, cell):

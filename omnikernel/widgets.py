@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .approval import Decision
     from .approvals import Pending, PendingApprovals
+    from .policy.rules import PauseEvery
     from .session import AgentSession
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -145,47 +146,108 @@ def _user() -> str:
 
 
 class SpendGauge(w.VBox):
-    """The session's spend against the budget and the next pause, per harness and model,
-    updated as the gateway meters each call."""
+    """The session's spend against the budget and the next pause, in USD and in tokens, per
+    harness and model, and the usage limits the upstreams report; updated as the gateway
+    meters each call."""
 
     def __init__(self, session: AgentSession):
         self.session = session
         self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="spend",
                                    layout=w.Layout(width="30em"))  # fmt: skip
+        #: Shown when a token budget or a token pause is set.
+        self.token_bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="tokens",
+                                         layout=w.Layout(width="30em", display="none"))  # fmt: skip
+        #: The most used window of the usage limits an upstream reported (none: hidden).
+        self.limit_bar = w.FloatProgress(value=0.0, min=0.0, max=100.0, description="limit",
+                                         layout=w.Layout(width="30em", display="none"))  # fmt: skip
         self.label = w.HTML()
+        self.token_label = w.HTML()
+        self.limit_label = w.HTML()
         self.rows = w.HTML()
-        super().__init__([w.HBox([self.bar, self.label]), self.rows])
+        self.limits = w.HTML()
+        super().__init__([w.HBox([self.bar, self.label]),
+                          w.HBox([self.token_bar, self.token_label]),
+                          w.HBox([self.limit_bar, self.limit_label]), self.rows, self.limits])  # fmt: skip
         self.refresh()
+
+    def _pauses(self) -> list[PauseEvery]:
+        from .policy.rules import PauseEvery
+
+        return [r for r in self.session.rules() if isinstance(r, PauseEvery)]
 
     def text(self) -> str:
         session = self.session
-        spent = session.live_state().spent_usd
-        parts = [f"${spent:.4f} spent"]
-        if session.budget.limit_usd is not None:
-            parts.append(f"budget ${session.budget.limit_usd:.2f}")
-        for rule in session.rules():
-            if rule.name == "pause-every":
-                parts.append(rule.state_text(session.live_state()).split("; ")[-1])
+        state = session.live_state()
+        parts = [f"${state.spent_usd:.4f} spent", f"{state.spent_tokens:,} tokens"]
+        parts += [f"budget {cap.show()}" for cap in session.budget.limits()]
+        parts += [rule.state_text(state).split("; ")[-1] for rule in self._pauses()]
         if session.ledger.unpriced:
             parts.append(f"{session.ledger.unpriced} unpriced call(s)")
+        for upstream, limits in sorted(session.usage_limits().items()):
+            parts.append(f"{', '.join(sorted(limits.harnesses)) or upstream} limits: "
+                         f"{limits.text()}")  # fmt: skip
         return " · ".join(parts)
 
+    @staticmethod
+    def _scale(spent: float, cap: float | None, pauses: list[float]) -> float:
+        """The bar's full length: the cap, else the next pause, else what is spent."""
+        if cap:
+            return cap
+        if pauses:
+            return min(pauses)
+        return max(spent, 1e-9)
+
     def refresh(self, *_: Any) -> None:
+        from .amounts import TOKENS
+
         session = self.session
-        spent = session.live_state().spent_usd
-        limit = session.budget.limit_usd
-        nxt = [float(r.args()[0]) for r in session.rules() if r.name == "pause-every"]
-        scale = limit or (min((int(spent // e) + 1) * e for e in nxt) if nxt else max(spent, 1e-9))
-        self.bar.max = max(scale, 1e-9)
+        state = session.live_state()
+        budget = session.budget
+        pauses = self._pauses()
+        usd_pauses = [p.next_pause(state) for p in pauses if p.amount.unit != TOKENS]
+        token_pauses = [p.next_pause(state) for p in pauses if p.amount.unit == TOKENS]
+        spent, limit = state.spent_usd, budget.limit_usd
+        self.bar.max = max(self._scale(spent, limit, usd_pauses), 1e-9)
         self.bar.value = min(spent, self.bar.max)
         self.bar.bar_style = "danger" if limit and spent >= limit else "info"
         self.label.value = html.escape(self.text())
+        tokens, token_limit = state.spent_tokens, budget.limit_tokens
+        shown = token_limit is not None or bool(token_pauses)
+        self.token_bar.layout.display = None if shown else "none"
+        self.token_bar.max = max(self._scale(tokens, token_limit, token_pauses), 1e-9)
+        self.token_bar.value = min(tokens, self.token_bar.max)
+        self.token_bar.bar_style = "danger" if token_limit and tokens >= token_limit else "info"
+        self.token_label.value = html.escape(
+            f"{tokens:,} tokens" + (f" of {token_limit:,}" if token_limit else "")
+            + "".join(f" · next pause at {p:,.0f}" for p in token_pauses)
+        ) if shown else ""  # fmt: skip
         rows = session.ledger.by_harness_and_model()
         self.rows.value = "".join(
             f"<div><code>{html.escape(r.harness)}</code> {html.escape(r.model)}: {r.requests} "
-            f"call(s), ${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")
+            f"call(s), {r.tokens:,} tokens, " + ("plan, API-equivalent " if r.plan else "")
+            + f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")
             + "</div>" for r in rows
         )  # fmt: skip
+        reported = session.usage_limits()
+        most = [(lim, lim.most_used) for lim in reported.values() if lim.most_used is not None]
+        if most:
+            limits, window = max(most, key=lambda lw: lw[1].used_percent or 0.0)
+            assert window is not None and window.used_percent is not None
+            self.limit_bar.layout.display = None
+            self.limit_bar.value = min(max(window.used_percent, 0.0), 100.0)
+            self.limit_bar.bar_style = "danger" if window.used_percent >= 90 else (
+                "warning" if window.used_percent >= 75 else "info")  # fmt: skip
+            who = ", ".join(sorted(limits.harnesses)) or limits.upstream
+            self.limit_label.value = html.escape(f"{who}: {window.name} {window.used_percent:.0f}%"
+                                                 f" used")  # fmt: skip
+        else:
+            self.limit_bar.layout.display = "none"
+            self.limit_label.value = ""
+        self.limits.value = "".join(
+            f"<div>usage limits of <code>{html.escape(upstream)}</code> "
+            f"({html.escape(', '.join(sorted(lim.harnesses)))}): {html.escape(lim.text())}</div>"
+            for upstream, lim in sorted(reported.items())
+        )
 
 
 FEED_IDLE = "<b>Session feed</b> · prompts co-drivers send from the share page run here"

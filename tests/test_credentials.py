@@ -190,7 +190,10 @@ def test_recording_a_cassette_keeps_the_login_out(fake, tmp_path):
         text = tape.read_text()
         assert text and all(s not in text for s in (STALE, FRESH, REFRESH, NEXT_REFRESH, secret))
         # The plan's usage-limit headers are kept for %spend.
-        assert gw.plan_limits["claude"]["anthropic-ratelimit-unified-5h-utilization"] == "0.42"
+        (limits,) = gw.latest_limits().values()
+        assert limits.harnesses == {"claude"} and "login" in limits.upstream
+        assert limits.headers["anthropic-ratelimit-unified-5h-utilization"] == "0.42"
+        assert "5-hour 42% used" in limits.text()
     finally:
         gw.stop_thread()
 

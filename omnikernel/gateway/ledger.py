@@ -2,6 +2,8 @@
 
 Pure. The gateway produces a `SpendRecord` for every exchange it meters; the ledger adds them
 up. Unpriced exchanges (a model missing from the price table) are counted apart, never as $0.
+The budget caps USD (the API-equivalent price on a plan), tokens (`amounts.counted_tokens`),
+or both: whichever is reached first stops the session.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..amounts import TOKENS, USD, Amount, counted_tokens
 from .meter import TokenUsage
 
 
@@ -33,6 +36,11 @@ class SpendRecord:
     @property
     def priced(self) -> bool:
         return self.cost_usd is not None
+
+    @property
+    def tokens(self) -> int:
+        """What this call counts toward a token budget (cache reads left out)."""
+        return counted_tokens(self)
 
     @classmethod
     def of(
@@ -60,6 +68,8 @@ class SpendRow:
     input_tokens: int = 0
     output_tokens: int = 0
     cache_tokens: int = 0
+    #: Counted toward a token budget: input + cache writes + output.
+    tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0
     plan: bool = False  # some calls went on a plan: cost_usd is partly an API-equivalent price
@@ -77,6 +87,15 @@ class SpendLedger:
         return sum(r.cost_usd for r in self.records if r.cost_usd is not None)
 
     @property
+    def total_tokens(self) -> int:
+        """Tokens counted toward a token budget (see `amounts.counted_tokens`)."""
+        return sum(r.tokens for r in self.records)
+
+    @property
+    def cache_read_tokens(self) -> int:
+        return sum(r.cache_read_tokens for r in self.records)
+
+    @property
     def unpriced(self) -> int:
         return sum(1 for r in self.records if r.cost_usd is None)
 
@@ -89,6 +108,7 @@ class SpendLedger:
             row.input_tokens += r.input_tokens
             row.output_tokens += r.output_tokens
             row.cache_tokens += r.cache_read_tokens + r.cache_write_tokens
+            row.tokens += r.tokens
             if r.cost_usd is None:
                 row.unpriced += 1
             else:
@@ -98,16 +118,55 @@ class SpendLedger:
 
 @dataclasses.dataclass
 class Budget:
-    """A session cap in USD; None means no cap."""
+    """The session's caps: USD and tokens, each None for no cap."""
 
     limit_usd: float | None = None
+    limit_tokens: int | None = None
 
-    def exceeded(self, spent: float, pending: float = 0.0) -> bool:
-        return self.limit_usd is not None and spent + pending >= self.limit_usd
+    @property
+    def active(self) -> bool:
+        return self.limit_usd is not None or self.limit_tokens is not None
 
-    def message(self, spent: float) -> str:
+    def limits(self) -> list[Amount]:
+        out = []
+        if self.limit_usd is not None:
+            out.append(Amount(self.limit_usd, USD))
+        if self.limit_tokens is not None:
+            out.append(Amount(float(self.limit_tokens), TOKENS))
+        return out
+
+    def set(self, amount: Amount) -> None:
+        if amount.is_tokens:
+            self.limit_tokens = int(amount.value)
+        else:
+            self.limit_usd = amount.value
+
+    def reached(
+        self, spent: float, pending: float = 0.0, tokens: int = 0, pending_tokens: int = 0
+    ) -> Amount | None:
+        """The cap that `spent` USD and `tokens` (plus what is pending) reach, if any."""
+        if self.limit_usd is not None and spent + pending >= self.limit_usd:
+            return Amount(self.limit_usd, USD)
+        if self.limit_tokens is not None and tokens + pending_tokens >= self.limit_tokens:
+            return Amount(float(self.limit_tokens), TOKENS)
+        return None
+
+    def exceeded(
+        self, spent: float, pending: float = 0.0, tokens: int = 0, pending_tokens: int = 0
+    ) -> bool:
+        return self.reached(spent, pending, tokens, pending_tokens) is not None
+
+    def message(self, spent: float, tokens: int = 0) -> str:
+        """What the agent (and so the cell) is told when a cap stops a call."""
+        cap = self.reached(spent, tokens=tokens) or (self.limits() or [Amount(0.0)])[0]
+        if cap.is_tokens:
+            return (
+                f"Omnigent budget reached: {tokens:,} tokens metered of the {cap.show()} session "
+                f"budget. Raise it with `%budget N tokens` (or `%budget off tokens`) and run the "
+                f"cell again; the conversation is kept."
+            )
         return (
-            f"Omnigent budget reached: ${spent:.4f} spent of the ${self.limit_usd:.2f} "
+            f"Omnigent budget reached: ${spent:.4f} spent of the ${cap.value:.2f} "
             f"session budget. Raise it with `%budget N` (or `%budget off`) and run the cell "
             f"again; the conversation is kept."
         )

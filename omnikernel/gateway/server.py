@@ -27,6 +27,7 @@ from typing import Any
 from tornado import httpclient, web
 
 from .. import guard
+from ..amounts import counted_tokens
 from ..credentials import CLAUDE_OAUTH_BETA, LoginError
 from ..loopback import GuardedHandler, LoopbackServer
 from ..rehearsal.wire import (
@@ -39,6 +40,7 @@ from ..rehearsal.wire import (
 from ..upstream import Upstream
 from .cassette import CassetteMismatchError, CassettePlayer, CassetteRecorder, Exchange
 from .ledger import Budget, SpendLedger, SpendRecord
+from .limits import LIMIT_PREFIXES, UsageLimits, read_limits
 from .meter import VENDOR_OF_WIRE, StreamMeter, TokenUsage, usage_of_body
 from .pricing import PriceTable
 
@@ -55,10 +57,6 @@ DROPPED_HEADERS = {
     "transfer-encoding", "keep-alive",
 }  # fmt: skip
 PASSED_BACK_HEADERS = {"content-type", "request-id", "x-request-id", "openai-processing-ms"}
-#: Response headers in which a plan reports its usage limits (Anthropic's unified rate limits,
-#: Codex's usage windows), kept per harness for `%spend`.
-PLAN_LIMIT_PREFIXES = ("anthropic-ratelimit-unified-", "x-codex-primary-", "x-codex-secondary-",
-                       "x-codex-credits-", "x-ratelimit-")  # fmt: skip
 #: Upstream answers worth asking again: rate limits, overload (Anthropic's 529), server errors.
 RETRIED_STATUSES = {408, 429, 500, 502, 503, 504, 529}
 
@@ -117,8 +115,9 @@ class Gateway(LoopbackServer):
         self.hold: Callable[[str], Awaitable[str | None]] | None = None
         self._lock = threading.Lock()
         self._secrets: dict[str, str] = {}  # by harness: the one key its path accepts
-        #: By harness: the usage-limit headers its plan's upstream last reported.
-        self.plan_limits: dict[str, dict[str, str]] = {}
+        #: By upstream (its label): the usage limits it last reported in response headers
+        #: (a plan's windows, an API key's rate limits; see `limits`).
+        self.usage_limits: dict[str, UsageLimits] = {}
         #: Bounded retries of a model call the upstream refused for now (429, 5xx, 529) or
         #: left unanswered; only before any byte of an answer reached the harness.
         self.retries = 3
@@ -186,6 +185,34 @@ class Gateway(LoopbackServer):
     def spent_usd(self) -> float:
         with self._lock:
             return self.ledger.total_usd
+
+    @property
+    def spent_tokens(self) -> int:
+        """Tokens metered so far, as a token budget counts them (`amounts.counted_tokens`)."""
+        with self._lock:
+            return self.ledger.total_tokens
+
+    def budget_refusal(self, pending_usd: float = 0.0, pending_tokens: int = 0) -> str | None:
+        """Why the next call (or the rest of this stream) is refused by the budget, if it is."""
+        spent, tokens = self.spent_usd, self.spent_tokens
+        if self.budget.exceeded(spent, pending_usd, tokens, pending_tokens):
+            return self.budget.message(spent + pending_usd, tokens + pending_tokens)
+        return None
+
+    def latest_limits(self) -> dict[str, UsageLimits]:
+        """The usage limits each upstream last reported, by upstream label."""
+        with self._lock:
+            return dict(self.usage_limits)
+
+    def saw_limits(self, harness: str, upstream: Upstream, headers: dict[str, str]) -> None:
+        """Keep the usage limits an answer of `upstream` reported (the latest wins)."""
+        limits = read_limits(headers, upstream.label)
+        if limits is None:
+            return
+        with self._lock:
+            earlier = self.usage_limits.get(upstream.label)
+            limits.harnesses = (earlier.harnesses if earlier else set()) | {harness}
+            self.usage_limits[upstream.label] = limits
 
     def charge(
         self, harness: str, vendor: str, usage: TokenUsage, estimated: bool,
@@ -356,9 +383,8 @@ class ModelCallHandler(GatewayHandler):
         if gateway.hold is not None and (refusal := await gateway.hold(harness)) is not None:
             self.send_error_body(wire_path, 403, refusal, "policy_denied")
             return
-        if gateway.budget.exceeded(gateway.spent_usd):
-            self.send_error_body(wire_path, 402, gateway.budget.message(gateway.spent_usd),
-                                 "budget_exceeded")  # fmt: skip
+        if (refusal := gateway.budget_refusal()) is not None:
+            self.send_error_body(wire_path, 402, refusal, "budget_exceeded")
             return
         model = str(body.get("model", ""))
         if (
@@ -425,6 +451,8 @@ class ModelCallHandler(GatewayHandler):
         held: list[bytes] = []
         retry_after: list[str] = []
         attempt = {"n": 1}
+        #: This attempt's usage-limit headers, kept once its header block has ended.
+        limit_headers: dict[str, str] = {}
 
         def withheld() -> bool:
             """This attempt's answer may never reach the client: a retry or a refresh follows."""
@@ -433,14 +461,16 @@ class ModelCallHandler(GatewayHandler):
         def on_header(line: str) -> None:
             if line.startswith("HTTP/"):
                 status["code"] = int(line.split()[1])
+                limit_headers.clear()
+                return
+            if not line.strip():  # the end of the header block
+                if limit_headers and not upstream.offline:
+                    gateway.saw_limits(harness, upstream, dict(limit_headers))
                 return
             if ":" in line:
                 name, value = line.split(":", 1)
-                if upstream.login is not None and name.strip().lower().startswith(
-                    PLAN_LIMIT_PREFIXES
-                ):
-                    limits = gateway.plan_limits.setdefault(harness, {})
-                    limits[name.strip().lower()] = value.strip()
+                if name.strip().lower().startswith(LIMIT_PREFIXES):
+                    limit_headers[name.strip().lower()] = value.strip()
                 if name.strip().lower() == "retry-after":
                     retry_after[:] = [value.strip()]
                 if withheld():
@@ -462,10 +492,16 @@ class ModelCallHandler(GatewayHandler):
             self.write(chunk)
             self.flush()
             # Priced per chunk only under a budget: pricing costs more than the forwarding.
-            if streamed and status["code"] == 200 and gateway.budget.limit_usd is not None:
-                pending = gateway.prices.cost(vendor, meter.estimate()) or 0.0
-                if gateway.budget.exceeded(gateway.spent_usd, pending):
-                    cut.append(gateway.budget.message(gateway.spent_usd + pending))
+            if streamed and status["code"] == 200 and gateway.budget.active:
+                estimate = meter.estimate()
+                pending = (
+                    gateway.prices.cost(vendor, estimate) or 0.0
+                    if gateway.budget.limit_usd is not None
+                    else 0.0
+                )
+                refusal = gateway.budget_refusal(pending, counted_tokens(estimate))
+                if refusal is not None:
+                    cut.append(refusal)
                     raise BudgetStop(cut[0])
 
         failures: list[str] = []

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..amounts import counted_tokens
 from ..events import READ_ONLY_ACTIONS, Event, EventKind
 from .commands import parse
 from .rules import Match, Outcome, PolicyState, Request, Rule, installs
@@ -47,7 +48,7 @@ class Verdict:
         return tuple(m for m in self.matches if m.outcome == self.outcome)
 
     @property
-    def pause_marks(self) -> list[list[float]]:
+    def pause_marks(self) -> list[list[float | str]]:
         """The pauses an approval of this verdict continues past: [[every, mark], ...]."""
         return [list(m.pause_mark) for m in self.deciding if m.pause_mark]
 
@@ -164,7 +165,8 @@ def observe(state: PolicyState, event: Event, cwd: Path | str = "/") -> PolicySt
             approvals |= {(str(r), str(data.get("subject", ""))) for r in data.get("rules", ())}
         marks = dict(state.pause_marks)
         for every, mark in data.get("pause_marks") or ():
-            marks[float(every)] = max(marks.get(float(every), 0), int(mark))
+            key = pause_key(every)
+            marks[key] = max(marks.get(key, 0), int(mark))
         return dataclasses.replace(state, approvals=approvals, pause_marks=tuple(marks.items()))
     if kind == EventKind.TOOL_RESULT:
         call = str(data.get("call_id") or "")
@@ -173,8 +175,14 @@ def observe(state: PolicyState, event: Event, cwd: Path | str = "/") -> PolicySt
             return dataclasses.replace(state, installed=ran)
         return state
     if kind == EventKind.SPEND:
-        return dataclasses.replace(state, spent_usd=state.spent_usd + (data.get("cost_usd") or 0))
+        return dataclasses.replace(state, spent_usd=state.spent_usd + (data.get("cost_usd") or 0),
+                                   spent_tokens=state.spent_tokens + counted_tokens(data))  # fmt: skip
     return state
+
+
+def pause_key(every: Any) -> float | str:
+    """A stored pause mark's key: the USD figure, or "<n> tokens" (see `Amount.key`)."""
+    return every if isinstance(every, str) else float(every)
 
 
 def fold(events: Iterable[Event], state: PolicyState | None = None,

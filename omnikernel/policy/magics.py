@@ -24,7 +24,7 @@ from IPython.display import display
 from ..events import Event, EventKind
 from ..magics import show, table
 from .config import Policy, PolicyFileError, load_file
-from .engine import judge, observe, request_of
+from .engine import judge, observe, pause_key, request_of
 from .rules import BUILTINS, PushAfterInstall, Request, Rule, RuleError
 
 if TYPE_CHECKING:
@@ -56,11 +56,12 @@ def replay(rules: list[Rule], events: list[Event], cwd: Path) -> list[list[Any]]
         if event.kind == EventKind.SPEND:
             verdict = judge(rules, state, Request(kind="model_call"))
             if verdict.outcome > 0:
-                rows.append([event.turn, f"model call (spent ${state.spent_usd:.4f})",
+                rows.append([event.turn, f"model call (spent ${state.spent_usd:.4f}, "
+                             f"{state.spent_tokens:,} tokens)",
                              str(verdict.outcome), ", ".join(verdict.rules)])  # fmt: skip
                 marks = dict(state.pause_marks)
                 for every, mark in verdict.pause_marks:
-                    marks[every] = int(mark)  # a replay assumes each pause was approved
+                    marks[pause_key(every)] = int(mark)  # a replay assumes each pause was approved
                 state = dataclasses.replace(state, pause_marks=tuple(marks.items()))
     return rows
 

@@ -8,8 +8,10 @@ Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy fil
 
 - ``push-after-install``  once a package install ran in the session, publishing asks
   (``git push``, ``npm publish``, ``twine upload``, ``docker push``, ...). On by default.
-- ``pause-every USD``     each time metered spend crosses another multiple of USD, pause.
-- ``budget USD``          the hard cap: past it, actions are denied (the gateway refuses calls).
+- ``pause-every AMOUNT``  each time metered spend crosses another multiple of AMOUNT, pause.
+  AMOUNT is USD (``5``, ``$5``; on a plan the API-equivalent price) or tokens (``1M tokens``,
+  ``500k tok``; see `omnikernel.amounts` for which tokens count).
+- ``budget AMOUNT``       the hard cap: past it, actions are denied (the gateway refuses calls).
 - ``ask PATTERN`` / ``deny PATTERN``   commands matching PATTERN ask / are denied.
 - ``ask-write-outside PATH``   writing or editing a file outside PATH asks.
 - ``max-tool-calls N``    the N+1th tool call of a turn asks.
@@ -27,6 +29,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from ..amounts import TOKENS, USD, Amount, AmountError, parse_amount
 from .commands import UNKNOWN, Command
 
 
@@ -65,9 +68,13 @@ class PolicyState:
     #: The package install that ran in this session ("" if none yet).
     installed: str = ""
     spent_usd: float = 0.0
+    #: Tokens metered, as a token budget counts them (`omnikernel.amounts.counted_tokens`).
+    spent_tokens: int = 0
     budget_usd: float | None = None
-    #: How many multiples of each pause-every amount were already approved to continue.
-    pause_marks: tuple[tuple[float, int], ...] = ()
+    budget_tokens: int | None = None
+    #: How many multiples of each pause-every amount were already approved to continue, by
+    #: `Amount.key` (the USD figure, or "<n> tokens").
+    pause_marks: tuple[tuple[float | str, int], ...] = ()
     #: This turn's tool calls so far: (call_id, key).
     turn_calls: tuple[tuple[str, str], ...] = ()
     #: (rule, subject) pairs a person approved for the rest of the session.
@@ -76,7 +83,7 @@ class PolicyState:
     pending_installs: tuple[tuple[str, str], ...] = ()
     denied_calls: frozenset[str] = frozenset()
 
-    def pause_mark(self, every: float) -> int:
+    def pause_mark(self, every: float | str) -> int:
         return dict(self.pause_marks).get(every, 0)
 
 
@@ -88,8 +95,8 @@ class Match:
     #: What the match is about ("git push", a file path): the key of a session approval.
     subject: str = ""
     level: str = "default"
-    #: For pauses: the multiple of the pause amount this pause is for.
-    pause_mark: tuple[float, int] | None = None
+    #: For pauses: the multiple of the pause amount (its `Amount.key`) this pause is for.
+    pause_mark: tuple[float | str, int] | None = None
 
 
 class RuleError(ValueError):
@@ -288,57 +295,128 @@ class PushAfterInstall(Rule):
 
 
 @dataclasses.dataclass(frozen=True)
-class PauseEvery(Rule):
-    name: ClassVar[str] = "pause-every"
-    params: ClassVar[tuple[str, ...]] = ("usd",)
-    help: ClassVar[str] = "pause each time spend crosses another multiple of USD"
-    usd: float = 0.0
+class AmountRule(Rule):
+    """A rule over the session's metered spend, in USD or in tokens (an `Amount`)."""
+
+    params: ClassVar[tuple[str, ...]] = ("amount",)
+    #: In a policy file: ``usd = 5`` or ``tokens = "1M"`` (or 1000000), or ``amount = "1M
+    #: tokens"``.
+    keys: ClassVar[tuple[str, ...]] = ("usd", "tokens", "amount")
+    amount: Amount = Amount(1.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "usd", _positive(self.usd, "pause-every's USD"))
+        amount = self.amount
+        if not isinstance(amount, Amount):
+            try:
+                amount = parse_amount(amount, f"{self.name}'s amount")
+            except AmountError as exc:
+                raise RuleError(str(exc)) from None
+        object.__setattr__(self, "amount", amount)
+
+    @classmethod
+    def amount_of(cls, args: list[Any] | dict[str, Any]) -> Amount:
+        """The amount from ``%policy add`` words or a policy file's keys (RuleError if bad)."""
+        what = f"{cls.name}'s amount"
+        try:
+            if isinstance(args, dict):
+                given = [k for k in cls.keys if k in args]
+                extra = set(args) - set(cls.keys)
+                if extra or len(given) != 1:
+                    raise RuleError(
+                        f'{cls.name} takes one of usd = N, tokens = N (or "1M") or amount = '
+                        f'"1M tokens"' + (f", not {', '.join(sorted(extra))}" if extra else "")
+                    )
+                key = given[0]
+                unit = TOKENS if key == "tokens" else USD
+                value = args[key]
+                if key != "amount" and isinstance(value, str):
+                    value = f"{value} {unit}" if key == "tokens" else value
+                amount = parse_amount(value, what, default_unit=unit)
+                if key == "usd" and amount.is_tokens:
+                    raise RuleError(f"{what}: usd = {value!r} is tokens; write tokens = ...")
+                return amount
+            if not args:
+                raise RuleError(f"{cls.name} takes AMOUNT (usage: {cls.name} 5 | {cls.name} "
+                                f"1M tokens)")  # fmt: skip
+            return parse_amount(" ".join(str(a) for a in args), what)
+        except AmountError as exc:
+            raise RuleError(str(exc)) from None
+
+    def describe(self) -> str:
+        return f"{self.name} {self.amount.words()}"
+
+    def spent(self, state: PolicyState) -> float:
+        return self.amount.of(state.spent_usd, state.spent_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class PauseEvery(AmountRule):
+    name: ClassVar[str] = "pause-every"
+    help: ClassVar[str] = ("pause each time spend crosses another multiple of AMOUNT (USD, or "
+                           "tokens: 1M tokens)")  # fmt: skip
 
     def due(self, state: PolicyState) -> int:
         """The multiple crossed and not yet approved (0: none)."""
-        crossed = int(state.spent_usd // self.usd)
-        return crossed if crossed > state.pause_mark(self.usd) else 0
+        crossed = int(self.spent(state) // self.amount.value)
+        return crossed if crossed > state.pause_mark(self.amount.key) else 0
 
     def check(self, request: Request, state: PolicyState) -> Match | None:
         if not (mark := self.due(state)):
             return None
-        return self._match(
-            Outcome.PAUSE,
-            f"the session's spend reached ${state.spent_usd:.4f}, past ${mark * self.usd:g} "
-            f"(a pause every ${self.usd:g}): continue?",
-            f"${mark * self.usd:g}",
-            pause_mark=(self.usd, mark),
+        every = self.amount
+        if every.is_tokens:
+            reason = (f"the session has metered {state.spent_tokens:,} tokens, past "
+                      f"{every.show(mark * every.value)} (a pause every {every.show()}): "
+                      f"continue?")  # fmt: skip
+            subject = every.show(mark * every.value)
+        else:
+            reason = (
+                f"the session's spend reached ${state.spent_usd:.4f}, past "
+                f"${mark * every.value:g} (a pause every ${every.value:g}): continue?"
+            )
+            subject = f"${mark * every.value:g}"
+        return self._match(Outcome.PAUSE, reason, subject, pause_mark=(every.key, mark))
+
+    def next_pause(self, state: PolicyState) -> float:
+        """Where the next pause comes, in this rule's unit."""
+        crossed = max(
+            int(self.spent(state) // self.amount.value), state.pause_mark(self.amount.key)
         )
+        return (crossed + 1) * self.amount.value
 
     def state_text(self, state: PolicyState) -> str:
-        nxt = (max(int(state.spent_usd // self.usd), state.pause_mark(self.usd)) + 1) * self.usd
-        return f"${state.spent_usd:.2f} spent; next pause at ${nxt:g}"
+        every = self.amount
+        if every.is_tokens:
+            return (f"{state.spent_tokens:,} tokens metered; next pause at "
+                    f"{every.show(self.next_pause(state))}")  # fmt: skip
+        return f"${state.spent_usd:.2f} spent; next pause at ${self.next_pause(state):g}"
 
 
 @dataclasses.dataclass(frozen=True)
-class BudgetRule(Rule):
+class BudgetRule(AmountRule):
     name: ClassVar[str] = "budget"
-    params: ClassVar[tuple[str, ...]] = ("usd",)
-    help: ClassVar[str] = "the hard cap: past it, actions are denied and model calls refused"
-    usd: float = 0.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "usd", _positive(self.usd, "budget's USD"))
+    help: ClassVar[str] = ("the hard cap (USD, or tokens: 2M tokens): past it, actions are "
+                           "denied and model calls refused")  # fmt: skip
 
     def check(self, request: Request, state: PolicyState) -> Match | None:
-        if state.spent_usd < self.usd:
+        if self.spent(state) < self.amount.value:
             return None
+        if self.amount.is_tokens:
+            return self._match(
+                Outcome.DENY,
+                f"the {self.amount.show()} budget is used ({state.spent_tokens:,} tokens "
+                f"metered); raise it with `%budget N tokens`",
+            )
         return self._match(
             Outcome.DENY,
-            f"the ${self.usd:.2f} budget is spent (${state.spent_usd:.4f}); raise it with "
-            f"`%budget N`",
+            f"the ${self.amount.value:.2f} budget is spent (${state.spent_usd:.4f}); raise it "
+            f"with `%budget N`",
         )
 
     def state_text(self, state: PolicyState) -> str:
-        return f"${state.spent_usd:.4f} of ${self.usd:.2f} spent"
+        if self.amount.is_tokens:
+            return f"{state.spent_tokens:,} of {self.amount.show()} metered"
+        return f"${state.spent_usd:.4f} of ${self.amount.value:.2f} spent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -473,6 +551,8 @@ def make_rule(name: str, args: list[Any] | dict[str, Any], level: str, *,
     cls = BUILTINS.get(name)
     if cls is None:
         raise RuleError(f"unknown rule {name!r}; the rules are: {', '.join(BUILTINS)}")
+    if issubclass(cls, AmountRule):
+        return cls(level, cls.amount_of(args))
     if isinstance(args, dict):
         extra = set(args) - set(cls.params)
         if extra:
