@@ -251,36 +251,39 @@ class SpendGauge(w.VBox):
 
 
 FEED_IDLE = "<b>Session feed</b> · prompts co-drivers send from the share page run here"
-#: Outputs the feed keeps (the oldest go first); the store keeps every event.
-FEED_KEEP = 400
+#: Turns the feed keeps on screen (the oldest go first); the store keeps every event.
+FEED_TURNS = 20
 
 
 class SessionFeed(w.VBox):
     """Turns that no cell started (co-drivers' prompts) show here. A display shows only under
     the request that made it, so a front end drops what a kernel sends once its cell ended;
     an Output widget's outputs are state synced over its comm, shown whenever they change.
+    Each turn has its own Output, so an update sends that turn's outputs, not the feed's.
     `display` and `update_display` take IPython's arguments, so `CellView` renders here too."""
 
     def __init__(self) -> None:
         self.heading = w.HTML(FEED_IDLE)
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
                                     disabled=True, tooltip="Stop the co-driver's turn")  # fmt: skip
-        self.output = w.Output(layout=w.Layout(border="1px solid #ddd", padding="4px"))
-        #: display id -> its index in the outputs (for updates in place).
+        self.turns = w.VBox([])
+        self.output = w.Output()  # the current turn's (replaced at each turn)
+        #: display id -> its index in the current turn's outputs (for updates in place).
         self._ids: dict[str, int] = {}
         self._on_stop: Callable[[], Any] | None = None
         self.stop_button.on_click(lambda _button: self._on_stop and self._on_stop())
-        super().__init__([w.HBox([self.heading, self.stop_button]), self.output])
+        super().__init__([w.HBox([self.heading, self.stop_button]), self.turns])
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        """Every output the feed shows, oldest first."""
+        return [o for turn in self.turns.children for o in turn.outputs]
 
     def display(self, bundle: dict[str, Any], raw: bool = True, display_id: str | None = None,
                 **_: Any) -> None:  # fmt: skip
-        outputs = [*self.output.outputs, _as_output(bundle)]
+        self.output.outputs = (*self.output.outputs, _as_output(bundle))
         if display_id:
-            self._ids[display_id] = len(outputs) - 1
-        if (drop := len(outputs) - FEED_KEEP) > 0:
-            outputs = outputs[drop:]
-            self._ids = {k: i - drop for k, i in self._ids.items() if i >= drop}
-        self.output.outputs = tuple(outputs)
+            self._ids[display_id] = len(self.output.outputs) - 1
 
     def update_display(self, bundle: dict[str, Any], raw: bool = True,
                        display_id: str | None = None, **_: Any) -> None:  # fmt: skip
@@ -293,7 +296,9 @@ class SessionFeed(w.VBox):
         return None
 
     def running(self, prompt: SharedPrompt, on_stop: Callable[[], Any]) -> None:
-        """A co-driver's turn starts: say whose, and let the Stop button end it."""
+        """A co-driver's turn starts: a new Output for it, saying whose; Stop ends it."""
+        self.output, self._ids = w.Output(layout=w.Layout(border_top="1px solid #ddd")), {}
+        self.turns.children = (*self.turns.children[-(FEED_TURNS - 1):], self.output)
         self._on_stop = on_stop
         self.stop_button.disabled = False
         asker = html.escape(f"{prompt.who} ({prompt.source})")

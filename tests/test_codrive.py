@@ -77,7 +77,7 @@ def feed_text(kernel) -> str:
     result = kernel.execute(
         "%%python\nimport json\n"
         "print(json.dumps([o['data'].get('text/plain', '') for o in "
-        "get_ipython().kernel.codriving.feed.output.outputs]))"
+        "get_ipython().kernel.codriving.feed.outputs]))"
     )
     return "\n".join(json.loads(result.text.strip().splitlines()[-1]))
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from jupyter_ext.share.codes import SharedPrompt
 from omnikernel import approval
 from omnikernel.approvals import PendingApprovals
 from omnikernel.gateway import SpendRecord
 from omnikernel.session import AgentSession
 from omnikernel.store import SessionStore
 from omnikernel.upstream import UpstreamConfig
-from omnikernel.widgets import ApprovalCard, SpendGauge, presenter
+from omnikernel.widgets import FEED_TURNS, ApprovalCard, SessionFeed, SpendGauge, presenter
 
 ASK = approval.Decision("ask", "push-after-install: `git push` publishes", "push-after-install",
                         ("push-after-install",), subject="git push")  # fmt: skip
@@ -71,3 +72,27 @@ def test_the_spend_gauge_follows_the_meter(tmp_path: Path):
     session.policy.add("pause-every", ["1"])
     gauge.refresh()
     assert "next pause at $1" in gauge.text()
+
+
+def test_the_session_feed_keeps_each_turn_apart_and_the_last_turns_only():
+    feed = SessionFeed()
+    stops: list[int] = []
+    for turn in range(FEED_TURNS + 5):
+        feed.running(SharedPrompt(turn, f"prompt {turn}", "co-drive at 10.0.0.7", "share page"),
+                     on_stop=lambda turn=turn: stops.append(turn))  # fmt: skip
+        feed.display({"text/plain": f"text {turn}"}, display_id=f"t{turn}")
+        feed.update_display({"text/plain": f"text {turn}, more"}, display_id=f"t{turn}")
+        feed.display({"text/plain": f"footer {turn}"})
+    assert len(feed.turns.children) == FEED_TURNS
+    last = [o["data"]["text/plain"] for o in feed.turns.children[-1].outputs]
+    n = FEED_TURNS + 4
+    assert last == [f"▶ co-drive at 10.0.0.7 (share page): prompt {n}", f"text {n}, more",
+                    f"footer {n}"]  # fmt: skip
+    assert feed.outputs[0]["data"]["text/plain"].endswith("prompt 5")  # 0-4 dropped
+    assert "10.0.0.7" in feed.heading.value and not feed.stop_button.disabled
+    feed.stop_button.click()
+    assert stops == [n]
+    feed.idle()
+    assert feed.stop_button.disabled
+    feed.stop_button.click()
+    assert stops == [n]  # no turn runs: nothing to stop
