@@ -564,7 +564,8 @@ class AgentSession:
                     yield event
                 self.after_restart.present()
             told = denials_to_tell(self.store.events(self.session_id, kinds=(
-                EventKind.APPROVAL_DECISION, EventKind.TURN_START)), name)  # fmt: skip
+                EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION, EventKind.TURN_START,
+            )), name)  # fmt: skip
             # The store numbers the turn: another kernel may add turns to this session too.
             start = self.store.start_turn(Event(
                 EventKind.TURN_START,
