@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 import pytest
 
+from jupyter_ext.share.codes import ShareCodes
 from omnikernel import cli
 from omnikernel.events import Event, EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
@@ -25,6 +26,8 @@ from omnikernel.store import SessionStore
 
 from .conftest import require_claude
 from .test_kernel_control import run_and_answer
+from .test_share import SESSION as SHARED
+from .test_share import add, clock, join, share, store  # noqa: F401  (fixtures)
 
 COMMAND = "echo mark >> marks.txt"
 SCENARIO = {
@@ -63,11 +66,11 @@ def store_path(tmp_path: Path) -> str:
 
 
 def stored(tmp_path: Path, session: str, kind: EventKind | None = None) -> list[Event]:
-    store = SessionStore(store_path(tmp_path))
+    db = SessionStore(store_path(tmp_path))
     try:
-        return list(store.events(session, kinds=(kind,) if kind else ()))
+        return list(db.events(session, kinds=(kind,) if kind else ()))
     finally:
-        store.close()
+        db.close()
 
 
 def wait_for(what: str, found: Any, timeout: float = 120) -> Any:
@@ -195,3 +198,22 @@ def test_a_waiting_approval_denied_after_a_kill_is_told_to_the_agent_once(
     assert len(told_in) == 1
     assert not (workdir / "marks.txt").exists()
     assert len(decisions(tmp_path, "denied", request_id)) == 1
+
+
+def test_the_share_page_refuses_a_second_answer_while_the_first_is_on_its_way(
+    share,  # noqa: F811
+    store,  # noqa: F811
+):
+    """No kernel has taken the first answer yet (it is busy, or none runs the session after a
+    restart): a second answer is refused, naming the first, so the first answer wins."""
+    codes = ShareCodes(store.path)
+    add(store, EventKind.APPROVAL_REQUEST, request_id="r9", tool="Bash", summary=COMMAND)
+    browser = join(share, codes.new_code(SHARED, "rw"))
+    headers = {"X-XSRFToken": browser.cookies["_xsrf"], "Origin": share.url}
+    first = browser.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": True},
+                         headers=headers)  # fmt: skip
+    assert first.status_code == 202, first.text
+    second = browser.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": False},
+                          headers=headers)  # fmt: skip
+    assert second.status_code == 409 and "already approved by co-drive" in second.text
+    assert codes.take_answer(SHARED, "r9")[0] is True and codes.take_answer(SHARED, "r9") is None
