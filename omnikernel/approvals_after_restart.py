@@ -81,12 +81,15 @@ def denials_to_tell(events: Iterable[Event], harness: str) -> list[Event]:
 
 
 def describe(data: dict[str, Any]) -> str:
-    """The action in a sentence's words: "`git push` (Bash)"."""
+    """The action in a sentence's words: "the command `git push` (Bash)", "Edit `app.py`"."""
     tool_input = data.get("input") or {}
     what = tool_input.get("command") if isinstance(tool_input, dict) else None
     if isinstance(what, list):
         what = " ".join(str(w) for w in what)
-    return f"`{what or data.get('summary', '')}` ({data.get('tool', 'a tool')})"
+    tool = data.get("tool") or "a tool"
+    if data.get("action") == "exec":
+        return f"the command `{what or data.get('summary', '')}` ({tool})"
+    return f"{tool} `{data.get('summary', '')}`"
 
 
 def denial_note(denials: list[Event], requests: dict[str, Event]) -> str:
@@ -105,7 +108,7 @@ def follow_up_prompt(request: Event, decision: approval.Decision) -> str:
     """The turn that carries out an approval given after a restart."""
     what = describe(request.data)
     return (
-        f"Before the notebook's kernel restarted, you asked for approval to run {what}, and "
+        f"Before the notebook's kernel restarted, you asked for approval of {what}, and "
         f"that turn was cut off while it waited. {decision.by} has approved it now (from "
         f"{decision.source}). Do exactly that now, once, with the same input, and say what "
         f"it did. Anything else still needs its own approval."

@@ -19,7 +19,7 @@ import os
 import queue
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -538,7 +538,8 @@ class AgentSession:
 
     async def run_prompt(
         self, prompt: str, *, harness: str | None = None, cell: str = "", handoff: bool = True,
-        on_wait: Any = None, grant: Grant | None = None, lock: TurnLock | None = None,
+        on_wait: Callable[[str], None] | None = None, grant: Grant | None = None,
+        lock: TurnLock | None = None,
     ) -> AsyncIterator[Event]:  # fmt: skip
         """Run one prompt; yield its events (already stored), the last of kind ``turn_end``.
 

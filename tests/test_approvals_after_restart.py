@@ -114,6 +114,7 @@ def carry_out_and_refuse_a_second_run(tmp_path: Path, session: str, request_id: 
     (start,) = wait_for("the approved command's turn starts", lambda: [
         e for e in stored(tmp_path, session, EventKind.TURN_START)
         if e.data.get("carries_out") == request_id])  # fmt: skip
+
     def waiting() -> list[str]:
         events = [e for e in stored(tmp_path, session) if e.turn == start.turn]
         decided = {e.data["request_id"] for e in events if e.kind == EventKind.APPROVAL_DECISION}
