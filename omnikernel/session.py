@@ -162,6 +162,8 @@ class AgentSession:
         self._turn_lock: TurnLock | None = None
         #: The one action a person approved after a restart, during the turn carrying it out.
         self._grant: Grant | None = None
+        #: A turn whose consumer was cancelled and that nobody stopped yet (`stop_turn`).
+        self._cancelled_turn: str | None = None
         #: Decisions made for harness requests, by request id, until their event is recorded.
         self._decisions: dict[str, tuple[approval.Decision, str, list[list[float]]]] = {}
         self._cell_context: contextvars.Context | None = None
@@ -494,7 +496,7 @@ class AgentSession:
 
     def _end_turn_lock(self) -> None:
         """The turn ended (or was given up): the next one, here or in another kernel, may run."""
-        self._grant = None
+        self._grant, self._cancelled_turn = None, None
         lock, self._turn_lock = self._turn_lock, None
         if lock is not None:
             lock.release()
@@ -547,6 +549,8 @@ class AgentSession:
         turn waits for the session's turn lock (`turnlock`; `on_wait` is told why, once), or
         runs under `lock`, already held; `grant` lets one approved action through unasked."""
         name = harness or self.current
+        if self._cancelled_turn is not None:  # its consumer never stopped it: end it now
+            await self.stop_turn(self._cancelled_turn)
         if lock is None:
             lock = TurnLock(lock_path(self.store.path, self.session_id))
             holder = f"kernel {os.getpid()} on {socket.gethostname()} ({name}, {self.notebook})"
@@ -585,6 +589,10 @@ class AgentSession:
                 yield event
         except Exception:
             self._end_turn_lock()  # a failure the turn could not store: do not hold the session
+            raise
+        except BaseException:  # cancelled: `stop_turn` stores its end and frees the session
+            if name in self._activity:
+                self._cancelled_turn = name
             raise
 
     async def _run_turn(self, prompt: str, name: str, cell: str, handoff: bool,
@@ -728,6 +736,7 @@ class AgentSession:
         stored as ended once, marked interrupted, saying what was stopped."""
         name = harness or self.current
         started = time.monotonic()
+        self._cancelled_turn = None
         activity = self._activity.pop(name, None)
         agent = self._harnesses.get(name)
         if activity is None:

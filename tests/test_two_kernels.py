@@ -139,3 +139,52 @@ def test_a_turn_lock_is_released_when_its_holder_dies(tmp_path):
     mine.release()
     assert other.try_acquire()
     other.release()
+
+
+def test_a_turn_cancelled_without_a_stop_does_not_hold_the_session(model, tmp_path):
+    """A consumer that cancels a turn and never calls `stop_turn` (a script, a timeout) would
+    keep the turn lock: the next prompt ends that turn first, then runs."""
+    import asyncio
+    import contextlib
+
+    from omnikernel.session import AgentSession
+    from omnikernel.upstream import UpstreamConfig
+
+    work = tmp_path / "work"
+    work.mkdir()
+    store = SessionStore(tmp_path / "store.sqlite3")
+    session = AgentSession(
+        store=store, session_id="solo", notebook=str(work / "solo.ipynb"), cwd=work,
+        state_dir=tmp_path / "state", auto_approve=True,
+        upstream_config=UpstreamConfig(anthropic_base_url=model.base_url,
+                                       anthropic_api_key="k"),
+    )  # fmt: skip
+
+    async def scenario() -> list[Event]:
+        streaming = asyncio.Event()
+
+        async def consume() -> None:
+            async for event in session.run_prompt("Write slowly, please."):
+                if event.kind == EventKind.TEXT:
+                    streaming.set()
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.wait_for(streaming.wait(), 60)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # No stop_turn: the next prompt must not wait forever for this kernel's own lock.
+        try:
+            return [e async for e in session.run_prompt("Please remember a word.")]
+        finally:
+            await session.close()
+
+    try:
+        events = asyncio.run(asyncio.wait_for(scenario(), 120))
+        assert events[-1].data["status"] == "completed"
+        stored_events = list(store.events("solo"))
+        assert_turns_whole(stored_events)
+        ends = {e.turn: e.data["status"] for e in stored_events if e.kind == EventKind.TURN_END}
+        assert ends == {1: "interrupted", 2: "completed"}
+    finally:
+        store.close()
