@@ -229,8 +229,8 @@ class ReopenedApprovals:
         session = self.session
         lock = TurnLock(lock_path(session.store.path, request.session_id))
         await lock.acquire(lambda holder: self.say(
-            "The answer is taken; it is stored and carried out when the running turn of this "
-            f"session ends ({holder or 'another kernel'})."))  # fmt: skip
+            "The answer is taken; it is stored (and, if approved, carried out) when the "
+            f"running turn of this session ends ({holder or 'another kernel'})."))  # fmt: skip
         try:
             stored, first = self._record(request, decision)
         except BaseException:
