@@ -188,3 +188,26 @@ def test_a_turn_cancelled_without_a_stop_does_not_hold_the_session(model, tmp_pa
         assert ends == {1: "interrupted", 2: "completed"}
     finally:
         store.close()
+
+
+def test_prune_keeps_a_session_a_kernel_is_running_a_turn_of(tmp_path, capsys):
+    from omnikernel import cli
+    from omnikernel.events import text
+
+    store = SessionStore(tmp_path / "sessions.sqlite3")
+    store.open_session("busy", "busy.ipynb")
+    store.append(text("hello").stamped(session_id="busy", turn=1))
+    args = ["--store", str(store.path), "prune", "--state-dir", str(tmp_path / "state"), "busy"]
+    running = TurnLock(lock_path(store.path, "busy"))
+    assert running.try_acquire()
+    running._note("kernel 42 on here")
+    assert cli.main(args) == 0
+    assert "kept busy: a kernel is running a turn of it now (kernel 42 on here)" in (
+        capsys.readouterr().out
+    )
+    assert store.session("busy") is not None
+    running.release()
+    assert cli.main(args) == 0
+    assert "removed busy" in capsys.readouterr().out
+    assert store.session("busy") is None and not running.path.exists()
+    store.close()
