@@ -182,9 +182,11 @@ def test_a_waiting_approval_denied_after_a_kill_is_told_to_the_agent_once(
     model, workdir, tmp_path, start_kernel
 ):
     request_id = kill_while_waiting(model, workdir, tmp_path, start_kernel, "denied")
-    second = start_kernel(workdir, **env_for(model, "denied"))
-    assert second.execute("Please say hello.").status == "ok"
+    # Answered while no kernel runs the session: the answer waits in the store.
     assert attach(tmp_path, "denied", "--deny", request_id) == 0
+    second = start_kernel(workdir, **env_for(model, "denied"))
+    first_cell = second.execute("Please say hello.")
+    assert first_cell.status == "ok" and "An approval was still waiting" in first_cell.text
     (decided,) = wait_for("the denial is stored", lambda: decisions(tmp_path, "denied", request_id))
     assert decided["decision"] == "deny" and decided["source"] == "terminal"
     model.requests.clear()
