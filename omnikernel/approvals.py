@@ -4,7 +4,9 @@ An ask is an asyncio future on the kernel's loop. Its request is already in the 
 is shown (the session records events before anyone sees them); presenters (the approval card
 in the cell, later the share page) show it and call `PendingApprovals.answer` from any thread.
 The first answer resolves the future and is recorded, with who answered and from where; a later
-answer is told who was first. Nobody answering within the timeout is a deny.
+answer is told who was first. Nobody answering within the timeout is a deny. An ask whose
+asker died with its kernel is shown again by the next kernel (`reopen`): nobody awaits it, and it
+waits, with no timeout, for its first answer (see `approvals_after_restart`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ extension reads the same history concurrently. Invariants:
 - An event is committed before `append` returns; callers show it only afterwards. With WAL and
   ``synchronous=NORMAL`` a committed event survives a killed kernel (not a power cut): the
   trade-off that keeps a stream of text deltas cheap.
+- An ``approval_decision`` answered after a restart is appended only if its request has none
+  yet, checked in the same transaction (`append_decision`): the first answer wins across
+  processes.
 - Events are never updated or deleted; harness state that must survive a restart (such as the
   CLI's own conversation id) is read back from the events. A fork copies a session's events
   under a new session id; the original is untouched.
