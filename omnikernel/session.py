@@ -47,7 +47,7 @@ from .policy import Policy, PolicyState, Request, Verdict, fold, observe, reques
 from .policy.config import project_policy_path, user_policy_path
 from .policy.rules import BudgetRule, Outcome, Rule
 from .sandbox.spec import explain_refusal
-from .store import SessionStore
+from .store import SessionStore, StoreUnavailableError
 from .turnlock import TurnLock, lock_path
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
@@ -554,9 +554,12 @@ class AgentSession:
         if lock is None:
             lock = TurnLock(lock_path(self.store.path, self.session_id))
             holder = f"kernel {os.getpid()} on {socket.gethostname()} ({name}, {self.notebook})"
-            await lock.acquire(
-                lambda held: on_wait(self._waiting_notice(held)) if on_wait else None, holder
-            )
+            try:
+                await lock.acquire(
+                    lambda held: on_wait(self._waiting_notice(held)) if on_wait else None, holder
+                )
+            except OSError as exc:  # the store's folder is not writable: say so, like a write
+                raise StoreUnavailableError(lock.path, exc) from exc
         self._turn_lock, self._grant = lock, grant
         try:
             if not self._opened:  # the first event of this kernel: close turns a dead one left
