@@ -227,6 +227,11 @@ class ReopenedApprovals:
     async def _answered(self, request: Event, decision: approval.Decision, cell: str) -> None:
         """Store the answer under the turn lock; approved, run the turn that carries it out."""
         session = self.session
+        if decision.allow and session.session_id != request.session_id:
+            self.say(f"Not used: this kernel runs another session now (`%session`), so it cannot "
+                     f"carry out {describe(request.data)}. The approval still waits in session "
+                     f"{request.session_id}: answer it there.")  # fmt: skip
+            return
         lock = TurnLock(lock_path(session.store.path, request.session_id))
         await lock.acquire(lambda holder: self.say(
             "The answer is taken; it is stored (and, if approved, carried out) when the "
@@ -248,11 +253,6 @@ class ReopenedApprovals:
             lock.release()
             self.say(f"Denied {describe(request.data)}: {request.harness} is told at its next "
                      "turn.")  # fmt: skip
-            return
-        if session.session_id != request.session_id:
-            lock.release()
-            self.say(f"Approved {describe(request.data)}, but this kernel uses another session "
-                     "now: run it from that session.")  # fmt: skip
             return
         turn = session.run_prompt(
             follow_up_prompt(request, decision), harness=request.harness, cell=cell,
