@@ -236,6 +236,11 @@ class ReopenedApprovals:
         await lock.acquire(lambda holder: self.say(
             "The answer is taken; it is stored (and, if approved, carried out) when the "
             f"running turn of this session ends ({holder or 'another kernel'})."))  # fmt: skip
+        if decision.allow and session.session_id != request.session_id:  # switched meanwhile
+            lock.release()
+            self.say(f"Not used: this kernel switched to another session while {describe(request.data)} "
+                     "waited for the running turn; the approval still waits in its session.")  # fmt: skip
+            return
         try:
             stored, first = self._record(request, decision)
         except BaseException:
