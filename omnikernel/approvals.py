@@ -4,7 +4,9 @@ An ask is an asyncio future on the kernel's loop. Its request is already in the 
 is shown (the session records events before anyone sees them); presenters (the approval card
 in the cell, later the share page) show it and call `PendingApprovals.answer` from any thread.
 The first answer resolves the future and is recorded, with who answered and from where; a later
-answer is told who was first. Nobody answering within the timeout is a deny.
+answer is told who was first. Nobody answering within the timeout is a deny. An ask whose
+asker died with its kernel is shown again by the next kernel (`reopen`): nobody awaits it, and it
+waits, with no timeout, for its first answer (see `approvals_after_restart`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,27 @@ class PendingApprovals:
         finally:
             with self._lock:
                 self._pending.pop(request_id, None)
+
+    def reopen(self, request_id: str, request: dict[str, Any], asked: Decision, *,
+               on_decided: Callable[[Decision], None]) -> Pending | None:  # fmt: skip
+        """Show again an ask whose asker is gone (a kernel restart cut its turn, see
+        `approvals_after_restart`). Nobody awaits it: it waits, with no timeout, for its first
+        answer, which `on_decided` acts on. None if it is shown already."""
+        loop = asyncio.get_running_loop()
+        pending = Pending(request_id, request, asked, loop.create_future(), loop)
+        with self._lock:
+            if request_id in self._pending or request_id in self._done:
+                return None
+            self._pending[request_id] = pending
+
+        def forget(_decision: Decision) -> None:
+            with self._lock:
+                self._pending.pop(request_id, None)
+
+        pending.on_decided += [forget, on_decided]
+        for present in self.presenters:
+            present(pending)
+        return pending
 
     def answer(self, request_id: str, allow: bool, *, by: str, source: str, scope: str = "once",
                reason: str = "") -> str:  # fmt: skip

@@ -127,8 +127,14 @@ def answer(store: SessionStore, session_id: str, request_id: str, allow: bool) -
         by = decided.data.get("by", "?")
         raise AnswerError(f"approval {request_id} was decided already "
                           f"({decided.data.get('decision')} by {by}): the first answer wins")  # fmt: skip
+    codes = ShareCodes(store.path)
+    if (given := codes.given_answer(session_id, request_id)) is not None:
+        verb = "approved" if given[0] else "denied"
+        raise AnswerError(f"approval {request_id} was {verb} already by {given[1]} "
+                          f"({given[2]}); the kernel takes that answer when it runs: the first "
+                          "answer wins")  # fmt: skip
     who = f"{getpass.getuser()} (terminal)"
-    ShareCodes(store.path).post_answer(session_id, request_id, allow, who, "terminal")
+    codes.post_answer(session_id, request_id, allow, who, "terminal")
     verb = "approved" if allow else "denied"
     return f"{verb} {request_id} ({asked.data.get('summary', '')}) as {who}"
 

@@ -126,6 +126,7 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 
 def run_prune(args: argparse.Namespace) -> int:
     from .session import default_state_dir
+    from .turnlock import TurnLock, lock_path
 
     if args.older_than < 0:
         raise CliError("--older-than takes a number of days >= 0.")
@@ -151,9 +152,19 @@ def run_prune(args: argparse.Namespace) -> int:
                 f"would remove {session_id} (last activity {_when(known[session_id]['updated'])})"
             )
             continue
-        events = store.delete_session(session_id)
-        if harness_state.is_dir():
-            shutil.rmtree(harness_state)
+        # A session a kernel is running a turn of now stays (its turn lock is held).
+        lock = TurnLock(lock_path(store.path, session_id))
+        if not lock.try_acquire():
+            print(f"kept {session_id}: a kernel is running a turn of it now "
+                  f"({lock.holder() or 'another process'})")  # fmt: skip
+            continue
+        try:
+            events = store.delete_session(session_id)
+            if harness_state.is_dir():
+                shutil.rmtree(harness_state)
+            lock.path.unlink(missing_ok=True)
+        finally:
+            lock.release()
         print(f"removed {session_id}: {events} events and its harness state")
     return 0
 

@@ -7,7 +7,9 @@ server extension and (later) policies, widgets and sharing consume only this typ
 
 Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`, for display):
 
-- ``turn_start``      prompt, model
+- ``turn_start``      prompt, model, kernel (host:pid); carries_out (the request id of an
+                      approval given after a restart that this turn carries out), told_denials
+                      (request ids of such denials this turn's prompt told the agent of)
 - ``text``            text (a delta of the assistant's answer)
 - ``tool_call``       call_id, tool, action, summary, input
 - ``tool_result``     call_id, output, is_error
@@ -17,7 +19,9 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
                       "timeout", ...), rules (that asked or decided), source ("policy",
                       "widget", "timeout", ...), scope ("once" | "session" | "always"),
                       subject (what a session approval covers), call_id, pause_marks
-                      ([[every, multiple], ...]; every is USD, or "<n> tokens")
+                      ([[every, multiple], ...]; every is USD, or "<n> tokens"),
+                      after_restart (answered after its kernel died, see
+                      `approvals_after_restart`)
 - ``usage``           model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
                       cost_usd (as the harness reports it, or None), num_turns
 - ``spend``           what the gateway metered for one model call: harness, vendor, model,

@@ -237,6 +237,10 @@ class OmniKernel(IPythonKernel):
         self.agents.approvals.presenters.append(
             presenter(self.agents.approvals, lambda *a, **k: self._show(*a, **k))
         )
+        self.agents.after_restart.show_turn = self._show_turn
+        self.agents.after_restart.say = lambda message: display(
+            notice_bundle({"message": message}), raw=True
+        )
         share = ShareMagics(self.shell, self.agents, show_feed=self._show_feed)
         self.codriving = CoDriving(
             codes=lambda: share.codes, session_id=lambda: self.agents.session_id,
@@ -388,6 +392,10 @@ class OmniKernel(IPythonKernel):
         before = await asyncio.to_thread(snapshot, session.cwd)
         started: list[tuple[str, int]] = []  # (session id, turn) of this turn
 
+        def waiting(message: str) -> None:
+            view.flush_text()
+            display(notice_bundle({"message": message}), raw=True)
+
         async def run() -> None:
             nonlocal status
             if self.turns.locked():
@@ -396,7 +404,8 @@ class OmniKernel(IPythonKernel):
                         "Stop button is in the session feed)."}), raw=True)  # fmt: skip
             async with self.turns:
                 async for event in session.run_prompt(
-                    prompt, harness=name, cell=cell_id or "", handoff=handoff
+                    prompt, harness=name, cell=cell_id or "", handoff=handoff,
+                    on_wait=waiting,
                 ):
                     if event.kind == EventKind.TURN_START:
                         started.append((event.session_id, event.turn))
@@ -418,7 +427,11 @@ class OmniKernel(IPythonKernel):
                 view.flush_text()
                 await session.abandon_turn(name)
                 return self._error_reply("StoreUnavailableError", str(exc))
-        if task.cancelled():
+        if task.cancelled() and not started:  # stopped while waiting for another turn
+            display(notice_bundle({"message": "Stopped waiting: this prompt was not sent to "
+                                   "the agent."}), raw=True)  # fmt: skip
+            status = "interrupted"
+        elif task.cancelled():
             view.flush_text()
             for event in await session.stop_turn(name, cell_id or ""):
                 view.show(event)
@@ -461,8 +474,12 @@ class OmniKernel(IPythonKernel):
                         images=self.images)  # fmt: skip
         origin = {"by": prompt.who, "source": prompt.source}
 
+        def waiting(message: str) -> None:  # another kernel of the session runs a turn
+            feed.display(notice_bundle({"message": message}))
+
         async def run() -> None:
-            async for event in session.run_prompt(prompt.text, harness=name, origin=origin):
+            async for event in session.run_prompt(prompt.text, harness=name, origin=origin,
+                                                  on_wait=waiting):  # fmt: skip
                 view.show(event)
 
         async with self.turns:
@@ -491,6 +508,14 @@ class OmniKernel(IPythonKernel):
             finally:
                 self._show = display
                 feed.idle()
+
+    async def _show_turn(self, events: Any) -> None:
+        """Show a turn the kernel runs by itself (an approval answered after a restart carries
+        it out) in the cell it belongs to: the caller runs in that cell's context."""
+        view = CellView(display, update_display, images=self.images)
+        async for event in events:
+            view.show(event)
+        view.flush_text()
 
     def _interpolate(self, prompt: str) -> str:
         """Python values named in the prompt, put in (see `omnikernel.interpolate`); the cell

@@ -19,13 +19,14 @@ import os
 import queue
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import approval
 from . import events as ev
 from .approvals import PendingApprovals
+from .approvals_after_restart import Grant, ReopenedApprovals, denial_note, denials_to_tell
 from .credentials import (
     HOW_TO_LOG_IN,
     LOGIN_OF_HARNESS,
@@ -54,7 +55,8 @@ from .policy import Policy, PolicyState, Request, Verdict, fold, observe, reques
 from .policy.config import project_policy_path, user_policy_path
 from .policy.rules import BudgetRule, Outcome, PauseEvery, Rule
 from .sandbox.spec import explain_refusal
-from .store import SessionStore
+from .store import SessionStore, StoreUnavailableError
+from .turnlock import TurnLock, lock_path
 from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
 
 #: How long a finished turn waits for the gateway to meter its last model call.
@@ -163,6 +165,14 @@ class AgentSession:
         )  # fmt: skip
         self.policy_state = fold(store.events(session_id), cwd=cwd)
         self.approvals = PendingApprovals(approval_timeout_s)
+        #: Approvals a dead kernel left waiting, shown again in this kernel's first cell.
+        self.after_restart = ReopenedApprovals(self)
+        #: The session's turn lock while this kernel runs a turn (released with its end).
+        self._turn_lock: TurnLock | None = None
+        #: The one action a person approved after a restart, during the turn carrying it out.
+        self._grant: Grant | None = None
+        #: A turn whose consumer was cancelled and that nobody stopped yet (`stop_turn`).
+        self._cancelled_turn: str | None = None
         #: Decisions made for harness requests, by request id, until their event is recorded.
         self._decisions: dict[str, tuple[approval.Decision, str, list[list[float]]]] = {}
         self._cell_context: contextvars.Context | None = None
@@ -435,13 +445,22 @@ class AgentSession:
         data = request.data
         verdict = self.judge(request_of(data, self.cwd))
         decision = approval.decide(request, verdict, auto_approve=self.auto_approve)
-        if decision.needs_person:
+        granted = self._grant.take(data) if decision.needs_person and self._grant else None
+        if granted is not None:
+            decision = granted
+        elif decision.needs_person:
             decision = await self.approvals.ask(str(data.get("request_id", "")), data, decision)
             self._remember(decision)
         marks = verdict.pause_marks if decision.allow else []
         self._decisions[str(data.get("request_id", ""))] = (decision, str(data.get("call_id", "")),
                                                             marks)  # fmt: skip
         return decision
+
+    def took_decision(self, stored: Event, decision: approval.Decision) -> None:
+        """A decision stored outside a turn (an approval answered after a restart): the
+        policy state and the policy files learn it as they would within one."""
+        self.policy_state = observe(self.policy_state, stored, self.cwd)
+        self._remember(decision)
 
     def _remember(self, decision: approval.Decision) -> None:
         if decision.allow and decision.scope == "always" and decision.subject:
@@ -503,7 +522,24 @@ class AgentSession:
             event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
         )
         self.policy_state = observe(self.policy_state, stored, self.cwd)
+        if stored.kind == EventKind.TURN_END:
+            self._end_turn_lock()
         return stored
+
+    def _end_turn_lock(self) -> None:
+        """The turn ended (or was given up): the next one, here or in another kernel, may run."""
+        self._grant, self._cancelled_turn = None, None
+        lock, self._turn_lock = self._turn_lock, None
+        if lock is not None:
+            lock.release()
+
+    def _waiting_notice(self, holder: str) -> str:
+        mine = f"kernel {os.getpid()} "
+        who = ("this kernel (an approval answered after a restart runs its own turn)"
+               if holder.startswith(mine) else holder or "another kernel")  # fmt: skip
+        return (f"Another turn of this session is running, in {who}; waiting for it to end "
+                "before this one starts (turns of one session run one at a time, so each is "
+                "stored whole). The stop button stops waiting.")  # fmt: skip
 
     def _close_cut_turns(self) -> list[Event]:
         """Mark interrupted each turn of this session that started and never ended because its
@@ -537,36 +573,72 @@ class AgentSession:
         return review_prompt(self.store.events(self.session_id), reviewer, extra)
 
     async def run_prompt(
-        self,
-        prompt: str,
-        *,
-        harness: str | None = None,
-        cell: str = "",
-        handoff: bool = True,
-        origin: dict[str, str] | None = None,
-    ) -> AsyncIterator[Event]:
+        self, prompt: str, *, harness: str | None = None, cell: str = "", handoff: bool = True,
+        on_wait: Callable[[str], None] | None = None, grant: Grant | None = None,
+        lock: TurnLock | None = None, origin: dict[str, str] | None = None,
+    ) -> AsyncIterator[Event]:  # fmt: skip
         """Run one prompt; yield its events (already stored), the last of kind ``turn_end``.
 
-        With `handoff`, a harness that missed turns of other harnesses gets them first.
+        With `handoff`, a harness that missed turns of other harnesses gets them first. The
+        turn waits for the session's turn lock (`turnlock`; `on_wait` is told why, once), or
+        runs under `lock`, already held; `grant` lets one approved action through unasked.
         `origin` (``by``, ``source``) says who sent a prompt that no cell of this notebook
         did (a co-driver's, `omnikernel.codrive`); it is stored with the turn's start."""
         name = harness or self.current
-        if not self._opened:  # the first event of this kernel: close turns a dead one left
-            self.store.open_session(self.session_id, self.notebook)
-            self._opened = True
-            for event in self._close_cut_turns():
-                if event.kind == EventKind.NOTICE:
+        if self._cancelled_turn is not None:  # its consumer never stopped it: end it now
+            await self.stop_turn(self._cancelled_turn)
+        if lock is None:
+            lock = TurnLock(lock_path(self.store.path, self.session_id))
+            holder = f"kernel {os.getpid()} on {socket.gethostname()} ({name}, {self.notebook})"
+            try:
+                await lock.acquire(
+                    lambda held: on_wait(self._waiting_notice(held)) if on_wait else None, holder
+                )
+            except OSError as exc:  # the store's folder is not writable: say so, like a write
+                raise StoreUnavailableError(lock.path, exc) from exc
+        self._turn_lock, self._grant = lock, grant
+        try:
+            if not self._opened:  # the first event of this kernel: close turns a dead one left
+                self.store.open_session(self.session_id, self.notebook)
+                self._opened = True
+                for event in self._close_cut_turns():
+                    if event.kind == EventKind.NOTICE:
+                        yield event
+                for event in self.after_restart.reopen(cell):
                     yield event
-        started = time.monotonic()
-        activity = self._activity[name] = TurnActivity()
-        # The store numbers the turn: another kernel may add turns to this session too.
-        start = self.store.start_turn(Event(
-            EventKind.TURN_START,
-            {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK,
-             **(origin or {})},
-        ).stamped(session_id=self.session_id, harness=name, cell=cell))  # fmt: skip
+                self.after_restart.present()
+            told = denials_to_tell(self.store.events(self.session_id, kinds=(
+                EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION, EventKind.TURN_START,
+            )), name)  # fmt: skip
+            # The store numbers the turn: another kernel may add turns to this session too.
+            start = self.store.start_turn(Event(
+                EventKind.TURN_START,
+                {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK}
+                | ({"carries_out": grant.request_id} if grant else {})
+                | ({"told_denials": [d.data["request_id"] for d in told]} if told else {})
+                | (origin or {}),
+            ).stamped(session_id=self.session_id, harness=name, cell=cell))  # fmt: skip
+        except BaseException:
+            self._end_turn_lock()  # no turn started: nothing to end
+            raise
         self.turn = start.turn
+        activity = self._activity[name] = TurnActivity()
         yield start
+        try:
+            async for event in self._run_turn(prompt, name, cell, handoff, activity, told):
+                yield event
+        except Exception:
+            self._end_turn_lock()  # a failure the turn could not store: do not hold the session
+            raise
+        except BaseException:  # cancelled: `stop_turn` stores its end and frees the session
+            if name in self._activity:
+                self._cancelled_turn = name
+            raise
+
+    async def _run_turn(self, prompt: str, name: str, cell: str, handoff: bool,
+                        activity: TurnActivity, told: list[Event]) -> AsyncIterator[Event]:  # fmt: skip
+        """The turn `run_prompt` started, up to its stored end."""
+        started = time.monotonic()
         await self._warmed(name)
         try:
             agent = self._harness(name)
@@ -613,6 +685,14 @@ class AgentSession:
                 name,
                 cell,
             )
+        if told:
+            requests = {str(e.data.get("request_id")): e for e in self.store.events(
+                self.session_id, kinds=(EventKind.APPROVAL_REQUEST,))}  # fmt: skip
+            note = denial_note(told, requests)
+            yield self._record(Event(EventKind.NOTICE, {
+                "message": f"Told {name} of {len(told)} denial(s) given after the restart.",
+                "details": note}), name, cell)  # fmt: skip
+            prompt = f"{note}\n\n{prompt}"
         if handoff:
             earlier = (e for e in self.store.events(self.session_id) if e.turn < self.turn)
             since = self._last_turn_of.get(name, 0)
@@ -697,6 +777,7 @@ class AgentSession:
         stored as ended once, marked interrupted, saying what was stopped."""
         name = harness or self.current
         started = time.monotonic()
+        self._cancelled_turn = None
         activity = self._activity.pop(name, None)
         agent = self._harnesses.get(name)
         if activity is None:
@@ -713,11 +794,16 @@ class AgentSession:
         recorded.append(self._record(Event(EventKind.TURN_END, end), name, cell))
         return recorded
 
+    def turn_running(self, harness: str) -> bool:
+        """Whether a turn of `harness` is open in this kernel."""
+        return harness in self._activity
+
     async def abandon_turn(self, harness: str | None = None) -> None:
         """Stop the running turn without storing anything more (the store refused a write):
         the harness process stops; the next prompt starts it again, resuming."""
         name = harness or self.current
         self._activity.pop(name, None)
+        self._end_turn_lock()
         if (agent := self._harnesses.pop(name, None)) is not None:
             try:
                 await agent.interrupt()
@@ -762,6 +848,7 @@ class AgentSession:
         for agent in self._harnesses.values():
             agent.kill_now()
         self._harnesses.clear()
+        self._end_turn_lock()
         self._stop_services()
 
     def _stop_services(self) -> None:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 DEFAULT_URL = "http://127.0.0.1:6767"
 #: How often a waiting ask looks for an answer from the page (the tap-to-resume floor).
 ANSWER_POLL_S = 0.05
+#: After a minute of waiting (an approval reopened after a restart waits until answered), an
+#: idle kernel looks less often.
+SLOW_POLL_AFTER_S, SLOW_POLL_S = 60.0, 0.5
 USAGE = (
     "%share makes a read-only and a co-drive link and shows the session feed; %share feed "
     "shows the feed only; %share revoke [ro|rw|all] ends links."
@@ -53,13 +56,15 @@ def watch_answers(
 
         async def watch() -> None:
             store = codes()
+            began = pending.loop.time()
             while not pending.future.done():
                 answer = await asyncio.to_thread(store.take_answer, session, pending.request_id)
                 if answer is not None:
                     allow, who, source = answer
                     approvals.answer(pending.request_id, allow, by=who, source=source)
                     return
-                await asyncio.sleep(ANSWER_POLL_S)
+                slow = pending.loop.time() - began > SLOW_POLL_AFTER_S
+                await asyncio.sleep(SLOW_POLL_S if slow else ANSWER_POLL_S)
 
         task = pending.loop.create_task(watch())
         pending.on_decided.append(lambda _decision: task.cancel())

@@ -8,6 +8,9 @@ extension reads the same history concurrently. Invariants:
 - An event is committed before `append` returns; callers show it only afterwards. With WAL and
   ``synchronous=NORMAL`` a committed event survives a killed kernel (not a power cut): the
   trade-off that keeps a stream of text deltas cheap.
+- An ``approval_decision`` answered after a restart is appended only if its request has none
+  yet, checked in the same transaction (`append_decision`): the first answer wins across
+  processes.
 - Events are never updated or deleted; harness state that must survive a restart (such as the
   CLI's own conversation id) is read back from the events. A fork copies a session's events
   under a new session id; the original is untouched.
@@ -231,13 +234,20 @@ class SessionStore:
         that cannot be written (locked by another process past the busy timeout, the disk
         full) raises `StoreUnavailableError`; the event is then not stored at all."""
         with self._writing():
-            return self._append(event)
+            return self._append_new(event)[0]
 
     def start_turn(self, event: Event) -> Event:
         """Append a ``turn_start`` under the session's next turn number, chosen in the same
         transaction: two kernels on one session never get the same turn."""
         with self._writing():
-            return self._append(event, new_turn=True)
+            return self._append_new(event, new_turn=True)[0]
+
+    def append_decision(self, event: Event) -> tuple[Event, bool]:
+        """Append an ``approval_decision`` unless its request has one already (another kernel,
+        or an answer given before this one): first answer wins, across processes. Returns the
+        decision that stands and whether it is `event`."""
+        with self._writing():
+            return self._append_new(event, unless_decided=str(event.data.get("request_id", "")))
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -246,10 +256,21 @@ class SessionStore:
         except sqlite3.OperationalError as exc:
             raise StoreUnavailableError(self.path, exc) from exc
 
-    def _append(self, event: Event, new_turn: bool = False) -> Event:
+    def _append_new(
+        self, event: Event, new_turn: bool = False, unless_decided: str = ""
+    ) -> tuple[Event, bool]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if unless_decided:
+                    row = self._db.execute(
+                        "SELECT * FROM events WHERE session_id = ? AND kind = ? AND "
+                        "json_extract(data, '$.request_id') = ? ORDER BY seq LIMIT 1",
+                        (event.session_id, EventKind.APPROVAL_DECISION.value, unless_decided),
+                    ).fetchone()
+                    if row is not None:
+                        self._db.execute("COMMIT")
+                        return _event_of(row), False
                 (last, turn) = self._db.execute(
                     "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(turn), 0) FROM events "
                     "WHERE session_id = ?",
@@ -280,7 +301,7 @@ class SessionStore:
                 if self._db.in_transaction:  # SQLite rolls back itself on a full disk
                     self._db.execute("ROLLBACK")
                 raise
-        return stamped
+        return stamped, True
 
     def events(
         self,
@@ -301,17 +322,8 @@ class SessionStore:
         sql += " ORDER BY seq"
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        for session, seq, ts, kind, harness, turn_, cell, data in rows:
-            yield Event(
-                kind=EventKind(kind),
-                data=json.loads(data),
-                seq=seq,
-                session_id=session,
-                harness=harness,
-                turn=turn_,
-                cell=cell,
-                ts=ts,
-            )
+        for row in rows:
+            yield _event_of(row)
 
     def last_turn(self, session_id: str) -> int:
         with self._lock:
@@ -368,3 +380,9 @@ class SessionStore:
                     self._db.execute("ROLLBACK")
                 raise
         return removed
+
+
+def _event_of(row: tuple[Any, ...]) -> Event:
+    session, seq, ts, kind, harness, turn, cell, data = row
+    return Event(kind=EventKind(kind), data=json.loads(data), seq=seq, session_id=session,
+                 harness=harness, turn=turn, cell=cell, ts=ts)  # fmt: skip

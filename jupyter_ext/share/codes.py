@@ -237,6 +237,15 @@ class ShareCodes:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (session_id, request_id, int(allow), who, source, self.clock()))  # fmt: skip
 
+    def given_answer(self, session_id: str, request_id: str) -> tuple[bool, str, str] | None:
+        """An answer to `request_id` given already and not yet taken by a kernel (the kernel
+        is busy, or none runs the session now): (allow, who, source). A second answer is
+        refused while the first is on its way: the first answer wins."""
+        rows = self._q("SELECT allow, who, source FROM share_answers WHERE session_id = ? AND "
+                       "request_id = ? AND taken IS NULL ORDER BY answer_id LIMIT 1",
+                       (session_id, request_id))  # fmt: skip
+        return (bool(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
     def take_answer(self, session_id: str, request_id: str) -> tuple[bool, str, str] | None:
         """The first untaken answer to `request_id`, marked taken: (allow, who, source)."""
         with self._lock:

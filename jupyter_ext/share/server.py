@@ -330,6 +330,11 @@ class AnswerHandler(ShareHandler):
             self.set_status(409)
             self.finish({"result": f"too late: {decided.data.get('reason', 'already decided')}"})
             return
+        if (given := self.share.codes.given_answer(code.session_id, request_id)) is not None:
+            self.set_status(409)
+            verb = "approved" if given[0] else "denied"
+            self.finish({"result": f"too late: already {verb} by {given[1]} ({given[2]})"})
+            return
         self.share.codes.post_answer(code.session_id, request_id, allow, self.who(),
                                      "share page")  # fmt: skip
         self.set_status(202)
