@@ -230,7 +230,6 @@ def _parser() -> MarkdownIt:
     return md
 
 
-
 def render_markdown(text: str, images: SessionImages | None = None) -> str:
     """Agent Markdown as safe HTML (see the module docstring for what that guarantees)."""
     env: dict[str, Any] = {"images": images, "budget": RENDER_MAX_IMAGE_BYTES}

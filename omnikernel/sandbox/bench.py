@@ -46,8 +46,9 @@ async def measure(runs: int = 25) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
-        spec = for_agent(workdir=work, env={"PATH": "/usr/bin:/bin"}, argv0="/bin/echo",
-                         private=())  # the spec a harness gets (`Harness.start_process`)
+        spec = for_agent(
+            workdir=work, env={"PATH": "/usr/bin:/bin"}, argv0="/bin/echo", private=()
+        )  # the spec a harness gets (`Harness.start_process`)
         names = [None] + [n for n in BACKENDS if not self_test(n)]
         samples: dict[str | None, list[tuple[float, float]]] = {n: [] for n in names}
         for _ in range(runs):
