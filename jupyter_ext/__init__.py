@@ -15,11 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from omnikernel.store import SessionStore
-
-from .handlers import setup_handlers
-from .notebooks import NotebookIdentity
-
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
     from .share.app import OmnikernelShare
@@ -28,6 +23,13 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
+    # Imported here: the kernel imports `jupyter_ext.share.codes`, and must not load
+    # jupyter_server's handlers (about 0.1 s) while it starts.
+    from omnikernel.store import SessionStore
+
+    from .handlers import setup_handlers
+    from .notebooks import NotebookIdentity
+
     store = serverapp.web_app.settings.setdefault("omnikernel_store", SessionStore())
     setup_handlers(serverapp.web_app)
     NotebookIdentity(serverapp, store).install()

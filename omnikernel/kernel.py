@@ -227,16 +227,13 @@ class OmniKernel(IPythonKernel):
         self.images = SessionImages(Path.cwd())
         #: The last Python error (``{Err}`` and `%fix` send it): its cell's source and traceback.
         self.last_error: str | None = None
-        from .widgets import presenter  # ipywidgets loads only with the kernel
-
         #: One turn at a time in this kernel, whether a cell or a co-driver asked for it.
         self.turns = asyncio.Lock()
         #: Where approval cards show: the running cell, or the session feed during a
         #: co-driver's turn.
         self._show = display
-        self.agents.approvals.presenters.append(
-            presenter(self.agents.approvals, lambda *a, **k: self._show(*a, **k))
-        )
+        self.agents.approvals.presenters.append(self._present_card)
+        self._card_presenter: Any = None
         self.agents.after_restart.show_turn = self._show_turn
         self.agents.after_restart.say = lambda message: display(
             notice_bundle({"message": message}), raw=True
@@ -255,6 +252,7 @@ class OmniKernel(IPythonKernel):
         notice = " ".join(CONFIG_PROBLEMS) + " " * bool(CONFIG_PROBLEMS) + problem
         notice += first_cell_notice(who) or ""
         self.agents.first_notice = notice or None
+        self._deferred_loaded = False
         self._prewarm_pending = self.prewarm and os.environ.get("OMNIKERNEL_PREWARM", "1") != "0"
         self.shell.register_magics(OmniMagics(self.shell, self.agents))
         self.shell.register_magics(SessionMagics(self.shell, self.agents))
@@ -264,6 +262,17 @@ class OmniKernel(IPythonKernel):
         ours = logging.getLogger("omnikernel")
         ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []
         ours.propagate = False
+
+    def _present_card(self, pending: Any) -> None:
+        """Shows an ask as an approval card; ipywidgets (about 0.4 s to import) loads at the
+        first ask or once the kernel is idle (`_load_deferred`), not while the kernel starts."""
+        if self._card_presenter is None:
+            from .widgets import presenter
+
+            self._card_presenter = presenter(
+                self.agents.approvals, lambda *a, **k: self._show(*a, **k)
+            )
+        self._card_presenter(pending)
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -618,6 +627,10 @@ class OmniKernel(IPythonKernel):
         if self._prewarm_pending:
             self._prewarm_pending = False
             self.agents.prewarm()
+        if not self._deferred_loaded:
+            self._deferred_loaded = True
+            # After the CLI's start is under way (it runs in its own process meanwhile).
+            self.io_loop.call_later(0.05, _load_deferred)
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         # Runs on the control thread's event loop, not the shell's that owns the harness
@@ -625,6 +638,19 @@ class OmniKernel(IPythonKernel):
         self.codriving.close()
         self.agents.kill_now()
         return super().do_shutdown(restart)
+
+
+def _load_deferred() -> None:
+    """Import, once the kernel is idle, what its start leaves out and the first turn or ask
+    needs (widgets, Markdown rendering, the price data), so neither pays for it."""
+    from . import widgets  # noqa: F401  (ipywidgets registers its comm target on import)
+    from .sanitize import _parser
+
+    _parser()
+    with contextlib.suppress(Exception):  # the gateway meters the first call with it
+        from genai_prices import data_snapshot
+
+        data_snapshot.get_snapshot()
 
 
 #: Config files the kernel app could not load (see `kernelapp`), said in the first prompt cell.

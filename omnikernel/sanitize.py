@@ -29,6 +29,7 @@ same safe markup.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import os
 import re
@@ -36,10 +37,11 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
 __all__ = [
     "IMAGE_MAX_BYTES",
@@ -213,7 +215,12 @@ def _render_link_close(self: Any, tokens: Sequence[Token], idx: int, options: An
     return f'</a> <span class="omnikernel-link-target">({escape(href)})</span>'
 
 
+@functools.cache
 def _parser() -> MarkdownIt:
+    """The one Markdown parser, made at the first render (markdown-it is not imported while the
+    kernel starts)."""
+    from markdown_it import MarkdownIt
+
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable(["table", "strikethrough"])
     md.validateLink = link_allowed  # type: ignore[method-assign]
@@ -223,13 +230,10 @@ def _parser() -> MarkdownIt:
     return md
 
 
-_MD = _parser()
-
-
 def render_markdown(text: str, images: SessionImages | None = None) -> str:
     """Agent Markdown as safe HTML (see the module docstring for what that guarantees)."""
     env: dict[str, Any] = {"images": images, "budget": RENDER_MAX_IMAGE_BYTES}
-    return wrap(_MD.render(text, env))
+    return wrap(_parser().render(text, env))
 
 
 def agent_bundle(

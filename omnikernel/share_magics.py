@@ -19,7 +19,6 @@ import datetime
 import html
 from typing import TYPE_CHECKING, Any
 
-import segno
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
@@ -116,6 +115,8 @@ class ShareMagics(Magics):
         raise UsageError(f"%share does not take {line.strip()!r}. {USAGE}")
 
     def _links(self) -> None:
+        import segno  # loaded when a code is shown, not while the kernel starts
+
         session_id = self.session.session_id
         base = self.codes.server_url()
         plain: list[str] = []

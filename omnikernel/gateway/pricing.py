@@ -80,9 +80,14 @@ class PriceTable:
     def __init__(self, overrides: dict[str, dict[str, Price]] | None = None):
         #: Overrides by vendor ("*": every vendor), then model.
         self.overrides = overrides or {}
+
+    @functools.cached_property
+    def source(self) -> str:
+        """Where prices come from; genai-prices loads only when a price is first needed (it
+        takes about half a second to import, which the kernel's start must not pay)."""
         from genai_prices import __version__
 
-        self.source = f"{SOURCE} {__version__}"
+        return f"{SOURCE} {__version__}"
 
     @classmethod
     def load(cls, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> PriceTable:

@@ -15,7 +15,10 @@ plugins and update checks off, so it talks to nothing else.
 from __future__ import annotations
 
 import json
+import os
+import platform
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -27,6 +30,39 @@ from .jsonl import JsonRpcHarness
 #: The key variable Codex reads for our provider (it holds the session secret the gateway issued).
 KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"
 DEFAULT_MODEL = "gpt-5.5"
+
+
+#: The platform package and target of the native binary the npm launcher starts.
+NATIVE_PACKAGES = {
+    ("Linux", "x86_64"): ("@openai/codex-linux-x64", "x86_64-unknown-linux-musl"),
+    ("Linux", "aarch64"): ("@openai/codex-linux-arm64", "aarch64-unknown-linux-musl"),
+    ("Darwin", "x86_64"): ("@openai/codex-darwin-x64", "x86_64-apple-darwin"),
+    ("Darwin", "arm64"): ("@openai/codex-darwin-arm64", "aarch64-apple-darwin"),
+}
+
+
+def native_binary(launcher: str) -> tuple[str, Path] | None:
+    """(the native binary, the npm package's root) that npm's `codex` launcher (`bin/codex.js`)
+    would start, or None when `launcher` is not that script or the binary is missing.
+
+    On node < 22.15 the launcher cannot `execve` and stays alive as the binary's parent for
+    the whole session: a second process (about 40 MiB RSS) and a node start-up (tens of ms)
+    per CLI start. Starting the binary ourselves, with the variables the launcher sets,
+    saves both."""
+    real = Path(os.path.realpath(launcher))
+    if real.name != "codex.js" or real.parent.name != "bin":
+        return None
+    root = real.parent.parent
+    package = NATIVE_PACKAGES.get((platform.system(), platform.machine()))
+    if package is None:
+        return None
+    name, target = package
+    modules = [root / "node_modules", *(p for p in root.parents if p.name == "node_modules")]
+    for vendor in [m / name / "vendor" for m in modules] + [root / "vendor"]:
+        binary = vendor / target / "bin" / "codex"
+        if os.access(binary, os.X_OK):
+            return str(binary), root
+    return None
 
 
 def toml_string(value: str) -> str:
@@ -54,13 +90,19 @@ class CodexHarness(JsonRpcHarness):
         return self.ctx.model or DEFAULT_MODEL
 
     def command(self, binary: str) -> list[str]:
-        return [binary, "app-server", "--disable", "plugins"]
+        native = native_binary(binary)
+        return [native[0] if native else binary, "app-server", "--disable", "plugins"]
 
     def environment(self) -> dict[str, str]:
         dirs = self.private_dirs()
         self._write_config(dirs["config"])
+        launcher = self.find_binary(self.ctx.binary)
+        native = native_binary(launcher) if launcher else None
+        # What npm's launcher tells the binary about its install (update hints).
+        managed = {"CODEX_MANAGED_BY_NPM": "1", "CODEX_MANAGED_PACKAGE_ROOT": str(native[1])}
         return {
             **self.base_environment(dirs),
+            **(managed if native else {}),
             "CODEX_HOME": str(dirs["config"]),
             KEY_VARIABLE: self.ctx.upstream.api_key,
         }

@@ -81,6 +81,10 @@ class PiHarness(JsonLinesHarness):
             "PI_CODING_AGENT_DIR": str(dirs["config"]),
             "PI_OFFLINE": "1",
             "PI_TELEMETRY": "0",
+            # V8's young generation grows to 16 MiB semi-spaces by default; 4 MiB keeps a
+            # long session's RSS about 15 MiB lower (measured over 100 turns) at the cost of
+            # more, shorter scavenges. The old generation is left unbounded (no OOM risk).
+            "NODE_OPTIONS": "--max-semi-space-size=4",
             KEY_VARIABLE: self.ctx.upstream.api_key,
         }
 

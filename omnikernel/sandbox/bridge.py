@@ -91,10 +91,14 @@ def inside_command(argv: list[str], bridge_dir: Path | None, ports: tuple[int, .
         lines.append(
             f"{socat} TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:{target} &"
         )
-        # Wait (at most 2 s) until the relay listens, so the agent's first request finds it.
+        # Wait (about 2 s at most) until the relay listens, so the agent's first request finds
+        # it: its socket in LISTEN state (0A) in the sandbox's own /proc/net/tcp, read with
+        # bash builtins. (Connecting to probe would fork a relay and open a connection to the
+        # gateway; a subshell and a 10 ms sleep per try made the start-up wait ~15 ms.)
         lines.append(
-            f"for i in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; "
-            "sleep 0.01; done"
+            f"for ((i = 0; i < 2000; i++)); do while read -r _ at _ state _; do "
+            f"[[ $at == 0100007F:{port:04X} && $state == 0A ]] && break 2; "
+            "done < /proc/net/tcp; sleep 0.001; done"
         )
     script = "\n".join(lines) + '\nexec "$@"'
     return ["/bin/bash", "-c", script, "omnikernel-sandbox", *argv]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import time
 import uuid
@@ -85,6 +86,17 @@ class CGroup:
                 with contextlib.suppress(OSError):
                     found[filename] = (d / filename).read_text().strip()
         return found
+
+    def joined(self, argv: list[str]) -> list[str]:
+        """`argv` started by a shell that first moves itself into the group and then execs it
+        (same pid), so nothing escapes by forking early. Cheaper than `add_self` as a
+        ``preexec_fn``: that forces a full fork of the kernel and Python code in the child
+        (about 22 ms more from a process of the kernel's size; the shell costs ~1 ms)."""
+        joins = "; ".join(
+            f"{{ echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}; }} 2>/dev/null"
+            for d in self.dirs
+        )
+        return ["/bin/sh", "-c", f'{joins}; exec "$@"', "sh", *argv]
 
     def add_self(self) -> None:
         """Move the calling process in (run in the child before exec: no fork escapes)."""

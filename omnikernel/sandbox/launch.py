@@ -195,7 +195,7 @@ async def _start(
     command = sandbox_command(backend, path, inner, spec, run)
     cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
     process = await asyncio.create_subprocess_exec(
-        *command,
+        *(cgroup.joined(command) if cgroup else command),
         cwd=str(spec.workdir),
         env=dict(spec.env),
         stdin=asyncio.subprocess.PIPE,
@@ -203,6 +203,5 @@ async def _start(
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
         limit=LINE_LIMIT,
-        preexec_fn=cgroup.add_self if cgroup else None,
     )
     return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress, run)
