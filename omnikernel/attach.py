@@ -152,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-follow", action="store_true", help="show the stored events and exit")
     decide = parser.add_mutually_exclusive_group()
-    decide.add_argument("--approve", metavar="REQUEST", help="approve a waiting approval, then exit")
+    decide.add_argument(
+        "--approve", metavar="REQUEST", help="approve a waiting approval, then exit"
+    )
     decide.add_argument("--deny", metavar="REQUEST", help="deny a waiting approval, then exit")
     args = parser.parse_args(argv)
     path = args.store or default_store_path()

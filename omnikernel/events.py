@@ -137,7 +137,9 @@ def tool_call(call_id: str, tool: str, action: str, summary: str, input: dict[st
 
 
 def tool_result(call_id: str, output: str, is_error: bool = False) -> Event:
-    return Event(EventKind.TOOL_RESULT, {"call_id": call_id, "output": output, "is_error": is_error})
+    return Event(
+        EventKind.TOOL_RESULT, {"call_id": call_id, "output": output, "is_error": is_error}
+    )
 
 
 def notice(message: str) -> Event:

@@ -413,7 +413,10 @@ class OmniKernel(IPythonKernel):
                         "Stop button is in the session feed)."}), raw=True)  # fmt: skip
             async with self.turns:
                 async for event in session.run_prompt(
-                    prompt, harness=name, cell=cell_id or "", handoff=handoff,
+                    prompt,
+                    harness=name,
+                    cell=cell_id or "",
+                    handoff=handoff,
                     on_wait=waiting,
                 ):
                     if event.kind == EventKind.TURN_START:

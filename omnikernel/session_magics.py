@@ -97,7 +97,9 @@ class SessionMagics(Magics):
         except ExportError as exc:
             raise UsageError(str(exc)) from None
         if s.store.session(s.session_id) is None:
-            raise UsageError(f"Session {s.session_id} has no turns yet: there is nothing to export.")
+            raise UsageError(
+                f"Session {s.session_id} has no turns yet: there is nothing to export."
+            )
         target = Path(words[1]).expanduser() if len(words) == 2 else None
         target = target or Path(default_export_name(s.session_id, fmt))
         if not target.is_absolute():

@@ -298,7 +298,7 @@ class SessionFeed(w.VBox):
     def running(self, prompt: SharedPrompt, on_stop: Callable[[], Any]) -> None:
         """A co-driver's turn starts: a new Output for it, saying whose; Stop ends it."""
         self.output, self._ids = w.Output(layout=w.Layout(border_top="1px solid #ddd")), {}
-        self.turns.children = (*self.turns.children[-(FEED_TURNS - 1):], self.output)
+        self.turns.children = (*self.turns.children[-(FEED_TURNS - 1) :], self.output)
         self._on_stop = on_stop
         self.stop_button.disabled = False
         asker = html.escape(f"{prompt.who} ({prompt.source})")

@@ -216,7 +216,9 @@ def test_chatgpt_login_gets_its_token_and_account_header_and_refreshes(tmp_path)
                "OMNIKERNEL_CHATGPT_TOKEN_URL": fake.base_url + "/oauth/token",
                # The ChatGPT backend serves /responses without /v1; the fake under /v1.
                "OMNIKERNEL_CHATGPT_BASE_URL": fake.base_url + "/v1"}  # fmt: skip
-        choice = choose(UpstreamConfig(), "codex", "openai", "auto", env, find_login("chatgpt", env))
+        choice = choose(
+            UpstreamConfig(), "codex", "openai", "auto", env, find_login("chatgpt", env)
+        )
         assert choice.source == "login" and choice.upstream is not None
         gw = Gateway({"codex": choice.upstream}).start_in_thread()
         try:

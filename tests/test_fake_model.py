@@ -130,9 +130,9 @@ def test_error_steps_use_each_format_error_shape(server):
         )
     assert err.value.status_code == 529 and "busy" in str(err.value)
     with pytest.raises(openai.APIStatusError) as oerr:
-        openai.OpenAI(base_url=server.base_url + "/v1", api_key="k", max_retries=0).responses.create(
-            model="g", input="overloaded?"
-        )
+        openai.OpenAI(
+            base_url=server.base_url + "/v1", api_key="k", max_retries=0
+        ).responses.create(model="g", input="overloaded?")
     assert oerr.value.status_code == 529
 
 
@@ -150,8 +150,12 @@ def test_chunk_delay_spaces_the_stream(server):
 def test_enqueue_goes_first_and_requests_are_logged(server):
     server.enqueue({"text": "queued answer"})
     client = anthropic.Anthropic(base_url=server.base_url, api_key="secret-k")
-    first = client.messages.create(model="c", max_tokens=5, messages=[{"role": "user", "content": "x"}])
-    second = client.messages.create(model="c", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    first = client.messages.create(
+        model="c", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+    )
+    second = client.messages.create(
+        model="c", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+    )
     assert first.content[0].text == "queued answer"
     assert "No rule of its scenario matched" in second.content[0].text  # the fallback
     assert len(server.bodies("/v1/messages")) == 2

@@ -19,7 +19,10 @@ def turn(number: int, harness: str, prompt: str, answer: str, *calls: dict) -> l
 
     events = [at(EventKind.TURN_START, {"prompt": prompt})]
     events += [at(EventKind.TOOL_CALL, c) for c in calls]
-    events += [at(EventKind.TEXT, {"text": answer}), at(EventKind.TURN_END, {"status": "completed"})]
+    events += [
+        at(EventKind.TEXT, {"text": answer}),
+        at(EventKind.TURN_END, {"status": "completed"}),
+    ]
     return events
 
 
@@ -41,7 +44,9 @@ def test_handoff_carries_what_the_harness_missed():
     to_pi = build_handoff(HISTORY, "pi")
     assert to_pi is not None and to_pi.turns == 3 and to_pi.harnesses == ("claude", "codex")
     assert to_pi.files == ("app.py",) and "Bash pytest -q" in to_pi.text
-    assert to_pi.text.startswith("<omnigent-handoff>") and to_pi.text.endswith("</omnigent-handoff>")
+    assert to_pi.text.startswith("<omnigent-handoff>") and to_pi.text.endswith(
+        "</omnigent-handoff>"
+    )
     assert build_handoff(HISTORY, "claude") is None  # claude did the last turn
     # A fresh process (after a kernel restart) knows nothing: it gets every turn, its own too.
     restarted = build_handoff(HISTORY, "claude", since=0)

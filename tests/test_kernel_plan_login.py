@@ -155,7 +155,9 @@ def test_a_login_kept_in_the_notebook_folder_is_masked_from_the_agent(workdir, s
         {"text": "Reading it.", "tool_calls": [{"action": "shell",
                                                 "command": "cat claude-config/.credentials.json; echo END"}]},
         {"text": "Done reading."}]}  # fmt: skip
-    with FakeModelServer(Scenario.from_dict({"rules": [steal]}), api_key=FRESH).start_in_thread() as fake:
+    with FakeModelServer(
+        Scenario.from_dict({"rules": [steal]}), api_key=FRESH
+    ).start_in_thread() as fake:
         kernel = start_kernel(
             workdir, ANTHROPIC_BASE_URL=fake.base_url, OMNIKERNEL_CREDENTIALS="claude=login",
             CLAUDE_CONFIG_DIR=str(host_config), OMNIKERNEL_MODEL="claude-sonnet-4-5",

@@ -50,10 +50,13 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     shutil.copytree(REPO / "notebooks", root)
     env = kernel_env(tmp)
     env["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
-    options = ("--ServerApp.disable_check_xsrf=False",
-               f"--OmnikernelShare.port={free_port()}")  # not 6767: tests may run side by side
+    options = (
+        "--ServerApp.disable_check_xsrf=False",
+        f"--OmnikernelShare.port={free_port()}",
+    )  # not 6767: tests may run side by side
     with jupyter_server("jupyterlab", tmp, root, env, TOKEN, *options) as url:
         yield Lab(url, root, Path(env["OMNIKERNEL_STORE"]))
+
 
 def test_kernelspec_and_extension_are_installed(lab):
     specs = lab.get("/api/kernelspecs")["kernelspecs"]

@@ -12,3 +12,11 @@ def test_ruff_finds_nothing():
         cwd=REPO, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ruff_format_changes_nothing():
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "omnikernel", "jupyter_ext", "tests"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, "run `ruff format omnikernel jupyter_ext tests`:\n" + done.stdout

@@ -68,7 +68,9 @@ def test_three_agents_notebook_runs_offline(tmp_path):
     assert "fizzbuzz" in (work / "fizzbuzz.py").read_text()
     assert (work / "test_fizzbuzz.py").is_file()
 
-    written = outputs["Write fizzbuzz.py with a fizzbuzz(n) function and a main block that prints 1 to 15."]
+    written = outputs[
+        "Write fizzbuzz.py with a fizzbuzz(n) function and a main block that prints 1 to 15."
+    ]
     assert "codex" in written and "shell" in written
     review = outputs["%%agent claude --review"]
     assert "Review." in review and "claude" in review

@@ -20,7 +20,12 @@ def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     data = next(n for n in names if n.endswith("share/jupyter/kernels/omnikernel/kernel.json"))
     spec = json.loads(zipfile.ZipFile(wheel).read(data))
-    assert spec["display_name"] == "Omnigent" and spec["argv"][:4] == ["python", "-P", "-m", "omnikernel"]
+    assert spec["display_name"] == "Omnigent" and spec["argv"][:4] == [
+        "python",
+        "-P",
+        "-m",
+        "omnikernel",
+    ]
     config = next(n for n in names if n.endswith("jupyter_server_config.d/omnikernel.json"))
     enabled = json.loads(zipfile.ZipFile(wheel).read(config))
     assert enabled["ServerApp"]["jpserver_extensions"] == {"jupyter_ext": True}

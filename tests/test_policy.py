@@ -476,8 +476,12 @@ def test_an_unanswered_ask_is_denied_at_the_timeout():
 
 @pytest.mark.parametrize(
     ("env", "configured", "expected"),
-    [({}, None, 600.0), ({}, 30.0, 30.0), ({"OMNIKERNEL_APPROVAL_TIMEOUT": "5"}, 30.0, 5.0),
-     ({"OMNIKERNEL_APPROVAL_TIMEOUT": "soon"}, None, 600.0)],  # logged, never a dead kernel
+    [
+        ({}, None, 600.0),
+        ({}, 30.0, 30.0),
+        ({"OMNIKERNEL_APPROVAL_TIMEOUT": "5"}, 30.0, 5.0),
+        ({"OMNIKERNEL_APPROVAL_TIMEOUT": "soon"}, None, 600.0),
+    ],  # logged, never a dead kernel
 )
 def test_approval_timeout_from_env_and_config(env, configured, expected):
     assert timeout_from_env(configured, env) == expected

@@ -87,7 +87,9 @@ def test_write_outside_the_workdir_fails(backend, box):
 
 
 def test_workdir_and_private_dirs_are_writable(backend, box):
-    code, out = run(backend, f"echo ok > made && echo ok > {box['state']}/s && cat made", spec_for(box))
+    code, out = run(
+        backend, f"echo ok > made && echo ok > {box['state']}/s && cat made", spec_for(box)
+    )
     assert code == 0 and "ok" in out and (box["work"] / "made").exists()
 
 
@@ -142,6 +144,7 @@ def test_no_route_to_remote_addresses_or_dns(backend, box):
 @pytest.fixture
 def host_server():
     """An HTTP server on the host's loopback."""
+
     class Hello(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200)
@@ -312,6 +315,7 @@ def test_allowed_hosts_only_through_the_egress_proxy(backend, box, two_servers, 
     allowed_port, other_port = two_servers
     spec = spec_for(box, allow_hosts=(f"localhost:{allowed_port}",),
                     bridge_dir=box["state"] / "b")  # fmt: skip
+
     def script(port: int) -> str:
         return f"{PYTHON} - localhost {port} {mode} <<'EOF'\n{FETCH}EOF"
 

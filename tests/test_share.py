@@ -161,7 +161,9 @@ def test_get_only_confirms_post_exchanges_with_xsrf(share, store):
 def test_host_check_refuses_a_rebound_name(share, store):
     browser = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
     assert browser.get(f"{share.url}/live").status_code == 200
-    rebound = browser.get(f"{share.url}/live", headers={"Host": f"evil.example:{share.server.port}"})
+    rebound = browser.get(
+        f"{share.url}/live", headers={"Host": f"evil.example:{share.server.port}"}
+    )
     assert rebound.status_code == 403 and "Host" in rebound.text
     page = requests.get(f"{share.url}/join", headers={"Host": "evil.example"})
     assert page.status_code == 403

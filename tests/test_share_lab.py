@@ -33,7 +33,9 @@ def test_a_phone_approves_a_cell_running_in_jupyterlab(lab):  # noqa: F811
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{lab.url}/lab/workspaces/{folder}/tree/{folder}/shared.ipynb?reset&token={TOKEN}")
+        page.goto(
+            f"{lab.url}/lab/workspaces/{folder}/tree/{folder}/shared.ipynb?reset&token={TOKEN}"
+        )
         code_cells = page.locator(".jp-NotebookPanel .jp-CodeCell")
         expect(page.get_by_text("Omnigent | Idle")).to_be_visible(timeout=90_000)
         links = code_cells.nth(1).locator("a[href*='/join?code=']")

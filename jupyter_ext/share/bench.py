@@ -120,8 +120,10 @@ def main() -> None:
 
         while codes.take_answer(SESSION, "r") is None:
             time.sleep(ANSWER_POLL_S)
-        print(f"answer on the page -> taken by the kernel's poller: "
-              f"{1000 * (time.perf_counter() - start):.0f} ms (poll every {ANSWER_POLL_S * 1000:.0f} ms)")
+        print(
+            f"answer on the page -> taken by the kernel's poller: "
+            f"{1000 * (time.perf_counter() - start):.0f} ms (poll every {ANSWER_POLL_S * 1000:.0f} ms)"
+        )
         codes.feed_opened(SESSION)  # this process plays the kernel that shows the feed
         took = asyncio.run(prompt_to_turn(url, browser, codes))
         print(f"prompt on the page -> the co-driver's turn starts in the kernel: "

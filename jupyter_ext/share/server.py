@@ -121,8 +121,11 @@ class ShareServer:
             ],
             share=self,
             xsrf_cookies=True,
-            xsrf_cookie_kwargs={"httponly": False, "samesite": "Strict",
-                                "secure": self.scheme == "https"},  # fmt: skip
+            xsrf_cookie_kwargs={
+                "httponly": False,
+                "samesite": "Strict",
+                "secure": self.scheme == "https",
+            },  # fmt: skip
             log_function=log_request,
             websocket_ping_interval=20,
         )

@@ -88,7 +88,9 @@ class CassettePlayer:
             try:
                 exchange = Exchange.from_json(line)
             except (json.JSONDecodeError, TypeError) as exc:
-                raise CassetteMismatchError(f"{path}:{number} is not a cassette line: {exc}") from None
+                raise CassetteMismatchError(
+                    f"{path}:{number} is not a cassette line: {exc}"
+                ) from None
             self._exchanges.setdefault((exchange.harness, exchange.path), []).append(exchange)
         self._served: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()

@@ -44,12 +44,16 @@ class AcpAgent:
     def from_config(cls, value: Mapping[str, Any] | list[str]) -> AcpAgent:
         if isinstance(value, list):
             return cls(tuple(value))
-        return cls(tuple(value["command"]), value.get("wire", "anthropic"), value.get("package", ""))
+        return cls(
+            tuple(value["command"]), value.get("wire", "anthropic"), value.get("package", "")
+        )
 
 
 #: The ACP agents known out of the box (installed by `make harness-clis`).
 DEFAULT_ACP_AGENTS = {
-    "claude-acp": AcpAgent(("claude-code-acp",), "anthropic", "@zed-industries/claude-code-acp@0.16.2"),
+    "claude-acp": AcpAgent(
+        ("claude-code-acp",), "anthropic", "@zed-industries/claude-code-acp@0.16.2"
+    ),
 }
 
 
@@ -192,7 +196,10 @@ class AcpHarness(JsonRpcHarness):
         # ACP reports no token counts; the gateway meters this agent's calls.
         usage = Event(EventKind.USAGE, {"model": self.ctx.model or "", "input_tokens": 0,
                                         "output_tokens": 0, "cost_usd": None, "num_turns": 1})  # fmt: skip
-        return [usage, Event(EventKind.TURN_END, {"status": status, "harness_session": self._session})]
+        return [
+            usage,
+            Event(EventKind.TURN_END, {"status": status, "harness_session": self._session}),
+        ]
 
     async def _answer(self, message: dict[str, Any]) -> AsyncIterator[Event]:
         method, ident = message["method"], message["id"]

@@ -121,7 +121,9 @@ class CodexHarness(JsonRpcHarness):
         )
 
     async def on_started(self) -> None:
-        await self.call("initialize", {"clientInfo": {"name": "omnikernel", "version": __version__}})
+        await self.call(
+            "initialize", {"clientInfo": {"name": "omnikernel", "version": __version__}}
+        )
         await self.notify("initialized")
         settings = {"cwd": str(self.ctx.cwd), "approvalPolicy": "untrusted",
                     "sandbox": "danger-full-access", "model": self.model}  # fmt: skip
@@ -154,7 +156,9 @@ class CodexHarness(JsonRpcHarness):
             if message.get("id") == started and "method" not in message:
                 if "error" in message:
                     yield ev.error(f"Codex refused the turn: {message['error'].get('message')}")
-                    yield Event(EventKind.TURN_END, {"status": "error", "harness_session": self._thread})
+                    yield Event(
+                        EventKind.TURN_END, {"status": "error", "harness_session": self._thread}
+                    )
                     return
                 self._turn = (message.get("result") or {}).get("turn", {}).get("id")
             elif "id" in message and method:
@@ -194,10 +198,14 @@ class CodexHarness(JsonRpcHarness):
             paths = ", ".join(str(c.get("path", "?")) for c in changes)
             action = "write" if all(c.get("kind", {}).get("type") == "add" for c in changes
                                     if isinstance(c.get("kind"), dict)) else "edit"  # fmt: skip
-            return ev.tool_call(item.get("id", ""), "apply_patch", action, paths, {"changes": changes})
+            return ev.tool_call(
+                item.get("id", ""), "apply_patch", action, paths, {"changes": changes}
+            )
         if kind in ("mcpToolCall", "dynamicToolCall"):
             tool = str(item.get("tool") or item.get("name") or kind)
-            return ev.tool_call(item.get("id", ""), tool, "other", tool, item.get("arguments") or {})
+            return ev.tool_call(
+                item.get("id", ""), tool, "other", tool, item.get("arguments") or {}
+            )
         if kind == "webSearch":
             query = str(item.get("query", ""))
             return ev.tool_call(item.get("id", ""), "web_search", "fetch", query, {"query": query})
@@ -246,7 +254,10 @@ class CodexHarness(JsonRpcHarness):
     async def _answer(self, message: dict[str, Any]) -> AsyncIterator[Event]:
         """Serve a request from Codex: approvals go to the decision function."""
         method, params, ident = message["method"], message.get("params") or {}, message["id"]
-        if method not in ("item/commandExecution/requestApproval", "item/fileChange/requestApproval"):
+        if method not in (
+            "item/commandExecution/requestApproval",
+            "item/fileChange/requestApproval",
+        ):
             await self.refuse(ident, method)
             return
         is_command = method.startswith("item/commandExecution")
@@ -277,7 +288,9 @@ class CodexHarness(JsonRpcHarness):
         asked = False
         while True:
             if self._turn and not asked:
-                await self.request("turn/interrupt", {"threadId": self._thread, "turnId": self._turn})
+                await self.request(
+                    "turn/interrupt", {"threadId": self._thread, "turnId": self._turn}
+                )
                 asked = True
             message = await self.read()
             if message is None:

@@ -228,7 +228,9 @@ class JsonRpcHarness(JsonLinesHarness):
         return ident
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
-        await self.send({"jsonrpc": "2.0", "method": method, **({"params": params} if params else {})})
+        await self.send(
+            {"jsonrpc": "2.0", "method": method, **({"params": params} if params else {})}
+        )
 
     async def respond(self, ident: Any, result: dict[str, Any]) -> None:
         await self.send({"jsonrpc": "2.0", "id": ident, "result": result})

@@ -196,7 +196,10 @@ class PiHarness(JsonLinesHarness):
         await self._command("abort")
         while (message := await self.read()) is not None:
             if message.get("type") == "extension_ui_request" and message.get("method") in (
-                "select", "confirm", "input", "editor"
+                "select",
+                "confirm",
+                "input",
+                "editor",
             ):
                 await self.send({"type": "extension_ui_response", "id": message.get("id"),
                                  "cancelled": True})  # a dialog racing the stop  # fmt: skip

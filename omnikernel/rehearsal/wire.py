@@ -261,7 +261,9 @@ def responses_events(reply: Reply, model: str, response_id: str) -> list[Frame]:
         frames.append(sse({"type": kind, "sequence_number": next(seq), **fields}, kind))
 
     emit("response.created", response=responses_object(reply, model, response_id, "in_progress"))
-    emit("response.in_progress", response=responses_object(reply, model, response_id, "in_progress"))
+    emit(
+        "response.in_progress", response=responses_object(reply, model, response_id, "in_progress")
+    )
     for index, item in enumerate(responses_items(reply, response_id)):
         if item["type"] == "message":
             text = item["content"][0]["text"]
@@ -339,7 +341,9 @@ def chat_events(reply: Reply, model: str, completion_id: str, include_usage: boo
                 "function": {"name": call.name, "arguments": ""}}  # fmt: skip
         frames.append(chunk({"tool_calls": [head]}))
         for piece in chunks(json.dumps(call.arguments), 4):
-            frames.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+            frames.append(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            )
     frames.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
     if include_usage:
         frames.append(sse({"id": completion_id, "object": "chat.completion.chunk",

@@ -84,7 +84,9 @@ def inside_command(argv: list[str], bridge_dir: Path | None, ports: tuple[int, .
         return argv
     socat = shutil.which("socat")
     if socat is None:
-        raise FileNotFoundError(f"socat is needed for the sandbox's network bridge: {SOCAT_INSTALL}")
+        raise FileNotFoundError(
+            f"socat is needed for the sandbox's network bridge: {SOCAT_INSTALL}"
+        )
     lines = []
     for port in ports:
         target = shlex.quote(str(socket_path(bridge_dir, port)))

@@ -126,7 +126,8 @@ class EgressProxy:
         body = (message + "\n").encode()
         writer.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
         )
         with contextlib.suppress(ConnectionError):
             await writer.drain()

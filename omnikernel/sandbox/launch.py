@@ -41,7 +41,7 @@ def binary_of(backend: ModuleType) -> str | None:
 
 @functools.cache
 def self_test(name: str) -> str:
-    """"" if backend `name` runs `true` in a sandbox here, else why not."""
+    """ "" if backend `name` runs `true` in a sandbox here, else why not."""
     backend = BACKENDS[name]
     path = binary_of(backend)
     if path is None:
