@@ -64,8 +64,6 @@ test: install system-deps
 BENCH_ARGS ?=
 bench: install system-deps
 	$(PY) -m omnikernel.bench $(BENCH_ARGS)
-	$(PY) -m jupyter_ext.share.bench
-	$(PY) -m omnikernel.soak --turns 200 --time-limit 240
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist *.egg-info

@@ -70,6 +70,11 @@ async def one_turn(session: AgentSession, model: FakeModelServer, name: str, n: 
     return got
 
 
+def size_on_disk(database: Path) -> int:
+    """A SQLite file's size with its write-ahead log and shared-memory index."""
+    return sum(p.stat().st_size for p in database.parent.glob(database.name + "*"))
+
+
 async def soak(names: list[str], turns: int, time_limit: float, seed: int) -> dict[str, object]:
     rng = random.Random(seed)
     me = psutil.Process()
@@ -115,6 +120,7 @@ async def soak(names: list[str], turns: int, time_limit: float, seed: int) -> di
         finally:
             await session.close()
         rss_end = me.memory_info().rss
+        store_bytes = size_on_disk(store.path)
         stored = {e.seq: e for e in store.events("soak")}
         lost = [e for e in yielded if stored.get(e.seq) != e]
         seqs = sorted(stored)
@@ -125,7 +131,8 @@ async def soak(names: list[str], turns: int, time_limit: float, seed: int) -> di
             "events": len(stored), "lost": len(lost),
             "seq_continuous": seqs == list(range(1, len(seqs) + 1)),
             "every_turn_ended_once": sorted(starts) == sorted(ends) == sorted(set(ends)),
-            "rss_growth_mb": (rss_end - rss_start) / 2**20, "seconds": time.monotonic() - started,
+            "rss_growth_mb": (rss_end - rss_start) / 2**20, "store_mb": store_bytes / 2**20,
+            "seconds": time.monotonic() - started,
             "by_fault": statuses,
         }  # fmt: skip
 
@@ -151,7 +158,8 @@ def main() -> None:
           f"({'ok' if r['lost'] == 0 else 'EVENTS LOST'})")  # fmt: skip
     print(f"  seq continuous    {r['seq_continuous']}; every turn ended once: "
           f"{r['every_turn_ended_once']}")  # fmt: skip
-    print(f"  memory growth     {r['rss_growth_mb']:+.1f} MB (session process RSS)")
+    print(f"  memory growth     {r['rss_growth_mb']:+.1f} MB (session process RSS; the store "
+          f"on disk: {r['store_mb']:.1f} MB)")  # fmt: skip
     if r["lost"] or not r["seq_continuous"] or not r["every_turn_ended_once"]:
         raise SystemExit(1)
 

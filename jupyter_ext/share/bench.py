@@ -4,7 +4,9 @@ Starts ``python -m jupyter_ext.share`` on a free loopback port over a fresh stor
 viewers' WebSockets (100, 500, 1000), appends events to the store and times each from its
 commit to every viewer having it (p50, p99 over viewers and events); then a late joiner's
 catch-up of 10,000 events; then an answer on the page to the kernel's side taking it (the
-store path a tap travels; the full tap-to-resume in a browser is in tests/test_share_phone.py).
+store path a tap travels; the full tap-to-resume in a browser is in tests/test_share_phone.py),
+and a co-driver's prompt to the kernel starting its turn. `omnikernel.bench` puts these figures
+in its table; run alone, this prints them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 from tornado.httpclient import HTTPRequest
@@ -28,6 +31,7 @@ from omnikernel.events import Event, EventKind
 from omnikernel.store import SessionStore
 
 from .codes import ShareCodes
+from .render import event_message
 
 SESSION = "bench"
 
@@ -78,7 +82,14 @@ async def catch_up(port: int, cookie: str, events: int) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def measure(viewer_counts: tuple[int, ...] = (100, 500, 1000),
+            history: int = 10_000) -> dict[str, Any]:  # fmt: skip
+    """Every share figure with the baseline measured in the same run: fan-out against one
+    viewer, catch-up against reading the same events straight from the store, an answer and a
+    prompt from the page against the kernel's poll period (their floor)."""
+    from omnikernel.codrive import POLL_S
+    from omnikernel.share_magics import ANSWER_POLL_S
+
     tmp = Path(tempfile.mkdtemp(prefix="share-bench-"))
     store_path = tmp / "store.sqlite3"
     store = SessionStore(store_path)
@@ -88,6 +99,7 @@ def main() -> None:
     env = dict(os.environ, OMNIKERNEL_STORE=str(store_path))
     server = subprocess.Popen([sys.executable, "-m", "jupyter_ext.share", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    out: dict[str, Any] = {"fan_out": {}}
     try:
         for _ in range(100):
             try:
@@ -101,36 +113,51 @@ def main() -> None:
         xsrf = page.text.split('name="_xsrf" value="')[1].split('"')[0]
         browser.post(f"{url}/join", data={"code": code, "_xsrf": xsrf}, allow_redirects=False)
         cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
-        for viewers in (100, 500, 1000):
-            delays = asyncio.run(fan_out(port, cookie, store, viewers))
-            print(f"{viewers:5d} viewers: event stored -> every viewer has it  "
-                  f"p50 {1000 * statistics.median(delays):6.1f} ms  "
-                  f"p99 {1000 * pct(delays, 0.99):6.1f} ms")  # fmt: skip
+        for viewers in (1, *viewer_counts):
+            delays = asyncio.run(fan_out(port, cookie, store, viewers, rounds=20 if viewers == 1
+                                         else 5))  # fmt: skip
+            out["fan_out"][viewers] = (statistics.median(delays), pct(delays, 0.99))
         base = max(e.seq for e in store.events(SESSION))
-        for i in range(10_000 - base):
+        for i in range(history - base):
             store.append(Event(EventKind.TEXT, {"text": f"history {i} " * 4}, session_id=SESSION))
-        took = asyncio.run(catch_up(port, cookie, 10_000))
-        print(f"catch-up of 10,000 events by a late joiner: {1000 * took:.0f} ms")
+        out["catch_up_s"] = asyncio.run(catch_up(port, cookie, history))
+        started = time.perf_counter()
+        direct = [event_message(e) for e in SessionStore(store_path).events(SESSION)]
+        out["store_read_s"] = time.perf_counter() - started
+        out["history"] = len(direct)
         store.append(Event(EventKind.APPROVAL_REQUEST, {"request_id": "r", "tool": "Bash",
                                                         "summary": "true"}, session_id=SESSION))  # fmt: skip
-        start = time.perf_counter()
+        started = time.perf_counter()
         browser.post(f"{url}/api/answer", json={"request_id": "r", "allow": True},
                      headers={"X-XSRFToken": browser.cookies["_xsrf"]})  # fmt: skip
-        from omnikernel.share_magics import ANSWER_POLL_S
-
         while codes.take_answer(SESSION, "r") is None:
             time.sleep(ANSWER_POLL_S)
-        print(
-            f"answer on the page -> taken by the kernel's poller: "
-            f"{1000 * (time.perf_counter() - start):.0f} ms (poll every {ANSWER_POLL_S * 1000:.0f} ms)"
-        )
+        out["answer_s"], out["answer_poll_s"] = time.perf_counter() - started, ANSWER_POLL_S
         codes.feed_opened(SESSION)  # this process plays the kernel that shows the feed
-        took = asyncio.run(prompt_to_turn(url, browser, codes))
-        print(f"prompt on the page -> the co-driver's turn starts in the kernel: "
-              f"{1000 * took:.0f} ms")  # fmt: skip
+        out["prompt_s"], out["prompt_poll_s"] = (
+            asyncio.run(prompt_to_turn(url, browser, codes)),
+            POLL_S,
+        )
     finally:
         server.terminate()
         server.wait(10)
+    return out
+
+
+def main() -> None:
+    r = measure()
+    one = r["fan_out"].pop(1)
+    print(f"    1 viewer:  event stored -> the viewer has it  p50 {1000 * one[0]:6.1f} ms  "
+          f"p99 {1000 * one[1]:6.1f} ms")  # fmt: skip
+    for viewers, (p50, p99) in r["fan_out"].items():
+        print(f"{viewers:5d} viewers: event stored -> every viewer has it  "
+              f"p50 {1000 * p50:6.1f} ms  p99 {1000 * p99:6.1f} ms")  # fmt: skip
+    print(f"catch-up of {r['history']:,} events by a late joiner: {1000 * r['catch_up_s']:.0f} ms "
+          f"(the same read from the store: {1000 * r['store_read_s']:.0f} ms)")  # fmt: skip
+    print(f"answer on the page -> taken by the kernel's poller: {1000 * r['answer_s']:.0f} ms "
+          f"(poll every {1000 * r['answer_poll_s']:.0f} ms)")  # fmt: skip
+    print(f"prompt on the page -> the co-driver's turn starts in the kernel: "
+          f"{1000 * r['prompt_s']:.0f} ms (poll every {1000 * r['prompt_poll_s']:.0f} ms)")  # fmt: skip
 
 
 async def prompt_to_turn(url: str, browser: requests.Session, codes: ShareCodes) -> float:

@@ -2,8 +2,7 @@
 
 Each figure is a value, the baseline measured in the same run (interleaved with it, so the load
 of a shared 2-core machine weighs on both) and their ratio. Prints one table and writes
-`bench-results.json` at the checkout's root. Figures whose feature has not landed yet keep
-their slot and say "not measured yet". `--quick` runs fewer rounds (a smoke run).
+`bench-results.json` at the checkout's root. `--quick` runs fewer rounds (a smoke run).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESSES = ("claude", "codex", "pi")
-NOT_YET = "not measured yet"
 
 
 def row(figure: str, value: float | None, baseline: float | None, unit: str,
@@ -120,9 +118,46 @@ def stop_rows(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def slot_rows(quick: bool) -> list[dict[str, Any]]:
-    return [row("share server fan-out", None, None, "", NOT_YET + " (share issue)"),
-            row("soak test", None, None, "", NOT_YET + " (soak issue)")]  # fmt: skip
+def share_rows(quick: bool) -> list[dict[str, Any]]:
+    from jupyter_ext.share.bench import measure
+
+    r = measure((100,) if quick else (100, 500, 1000), 2_000 if quick else 10_000)
+    one_p50, one_p99 = r["fan_out"].pop(1)
+    rows = []
+    for viewers, (p50, p99) in r["fan_out"].items():
+        rows += [row(f"share fan-out: {viewers} viewers, p50", p50 * 1000, one_p50 * 1000, "ms",
+                     "event stored -> every viewer has it; baseline: 1 viewer"),
+                 row(f"share fan-out: {viewers} viewers, p99", p99 * 1000, one_p99 * 1000, "ms",
+                     "baseline: 1 viewer")]  # fmt: skip
+    return [
+        *rows,
+        row(f"share catch-up: {r['history']:,} events", r["catch_up_s"] * 1000,
+            r["store_read_s"] * 1000, "ms",
+            "a late joiner's WebSocket; baseline: the same events read from the store"),
+        row("share: answer on the page -> kernel", r["answer_s"] * 1000,
+            r["answer_poll_s"] * 1000, "ms", "baseline: the kernel's poll period"),
+        row("share: co-driver's prompt -> turn starts", r["prompt_s"] * 1000,
+            r["prompt_poll_s"] * 1000, "ms", "baseline: the kernel's poll period"),
+    ]  # fmt: skip
+
+
+def soak_rows(quick: bool) -> list[dict[str, Any]]:
+    from ..harnesses import discover
+    from ..soak import soak
+
+    available = discover()
+    names = [n for n in HARNESSES if n in available and available[n].find_binary()]
+    r = asyncio.run(soak(names, 20 if quick else 200, 60 if quick else 240, 11))
+    note = (f"{r['turns']} turns over {', '.join(names)} in {r['seconds']:.0f} s with random "
+            f"faults; {r['completed']} completed; seq continuous: {r['seq_continuous']}, every "
+            f"turn ended once: {r['every_turn_ended_once']}")  # fmt: skip
+    return [
+        row("soak: events lost", r["lost"], r["events"], "", note + "; baseline: events stored"),
+        row("soak: faults survived", r["survived"], r["faults"], "",
+            "the turn after each fault completed; baseline: faults injected"),
+        row("soak: session process memory growth", r["rss_growth_mb"], r["store_mb"], "MiB",
+            "RSS after the last turn minus after the first; baseline: the store's size on disk"),
+    ]  # fmt: skip
 
 
 SECTIONS: dict[str, Callable[..., list[dict[str, Any]]]] = {
@@ -132,7 +167,8 @@ SECTIONS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "turns": turn_rows,
     "events": event_rows,
     "stop": stop_rows,
-    "slots": slot_rows,
+    "share": share_rows,
+    "soak": soak_rows,
 }
 
 
