@@ -30,7 +30,7 @@ from .approval import auto_approve_from_env
 from .approvals import DEFAULT_TIMEOUT_S, timeout_from_env
 from .codrive import CoDriving
 from .credentials import CREDENTIALS_ENV, check_preferences, parse_preferences
-from .events import EventKind
+from .events import Event, EventKind
 from .harnesses import HarnessError
 from .harnesses.acp import AcpAgent
 from .interpolate import ValueWriter, describe_substitutions, interpolate
@@ -523,11 +523,31 @@ class OmniKernel(IPythonKernel):
 
     async def _show_turn(self, events: Any) -> None:
         """Show a turn the kernel runs by itself (an approval answered after a restart carries
-        it out) in the cell it belongs to: the caller runs in that cell's context."""
+        it out) in the cell it belongs to: the caller runs in that cell's context. The stop
+        button ends it, as it ends a cell's."""
         view = CellView(display, update_display, images=self.images)
-        async for event in events:
-            view.show(event)
+        started: list[Event] = []
+
+        async def show() -> None:
+            async for event in events:
+                if event.kind == EventKind.TURN_START:
+                    started.append(event)
+                view.show(event)
+
+        task = asyncio.ensure_future(show())
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
+        with guard(task):
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the kernel is stopping: the caller stores the turn's end
         view.flush_text()
+        if task.cancelled() and started:
+            for event in await self.agents.stop_turn(started[0].harness, started[0].cell):
+                view.show(event)
 
     def _interpolate(self, prompt: str) -> str:
         """Python values named in the prompt, put in (see `omnikernel.interpolate`); the cell

@@ -178,6 +178,30 @@ def test_a_waiting_approval_is_approved_from_a_terminal_while_the_new_kernel_is_
     assert_once(workdir, tmp_path, "terminal", request_id, "terminal")
 
 
+def test_the_stop_button_ends_the_turn_that_carries_out_an_approval(
+    model, workdir, tmp_path, start_kernel
+):
+    request_id = kill_while_waiting(model, workdir, tmp_path, start_kernel, "stopped")
+    second = start_kernel(workdir, **env_for(model, "stopped"))
+    assert second.execute("Please say hello.").status == "ok"
+    assert attach(tmp_path, "stopped", "--approve", request_id) == 0
+    (start,) = wait_for("the approved command's turn starts", lambda: [
+        e for e in stored(tmp_path, "stopped", EventKind.TURN_START)
+        if e.data.get("carries_out") == request_id])  # fmt: skip
+    # Its second run asks again; nobody answers: the turn runs with no cell running.
+    wait_for("the second run asks", lambda: [
+        e for e in stored(tmp_path, "stopped", EventKind.APPROVAL_REQUEST)
+        if e.turn == start.turn])  # fmt: skip
+    second.km.interrupt_kernel()  # JupyterLab's stop button
+    (end,) = wait_for("the turn ends", lambda: [
+        e for e in stored(tmp_path, "stopped", EventKind.TURN_END) if e.turn == start.turn],
+        timeout=30)  # fmt: skip
+    assert end.data["status"] == "interrupted", end.data
+    assert (workdir / "marks.txt").read_text() == "mark\n"  # the approved run only
+    after = second.execute("Please say hello.")
+    assert after.status == "ok" and "Hello after the restart." in after.text, after.text
+
+
 def test_a_waiting_approval_denied_after_a_kill_is_told_to_the_agent_once(
     model, workdir, tmp_path, start_kernel
 ):
