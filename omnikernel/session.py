@@ -470,9 +470,16 @@ class AgentSession:
     async def _hold_model_call(self, harness: str) -> str | None:
         """The gateway asks this (on its own thread) before each model call: None to go on, or
         why not. A pause that is due waits here for a person, in the running cell."""
-        verdict = self.judge(Request(kind="model_call", tool=harness))
+        from .policy import judge
+
+        # `%budget`'s cap is the gateway's own check (402, its own message); a policy file's
+        # `budget` rule refuses the call here.
+        verdict = judge(self.policy.rules(), self.live_state(), Request(kind="model_call",
+                                                                        tool=harness))  # fmt: skip
+        if verdict.outcome == Outcome.DENY:
+            return f"Omnigent policy refused this model call: {verdict.reason}"
         if verdict.outcome != Outcome.PAUSE or self._loop is None:
-            return None  # the budget is the gateway's own check, with its own message
+            return None
         answer: concurrent.futures.Future[approval.Decision] = concurrent.futures.Future()
 
         def start() -> None:

@@ -9,6 +9,7 @@ tokens and the plan's usage limits.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -121,6 +122,30 @@ def test_a_token_budget_rule_denies_past_its_cap():
     assert rule.check(Request(), PolicyState(spent_tokens=1_999_999)) is None
     match = rule.check(Request(), PolicyState(spent_tokens=2_000_000, spent_usd=0.0))
     assert match is not None and match.outcome == Outcome.DENY and "2M tokens" in match.reason
+
+
+def test_a_policy_files_budget_refuses_model_calls_and_says_where_it_lives(tmp_path: Path):
+    user = tmp_path / "user.toml"
+    user.write_text('[[rule]]\nrule = "budget"\namount = "1k tokens"\n')
+    session = AgentSession(
+        store=SessionStore(tmp_path / "s.sqlite3"), session_id="b", notebook=str(tmp_path / "n"),
+        cwd=tmp_path, state_dir=tmp_path / "state", upstream_config=UpstreamConfig(),
+        user_policy=user, budget_tokens=500,
+    )  # fmt: skip
+    try:
+        assert asyncio.run(session._hold_model_call("claude")) is None  # nothing spent yet
+        session.gateway.ledger.add(SpendRecord("claude", "anthropic", "claude-sonnet-4-5", 900,
+                                               300, 0, 0, 0.01))  # fmt: skip
+        refusal = asyncio.run(session._hold_model_call("claude"))
+        assert refusal is not None and "policy refused this model call" in refusal
+        assert "1k tokens budget is used" in refusal and "user policy rule" in refusal
+        user.write_text("")
+        session.policy.reload()
+        # `%budget`'s own cap (500 tokens, passed too) stays the gateway's check, with its 402.
+        assert asyncio.run(session._hold_model_call("claude")) is None
+        assert session.gateway.budget_refusal() is not None
+    finally:
+        session.gateway.stop_thread()
 
 
 @pytest.mark.parametrize(("args", "says"), [

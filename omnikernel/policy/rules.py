@@ -405,13 +405,18 @@ class BudgetRule(AmountRule):
             return self._match(
                 Outcome.DENY,
                 f"the {self.amount.show()} budget is used ({state.spent_tokens:,} tokens "
-                f"metered); raise it with `%budget N tokens`",
+                f"metered); {self._how_to_raise('%budget N tokens')}",
             )
         return self._match(
             Outcome.DENY,
-            f"the ${self.amount.value:.2f} budget is spent (${state.spent_usd:.4f}); raise it "
-            f"with `%budget N`",
+            f"the ${self.amount.value:.2f} budget is spent (${state.spent_usd:.4f}); "
+            f"{self._how_to_raise('%budget N')}",
         )
+
+    def _how_to_raise(self, magic: str) -> str:
+        if self.level == "session":  # `%budget`'s cap, or a `%policy add budget` rule
+            return f"raise it with `{magic}` (or `%policy off budget` if `%policy add` set it)"
+        return f"it is a {self.level} policy rule: change it in that policy file (`%policy` says which)"
 
     def state_text(self, state: PolicyState) -> str:
         if self.amount.is_tokens:
