@@ -36,9 +36,12 @@ button.approve{background:#1b7f3b} button.deny{background:#b3261e}
 .event pre{white-space:pre-wrap;word-break:break-word;font-size:14px;background:#f0f1f3;padding:6px;border-radius:6px}
 .decided{color:#333;font-style:italic}
 #ask{position:sticky;bottom:0;background:#fff;border-top:1px solid #ddd;padding:10px 14px;display:none}
-#ask textarea{width:100%;box-sizing:border-box;font:17px system-ui,sans-serif;min-height:3.2em;border-radius:10px;padding:8px}
+#ask textarea{width:100%;box-sizing:border-box;font:17px system-ui,sans-serif;border-radius:10px;padding:8px}
 #ask button{font-size:20px;min-height:52px;width:100%;margin-top:6px;border:0;border-radius:12px;background:#1565c0;color:#fff}
-#asked{font-size:14px;color:#555}
+#ask label,#asked{font-size:14px;color:#555}
+#ask .row{display:flex;gap:8px;align-items:flex-end}
+#ask .row textarea{flex:1}
+#ask .row button{width:auto;padding:0 18px;margin:0}
 </style></head>
 <body data-role="{{role}}">
 <header><div id="status">connecting…</div>
@@ -46,8 +49,8 @@ button.approve{background:#1b7f3b} button.deny{background:#b3261e}
 <div id="pending"></div><div id="said"></div></header>
 <main id="feed"></main>
 <form id="ask"><label for="prompt">Prompt the agent (runs as a turn of the notebook's session)</label>
-<textarea id="prompt" maxlength="20000" placeholder="What should the agent do next?"></textarea>
-<button type="submit" id="send">Send</button><div id="asked"></div></form>
+<div class="row"><textarea id="prompt" rows="2" maxlength="20000" placeholder="What should the agent do next?"></textarea>
+<button type="submit" id="send">Send</button></div><div id="asked"></div></form>
 <script>
 "use strict";
 const ROLE = document.body.dataset.role, XSRF = "{{xsrf}}";
