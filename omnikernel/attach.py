@@ -77,7 +77,9 @@ class TerminalView:
         if event.kind == EventKind.TURN_START:
             prompt = terminal_safe(str(event.data.get("prompt", "")))
             quoted = "\n".join("> " + line for line in prompt.splitlines()) or ">"
-            self.out.write(f"\n━━ turn {event.turn} · {event.harness} ━━\n{quoted}\n")
+            by = terminal_safe(str(event.data.get("by", "")))
+            origin = f" · from {by}" if by else ""
+            self.out.write(f"\n━━ turn {event.turn} · {event.harness}{origin} ━━\n{quoted}\n")
         else:
             self._view.show(event)
         self.out.flush()

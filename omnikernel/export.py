@@ -36,6 +36,8 @@ class Turn:
     harness: str = ""
     prompt: str = ""
     model: str | None = None
+    #: Who sent a prompt that no cell of the notebook did (a co-driver on the share page).
+    by: str = ""
     started: float = 0.0
     status: str = "running"
     cost_usd: float = 0.0
@@ -57,6 +59,8 @@ def gather(events: Iterable[Event]) -> list[Turn]:
         if e.kind == EventKind.TURN_START:
             turn.prompt, turn.model, turn.harness, turn.started = (
                 d.get("prompt", ""), d.get("model"), e.harness, e.ts)  # fmt: skip
+            if d.get("by"):
+                turn.by = f"{d['by']} ({d.get('source', '')})".replace(" ()", "")
         elif e.kind == EventKind.TEXT:
             if turn.parts and turn.parts[-1][0] == "text":
                 turn.parts[-1] = ("text", turn.parts[-1][1] + d.get("text", ""))
@@ -132,7 +136,13 @@ def _header(row: dict[str, Any], turns: list[Turn]) -> list[tuple[str, str]]:
 
 def _turn_markdown(turn: Turn) -> str:
     out = [f"## Turn {turn.number} · {turn.harness} · {turn.status}", ""]
-    out += [f"*{_when(turn.started)}" + (f" · model {turn.model}" if turn.model else "") + "*", ""]
+    out += [
+        f"*{_when(turn.started)}"
+        + (f" · model {turn.model}" if turn.model else "")
+        + (f" · prompt from {turn.by}" if turn.by else "")
+        + "*",
+        "",
+    ]
     if turn.prompt:
         out += ["> " + line for line in turn.prompt.splitlines()] + [""]
     for kind, *rest in turn.parts:
@@ -177,7 +187,8 @@ def _turn_html(turn: Turn) -> str:
     out = [f'<section class="turn"><h2>Turn {turn.number} · {escape(turn.harness)} · '
            f"{escape(turn.status)}</h2>",
            f'<p class="meta">{_when(turn.started)}'
-           + (f" · model {escape(turn.model)}" if turn.model else "") + "</p>"]  # fmt: skip
+           + (f" · model {escape(turn.model)}" if turn.model else "")
+           + (f" · prompt from {escape(turn.by)}" if turn.by else "") + "</p>"]  # fmt: skip
     if turn.prompt:
         out.append(f'<div class="prompt">{escape(turn.prompt)}</div>')
     for kind, *rest in turn.parts:

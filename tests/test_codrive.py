@@ -15,6 +15,7 @@ import pytest
 
 from jupyter_ext.share.codes import ShareCodes
 from omnikernel.events import EventKind
+from omnikernel.export import export_session
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store import SessionStore
 
@@ -105,6 +106,8 @@ def test_a_co_drivers_prompt_runs_as_a_turn_in_the_feed(model, workdir, start_ke
     shown = feed_text(kernel)
     assert f"▶ {WHO} (share page)" in shown and "Hello from the agent, co-driver." in shown
     assert "claude" in shown  # the turn's footer
+    exported = export_session(store, session, "markdown")
+    assert f"prompt from {WHO} (share page)" in exported  # the record says who asked
 
     # Its approval is the session's: asked in the feed, answered from the page.
     codes.post_prompt(session, "co-driver writes a file", WHO, "share page")
