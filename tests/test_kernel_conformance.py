@@ -28,6 +28,7 @@ class OmniKernelConformance(jkt.KernelTests):
     code_inspect_sample = "%%python\nprint"
     code_generate_error = "%%python\nraise ValueError('boom')"
     code_clear_output = "%%python\nfrom IPython.display import clear_output; clear_output()"
+    code_page_something = "%%python\nprint?"
     complete_code_samples = ["%%python\nx = 1", "Fix the failing test in tests/", "%agent"]
     incomplete_code_samples = ["%%python\nfor i in range(3):"]
 
