@@ -26,7 +26,7 @@ from omnikernel.session import AgentSession
 from omnikernel.store import SessionStore, StoreUnavailableError
 from omnikernel.upstream import Upstream, UpstreamConfig
 
-from .conftest import require_claude
+from .conftest import require_claude, require_cli
 
 OVERLOADED = {"error": {"status": 529, "type": "overloaded_error", "message": "Overloaded"}}
 RATE_LIMITED = {"error": {"status": 429, "type": "rate_limit_error", "message": "slow down"}}
@@ -317,6 +317,39 @@ def test_claude_turn_rides_out_an_overloaded_upstream(model, workdir, tmp_path, 
     assert "Noted: the word is heron." in result.text
     assert not model._queue  # both errors were served (and retried past)
     assert_continuous(stored(tmp_path, "overloaded"))
+
+
+def test_pi_answers_the_next_prompt_after_the_upstream_failed_for_good(model, tmp_path):
+    """The upstream fails past the gateway's retries: Pi's turn ends with the error, and the
+    next prompt is answered, by the new turn (Pi's own retry would keep it busy, "already
+    processing", and answer the old prompt late)."""
+    require_cli("pi")
+    work = tmp_path / "work"
+    work.mkdir()
+    session = AgentSession(
+        store=SessionStore(tmp_path / "store.sqlite3"), session_id="pi-down",
+        notebook=str(work / "p.ipynb"), cwd=work, state_dir=tmp_path / "state", harness="pi",
+        auto_approve=True,
+        upstream_config=UpstreamConfig(anthropic_base_url=model.base_url, anthropic_api_key="k"),
+    )  # fmt: skip
+    session.gateway.backoff_s = 0.05
+
+    async def turns() -> tuple[list[Event], list[Event]]:
+        try:
+            model.enqueue(*[OVERLOADED] * 16)
+            failed = [e async for e in session.run_prompt("Please remember a word.")]
+            model.reset()
+            await asyncio.sleep(3)  # past Pi's first retry delay (2 s), were it on
+            after = [e async for e in session.run_prompt("Which word did I ask you to remember?")]
+            return failed, after
+        finally:
+            await session.close()
+
+    failed, after = asyncio.run(asyncio.wait_for(turns(), 180))
+    assert failed[-1].data["status"] == "error", failed
+    assert after[-1].data["status"] == "completed", after
+    text = "".join(e.data.get("text", "") for e in after)
+    assert "Noted: the word is heron." not in text  # nothing of the failed turn's retry
 
 
 def test_a_short_soak_loses_no_event():

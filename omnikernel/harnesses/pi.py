@@ -97,6 +97,12 @@ class PiHarness(JsonLinesHarness):
                     "apiKey": KEY_VARIABLE, "models": [{"id": self.model, "cost": cost}]}  # fmt: skip
         (agent_dir / "models.json").write_text(json.dumps({"providers": {PROVIDER: provider}}))
 
+    async def on_started(self) -> None:
+        # The gateway retries transient upstream errors inside the turn (bounded, with backoff,
+        # then a clear error). Pi's own retry would end the turn first and retry after it: the
+        # next prompt would find Pi busy, and the old prompt's late answer would leak into it.
+        await self._command("set_auto_retry", enabled=False)
+
     async def _command(self, kind: str, **fields: Any) -> None:
         self._ids += 1
         await self.send({"id": str(self._ids), "type": kind, **fields})
