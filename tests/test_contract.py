@@ -1,5 +1,6 @@
 """Every built-in harness passes the same contract, with its real CLI, in the real sandbox."""
 
+from omnikernel.events import EventKind
 from omnikernel.testing.contract import HarnessContract
 
 from .conftest import require_cli
@@ -10,6 +11,16 @@ class TestClaudeContract(HarnessContract):
 
     def setup_method(self) -> None:
         require_cli("claude")
+
+    def test_each_turn_reports_its_own_cost(self, make_session):
+        """Claude Code's `total_cost_usd` runs from its process's start; each turn's usage
+        holds that turn's share, which matches what the gateway metered for it."""
+        turns = self.run(make_session(), "contract recall", "contract recall", "contract recall")
+        for events in turns:
+            (usage,) = [e.data for e in events if e.kind == EventKind.USAGE]
+            metered = sum(e.data["cost_usd"] for e in events if e.kind == EventKind.SPEND)
+            assert metered > 0 and abs(usage["cost_usd"] - metered) <= 0.01 * metered, (
+                usage, metered)  # fmt: skip
 
 
 class TestCodexContract(HarnessContract):

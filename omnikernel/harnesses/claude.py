@@ -99,6 +99,11 @@ class ClaudeHarness(JsonLinesHarness):
         super().__init__(ctx)
         self._claude_session: str | None = None
         self._request_ids = itertools.count(1)
+        #: Claude Code's ``total_cost_usd`` counts from its process's start, not per turn.
+        self._cost_reported = 0.0
+
+    async def on_started(self) -> None:
+        self._cost_reported = 0.0  # a new process counts from zero
 
     def command(self, binary: str) -> list[str]:
         argv = [
@@ -273,6 +278,14 @@ class ClaudeHarness(JsonLinesHarness):
         )
         self.pending_approval = None
 
+    def _turn_cost(self, total: Any) -> float | None:
+        """This turn's share of the process's running ``total_cost_usd``."""
+        if not isinstance(total, int | float):
+            return None
+        turn = total - self._cost_reported if total >= self._cost_reported else total
+        self._cost_reported = float(total)
+        return round(turn, 6)
+
     def _result_events(self, message: dict[str, Any]) -> list[Event]:
         usage = message.get("usage") or {}
         models = list((message.get("modelUsage") or {}).keys())
@@ -285,7 +298,7 @@ class ClaudeHarness(JsonLinesHarness):
                     "output_tokens": usage.get("output_tokens", 0),
                     "cache_read_tokens": usage.get("cache_read_input_tokens", 0),
                     "cache_write_tokens": usage.get("cache_creation_input_tokens", 0),
-                    "cost_usd": message.get("total_cost_usd"),
+                    "cost_usd": self._turn_cost(message.get("total_cost_usd")),
                     "num_turns": message.get("num_turns", 0),
                 },
             )
