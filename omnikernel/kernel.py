@@ -426,19 +426,12 @@ class OmniKernel(IPythonKernel):
                         status = event.data.get("status", "completed")
 
         task = asyncio.ensure_future(run())
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
-        with guard(task):
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the kernel itself is being stopped, not just this turn
-            except StoreUnavailableError as exc:  # nothing more can be stored: end the turn
-                view.flush_text()
-                await session.abandon_turn(name)
-                return self._error_reply("StoreUnavailableError", str(exc))
+        try:
+            await self._until_done_or_stopped(task)
+        except StoreUnavailableError as exc:  # nothing more can be stored: end the turn
+            view.flush_text()
+            await session.abandon_turn(name)
+            return self._error_reply("StoreUnavailableError", str(exc))
         if task.cancelled() and not started:  # stopped while waiting for another turn
             display(notice_bundle({"message": "Stopped waiting: this prompt was not sent to "
                                    "the agent."}), raw=True)  # fmt: skip
@@ -498,21 +491,14 @@ class OmniKernel(IPythonKernel):
             self._show = feed.display
             task = asyncio.ensure_future(run())
             feed.running(prompt, on_stop=task.cancel)
-            on_main_thread = threading.current_thread() is threading.main_thread()
-            guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
             try:
-                with guard(task):
-                    try:
-                        await task
-                    except asyncio.CancelledError:
-                        current = asyncio.current_task()
-                        if current is not None and current.cancelling():
-                            raise  # the kernel is stopping, not just this turn
-                    except StoreUnavailableError as exc:
-                        view.flush_text()
-                        await session.abandon_turn(name)
-                        feed.display(error_bundle({"message": str(exc)}))
-                        return
+                try:
+                    await self._until_done_or_stopped(task)
+                except StoreUnavailableError as exc:
+                    view.flush_text()
+                    await session.abandon_turn(name)
+                    feed.display(error_bundle({"message": str(exc)}))
+                    return
                 if task.cancelled():
                     view.flush_text()
                     for event in await session.stop_turn(name):
@@ -535,15 +521,7 @@ class OmniKernel(IPythonKernel):
                 view.show(event)
 
         task = asyncio.ensure_future(show())
-        on_main_thread = threading.current_thread() is threading.main_thread()
-        guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
-        with guard(task):
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the kernel is stopping: the caller stores the turn's end
+        await self._until_done_or_stopped(task)  # the kernel stopping: the caller ends the turn
         view.flush_text()
         if task.cancelled() and started:
             for event in await self.agents.stop_turn(started[0].harness, started[0].cell):
@@ -592,6 +570,20 @@ class OmniKernel(IPythonKernel):
             parent=self.shell.display_pub.parent_header,
             ident=self._topic("stream"),
         )
+
+    async def _until_done_or_stopped(self, task: asyncio.Future[Any]) -> None:
+        """Wait for a turn's task; the stop button (SIGINT) cancels it, and that cancel ends
+        here (the caller sees `task.cancelled()`). The kernel itself being stopped, and any
+        other error of the task, go on to the caller."""
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
+        with guard(task):
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the kernel itself is being stopped, not just this turn
 
     @contextlib.contextmanager
     def _stop_on_sigint(self, task: asyncio.Future[Any]) -> Iterator[None]:
