@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
+import requests
 
 from jupyter_ext.share.codes import ShareCodes
 from omnikernel import cli
@@ -235,12 +236,11 @@ def test_the_share_page_refuses_a_second_answer_while_the_first_is_on_its_way(
     restart): a second answer is refused, naming the first, so the first answer wins."""
     codes = ShareCodes(store.path)
     add(store, EventKind.APPROVAL_REQUEST, request_id="r9", tool="Bash", summary=COMMAND)
-    browser = join(share, codes.new_code(SHARED, "rw"))
-    headers = {"X-XSRFToken": browser.cookies["_xsrf"], "Origin": share.url}
-    first = browser.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": True},
+    headers = join(share, codes.new_code(SHARED, "rw")).headers
+    first = requests.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": True},
                          headers=headers)  # fmt: skip
     assert first.status_code == 202, first.text
-    second = browser.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": False},
+    second = requests.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": False},
                           headers=headers)  # fmt: skip
     assert second.status_code == 409 and "already approved by co-drive" in second.text
     assert codes.take_answer(SHARED, "r9")[0] is True and codes.take_answer(SHARED, "r9") is None

@@ -5,22 +5,28 @@ the sandbox that cannot reach it."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
-import re
 import shutil
+import socket
 import sqlite3
+import ssl
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import websocket
 
+from jupyter_ext.share import bodies
+from jupyter_ext.share.client import Grant, JoinError, exchange
 from jupyter_ext.share.codes import ShareCodes
-from jupyter_ext.share.server import FAILURES_ALLOWED, ShareServer
+from jupyter_ext.share.limits import FAILURES_ALLOWED, GLOBAL_FAILURES_ALLOWED
+from jupyter_ext.share.server import ShareServer
 from omnikernel.events import Event, EventKind
 from omnikernel.store import SessionStore
 
@@ -84,25 +90,19 @@ def add(store: SessionStore, kind: EventKind, **data: Any) -> Event:
     return store.append(Event(kind, data, session_id=SESSION, harness="claude", turn=1))
 
 
-def join(share: Running, code: str, **headers: str) -> requests.Session:
-    """Open a link like a browser: GET the confirmation page, POST its form."""
-    browser = requests.Session()
-    page = browser.get(f"{share.url}/join", params={"code": code}, headers=headers)
+def join(share: Running, code: str, **headers: str) -> Grant:
+    """Open a link like the page: GET the confirmation page, POST the code for a grant."""
+    page = requests.get(f"{share.url}/join", params={"code": code}, headers=headers)
     assert page.status_code == 200, page.text
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    answer = browser.post(f"{share.url}/join", data={"code": code, "_xsrf": xsrf},
-                          allow_redirects=False, headers=headers)  # fmt: skip
-    assert answer.status_code == 303, answer.text
-    return browser
+    assert code not in page.text and "Set-Cookie" not in page.headers
+    return exchange(share.url, code)
 
 
-def ws(share: Running, browser: requests.Session | None, since: int = 0,
+def ws(share: Running, grant: Grant | None, since: int = 0,
        origin: str | None = "same") -> websocket.WebSocket:  # fmt: skip
-    header = []
-    if browser is not None:
-        cookies = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
-        header.append(f"Cookie: {cookies}")
-    kwargs: dict[str, Any] = {"header": header, "timeout": 10}
+    kwargs: dict[str, Any] = {"timeout": 10}
+    if grant is not None:
+        kwargs["subprotocols"] = grant.subprotocols
     if origin == "same":
         kwargs["origin"] = share.url
     elif origin is None:
@@ -137,103 +137,227 @@ def test_codes_are_stored_hashed_expire_and_revoke(store, clock):
     assert codes.lookup(rw) is None and codes.lookup(ro) is not None
 
 
-def test_get_only_confirms_post_exchanges_with_xsrf(share, store):
+def grant_of(share: Running, grant: Grant | None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {grant.token}"} if grant else {}
+    return requests.get(f"{share.url}/api/grant", headers=headers)
+
+
+def test_get_only_confirms_and_the_post_from_the_page_exchanges(share, store):
     code = ShareCodes(store.path).new_code(SESSION, "ro")
-    browser = requests.Session()
-    page = browser.get(f"{share.url}/join", params={"code": code})
-    assert page.status_code == 200 and "Open the session" in page.text
+    page = requests.get(f"{share.url}/join", params={"code": code})
+    assert page.status_code == 200 and "Open the session" in page.text and "read-only" in page.text
+    assert code not in page.text  # the page's script reads it from its own address
     # A link preview (GET) spends nothing and grants nothing.
-    assert browser.get(f"{share.url}/live").status_code == 403
-    # A POST without the XSRF token (a cross-site form) is refused.
-    forged = requests.post(f"{share.url}/join", data={"code": code}, allow_redirects=False)
-    assert forged.status_code == 403 and "omk_share" not in forged.cookies
-    browser = join(share, code)
-    cookie = next(c for c in browser.cookies if c.name == "omk_share")
-    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.value != code
-    live = browser.get(f"{share.url}/live")
-    assert live.status_code == 200 and 'data-role="ro"' in live.text
-    assert code not in live.text
-    # The confirmation page echoes the code from the URL: escaped, never markup.
-    injected = requests.get(f"{share.url}/join", params={"code": '"><script>alert(1)</script>'})
-    assert "<script>alert" not in injected.text and "&lt;script&gt;" in injected.text
+    assert grant_of(share, None).status_code == 403
+    # A POST from any other page is refused: without an Origin, from another origin (another
+    # port of the same host included), or as a form (a cross-site form cannot send JSON).
+    body = json.dumps({"code": code})
+    json_type = {"Content-Type": "application/json"}
+    for headers in ({}, {"Origin": "http://evil.example"},
+                    {"Origin": f"http://127.0.0.1:{share.server.port + 1}"}):  # fmt: skip
+        forged = requests.post(f"{share.url}/join", data=body, headers={**json_type, **headers})
+        assert forged.status_code == 403 and "grant" not in forged.text
+    as_form = requests.post(f"{share.url}/join", data={"code": code},
+                            headers={"Origin": share.url})  # fmt: skip
+    assert as_form.status_code == 415 and "grant" not in as_form.text
+    grant = join(share, code)
+    assert grant.token != code and grant.role == "ro" and grant.session == SESSION
+    me = grant_of(share, grant)
+    assert me.status_code == 200 and me.json()["role"] == "ro", me.text
+    assert "Set-Cookie" not in me.headers  # nothing a browser would send on its own
+    # The live page is a shell, the same for everyone: no code, no grant, no session.
+    live = requests.get(f"{share.url}/live")
+    assert live.status_code == 200 and SESSION not in live.text and grant.token not in live.text
+
+
+def test_a_revoked_or_expired_link_says_so_before_anything_else(share, store, clock):
+    codes = ShareCodes(store.path, clock=clock)
+    revoked, expiring = codes.new_code(SESSION, "rw"), codes.new_code(SESSION, "ro", ttl_s=60)
+    codes.revoke(SESSION, ("rw",))
+    clock.now += 61
+    for code in (revoked, expiring, "not-a-code"):
+        page = requests.get(f"{share.url}/join", params={"code": code})
+        assert page.status_code == 403 and "revoked or has expired" in page.text
+        assert "Open the session" not in page.text and SESSION not in page.text
 
 
 def test_host_check_refuses_a_rebound_name(share, store):
-    browser = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
-    assert browser.get(f"{share.url}/live").status_code == 200
-    rebound = browser.get(
-        f"{share.url}/live", headers={"Host": f"evil.example:{share.server.port}"}
-    )
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    assert grant_of(share, grant).status_code == 200
+    rebound = requests.get(f"{share.url}/api/grant", headers={
+        "Host": f"evil.example:{share.server.port}", "Authorization": f"Bearer {grant.token}"})  # fmt: skip
     assert rebound.status_code == 403 and "Host" in rebound.text
     page = requests.get(f"{share.url}/join", headers={"Host": "evil.example"})
     assert page.status_code == 403
 
 
-def test_read_only_cannot_answer_and_co_drive_needs_xsrf(share, store):
+def test_read_only_cannot_answer_and_co_drive_needs_its_grant_and_origin(share, store):
     codes = ShareCodes(store.path)
     add(store, EventKind.APPROVAL_REQUEST, request_id="r1", tool="Bash", summary="git push")
     body = {"request_id": "r1", "allow": True}
     ro = join(share, codes.new_code(SESSION, "ro"))
-    xsrf = {"X-XSRFToken": ro.cookies["_xsrf"]}
-    refused = ro.post(f"{share.url}/api/answer", json=body, headers=xsrf)
+    refused = requests.post(f"{share.url}/api/answer", json=body, headers=ro.headers)
     assert refused.status_code == 403 and "read-only" in refused.text
     rw = join(share, codes.new_code(SESSION, "rw"))
-    assert rw.post(f"{share.url}/api/answer", json=body).status_code == 403  # no XSRF token
-    cross = rw.post(f"{share.url}/api/answer", json=body, headers={
-        "X-XSRFToken": rw.cookies["_xsrf"], "Origin": "http://evil.example"})  # fmt: skip
+    no_grant = {**rw.headers, "Authorization": ""}
+    assert requests.post(f"{share.url}/api/answer", json=body, headers=no_grant).status_code == 403
+    cross = requests.post(f"{share.url}/api/answer", json=body,
+                          headers={**rw.headers, "Origin": "http://evil.example"})  # fmt: skip
     assert cross.status_code == 403
     assert codes.take_answer(SESSION, "r1") is None  # nothing reached the kernel
-    sent = rw.post(f"{share.url}/api/answer", json=body, headers={
-        "X-XSRFToken": rw.cookies["_xsrf"], "Origin": share.url})  # fmt: skip
+    sent = requests.post(f"{share.url}/api/answer", json=body, headers=rw.headers)
     assert sent.status_code == 202, sent.text
     allow, who, source = codes.take_answer(SESSION, "r1")
     assert allow and who.startswith("co-drive at 127.0.0.1") and source == "share page"
     add(store, EventKind.APPROVAL_DECISION, request_id="r1", decision="allow",
         reason="approved by co-drive (share page)")  # fmt: skip
-    late = rw.post(f"{share.url}/api/answer", json=body, headers={
-        "X-XSRFToken": rw.cookies["_xsrf"]})  # fmt: skip
+    late = requests.post(f"{share.url}/api/answer", json=body, headers=rw.headers)
     assert late.status_code == 409 and "too late" in late.text
 
 
-def test_websocket_needs_cookie_and_its_own_origin(share, store):
+@pytest.mark.parametrize("body, says", [
+    ({"request_id": "r1", "allow": "false"}, "allow must be a JSON boolean"),
+    ({"request_id": "r1", "allow": "true"}, "allow must be a JSON boolean"),
+    ({"request_id": "r1", "allow": 0}, "allow must be a JSON boolean"),
+    ({"request_id": "r1", "allow": None}, "allow must be a JSON boolean"),
+    ({"request_id": "r1"}, "missing allow"),
+    ({"request_id": 1, "allow": False}, "request_id must be a JSON string"),
+    ({"request_id": "r1", "allow": False, "by": "the owner"}, "unknown field"),
+    ({"request_id": "", "allow": False}, "request_id must be 1 to"),
+    ([{"request_id": "r1", "allow": False}], "not a JSON object"),
+    ("not json at all", "not JSON"),
+])  # fmt: skip
+def test_a_malformed_answer_is_refused_and_never_decides(share, store, body, says):
+    codes = ShareCodes(store.path)
+    add(store, EventKind.APPROVAL_REQUEST, request_id="r1", tool="Bash", summary="git push")
+    rw = join(share, codes.new_code(SESSION, "rw"))
+    data = body if isinstance(body, str) else json.dumps(body)
+    refused = requests.post(f"{share.url}/api/answer", data=data, headers=rw.headers)
+    assert refused.status_code == 400 and says in refused.json()["result"], refused.text
+    assert codes.given_answer(SESSION, "r1") is None  # nothing for the kernel to take
+
+
+def test_oversized_and_deeply_nested_bodies_are_refused_unread(share, store):
+    rw = join(share, ShareCodes(store.path).new_code(SESSION, "rw"))
+    deep = "[" * 100_000 + "]" * 100_000
+    try:
+        nested = requests.post(f"{share.url}/api/answer", data=deep, headers=rw.headers)
+        assert nested.status_code == 400, nested.text  # never a 500
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        pass  # refused before the client finished sending it: what we want
+    with pytest.raises(bodies.BodyError, match="not JSON"):
+        bodies.answer(deep.encode())  # past the parser's recursion limit: refused all the same
+    small_deep = '{"request_id": "r1", "allow": ' + "[" * 400 + "]" * 400 + "}"
+    refused = requests.post(f"{share.url}/api/answer", data=small_deep, headers=rw.headers)
+    assert refused.status_code == 400, refused.text
+    # A body is read only after the request showed its grant, and only up to its route's
+    # size: each of these is answered at once, with not one byte of the body sent.
+    port = share.server.port
+    no_grant = f"Origin: {share.url}\r\nContent-Type: application/json\r\n"
+    with_grant = no_grant + f"Authorization: Bearer {rw.token}\r\n"
+    for path, headers, length, status in (
+        ("/api/prompt", no_grant, 100_000_000, 403),  # no grant: nothing more is looked at
+        ("/api/prompt", no_grant, 50_000, 403),
+        ("/api/prompt", with_grant, 100_000_000, 400),  # granted, past a prompt's size
+        ("/api/answer", with_grant, 50_000, 400),  # granted, past an answer's size
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}"
+                         f"Content-Length: {length}\r\n\r\n").encode())  # fmt: skip
+            answer = raw.recv(4096).decode()
+        assert answer.startswith(f"HTTP/1.1 {status}"), (path, length, answer)
+
+
+def test_websocket_needs_its_grant_and_its_own_origin(share, store):
     add(store, EventKind.TEXT, text="hello")
-    browser = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
     for origin in (None, "http://evil.example", f"http://localhost:{share.server.port + 1}"):
         with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-            ws(share, browser, origin=origin)
+            ws(share, grant, origin=origin)
         assert refused.value.status_code == 403
     with pytest.raises(websocket.WebSocketBadStatusException):
-        ws(share, None)  # no cookie
-    sock = ws(share, browser)
+        ws(share, None)  # no grant
+    forged = Grant(grant.url, "x" * 43, grant.session, grant.role)
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        ws(share, forged)
+    sock = ws(share, grant)
+    assert sock.subprotocol == "omk-share"
     assert received(sock, 1) == [1]
     sock.close()
 
 
-def test_wrong_codes_are_rate_limited_and_never_logged(share, store, caplog):
-    caplog.set_level(logging.DEBUG)
+def post_code_from(share: Running, code: str, source_ip: str) -> int:
+    """POST a code from another loopback address (all of 127.0.0.0/8 is this machine)."""
+    connection = http.client.HTTPConnection("127.0.0.1", share.server.port, timeout=10,
+                                            source_address=(source_ip, 0))  # fmt: skip
+    connection.request("POST", "/join", body=json.dumps({"code": code}), headers={
+        "Origin": share.url, "Content-Type": "application/json"})  # fmt: skip
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_wrong_codes_are_rate_limited_per_address_and_in_all(share, store):
     code = ShareCodes(store.path).new_code(SESSION, "rw")
-    browser = join(share, code)  # a good one first: its code must not be logged either
-    page = requests.get(f"{share.url}/join", params={"code": "x"})
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    statuses = []
-    for i in range(FAILURES_ALLOWED + 1):
-        r = requests.post(f"{share.url}/join", data={"code": f"wrong{i}", "_xsrf": xsrf},
-                          cookies=page.cookies, allow_redirects=False)  # fmt: skip
-        statuses.append(r.status_code)
+    statuses = [
+        post_code_from(share, f"wrong{i}", "127.0.0.1") for i in range(FAILURES_ALLOWED + 1)
+    ]
     assert statuses == [403] * FAILURES_ALLOWED + [429]
     # Even the right code waits now: guessing cannot go on.
-    r = requests.post(f"{share.url}/join", data={"code": code, "_xsrf": xsrf},
-                      cookies=page.cookies, allow_redirects=False)  # fmt: skip
-    assert r.status_code == 429
-    # What the server logs (the client's own urllib3 debug lines hold the URLs it asked for).
-    logged = "\n".join(r.getMessage() for r in caplog.records
-                       if r.name.startswith(("omnikernel", "tornado", "jupyter")))  # fmt: skip
-    assert "wrong0" not in logged and code not in logged
-    assert browser.cookies["omk_share"] not in logged
-    assert "/join" in logged  # the access log is there, only without the codes
+    with pytest.raises(JoinError) as waited:
+        exchange(share.url, code)
+    assert waited.value.status == 429
+    # Rotating through loopback addresses meets the global cap.
+    statuses = [post_code_from(share, f"wrong{i}", f"127.0.{i // 250 + 1}.{i % 250 + 2}")
+                for i in range(GLOBAL_FAILURES_ALLOWED + 5)]  # fmt: skip
+    assert statuses.count(429) >= 5 + FAILURES_ALLOWED, statuses
+    assert post_code_from(share, code, "127.0.9.9") == 429
 
 
-def test_revoking_closes_open_sockets_and_refuses_cookies(share, store):
+def test_codes_and_grants_never_reach_a_log_whatever_is_refused(share, store):
+    """Tornado's own warning for a refused request prints the URI with its query string; every
+    refusal here is attempted with a live code in the query, and every log line read."""
+    seen: list[str] = []
+
+    class Everything(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name.startswith("urllib3"):
+                return  # the test's own client, logging the URLs it asks for
+            seen.append(record.getMessage() + (logging.Formatter().formatException(record.exc_info)
+                                               if record.exc_info else ""))  # fmt: skip
+
+    handler = Everything(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        code = ShareCodes(store.path).new_code(SESSION, "rw")
+        grant = join(share, code)
+        port = share.server.port
+        attempts = [
+            ("GET", f"/join?code={code}", {"Host": f"phone.lan:{port}"}),  # a name not configured
+            ("GET", f"/join?code={code}", {"Host": "127.0.0.1"}),  # a Host without the port
+            ("POST", f"/join?code={code}&_xsrf={grant.token}", {}),  # no Origin
+            ("POST", f"/api/answer?code={code}", {"Origin": share.url}),  # form type
+            ("GET", f"/api/grant?code={code}", {"Authorization": f"Bearer {grant.token}x"}),
+            ("GET", f"/ws?code={code}", {"Authorization": f"Bearer {grant.token}"}),
+            ("GET", f"/nowhere?code={code}", {}),
+        ]
+        for method, path, headers in attempts:
+            answer = requests.request(method, f"{share.url}{path}", headers=headers)
+            assert answer.status_code >= 400, (path, answer.status_code)
+        assert exchange(share.url, code).token  # and the good path once more
+        time.sleep(0.2)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    logged = "\n".join(seen)
+    assert "/join" in logged and "403" in logged  # the refusals are logged, without the secrets
+    assert code not in logged and grant.token not in logged, logged
+
+
+def test_revoking_closes_open_sockets_and_refuses_grants(share, store):
     codes = ShareCodes(store.path)
     add(store, EventKind.TEXT, text="before")
     ro = join(share, codes.new_code(SESSION, "ro"))
@@ -245,60 +369,173 @@ def test_revoking_closes_open_sockets_and_refuses_cookies(share, store):
     with pytest.raises(websocket.WebSocketConnectionClosedException):
         while True:
             ro_sock.recv()
-    assert ro.get(f"{share.url}/live").status_code == 403
-    add(store, EventKind.TEXT, text="after")
+    assert grant_of(share, ro).status_code == 403
+    add(store, EventKind.TOOL_CALL, tool="Bash", summary="ls")
     assert received(rw_sock, 2) == [2]  # the co-drive link goes on
-    assert rw.get(f"{share.url}/live").status_code == 200
+    assert grant_of(share, rw).status_code == 200
     rw_sock.close()
 
 
-def test_an_expired_link_and_cookie_are_refused(share, store, clock):
+def test_an_expired_link_and_grant_are_refused(share, store, clock):
     codes = ShareCodes(store.path, clock=clock)
     code = codes.new_code(SESSION, "ro", ttl_s=60)
-    browser = join(share, code)
-    assert browser.get(f"{share.url}/live").status_code == 200
+    grant = join(share, code)
+    assert grant_of(share, grant).status_code == 200
     clock.now += 61
-    assert browser.get(f"{share.url}/live").status_code == 403
-    page = requests.get(f"{share.url}/join", params={"code": code})
-    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-    again = requests.post(f"{share.url}/join", data={"code": code, "_xsrf": xsrf},
-                          cookies=page.cookies, allow_redirects=False)  # fmt: skip
-    assert again.status_code == 403
+    assert grant_of(share, grant).status_code == 403
+    with pytest.raises(JoinError) as refused:
+        exchange(share.url, code)
+    assert refused.value.status == 403
 
 
 def test_late_joiner_and_reconnect_get_exactly_what_they_missed(share, store):
-    browser = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
     for i in range(10):
-        add(store, EventKind.TEXT, text=f"part {i}")
-    early = ws(share, browser, since=0)
+        add(store, EventKind.TOOL_CALL, tool="Bash", summary=f"step {i}")
+    early = ws(share, grant, since=0)
     assert received(early, 10) == list(range(1, 11))
-    late = ws(share, browser, since=4)  # a phone that had seen 1..4
+    late = ws(share, grant, since=4)  # a phone that had seen 1..4
     assert received(late, 10) == list(range(5, 11))
     for i in range(3):
-        add(store, EventKind.TEXT, text=f"more {i}")
+        add(store, EventKind.TOOL_CALL, tool="Bash", summary=f"more {i}")
     assert received(early, 13) == [11, 12, 13]
     assert received(late, 13) == [11, 12, 13]
     late.close()
-    add(store, EventKind.TEXT, text="while away")
-    back = ws(share, browser, since=13)
+    add(store, EventKind.TOOL_CALL, tool="Bash", summary="while away")
+    back = ws(share, grant, since=13)
     assert received(back, 14) == [14]
     early.close()
     back.close()
 
 
+def messages(sock: websocket.WebSocket, upto: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    while not out or out[-1]["seq"] < upto:
+        out += json.loads(sock.recv())["events"]
+    return out
+
+
+def test_streamed_text_is_one_markdown_block_as_in_the_cell(share, store):
+    """An answer streams in chunks that split words and Markdown; the page gets one block per
+    run of text, rendered whole, and a reconnect in the middle gets the block as it is now."""
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    for chunk in ("Created hello.py: a ", "`greet()` function and ", "a **main", "** block"):
+        add(store, EventKind.TEXT, text=chunk)
+    sock = ws(share, grant)
+    (block,) = messages(sock, 4)
+    assert block["block"] == 1 and block["seq"] == 4
+    assert block["html"].count("<p>") == 1 and "<strong>main</strong>" in block["html"]
+    assert "<code>greet()</code>" in block["html"]
+    add(store, EventKind.TEXT, text=" that prints the greeting.")
+    (grown,) = messages(sock, 5)
+    assert grown["block"] == 1 and grown["html"].count("<p>") == 1
+    assert "block that prints the greeting." in grown["html"]
+    add(store, EventKind.TOOL_CALL, tool="Bash", summary="python hello.py")
+    add(store, EventKind.TEXT, text="It ran.")
+    after = messages(sock, 7)
+    assert [m.get("block") for m in after] == [None, 7]  # a tool call ends the block
+    again = ws(share, grant, since=3)  # a phone that saw the block at seq 3
+    assert [m.get("block", m["seq"]) for m in messages(again, 7)] == [1, 6, 7]
+    sock.close()
+    again.close()
+
+
+def test_viewers_see_paths_relative_to_the_notebook_folder(share, store, tmp_path):
+    home = str(Path.home())  # the owner's: the share server runs as the notebook's owner
+    folder = f"{home}/project/notebooks"
+    store.open_session("s-paths", f"{folder}/analysis.ipynb")
+    store.append(Event(EventKind.APPROVAL_REQUEST, {
+        "request_id": "r1", "tool": "Write", "summary": f"write {folder}/hello.py",
+        "input": {"file_path": f"{folder}/hello.py"}}, session_id="s-paths", turn=1))  # fmt: skip
+    store.append(Event(EventKind.TOOL_RESULT, {"output": f"cd {folder} && ls {home}/.ssh"},
+                       session_id="s-paths", turn=1))  # fmt: skip
+    store.append(Event(EventKind.TEXT, {"text": f"I wrote `{folder}/hello.py`."},
+                       session_id="s-paths", turn=1))  # fmt: skip
+    grant = join(share, ShareCodes(store.path).new_code("s-paths", "ro"))
+    sock = ws(share, grant)
+    shown = json.dumps(messages(sock, 3))
+    assert home not in shown, shown
+    assert "write hello.py" in shown and "cd . &amp;&amp; ls ~/.ssh" in shown
+    assert "<code>hello.py</code>" in shown
+    sock.close()
+
+
 def test_agent_text_reaches_the_page_only_sanitised(share, store):
     add(store, EventKind.TEXT, text="**hi** <script>alert(1)</script><img src=x onerror=alert(2)>")
     add(store, EventKind.TOOL_CALL, tool="Bash<b>", summary="echo '<script>x</script>'")
-    browser = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
-    sock = ws(share, browser)
-    messages: list[dict[str, Any]] = []
-    while len(messages) < 2:
-        messages += json.loads(sock.recv())["events"]
-    text, call = messages[0]["html"], messages[1]["html"]
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    sock = ws(share, grant)
+    shown = messages(sock, 2)
+    text, call = shown[0]["html"], shown[1]["html"]
     assert "<strong>hi</strong>" in text
     assert "<script" not in text and "<img" not in text and "&lt;script&gt;" in text
     assert "<script" not in call and "&lt;script&gt;" in call and "Bash&lt;b&gt;" in call
     sock.close()
+
+
+def test_the_page_runs_no_inline_script(share, store):
+    """Defence in depth behind the sanitiser: the CSP allows scripts from the server's files
+    only, so an injection bug could not run script (the browser half is in test_share_phone)."""
+    for path in ("/live", "/join?code=x", "/api/grant"):
+        policy = requests.get(f"{share.url}{path}").headers["Content-Security-Policy"]
+        scripts = next(d for d in policy.split(";") if d.strip().startswith("script-src"))
+        assert scripts.split() == ["script-src", "'self'"], policy
+    live = requests.get(f"{share.url}/live").text
+    assert "<script>" not in live and '<script src="/static/live.js"' in live
+    script = requests.get(f"{share.url}/static/live.js")
+    assert script.status_code == 200 and script.headers["Content-Type"].startswith(
+        "text/javascript"
+    )
+    assert requests.get(f"{share.url}/static/nothing.js").status_code == 404
+
+
+def follow(sock: websocket.WebSocket, upto: int) -> str | int:
+    """Read until event `upto` arrived ("caught up") or the server closed (its close code)."""
+    sock.settimeout(30)
+    last = 0
+    while last < upto:
+        opcode, data = sock.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big")
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            last = json.loads(data)["events"][-1]["seq"]
+    return "caught up"
+
+
+def test_a_reconnect_storm_does_not_stall_other_viewers(share, store):
+    """Eight sockets catching up a 1,500-event session from the start once held the loop for
+    seconds (each rendered and sent its whole history in one step): now each event is rendered
+    once for all, histories go out in slices, and a link runs two catch-ups at a time."""
+    for i in range(1500):
+        add(store, EventKind.TOOL_CALL, tool="Bash", summary=f"step {i} " + "x" * 200)
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    others = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    storm: list[websocket.WebSocket] = []
+    refused = 0
+    waits: list[float] = []
+
+    def reconnect_storm() -> None:
+        for _ in range(8):
+            sock = ws(share, grant)
+            storm.append(sock)
+
+    thread = threading.Thread(target=reconnect_storm)
+    thread.start()
+    while thread.is_alive() or len(waits) < 5:
+        started = time.perf_counter()
+        assert requests.get(f"{share.url}/live").status_code == 200
+        assert grant_of(share, others).status_code == 200
+        waits.append(time.perf_counter() - started)
+    thread.join()
+    caught_up = 0
+    for sock in storm:
+        outcome = follow(sock, 1500)
+        caught_up += outcome == "caught up"
+        refused += outcome == 4429  # the page retries it a moment later
+    assert caught_up >= 2 and caught_up + refused == 8, (caught_up, refused)
+    assert max(waits) < 1.0, waits  # was 8.4 s before the feed rendered once and sliced
+    for sock in storm:
+        sock.close()
 
 
 def test_the_sandbox_cannot_reach_the_share_server(backend, box, share):  # noqa: F811
@@ -308,7 +545,7 @@ def test_the_sandbox_cannot_reach_the_share_server(backend, box, share):  # noqa
     assert "CONNECTED" not in run(backend, tcp, spec_for(box))[1]
 
 
-def test_with_a_certificate_it_serves_https_only_and_cookies_are_secure(store, clock, tmp_path):
+def test_with_a_certificate_it_serves_https_only(store, clock, tmp_path):
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.fail("openssl is needed; install it with: apt-get install -y openssl")
@@ -322,15 +559,15 @@ def test_with_a_certificate_it_serves_https_only_and_cookies_are_secure(store, c
         code = ShareCodes(store.path).new_code(SESSION, "ro")
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{running.server.port}/join", params={"code": code})
-        browser = requests.Session()
-        trust = str(cert)  # per request: a CA bundle in the environment overrides a session's
-        page = browser.get(f"{running.url}/join", params={"code": code}, verify=trust)
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-        joined = browser.post(f"{running.url}/join", data={"code": code, "_xsrf": xsrf},
-                              allow_redirects=False, verify=trust)  # fmt: skip
-        assert joined.status_code == 303
-        assert next(c for c in browser.cookies if c.name == "omk_share").secure
-        assert browser.get(f"{running.url}/live", verify=trust).status_code == 200
+        trust = ssl.create_default_context(cafile=str(cert))
+        # An http page (another origin) cannot exchange the code, even on the same port.
+        with pytest.raises(JoinError) as refused:
+            exchange(running.url, code, context=trust, origin=running.url.replace("https", "http"))
+        assert refused.value.status == 403
+        grant = exchange(running.url, code, context=trust)
+        me = requests.get(f"{running.url}/api/grant", verify=str(cert),
+                          headers={"Authorization": f"Bearer {grant.token}"})  # fmt: skip
+        assert me.status_code == 200 and me.json()["role"] == "ro"
     finally:
         running.stop()
 
@@ -367,29 +604,31 @@ def test_the_kernel_takes_the_page_answer_and_first_answer_wins(store):
     assert approvals.answer("r2", True, by="co-drive", source="share page").startswith("too late")
 
 
-def test_co_driver_prompts_need_co_drive_xsrf_and_a_notebook_taking_them(share, store, clock):
+def test_co_driver_prompts_need_a_co_drive_grant_and_a_notebook_taking_them(share, store, clock):
     codes = ShareCodes(store.path, clock=clock)
     body = {"text": "summarise the repository"}
     ro = join(share, codes.new_code(SESSION, "ro"))
-    refused = ro.post(f"{share.url}/api/prompt", json=body,
-                      headers={"X-XSRFToken": ro.cookies["_xsrf"]})  # fmt: skip
+    refused = requests.post(f"{share.url}/api/prompt", json=body, headers=ro.headers)
     assert refused.status_code == 403 and "read-only" in refused.text
     rw = join(share, codes.new_code(SESSION, "rw"))
-    good = {"X-XSRFToken": rw.cookies["_xsrf"], "Origin": share.url}
-    assert rw.post(f"{share.url}/api/prompt", json=body).status_code == 403  # no XSRF token
-    cross = rw.post(f"{share.url}/api/prompt", json=body,
-                    headers={**good, "Origin": "http://evil.example"})  # fmt: skip
+    good = rw.headers
+    no_grant = {**good, "Authorization": ""}
+    assert requests.post(f"{share.url}/api/prompt", json=body, headers=no_grant).status_code == 403
+    cross = requests.post(f"{share.url}/api/prompt", json=body,
+                          headers={**good, "Origin": "http://evil.example"})  # fmt: skip
     assert cross.status_code == 403
     # No kernel shows the session's feed: said at once, nothing queued to run by surprise.
-    nobody = rw.post(f"{share.url}/api/prompt", json=body, headers=good)
+    nobody = requests.post(f"{share.url}/api/prompt", json=body, headers=good)
     assert nobody.status_code == 409 and "%share" in nobody.json()["result"]
     assert codes.take_prompt(SESSION) is None
     codes.feed_opened(SESSION)  # this test process plays the kernel showing the feed
     for bad, status in (({"text": "  "}, 400), ({"txt": "x"}, 400), ({"text": "x" * 20001}, 413)):
-        assert rw.post(f"{share.url}/api/prompt", json=bad, headers=good).status_code == status
-    sent = rw.post(f"{share.url}/api/prompt", json=body, headers=good)
+        assert (
+            requests.post(f"{share.url}/api/prompt", json=bad, headers=good).status_code == status
+        )
+    sent = requests.post(f"{share.url}/api/prompt", json=body, headers=good)
     assert sent.status_code == 202 and sent.json()["ahead"] == 0, sent.text
-    second = rw.post(f"{share.url}/api/prompt", json={"text": "then test it"}, headers=good)
+    second = requests.post(f"{share.url}/api/prompt", json={"text": "then test it"}, headers=good)
     assert second.json()["ahead"] == 1
     first = codes.take_prompt(SESSION)
     assert first.text == "summarise the repository" and first.source == "share page"
@@ -397,7 +636,7 @@ def test_co_driver_prompts_need_co_drive_xsrf_and_a_notebook_taking_them(share, 
     assert codes.take_prompt(SESSION).text == "then test it"
     assert codes.take_prompt(SESSION) is None  # each is taken once
     # A prompt nobody took for ten minutes is dropped, not run by surprise later.
-    rw.post(f"{share.url}/api/prompt", json=body, headers=good)
+    requests.post(f"{share.url}/api/prompt", json=body, headers=good)
     clock.now += 601
     assert codes.take_prompt(SESSION) is None
     codes.feed_closed(SESSION)

@@ -58,7 +58,8 @@ def test_the_server_extension_starts_and_stops_the_share_server(tmp_path):
     )  # fmt: skip
     try:
         wait_listening(share_port, proc)
-        page = urllib.request.urlopen(f"http://127.0.0.1:{share_port}/join?code=x").read()
+        code = ShareCodes(tmp_path / "store.sqlite3").new_code("s-app", "ro")
+        page = urllib.request.urlopen(f"http://127.0.0.1:{share_port}/join?code={code}").read()
         assert b"Open the session" in page
         assert ShareCodes(tmp_path / "store.sqlite3").server_url() == (
             f"http://127.0.0.1:{share_port}")  # fmt: skip
@@ -79,7 +80,8 @@ def test_the_standalone_share_server(tmp_path):
     )  # fmt: skip
     try:
         wait_listening(share_port, proc)
-        page = urllib.request.urlopen(f"http://127.0.0.1:{share_port}/join?code=x").read()
+        code = ShareCodes(tmp_path / "store.sqlite3").new_code("s-app", "ro")
+        page = urllib.request.urlopen(f"http://127.0.0.1:{share_port}/join?code={code}").read()
         assert b"Open the session" in page
     finally:
         proc.send_signal(signal.SIGINT)

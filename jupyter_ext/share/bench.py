@@ -30,6 +30,7 @@ from tornado.websocket import websocket_connect
 from omnikernel.events import Event, EventKind
 from omnikernel.store import SessionStore
 
+from .client import Grant, exchange
 from .codes import ShareCodes
 from .render import event_message
 
@@ -47,12 +48,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def fan_out(port: int, cookie: str, store: SessionStore, viewers: int, rounds: int = 5
+async def fan_out(port: int, grant: Grant, store: SessionStore, viewers: int, rounds: int = 5
                   ) -> list[float]:  # fmt: skip
     last = max((e.seq for e in store.events(SESSION)), default=0)
-    request = HTTPRequest(f"ws://127.0.0.1:{port}/ws?since={last}", headers={
-        "Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
-    socks = [await websocket_connect(request) for _ in range(viewers)]
+    request = HTTPRequest(f"ws://127.0.0.1:{port}/ws?since={last}",
+                          headers={"Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
+    socks = [await websocket_connect(request, subprotocols=grant.subprotocols)
+             for _ in range(viewers)]  # fmt: skip
     delays: list[float] = []
     for i in range(rounds):
         sent = time.time()
@@ -70,11 +72,11 @@ async def fan_out(port: int, cookie: str, store: SessionStore, viewers: int, rou
     return delays
 
 
-async def catch_up(port: int, cookie: str, events: int) -> float:
-    request = HTTPRequest(f"ws://127.0.0.1:{port}/ws?since=0", headers={
-        "Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
+async def catch_up(port: int, grant: Grant, events: int) -> float:
+    request = HTTPRequest(f"ws://127.0.0.1:{port}/ws?since=0",
+                          headers={"Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
     start = time.perf_counter()
-    sock = await websocket_connect(request)
+    sock = await websocket_connect(request, subprotocols=grant.subprotocols)
     seen = 0
     while seen < events:
         seen = json.loads(await sock.read_message())["events"][-1]["seq"]
@@ -108,19 +110,17 @@ def measure(viewer_counts: tuple[int, ...] = (100, 500, 1000),
             except OSError:
                 time.sleep(0.1)
         url = f"http://127.0.0.1:{port}"
-        browser = requests.Session()
-        page = browser.get(f"{url}/join", params={"code": (code := codes.new_code(SESSION, "rw"))})
-        xsrf = page.text.split('name="_xsrf" value="')[1].split('"')[0]
-        browser.post(f"{url}/join", data={"code": code, "_xsrf": xsrf}, allow_redirects=False)
-        cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+        grant = exchange(url, codes.new_code(SESSION, "rw"))
         for viewers in (1, *viewer_counts):
-            delays = asyncio.run(fan_out(port, cookie, store, viewers, rounds=20 if viewers == 1
+            delays = asyncio.run(fan_out(port, grant, store, viewers, rounds=20 if viewers == 1
                                          else 5))  # fmt: skip
             out["fan_out"][viewers] = (statistics.median(delays), pct(delays, 0.99))
         base = max(e.seq for e in store.events(SESSION))
-        for i in range(history - base):
-            store.append(Event(EventKind.TEXT, {"text": f"history {i} " * 4}, session_id=SESSION))
-        out["catch_up_s"] = asyncio.run(catch_up(port, cookie, history))
+        for i in range(history - base):  # turns of streamed text between tool calls
+            kind, data = ((EventKind.TOOL_CALL, {"tool": "Bash", "summary": f"ls {i}"})
+                          if i % 4 == 0 else (EventKind.TEXT, {"text": f"history {i} " * 4}))  # fmt: skip
+            store.append(Event(kind, data, session_id=SESSION, turn=1 + i // 40))
+        out["catch_up_s"] = asyncio.run(catch_up(port, grant, history))
         started = time.perf_counter()
         direct = [event_message(e) for e in SessionStore(store_path).events(SESSION)]
         out["store_read_s"] = time.perf_counter() - started
@@ -128,14 +128,14 @@ def measure(viewer_counts: tuple[int, ...] = (100, 500, 1000),
         store.append(Event(EventKind.APPROVAL_REQUEST, {"request_id": "r", "tool": "Bash",
                                                         "summary": "true"}, session_id=SESSION))  # fmt: skip
         started = time.perf_counter()
-        browser.post(f"{url}/api/answer", json={"request_id": "r", "allow": True},
-                     headers={"X-XSRFToken": browser.cookies["_xsrf"]})  # fmt: skip
+        requests.post(f"{url}/api/answer", json={"request_id": "r", "allow": True},
+                      headers=grant.headers)  # fmt: skip
         while codes.take_answer(SESSION, "r") is None:
             time.sleep(ANSWER_POLL_S)
         out["answer_s"], out["answer_poll_s"] = time.perf_counter() - started, ANSWER_POLL_S
         codes.feed_opened(SESSION)  # this process plays the kernel that shows the feed
         out["prompt_s"], out["prompt_poll_s"] = (
-            asyncio.run(prompt_to_turn(url, browser, codes)),
+            asyncio.run(prompt_to_turn(url, grant, codes)),
             POLL_S,
         )
     finally:
@@ -160,7 +160,7 @@ def main() -> None:
           f"{1000 * r['prompt_s']:.0f} ms (poll every {1000 * r['prompt_poll_s']:.0f} ms)")  # fmt: skip
 
 
-async def prompt_to_turn(url: str, browser: requests.Session, codes: ShareCodes) -> float:
+async def prompt_to_turn(url: str, grant: Grant, codes: ShareCodes) -> float:
     """From a co-driver's Send to the kernel's `CoDriving` starting the turn."""
     from omnikernel.codrive import CoDriving
 
@@ -173,8 +173,8 @@ async def prompt_to_turn(url: str, browser: requests.Session, codes: ShareCodes)
     driving.show(object())  # type: ignore[arg-type]  (no widgets here: the run ignores it)
     await asyncio.sleep(0.3)  # taking prompts, as a kernel that showed the feed a while ago
     start = time.perf_counter()
-    sent = await asyncio.to_thread(browser.post, f"{url}/api/prompt", json={"text": "go on"},
-                                   headers={"X-XSRFToken": browser.cookies["_xsrf"]})  # fmt: skip
+    sent = await asyncio.to_thread(requests.post, f"{url}/api/prompt", json={"text": "go on"},
+                                   headers=grant.headers)  # fmt: skip
     assert sent.status_code == 202, sent.text
     await asyncio.wait_for(started.wait(), 10)
     took = time.perf_counter() - start

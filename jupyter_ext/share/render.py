@@ -1,13 +1,66 @@
 """An event as the share page shows it: HTML made on the server, agent text only through
-`omnikernel.sanitize`, everything else escaped. The page never turns raw agent text into HTML."""
+`omnikernel.sanitize`, everything else escaped. The page never turns raw agent text into HTML.
+
+Paths are shown as the notebook's user reads them, not as the owner's machine spells them:
+`OwnerPaths` turns the notebook's folder into a relative path and the owner's home into ``~``
+in every string of an event before it is rendered, so a viewer learns neither the owner's
+user name nor the layout of their disk (the cell, which only the owner sees, keeps them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 from omnikernel.events import Event, EventKind
 from omnikernel.sanitize import escape, preformatted, render_markdown
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnerPaths:
+    """The owner's notebook folder and home, as they appear in a session's events."""
+
+    folder: str = ""
+    home: str = ""
+
+    @classmethod
+    def of(cls, notebook: str, home: str | None = None) -> OwnerPaths:
+        """From the session's notebook path (absolute when a kernel recorded it)."""
+        home = home if home is not None else os.path.expanduser("~")
+        folder = ""
+        if notebook and os.path.isabs(notebook):
+            path = Path(notebook)
+            folder = str(path.parent if path.suffix == ".ipynb" else path)
+        return cls(folder if folder != "/" else "", home if home not in ("", "/") else "")
+
+    def _patterns(self) -> list[tuple[re.Pattern[str], str, str]]:
+        # A path ends at "/" (more follows: keep it relative) or at a character no path name
+        # holds here; "/home/u/proj" must not eat the start of "/home/u/project2".
+        out = []
+        for prefix, inner, bare in ((self.folder, "", "."), (self.home, "~/", "~")):
+            if prefix:
+                out.append((re.compile(re.escape(prefix) + r"(?:(/)|(?![\w.@+-]))"), inner, bare))
+        return out
+
+    def shorten(self, text: str) -> str:
+        for pattern, inner, bare in self._patterns():
+            text = pattern.sub(lambda m, i=inner, b=bare: i if m.group(1) else b, text)
+        return text
+
+    def shorten_data(self, value: Any) -> Any:
+        """`value` (an event's data) with every string shortened, keys included."""
+        if not (self.folder or self.home):
+            return value
+        if isinstance(value, str):
+            return self.shorten(value)
+        if isinstance(value, dict):
+            return {self.shorten_data(k): self.shorten_data(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.shorten_data(v) for v in value]
+        return value
 
 
 def _command(data: dict[str, Any]) -> str:
@@ -47,9 +100,16 @@ def event_html(event: Event) -> str:
     return ""
 
 
-def event_message(event: Event) -> dict[str, Any]:
+def text_block_html(text: str) -> str:
+    """A run of streamed text, rendered as one Markdown block, the way the cell shows it."""
+    return render_markdown(text)
+
+
+def event_message(event: Event, paths: OwnerPaths | None = None) -> dict[str, Any]:
     """What the page receives for one event: its seq and kind, safe HTML, and the few plain
     fields the page needs for the pending approval and the spend (set as text, not HTML)."""
+    if paths is not None:
+        event = dataclasses.replace(event, data=paths.shorten_data(event.data))
     data = event.data
     message: dict[str, Any] = {"seq": event.seq, "kind": event.kind.value, "turn": event.turn,
                                "html": event_html(event)}  # fmt: skip

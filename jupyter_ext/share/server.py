@@ -5,26 +5,33 @@ standalone (``python -m jupyter_ext.share``). It reads the session store; it act
 but what a co-driver sends: approval answers and prompts, which it writes to the store for the
 kernel to take (`codes`, `omnikernel.codrive`).
 
-Rules, checked before any handler code runs (`ShareHandler.prepare`):
+What authorises each request (checked before any handler code runs, `ShareHandler.prepare`):
 
-- ``Host`` must name this server (its address and port, loopback names, or the configured
-  host names): a rebound DNS name is refused with 403.
-- ``GET /join?code=...`` only shows a confirmation page; the ``POST`` from it (with tornado's
-  XSRF token) exchanges the code for an HttpOnly, SameSite=Strict cookie holding a fresh grant
-  (256 bits, stored hashed). Failed codes count against the client's address: after
-  `FAILURES_ALLOWED` in `FAILURE_WINDOW_S` it gets 429 without a lookup.
-- Every other page and the WebSocket need a cookie whose grant's code is neither revoked nor
-  expired. Every state-changing request carries the XSRF token; the WebSocket's ``Origin`` must
-  be this server (a missing one is refused too). Read-only grants may only read.
-- Each open socket re-checks its code on every tick; revoking a code closes its sockets.
-- Codes, grants and cookies are never logged: the access log shows the path without its query.
+- Every request: ``Host`` must name this server (its address and port, loopback names, or the
+  configured host names): a rebound DNS name is refused with 403.
+- ``GET /join?code=...`` shows a confirmation page (or says the link was revoked or expired);
+  it spends nothing. Its script POSTs the code (JSON, with this server's ``Origin``) and gets a
+  fresh grant (256 bits, stored hashed) back, which it keeps in the page origin's own storage.
+  Wrong codes count per address and in total (`limits`): past either cap, 429 without a lookup.
+- The grant is never a cookie. Browsers send a cookie to every port of a host name, so a
+  cookie grant could be read, replayed or replaced by any other server on the machine (a
+  session swap: the victim approving in the attacker's session). Origin-scoped storage is
+  per scheme, host *and* port: the page sends the grant as ``Authorization: Bearer`` on
+  `/api/*` and as a WebSocket subprotocol (``omk-grant.<grant>``) on `/ws`; nothing is ambient,
+  so no other page can make the browser send it.
+- Every POST carries this server's ``Origin`` and a JSON body, read only after the grant is
+  checked, from a stream capped at the route's size; its fields are checked strictly (`bodies`).
+  A read-only grant may only read.
+- The WebSocket's ``Origin`` must be this server (a missing one is refused too). Each open
+  socket re-checks its link on every tick; revoking a link closes its sockets.
+- ``/live`` and ``/static/*`` are the same for everyone and hold no session data.
+- Codes and grants are never logged: every log line this server writes names the path without
+  its query string, and never a header.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import html
 import ipaddress
 import json
 import logging
@@ -42,20 +49,23 @@ from tornado.netutil import bind_sockets
 from omnikernel.events import EventKind
 from omnikernel.store import SessionStore
 
+from . import bodies
 from .codes import CO_DRIVE, MAX_PROMPT_CHARS, ROLE_NAMES, Code, ShareCodes
-from .page import CONFIRM_PAGE, LIVE_PAGE
-from .render import event_message
+from .feed import Feed
+from .limits import CatchUps, WrongCodes
+from .page import CONFIRM_PAGE, LIVE_PAGE, STATIC, UNUSABLE_PAGE
+from .render import OwnerPaths
 
 log = logging.getLogger("omnikernel.share")
 
-COOKIE = "omk_share"
-FAILURES_ALLOWED = 5
-FAILURE_WINDOW_S = 60.0
+#: The WebSocket subprotocol the page speaks, and the prefix of the one that carries its grant.
+WS_PROTOCOL = "omk-share"
+WS_GRANT_PREFIX = "omk-grant."
 TICK_S = 0.05
 #: How often links, answers and prompts that can never be used again leave the store.
 PURGE_EVERY_S = 3600.0
-#: Events sent per catch-up message, so a long history does not make one huge frame.
-CATCH_UP_BATCH = 500
+#: A session nobody follows keeps its rendered feed this long (a reconnect reuses it).
+FEED_KEEP_S = 60.0
 
 
 def is_loopback(address: str) -> bool:
@@ -63,14 +73,6 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return address == "localhost"
-
-
-class Feed:
-    """The viewers of one session and the last event they all have."""
-
-    def __init__(self, last: int):
-        self.last = last
-        self.sockets: set[LiveSocket] = set()
 
 
 class ShareServer:
@@ -87,9 +89,8 @@ class ShareServer:
         self.hostnames = tuple(hostnames)
         self.certfile, self.keyfile = certfile, keyfile
         self.feeds: dict[str, Feed] = {}
-        self.failures: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
-        )
+        self.wrong_codes = WrongCodes()
+        self.catch_ups = CatchUps()
         self._server: httpserver.HTTPServer | None = None
         self._ticker: ioloop.PeriodicCallback | None = None
         self._purger: ioloop.PeriodicCallback | None = None
@@ -115,17 +116,13 @@ class ShareServer:
             [
                 (r"/join", JoinHandler),
                 (r"/live", LiveHandler),
+                (r"/static/([a-z]+\.(?:js|css))", StaticHandler),
+                (r"/api/grant", GrantHandler),
                 (r"/api/answer", AnswerHandler),
                 (r"/api/prompt", PromptHandler),
                 (r"/ws", LiveSocket),
             ],
             share=self,
-            xsrf_cookies=True,
-            xsrf_cookie_kwargs={
-                "httponly": False,
-                "samesite": "Strict",
-                "secure": self.scheme == "https",
-            },  # fmt: skip
             log_function=log_request,
             websocket_ping_interval=20,
         )
@@ -143,7 +140,10 @@ class ShareServer:
         if self.certfile:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.certfile, self.keyfile or None)
-        self._server = httpserver.HTTPServer(self.app(), ssl_options=context, xheaders=False)
+        # No request may make the server buffer more than the largest route takes; each route
+        # lowers this to its own size once the request showed what authorises it.
+        self._server = httpserver.HTTPServer(self.app(), ssl_options=context, xheaders=False,
+                                             max_body_size=bodies.MAX_BODY_BYTES)  # fmt: skip
         self._server.add_sockets(sockets)
         self._ticker = ioloop.PeriodicCallback(self.tick, TICK_S * 1000)
         self._ticker.start()
@@ -169,43 +169,21 @@ class ShareServer:
 
     # -- the live feed --------------------------------------------------------------------------
 
-    def join(self, sock: LiveSocket, since: int) -> None:
-        """Send `sock` everything after `since` up to the feed's mark, then add it to the feed,
-        in one step of the loop: nothing in between can be missed or sent twice."""
-        session_id = sock.code.session_id
+    def feed(self, session_id: str) -> Feed:
         feed = self.feeds.get(session_id)
         if feed is None:
-            feed = self.feeds[session_id] = Feed(since)
-            self._advance(session_id, feed, deliver=False)
-        batch: list[dict[str, Any]] = []
-        for event in self.store.events(session_id, since=since):
-            if event.seq > feed.last:
-                break
-            batch.append(event_message(event))
-            if len(batch) >= CATCH_UP_BATCH:
-                sock.send({"events": batch})
-                batch = []
-        if batch:
-            sock.send({"events": batch})
-        feed.sockets.add(sock)
+            row = self.store.session(session_id)
+            paths = OwnerPaths.of(str(row["notebook"]) if row else "")
+            feed = self.feeds[session_id] = Feed(session_id, self.store, paths)
+        return feed
 
     def leave(self, sock: LiveSocket) -> None:
-        feed = self.feeds.get(sock.code.session_id)
-        if feed is not None:
+        if sock.code is not None and (feed := self.feeds.get(sock.code.session_id)) is not None:
             feed.sockets.discard(sock)
 
-    def _advance(self, session_id: str, feed: Feed, deliver: bool = True) -> None:
-        messages = [event_message(e) for e in self.store.events(session_id, since=feed.last)]
-        if not messages:
-            return
-        feed.last = messages[-1]["seq"]
-        if deliver:
-            frame = json.dumps({"events": messages})
-            for sock in list(feed.sockets):
-                sock.send_raw(frame)
-
     def tick(self) -> None:
-        """New events to every viewer; sockets of revoked or expired links closed."""
+        """New events to every viewer; sockets of revoked or expired links closed; feeds
+        nobody followed for a while let go."""
         open_codes = {s.code.code_id for f in self.feeds.values() for s in f.sockets}
         ended = self.codes.revoked_among(open_codes)
         for session_id, feed in list(self.feeds.items()):
@@ -213,28 +191,18 @@ class ShareServer:
                 if sock.code.code_id in ended:
                     feed.sockets.discard(sock)
                     sock.close(4403, "this share link was revoked or has expired")
-            if feed.sockets:
-                self._advance(session_id, feed)
+            if feed.sockets or feed.catching_up:
+                feed.deliver(feed.advance())
+            elif feed.unused_for() > FEED_KEEP_S:
+                del self.feeds[session_id]
 
     def purge(self) -> None:
         if gone := self.codes.purge():
             log.info("share: purged %d expired link, answer and prompt rows", gone)
 
-    # -- failed codes ---------------------------------------------------------------------------
-
-    def too_many_failures(self, client: str) -> bool:
-        window = self.failures[client]
-        now = time.monotonic()
-        while window and now - window[0] > FAILURE_WINDOW_S:
-            window.popleft()
-        return len(window) >= FAILURES_ALLOWED
-
-    def failed(self, client: str) -> None:
-        self.failures[client].append(time.monotonic())
-
 
 class ShareHandler(web.RequestHandler):
-    """Host check first; the grant (from the cookie) for everything but joining."""
+    """Host and Origin checks first; the grant (from ``Authorization``) for what needs one."""
 
     code: Code | None = None
 
@@ -244,11 +212,20 @@ class ShareHandler(web.RequestHandler):
 
     def prepare(self) -> None:
         if self.request.host not in self.share.allowed_hosts():
-            raise web.HTTPError(403, "unknown Host (DNS rebinding?)")
-        origin = self.request.headers.get("Origin")
-        if self.request.method == "POST" and origin is not None and not self.same_origin(origin):
-            raise web.HTTPError(403, "cross-origin request")
-        self.code = self.share.codes.granted(self.get_cookie(COOKIE))
+            raise web.HTTPError(403, "unknown Host (DNS rebinding?): open the link as the "
+                                "owner gave it, or ask them to add this name to the share "
+                                "server's hostnames")  # fmt: skip
+        if self.request.method == "POST":
+            if not self.same_origin(self.request.headers.get("Origin", "")):
+                raise web.HTTPError(403, "a POST must come from the share page itself (Origin)")
+            kind = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                raise web.HTTPError(415, "send the body as application/json")
+        self.code = self.share.codes.granted(self.grant_token())
+
+    def grant_token(self) -> str | None:
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else None
 
     def same_origin(self, origin: str) -> bool:
         parts = urlsplit(origin)
@@ -256,8 +233,8 @@ class ShareHandler(web.RequestHandler):
 
     def require(self, role: str | None = None) -> Code:
         if self.code is None:
-            raise web.HTTPError(403, "open your share link again (it may have been revoked or "
-                                "expired)")  # fmt: skip
+            raise web.HTTPError(403, "this share link was revoked or has expired (or was never "
+                                "opened here): open your link again")  # fmt: skip
         if role is not None and self.code.role != role:
             raise web.HTTPError(403, "this is a read-only link")
         return self.code
@@ -267,58 +244,146 @@ class ShareHandler(web.RequestHandler):
         return f"{role} at {self.request.remote_ip}"
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; "
-                        "style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+        # Scripts only from this server's files: an injection bug cannot run script. Inline
+        # style stays (markdown-it's table alignment); it cannot fetch anything (img-src).
+        self.set_header("Content-Security-Policy", "default-src 'none'; script-src 'self'; "
+                        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                        "connect-src 'self'; base-uri 'none'; form-action 'none'; "
                         "frame-ancestors 'none'")  # fmt: skip
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-store")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = self._reason
         if "exc_info" in kwargs and isinstance(kwargs["exc_info"][1], web.HTTPError):
             reason = kwargs["exc_info"][1].log_message or reason
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(f"{status_code}: {reason}\n")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"result": reason, "status": status_code}))
+
+    # -- logging: the path, never the query string (codes) or a header (grants) ----------------
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, web.HTTPError):
+            log.warning("%d %s: %s", value.status_code, self._request_summary(),
+                        value.log_message or "")  # fmt: skip
+        else:  # tornado's own would print the whole request, headers (the grant) included
+            log.error("uncaught exception in %s", self._request_summary(),
+                      exc_info=(typ, value, tb))  # fmt: skip
 
 
-class JoinHandler(ShareHandler):
+class BodyHandler(ShareHandler):
+    """A POST whose body is read only once `prepare` let it through (the grant of `role`, when
+    the route needs one), up to `limit` bytes."""
+
+    limit = 1024
+    role: str | None = None
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.role is not None:
+            self.require(self.role)
+        self.request.connection.set_max_body_size(self.limit)  # type: ignore[union-attr]
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.limit:
+            raise web.HTTPError(413, f"the body is larger than {self.limit} bytes")
+        self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+@web.stream_request_body
+class JoinHandler(BodyHandler):
+    limit = bodies.JOIN_BODY_BYTES
+
+    def unusable(self, status: int, why: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(UNUSABLE_PAGE.replace("{{why}}", why))
+
     def get(self) -> None:
-        code = self.get_query_argument("code", "")
-        self.finish(CONFIRM_PAGE.format(code=html.escape(code, quote=True),
-                                        xsrf=self.xsrf_form_html()))  # fmt: skip
+        client = self.request.remote_ip or "?"
+        if (refusal := self.share.wrong_codes.refusal(client)) is not None:
+            self.unusable(429, refusal.capitalize() + ".")
+            return
+        code = self.share.codes.lookup(self.get_query_argument("code", "")[:200])
+        if code is None:
+            self.share.wrong_codes.failed(client)
+            log.warning("share: a wrong, revoked or expired link opened from %s", client)
+            self.unusable(403, "This link was revoked or has expired (or it is not a share "
+                          "link). Ask the notebook's owner for a new one.")  # fmt: skip
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(CONFIRM_PAGE.replace("{{role}}", ROLE_NAMES[code.role]))
 
     def post(self) -> None:
         client = self.request.remote_ip or "?"
-        if self.share.too_many_failures(client):
-            raise web.HTTPError(429, "too many wrong codes; wait a minute")
-        code = self.share.codes.lookup(self.get_body_argument("code", ""))
+        if (refusal := self.share.wrong_codes.refusal(client)) is not None:
+            raise web.HTTPError(429, refusal)
+        try:
+            given = bodies.join(self.body())
+        except bodies.BodyError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        code = self.share.codes.lookup(given)
         if code is None:
-            self.share.failed(client)
+            self.share.wrong_codes.failed(client)
             log.warning("share: a wrong, revoked or expired code from %s", client)
-            raise web.HTTPError(403, "this link is wrong, revoked or expired")
-        self.set_cookie(COOKIE, self.share.codes.grant(code), httponly=True, samesite="Strict",
-                        secure=self.share.scheme == "https", path="/",
-                        expires=code.expires)  # fmt: skip
-        self.redirect("/live", status=303)
+            raise web.HTTPError(403, "this link was revoked or has expired (or it is not a "
+                                "share link): ask the notebook's owner for a new one")  # fmt: skip
+        self.finish({"grant": self.share.codes.grant(code), "session": code.session_id,
+                     "role": code.role, "expires": code.expires})  # fmt: skip
 
 
 class LiveHandler(ShareHandler):
+    """The page's shell: the same for everyone; its script brings the session with its grant."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(LIVE_PAGE)
+
+
+class StaticHandler(ShareHandler):
+    """The page's script and style (files, so the CSP needs no inline script)."""
+
+    def get(self, name: str) -> None:
+        if name not in STATIC:
+            raise web.HTTPError(404, "no such file")
+        kind, text = STATIC[name]
+        self.set_header("Content-Type", kind)
+        self.finish(text)
+
+
+class GrantHandler(ShareHandler):
+    """What the page's grant opens: its session and role, or 403 once it cannot be used."""
+
     def get(self) -> None:
         code = self.require()
-        self.finish(LIVE_PAGE.replace("{{role}}", code.role)
-                    .replace("{{xsrf}}", html.escape(self.xsrf_token.decode()))
-                    .replace("{{session}}", html.escape(code.session_id)))  # fmt: skip
+        row = self.share.store.session(code.session_id)
+        notebook = Path(str(row["notebook"])).name if row else ""
+        self.finish({"session": code.session_id, "role": code.role,
+                     "role_name": ROLE_NAMES[code.role], "notebook": notebook,
+                     "expires": code.expires})  # fmt: skip
 
 
-class AnswerHandler(ShareHandler):
+@web.stream_request_body
+class AnswerHandler(BodyHandler):
+    limit = bodies.ANSWER_BODY_BYTES
+    role = CO_DRIVE
+
     def post(self) -> None:
         code = self.require(CO_DRIVE)
         try:
-            body = json.loads(self.request.body or b"{}")
-            request_id, allow = str(body["request_id"]), bool(body["allow"])
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPError(400, 'send {"request_id": ..., "allow": true|false}') from None
+            request_id, allow = bodies.answer(self.body())
+        except bodies.BodyError as exc:
+            raise web.HTTPError(400, str(exc)) from None
         asked = decided = None
         for event in self.share.store.events(code.session_id, kinds=(
                 EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION)):  # fmt: skip
@@ -344,16 +409,20 @@ class AnswerHandler(ShareHandler):
         self.finish({"result": "sent"})
 
 
-class PromptHandler(ShareHandler):
+@web.stream_request_body
+class PromptHandler(BodyHandler):
     """A co-driver's prompt, queued for the kernel that shows the session's feed."""
+
+    limit = bodies.PROMPT_BODY_BYTES
+    role = CO_DRIVE
 
     def post(self) -> None:
         code = self.require(CO_DRIVE)
         try:
-            text = json.loads(self.request.body or b"{}")["text"]
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPError(400, 'send {"text": "your prompt"}') from None
-        if not isinstance(text, str) or not text.strip():
+            text = bodies.prompt(self.body())
+        except bodies.BodyError as exc:
+            raise web.HTTPError(400, str(exc)) from None
+        if not text.strip():
             raise web.HTTPError(400, "the prompt is empty: write what the agent should do")
         if len(text) > MAX_PROMPT_CHARS:
             raise web.HTTPError(413, f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
@@ -371,31 +440,65 @@ class PromptHandler(ShareHandler):
 
 class LiveSocket(websocket.WebSocketHandler, ShareHandler):
     """Events from a sequence number on, then live. Only the server speaks; what a client
-    sends is ignored (answers go through the XSRF-checked POST)."""
+    sends is ignored (answers go through the POSTs)."""
 
     watcher_id = ""
+    following = False
+
+    def grant_token(self) -> str | None:
+        """A browser's WebSocket cannot send ``Authorization``: the page offers its grant as a
+        second subprotocol, which, like the header, no other origin can make it send."""
+        offered = self.request.headers.get("Sec-WebSocket-Protocol", "")
+        for protocol in offered.split(","):
+            if (protocol := protocol.strip()).startswith(WS_GRANT_PREFIX):
+                return protocol[len(WS_GRANT_PREFIX) :]
+        return super().grant_token()
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        return WS_PROTOCOL if WS_PROTOCOL in subprotocols else None
 
     def check_origin(self, origin: str) -> bool:
         return bool(origin) and self.same_origin(origin)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self.request.headers.get("Origin") is None:
-            self.set_status(403)
-            self.finish("403: a WebSocket needs an Origin\n")
-            return
+            raise web.HTTPError(403, "a WebSocket needs an Origin")
         self.require()
         await super().get(*args, **kwargs)
 
-    def open(self, *args: Any, **kwargs: Any) -> None:
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        """Send the history after ``since`` (bounded per link and in all, `limits`), then
+        follow the feed live."""
         assert self.code is not None
         try:
             since = max(0, int(self.get_query_argument("since", "0")))
         except ValueError:
             since = 0
+        share, link = self.share, self.code.code_id
+        if not share.catch_ups.may_start(link):
+            self.close(4429, "this link is already catching up elsewhere; retrying shortly")
+            return
         self.watcher_id = secrets.token_hex(8)
-        self.share.codes.watching(self.watcher_id, self.code.session_id, self.code.role,
-                                  self.who())  # fmt: skip
-        self.share.join(self, since)
+        share.codes.watching(self.watcher_id, self.code.session_id, self.code.role, self.who())
+        feed = share.feed(self.code.session_id)
+        share.catch_ups.started(link)
+        feed.catching_up += 1  # keeps the feed (and its reads) alive while this one waits
+        try:
+            async with share.catch_ups.slots:
+                await feed.loaded()
+                feed.deliver(feed.advance())  # whatever came meanwhile, to those already live
+                await feed.catch_up(since, self.write_frame)
+        except websocket.WebSocketClosedError:
+            return
+        finally:
+            feed.catching_up -= 1
+            share.catch_ups.ended(link)
+        if self.ws_connection is not None and not self.ws_connection.is_closing():
+            feed.sockets.add(self)  # same loop step as the last frame: nothing missed
+            self.following = True
+
+    async def write_frame(self, frame: str) -> None:
+        await self.write_message(frame)
 
     def on_message(self, message: str | bytes) -> None:
         pass
@@ -404,9 +507,6 @@ class LiveSocket(websocket.WebSocketHandler, ShareHandler):
         self.share.leave(self)
         if self.watcher_id:
             self.share.codes.left(self.watcher_id)
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.send_raw(json.dumps(message))
 
     def send_raw(self, frame: str) -> None:
         try:
