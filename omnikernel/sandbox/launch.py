@@ -2,7 +2,9 @@
 
 `auto` takes the first backend (bubblewrap, then firejail) whose quick self-test passes; the
 result is cached per process. With no working backend the start fails closed with the exact
-install command; running unsandboxed is only ever an explicit choice ("off").
+install command; running unsandboxed is only ever an explicit choice ("off"). A backend that
+cannot start one particular agent (a path firejail cannot name) says so, with the setting that
+led there and the other backend to switch to (`SandboxStartError`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +27,7 @@ from .cgroup import CGroup
 from .egress import EgressProxy, inside_port, proxy_env
 from .exposed import listening_sockets, root_only_files
 from .rundir import RunDir
-from .spec import SandboxSpec, home_dirs, plan
+from .spec import SandboxSpec, home_dirs, plan, within
 
 BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
 CHOICES = ("auto", *BACKENDS, "off")
@@ -33,6 +36,36 @@ INSTALL_ALL = "apt-get install -y --no-install-recommends bubblewrap firejail so
 
 class SandboxUnavailableError(RuntimeError):
     """No sandbox backend works here; the message says how to get one."""
+
+
+class SandboxStartError(SandboxUnavailableError):
+    """This backend cannot start this agent; the message says why and what to do."""
+
+
+#: What the self-test runs in the sandbox.
+TRUE = "/bin/true"
+
+
+def switch_hint(backend: str) -> str:
+    """How to run agents under the other backend instead."""
+    other = next(n for n in BACKENDS if n != backend)
+    return f"`%sandbox {other}` (c.OmniKernel.sandbox = '{other}') runs agents under {other}."
+
+
+def origin(path: Path, spec: SandboxSpec) -> str:
+    """Which setting makes the sandbox name `path` (or a folder on the way to it)."""
+    near = lambda root: within(path, Path(root)) or within(Path(root), path)
+    if near(spec.workdir):
+        return f"the notebook's folder ({spec.workdir})"
+    if found := next((w for w in spec.writable if near(w)), None):
+        return f"the agent's private state dir ({found})"
+    path_env = spec.env.get("PATH", "").split(os.pathsep)
+    if found := next((e for e in path_env if e and near(os.path.realpath(e))), None):
+        return f"a directory on the agent's PATH ({found})"
+    if found := next((r for r in spec.readable if near(r)), None):
+        return (f"a path agents read ({found}): the agent CLI's install or interpreter, or one "
+                "allowed with `%sandbox read` / c.OmniKernel.sandbox_readable")  # fmt: skip
+    return "a path the sandbox itself uses"
 
 
 def binary_of(backend: ModuleType) -> str | None:
@@ -53,10 +86,10 @@ def self_test(name: str) -> str:
                                closed=home_dirs())  # fmt: skip
             try:
                 done = subprocess.run(
-                    sandbox_command(backend, path, ["/bin/true"], spec, run), cwd=work,
+                    sandbox_command(backend, path, [TRUE], spec, run), cwd=work,
                     env=spec.env, capture_output=True, text=True, timeout=20,
                 )  # fmt: skip
-            except (OSError, subprocess.TimeoutExpired) as exc:
+            except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 return f"{backend.binary} failed its self-test: {exc}"
     finally:
         run.remove()
@@ -92,11 +125,18 @@ def sandbox_command(
     backend: ModuleType, path: str, argv: list[str], spec: SandboxSpec, run: RunDir
 ) -> list[str]:
     """The backend's command line for `spec`: placeholders made, root-only files and every
-    other unix socket masked (see `exposed`)."""
+    other unix socket masked (see `exposed`). `SandboxStartError` if the backend cannot
+    express the plan (firejail and a path it cannot name)."""
     run.place(spec.read_only)
     keep = (spec.bridge_dir,) if spec.bridge_dir else ()
     masked = (*root_only_files(), *listening_sockets(keep))
-    return backend.command(path, argv, spec.workdir, plan(spec, masked), run)
+    try:
+        return backend.command(path, argv, spec.workdir, plan(spec, masked), run)
+    except firejail.UnnamablePath as exc:
+        raise SandboxStartError(
+            f"The {backend.name} sandbox cannot start the agent: {exc}. The path is in "
+            f"{origin(exc.path, spec)}. Rename it, or switch: {switch_hint(backend.name)}"
+        ) from None
 
 
 class SandboxedProcess(HarnessProcess):
