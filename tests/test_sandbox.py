@@ -402,3 +402,32 @@ def test_an_opened_path_firejail_cannot_name_is_refused_with_the_way_out(box, tm
     assert repr(str(work)) in message and "the notebook's folder" in message, message
     assert "`%sandbox bwrap`" in message
     assert run("bwrap", "echo ok", spec) == (0, "ok\n")
+
+
+# -- a sandbox that refuses to start the agent -------------------------------------------------
+
+
+def test_a_refused_start_is_explained_with_the_sandbox_s_own_words(box):
+    """firejail still limits each argument's length (4,128 bytes): an agent given a longer one
+    (here a model name) never starts. `start_failure` tells that apart from an agent that
+    fails on its own, in firejail's words, with what it blames and `%sandbox bwrap`."""
+    long_model = "m" * 5000
+    spec = spec_for(box)
+
+    async def failure(backend: str, argv: list[str]) -> tuple[int | None, str | None]:
+        proc = await start_sandboxed(argv, spec, resolve(backend))
+        proc.stdin.close()
+        await asyncio.wait_for(proc.process.communicate(), 60)
+        try:
+            return proc.returncode, await proc.start_failure()
+        finally:
+            await proc.kill()
+
+    agent = ["/bin/bash", "-c", "echo 'Error: mine' >&2; exit 1", "agent", "--model"]
+    code, said = asyncio.run(failure("firejail", [*agent, long_model]))
+    assert code and said, said
+    assert "too long arguments" in said and "the value of `--model`" in said, said
+    assert "`%sandbox bwrap`" in said
+    # The same agent under bwrap, and an agent failing on its own: its own error stands.
+    assert asyncio.run(failure("bwrap", [*agent, long_model])) == (1, None)
+    assert asyncio.run(failure("firejail", [*agent, "short"])) == (1, None)

@@ -169,3 +169,31 @@ def command(
     plan holds (``--quiet`` there too: it silences what firejail says before reading it)."""
     run.profile.write_text("".join(f"{line}\n" for line in profile(mounts, run)))
     return [firejail, "--quiet", f"--profile={run.profile}", "--", *argv]
+
+
+def cause(said: str, argv: list[str], run: RunDir) -> tuple[str, Path | None]:
+    """What firejail's start error `said` blames in our command line (`argv`) or profile, in
+    words, and the path it names, if any."""
+    if m := re.search(
+        r"too long arguments: argv\[(\d+)\] len \((\d+)\) >= MAX_ARG_LEN \((\d+)\)", said
+    ):
+        index, length, limit = (int(g) for g in m.groups())
+        before = argv[index - 1] if 0 < index <= len(argv) else ""
+        what = f"the value of `{before}`" if before.startswith("-") else f"argument {index}"
+        return (f"In the agent's command line, {what} is {length} characters long; firejail "
+                f"takes at most {limit - 1}.", None)  # fmt: skip
+    if "too many arguments" in said:
+        return "The agent's command line has more arguments than firejail takes.", None
+    if "too many environment variables" in said:
+        return "The agent's environment has more variables than firejail takes.", None
+    if m := re.search(r"line (\d+) in (.+?) is invalid", said):
+        try:
+            line = Path(m.group(2)).read_text().splitlines()[int(m.group(1)) - 1]
+        except (OSError, IndexError, ValueError):
+            return "", None
+        words = line.split(" ", 1)
+        path = Path(words[1]) if len(words) == 2 and words[1].startswith("/") else None
+        return f"It refused the profile line `{line}`.", path
+    if m := re.search(r'"(/[^"]*)" is an invalid filename', said):
+        return "", Path(m.group(1))
+    return "", None

@@ -3,8 +3,9 @@
 `auto` takes the first backend (bubblewrap, then firejail) whose quick self-test passes; the
 result is cached per process. With no working backend the start fails closed with the exact
 install command; running unsandboxed is only ever an explicit choice ("off"). A backend that
-cannot start one particular agent (a path firejail cannot name) says so, with the setting that
-led there and the other backend to switch to (`SandboxStartError`).
+cannot start one particular agent (a path firejail cannot name, an argument too long for it)
+says so in the cell with its own words, the setting that led there and the other backend to
+switch to (`SandboxStartError`, `SandboxedProcess.start_failure`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class SandboxStartError(SandboxUnavailableError):
     """This backend cannot start this agent; the message says why and what to do."""
 
 
-#: What the self-test runs in the sandbox.
+#: What the self-test runs in the sandbox, and what stands in for the agent when a failed
+#: start is checked (`SandboxedProcess.start_failure`).
 TRUE = "/bin/true"
 
 
@@ -152,6 +154,7 @@ class SandboxedProcess(HarnessProcess):
         bridge: Bridge | None,
         egress: EgressProxy | None = None,
         run: RunDir | None = None,
+        check: tuple[list[str], SandboxSpec] | None = None,
     ):
         super().__init__(process, argv)
         self.backend = backend
@@ -159,6 +162,42 @@ class SandboxedProcess(HarnessProcess):
         self.bridge = bridge
         self.egress = egress
         self.run = run
+        #: The sandbox's command line with `TRUE` in the agent's place, and its spec.
+        self.check = check
+
+    async def start_failure(self) -> str | None:
+        """Why the agent did not start, if the sandbox refused to start it: the same sandbox
+        (same profile, arguments, environment and folder) is started again with `true` in the
+        agent's place; if that fails too, the backend's own words, what they blame and the
+        other backend. Meant for an agent that exited with an error; None if the sandbox
+        starts (the agent itself failed) or can no longer be checked (stopped already)."""
+        if self.check is None or self.run is None:
+            return None
+        command, spec = self.check
+        try:
+            probe = await asyncio.create_subprocess_exec(
+                *command, cwd=str(spec.workdir), env=dict(spec.env),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            )  # fmt: skip
+        except OSError:
+            return None
+        try:
+            _, err = await asyncio.wait_for(probe.communicate(), 20)
+        except TimeoutError:
+            probe.kill()
+            await probe.wait()
+            return None
+        if probe.returncode == 0:
+            return None
+        said = err.decode(errors="replace").strip()[-1500:] or f"exit code {probe.returncode}"
+        blames, path = "", None
+        if (cause := getattr(BACKENDS[self.backend], "cause", None)) is not None:
+            blames, path = cause(said, command, self.run)
+        if path is not None:
+            blames += f" That comes from {origin(path, spec)}."
+        return (f"{self.backend} said:\n{said}\n"
+                + (f"{blames.strip()}\n" if blames else "") + switch_hint(self.backend))  # fmt: skip
 
     def members(self) -> set[int]:
         """Everything in the sandbox's cgroup, orphans and setsid'd daemons included (they left
@@ -233,6 +272,7 @@ async def _start(
         await bridge.start()
     inner = inside_command(list(argv), spec.bridge_dir, relayed)
     command = sandbox_command(backend, path, inner, spec, run)
+    check = [*command[: len(command) - len(inner)], TRUE, *inner[1:]]
     cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
     process = await asyncio.create_subprocess_exec(
         *(cgroup.joined(command) if cgroup else command),
@@ -244,4 +284,6 @@ async def _start(
         start_new_session=True,
         limit=LINE_LIMIT,
     )
-    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress, run)
+    return SandboxedProcess(
+        process, list(argv), backend.name, cgroup, bridge, egress, run, (check, spec)
+    )
