@@ -62,6 +62,11 @@ class HarnessProcess:
     async def wait(self) -> int:
         return await self.process.wait()
 
+    async def start_failure(self) -> str | None:
+        """Why the process never started, if what wraps it refused to start it (a sandbox
+        says so, see `SandboxedProcess`); None: it started, and any error is its own."""
+        return None
+
     async def kill(self, grace: float = 2.0) -> None:
         """Stop the whole process group: SIGTERM, then SIGKILL after `grace` seconds."""
         if self.process.returncode is None:

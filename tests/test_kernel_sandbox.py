@@ -198,3 +198,28 @@ def test_sandbox_read_opens_one_folder_of_the_home(tmp_path, start_kernel):
         assert missing.status == "error" and "does not exist" in missing.text
     finally:
         server.stop_thread()
+
+
+def test_firejail_starts_beside_1000_sessions_and_explains_a_refused_start(box, tmp_path,
+                                                                             start_kernel):  # fmt: skip
+    """Issue 28, through the kernel: a notebook folder that is the home, beside 1,000 other
+    sessions' state dirs (firejail once got an argument per entry and refused past 128). Then
+    a model name longer than firejail takes as an argument: the cell shows firejail's words,
+    what they blame and `%sandbox bwrap`, not only "exited unexpectedly"."""
+    home = tmp_path / "home"
+    state = home / ".local/share/jupyter/omnikernel/harness-state"
+    for i in range(1000):
+        (state / f"s{i:04}").mkdir(parents=True)
+    kernel = start_kernel(
+        home, **env_for(box, HOME=str(home), OMNIKERNEL_SANDBOX="firejail",
+                        OMNIKERNEL_STATE_DIR=str(state)),
+    )  # fmt: skip
+    inside = kernel.execute("Write a file inside the folder.")
+    assert inside.status == "ok", inside.text
+    assert (home / "here.txt").read_text() == "inside\n"
+    assert kernel.execute(f"%agent claude --model {'m' * 5000}").status == "ok"
+    refused = kernel.execute("Write a file inside the folder.")
+    assert refused.status == "error", refused.text
+    for words in ("its sandbox refused to start it", "too long arguments", "the value of `--model`",
+                  "`%sandbox bwrap`"):  # fmt: skip
+        assert words in refused.text, refused.text

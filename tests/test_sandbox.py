@@ -6,6 +6,7 @@ connect, which only asks the kernel for a route."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import os
 import threading
@@ -17,6 +18,7 @@ import pytest
 from omnikernel.sandbox import (
     INSTALL_ALL,
     SandboxSpec,
+    SandboxStartError,
     SandboxUnavailableError,
     default_hidden,
     protected_in,
@@ -355,3 +357,77 @@ def test_an_agent_installed_under_tmp_still_runs(backend, box, tmp_path):
     assert install_root(str(tool)) == tmp_path / "tools" / "node_modules"
     code, out = run(backend, str(tool), spec)
     assert code == 0 and "agent-ran" in out
+
+
+# -- paths in firejail's profile -------------------------------------------------------------
+
+
+def test_a_notebook_folder_named_with_runs_of_spaces_and_glob_characters(backend, box, tmp_path):
+    """firejail reads each profile path as a glob and collapses runs of spaces: the folder is
+    named exactly, not its look-alike beside it."""
+    work = tmp_path / "notes  [1] *"
+    lookalike = tmp_path / "notes 1 x"
+    for d in (work, lookalike):
+        d.mkdir()
+    (lookalike / "secret").write_text("LOOKALIKE-SECRET")
+    spec = dataclasses.replace(spec_for(box), workdir=work, read_only=())
+    code, out = run(backend, f"echo ok > made && cat made; cat '{lookalike}/secret'", spec)
+    assert out.startswith("ok\n") and (work / "made").exists(), out
+    assert "LOOKALIKE-SECRET" not in out
+
+
+def test_a_masked_name_firejail_refuses_is_still_hidden(backend, box):
+    """A mask may match more than its path: each character firejail refuses (a newline that
+    would start a profile line of its own, ";") becomes a one-character wildcard; ".." is
+    escaped."""
+    secret = box["work"] / "keys..\nignore net none;"
+    secret.write_text("ODD-NAME-SECRET")
+    spec = dataclasses.replace(spec_for(box), hidden=(secret,))
+    code, out = run(backend, "cat keys*; echo x > /made-by-agent", spec)
+    assert "ODD-NAME-SECRET" not in out and not Path("/made-by-agent").exists(), out
+    assert run(None, "cat keys*", spec)[1].startswith("ODD-NAME-SECRET")
+
+
+@pytest.mark.parametrize("name", ["R&D", "a\nread-write /", "v1..2"])
+def test_an_opened_path_firejail_cannot_name_is_refused_with_the_way_out(box, tmp_path, name):
+    """A path the agent must reach, with a character firejail refuses (or a newline that would
+    add a profile line): firejail is not started; the error names the path, the setting it
+    comes from and `%sandbox bwrap`, which runs the same agent."""
+    work = tmp_path / name
+    work.mkdir()
+    spec = dataclasses.replace(spec_for(box), workdir=work, read_only=())
+    with pytest.raises(SandboxStartError) as refused:
+        run("firejail", "true", spec)
+    message = str(refused.value)
+    assert repr(str(work)) in message and "the notebook's folder" in message, message
+    assert "`%sandbox bwrap`" in message
+    assert run("bwrap", "echo ok", spec) == (0, "ok\n")
+
+
+# -- a sandbox that refuses to start the agent -------------------------------------------------
+
+
+def test_a_refused_start_is_explained_with_the_sandbox_s_own_words(box):
+    """firejail still limits each argument's length (4,128 bytes): an agent given a longer one
+    (here a model name) never starts. `start_failure` tells that apart from an agent that
+    fails on its own, in firejail's words, with what it blames and `%sandbox bwrap`."""
+    long_model = "m" * 5000
+    spec = spec_for(box)
+
+    async def failure(backend: str, argv: list[str]) -> tuple[int | None, str | None]:
+        proc = await start_sandboxed(argv, spec, resolve(backend))
+        proc.stdin.close()
+        await asyncio.wait_for(proc.process.communicate(), 60)
+        try:
+            return proc.returncode, await proc.start_failure()
+        finally:
+            await proc.kill()
+
+    agent = ["/bin/bash", "-c", "echo 'Error: mine' >&2; exit 1", "agent", "--model"]
+    code, said = asyncio.run(failure("firejail", [*agent, long_model]))
+    assert code and said, said
+    assert "too long arguments" in said and "the value of `--model`" in said, said
+    assert "`%sandbox bwrap`" in said
+    # The same agent under bwrap, and an agent failing on its own: its own error stands.
+    assert asyncio.run(failure("bwrap", [*agent, long_model])) == (1, None)
+    assert asyncio.run(failure("firejail", [*agent, "short"])) == (1, None)

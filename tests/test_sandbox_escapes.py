@@ -95,6 +95,17 @@ def agent_spec(world, workdir: Path) -> SandboxSpec:
                      hidden=(store_dir, world["state"]))  # fmt: skip
 
 
+def crowd(world, count: int = 1000) -> Path:
+    """`count` other sessions' state dirs beside this session's (a kernel in use for a while):
+    each holds a secret. firejail once blacklisted them one argument each, and refused to start
+    past 128 arguments (issue 28). Returns the last one's secret file."""
+    for i in range(count):
+        (world["state"] / f"s{i:04}" / "claude").mkdir(parents=True)
+    secret = world["state"] / f"s{count - 1:04}" / "claude" / "transcript.jsonl"
+    secret.write_text("OTHER-SESSION-SECRET")
+    return secret
+
+
 async def run_async(backend: str, script: str, spec: SandboxSpec) -> tuple[int, str]:
     argv = ["/bin/bash", "-c", script]
     if backend == "none":
@@ -351,6 +362,8 @@ PROBES = {
     "read other project": "cat {home}/other-project/.env",
     "read store": "cat {home}/.local/share/jupyter/omnikernel/sessions.sqlite3",
     "read other session": "cat {home}/.local/share/jupyter/omnikernel/harness-state/other/claude/home/transcript.jsonl",
+    "read a session among 1,000": "cat {crowded}",
+    "list the other sessions": "ls {home}/.local/share/jupyter/omnikernel/harness-state | grep s0999",
     "read shadow": "cat /etc/shadow",
     "read real home": "cat /root/.profile",
     "write notebook folder": "echo x > {work}/made && cat {work}/made",
@@ -372,9 +385,10 @@ def answer(code: int, out: str) -> str:
 
 
 def test_both_backends_give_the_same_answers(world):
+    crowded = crowd(world)
     spec = agent_spec(world, world["project"])
     fields = {"home": world["home"], "work": world["project"], "own": world["own"],
-              "kernel": os.getpid()}  # fmt: skip
+              "kernel": os.getpid(), "crowded": crowded}  # fmt: skip
     answers = {}
     for backend in SANDBOXES:
         answers[backend] = {name: answer(*run(backend, probe.format(**fields), spec))
@@ -410,6 +424,20 @@ def test_a_cli_and_node_installed_under_the_home_still_run(backend, world):
     code, out = run(backend, f"fakecli; cat {home}/.ssh/id_ed25519", spec)
     assert f"cli-ran {node_dir / 'node'}" in out, out
     assert ("SSH-KEY-SECRET" in out) is (backend == "none"), out
+
+
+def test_the_agent_starts_beside_a_masked_folder_of_1000_entries(backend, world):
+    """The notebook folder is the home, so Jupyter's data dir is a mask inside an opened folder
+    (not closed by a whitelist), and the agent's own state inside it sits among 1,000 other
+    sessions' state dirs: the agent starts, reaches its own state, and reads none of the others
+    (under firejail their names stay, as empty read-only dirs; under bwrap they are gone)."""
+    secret = crowd(world)
+    own = world["own"] / "home"
+    script = f"echo mine > {own}/made && cat {own}/made; ls {secret.parent}; cat {secret}"
+    code, out = run(backend, script, agent_spec(world, world["home"]))
+    listed = ["transcript.jsonl"] if backend == "none" else []
+    assert out.splitlines()[: 1 + len(listed)] == ["mine", *listed], out
+    assert ("OTHER-SESSION-SECRET" in out) is (backend == "none"), out
 
 
 # -- clean-up ----------------------------------------------------------------------------------
@@ -524,9 +552,9 @@ def test_the_real_home_as_notebook_folder_renders_on_both_backends():
     masks = [m.path for m in mounts if m.kind == "mask"]
     assert not [m for m in masks if any(m != o and m.is_relative_to(o) for o in masks)]
     run = RunDir(Path("/tmp/omnikernel-run-test/x"))
-    fj = firejail.command("firejail", ["true"], home, mounts, run)
-    assert f"--whitelist={home}" not in fj and not any("sandbox-closed" in a for a in fj)
-    assert f"--read-write={home}" in fj and f"--read-only={home}/.bashrc" in fj
+    fj = firejail.profile(mounts, run)
+    assert f"whitelist {home}" not in fj and not any("sandbox-closed" in a for a in fj)
+    assert f"read-write {home}" in fj and f"read-only {home}/.bashrc" in fj
     bw = bwrap.command("bwrap", ["true"], home, mounts, run)
     triples = list(zip(bw, bw[1:], bw[2:], strict=False))
     assert ("--bind", str(home), str(home)) in triples

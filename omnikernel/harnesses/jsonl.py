@@ -147,6 +147,14 @@ class JsonLinesHarness(Harness):
                 f"silently for longer."
             ) from None
 
+    async def _refused_start(self, proc: HarnessProcess) -> str | None:
+        """What its sandbox said, if the CLI failed because the sandbox never started it
+        (firejail refusing an argument, say): otherwise the CLI's own last words would show,
+        naming neither the cause nor a way out."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 5)
+        return await proc.start_failure() if proc.returncode else None
+
     async def died(self, harness_session: str | None = None) -> AsyncIterator[Event]:
         """The events of a turn whose CLI exited under it."""
         proc = self._proc
@@ -155,12 +163,18 @@ class JsonLinesHarness(Harness):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stderr_task, 2)
         tail = "\n".join(self._stderr_tail[-8:])
+        refused = await self._refused_start(proc) if proc else None
         self._proc = None
-        yield ev.error(
-            f"{self.display_name} exited unexpectedly (exit code {code}).",
-            (f"Its last words:\n{tail}\n" if tail else "")
-            + "Run the cell again to start it afresh; the conversation is resumed.",
-        )
+        if refused:
+            yield ev.error(
+                f"{self.display_name} never started: its sandbox refused to start it.", refused
+            )
+        else:
+            yield ev.error(
+                f"{self.display_name} exited unexpectedly (exit code {code}).",
+                (f"Its last words:\n{tail}\n" if tail else "")
+                + "Run the cell again to start it afresh; the conversation is resumed.",
+            )
         yield Event(EventKind.TURN_END, {"status": "error", "harness_session": harness_session})
 
     # -- stopping ------------------------------------------------------------------------------
@@ -252,5 +266,9 @@ class JsonRpcHarness(JsonLinesHarness):
                 return dict(message.get("result") or {})
             if "id" in message and message.get("method"):
                 await self.refuse(message["id"], message["method"])
+        if self._proc is not None and (refused := await self._refused_start(self._proc)):
+            raise HarnessError(
+                f"{self.display_name} never started: its sandbox refused to start it. {refused}"
+            )
         tail = " ".join(self._stderr_tail[-3:])
         raise HarnessError(f"{self.display_name} exited during {method}: {tail}")

@@ -2,7 +2,10 @@
 
 `auto` takes the first backend (bubblewrap, then firejail) whose quick self-test passes; the
 result is cached per process. With no working backend the start fails closed with the exact
-install command; running unsandboxed is only ever an explicit choice ("off").
+install command; running unsandboxed is only ever an explicit choice ("off"). A backend that
+cannot start one particular agent (a path firejail cannot name, an argument too long for it)
+says so in the cell with its own words, the setting that led there and the other backend to
+switch to (`SandboxStartError`, `SandboxedProcess.start_failure`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +28,7 @@ from .cgroup import CGroup
 from .egress import EgressProxy, inside_port, proxy_env
 from .exposed import listening_sockets, root_only_files
 from .rundir import RunDir
-from .spec import SandboxSpec, home_dirs, plan
+from .spec import SandboxSpec, home_dirs, plan, within
 
 BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
 CHOICES = ("auto", *BACKENDS, "off")
@@ -33,6 +37,37 @@ INSTALL_ALL = "apt-get install -y --no-install-recommends bubblewrap firejail so
 
 class SandboxUnavailableError(RuntimeError):
     """No sandbox backend works here; the message says how to get one."""
+
+
+class SandboxStartError(SandboxUnavailableError):
+    """This backend cannot start this agent; the message says why and what to do."""
+
+
+#: What the self-test runs in the sandbox, and what stands in for the agent when a failed
+#: start is checked (`SandboxedProcess.start_failure`).
+TRUE = "/bin/true"
+
+
+def switch_hint(backend: str) -> str:
+    """How to run agents under the other backend instead."""
+    other = next(n for n in BACKENDS if n != backend)
+    return f"`%sandbox {other}` (c.OmniKernel.sandbox = '{other}') runs agents under {other}."
+
+
+def origin(path: Path, spec: SandboxSpec) -> str:
+    """Which setting makes the sandbox name `path` (or a folder on the way to it)."""
+    near = lambda root: within(path, Path(root)) or within(Path(root), path)
+    if near(spec.workdir):
+        return f"the notebook's folder ({spec.workdir})"
+    if found := next((w for w in spec.writable if near(w)), None):
+        return f"the agent's private state dir ({found})"
+    path_env = spec.env.get("PATH", "").split(os.pathsep)
+    if found := next((e for e in path_env if e and near(os.path.realpath(e))), None):
+        return f"a directory on the agent's PATH ({found})"
+    if found := next((r for r in spec.readable if near(r)), None):
+        return (f"a path agents read ({found}): the agent CLI's install or interpreter, or one "
+                "allowed with `%sandbox read` / c.OmniKernel.sandbox_readable")  # fmt: skip
+    return "a path the sandbox itself uses"
 
 
 def binary_of(backend: ModuleType) -> str | None:
@@ -53,10 +88,10 @@ def self_test(name: str) -> str:
                                closed=home_dirs())  # fmt: skip
             try:
                 done = subprocess.run(
-                    sandbox_command(backend, path, ["/bin/true"], spec, run), cwd=work,
+                    sandbox_command(backend, path, [TRUE], spec, run), cwd=work,
                     env=spec.env, capture_output=True, text=True, timeout=20,
                 )  # fmt: skip
-            except (OSError, subprocess.TimeoutExpired) as exc:
+            except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 return f"{backend.binary} failed its self-test: {exc}"
     finally:
         run.remove()
@@ -92,11 +127,18 @@ def sandbox_command(
     backend: ModuleType, path: str, argv: list[str], spec: SandboxSpec, run: RunDir
 ) -> list[str]:
     """The backend's command line for `spec`: placeholders made, root-only files and every
-    other unix socket masked (see `exposed`)."""
+    other unix socket masked (see `exposed`). `SandboxStartError` if the backend cannot
+    express the plan (firejail and a path it cannot name)."""
     run.place(spec.read_only)
     keep = (spec.bridge_dir,) if spec.bridge_dir else ()
     masked = (*root_only_files(), *listening_sockets(keep))
-    return backend.command(path, argv, spec.workdir, plan(spec, masked), run)
+    try:
+        return backend.command(path, argv, spec.workdir, plan(spec, masked), run)
+    except firejail.UnnamablePath as exc:
+        raise SandboxStartError(
+            f"The {backend.name} sandbox cannot start the agent: {exc}. The path is in "
+            f"{origin(exc.path, spec)}. Rename it, or switch: {switch_hint(backend.name)}"
+        ) from None
 
 
 class SandboxedProcess(HarnessProcess):
@@ -112,6 +154,7 @@ class SandboxedProcess(HarnessProcess):
         bridge: Bridge | None,
         egress: EgressProxy | None = None,
         run: RunDir | None = None,
+        check: tuple[list[str], SandboxSpec] | None = None,
     ):
         super().__init__(process, argv)
         self.backend = backend
@@ -119,6 +162,42 @@ class SandboxedProcess(HarnessProcess):
         self.bridge = bridge
         self.egress = egress
         self.run = run
+        #: The sandbox's command line with `TRUE` in the agent's place, and its spec.
+        self.check = check
+
+    async def start_failure(self) -> str | None:
+        """Why the agent did not start, if the sandbox refused to start it: the same sandbox
+        (same profile, arguments, environment and folder) is started again with `true` in the
+        agent's place; if that fails too, the backend's own words, what they blame and the
+        other backend. Meant for an agent that exited with an error; None if the sandbox
+        starts (the agent itself failed) or can no longer be checked (stopped already)."""
+        if self.check is None or self.run is None:
+            return None
+        command, spec = self.check
+        try:
+            probe = await asyncio.create_subprocess_exec(
+                *command, cwd=str(spec.workdir), env=dict(spec.env),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            )  # fmt: skip
+        except OSError:
+            return None
+        try:
+            _, err = await asyncio.wait_for(probe.communicate(), 20)
+        except TimeoutError:
+            probe.kill()
+            await probe.wait()
+            return None
+        if probe.returncode == 0:
+            return None
+        said = err.decode(errors="replace").strip()[-1500:] or f"exit code {probe.returncode}"
+        blames, path = "", None
+        if (cause := getattr(BACKENDS[self.backend], "cause", None)) is not None:
+            blames, path = cause(said, command, self.run)
+        if path is not None:
+            blames += f" That comes from {origin(path, spec)}."
+        return (f"{self.backend} said:\n{said}\n"
+                + (f"{blames.strip()}\n" if blames else "") + switch_hint(self.backend))  # fmt: skip
 
     def members(self) -> set[int]:
         """Everything in the sandbox's cgroup, orphans and setsid'd daemons included (they left
@@ -193,6 +272,7 @@ async def _start(
         await bridge.start()
     inner = inside_command(list(argv), spec.bridge_dir, relayed)
     command = sandbox_command(backend, path, inner, spec, run)
+    check = [*command[: len(command) - len(inner)], TRUE, *inner[1:]]
     cgroup = CGroup.create(spec.memory_bytes, spec.pids_max)
     process = await asyncio.create_subprocess_exec(
         *(cgroup.joined(command) if cgroup else command),
@@ -204,4 +284,6 @@ async def _start(
         start_new_session=True,
         limit=LINE_LIMIT,
     )
-    return SandboxedProcess(process, list(argv), backend.name, cgroup, bridge, egress, run)
+    return SandboxedProcess(
+        process, list(argv), backend.name, cgroup, bridge, egress, run, (check, spec)
+    )

@@ -1,7 +1,8 @@
 """What a sandboxed process leaves on the host, and how it is cleaned up, even after a crash.
 
 Each sandboxed process gets one run dir, ``<tmp>/omnikernel-run-<uid>/<id>/``, holding its
-bridge sockets (``b/``), the empty file and dir the backends mount over masked paths, and a
+bridge sockets (``b/``), the empty file and dir the backends mount over masked paths, the
+firejail backend's profile (the whole plan: firejail's command line is limited), and a
 manifest: the kernel's pid and start time, and the placeholders put in the notebook's folder so
 that protected paths that did not exist cannot be created. `RunDir.remove` deletes all of it when
 the process stops. When a kernel is killed and cannot clean up, the next `RunDir.create` (any
@@ -53,6 +54,11 @@ class RunDir:
     @property
     def empty_dir(self) -> Path:
         return self.path / "empty.d"
+
+    @property
+    def profile(self) -> Path:
+        """The firejail profile the process runs under (written by `firejail.command`)."""
+        return self.path / "firejail.profile"
 
     @classmethod
     def create(cls) -> RunDir:
