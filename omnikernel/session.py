@@ -3,6 +3,8 @@
 The session owns the order of things. For every prompt it opens a turn, runs it on the chosen
 harness, stamps each event with its place (session id, turn, cell, harness) and appends it to
 the store before handing it on, so whatever shows an event shows something already durable.
+Harness processes are started lazily and kept across turns (that is how a conversation
+continues); switching harness keeps the others alive.
 
 It also owns what the store's `Redactor` knows: each credential is taught to it before any
 agent can print it (the real API keys when the session starts, a harness's gateway secret and
@@ -10,8 +12,6 @@ its upstream's key or plan login before its CLI starts), so the store redacts it
 event (see `omnikernel.redact`). What the session shows without storing it first (an approval
 card's request, built from the harness's own data) is redacted here too; an answer's text
 deltas pass a `TextStream`, so a value the model spells out over several deltas is caught.
-Harness processes are started lazily and kept across turns (that is how a conversation
-continues); switching harness keeps the others alive.
 """
 
 from __future__ import annotations
