@@ -36,6 +36,7 @@ from .harnesses.acp import AcpAgent
 from .interpolate import ValueWriter, describe_substitutions, interpolate
 from .magics import MAGICS_HELP, OmniMagics, parse_agent_args
 from .policy.magics import PolicyMagics
+from .redact import LogFilter
 from .render import CellView, error_bundle, notice_bundle
 from .routing import Route, route
 from .sanitize import SessionImages
@@ -258,10 +259,13 @@ class OmniKernel(IPythonKernel):
         self.shell.register_magics(SessionMagics(self.shell, self.agents))
         self.shell.register_magics(PolicyMagics(self.shell, self.agents))
         self.shell.register_magics(share)
-        # Our log lines go to the kernel's log (the server's terminal), never into a cell.
+        # Our log lines go to the kernel's log (the server's terminal), never into a cell; no
+        # line there carries a credential the session knows (a CLI's stderr, a stray line).
         ours = logging.getLogger("omnikernel")
         ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []
         ours.propagate = False
+        for handler in ours.handlers:
+            handler.addFilter(LogFilter(self.agents.redactor))
 
     def _present_card(self, pending: Any) -> None:
         """Shows an ask as an approval card; ipywidgets (about 0.4 s to import) loads at the
@@ -348,6 +352,7 @@ class OmniKernel(IPythonKernel):
         return self._error_reply("UsageError", f"Unknown magic {prefix}{cell.magic}. {MAGICS_HELP}")
 
     def _error_reply(self, ename: str, message: str, hint: str = "") -> dict[str, Any]:
+        message, hint = self.agents.redactor.text(message), self.agents.redactor.text(hint)
         display(error_bundle({"message": message, "hint": hint}), raw=True)
         assert self.shell is not None
         count = self.shell.execution_count

@@ -5,6 +5,13 @@ harness, stamps each event with its place (session id, turn, cell, harness) and 
 the store before handing it on, so whatever shows an event shows something already durable.
 Harness processes are started lazily and kept across turns (that is how a conversation
 continues); switching harness keeps the others alive.
+
+It also owns what the store's `Redactor` knows: each credential is taught to it before any
+agent can print it (the real API keys when the session starts, a harness's gateway secret and
+its upstream's key or plan login before its CLI starts), so the store redacts it from every
+event (see `omnikernel.redact`). What the session shows without storing it first (an approval
+card's request, built from the harness's own data) is redacted here too; an answer's text
+deltas pass a `TextStream`, so a value the model spells out over several deltas is caught.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import approval
 from . import events as ev
@@ -54,10 +62,17 @@ from .identity import Identity
 from .policy import Policy, PolicyState, Request, Verdict, fold, observe, request_of
 from .policy.config import project_policy_path, user_policy_path
 from .policy.rules import BudgetRule, Outcome, PauseEvery, Rule
+from .redact import Redactor, TextStream
 from .sandbox.spec import explain_refusal
 from .store import SessionStore, StoreUnavailableError
 from .turnlock import TurnLock, lock_path
-from .upstream import Upstream, UpstreamConfig, rehearsal_scenario_path, resolve
+from .upstream import (
+    PLACEHOLDER_KEY,
+    Upstream,
+    UpstreamConfig,
+    rehearsal_scenario_path,
+    resolve,
+)
 
 #: How long a finished turn waits for the gateway to meter its last model call.
 SETTLE_S = 3.0
@@ -116,12 +131,16 @@ class AgentSession:
         self._state_root = state_dir
         self.state_dir = state_dir / session_id
         self.upstream_config = upstream_config
+        #: The store's redactor, taught every credential this session learns.
+        self.redactor: Redactor = store.redactor
+        self._learn_configured(upstream_config)
         #: Per harness: auto | api-key | login | offline (`omnikernel.credentials.choose`).
         self.credentials = dict(credentials or {})
         #: Where plan logins are looked up (the kernel's environment: HOME, CLAUDE_CONFIG_DIR,
         #: CODEX_HOME, CLAUDE_CODE_OAUTH_TOKEN); each login is read once and shared.
         self.login_env = dict(login_env if login_env is not None else {})
         self._logins: dict[str, Login | None] = {}
+        self._watched_logins: list[Login] = []
         self.harness_paths = dict(harness_paths or {})
         self.auto_approve = auto_approve
         self.rehearsal_scenario = rehearsal_scenario
@@ -181,6 +200,30 @@ class AgentSession:
         self._current_cell = ""
         #: Called on the kernel's loop with each metered call (the spend gauge).
         self.spend_listeners: list[Any] = []
+
+    def _learn_configured(self, config: UpstreamConfig) -> None:
+        """Teach the redactor the real keys of the configuration (and a password a base URL
+        may carry), whichever harness ends up using them."""
+        for name, value in (("ANTHROPIC_API_KEY", config.anthropic_api_key),
+                            ("OPENAI_API_KEY", config.openai_api_key)):  # fmt: skip
+            self.redactor.add(value, name)
+        for name, url in (("ANTHROPIC_BASE_URL", config.anthropic_base_url),
+                          ("OPENAI_BASE_URL", config.openai_base_url)):  # fmt: skip
+            with contextlib.suppress(ValueError):
+                if password := urlsplit(url).password:
+                    self.redactor.add(password, f"{name} password")
+
+    def _learn_upstream(self, real: Upstream) -> None:
+        """Teach the redactor what a harness's real upstream authenticates with."""
+        if real.offline:
+            self.redactor.add(real.api_key, "rehearsal model key")
+        elif real.api_key != PLACEHOLDER_KEY:
+            self.redactor.add(real.api_key, f"{real.wire.upper()}_API_KEY")
+        login = real.login
+        if login is not None and all(login is not seen for seen in self._watched_logins):
+            self._watched_logins.append(login)
+            # A login's tokens change when the gateway refreshes them: followed, not copied.
+            self.redactor.watch(f"{login.kind} login", lambda: login.secrets)
 
     def _stored_spend(self) -> SpendLedger:
         return SpendLedger(
@@ -355,19 +398,23 @@ class AgentSession:
             except LoginError as exc:
                 raise HarnessError(str(exc)) from None
             # Only the gateway sees the real key or login, per harness (a login serves only
-            # its own CLI).
+            # its own CLI); the redactor knows them, should one ever reach an event.
             self.gateway.upstreams[name] = real
+            self._learn_upstream(real)
             if real.login is not None and real.login.path is not None:
                 # Where the login lives is masked inside the sandbox, wherever it is (the
                 # usual ~/.claude and ~/.codex are closed with the home anyway).
                 self.hidden_from_agents = (*self.hidden_from_agents, real.login.path)
             # The agent's API key is a secret of its own, good only for its path on this
             # session's gateway (which puts the real key on what it forwards). On a plan
-            # login the agent sends it as its login token: a placeholder.
+            # login the agent sends it as its login token: a placeholder. The agent can
+            # print it (`env`), so the redactor learns it before the CLI starts.
+            secret = self.gateway.issue_secret(name)
+            self.redactor.add(secret, "gateway secret")
             via_gateway = Upstream(
                 wire=cls.wire,
                 base_url=self.gateway.base_url_for(name, cls.wire),
-                api_key=self.gateway.issue_secret(name),
+                api_key=secret,
                 offline=real.offline,
                 login=True if real.login is not None else None,
             )
@@ -449,7 +496,10 @@ class AgentSession:
         if granted is not None:
             decision = granted
         elif decision.needs_person:
-            decision = await self.approvals.ask(str(data.get("request_id", "")), data, decision)
+            # The card shows the harness's request before the store has redacted its copy.
+            shown = dataclasses.replace(decision, reason=self.redactor.text(decision.reason))
+            decision = await self.approvals.ask(str(data.get("request_id", "")),
+                                              self.redactor.data(data), shown)  # fmt: skip
             self._remember(decision)
         marks = verdict.pause_marks if decision.allow else []
         self._decisions[str(data.get("request_id", ""))] = (decision, str(data.get("call_id", "")),
@@ -629,7 +679,7 @@ class AgentSession:
             self._end_turn_lock()  # no turn started: nothing to end
             raise
         self.turn = start.turn
-        activity = self._activity[name] = TurnActivity()
+        activity = self._activity[name] = TurnActivity(self.redactor.stream())
         yield start
         try:
             async for event in self._run_turn(prompt, name, cell, handoff, activity, told):
@@ -740,14 +790,30 @@ class AgentSession:
                 activity.see(event)
                 if event.kind == EventKind.TURN_END:
                     self._activity.pop(name, None)
-                yield self._record(event, name, cell)
+                for recorded in self._record_streamed(activity.text, event, name, cell):
+                    yield recorded
                 if event.kind == EventKind.TOOL_RESULT and agent.sandbox_backend != "off":
                     if why := explain_refusal(str(event.data.get("output", ""))):
                         yield self._record(ev.notice(why), name, cell)
         except HarnessError as exc:
             self._activity.pop(name, None)
+            for held in self._record_streamed(activity.text, None, name, cell):
+                yield held
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
+
+    def _record_streamed(self, text: TextStream, event: Event | None, harness: str,
+                         cell: str) -> list[Event]:  # fmt: skip
+        """Record a turn's event, its text deltas through the turn's `TextStream`: a delta's
+        tail that may begin a credential waits for the next delta, and is recorded (redacted
+        if it was one) before the next event of another kind, or with None (the turn ends)."""
+        if event is not None and event.kind == EventKind.TEXT:
+            shown = text.feed(str(event.data.get("text", "")))
+            return [self._record(event.stamped(data={**event.data, "text": shown}), harness,
+                                 cell)] if shown else []  # fmt: skip
+        held = text.flush()
+        out = [self._record(ev.text(held), harness, cell)] if held else []
+        return out + ([self._record(event, harness, cell)] if event is not None else [])
 
     def _drain_spend(self, name: str, cell: str) -> list[Event]:
         """Store what the gateway metered since the last event, as ``spend`` events."""
@@ -793,7 +859,8 @@ class AgentSession:
             # never answered with a turn's end and would hold up the next prompt.
             return await self._settle_spend(name, cell, STOP_SETTLE_S)
         drained = await agent.interrupt() if agent else []
-        recorded = [self._record(event, name, cell) for event in drained]
+        recorded = [e for event in [*drained, None]
+                    for e in self._record_streamed(activity.text, event, name, cell)]  # fmt: skip
         recorded += await self._settle_spend(name, cell, STOP_SETTLE_S)
         end = {"status": "interrupted", "stopped": activity.describe(),
                "stop_s": round(time.monotonic() - started, 3),
@@ -871,9 +938,11 @@ class TurnActivity:
     """What a running turn is doing, from its events: deciding an approval, running a tool,
     or waiting on the model (so a stop can say what it stopped)."""
 
-    def __init__(self) -> None:
+    def __init__(self, text: TextStream):
         self.tools: dict[str, dict[str, Any]] = {}  # call id -> the tool call's data
         self.approval: dict[str, Any] | None = None
+        #: The answer's text deltas, redacted as one text (see `AgentSession._record_streamed`).
+        self.text = text
 
     def see(self, event: Event) -> None:
         data = event.data

@@ -123,6 +123,8 @@ class ShareMagics(Magics):
         parts: list[str] = []
         for role in (READ_ONLY, CO_DRIVE):
             code = self.codes.new_code(session_id, role)
+            # A code pasted into a prompt would reach every viewer: the store redacts it.
+            self.session.redactor.add(code, f"{ROLE_NAMES[role]} share code")
             url = f"{base or DEFAULT_URL}/join?code={code}"
             qr = segno.make(url, error="m")
             plain.append(f"{ROLE_NAMES[role]} ({RIGHTS[role]}):\n  {url}")

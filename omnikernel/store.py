@@ -11,6 +11,11 @@ extension reads the same history concurrently. Invariants:
 - An ``approval_decision`` answered after a restart is appended only if its request has none
   yet, checked in the same transaction (`append_decision`): the first answer wins across
   processes.
+- No credential the kernel knows is stored: every event passes the store's `Redactor` in the
+  one append path (`_append_new`), and what `append` returns (what callers show) is the
+  redacted event. The session teaches the redactor each credential as it learns it (see
+  `omnikernel.redact`); exports, `omnikernel attach` and the share page read only stored
+  events, so they never see one either.
 - Events are never updated or deleted; harness state that must survive a restart (such as the
   CLI's own conversation id) is read back from the events. A fork copies a session's events
   under a new session id; the original is untouched.
@@ -35,6 +40,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 
 from .events import Event, EventKind
+from .redact import Redactor
 
 
 class StoreUnavailableError(RuntimeError):
@@ -99,8 +105,10 @@ def default_store_path() -> Path:
 class SessionStore:
     """Append-only event log of all sessions in one SQLite file."""
 
-    def __init__(self, path: Path | str | None = None):
+    def __init__(self, path: Path | str | None = None, redactor: Redactor | None = None):
         self.path = Path(path) if path else default_store_path()
+        #: What every appended event passes before it is written (empty: a reader's store).
+        self.redactor = redactor if redactor is not None else Redactor()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the kernel's threads (widget handlers may run on subshell
         # threads); the lock serialises writes, WAL lets other processes read meanwhile.
@@ -259,6 +267,8 @@ class SessionStore:
     def _append_new(
         self, event: Event, new_turn: bool = False, unless_decided: str = ""
     ) -> tuple[Event, bool]:
+        # Redacted before anything is written (or compared: a request id as stored).
+        data, unless_decided = self.redactor.data(event.data), self.redactor.text(unless_decided)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -276,7 +286,7 @@ class SessionStore:
                     "WHERE session_id = ?",
                     (event.session_id,),
                 ).fetchone()
-                stamped = event.stamped(seq=last + 1)
+                stamped = event.stamped(seq=last + 1, data=data)
                 if new_turn:
                     stamped = stamped.stamped(turn=turn + 1)
                 self._db.execute(

@@ -147,7 +147,8 @@ def test_with_nothing_configured_the_cell_says_how_to_log_in(workdir, start_kern
 
 def test_a_login_kept_in_the_notebook_folder_is_masked_from_the_agent(workdir, start_kernel):
     """The attack: the user keeps Claude's config dir inside the project, and the agent reads
-    it. Unsandboxed it works; in the sandbox the login's file is masked."""
+    it. Unsandboxed it works (only the redaction keeps the token out of the cell); in the
+    sandbox the login's file is masked."""
     require_claude()
     host_config = workdir / "claude-config"
     write_claude_login(host_config, FRESH)
@@ -167,6 +168,8 @@ def test_a_login_kept_in_the_notebook_folder_is_masked_from_the_agent(workdir, s
         assert sandboxed.status == "ok" and "Done reading." in sandboxed.text, sandboxed.text
         assert "END" in json.dumps(sandboxed.outputs, default=str)  # the command did run
         assert FRESH not in json.dumps(sandboxed.outputs, default=str)
+        assert "[redacted: claude login]" not in json.dumps(sandboxed.outputs, default=str)
         kernel.execute("%sandbox off")
         unprotected = kernel.execute("Please show the login again.", timeout=180)
-        assert FRESH in json.dumps(unprotected.outputs, default=str)
+        shown = json.dumps(unprotected.outputs, default=str)
+        assert "[redacted: claude login]" in shown and FRESH not in shown

@@ -4,7 +4,8 @@ A cassette is a JSON-lines file, one exchange a line: harness, API path, its pos
 that harness's requests to that path, the prompt it answered (for matching), the model, and
 the response (status, content type, and the streamed chunks or the whole body). Requests are
 never written, nor any header, so keys and auth headers cannot leak into a cassette; response
-text is scrubbed of the gateway's real keys too.
+text is redacted of the gateway's real keys and session secrets too (`omnikernel.redact`, the
+same recognition the session store uses).
 
 Replay serves exchanges by conversation position: the n-th request of a harness to a path gets
 the n-th recorded answer, provided its prompt is the recorded one. Anything else is a
@@ -19,7 +20,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-REDACTED = "[REDACTED]"
+from ..redact import Redactor
 
 
 class CassetteMismatchError(Exception):
@@ -46,17 +47,13 @@ class Exchange:
         return cls(**json.loads(line))
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
 class CassetteRecorder:
     def __init__(self, path: Path, secrets: Iterable[str] = ()):
         self.path = path
+        #: What the gateway holds (it adds each secret it issues while recording).
         self.secrets = [s for s in secrets if s]
+        self._redactor = Redactor()
+        self._redactor.watch("credential", lambda: self.secrets)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("")
         self._counts: dict[tuple[str, str], int] = {}
@@ -69,7 +66,7 @@ class CassetteRecorder:
             return n
 
     def write(self, exchange: Exchange) -> None:
-        exchange.chunks = [scrub(c, self.secrets) for c in exchange.chunks]
+        exchange.chunks = [self._redactor.text(c) for c in exchange.chunks]
         with self._lock, self.path.open("a") as f:
             f.write(exchange.to_json() + "\n")
 
