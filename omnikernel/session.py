@@ -363,13 +363,17 @@ class AgentSession:
                 self.hidden_from_agents = (*self.hidden_from_agents, real.login.path)
             # The agent's API key is a secret of its own, good only for its path on this
             # session's gateway (which puts the real key on what it forwards). On a plan
-            # login the agent sends it as its login token: a placeholder.
+            # login the agent sends it as its login token: a placeholder. Its URL is the
+            # gateway's inside its sandbox, bridged to the gateway's unix socket; started with
+            # the sandbox off, it gets the gateway's TCP port, opened only then.
+            gateway, wire = self.gateway, cls.wire
             via_gateway = Upstream(
-                wire=cls.wire,
-                base_url=self.gateway.base_url_for(name, cls.wire),
-                api_key=self.gateway.issue_secret(name),
+                wire=wire,
+                base_url=gateway.base_url_for(name, wire),
+                api_key=gateway.issue_secret(name),
                 offline=real.offline,
                 login=True if real.login is not None else None,
+                socket=gateway.socket_path,
             )
             ctx = HarnessContext(
                 cwd=self.cwd,
@@ -383,6 +387,9 @@ class AgentSession:
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
                 watchdog_s=self.watchdog_s,
+                unsandboxed=lambda: dataclasses.replace(
+                    via_gateway, base_url=gateway.base_url_for(name, wire, tcp=True), socket=None
+                ),
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]

@@ -15,6 +15,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import sqlite3
 import stat
 import tempfile
@@ -48,8 +49,10 @@ def fake():
 
 @pytest.fixture
 def gateway(fake):
+    # On TCP, as for an agent started with `%sandbox off`: reachable by any local process.
     with Gateway({"anthropic": Upstream("anthropic", fake.base_url, REAL_KEY),
-                  "openai": Upstream("openai", fake.base_url + "/v1", REAL_KEY)}) as gw:  # fmt: skip
+                  "openai": Upstream("openai", fake.base_url + "/v1", REAL_KEY)},
+                 tcp=True) as gw:  # fmt: skip
         yield gw
 
 
@@ -72,9 +75,37 @@ def send(port: int, path: str, headers: dict[str, str], method: str = "POST",
     return status, answer_headers, answer
 
 
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over the unix socket at `path` (what a sandbox's bridge does)."""
+
+    def __init__(self, path: Path):
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(str(self.path))
+
+
+def send_unix(path: Path, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One POST of `BODY` over the unix socket at `path`, with exactly these headers."""
+    conn = UnixConnection(path)
+    conn.putrequest("POST", url, skip_host=True, skip_accept_encoding=True)
+    for name, value in {**headers, "Content-Length": str(len(BODY))}.items():
+        conn.putheader(name, value)
+    conn.endheaders(BODY.encode())
+    response = conn.getresponse()
+    status, answer = response.status, response.read()
+    conn.close()
+    return status, answer
+
+
 def agent_headers(gw: Gateway, secret: str) -> dict[str, str]:
-    """What Claude Code sends (checked with the real CLI: Host, JSON, its key in x-api-key)."""
-    return {"Host": f"127.0.0.1:{gw.port}", "Content-Type": "application/json",
+    """What Claude Code sends (checked with the real CLI: Host, JSON, its key in x-api-key):
+    the gateway's TCP port once open, else the port its URL names inside a sandbox."""
+    port = gw.port if gw.port is not None else gw.inside_port
+    return {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
             "x-api-key": secret, "anthropic-version": "2023-06-01"}  # fmt: skip
 
 
@@ -173,7 +204,8 @@ def test_the_rehearsal_model_answers_only_its_gateway():
         assert send(rehearsal.port, "/v1/messages", {**direct, "x-api-key": secret})[0] == 200
         # The gateway, given the rehearsal's secret as its upstream key, is served.
         with Gateway(
-            {"anthropic": Upstream("anthropic", rehearsal.base_url, secret, offline=True)}
+            {"anthropic": Upstream("anthropic", rehearsal.base_url, secret, offline=True)},
+            tcp=True,
         ) as gw:
             status, _, body = send(
                 gw.port, "/h/pi/v1/messages", agent_headers(gw, gw.issue_secret("pi"))
@@ -299,14 +331,9 @@ def test_a_sessions_secret_stays_between_its_agent_and_its_gateway(tmp_path, cap
                 == 401
             )
             gw = session.gateway
-            assert (
-                send(
-                    gw.port,
-                    "/h/claude/v1/messages",
-                    agent_headers(gw, "omnikernel-placeholder-key"),
-                )[0]
-                == 401
-            )
+            assert gw.port is None and gw.socket_path is not None  # sandboxed: no TCP port
+            placeholder = agent_headers(gw, "omnikernel-placeholder-key")
+            assert send_unix(gw.socket_path, "/h/claude/v1/messages", placeholder)[0] == 401
             return events, agent_secret, rehearsal.api_key
         finally:
             await session.close()
