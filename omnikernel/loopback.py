@@ -4,11 +4,11 @@ The model gateway and the fake model both need this: an agent's stream must keep
 while the kernel's own loop is busy (a long Python cell), so each gets a loop of its own.
 
 Loopback is not private (every local process, other users, a browser's pages reach it), so a
-server meant for one user's agents serves a unix socket instead where it can (the gateway does,
-see `Gateway`), and each server says who may use it (`refusal`, see `omnikernel.guard`) and its
-handlers derive from
-`GuardedHandler`, which refuses everything else with 401 before any handler code runs, in one
-log line that never holds a credential.
+server meant for one user's agents serves a unix socket instead where it can (the gateway does:
+see `omnikernel.gateway.server`). Whichever way it is reached, each server says who may use it
+(`refusal`, see `omnikernel.guard`) and its handlers derive from `GuardedHandler`, which refuses
+everything else with 401 before any handler code runs, in one log line that never holds a
+credential.
 """
 
 from __future__ import annotations
