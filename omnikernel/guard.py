@@ -1,15 +1,18 @@
 """Who may use the kernel's local services: the agent holding its session's secret, no one else.
 
 The model gateway adds the user's real API key to what it forwards, so a request it accepts
-spends the user's money. Its port is on 127.0.0.1, which every local process, every other user
-of a shared machine and every web page open in the user's browser can reach (a page can find the
-port by scanning, or reach it under its own name by DNS rebinding). So every loopback service
+spends the user's money. Sandboxed agents reach it through a unix socket only the user can open
+(`omnikernel.gateway.server`), but a port on 127.0.0.1 (the gateway's own once an agent runs
+with ``%sandbox off``, the offline rehearsal model's) is reachable by every local process,
+every other user of a shared machine and every web page open in the user's browser (a page can
+find the port by scanning, or reach it under its own name by DNS rebinding). So every service
 the kernel starts that forwards or acts (the gateway, the offline rehearsal model) refuses,
-before anything else:
+before anything else, whichever way the request came:
 
 - a request with an ``Origin`` header: browsers send it on every cross-origin POST, agents never;
-- a ``Host`` other than the exact ``127.0.0.1:PORT`` it serves (what the agent sends, directly or
-  through the sandbox's bridge): a rebound DNS name arrives with the attacker's host name;
+- a ``Host`` other than the exact ``127.0.0.1:PORT`` values it serves (what the agent sends: the
+  relay's port inside its sandbox, or the service's own TCP port): a rebound DNS name arrives
+  with the attacker's host name;
 - a POST whose content type is not JSON: the only bodies a page may send without a CORS
   preflight are ``text/plain``, form and multipart;
 
@@ -65,26 +68,35 @@ def is_json(content_type: str | None) -> bool:
     return media in JSON_TYPES
 
 
-def browser_refusal(method: str, headers: Mapping[str, str], host: str) -> str | None:
+def browser_refusal(
+    method: str, headers: Mapping[str, str], hosts: str | tuple[str, ...]
+) -> str | None:
     """Why a request cannot be an agent's (a browser's, a rebound name's), or None.
 
-    `host` is the exact ``127.0.0.1:PORT`` the service listens on. Attacker-chosen values
-    appear in the reason only shortened and quoted; no credential ever does."""
+    `hosts` is the exact ``127.0.0.1:PORT`` (or each of them) an agent reaches the service at.
+    Attacker-chosen values appear in the reason only shortened and quoted; no credential ever
+    does."""
+    hosts = (hosts,) if isinstance(hosts, str) else hosts  # never a substring test
     if _header(headers, "origin") is not None:
         return "it comes from a web page (it has an Origin header)"
     sent_host = _header(headers, "host")
-    if sent_host != host:
-        return f"its Host {_shown(sent_host)} is not {host} (a DNS-rebinding attempt?)"
+    if sent_host not in hosts:
+        served = " or ".join(hosts)
+        return f"its Host {_shown(sent_host)} is not {served} (a DNS-rebinding attempt?)"
     if method.upper() == "POST" and not is_json(_header(headers, "content-type")):
         return f"its content type {_shown(_header(headers, 'content-type'))} is not JSON"
     return None
 
 
 def refusal(
-    method: str, headers: Mapping[str, str], host: str, expected_secret: str | None, what: str
+    method: str,
+    headers: Mapping[str, str],
+    hosts: str | tuple[str, ...],
+    expected_secret: str | None,
+    what: str,
 ) -> str | None:
     """Why a request to `what` (e.g. "harness claude") is refused, or None to serve it."""
-    if reason := browser_refusal(method, headers, host):
+    if reason := browser_refusal(method, headers, hosts):
         return reason
     presented = presented_secret(headers)
     if not presented:

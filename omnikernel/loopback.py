@@ -3,10 +3,12 @@
 The model gateway and the fake model both need this: an agent's stream must keep flowing even
 while the kernel's own loop is busy (a long Python cell), so each gets a loop of its own.
 
-Loopback is not private (every local process, other users, a browser's pages reach it), so each
-server says who may use it (`refusal`, see `omnikernel.guard`) and its handlers derive from
-`GuardedHandler`, which refuses everything else with 401 before any handler code runs, in one
-log line that never holds a credential.
+Loopback is not private (every local process, other users, a browser's pages reach it), so a
+server meant for one user's agents serves a unix socket instead where it can (the gateway does:
+see `omnikernel.gateway.server`). Whichever way it is reached, each server says who may use it
+(`refusal`, see `omnikernel.guard`) and its handlers derive from `GuardedHandler`, which refuses
+everything else with 401 before any handler code runs, in one log line that never holds a
+credential.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import abc
 import asyncio
 import json
 import logging
+import socket
 import threading
 from collections.abc import Mapping
 from typing import Self
@@ -29,8 +32,9 @@ log = logging.getLogger(__name__)
 class LoopbackServer(abc.ABC):
     thread_name = "omnikernel-server"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = 0):
         self.host = host
+        #: The TCP port served (0: any free one, chosen at `start`; None: none).
         self.port = port
         self._server: httpserver.HTTPServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -46,8 +50,13 @@ class LoopbackServer(abc.ABC):
 
     @property
     def authority(self) -> str:
-        """The only ``Host`` header this server accepts: the address and port it serves."""
+        """The ``Host`` header of a request to the address and port it serves."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def authorities(self) -> tuple[str, ...]:
+        """The only ``Host`` headers this server accepts."""
+        return (self.authority,)
 
     @abc.abstractmethod
     def refusal(
@@ -57,11 +66,20 @@ class LoopbackServer(abc.ABC):
 
     async def start(self) -> None:
         """Listen on the running loop (port 0: any free port, then `port` says which)."""
-        sockets = bind_sockets(self.port, self.host)
+        self.serve(self.bind_tcp())
+
+    def bind_tcp(self) -> list[socket.socket]:
+        """Bind the TCP port (any free one if `port` is 0 or None; `port` then says which)."""
+        sockets = bind_sockets(self.port or 0, self.host)
         self.port = sockets[0].getsockname()[1]
-        app = self.app()
-        app.settings["log_function"] = log_request
-        self._server = httpserver.HTTPServer(app, idle_connection_timeout=600)
+        return sockets
+
+    def serve(self, sockets: list[socket.socket]) -> None:
+        """Serve `sockets` as well, from the running loop (the server is made at the first)."""
+        if self._server is None:
+            app = self.app()
+            app.settings["log_function"] = log_request
+            self._server = httpserver.HTTPServer(app, idle_connection_timeout=600)
         self._server.add_sockets(sockets)
 
     async def stop(self) -> None:

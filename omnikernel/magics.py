@@ -388,7 +388,9 @@ class OmniMagics(Magics):
         if backend is None:
             show(
                 "⚠ SANDBOX OFF: agents run with your own permissions (your files, secrets and "
-                "the network). Every agent cell says so. `%sandbox auto` turns it back on."
+                "the network), and reach the model gateway on a loopback TCP port any local "
+                "process holding their key can use too. Every agent cell says so. "
+                "`%sandbox auto` turns it back on."
             )
         else:
             show(

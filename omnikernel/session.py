@@ -408,15 +408,19 @@ class AgentSession:
             # The agent's API key is a secret of its own, good only for its path on this
             # session's gateway (which puts the real key on what it forwards). On a plan
             # login the agent sends it as its login token: a placeholder. The agent can
-            # print it (`env`), so the redactor learns it before the CLI starts.
-            secret = self.gateway.issue_secret(name)
+            # print it (`env`), so the redactor learns it before the CLI starts. Its URL is the
+            # gateway's inside its sandbox, bridged to the gateway's unix socket; started with
+            # the sandbox off, it gets the gateway's TCP port, opened only then.
+            gateway, wire = self.gateway, cls.wire
+            secret = gateway.issue_secret(name)
             self.redactor.add(secret, "gateway secret")
             via_gateway = Upstream(
-                wire=cls.wire,
-                base_url=self.gateway.base_url_for(name, cls.wire),
+                wire=wire,
+                base_url=gateway.base_url_for(name, wire),
                 api_key=secret,
                 offline=real.offline,
                 login=True if real.login is not None else None,
+                socket=gateway.socket_path,
             )
             ctx = HarnessContext(
                 cwd=self.cwd,
@@ -430,6 +434,9 @@ class AgentSession:
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
                 watchdog_s=self.watchdog_s,
+                unsandboxed=lambda: dataclasses.replace(
+                    via_gateway, base_url=gateway.base_url_for(name, wire, tcp=True), socket=None
+                ),
             )
             self._harnesses[name] = cls(ctx)
         return self._harnesses[name]

@@ -32,6 +32,9 @@ class Upstream:
     #: A plan login (`omnikernel.credentials.Login`) the gateway authenticates with instead of
     #: `api_key`; on the agent's side, True-ish means "send the secret as a plan login would".
     login: Any = dataclasses.field(default=None, repr=False, compare=False)
+    #: Where a sandbox's bridge reaches `base_url`'s port on the host: a unix socket (the
+    #: model gateway's); None: the same loopback TCP port.
+    socket: Path | None = None
 
     @property
     def label(self) -> str:

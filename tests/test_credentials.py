@@ -76,7 +76,7 @@ def claude_gateway(fake: FakeModelServer, config_dir: Path) -> tuple[Gateway, st
 
 def ask(gw: Gateway, secret: str) -> str:
     """What Claude Code does with a plan login: Bearer <token> and the OAuth beta header."""
-    client = anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic"),
+    client = anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
                                  auth_token=secret, max_retries=0,
                                  default_headers={"anthropic-beta": CLAUDE_OAUTH_BETA})  # fmt: skip
     reply = client.messages.create(model="claude-sonnet-4-5", max_tokens=20,
@@ -222,7 +222,7 @@ def test_chatgpt_login_gets_its_token_and_account_header_and_refreshes(tmp_path)
         assert choice.source == "login" and choice.upstream is not None
         gw = Gateway({"codex": choice.upstream}).start_in_thread()
         try:
-            client = openai.OpenAI(base_url=gw.base_url_for("codex", "openai"),
+            client = openai.OpenAI(base_url=gw.base_url_for("codex", "openai", tcp=True),
                                    api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
             events = list(client.responses.create(model="gpt-5", input="hello", stream=True))
             assert events[-1].type == "response.completed"

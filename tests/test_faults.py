@@ -53,7 +53,7 @@ def gateway_to(base_url: str) -> Gateway:
 
 def claude_client(gw: Gateway) -> anthropic.Anthropic:
     # max_retries=0: what the harness sees is what the gateway gives, no SDK retry hides it.
-    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic"),
+    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
                                api_key=gw.issue_secret("claude"), max_retries=0)  # fmt: skip
 
 
@@ -118,7 +118,7 @@ def test_gateway_reports_an_unreachable_upstream_by_name():
         port = s.getsockname()[1]
     gw = gateway_to(f"http://127.0.0.1:{port}")
     try:
-        client = openai.OpenAI(base_url=gw.base_url_for("codex", "openai"),
+        client = openai.OpenAI(base_url=gw.base_url_for("codex", "openai", tcp=True),
                                api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
         with pytest.raises(openai.APIStatusError) as raised:
             client.chat.completions.create(

@@ -71,12 +71,12 @@ def settle(gw: Gateway) -> list[SpendRecord]:
 
 def claude_client(gw: Gateway) -> anthropic.Anthropic:
     """Claude's client, as the session sets it up: the gateway's URL and a secret issued for it."""
-    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic"),
+    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
                                api_key=gw.issue_secret("claude"), max_retries=0)  # fmt: skip
 
 
 def openai_client(gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url_for("codex", "openai"),
+    return openai.OpenAI(base_url=gw.base_url_for("codex", "openai", tcp=True),
                          api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import sqlite3
 import stat
 import tempfile
@@ -28,6 +29,7 @@ from omnikernel.events import Event, EventKind
 from omnikernel.gateway import Gateway
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.sandbox import SandboxSpec, resolve, self_test, start_sandboxed
+from omnikernel.sandbox.rundir import private_root
 from omnikernel.session import AgentSession
 from omnikernel.store import SessionStore
 from omnikernel.upstream import Upstream, UpstreamConfig
@@ -48,8 +50,10 @@ def fake():
 
 @pytest.fixture
 def gateway(fake):
+    # On TCP, as for an agent started with `%sandbox off`: reachable by any local process.
     with Gateway({"anthropic": Upstream("anthropic", fake.base_url, REAL_KEY),
-                  "openai": Upstream("openai", fake.base_url + "/v1", REAL_KEY)}) as gw:  # fmt: skip
+                  "openai": Upstream("openai", fake.base_url + "/v1", REAL_KEY)},
+                 tcp=True) as gw:  # fmt: skip
         yield gw
 
 
@@ -72,9 +76,37 @@ def send(port: int, path: str, headers: dict[str, str], method: str = "POST",
     return status, answer_headers, answer
 
 
+class UnixConnection(http.client.HTTPConnection):
+    """HTTP over the unix socket at `path` (what a sandbox's bridge does)."""
+
+    def __init__(self, path: Path):
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(10)
+        self.sock.connect(str(self.path))
+
+
+def send_unix(path: Path, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """One POST of `BODY` over the unix socket at `path`, with exactly these headers."""
+    conn = UnixConnection(path)
+    conn.putrequest("POST", url, skip_host=True, skip_accept_encoding=True)
+    for name, value in {**headers, "Content-Length": str(len(BODY))}.items():
+        conn.putheader(name, value)
+    conn.endheaders(BODY.encode())
+    response = conn.getresponse()
+    status, answer = response.status, response.read()
+    conn.close()
+    return status, answer
+
+
 def agent_headers(gw: Gateway, secret: str) -> dict[str, str]:
-    """What Claude Code sends (checked with the real CLI: Host, JSON, its key in x-api-key)."""
-    return {"Host": f"127.0.0.1:{gw.port}", "Content-Type": "application/json",
+    """What Claude Code sends (checked with the real CLI: Host, JSON, its key in x-api-key):
+    the gateway's TCP port once open, else the port its URL names inside a sandbox."""
+    port = gw.port if gw.port is not None else gw.inside_port
+    return {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
             "x-api-key": secret, "anthropic-version": "2023-06-01"}  # fmt: skip
 
 
@@ -173,7 +205,8 @@ def test_the_rehearsal_model_answers_only_its_gateway():
         assert send(rehearsal.port, "/v1/messages", {**direct, "x-api-key": secret})[0] == 200
         # The gateway, given the rehearsal's secret as its upstream key, is served.
         with Gateway(
-            {"anthropic": Upstream("anthropic", rehearsal.base_url, secret, offline=True)}
+            {"anthropic": Upstream("anthropic", rehearsal.base_url, secret, offline=True)},
+            tcp=True,
         ) as gw:
             status, _, body = send(
                 gw.port, "/h/pi/v1/messages", agent_headers(gw, gw.issue_secret("pi"))
@@ -271,6 +304,68 @@ def test_the_egress_proxy_has_no_port_outside_the_sandbox(tmp_path):
     assert not bridge_dir.exists()  # cleaned up with the sandbox
 
 
+def test_a_leaked_secret_finds_no_gateway_port_on_the_host(fake):
+    """Issue 21: someone who learned an agent's secret (the agent printed its environment, a
+    shared session showed it) posts a model call with it from any local process. Before, the
+    gateway listened on 127.0.0.1, the URL's port, and this same request got 200, billed to the
+    session. Now a gateway serves only its unix socket (0600, in a fresh 0700 dir of the user's
+    0700 run root) until a TCP port is asked for: nothing listens at the URL's port on the host,
+    and the kernel's process has no new TCP listener."""
+    before = _tcp_listeners()
+    with Gateway({"anthropic": Upstream("anthropic", fake.base_url, REAL_KEY)}) as gw:
+        secret = gw.issue_secret("claude")
+        ok = agent_headers(gw, secret)
+        assert gw.base_url_for("claude", "anthropic") == f"http://{ok['Host']}/h/claude"
+        assert gw.port is None and _tcp_listeners() == before
+        with pytest.raises(ConnectionRefusedError):
+            send(gw.inside_port, "/h/claude/v1/messages", ok)
+        assert fake.requests == []
+
+        path = gw.socket_path
+        assert path is not None
+        for entry, mode in ((path, 0o600), (path.parent, 0o700), (path.parent.parent, 0o700)):
+            info = os.lstat(entry)
+            assert info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == mode, entry
+        assert stat.S_ISSOCK(os.lstat(path).st_mode) and stat.S_ISDIR(os.lstat(path.parent).st_mode)
+        # The bridge's way in: the same request through the socket is served.
+        assert send_unix(path, "/h/claude/v1/messages", ok)[0] == 200
+        assert send_unix(path, "/h/claude/v1/messages", {**ok, "x-api-key": "guess"})[0] == 401
+
+        # Asked for (an agent started with `%sandbox off`): a TCP port, where the secret works.
+        port = gw.open_tcp()
+        assert gw.open_tcp() == port and _tcp_listeners() == before | {port}
+        assert gw.base_url_for("claude", "anthropic", tcp=True).startswith(
+            f"http://127.0.0.1:{port}/"
+        )
+        assert send(port, "/h/claude/v1/messages", agent_headers(gw, secret))[0] == 200
+        # Either Host an agent sends is served, on either door; nothing else.
+        assert send(port, "/h/claude/v1/messages", ok)[0] == 200
+        rebound = {**ok, "Host": f"evil.example:{port}"}
+        assert send(port, "/h/claude/v1/messages", rebound)[0] == 401
+    assert not path.exists() and not path.parent.exists()  # removed when the gateway stops
+    assert _tcp_listeners() == before
+
+
+def test_the_run_root_must_be_the_users_own(tmp_path):
+    """The socket's run root could have been made first by someone else in a shared /tmp (or
+    be a link planted there): then they could swap the socket. It is refused, never followed."""
+    mine = private_root(tmp_path / "fresh")
+    assert stat.S_IMODE(os.lstat(mine).st_mode) == 0o700
+    (tmp_path / "open").mkdir(mode=0o755)
+    assert stat.S_IMODE(os.lstat(private_root(tmp_path / "open")).st_mode) == 0o700  # closed
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "planted").symlink_to(elsewhere)
+    with pytest.raises(PermissionError):
+        private_root(tmp_path / "planted")
+    if os.geteuid() == 0:  # only root can give a dir to another user
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 4242, -1)
+        with pytest.raises(PermissionError):
+            private_root(theirs)
+
+
 def test_a_sessions_secret_stays_between_its_agent_and_its_gateway(tmp_path, caplog):
     """Offline (the rehearsal model), with the real Claude Code in the sandbox: the turn works
     with the issued secret, the rehearsal model answers only the gateway, and neither secret is
@@ -299,14 +394,9 @@ def test_a_sessions_secret_stays_between_its_agent_and_its_gateway(tmp_path, cap
                 == 401
             )
             gw = session.gateway
-            assert (
-                send(
-                    gw.port,
-                    "/h/claude/v1/messages",
-                    agent_headers(gw, "omnikernel-placeholder-key"),
-                )[0]
-                == 401
-            )
+            assert gw.port is None and gw.socket_path is not None  # sandboxed: no TCP port
+            placeholder = agent_headers(gw, "omnikernel-placeholder-key")
+            assert send_unix(gw.socket_path, "/h/claude/v1/messages", placeholder)[0] == 401
             return events, agent_secret, rehearsal.api_key
         finally:
             await session.close()

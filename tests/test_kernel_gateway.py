@@ -4,6 +4,8 @@ budget cap mid-turn, a recorded notebook replayed offline, and the key kept out 
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import sqlite3
 
 import pytest
@@ -31,6 +33,72 @@ SCENARIO = {
 }  # fmt: skip
 
 
+OUTSIDER_BODY = json.dumps({"model": MODEL, "max_tokens": 5,
+                           "messages": [{"role": "user", "content": "spend the user's money"}]})  # fmt: skip
+
+
+def tcp_listeners(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on: its sockets (inodes, from /proc/PID/fd) that
+    /proc/PID/net/tcp and tcp6 list in state LISTEN (0A)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def jupyter_ports(kernel) -> set[int]:
+    """The TCP ports a kernel listens on before any agent runs: its five ZeroMQ channels (its
+    connection file's) and at most one more, ipykernel's own (its IOPub thread binds a pipe
+    for forked processes' output on 127.0.0.1)."""
+    info = kernel.km.get_connection_info()
+    channels = {info[f"{name}_port"] for name in ("shell", "iopub", "stdin", "control", "hb")}
+    ports = tcp_listeners(kernel.km.provisioner.pid)
+    assert channels <= ports and len(ports - channels) <= 1, (ports, channels)
+    return ports
+
+
+def agent_environment(kernel) -> dict[str, str]:
+    """The environment of the kernel's agent CLI (the process given a base URL)."""
+    for pid in descendants(kernel.km.provisioner.pid):
+        try:
+            raw = open(f"/proc/{pid}/environ", "rb").read()
+        except OSError:
+            continue
+        env = dict(v.decode().split("=", 1) for v in raw.split(b"\0") if b"=" in v)
+        if "ANTHROPIC_BASE_URL" in env:
+            return env
+    raise AssertionError("no agent process was seen")
+
+
+def post_with_secret(base_url: str, secret: str) -> int | None:
+    """A model call with the agent's own secret, from a process on the host outside any
+    sandbox, to the port the agent's base URL names: its status, or None when nothing on the
+    host listens there."""
+    port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+    outsider = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        outsider.request("POST", "/h/claude/v1/messages", OUTSIDER_BODY, {
+            "Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
+            "x-api-key": secret, "anthropic-version": "2023-06-01"})  # fmt: skip
+        return outsider.getresponse().status
+    except ConnectionRefusedError:
+        return None
+    finally:
+        outsider.close()
+
+
 @pytest.fixture
 def model():
     require_claude()
@@ -45,6 +113,7 @@ def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
 
 def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel, tmp_path, capfd):
     kernel = start_kernel(workdir, **env_for(model))
+    kernels_own = jupyter_ports(kernel)
     msg_id = kernel.kc.execute("Please create the notes file.")
     environs: list[bytes] = []
 
@@ -68,14 +137,16 @@ def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel,
     assert secret.startswith("omk-") and len(secret) >= 40
     assert all(r.headers.get("x-api-key") == REAL_KEY for r in model.requests if r.method == "POST")
 
-    # An outsider on the machine finds the gateway's port: 401, nothing upstream, one log line.
-    gateway = agent_env[b"ANTHROPIC_BASE_URL"].decode()
-    port = int(gateway.rsplit(":", 1)[1].split("/")[0])
+    # An outsider on the machine who learned the secret (an agent printed its environment, a
+    # shared session showed it) posts a model call with it to the port in the agent's URL.
+    # Before issue 21 the gateway listened there on the host and answered 200, billed to this
+    # session. Now that port exists only inside the agent's sandbox (the relay's), the gateway
+    # serves a unix socket, and the kernel listens on no TCP port but Jupyter's own.
     seen = len(model.requests)
-    outsider = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    outsider.request("POST", "/h/claude/v1/messages", b'{"model": "m", "messages": []}',
-                     {"x-api-key": "anything", "Content-Type": "text/plain"})  # fmt: skip
-    assert outsider.getresponse().status == 401 and len(model.requests) == seen
+    status = post_with_secret(agent_env[b"ANTHROPIC_BASE_URL"].decode(), secret)
+    assert status is None, f"an outsider holding the secret got {status} from the gateway"
+    assert tcp_listeners(kernel.km.provisioner.pid) == kernels_own
+    assert len(model.requests) == seen
 
     spend = kernel.execute("%spend")
     assert "claude" in spend.text and MODEL in spend.text and "Session total: $" in spend.text
@@ -87,7 +158,6 @@ def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel,
     assert secret not in result.text + spend.text  # nor in a cell
     kernel.stop()
     logged = capfd.readouterr()  # the kernel's log goes to its stderr, which the test captures
-    assert "refused POST /h/claude/v1/messages" in logged.err
     assert secret not in logged.out + logged.err and REAL_KEY not in logged.out + logged.err
 
 

@@ -9,6 +9,7 @@ import pytest
 from omnikernel.rehearsal import FakeModelServer, Scenario
 
 from .conftest import NODE_BIN, require_claude
+from .test_kernel_gateway import agent_environment, jupyter_ports, post_with_secret, tcp_listeners
 
 
 def scenario(outside: str, secret: str) -> dict:
@@ -49,10 +50,16 @@ def env_for(box, **extra: str) -> dict[str, str]:
 @pytest.mark.parametrize("backend", ["bwrap", "firejail"])
 def test_agent_runs_sandboxed_and_cannot_escape(backend, box, workdir, start_kernel):
     kernel = start_kernel(workdir, **env_for(box, OMNIKERNEL_SANDBOX=backend))
+    kernels_own = jupyter_ports(kernel)
     inside = kernel.execute("Write a file inside the folder.")
     assert inside.status == "ok", inside.text
     assert (workdir / "here.txt").read_text() == "inside\n"
     assert f"sandbox: {backend}" in inside.text
+    # The agent reached the gateway through the bridge to its unix socket: on the host the
+    # kernel listens on no TCP port but Jupyter's, and its URL's port is the sandbox's alone.
+    assert tcp_listeners(kernel.km.provisioner.pid) == kernels_own
+    agent = agent_environment(kernel)
+    assert post_with_secret(agent["ANTHROPIC_BASE_URL"], agent["ANTHROPIC_API_KEY"]) is None
 
     escape = kernel.execute("Now try to escape.")
     assert not (box["outside"] / "pwned").exists()
@@ -67,11 +74,23 @@ def test_agent_runs_sandboxed_and_cannot_escape(backend, box, workdir, start_ker
 
 def test_sandbox_off_is_explicit_and_loud(box, workdir, start_kernel):
     kernel = start_kernel(workdir, **env_for(box))
+    pid, kernels_own = kernel.km.provisioner.pid, jupyter_ports(kernel)
+    assert kernel.execute("Write a file inside the folder.").status == "ok"
+    sandboxed = agent_environment(kernel)["ANTHROPIC_BASE_URL"]
+    assert tcp_listeners(pid) == kernels_own  # sandboxed: the gateway has no TCP port
     off = kernel.execute("%sandbox off")
     assert "SANDBOX OFF" in off.text
+    assert tcp_listeners(pid) == kernels_own  # not before an agent starts unsandboxed
     result = kernel.execute("Now try to escape.")
     assert "SANDBOX OFF" in result.text  # the notice and the footer
     assert (box["outside"] / "pwned").exists()  # which is what the sandbox prevents
+    # The unsandboxed CLI has no bridge: the gateway opened a loopback TCP port for it, the one
+    # its URL names, where its secret works (as any local process holding it could now).
+    agent = agent_environment(kernel)
+    url, secret = agent["ANTHROPIC_BASE_URL"], agent["ANTHROPIC_API_KEY"]
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert url != sandboxed and tcp_listeners(pid) == kernels_own | {port}
+    assert post_with_secret(url, secret) == 200
     back = kernel.execute("%sandbox auto")
     assert "Sandbox: " in back.text
 

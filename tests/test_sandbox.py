@@ -15,6 +15,8 @@ from unittest import mock
 
 import pytest
 
+from omnikernel.gateway import Gateway
+from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.sandbox import (
     INSTALL_ALL,
     SandboxSpec,
@@ -27,6 +29,7 @@ from omnikernel.sandbox import (
     start_sandboxed,
 )
 from omnikernel.spawn import spawn
+from omnikernel.upstream import Upstream
 
 BACKENDS = ["bwrap", "firejail"]
 #: The system's Python: the test's own may live under /tmp, which the sandbox replaces.
@@ -173,6 +176,32 @@ def test_loopback_is_closed_except_the_bridged_port(backend, box, host_server):
              f"print(urllib.request.urlopen('http://127.0.0.1:{port}/').read().decode())\"")  # fmt: skip
     code, out = run(backend, fetch, bridged)
     assert code == 0 and "hello from the host" in out
+
+
+def test_the_agent_reaches_the_gateway_only_through_the_bridge(backend, box):
+    """The gateway has no TCP port while agents are sandboxed (issue 21): inside the sandbox
+    the agent's URL names the relay's port, and the bridge's host side forwards to the
+    gateway's unix socket. A real model call with the secret goes through from inside; the
+    same call from the host, outside the sandbox, finds nothing listening."""
+    scenario = Scenario.from_dict({"rules": [{"match": ".*", "steps": [{"text": "via bridge"}]}]})
+    with (
+        FakeModelServer(scenario) as fake,
+        Gateway({"claude": Upstream("anthropic", fake.base_url, "sk-real")}) as gateway,
+    ):
+        url = gateway.base_url_for("claude", "anthropic") + "/v1/messages"
+        secret = gateway.issue_secret("claude")
+        call = (f"{PYTHON} -c \"import json, urllib.request; print(urllib.request.urlopen("
+                f"urllib.request.Request('{url}', data=json.dumps({{'model': 'm', 'max_tokens': 5, "
+                f"'messages': [{{'role': 'user', 'content': 'hi'}}]}}).encode(), headers={{"
+                f"'Content-Type': 'application/json', 'x-api-key': '{secret}'}})).read().decode())\"")  # fmt: skip
+        assert gateway.socket_path is not None and gateway.port is None
+        bridged = spec_for(box, bridged_ports=(gateway.inside_port,),
+                           bridge_targets={gateway.inside_port: gateway.socket_path})  # fmt: skip
+        code, out = run(backend, call, bridged)
+        assert code == 0 and "via bridge" in out, out
+        code, out = run(None, call, spec_for(box))  # the same call on the host
+        assert code != 0 and "Connection refused" in out
+        assert [r.headers["x-api-key"] for r in fake.requests] == ["sk-real"]
 
 
 def test_no_privileges_and_no_remount(backend, box):

@@ -253,7 +253,7 @@ def settle(gw: Gateway) -> None:
 
 
 def claude(gw: Gateway) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic"),
+    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
                                api_key=gw.issue_secret("claude"), max_retries=0)  # fmt: skip
 
 
@@ -279,7 +279,7 @@ def test_a_token_budget_holds_the_next_call_until_raised(gateway, fake):
     ask(client)
     # The same hold on the OpenAI wire.
     gateway.budget.limit_tokens = 100
-    codex = openai.OpenAI(base_url=gateway.base_url_for("codex", "openai"),
+    codex = openai.OpenAI(base_url=gateway.base_url_for("codex", "openai", tcp=True),
                           api_key=gateway.issue_secret("codex"), max_retries=0)  # fmt: skip
     with pytest.raises(openai.APIStatusError) as err2:
         codex.responses.create(model="gpt-5.5", input="count")

@@ -45,12 +45,13 @@ def measure(chars: int = 200_000, runs: int = 9) -> dict[str, Any]:
     text = ("lorem ipsum dolor sit amet " * (chars // 27 + 1))[:chars]
     scenario = Scenario.from_dict({"rules": [{"match": "bench", "steps": [{"text": text}]}]})
     with FakeModelServer(scenario).start_in_thread() as fake:
-        gateway = Gateway({"anthropic": Upstream("anthropic", fake.base_url, "k")})
+        # tcp: the client measured here is on the host, outside any sandbox.
+        gateway = Gateway({"anthropic": Upstream("anthropic", fake.base_url, "k")}, tcp=True)
         gateway.start_in_thread()
         try:
             results: dict[str, Any] = {}
             targets = {"direct": (fake.base_url, "k"),
-                       "gateway": (gateway.base_url_for("bench", "anthropic"),
+                       "gateway": (gateway.base_url_for("bench", "anthropic", tcp=True),
                                    gateway.issue_secret("bench"))}  # fmt: skip
             samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in targets}
             for _ in range(runs):  # interleaved, so drift affects both alike

@@ -1,4 +1,4 @@
-"""The model gateway: every harness's model traffic passes here, on 127.0.0.1, one per kernel.
+"""The model gateway: every harness's model traffic passes here, one per kernel.
 
 Why one place: spend is measured the same way for every harness (from the wire, priced with
 the shipped table), a budget can stop a turn mid-stream, the real API key never reaches an
@@ -12,6 +12,17 @@ browser (see `omnikernel.guard`). The kernel sets the current session and cell w
 `set_context`. Streams are forwarded chunk by
 chunk as they arrive, never buffered. The gateway runs on its own thread and event loop so a
 busy kernel never stalls an agent's stream.
+
+Who can reach it at all: a secret can leak (an agent prints its environment, a shared session
+shows it), and a secret alone must not let any local process spend the user's money. So the
+gateway serves a unix socket, mode 0600 in a fresh 0700 directory of the user's run dir
+(`omnikernel.sandbox.rundir`), and no TCP port: only the user's own processes can open it, and
+of those only the sandboxes' bridges are told where it is. A sandboxed agent still gets an
+``http://127.0.0.1:PORT`` URL (the CLIs speak HTTP over TCP): PORT is `inside_port`, where the
+bridge's relay listens inside the sandbox's own network namespace, and the bridge's host side
+forwards to the socket (`omnikernel.sandbox.bridge`). A CLI started with ``%sandbox off`` has no
+bridge, so for it (and for tests and benchmarks that call the gateway from the host) the gateway
+opens a loopback TCP port as well, on request (`open_tcp`), never otherwise.
 """
 
 from __future__ import annotations
@@ -19,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tornado import httpclient, web
+from tornado.netutil import bind_unix_socket
 
 from .. import guard
 from ..amounts import counted_tokens
@@ -37,6 +50,7 @@ from ..rehearsal.wire import (
     openai_error,
     responses_conversation,
 )
+from ..sandbox.rundir import RunDir
 from ..upstream import Upstream
 from .cassette import CassetteMismatchError, CassettePlayer, CassetteRecorder, Exchange
 from .ledger import Budget, SpendLedger, SpendRecord
@@ -59,6 +73,11 @@ DROPPED_HEADERS = {
 PASSED_BACK_HEADERS = {"content-type", "request-id", "x-request-id", "openai-processing-ms"}
 #: Upstream answers worth asking again: rate limits, overload (Anthropic's 529), server errors.
 RETRIED_STATUSES = {408, 429, 500, 502, 503, 504, 529}
+#: Where a sandboxed agent finds the gateway: the port its bridge's relay listens on inside the
+#: sandbox (its own network namespace; nothing on the host listens there). Any port would do;
+#: one drawn per gateway below the ephemeral range rarely meets a port the agent's tools want.
+INSIDE_PORTS = range(20000, 32768)
+SOCKET_NAME = "gateway.sock"
 
 
 def _error_message(body: list[bytes]) -> str:
@@ -99,8 +118,16 @@ class Gateway(LoopbackServer):
         on_spend: Callable[[SpendRecord], None] | None = None,
         ledger: SpendLedger | None = None,
         budget: Budget | None = None,
+        tcp: bool = False,
     ):
-        super().__init__()
+        # No TCP port until one is asked for (`open_tcp`; `tcp`: at the start).
+        super().__init__(port=None)
+        self.tcp = tcp
+        #: The port a sandboxed agent's URL names (see the module docstring).
+        self.inside_port = INSIDE_PORTS[secrets.randbelow(len(INSIDE_PORTS))]
+        #: The unix socket served once started; only the sandboxes' bridges connect to it.
+        self.socket_path: Path | None = None
+        self._run: RunDir | None = None  # the run dir holding the socket
         self.upstreams = upstreams  # by wire: "anthropic" | "openai"
         self.prices = prices or PriceTable.load()
         self.on_spend = on_spend
@@ -136,6 +163,61 @@ class Gateway(LoopbackServer):
                 pass
         return max(0.0, min(wait, self.max_backoff_s))
 
+    # -- where it listens ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve the unix socket (and the TCP port if `tcp`), on the running loop.
+
+        The socket's directory is a run dir made fresh (``mkdir``, which never follows a link
+        planted at its path) with mode 0700 under the user's own 0700 run root; the socket is
+        0600. A kernel killed before `stop` leaves it to the next kernel's sweep."""
+        run = RunDir.create()
+        try:
+            path = run.path / SOCKET_NAME
+            self.serve([bind_unix_socket(str(path), mode=0o600)])
+        except BaseException:
+            run.remove()
+            raise
+        self._run, self.socket_path = run, path
+        if self.tcp:
+            self.serve(self.bind_tcp())
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._run is not None:
+            self._run.remove()  # the socket with it
+            self._run = self.socket_path = None
+
+    def open_tcp(self) -> int:
+        """Listen on a loopback TCP port as well, now (once: later calls return the same port).
+
+        For clients outside every sandbox only: a CLI started with ``%sandbox off`` (it has no
+        bridge to the socket), and tests and benchmarks on the host. Every local process of
+        every user can connect to that port, so there only the secret and the guard stand
+        between a leaked secret and the user's money; a kernel whose agents all run sandboxed
+        never opens it. It stays open until the gateway stops (an unsandboxed CLI of the session
+        may still be using it when another goes back into a sandbox)."""
+        if self._server is None:
+            raise RuntimeError("the gateway is not running")
+        if self.port is None:
+            if self._thread is not None and threading.current_thread() is not self._thread:
+                assert self._loop is not None  # the server's loop: it accepts there
+                asyncio.run_coroutine_threadsafe(self._open_tcp(), self._loop).result(30)
+            else:
+                self.serve(self.bind_tcp())
+        assert self.port is not None
+        return self.port
+
+    async def _open_tcp(self) -> None:
+        if self.port is None:
+            self.serve(self.bind_tcp())
+
+    @property
+    def authorities(self) -> tuple[str, ...]:
+        """The ``Host`` an agent sends: the sandbox relay's port, or the TCP port once open."""
+        inside = f"127.0.0.1:{self.inside_port}"
+        return (inside,) if self.port is None else (inside, f"127.0.0.1:{self.port}")
+
     # -- who may use it ------------------------------------------------------------------------
 
     def issue_secret(self, harness: str) -> str:
@@ -155,13 +237,16 @@ class Gateway(LoopbackServer):
         with self._lock:
             expected = self._secrets.get(harness)
         what = f"harness {harness!r}" if harness else "this path (only /h/<harness>/... is served)"
-        return guard.refusal(method, headers, self.authority, expected, what)
+        return guard.refusal(method, headers, self.authorities, expected, what)
 
     # -- configuration from the kernel ---------------------------------------------------------
 
-    def base_url_for(self, harness: str, wire: str) -> str:
-        """The base URL a harness is given instead of its vendor's."""
-        root = f"http://127.0.0.1:{self.port}/h/{harness}"
+    def base_url_for(self, harness: str, wire: str, *, tcp: bool = False) -> str:
+        """The base URL a harness is given instead of its vendor's: inside its sandbox (the
+        relay's port, bridged to the socket), or with `tcp`, outside any sandbox (the TCP port,
+        opened now if it is not yet: see `open_tcp`)."""
+        port = self.open_tcp() if tcp else self.inside_port
+        root = f"http://127.0.0.1:{port}/h/{harness}"
         return root + "/v1" if wire == "openai" else root
 
     def set_context(self, session: str = "", cell: str = "") -> None:

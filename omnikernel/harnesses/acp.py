@@ -94,7 +94,7 @@ class AcpHarness(JsonRpcHarness):
 
     def environment(self) -> dict[str, str]:
         dirs = self.private_dirs()
-        url, key = self.ctx.upstream.base_url, self.ctx.upstream.api_key
+        url, key = self.upstream.base_url, self.ctx.upstream.api_key
         base = url.removesuffix("/v1")
         return {
             **self.base_environment(dirs),

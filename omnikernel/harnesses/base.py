@@ -61,6 +61,10 @@ class HarnessContext:
     #: Seconds a harness may stay silent (no line on its stdout) before the watchdog ends
     #: its turn and stops it; 0: no watchdog.
     watchdog_s: float = 0.0
+    #: Where a CLI started with the sandbox off sends its model calls instead of `upstream`
+    #: (whose port exists only inside a sandbox), asked for at each such start: the session
+    #: opens the gateway's TCP port then (`Gateway.open_tcp`). None: `upstream` serves both.
+    unsandboxed: Callable[[], Upstream] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +149,21 @@ class Harness(abc.ABC):
 
     sandbox_backend: str = ""  # the backend the CLI runs under once started ("off": none)
 
+    @property
+    def upstream(self) -> Upstream:
+        """Where the CLI about to start sends its model calls (read when its environment is
+        made): the context's upstream, reached through the sandbox's bridge; with the sandbox
+        off, the one `HarnessContext.unsandboxed` opens for it."""
+        if self.ctx.sandbox == "off" and self.ctx.unsandboxed is not None:
+            return self.ctx.unsandboxed()
+        return self.ctx.upstream
+
     async def start_process(self, argv: list[str], env: dict[str, str]) -> HarnessProcess:
         """Start the CLI through the one spawn function, inside the configured sandbox.
 
         The sandbox (`sandbox.spec.for_agent`) lets the agent write only its working directory
-        and private dirs, closes the home, and bridges exactly one port in: the gateway's."""
+        and private dirs, closes the home, and bridges exactly one port in: the gateway's (to
+        its unix socket when the upstream names one)."""
         try:
             backend = resolve_sandbox(self.ctx.sandbox)
         except SandboxUnavailableError as exc:
@@ -157,14 +171,17 @@ class Harness(abc.ABC):
         self.sandbox_backend = backend.name if backend else "off"
         spec = None
         if backend is not None:
-            port = urlsplit(self.ctx.upstream.base_url).port
+            upstream = self.ctx.upstream
+            port = urlsplit(upstream.base_url).port
             try:
-                spec = self._sandbox_spec(argv, env, port)
+                spec = self._sandbox_spec(argv, env, port, upstream.socket)
             except ValueError as exc:
                 raise HarnessError(str(exc)) from None
         return await spawn(argv, cwd=self.ctx.cwd, env=env, sandbox=spec, backend=backend)
 
-    def _sandbox_spec(self, argv: list[str], env: dict[str, str], port: int | None) -> SandboxSpec:
+    def _sandbox_spec(
+        self, argv: list[str], env: dict[str, str], port: int | None, target: Path | None = None
+    ) -> SandboxSpec:
         return for_agent(
             workdir=self.ctx.cwd,
             env=env,
@@ -173,6 +190,7 @@ class Harness(abc.ABC):
             readable=(*self.readable_paths(), *self.ctx.readable),
             hidden=self.ctx.hidden,
             bridged_ports=(port,) if port else (),
+            bridge_targets={port: target} if port and target else None,
             allow_hosts=self.ctx.allow_hosts,
         )
 

@@ -129,7 +129,7 @@ class ClaudeHarness(JsonLinesHarness):
         return {
             **self.base_environment(dirs),
             "CLAUDE_CONFIG_DIR": str(dirs["config"]),
-            "ANTHROPIC_BASE_URL": self.ctx.upstream.base_url,
+            "ANTHROPIC_BASE_URL": self.upstream.base_url,
             # On a plan login Claude Code gets its session secret where a login token goes:
             # it then sends it as a Bearer token with the OAuth beta, and the gateway swaps
             # in the real token. Either way the secret is good only on this gateway.

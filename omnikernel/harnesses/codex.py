@@ -115,7 +115,7 @@ class CodexHarness(JsonRpcHarness):
             "[analytics]\nenabled = false\n"
             "[model_providers.omnikernel]\n"
             'name = "omnikernel gateway"\n'
-            f"base_url = {toml_string(self.ctx.upstream.base_url)}\n"
+            f"base_url = {toml_string(self.upstream.base_url)}\n"
             f'env_key = "{KEY_VARIABLE}"\n'
             'wire_api = "responses"\n'
         )

@@ -93,7 +93,7 @@ class PiHarness(JsonLinesHarness):
         cost = ({"input": price.input, "output": price.output, "cacheRead": price.cache_read,
                  "cacheWrite": price.cache_write} if price else
                 {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0})  # fmt: skip
-        provider = {"baseUrl": self.ctx.upstream.base_url, "api": "anthropic-messages",
+        provider = {"baseUrl": self.upstream.base_url, "api": "anthropic-messages",
                     "apiKey": KEY_VARIABLE, "models": [{"id": self.model, "cost": cost}]}  # fmt: skip
         (agent_dir / "models.json").write_text(json.dumps({"providers": {PROVIDER: provider}}))
 

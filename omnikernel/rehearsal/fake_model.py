@@ -88,7 +88,7 @@ class FakeModelServer(LoopbackServer):
     ) -> str | None:
         if self.api_key is None:
             return None  # an open stand-in for a vendor's API (tests)
-        return guard.refusal(method, headers, self.authority, self.api_key, "this model server")
+        return guard.refusal(method, headers, self.authorities, self.api_key, "this model server")
 
     def app(self) -> web.Application:
         return web.Application(

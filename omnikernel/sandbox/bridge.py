@@ -2,11 +2,12 @@
 
 Inside, the agent connects to 127.0.0.1:PORT as usual; a relay (socat) started in the sandbox
 listens there and forwards each connection to a unix socket in a directory both sides see. On
-the host, `Bridge` accepts on that socket and connects to the real 127.0.0.1:PORT (the model
-gateway, which then sees the same ``Host: 127.0.0.1:PORT`` as from an unsandboxed agent); a
-service meant for the sandbox only (the egress proxy) serves its socket itself instead, with no
-TCP port at all. The directory is private to the user (0700). Nothing else can leave: the
-sandbox has no network interface but loopback.
+the host, `Bridge` accepts on that socket and connects on: to the unix socket named for PORT
+(the model gateway's, which has no TCP port for a sandboxed agent: it sees the agent's
+``Host: 127.0.0.1:PORT`` and accepts it), else to the real 127.0.0.1:PORT. A service meant for
+one sandbox only (the egress proxy) serves the bridge's socket itself instead. The directory is
+private to the user (0700). Nothing else can leave: the sandbox has no network interface but
+loopback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import shlex
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 SOCAT_INSTALL = "apt-get install -y --no-install-recommends socat"
@@ -37,11 +39,15 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 class Bridge:
-    """Host side: one unix-socket listener per bridged port."""
+    """Host side: one unix-socket listener per bridged port, forwarding to the unix socket
+    `targets` names for the port, else to the same port on the host's loopback."""
 
-    def __init__(self, bridge_dir: Path, ports: tuple[int, ...]):
+    def __init__(
+        self, bridge_dir: Path, ports: tuple[int, ...], targets: Mapping[int, Path] | None = None
+    ):
         self.bridge_dir = bridge_dir
         self.ports = ports
+        self.targets = dict(targets or {})
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
@@ -60,8 +66,12 @@ class Bridge:
     async def _forward(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
     ) -> None:
+        target = self.targets.get(port)
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            if target is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(str(target))
+            else:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             writer.close()
             return

@@ -268,7 +268,7 @@ async def _start(
     bridge = None
     if spec.bridged_ports:
         assert spec.bridge_dir is not None
-        bridge = Bridge(spec.bridge_dir, spec.bridged_ports)
+        bridge = Bridge(spec.bridge_dir, spec.bridged_ports, spec.bridge_targets)
         await bridge.start()
     inner = inside_command(list(argv), spec.bridge_dir, relayed)
     command = sandbox_command(backend, path, inner, spec, run)

@@ -8,6 +8,12 @@ that protected paths that did not exist cannot be created. `RunDir.remove` delet
 the process stops. When a kernel is killed and cannot clean up, the next `RunDir.create` (any
 kernel of the same user) sweeps every run dir whose owner is gone: placeholders still empty are
 removed, unless a live run dir claims them too.
+
+The kernel's model gateway keeps its unix socket in a run dir of its own (``gateway.sock``,
+`omnikernel.gateway.server`), so a killed kernel's socket is swept the same way. The run root
+is the user's own, mode 0700: in a shared ``/tmp`` another user could otherwise have made it
+first (and could then swap a socket for one of their own), so `private_root` refuses a root
+that is a link, belongs to someone else, or is open to others.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +33,20 @@ from .spec import placeholder_for
 
 def run_root() -> Path:
     return Path(tempfile.gettempdir()) / f"omnikernel-run-{os.getuid()}"
+
+
+def private_root(root: Path) -> Path:
+    """`root`, made if missing: a real directory of this user that no one else may enter."""
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    info = os.lstat(root)  # never follows a link planted at the path
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise PermissionError(
+            f"{root} is not a directory of this user (another user made it?): remove it"
+        )
+    if info.st_mode & 0o077:
+        os.chmod(root, 0o700)  # ours: close it
+    return root
 
 
 def _start_time(pid: int) -> str:
@@ -62,8 +83,7 @@ class RunDir:
 
     @classmethod
     def create(cls) -> RunDir:
-        root = run_root()
-        root.mkdir(mode=0o700, exist_ok=True)
+        root = private_root(run_root())
         sweep(root)
         path = root / secrets.token_hex(4)  # short: unix socket paths are limited to 108 bytes
         path.mkdir(mode=0o700)

@@ -137,8 +137,11 @@ class SandboxSpec:
     readable: tuple[Path, ...] = ()
     #: Trees that appear empty but for the paths opened above (/tmp always does).
     closed: tuple[Path, ...] = dataclasses.field(default_factory=lambda: home_dirs())
-    #: Loopback TCP ports reachable inside, each bridged to the same port on the host.
+    #: Loopback TCP ports reachable inside, each bridged to the same port on the host, or to
+    #: the unix socket `bridge_targets` names for it.
     bridged_ports: tuple[int, ...] = ()
+    #: Host unix sockets bridged ports lead to instead (the model gateway's), by port.
+    bridge_targets: dict[int, Path] = dataclasses.field(default_factory=dict)
     #: Where the bridge's unix sockets live; default: a per-process dir the launcher removes.
     bridge_dir: Path | None = None
     #: Hosts the user trusts (``host``, ``host:port``, ``*.domain``), reached through the
@@ -405,6 +408,7 @@ def for_agent(
     readable: tuple[Path, ...] = (),
     hidden: tuple[Path, ...] = (),
     bridged_ports: tuple[int, ...] = (),
+    bridge_targets: dict[int, Path] | None = None,
     allow_hosts: tuple[str, ...] = (),
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
@@ -441,6 +445,7 @@ def for_agent(
         readable=(*cli_readable(argv0, env.get("PATH", "")), *git_dirs_of(workdir), *readable),
         closed=homes,
         bridged_ports=bridged_ports,
+        bridge_targets=dict(bridge_targets or {}),
         allow_hosts=allow_hosts,
     )
 
