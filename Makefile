@@ -63,7 +63,7 @@ test: install system-deps
 # one table on stdout and bench-results.json at the checkout's root (BENCH_ARGS=--quick: smoke).
 BENCH_ARGS ?=
 bench: install system-deps
-	$(PY) -m omnikernel.bench $(BENCH_ARGS)
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist *.egg-info

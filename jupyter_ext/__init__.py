@@ -17,18 +17,17 @@ from typing import Any
 
 
 def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    from .share.app import OmnikernelShare
+    from jupyter_ext.share.app import OmnikernelShare
 
     return [{"module": "jupyter_ext"}, {"module": "jupyter_ext.share.app", "app": OmnikernelShare}]
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    # Imported here: the kernel imports `jupyter_ext.share.codes`, and must not load
+    # Imported here: the kernel imports `omnikernel.store.shares`, and must not load
     # jupyter_server's handlers (about 0.1 s) while it starts.
-    from omnikernel.store import SessionStore
-
-    from .handlers import setup_handlers
-    from .notebooks import NotebookIdentity
+    from jupyter_ext.handlers import setup_handlers
+    from jupyter_ext.notebooks import NotebookIdentity
+    from omnikernel.store.sessions import SessionStore
 
     store = serverapp.web_app.settings.setdefault("omnikernel_store", SessionStore())
     setup_handlers(serverapp.web_app)

@@ -9,7 +9,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from omnikernel.store import SessionStore
+from omnikernel.store.sessions import SessionStore
 
 #: Most events one response carries; a client asks again from the last seq it got.
 PAGE_SIZE = 5000

@@ -18,7 +18,7 @@ again after a delete. This module:
   with other extensions where replacing ``session_manager_class`` would not;
 - listens to the contents service's events: a duplicated notebook gets a *fork* of the
   original's session (history copied, the original untouched), and a renamed or moved
-  notebook's session records its new path. The kernel picks the session (`omnikernel.identity`).
+  notebook's session records its new path. The kernel picks the session (`omnikernel.session.identity`).
 
 Nothing here writes to notebook files, so an open JupyterLab never sees "file changed on disk".
 """
@@ -30,8 +30,8 @@ import os
 import sqlite3
 from typing import Any
 
-from omnikernel.identity import JUPYTER_SESSION_ENV, NOTEBOOK_ID_ENV, fork_for_copy
-from omnikernel.store import SessionStore
+from omnikernel.session.identity import JUPYTER_SESSION_ENV, NOTEBOOK_ID_ENV, fork_for_copy
+from omnikernel.store.sessions import SessionStore
 
 CONTENTS_EVENTS = "https://events.jupyter.org/jupyter_server/contents_service/v1"
 #: The Jupyter session whose kernel is being started (read by the `get_kernel_env` wrapper).

@@ -9,9 +9,8 @@ import pytest
 
 from omnikernel.events import EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.store import SessionStore
-
-from .conftest import require_claude
+from omnikernel.store.sessions import SessionStore
+from tests.conftest import require_claude
 
 SCENARIO = {
     "rules": [

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omnikernel.bench.events import measure_store
-from omnikernel.bench.turns import descendants, tree_memory
+from benchmarks.events import measure_store
+from benchmarks.turns import descendants, tree_memory
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_runner_writes_every_figure_with_its_baseline(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "omnikernel.bench", "--quick", "--only", "sandbox", "share",
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "sandbox", "share",
          "--output", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_ext.share.codes import ShareCodes
 from omnikernel.events import EventKind
-from omnikernel.export import export_session
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.store import SessionStore
-
-from .conftest import require_cli
+from omnikernel.store.sessions import SessionStore
+from omnikernel.store.shares import ShareCodes
+from omnikernel.view.export import export_session
+from tests.conftest import require_cli
 
 SCENARIO = {"rules": [
     {"match": "co-driver hello", "steps": [{"text": "Hello from the agent, co-driver."}]},

@@ -2,8 +2,7 @@
 
 from omnikernel.events import EventKind
 from omnikernel.testing.contract import HarnessContract
-
-from .conftest import require_cli
+from tests.conftest import require_cli
 
 
 class TestClaudeContract(HarnessContract):

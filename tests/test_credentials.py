@@ -14,7 +14,8 @@ import anthropic
 import openai
 import pytest
 
-from omnikernel.credentials import (
+from omnikernel.gateway import Gateway, SpendRecord
+from omnikernel.gateway.credentials import (
     CHATGPT_CLIENT_ID,
     CLAUDE_CLIENT_ID,
     CLAUDE_OAUTH_BETA,
@@ -23,11 +24,9 @@ from omnikernel.credentials import (
     find_login,
     parse_preferences,
 )
-from omnikernel.gateway import Gateway, SpendRecord
+from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.testing import FakeModelServer, Scenario
-from omnikernel.upstream import UpstreamConfig
-
-from .test_gateway import settle
+from tests.test_gateway import settle
 
 STALE = "sk-ant-oat01-stale-access-token-0001"
 FRESH = "sk-ant-oat01-fresh-access-token-0002"

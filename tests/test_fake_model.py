@@ -14,8 +14,7 @@ import pytest
 
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.rehearsal.scenario import Conversation
-
-from .conftest import require_claude
+from tests.conftest import require_claude
 
 SCENARIO = Scenario.from_dict(
     {
@@ -164,7 +163,7 @@ def test_enqueue_goes_first_and_requests_are_logged(server):
 
 
 def test_prompt_ignores_agent_context_and_tool_results():
-    from omnikernel.rehearsal.wire import anthropic_conversation
+    from omnikernel.gateway.wire import anthropic_conversation
 
     conv: Conversation = anthropic_conversation(
         {

@@ -21,12 +21,11 @@ import pytest
 
 from omnikernel.events import Event, EventKind
 from omnikernel.gateway import Gateway
+from omnikernel.gateway.upstream import Upstream, UpstreamConfig
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.session import AgentSession
-from omnikernel.store import SessionStore, StoreUnavailableError
-from omnikernel.upstream import Upstream, UpstreamConfig
-
-from .conftest import require_claude, require_cli
+from omnikernel.session.core import AgentSession
+from omnikernel.store.sessions import SessionStore, StoreUnavailableError
+from tests.conftest import require_claude, require_cli
 
 OVERLOADED = {"error": {"status": 529, "type": "overloaded_error", "message": "Overloaded"}}
 RATE_LIMITED = {"error": {"status": 429, "type": "rate_limit_error", "message": "slow down"}}
@@ -355,7 +354,7 @@ def test_pi_answers_the_next_prompt_after_the_upstream_failed_for_good(model, tm
 def test_a_short_soak_loses_no_event():
     """`make bench` runs 200 turns; here a bounded few over Claude Code, every fault kind."""
     require_claude()
-    from omnikernel.soak import soak
+    from benchmarks.soak import soak
 
     result = asyncio.run(soak(["claude"], turns=14, time_limit=240, seed=5))
     assert result["lost"] == 0 and result["seq_continuous"] and result["every_turn_ended_once"]

@@ -20,8 +20,8 @@ from omnikernel.gateway import (
     TokenUsage,
     cross_check,
 )
+from omnikernel.gateway.upstream import Upstream
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.upstream import Upstream
 
 REAL_ANTHROPIC_KEY = "sk-ant-real-secret-0001"
 REAL_OPENAI_KEY = "sk-openai-real-secret-0002"
@@ -316,7 +316,7 @@ def test_ledger_budget_and_cross_check():
 
 
 def test_gateway_bench_measures_both_paths():
-    from omnikernel.gateway.bench import measure
+    from benchmarks.gateway import measure
 
     result = measure(chars=2000, runs=2)
     for path in ("direct", "gateway"):

@@ -24,17 +24,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from omnikernel import guard
 from omnikernel.events import Event, EventKind
-from omnikernel.gateway import Gateway
+from omnikernel.gateway import Gateway, guard
+from omnikernel.gateway.upstream import Upstream, UpstreamConfig
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.sandbox import SandboxSpec, resolve, self_test, start_sandboxed
 from omnikernel.sandbox.rundir import private_root
-from omnikernel.session import AgentSession
-from omnikernel.store import SessionStore
-from omnikernel.upstream import Upstream, UpstreamConfig
-
-from .conftest import require_cli
+from omnikernel.session.core import AgentSession
+from omnikernel.store.sessions import SessionStore
+from tests.conftest import require_cli
 
 REAL_KEY = "sk-ant-real-key-of-the-user-0016"
 SCENARIO = Scenario.from_dict({"rules": [{"match": ".*", "steps": [{"text": "spent"}]}]})

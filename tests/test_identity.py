@@ -1,4 +1,4 @@
-"""Which session a kernel continues (`omnikernel.identity`), against a real session store: the
+"""Which session a kernel continues (`omnikernel.session.identity`), against a real session store: the
 rules as a table, forks, and the migration of path-derived sessions from older stores."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
-from omnikernel.identity import (
+from omnikernel.session.identity import (
     MIGRATED,
     NAMED_BY_ENV,
     NEW,
@@ -21,7 +21,7 @@ from omnikernel.identity import (
     legacy_session_id,
     resolve,
 )
-from omnikernel.store import SessionStore
+from omnikernel.store.sessions import SessionStore
 
 
 def turn(store: SessionStore, session: str, prompt: str, cell: str = "c1", n: int = 1) -> None:

@@ -1,4 +1,4 @@
-"""Kernel values in prompts (`omnikernel.interpolate`): each form, the escape, and prompts with
+"""Kernel values in prompts (`omnikernel.kernel.interpolate`): each form, the escape, and prompts with
 code, JSON or braces of their own that must pass unchanged."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import types
 import pandas as pd
 import pytest
 
-from omnikernel.interpolate import MAX_VALUE_CHARS, ValueWriter, interpolate
+from omnikernel.kernel.interpolate import MAX_VALUE_CHARS, ValueWriter, interpolate
 
 RESULT = types.SimpleNamespace(summary="three outliers", inner=types.SimpleNamespace(n=7))
 NAMESPACE = {
@@ -91,7 +91,7 @@ def test_dataframe_becomes_shape_dtypes_head_and_a_file(tmp_path):
 def test_out_takes_a_python_name_in_an_agent_cell_only():
     from IPython.core.error import UsageError
 
-    from omnikernel.magics import parse_agent_args
+    from omnikernel.kernel.magics.common import parse_agent_args
 
     assert parse_agent_args("claude --out answer", allow_review=True).out == "answer"
     assert parse_agent_args("claude --out=res --model m", allow_review=True).out == "res"
@@ -103,8 +103,8 @@ def test_out_takes_a_python_name_in_an_agent_cell_only():
 
 
 def test_agent_result_from_events_and_its_repr(tmp_path):
-    from omnikernel.agent_result import result_from_events, snapshot
     from omnikernel.events import Event, EventKind
+    from omnikernel.kernel.agent_result import result_from_events, snapshot
 
     (tmp_path / "old.txt").write_text("a")
     before = snapshot(tmp_path)
@@ -135,6 +135,6 @@ def test_agent_result_from_events_and_its_repr(tmp_path):
 
 
 def test_terminal_text_loses_control_characters():
-    from omnikernel.render import terminal_safe
+    from omnikernel.view.render import terminal_safe
 
     assert terminal_safe("ok\x1b]52;c;ZXZpbA==\x07\r\tdone\n") == "ok]52;c;ZXZpbA==\tdone\n"

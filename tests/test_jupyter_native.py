@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
-
-from .conftest import require_claude
+from tests.conftest import require_claude
 
 SCENARIO = {
     "rules": [

@@ -17,8 +17,7 @@ import pytest
 
 from omnikernel.gateway import PriceTable
 from omnikernel.testing import FakeModelServer, Scenario
-
-from .conftest import CellResult, require_cli
+from tests.conftest import CellResult, require_cli
 
 USAGE = {"input_tokens": 2000, "output_tokens": 80}
 SCENARIO = {
@@ -141,7 +140,7 @@ def test_push_after_install_asks_deny_stops_it_approve_runs_it(harness, model, w
     assert "main" in git(workdir, "--git-dir", str(remote), "branch")
 
     # Decisions are in the store, with who decided and from where, and the rule that asked.
-    log = kernel.execute("%%python\nimport json\nfrom omnikernel.store import SessionStore\n"
+    log = kernel.execute("%%python\nimport json\nfrom omnikernel.store.sessions import SessionStore\n"
                          "s = get_ipython().kernel.agents\n"
                          "print(json.dumps([e.data for e in s.store.events(s.session_id)"
                          " if e.kind == 'approval_decision']))")  # fmt: skip
@@ -243,9 +242,9 @@ def test_policy_state_survives_a_kernel_restart(model, workdir, start_kernel):
 def test_a_waiting_approval_is_answered_from_a_terminal(model, workdir, start_kernel, capsys):
     """`omnikernel attach SESSION --approve REQUEST` resolves the cell that waits, as the card
     would; a second answer is told the first one won."""
-    from omnikernel import cli
+    from omnikernel.cli import main as cli
     from omnikernel.events import EventKind
-    from omnikernel.store import SessionStore
+    from omnikernel.store.sessions import SessionStore
 
     require_cli("claude")
     remote = project(workdir)

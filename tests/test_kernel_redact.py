@@ -23,8 +23,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from omnikernel.rehearsal import FakeModelServer, Scenario
-
-from .conftest import KernelSession, kernel_env, require_claude
+from tests.conftest import KernelSession, kernel_env, require_claude
 
 SCENARIO = {
     "rules": [
@@ -118,7 +117,7 @@ def test_the_agents_env_never_shows_its_secret(model, kernel, tmp_path):
     env = {**os.environ, "OMNIKERNEL_STORE": str(store_dir / "sessions.sqlite3")}
     for fmt in ("md", "html", "jsonl", "ipynb"):
         out = subprocess.run(
-            [sys.executable, "-m", "omnikernel.cli", "export", "redact", "--format", fmt],
+            [sys.executable, "-m", "omnikernel.cli.main", "export", "redact", "--format", fmt],
             env=env, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         assert secret not in out.stdout, fmt

@@ -7,9 +7,13 @@ from __future__ import annotations
 import pytest
 
 from omnikernel.rehearsal import FakeModelServer, Scenario
-
-from .conftest import NODE_BIN, require_claude
-from .test_kernel_gateway import agent_environment, jupyter_ports, post_with_secret, tcp_listeners
+from tests.conftest import NODE_BIN, require_claude
+from tests.test_kernel_gateway import (
+    agent_environment,
+    jupyter_ports,
+    post_with_secret,
+    tcp_listeners,
+)
 
 
 def scenario(outside: str, secret: str) -> dict:

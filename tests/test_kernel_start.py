@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from omnikernel.bench.turns import descendants
+from benchmarks.turns import descendants
 from omnikernel.harnesses.codex import CodexHarness, native_binary
-
-from .conftest import REPO, require_cli
+from tests.conftest import REPO, require_cli
 
 #: Imported only when first needed (or once the kernel is idle): together about 1 s of start.
 DEFERRED = ("ipywidgets", "genai_prices", "markdown_it", "segno", "jupyter_server")
@@ -26,7 +25,7 @@ PROBE = f"import sys; print(json.dumps([m for m in {DEFERRED!r} if m in sys.modu
 
 def test_importing_the_kernel_leaves_the_heavy_libraries_out():
     done = subprocess.run(
-        [sys.executable, "-c", "import json, omnikernel.kernelapp; " + PROBE],
+        [sys.executable, "-c", "import json, omnikernel.kernel.app; " + PROBE],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     assert json.loads(done.stdout) == []

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require_cli
-from .test_kernel_control import SCENARIO, git, project
-from .test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fixture)
+from tests.conftest import require_cli
+from tests.test_kernel_control import SCENARIO, git, project
+from tests.test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fixture)
 
 
 def notebook(cells: list[str]) -> dict:

@@ -3,12 +3,12 @@
 import subprocess
 import sys
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 
 def test_ruff_finds_nothing():
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "omnikernel", "jupyter_ext", "tests"],
+        [sys.executable, "-m", "ruff", "check", "omnikernel", "jupyter_ext", "tests", "benchmarks"],
         cwd=REPO, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -16,7 +16,9 @@ def test_ruff_finds_nothing():
 
 def test_ruff_format_changes_nothing():
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--check", "omnikernel", "jupyter_ext", "tests"],
+        [sys.executable, "-m", "ruff", "format", "--check", "omnikernel", "jupyter_ext", "tests", "benchmarks"],
         cwd=REPO, capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, "run `ruff format omnikernel jupyter_ext tests`:\n" + done.stdout
+    assert done.returncode == 0, (
+        "run `ruff format omnikernel jupyter_ext tests benchmarks`:\n" + done.stdout
+    )

@@ -22,11 +22,10 @@ import websocket
 
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
-from omnikernel.identity import legacy_session_id
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.store import SessionStore
-
-from .conftest import jupyter_server, kernel_env, require_claude
+from omnikernel.session.identity import legacy_session_id
+from omnikernel.store.sessions import SessionStore
+from tests.conftest import jupyter_server, kernel_env, require_claude
 
 TOKEN = "identity-test-token"
 SCENARIO = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from .conftest import REPO, kernel_env, require_claude, require_cli
+from tests.conftest import REPO, kernel_env, require_claude, require_cli
 
 
 def outputs_text(cell) -> str:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import zipfile
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 
 def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
@@ -30,10 +30,13 @@ def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
     enabled = json.loads(zipfile.ZipFile(wheel).read(config))
     assert enabled["ServerApp"]["jpserver_extensions"] == {"jupyter_ext": True}
     assert "omnikernel/rehearsal/scenarios/default.json" in names
+    assert "jupyter_ext/share/static/live.js" in names  # the share page's script is a file
+    # Benchmarks measure the package; they are not part of it.
+    assert not [n for n in names if n.startswith("benchmarks/") or "bench" in n.rsplit("/", 1)[-1]]
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))
     # Kernels learn which notebook they run from jupyter-server-fileid's ids.
     assert "Requires-Dist: jupyter-server-fileid" in metadata.decode()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     entries = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "omnikernel.harnesses" in entries
-    assert "omnikernel = omnikernel.cli:main" in entries  # the `omnikernel` command
+    assert "omnikernel = omnikernel.cli.main:main" in entries  # the `omnikernel` command

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from omnikernel import approval
-from omnikernel.approvals import PendingApprovals, timeout_from_env
+from omnikernel.approvals import decide as approval
+from omnikernel.approvals.pending import PendingApprovals, timeout_from_env
 from omnikernel.events import Event, EventKind
+from omnikernel.kernel.magics.policy import replay
 from omnikernel.policy import (
     UNKNOWN,
     Outcome,
@@ -28,7 +29,6 @@ from omnikernel.policy import (
     request_of,
 )
 from omnikernel.policy.config import load_file
-from omnikernel.policy.magics import replay
 from omnikernel.policy.rules import PushAfterInstall, installs
 
 INSTALLED = PolicyState(installed="npm install left-pad")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from omnikernel.bench.turns import descendants
+from benchmarks.turns import descendants
 from omnikernel.testing import FakeModelServer, Scenario
-
-from .conftest import require_cli
+from tests.conftest import require_cli
 
 SCENARIO = {"rules": [{"match": "say hello", "steps": [{"text": "Warm-hello!"}]}]}
 #: A word of each CLI's machine-mode command line (see the harness adapters).

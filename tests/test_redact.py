@@ -17,10 +17,10 @@ import pytest
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.gateway.cassette import CassetteRecorder, Exchange
-from omnikernel.redact import MIN_LENGTH, LogFilter, Redactor, label_text
-from omnikernel.session import AgentSession
-from omnikernel.store import SessionStore
-from omnikernel.upstream import UpstreamConfig
+from omnikernel.gateway.upstream import UpstreamConfig
+from omnikernel.session.core import AgentSession
+from omnikernel.store.redact import MIN_LENGTH, LogFilter, Redactor, label_text
+from omnikernel.store.sessions import SessionStore
 
 SECRET = "omk-Zx81_q-Pw3RtY7uVbN0cLm5KjH2gFdS4aQeW9iOo6p"
 LABEL = "[redacted: gateway secret]"

@@ -16,6 +16,7 @@ from unittest import mock
 import pytest
 
 from omnikernel.gateway import Gateway
+from omnikernel.gateway.upstream import Upstream
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.sandbox import (
     INSTALL_ALL,
@@ -28,8 +29,7 @@ from omnikernel.sandbox import (
     self_test,
     start_sandboxed,
 )
-from omnikernel.spawn import spawn
-from omnikernel.upstream import Upstream
+from omnikernel.sandbox.spawn import spawn
 
 BACKENDS = ["bwrap", "firejail"]
 #: The system's Python: the test's own may live under /tmp, which the sandbox replaces.
@@ -292,7 +292,7 @@ def test_no_backend_fails_closed_with_the_install_command():
 
 
 def test_bench_measures_every_working_backend_against_a_bare_start():
-    from omnikernel.sandbox.bench import measure
+    from benchmarks.sandbox import measure
 
     result = asyncio.run(measure(runs=2))
     assert set(result) == {"bare", "bwrap", "firejail"}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from omnikernel.process import start_process
+from omnikernel.proc.process import start_process
 from omnikernel.sandbox import INSTALL_ALL, for_agent, resolve, self_test, start_sandboxed
 from omnikernel.sandbox.rundir import RunDir, run_root, sweep
 from omnikernel.sandbox.spec import PROTECTED, SandboxSpec, explain_refusal

@@ -1,5 +1,5 @@
 """Agent text renders without naming anything the browser would fetch: a table of every
-exfiltration form, checked against the invariant of `omnikernel.sanitize` (the only URL-bearing
+exfiltration form, checked against the invariant of `omnikernel.view.sanitize` (the only URL-bearing
 attributes are ``a href`` and inlined ``data:image`` sources), plus the images the session
 produced, which are the one thing inlined."""
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from omnikernel import render
 from omnikernel.events import Event, EventKind
-from omnikernel.magics import table
-from omnikernel.sanitize import SessionImages, agent_bundle, render_markdown
+from omnikernel.kernel.magics.common import table
+from omnikernel.view import render
+from omnikernel.view.sanitize import SessionImages, agent_bundle, render_markdown
 
 PROBE = "http://127.0.0.1:9/probe"
 

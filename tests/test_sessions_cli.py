@@ -14,13 +14,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from omnikernel import cli
+from omnikernel.cli import main as cli
 from omnikernel.events import Event, EventKind
-from omnikernel.export import export_session, gather
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.store import SessionStore
-
-from .conftest import REPO, require_claude
+from omnikernel.store.sessions import SessionStore
+from omnikernel.view.export import export_session, gather
+from tests.conftest import REPO, require_claude
 
 HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>[click](javascript:alert(3))'
 SCENARIO = {
@@ -61,7 +60,7 @@ def elements(page: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMNIKERNEL_STORE": str(tmp_path / "store" / "sessions.sqlite3"),
            "OMNIKERNEL_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "omnikernel.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "omnikernel.cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
 
 

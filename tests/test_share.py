@@ -24,13 +24,12 @@ import websocket
 
 from jupyter_ext.share import bodies
 from jupyter_ext.share.client import Grant, JoinError, exchange
-from jupyter_ext.share.codes import ShareCodes
 from jupyter_ext.share.limits import FAILURES_ALLOWED, GLOBAL_FAILURES_ALLOWED
 from jupyter_ext.share.server import ShareServer
 from omnikernel.events import Event, EventKind
-from omnikernel.store import SessionStore
-
-from .test_sandbox import backend, box, run, spec_for  # noqa: F401  (fixtures)
+from omnikernel.store.sessions import SessionStore
+from omnikernel.store.shares import ShareCodes
+from tests.test_sandbox import backend, box, run, spec_for  # noqa: F401  (fixtures)
 
 SESSION = "s-share"
 
@@ -573,9 +572,9 @@ def test_with_a_certificate_it_serves_https_only(store, clock, tmp_path):
 
 
 def test_the_kernel_takes_the_page_answer_and_first_answer_wins(store):
-    from omnikernel.approval import Decision
-    from omnikernel.approvals import PendingApprovals
-    from omnikernel.share_magics import watch_answers
+    from omnikernel.approvals.decide import Decision
+    from omnikernel.approvals.from_share import watch_answers
+    from omnikernel.approvals.pending import PendingApprovals
 
     codes = ShareCodes(store.path)
     approvals = PendingApprovals(timeout_s=30)

@@ -17,12 +17,11 @@ import pytest
 from tornado import httpserver, ioloop, web
 from tornado.netutil import bind_sockets
 
-from jupyter_ext.share.codes import ShareCodes
 from omnikernel.events import Event, EventKind
-from omnikernel.store import SessionStore
-
-from .test_lab import CHROMIUM, CHROMIUM_ARGS
-from .test_share import Clock, Running
+from omnikernel.store.sessions import SessionStore
+from omnikernel.store.shares import ShareCodes
+from tests.test_lab import CHROMIUM, CHROMIUM_ARGS
+from tests.test_share import Clock, Running
 
 VICTIM, ATTACKER = "s-victim", "s-attacker"
 PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from jupyter_ext.share.codes import ShareCodes
+from omnikernel.store.shares import ShareCodes
 
 
 def free_port() -> int:

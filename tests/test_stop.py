@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from omnikernel.events import EventKind
+from omnikernel.gateway.upstream import UpstreamConfig
+from omnikernel.proc.turnstop import descendants, process_info
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.session import AgentSession
-from omnikernel.store import SessionStore
+from omnikernel.session.core import AgentSession
+from omnikernel.store.sessions import SessionStore
 from omnikernel.testing.stopping import (
     LATE_AFTER_S,
     LATE_FILES,
@@ -30,10 +32,7 @@ from omnikernel.testing.stopping import (
     hold_approvals,
     stop_in_state,
 )
-from omnikernel.turnstop import descendants, process_info
-from omnikernel.upstream import UpstreamConfig
-
-from .conftest import require_cli
+from tests.conftest import require_cli
 
 #: The promise: the cell is idle within a second of the stop.
 STOP_WITHIN_S = 1.0
@@ -171,8 +170,8 @@ def test_kernel_stops_a_running_command(harness, model, workdir, start_kernel):
 
 def test_killing_strays_keeps_the_agent_and_its_relays(tmp_path: Path):
     """Without a sandbox the scope is the process tree: a turn's command goes, the agent stays."""
-    from omnikernel.spawn import spawn
-    from omnikernel.turnstop import TurnProcesses
+    from omnikernel.proc.turnstop import TurnProcesses
+    from omnikernel.sandbox.spawn import spawn
 
     async def scenario() -> None:
         proc = await spawn(["/bin/bash", "-c", "read line; eval \"$line\"; sleep 60"],
@@ -242,7 +241,7 @@ def test_a_frozen_cgroup_cannot_react_to_the_kill(tmp_path: Path):
 
 
 def test_strays_are_killed_parents_first():
-    from omnikernel.turnstop import ProcessInfo, parents_first
+    from omnikernel.proc.turnstop import ProcessInfo, parents_first
 
     def info(pid: int, ppid: int) -> ProcessInfo:
         return ProcessInfo(pid, ppid, "sh", "sh", False)

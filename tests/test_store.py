@@ -6,7 +6,7 @@ import sys
 
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
-from omnikernel.store import SessionStore
+from omnikernel.store.sessions import SessionStore
 
 
 def stamped(event: Event, session: str = "s1", turn: int = 1) -> Event:
@@ -46,7 +46,7 @@ def test_wal_mode_lets_another_process_read_while_open(tmp_path):
     (mode,) = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()
     assert mode == "wal"
     code = (
-        "import sys; from omnikernel.store import SessionStore; "
+        "import sys; from omnikernel.store.sessions import SessionStore; "
         f"print(next(SessionStore({str(path)!r}).events('s1')).data['text'])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -15,8 +15,7 @@ import uuid
 import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
-
-from .conftest import REPO, kernel_env, require_claude
+from tests.conftest import REPO, kernel_env, require_claude
 
 WORDS = [f"w{n:02d}" for n in range(60)]
 SCENARIO = {
@@ -96,7 +95,7 @@ def test_attach_follows_a_running_turn(model, workdir, start_kernel, tmp_path):
     assert kernel.execute("hello").status == "ok"  # the session exists in the store
     env = kernel_env(tmp_path, PYTHONPATH=str(REPO))
     attach = subprocess.Popen(
-        [sys.executable, "-m", "omnikernel.attach"], env=env, stdout=subprocess.PIPE,
+        [sys.executable, "-m", "omnikernel.cli.attach"], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     seen: list[str] = []

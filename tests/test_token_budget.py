@@ -18,22 +18,21 @@ import anthropic
 import openai
 import pytest
 
-from omnikernel.amounts import TOKENS, USD, Amount, AmountError, counted_tokens, parse_amount
 from omnikernel.events import Event, EventKind
 from omnikernel.gateway import Budget, Gateway, SpendRecord, read_limits
+from omnikernel.gateway.upstream import Upstream, UpstreamConfig
+from omnikernel.kernel.widgets import SpendGauge
 from omnikernel.policy import fold
+from omnikernel.policy.amounts import TOKENS, USD, Amount, AmountError, counted_tokens, parse_amount
 from omnikernel.policy.config import load_file
 from omnikernel.policy.engine import judge
 from omnikernel.policy.rules import Outcome, PolicyState, Request, RuleError, make_rule
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.session import AgentSession
-from omnikernel.store import SessionStore
-from omnikernel.upstream import Upstream, UpstreamConfig
-from omnikernel.widgets import SpendGauge
-
-from .conftest import require_claude
-from .test_credentials import FRESH, write_claude_login
-from .test_kernel_control import run_and_answer
+from omnikernel.session.core import AgentSession
+from omnikernel.store.sessions import SessionStore
+from tests.conftest import require_claude
+from tests.test_credentials import FRESH, write_claude_login
+from tests.test_kernel_control import run_and_answer
 
 # -- amounts -------------------------------------------------------------------------------------
 

@@ -14,10 +14,9 @@ import pytest
 
 from omnikernel.events import Event, EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from omnikernel.store import SessionStore
-from omnikernel.turnlock import TurnLock, lock_path
-
-from .conftest import require_claude
+from omnikernel.store.sessions import SessionStore
+from omnikernel.store.turnlock import TurnLock, lock_path
+from tests.conftest import require_claude
 
 SCENARIO = {
     "rules": [
@@ -129,7 +128,7 @@ def test_a_turn_lock_is_released_when_its_holder_dies(tmp_path):
     path = lock_path(tmp_path / "sessions.sqlite3", "a/b c")
     assert path.parent == tmp_path / "locks" and "/" not in path.name[:-10]
     holder = subprocess.Popen([sys.executable, "-c",
-        "import sys, time; from omnikernel.turnlock import TurnLock; from pathlib import Path\n"
+        "import sys, time; from omnikernel.store.turnlock import TurnLock; from pathlib import Path\n"
         f"lock = TurnLock(Path({str(path)!r})); assert lock.try_acquire(); lock._note('kernel X')\n"
         "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
@@ -151,8 +150,8 @@ def test_a_turn_cancelled_without_a_stop_does_not_hold_the_session(model, tmp_pa
     import asyncio
     import contextlib
 
-    from omnikernel.session import AgentSession
-    from omnikernel.upstream import UpstreamConfig
+    from omnikernel.gateway.upstream import UpstreamConfig
+    from omnikernel.session.core import AgentSession
 
     work = tmp_path / "work"
     work.mkdir()
@@ -195,7 +194,7 @@ def test_a_turn_cancelled_without_a_stop_does_not_hold_the_session(model, tmp_pa
 
 
 def test_prune_keeps_a_session_a_kernel_is_running_a_turn_of(tmp_path, capsys):
-    from omnikernel import cli
+    from omnikernel.cli import main as cli
     from omnikernel.events import text
 
     store = SessionStore(tmp_path / "sessions.sqlite3")

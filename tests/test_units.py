@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 from IPython.core.error import UsageError
 
-from omnikernel import approval, render
+from omnikernel.approvals import decide as approval
 from omnikernel.events import Event, EventKind
-from omnikernel.magics import parse_agent_args, table
-from omnikernel.routing import route
-from omnikernel.upstream import PLACEHOLDER_KEY, UpstreamConfig, resolve
+from omnikernel.gateway.upstream import PLACEHOLDER_KEY, UpstreamConfig, resolve
+from omnikernel.kernel.magics.common import parse_agent_args, table
+from omnikernel.kernel.routing import route
+from omnikernel.view import render
 
 
 @pytest.mark.parametrize(
@@ -132,7 +133,7 @@ def test_table_escapes_pipes():
 
 
 def test_rehearsal_scenario_beside_the_notebook_wins(tmp_path):
-    from omnikernel.upstream import rehearsal_scenario_path
+    from omnikernel.gateway.upstream import rehearsal_scenario_path
 
     notebook = tmp_path / "analysis.ipynb"
     assert rehearsal_scenario_path(notebook) is None

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from jupyter_ext.share.codes import SharedPrompt
-from omnikernel import approval
-from omnikernel.approvals import PendingApprovals
+from omnikernel.approvals import decide as approval
+from omnikernel.approvals.pending import PendingApprovals
 from omnikernel.gateway import SpendRecord
-from omnikernel.session import AgentSession
-from omnikernel.store import SessionStore
-from omnikernel.upstream import UpstreamConfig
-from omnikernel.widgets import FEED_TURNS, ApprovalCard, SessionFeed, SpendGauge, presenter
+from omnikernel.gateway.upstream import UpstreamConfig
+from omnikernel.kernel.widgets import FEED_TURNS, ApprovalCard, SessionFeed, SpendGauge, presenter
+from omnikernel.session.core import AgentSession
+from omnikernel.store.sessions import SessionStore
+from omnikernel.store.shares import SharedPrompt
 
 ASK = approval.Decision("ask", "push-after-install: `git push` publishes", "push-after-install",
                         ("push-after-install",), subject="git push")  # fmt: skip

@@ -7,10 +7,11 @@ import argparse
 import asyncio
 import logging
 
-from .server import ShareServer, serve_forever
+from jupyter_ext.share.server import ShareServer, serve_forever
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve the share page on port 6767 from the store (no jupyter server)."""
     parser = argparse.ArgumentParser(prog="python -m jupyter_ext.share", description=__doc__)
     parser.add_argument("--port", type=int, default=6767)
     parser.add_argument("--ip", default="127.0.0.1", help="a LAN address only on purpose")

@@ -7,9 +7,8 @@ from __future__ import annotations
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Int, List, Unicode
 
-from omnikernel.store import default_store_path
-
-from .server import ShareServer
+from jupyter_ext.share.server import ShareServer
+from omnikernel.store.sessions import default_store_path
 
 
 class OmnikernelShare(ExtensionApp):

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .server import WS_GRANT_PREFIX, WS_PROTOCOL
+from jupyter_ext.share.server import WS_GRANT_PREFIX, WS_PROTOCOL
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,10 +24,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from jupyter_ext.share.render import OwnerPaths, event_message, text_block_html
 from omnikernel.events import Event, EventKind
-from omnikernel.store import SessionStore
-
-from .render import OwnerPaths, event_message, text_block_html
+from omnikernel.store.sessions import SessionStore
 
 #: Messages sent per catch-up frame: a long history is many frames, each a short step.
 CATCH_UP_BATCH = 200

@@ -3,7 +3,7 @@
 
 The live page puts the pending approval and the spend at the top, in one column sized for a
 phone. Event HTML comes from the server, made by `render` (agent text through
-`omnikernel.sanitize`); everything else the script shows is set as text. Neither shell holds
+`omnikernel.view.sanitize`); everything else the script shows is set as text. Neither shell holds
 a code, a grant or anything of a session: the join page's script reads the code from its own
 address, and the live page's script brings its grant from the origin's storage."""
 

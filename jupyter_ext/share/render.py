@@ -1,5 +1,5 @@
 """An event as the share page shows it: HTML made on the server, agent text only through
-`omnikernel.sanitize`, everything else escaped. The page never turns raw agent text into HTML.
+`omnikernel.view.sanitize`, everything else escaped. The page never turns raw agent text into HTML.
 
 Paths are shown as the notebook's user reads them, not as the owner's machine spells them:
 `OwnerPaths` turns the notebook's folder into a relative path and the owner's home into ``~``
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omnikernel.events import Event, EventKind
-from omnikernel.sanitize import escape, preformatted, render_markdown
+from omnikernel.view.sanitize import escape, preformatted, render_markdown
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 One tornado application, run in the jupyter server's own loop (`jupyter_ext.share.app`) or
 standalone (``python -m jupyter_ext.share``). It reads the session store; it acts on nothing
 but what a co-driver sends: approval answers and prompts, which it writes to the store for the
-kernel to take (`codes`, `omnikernel.codrive`).
+kernel to take (`codes`, `omnikernel.kernel.codrive`).
 
 What authorises each request (checked before any handler code runs, `ShareHandler.prepare`):
 
@@ -46,15 +46,14 @@ from urllib.parse import urlsplit
 from tornado import httpserver, ioloop, web, websocket
 from tornado.netutil import bind_sockets
 
+from jupyter_ext.share import bodies
+from jupyter_ext.share.feed import Feed
+from jupyter_ext.share.limits import CatchUps, WrongCodes
+from jupyter_ext.share.page import CONFIRM_PAGE, LIVE_PAGE, STATIC, UNUSABLE_PAGE
+from jupyter_ext.share.render import OwnerPaths
 from omnikernel.events import EventKind
-from omnikernel.store import SessionStore
-
-from . import bodies
-from .codes import CO_DRIVE, MAX_PROMPT_CHARS, ROLE_NAMES, Code, ShareCodes
-from .feed import Feed
-from .limits import CatchUps, WrongCodes
-from .page import CONFIRM_PAGE, LIVE_PAGE, STATIC, UNUSABLE_PAGE
-from .render import OwnerPaths
+from omnikernel.store.sessions import SessionStore
+from omnikernel.store.shares import CO_DRIVE, MAX_PROMPT_CHARS, ROLE_NAMES, Code, ShareCodes
 
 log = logging.getLogger("omnikernel.share")
 

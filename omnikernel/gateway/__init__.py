@@ -3,12 +3,17 @@ replay. See `server` for the gateway itself, `meter` and `pricing` for how spend
 `ledger` for totals and the budget, `limits` for the usage limits upstreams report, `cassette`
 for record and replay."""
 
-from .cassette import CassetteMismatchError, CassettePlayer, CassetteRecorder, Exchange
-from .ledger import Budget, SpendLedger, SpendRecord, SpendRow, cross_check
-from .limits import LimitWindow, UsageLimits, read_limits
-from .meter import StreamMeter, TokenUsage, usage_of_body
-from .pricing import Price, PriceTable
-from .server import Gateway
+from omnikernel.gateway.cassette import (
+    CassetteMismatchError,
+    CassettePlayer,
+    CassetteRecorder,
+    Exchange,
+)
+from omnikernel.gateway.ledger import Budget, SpendLedger, SpendRecord, SpendRow, cross_check
+from omnikernel.gateway.limits import LimitWindow, UsageLimits, read_limits
+from omnikernel.gateway.meter import StreamMeter, TokenUsage, usage_of_body
+from omnikernel.gateway.pricing import Price, PriceTable
+from omnikernel.gateway.server import Gateway
 
 __all__ = [
     "Budget",

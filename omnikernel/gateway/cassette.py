@@ -4,7 +4,7 @@ A cassette is a JSON-lines file, one exchange a line: harness, API path, its pos
 that harness's requests to that path, the prompt it answered (for matching), the model, and
 the response (status, content type, and the streamed chunks or the whole body). Requests are
 never written, nor any header, so keys and auth headers cannot leak into a cassette; response
-text is redacted of the gateway's real keys and session secrets too (`omnikernel.redact`, the
+text is redacted of the gateway's real keys and session secrets too (`omnikernel.store.redact`, the
 same recognition the session store uses).
 
 Replay serves exchanges by conversation position: the n-th request of a harness to a path gets
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..redact import Redactor
+from omnikernel.store.redact import Redactor
 
 
 class CassetteMismatchError(Exception):

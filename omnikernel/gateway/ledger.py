@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..amounts import TOKENS, USD, Amount, counted_tokens
-from .meter import TokenUsage
+from omnikernel.gateway.meter import TokenUsage
+from omnikernel.policy.amounts import TOKENS, USD, Amount, counted_tokens
 
 
 @dataclasses.dataclass(frozen=True)

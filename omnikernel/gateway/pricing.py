@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from .meter import TokenUsage
+from omnikernel.gateway.meter import TokenUsage
 
 #: The genai-prices provider id of each vendor the gateway speaks to.
 PROVIDER_OF_VENDOR = {"anthropic": "anthropic", "openai": "openai"}

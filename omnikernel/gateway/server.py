@@ -8,7 +8,7 @@ recorded and replayed.
 Each harness has its own path prefix, ``/h/<harness>``, so spend is attributed to it, and its
 own secret (`issue_secret`), which it sends as its API key: since the gateway spends the user's
 money, it serves only requests carrying the secret issued for that path, and nothing from a
-browser (see `omnikernel.guard`). The kernel sets the current session and cell with
+browser (see `omnikernel.gateway.guard`). The kernel sets the current session and cell with
 `set_context`. Streams are forwarded chunk by
 chunk as they arrive, never buffered. The gateway runs on its own thread and event loop so a
 busy kernel never stalls an agent's stream.
@@ -39,24 +39,29 @@ from typing import Any
 from tornado import httpclient, web
 from tornado.netutil import bind_unix_socket
 
-from .. import guard
-from ..amounts import counted_tokens
-from ..credentials import CLAUDE_OAUTH_BETA, LoginError
-from ..loopback import GuardedHandler, LoopbackServer
-from ..rehearsal.wire import (
+from omnikernel.gateway import guard
+from omnikernel.gateway.cassette import (
+    CassetteMismatchError,
+    CassettePlayer,
+    CassetteRecorder,
+    Exchange,
+)
+from omnikernel.gateway.credentials import CLAUDE_OAUTH_BETA, LoginError
+from omnikernel.gateway.ledger import Budget, SpendLedger, SpendRecord
+from omnikernel.gateway.limits import LIMIT_PREFIXES, UsageLimits, read_limits
+from omnikernel.gateway.loopback import GuardedHandler, LoopbackServer
+from omnikernel.gateway.meter import VENDOR_OF_WIRE, StreamMeter, TokenUsage, usage_of_body
+from omnikernel.gateway.pricing import PriceTable
+from omnikernel.gateway.upstream import Upstream
+from omnikernel.gateway.wire import (
     anthropic_conversation,
     anthropic_error,
     chat_conversation,
     openai_error,
     responses_conversation,
 )
-from ..sandbox.rundir import RunDir
-from ..upstream import Upstream
-from .cassette import CassetteMismatchError, CassettePlayer, CassetteRecorder, Exchange
-from .ledger import Budget, SpendLedger, SpendRecord
-from .limits import LIMIT_PREFIXES, UsageLimits, read_limits
-from .meter import VENDOR_OF_WIRE, StreamMeter, TokenUsage, usage_of_body
-from .pricing import PriceTable
+from omnikernel.policy.amounts import counted_tokens
+from omnikernel.sandbox.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

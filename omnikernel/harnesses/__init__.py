@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import entry_points
 
-from .base import (
+from omnikernel.harnesses.base import (
     Decide,
     Harness,
     HarnessContext,

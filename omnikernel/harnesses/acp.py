@@ -19,12 +19,12 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from .. import __version__
-from .. import events as ev
-from ..events import Event, EventKind
-from .base import HarnessContext, HarnessError
-from .claude import QUIET_ENV
-from .jsonl import JsonRpcHarness
+from omnikernel import __version__
+from omnikernel import events as ev
+from omnikernel.events import Event, EventKind
+from omnikernel.harnesses.base import HarnessContext, HarnessError
+from omnikernel.harnesses.claude import QUIET_ENV
+from omnikernel.harnesses.jsonl import JsonRpcHarness
 
 PROTOCOL_VERSION = 1
 #: ACP tool kinds by what they do (see `omnikernel.events.ACTIONS`).

@@ -3,7 +3,7 @@
 A harness wraps one agent CLI driven through its structured machine mode. It translates that
 CLI's protocol into `Event`s and does nothing else: it never renders, stores or decides. It asks
 the session's decision function about every permission request, starts its process only through
-`omnikernel.spawn.spawn`, and gives the CLI a private home, config dir and TMPDIR under
+`omnikernel.sandbox.spawn.spawn`, and gives the CLI a private home, config dir and TMPDIR under
 `HarnessContext.state_dir` so nothing of the user's own agent config leaks in or out.
 
 Adapters are found through the ``omnikernel.harnesses`` entry-point group (see `registry`).
@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from ..approval import Decision
-from ..events import Event
-from ..sandbox import SandboxSpec, SandboxUnavailableError, for_agent
-from ..sandbox import resolve as resolve_sandbox
-from ..spawn import HarnessProcess, spawn
-from ..upstream import Upstream
+from omnikernel.approvals.decide import Decision
+from omnikernel.events import Event
+from omnikernel.gateway.upstream import Upstream
+from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
+from omnikernel.sandbox import resolve as resolve_sandbox
+from omnikernel.sandbox.spawn import HarnessProcess, spawn
 
 #: The session's decision function: given an ``approval_request`` event, allow or deny.
 Decide = Callable[[Event], Awaitable[Decision]]

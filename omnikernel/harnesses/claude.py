@@ -19,10 +19,10 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import events as ev
-from ..events import Event, EventKind
-from .base import HarnessContext, HarnessError
-from .jsonl import JsonLinesHarness
+from omnikernel import events as ev
+from omnikernel.events import Event, EventKind
+from omnikernel.harnesses.base import HarnessContext, HarnessError
+from omnikernel.harnesses.jsonl import JsonLinesHarness
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from .. import events as ev
-from ..events import Event, EventKind
-from .base import HarnessContext, HarnessError
-from .jsonl import JsonRpcHarness
+from omnikernel import __version__
+from omnikernel import events as ev
+from omnikernel.events import Event, EventKind
+from omnikernel.harnesses.base import HarnessContext, HarnessError
+from omnikernel.harnesses.jsonl import JsonRpcHarness
 
 #: The key variable Codex reads for our provider (it holds the session secret the gateway issued).
 KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"

@@ -26,11 +26,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import events as ev
-from ..events import Event, EventKind
-from ..spawn import HarnessProcess
-from ..turnstop import TurnProcesses, describe_killed
-from .base import Harness, HarnessContext, HarnessError
+from omnikernel import events as ev
+from omnikernel.events import Event, EventKind
+from omnikernel.harnesses.base import Harness, HarnessContext, HarnessError
+from omnikernel.proc.turnstop import TurnProcesses, describe_killed
+from omnikernel.sandbox.spawn import HarnessProcess
 
 log = logging.getLogger(__name__)
 

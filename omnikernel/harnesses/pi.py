@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from .. import events as ev
-from ..events import Event, EventKind
-from ..gateway import PriceTable
-from .base import HarnessContext, HarnessError
-from .jsonl import JsonLinesHarness
+from omnikernel import events as ev
+from omnikernel.events import Event, EventKind
+from omnikernel.gateway import PriceTable
+from omnikernel.harnesses.base import HarnessContext, HarnessError
+from omnikernel.harnesses.jsonl import JsonLinesHarness
 
 GATE = Path(__file__).with_name("pi_gate.ts")
 KEY_VARIABLE = "OMNIKERNEL_PI_KEY"

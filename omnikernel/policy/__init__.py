@@ -2,13 +2,24 @@
 
 `commands` parses shell lines into the commands they run; `rules` holds the built-in rules;
 `engine` is pure (events and state in, verdicts and state out); `config` reads the levels
-(user file, project file, session) and fails closed on a broken file; `magics` is `%policy`.
+(user file, project file, session) and fails closed on a broken file; `amounts` parses the
+dollars and tokens a budget or a pause is set in. Pure: no IPython, no session (`%policy` is in
+`omnikernel.kernel.magics.policy`).
 """
 
-from .commands import UNKNOWN, Command, ParsedLine, parse
-from .config import Policy, PolicyFileError
-from .engine import DEFAULT_ASK, Verdict, fold, judge, observe, request_of
-from .rules import BUILTINS, Match, Outcome, PolicyState, Request, Rule, RuleError, make_rule
+from omnikernel.policy.commands import UNKNOWN, Command, ParsedLine, parse
+from omnikernel.policy.config import Policy, PolicyFileError
+from omnikernel.policy.engine import DEFAULT_ASK, Verdict, fold, judge, observe, request_of
+from omnikernel.policy.rules import (
+    BUILTINS,
+    Match,
+    Outcome,
+    PolicyState,
+    Request,
+    Rule,
+    RuleError,
+    make_rule,
+)
 
 __all__ = [
     "BUILTINS",

@@ -35,7 +35,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .rules import BUILTINS, Match, Outcome, PolicyState, PushAfterInstall, Request, Rule, RuleError
+from omnikernel.policy.rules import (
+    BUILTINS,
+    Match,
+    Outcome,
+    PolicyState,
+    PushAfterInstall,
+    Request,
+    Rule,
+    RuleError,
+)
 
 LEVELS = ("default", "user", "project", "session")
 PROJECT_DIR = ".omnikernel"
@@ -119,7 +128,7 @@ def load_file(path: Path, level: str, base: Path | None = None) -> PolicyFile:
 
 
 def _rule(name: str, args: dict[str, Any] | list[Any], level: str, base: Path) -> Rule:
-    from .rules import make_rule
+    from omnikernel.policy.rules import make_rule
 
     return make_rule(name, args, level, resolve_path=lambda p: str((base / Path(p).expanduser())
                                                                    .resolve()))  # fmt: skip
@@ -191,7 +200,7 @@ class Policy:
 
     def add(self, name: str, args: list[str]) -> Rule:
         """``%policy add``: a session rule (RuleError if wrong)."""
-        from .rules import make_rule
+        from omnikernel.policy.rules import make_rule
 
         rule = make_rule(name, args, "session",
                          resolve_path=lambda p: str((self.cwd / Path(p).expanduser()).resolve()))  # fmt: skip

@@ -18,10 +18,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..amounts import counted_tokens
-from ..events import READ_ONLY_ACTIONS, Event, EventKind
-from .commands import parse
-from .rules import Match, Outcome, PolicyState, Request, Rule, installs
+from omnikernel.events import READ_ONLY_ACTIONS, Event, EventKind
+from omnikernel.policy.amounts import counted_tokens
+from omnikernel.policy.commands import parse
+from omnikernel.policy.rules import Match, Outcome, PolicyState, Request, Rule, installs
 
 log = logging.getLogger(__name__)
 

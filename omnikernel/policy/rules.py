@@ -10,7 +10,7 @@ Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy fil
   (``git push``, ``npm publish``, ``twine upload``, ``docker push``, ...). On by default.
 - ``pause-every AMOUNT``  each time metered spend crosses another multiple of AMOUNT, pause.
   AMOUNT is USD (``5``, ``$5``; on a plan the API-equivalent price) or tokens (``1M tokens``,
-  ``500k tok``; see `omnikernel.amounts` for which tokens count).
+  ``500k tok``; see `omnikernel.policy.amounts` for which tokens count).
 - ``budget AMOUNT``       the hard cap: past it, actions are denied (the gateway refuses calls).
 - ``ask PATTERN`` / ``deny PATTERN``   commands matching PATTERN ask / are denied.
 - ``ask-write-outside PATH``   writing or editing a file outside PATH asks.
@@ -29,8 +29,8 @@ import shlex
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..amounts import TOKENS, USD, Amount, AmountError, parse_amount
-from .commands import UNKNOWN, Command
+from omnikernel.policy.amounts import TOKENS, USD, Amount, AmountError, parse_amount
+from omnikernel.policy.commands import UNKNOWN, Command
 
 
 class Outcome(enum.IntEnum):
@@ -68,7 +68,7 @@ class PolicyState:
     #: The package install that ran in this session ("" if none yet).
     installed: str = ""
     spent_usd: float = 0.0
-    #: Tokens metered, as a token budget counts them (`omnikernel.amounts.counted_tokens`).
+    #: Tokens metered, as a token budget counts them (`omnikernel.policy.amounts.counted_tokens`).
     spent_tokens: int = 0
     budget_usd: float | None = None
     budget_tokens: int | None = None

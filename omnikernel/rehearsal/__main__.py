@@ -6,8 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from .fake_model import FakeModelServer
-from .scenario import Scenario
+from omnikernel.rehearsal.fake_model import FakeModelServer
+from omnikernel.rehearsal.scenario import Scenario
 
 DEFAULT = Path(__file__).parent / "scenarios" / "default.json"
 

@@ -9,7 +9,7 @@ model. It runs on the caller's event loop (`await start()`) or in a thread of it
 
 Given an `api_key` (as the kernel's offline rehearsal model always is: a session secret only
 its gateway holds), it answers only requests carrying that key, and nothing from a browser
-(`omnikernel.guard`), like the gateway. Without one it plays an open vendor endpoint, for tests.
+(`omnikernel.gateway.guard`), like the gateway. Without one it plays an open vendor endpoint, for tests.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from typing import Any
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .. import guard
-from ..loopback import GuardedHandler, LoopbackServer
-from . import wire
-from .scenario import Conversation, Reply, Scenario, build_reply, error_reply
+from omnikernel.gateway import guard, wire
+from omnikernel.gateway.loopback import GuardedHandler, LoopbackServer
+from omnikernel.rehearsal.scenario import Conversation, Reply, Scenario, build_reply, error_reply
 
 
 @dataclasses.dataclass

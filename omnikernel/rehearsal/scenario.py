@@ -25,6 +25,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from omnikernel.gateway.wire import (
+    Conversation,
+    Reply,
+    ToolCall,
+    Usage,
+)
+
 #: Tool names per abstract action, across Claude Code, Codex and Pi.
 TOOL_ALIASES = {
     "shell": ("Bash", "bash", "shell", "exec_command", "shell_command", "local_shell"),
@@ -33,55 +40,7 @@ TOOL_ALIASES = {
     "edit": ("Edit", "edit", "edit_file"),
 }
 PATH_KEYS = ("file_path", "path", "filename")
-CONTEXT_TAG = re.compile(r"^\s*<([A-Za-z_][\w-]*)[^>]*>.*</\1>\s*$", re.DOTALL)
-CWD_PATTERNS = (
-    re.compile(r"Working directory:\s*(\S+)"),
-    re.compile(r"<cwd>\s*([^<\s]+)\s*</cwd>"),
-    re.compile(r"Current working directory:\s*(\S+)"),
-)
 DONE_TEXT = "Done."
-
-
-@dataclasses.dataclass
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-
-
-@dataclasses.dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: dict[str, Any]
-
-
-@dataclasses.dataclass
-class Reply:
-    """One model answer, independent of the wire format that will carry it."""
-
-    text: str = ""
-    tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)
-    usage: Usage = dataclasses.field(default_factory=Usage)
-    chunk_delay: float = 0.0
-    error: dict[str, Any] | None = None
-    delay: float = 0.0
-
-    @property
-    def stop_reason(self) -> str:
-        return "tool_use" if self.tool_calls else "end_turn"
-
-
-@dataclasses.dataclass
-class Conversation:
-    """What a request says, whatever its wire format."""
-
-    prompt: str
-    position: int  # assistant answers since the prompt
-    tools: dict[str, dict[str, Any]]  # offered tool name -> JSON schema of its input
-    cwd: str = ""
-    model: str = ""
 
 
 @dataclasses.dataclass
@@ -127,19 +86,6 @@ class Scenario:
         if conversation.position < len(steps):
             return steps[conversation.position]
         return {"text": DONE_TEXT}
-
-
-def is_context(text: str) -> bool:
-    """Context an agent wraps in a tag of its own, not what the user typed."""
-    return bool(CONTEXT_TAG.match(text))
-
-
-def find_cwd(texts: list[str]) -> str:
-    for text in texts:
-        for pattern in CWD_PATTERNS:
-            if found := pattern.search(text):
-                return found.group(1)
-    return ""
 
 
 def estimate_tokens(chars: int) -> int:

@@ -3,7 +3,7 @@ a unix-socket network bridge to the model gateway (`bridge`), cgroup limits and 
 (`cgroup`), what the host exposes that must be masked (`exposed`), the per-process run dir and
 its cleanup (`rundir`), and backend choice with a fail-closed start (`launch`)."""
 
-from .launch import (
+from omnikernel.sandbox.launch import (
     BACKENDS,
     CHOICES,
     INSTALL_ALL,
@@ -14,7 +14,7 @@ from .launch import (
     self_test,
     start_sandboxed,
 )
-from .spec import (
+from omnikernel.sandbox.spec import (
     HOME_SECRETS,
     POLICY_PATHS,
     PROTECTED,

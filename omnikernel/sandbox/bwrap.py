@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .rundir import RunDir
-from .spec import Mount, opened_inside
+from omnikernel.sandbox.rundir import RunDir
+from omnikernel.sandbox.spec import Mount, opened_inside
 
 name = "bwrap"
 binary = "bwrap"

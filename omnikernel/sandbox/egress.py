@@ -20,7 +20,7 @@ import contextlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .bridge import pipe
+from omnikernel.sandbox.bridge import pipe
 
 DEFAULT_PORTS = (80, 443)
 #: The proxy's port inside the sandbox (its own network namespace), unless the gateway has it.

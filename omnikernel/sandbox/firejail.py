@@ -37,8 +37,8 @@ import pwd
 import re
 from pathlib import Path
 
-from .rundir import RunDir
-from .spec import Mount, opened_inside, within
+from omnikernel.sandbox.rundir import RunDir
+from omnikernel.sandbox.spec import Mount, opened_inside, within
 
 name = "firejail"
 binary = "firejail"

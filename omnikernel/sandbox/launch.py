@@ -21,14 +21,14 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-from ..process import LINE_LIMIT, HarnessProcess
-from . import bwrap, firejail
-from .bridge import Bridge, inside_command, socket_path
-from .cgroup import CGroup
-from .egress import EgressProxy, inside_port, proxy_env
-from .exposed import listening_sockets, root_only_files
-from .rundir import RunDir
-from .spec import SandboxSpec, home_dirs, plan, within
+from omnikernel.proc.process import LINE_LIMIT, HarnessProcess
+from omnikernel.sandbox import bwrap, firejail
+from omnikernel.sandbox.bridge import Bridge, inside_command, socket_path
+from omnikernel.sandbox.cgroup import CGroup
+from omnikernel.sandbox.egress import EgressProxy, inside_port, proxy_env
+from omnikernel.sandbox.exposed import listening_sockets, root_only_files
+from omnikernel.sandbox.rundir import RunDir
+from omnikernel.sandbox.spec import SandboxSpec, home_dirs, plan, within
 
 BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
 CHOICES = ("auto", *BACKENDS, "off")

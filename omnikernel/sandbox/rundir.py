@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .spec import placeholder_for
+from omnikernel.sandbox.spec import placeholder_for
 
 
 def run_root() -> Path:
@@ -195,7 +195,7 @@ def sweep(root: Path | None = None) -> list[Path]:
 
 
 def _sweep_legacy_bridges(tmp: Path) -> list[Path]:
-    from .exposed import listening_sockets
+    from omnikernel.sandbox.exposed import listening_sockets
 
     listening = set(listening_sockets())
     removed = []

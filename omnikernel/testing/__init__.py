@@ -5,7 +5,7 @@ states (`stopping`), and, for convenience, the scripted model server of
 Third-party harness authors can test their adapters with these.
 """
 
-from ..rehearsal import (
+from omnikernel.rehearsal import (
     Conversation,
     FakeModelServer,
     RecordedRequest,

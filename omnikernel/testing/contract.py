@@ -25,12 +25,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ..events import Event, EventKind
-from ..rehearsal.fake_model import FakeModelServer
-from ..rehearsal.scenario import Scenario
-from ..session import AgentSession
-from ..store import SessionStore
-from ..upstream import UpstreamConfig
+from omnikernel.events import Event, EventKind
+from omnikernel.gateway.upstream import UpstreamConfig
+from omnikernel.rehearsal.fake_model import FakeModelServer
+from omnikernel.rehearsal.scenario import Scenario
+from omnikernel.session.core import AgentSession
+from omnikernel.store.sessions import SessionStore
 
 SCENARIO = {
     "rules": [

@@ -1,5 +1,5 @@
 """The states a turn can be stopped in, scripted for the fake model; shared by the stop tests and
-`python -m omnikernel.bench.stop`.
+`python -m benchmarks.stop`.
 
 `stop_in_state` drives one stop through a real `AgentSession`. Each state is a prompt whose scripted answer keeps the agent busy in that state for half a
 minute: streaming text, waiting for an approval, running a command that leaves a background
@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..approval import Decision
-from ..events import Event, EventKind
+from omnikernel.approvals.decide import Decision
+from omnikernel.events import Event, EventKind
 
 if TYPE_CHECKING:
-    from ..rehearsal.fake_model import FakeModelServer
-    from ..session import AgentSession
+    from omnikernel.rehearsal.fake_model import FakeModelServer
+    from omnikernel.session.core import AgentSession
 
 #: Files the running command's processes write unless the stop killed them.
 LATE_FILES = ("late.txt", "background.txt", "slow.txt")

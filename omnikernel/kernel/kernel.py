@@ -1,0 +1,695 @@
+"""OmniKernel: the "Omnigent" Jupyter kernel. A cell is a prompt to the selected agent harness.
+
+An `IPythonKernel` subclass, so comms, widgets, `display()` and Python cells keep working:
+`%`/`!` cells and `%%python` cells go to IPython unchanged, and everything else is a prompt
+(see `routing`). A prompt runs as an asyncio task the kernel awaits, which keeps the shell
+responsive to comm messages (widget clicks) while the agent works, and turns the stop button
+(SIGINT) into a cancellation that ends the agent's turn and leaves the kernel usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ipykernel.ipkernel import IPythonKernel
+from IPython.display import display, update_display
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
+
+from omnikernel import __version__
+from omnikernel.approvals.decide import auto_approve_from_env
+from omnikernel.approvals.from_share import watch_answers
+from omnikernel.approvals.pending import DEFAULT_TIMEOUT_S, timeout_from_env
+from omnikernel.events import Event, EventKind
+from omnikernel.gateway.credentials import CREDENTIALS_ENV, check_preferences, parse_preferences
+from omnikernel.gateway.upstream import UpstreamConfig
+from omnikernel.harnesses import HarnessError
+from omnikernel.harnesses.acp import AcpAgent
+from omnikernel.kernel.agent_result import result_from_events, snapshot
+from omnikernel.kernel.codrive import CoDriving
+from omnikernel.kernel.interpolate import ValueWriter, describe_substitutions, interpolate
+from omnikernel.kernel.magics import FAMILIES
+from omnikernel.kernel.magics.common import MAGICS_HELP, parse_agent_args
+from omnikernel.kernel.magics.session import first_cell_notice
+from omnikernel.kernel.magics.share import ShareMagics
+from omnikernel.kernel.routing import Route, route
+from omnikernel.session import identity
+from omnikernel.session.core import DEFAULT_WATCHDOG_S, AgentSession, default_state_dir
+from omnikernel.store.redact import LogFilter
+from omnikernel.store.sessions import SessionStore, StoreUnavailableError
+from omnikernel.view.render import CellView, error_bundle, notice_bundle
+from omnikernel.view.sanitize import SessionImages
+
+if TYPE_CHECKING:
+    from omnikernel.kernel.widgets import SessionFeed
+    from omnikernel.store.shares import SharedPrompt
+
+#: When the CLI is prewarmed if no frontend asked for kernel_info by then (seconds).
+PREWARM_FALLBACK_S = 2.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def last_error_text(source: str, reply: dict[str, Any]) -> str:
+    """What ``{Err}`` and `%fix` send: the failed cell's source and its traceback (no colours)."""
+    frames = reply.get("traceback") or [f"{reply.get('ename')}: {reply.get('evalue')}"]
+    traceback = _ANSI.sub("", "\n".join(frames)).strip()
+    return f"The cell:\n```python\n{source.strip()}\n```\nIts traceback:\n```\n{traceback}\n```"
+
+
+class OmniKernel(IPythonKernel):
+    implementation = "omnikernel"
+    implementation_version = __version__
+    banner = (
+        f"Omnigent kernel {__version__}: a cell is a prompt to a coding agent. "
+        "%agent shows or switches the harness, %agents lists them, %%python runs Python."
+    )
+    language_info = {
+        "name": "markdown",
+        "mimetype": "text/markdown",
+        "file_extension": ".md",
+        "codemirror_mode": "markdown",
+        "pygments_lexer": "markdown",
+    }
+    default_harness = Unicode("claude", help="Harness that plain prompt cells go to.").tag(
+        config=True
+    )
+    default_model = Unicode(
+        "", help="Model for the default harness; empty: the CLI's default."
+    ).tag(config=True)
+    harness_paths = Dict(
+        help="Explicit CLI paths by harness name, e.g. {'claude': '/opt/bin/claude'}; "
+        "harnesses not listed are found on PATH."
+    ).tag(config=True)
+    auto_approve = Bool(
+        help="Approve every permission request (headless runs). Default: $OMNIKERNEL_AUTO_APPROVE."
+    ).tag(config=True)
+    store_path = Unicode(
+        "", help="Session store file; default $OMNIKERNEL_STORE or <jupyter data>/omnikernel/."
+    ).tag(config=True)
+    anthropic_base_url = Unicode("", help="Default: $ANTHROPIC_BASE_URL.").tag(config=True)
+    anthropic_api_key = Unicode("", help="Default: $ANTHROPIC_API_KEY.").tag(config=True)
+    openai_base_url = Unicode("", help="Default: $OPENAI_BASE_URL.").tag(config=True)
+    openai_api_key = Unicode("", help="Default: $OPENAI_API_KEY.").tag(config=True)
+    credentials = Dict(
+        help="Which credential each harness uses: auto (an API key or base URL, else your plan "
+        "login, else the offline rehearsal model), api-key, login or offline, e.g. "
+        "{'claude': 'login'}. Plan logins: Claude Code's (claude, CLAUDE_CODE_OAUTH_TOKEN) "
+        "and Codex's ChatGPT login (codex login). Default: $OMNIKERNEL_CREDENTIALS "
+        "('claude=login,codex=api-key')."
+    ).tag(config=True)
+    budget_usd = Float(
+        None, allow_none=True, help="Session spend cap in USD; `%budget` changes it."
+    ).tag(config=True)
+    budget_tokens = Int(
+        None,
+        allow_none=True,
+        help="Session cap in metered tokens (input + cache writes + output; cache reads do not "
+        "count), e.g. 2_000_000; `%budget 2M tokens` changes it. With budget_usd too, whichever "
+        "is reached first stops the session.",
+    ).tag(config=True)
+    prices = Dict(
+        help="Price overrides, USD per million tokens: {'anthropic/claude-x': {'input': 3, "
+        "'output': 15, 'cacheRead': 0.3, 'cacheWrite': 3.75}} (a bare model name applies to "
+        "every vendor)."
+    ).tag(config=True)
+    sandbox = Unicode(
+        "auto",
+        help="OS sandbox for agents: auto (bwrap, else firejail), bwrap, firejail, or off "
+        "(an explicit, loudly shown opt-out). Default: $OMNIKERNEL_SANDBOX, else auto.",
+    ).tag(config=True)
+    sandbox_allow = List(
+        Unicode(),
+        help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
+        "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
+    ).tag(config=True)
+    sandbox_readable = List(
+        Unicode(),
+        help="Paths under a home directory agents may read (the home is closed to them "
+        "otherwise), e.g. ['~/datasets']. `%sandbox read PATH` adds more.",
+    ).tag(config=True)
+    prewarm = Bool(
+        True,
+        help="Start the current harness's CLI in its sandbox once the kernel is idle (and on "
+        "`%agent NAME`), so the first prompt does not wait for it. No model request is made. "
+        "Default: on, unless $OMNIKERNEL_PREWARM=0.",
+    ).tag(config=True)
+    acp_agents = Dict(
+        help="Agents spoken to over the Agent Client Protocol, by name: {'codex-acp': "
+        "{'command': ['codex-acp'], 'wire': 'openai'}} (a bare command list works too). "
+        "'claude-acp' (@zed-industries/claude-code-acp) is known out of the box.",
+    ).tag(config=True)
+    watchdog_s = Float(
+        DEFAULT_WATCHDOG_S,
+        help="Seconds a harness may stay silent mid-turn before a watchdog ends the turn and "
+        "stops it (the next cell starts it again, resuming); 0 turns the watchdog off. "
+        "Also OMNIKERNEL_WATCHDOG_S.",
+    ).tag(config=True)
+    rehearsal_scenario = Unicode(
+        "",
+        help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
+        "beside the notebook, else the package's default scenario.",
+    ).tag(config=True)
+
+    approval_timeout = Float(
+        DEFAULT_TIMEOUT_S,
+        help="Seconds an approval waits for a person before it is denied. "
+        "Default: $OMNIKERNEL_APPROVAL_TIMEOUT, else 600.",
+    ).tag(config=True)
+
+    @default("credentials")
+    def _credentials_default(self) -> dict[str, str]:
+        return parse_preferences(os.environ.get(CREDENTIALS_ENV, ""))
+
+    @default("auto_approve")
+    def _auto_approve_default(self) -> bool:
+        return auto_approve_from_env()
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.store = SessionStore(self.store_path or None)
+        problem = ""
+        self._identity_env: dict[str, str] = dict(os.environ)
+        try:
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+        except identity.SessionNameError as exc:  # a bad OMNIKERNEL_SESSION_ID: say so, go on
+            problem = f"{identity.SESSION_ID_ENV} is ignored: {exc}. "
+            self._identity_env.pop(identity.SESSION_ID_ENV)
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+        #: JupyterLab names the notebook only after starting its kernel: look again at the
+        #: first cell (see `omnikernel.session.identity`).
+        self._identity_pending = who.per_run and identity.JUPYTER_SESSION_ENV in os.environ
+        credentials = dict(self.credentials)
+        try:
+            check_preferences(credentials)
+        except ValueError as exc:
+            problem += f"{exc} It is ignored (auto is used). "
+            credentials = {}
+        upstreams = UpstreamConfig(
+            anthropic_base_url=self.anthropic_base_url,
+            anthropic_api_key=self.anthropic_api_key,
+            openai_base_url=self.openai_base_url,
+            openai_api_key=self.openai_api_key,
+        ).merged_with_env(os.environ)
+        self.agents = AgentSession(
+            store=self.store,
+            session_id=who.session_id,
+            notebook=who.notebook,
+            notebook_id=who.notebook_id,
+            how=who.how,
+            cwd=Path.cwd(),
+            state_dir=default_state_dir(),
+            upstream_config=upstreams,
+            harness=os.environ.get("OMNIKERNEL_HARNESS", self.default_harness),
+            model=os.environ.get("OMNIKERNEL_MODEL") or self.default_model or None,
+            harness_paths=self.harness_paths,
+            auto_approve=self.auto_approve,
+            rehearsal_scenario=self.rehearsal_scenario,
+            budget_usd=self.budget_usd,
+            budget_tokens=self.budget_tokens,
+            sandbox=os.environ.get("OMNIKERNEL_SANDBOX") or self.sandbox,
+            allow_hosts=tuple(self.sandbox_allow),
+            readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),
+            acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
+            price_overrides=self.prices,
+            approval_timeout_s=timeout_from_env(self.approval_timeout, dict(os.environ)),
+            credentials=credentials,
+            login_env=os.environ,
+            watchdog_s=watchdog_from_env(self.watchdog_s),
+        )
+        # Images the agents write into the notebook's folder from now on may be shown inline;
+        # no other image an answer names is ever loaded (see `sanitize`).
+        self.images = SessionImages(Path.cwd())
+        #: The last Python error (``{Err}`` and `%fix` send it): its cell's source and traceback.
+        self.last_error: str | None = None
+        #: One turn at a time in this kernel, whether a cell or a co-driver asked for it.
+        self.turns = asyncio.Lock()
+        #: Where approval cards show: the running cell, or the session feed during a
+        #: co-driver's turn.
+        self._show = display
+        self.agents.approvals.presenters.append(self._present_card)
+        self._card_presenter: Any = None
+        self.agents.after_restart.show_turn = self._show_turn
+        self.agents.after_restart.say = lambda message: display(
+            notice_bundle({"message": message}), raw=True
+        )
+        share = ShareMagics(self.shell, self.agents, show_feed=self._show_feed)
+        self.codriving = CoDriving(
+            codes=lambda: share.codes, session_id=lambda: self.agents.session_id,
+            run=self._run_shared_prompt, busy=self.turns.locked,
+        )  # fmt: skip
+        self.agents.approvals.presenters.append(
+            watch_answers(
+                self.agents.approvals, lambda: share.codes, lambda: self.agents.session_id
+            )
+        )
+        assert self.shell is not None
+        notice = " ".join(CONFIG_PROBLEMS) + " " * bool(CONFIG_PROBLEMS) + problem
+        notice += first_cell_notice(who) or ""
+        self.agents.first_notice = notice or None
+        self._deferred_loaded = False
+        self._prewarm_pending = self.prewarm and os.environ.get("OMNIKERNEL_PREWARM", "1") != "0"
+        for family in FAMILIES:
+            self.shell.register_magics(family(self.shell, self.agents))
+        self.shell.register_magics(share)
+        # Our log lines go to the kernel's log (the server's terminal), never into a cell; no
+        # line there carries a credential the session knows (a CLI's stderr, a stray line).
+        ours = logging.getLogger("omnikernel")
+        ours.handlers = list(self.log.handlers) if isinstance(self.log, logging.Logger) else []
+        ours.propagate = False
+        for handler in ours.handlers:
+            handler.addFilter(LogFilter(self.agents.redactor))
+
+    def _present_card(self, pending: Any) -> None:
+        """Shows an ask as an approval card; ipywidgets (about 0.4 s to import) loads at the
+        first ask or once the kernel is idle (`_load_deferred`), not while the kernel starts."""
+        if self._card_presenter is None:
+            from omnikernel.kernel.widgets import presenter
+
+            self._card_presenter = presenter(
+                self.agents.approvals, lambda *a, **k: self._show(*a, **k)
+            )
+        self._card_presenter(pending)
+
+    # -- execution -----------------------------------------------------------------------------
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_meta: dict[str, Any] | None = None,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        if self._identity_pending:
+            self._identity_pending = False
+            who = identity.resolve(self._identity_env, Path.cwd(), self.store)
+            if not who.per_run:
+                self.agents.adopt(who)
+        cell = route(code)
+        if (
+            cell.kind == "ipython"
+            and cell.magic == "fix"
+            and not cell.body.lstrip().startswith("%%")
+        ):
+            return await self._fix(cell, cell_id)
+        if cell.kind == "ipython":
+            if unknown := self._unknown_magic(cell):
+                return unknown
+            reply = await super().do_execute(
+                cell.body,
+                silent,
+                store_history,
+                user_expressions,
+                allow_stdin,
+                cell_meta=cell_meta,
+                cell_id=cell_id,
+            )
+            if reply.get("status") == "error" and reply.get("ename") != "KeyboardInterrupt":
+                self.last_error = last_error_text(cell.body, reply)
+            return reply
+        return await self._execute_prompt(cell, cell_id)
+
+    async def _fix(self, cell: Route, cell_id: str | None) -> dict[str, Any]:
+        """`%fix [NOTE]`: the last Python error and its cell's source, to the current agent."""
+        note = cell.body.strip().partition(" ")[2].strip()
+        if self.last_error is None:
+            return self._error_reply(
+                "UsageError", "%fix: no Python cell has failed in this kernel yet."
+            )
+        prompt = (
+            "A Python cell of my notebook failed. Find the cause and fix it (in the files it "
+            "uses, or tell me the corrected cell).\n\n" + self.last_error
+        )
+        if note:
+            prompt += f"\n\n{note}"
+        return await self._execute_prompt(Route("prompt", prompt), cell_id, interpolated=True)
+
+    def _unknown_magic(self, cell: Route) -> dict[str, Any] | None:
+        """A clear error for a magic that does not exist (IPython's says less)."""
+        if not cell.magic or cell.magic == "python":
+            return None
+        assert self.shell is not None
+        is_cell_magic = cell.body.lstrip().startswith("%%")
+        found = (
+            self.shell.find_cell_magic(cell.magic)
+            if is_cell_magic
+            else self.shell.find_line_magic(cell.magic)
+        )
+        if found:
+            return None
+        prefix = "%%" if is_cell_magic else "%"
+        return self._error_reply("UsageError", f"Unknown magic {prefix}{cell.magic}. {MAGICS_HELP}")
+
+    def _error_reply(self, ename: str, message: str, hint: str = "") -> dict[str, Any]:
+        message, hint = self.agents.redactor.text(message), self.agents.redactor.text(hint)
+        display(error_bundle({"message": message, "hint": hint}), raw=True)
+        assert self.shell is not None
+        count = self.shell.execution_count
+        self.shell.execution_count += 1
+        return {
+            "status": "error",
+            "execution_count": count,
+            "ename": ename,
+            "evalue": message,
+            "traceback": [],
+        }
+
+    async def _execute_prompt(
+        self, cell: Route, cell_id: str | None, interpolated: bool = False
+    ) -> dict[str, Any]:
+        session = self.agents
+        harness = out = None
+        prompt, handoff = cell.body, True
+        if not interpolated:
+            prompt = self._interpolate(prompt)
+        if cell.agent_args is not None:
+            try:
+                args = parse_agent_args(cell.agent_args, allow_review=True)
+            except Exception as exc:  # UsageError: show it, keep the kernel going
+                return self._error_reply("UsageError", str(exc))
+            if args.name is None:
+                return self._error_reply("UsageError", "Usage: %%agent NAME [--model M] [--review]")
+            harness, out = args.name, args.out
+            try:
+                session.set_model(harness, args.model)
+                if args.review:
+                    prompt, _ = session.review_prompt(harness, prompt)
+                    handoff = False  # the review prompt carries the turn itself
+            except (HarnessError, LookupError) as exc:
+                return self._error_reply("UsageError", str(exc))
+        if not prompt:
+            return self._error_reply(
+                "UsageError", "The cell has no prompt: write what the agent should do."
+            )
+        name = harness or session.current
+        view = CellView(
+            display,
+            update_display,
+            offline=session.is_offline(name),
+            images=self.images,
+            # A request without a cell id comes from a front end without cells (jupyter
+            # console, a script's client), which cannot update a display in place.
+            stream=None if cell_id else self._write_stdout,
+        )
+        status = "completed"
+        before = await asyncio.to_thread(snapshot, session.cwd)
+        started: list[tuple[str, int]] = []  # (session id, turn) of this turn
+
+        def waiting(message: str) -> None:
+            view.flush_text()
+            display(notice_bundle({"message": message}), raw=True)
+
+        async def run() -> None:
+            nonlocal status
+            if self.turns.locked():
+                display(notice_bundle({"message": "A co-driver's prompt from the share page runs "
+                        "as a turn of this session now; this cell waits for it to end (its "
+                        "Stop button is in the session feed)."}), raw=True)  # fmt: skip
+            async with self.turns:
+                async for event in session.run_prompt(
+                    prompt,
+                    harness=name,
+                    cell=cell_id or "",
+                    handoff=handoff,
+                    on_wait=waiting,
+                ):
+                    if event.kind == EventKind.TURN_START:
+                        started.append((event.session_id, event.turn))
+                    view.show(event)
+                    if event.kind == EventKind.TURN_END:
+                        status = event.data.get("status", "completed")
+
+        task = asyncio.ensure_future(run())
+        try:
+            await self._until_done_or_stopped(task)
+        except StoreUnavailableError as exc:  # nothing more can be stored: end the turn
+            view.flush_text()
+            await session.abandon_turn(name)
+            return self._error_reply("StoreUnavailableError", str(exc))
+        if task.cancelled() and not started:  # stopped while waiting for another turn
+            display(notice_bundle({"message": "Stopped waiting: this prompt was not sent to "
+                                   "the agent."}), raw=True)  # fmt: skip
+            status = "interrupted"
+        elif task.cancelled():
+            view.flush_text()
+            for event in await session.stop_turn(name, cell_id or ""):
+                view.show(event)
+            status = "interrupted"
+        if started:
+            await self._publish_result(started[0], before, out)
+        assert self.shell is not None
+        count = self.shell.execution_count
+        # Prompts join IPython's input history, so a console's up-arrow finds them too.
+        self.shell.history_manager.store_inputs(count, cell.body)
+        self.shell.execution_count += 1
+        if status == "completed":
+            return {"status": "ok", "execution_count": count, "payload": [], "user_expressions": {}}
+        ename = "KeyboardInterrupt" if status == "interrupted" else "AgentError"
+        return {
+            "status": "error",
+            "execution_count": count,
+            "ename": ename,
+            "evalue": f"the {name} turn ended: {status}",
+            "traceback": [],
+        }
+
+    # -- co-drivers ------------------------------------------------------------------------------
+
+    def _show_feed(self) -> None:
+        """`%share`: the session feed in this cell; co-drivers' prompts run from now on."""
+        from omnikernel.kernel.widgets import SessionFeed, widget_bundle
+
+        feed = SessionFeed()
+        display(widget_bundle(feed, "Session feed: co-drivers' prompts from the share page "
+                              "run here (shown where widgets render)."), raw=True)  # fmt: skip
+        self.codriving.show(feed)
+
+    async def _run_shared_prompt(self, prompt: SharedPrompt, feed: SessionFeed) -> None:
+        """A co-driver's prompt as a turn of this session, shown in `feed`: never through
+        IPython, never interpolated (see `omnikernel.kernel.codrive`)."""
+        session = self.agents
+        name = session.current
+        view = CellView(feed.display, feed.update_display, offline=session.is_offline(name),
+                        images=self.images)  # fmt: skip
+        origin = {"by": prompt.who, "source": prompt.source}
+
+        def waiting(message: str) -> None:  # another kernel of the session runs a turn
+            feed.display(notice_bundle({"message": message}))
+
+        async def run() -> None:
+            async for event in session.run_prompt(prompt.text, harness=name, origin=origin,
+                                                  on_wait=waiting):  # fmt: skip
+                view.show(event)
+
+        async with self.turns:
+            self._show = feed.display
+            task = asyncio.ensure_future(run())
+            feed.running(prompt, on_stop=task.cancel)
+            try:
+                try:
+                    await self._until_done_or_stopped(task)
+                except StoreUnavailableError as exc:
+                    view.flush_text()
+                    await session.abandon_turn(name)
+                    feed.display(error_bundle({"message": str(exc)}))
+                    return
+                if task.cancelled():
+                    view.flush_text()
+                    for event in await session.stop_turn(name):
+                        view.show(event)
+            finally:
+                self._show = display
+                feed.idle()
+
+    async def _show_turn(self, events: Any) -> None:
+        """Show a turn the kernel runs by itself (an approval answered after a restart carries
+        it out) in the cell it belongs to: the caller runs in that cell's context. The stop
+        button ends it, as it ends a cell's."""
+        view = CellView(display, update_display, images=self.images)
+        started: list[Event] = []
+
+        async def show() -> None:
+            async for event in events:
+                if event.kind == EventKind.TURN_START:
+                    started.append(event)
+                view.show(event)
+
+        task = asyncio.ensure_future(show())
+        await self._until_done_or_stopped(task)  # the kernel stopping: the caller ends the turn
+        view.flush_text()
+        if task.cancelled() and started:
+            for event in await self.agents.stop_turn(started[0].harness, started[0].cell):
+                view.show(event)
+
+    def _interpolate(self, prompt: str) -> str:
+        """Python values named in the prompt, put in (see `omnikernel.kernel.interpolate`); the cell
+        says what was put in."""
+        assert self.shell is not None
+        namespace: dict[str, Any] = dict(self.shell.user_ns)
+        if self.last_error is not None:
+            namespace["Err"] = self.last_error
+        text, subs = interpolate(prompt, namespace, ValueWriter(self.agents.cwd))
+        if subs:
+            display(
+                notice_bundle({"message": "Python values in this prompt:\n"
+                               + describe_substitutions(subs).replace("\n", "  \n")}),
+                raw=True,
+            )  # fmt: skip
+        return text
+
+    async def _publish_result(
+        self, turn: tuple[str, int], before: dict[str, tuple[int, int]], out: str | None
+    ) -> None:
+        """`_agent` (and `out`, if asked) in the user namespace: the turn as a Python value."""
+        session_id, number = turn
+        after = await asyncio.to_thread(snapshot, self.agents.cwd)
+        result = result_from_events(
+            self.store.events(session_id, turn=number),
+            folder=self.agents.cwd, before=before, after=after,
+        )  # fmt: skip
+        assert self.shell is not None
+        self.shell.user_ns["_agent"] = result
+        if out:
+            self.shell.user_ns[out] = result.text
+
+    def _write_stdout(self, text: str) -> None:
+        """A ``stream`` message, sent at once under the parent the displays use: ipykernel's
+        buffered `sys.stdout` flushes from its own thread, which could order a chunk after
+        the next display."""
+        assert self.shell is not None
+        self.session.send(
+            self.iopub_socket,
+            "stream",
+            {"name": "stdout", "text": text},
+            parent=self.shell.display_pub.parent_header,
+            ident=self._topic("stream"),
+        )
+
+    async def _until_done_or_stopped(self, task: asyncio.Future[Any]) -> None:
+        """Wait for a turn's task; the stop button (SIGINT) cancels it, and that cancel ends
+        here (the caller sees `task.cancelled()`). The kernel itself being stopped, and any
+        other error of the task, go on to the caller."""
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        guard = self._stop_on_sigint if on_main_thread else self._dummy_context_manager
+        with guard(task):
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the kernel itself is being stopped, not just this turn
+
+    @contextlib.contextmanager
+    def _stop_on_sigint(self, task: asyncio.Future[Any]) -> Iterator[None]:
+        """Cancel the running prompt on SIGINT (the stop button) at once. ipykernel's own guard
+        hands the signal to its io_loop, which here is not the loop running the turn: that
+        loop only noticed seconds later, at its next wake-up. This wakes the turn's own loop."""
+        loop = asyncio.get_running_loop()
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            loop.call_soon_threadsafe(task.cancel)
+
+        saved = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, saved)
+
+    def do_complete(self, code: str, cursor_pos: int | None) -> Any:
+        """Python completion inside ``%%python`` cells and on ``%``/``!`` lines; a prompt
+        cell completes nothing (it is prose for the agent)."""
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        cell = route(code)
+        if cell.kind == "prompt":
+            return {"status": "ok", "matches": [], "cursor_start": cursor_pos,
+                    "cursor_end": cursor_pos, "metadata": {}}  # fmt: skip
+        offset = len(code) - len(cell.body) if cell.magic == "python" else 0
+        if cursor_pos < offset:
+            offset = 0
+        reply = super().do_complete(code[offset:], cursor_pos - offset)
+        if isinstance(reply, dict) and offset:
+            reply["cursor_start"] += offset
+            reply["cursor_end"] += offset
+        return reply
+
+    def do_is_complete(self, code: str) -> dict[str, Any]:
+        """A prompt is always complete (consoles send it on Enter); Python is asked of IPython."""
+        cell = route(code)
+        if cell.kind == "prompt":
+            return {"status": "complete"}
+        return super().do_is_complete(cell.body)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        # A frontend asks for kernel_info as soon as it connects; without one, warm up anyway.
+        self.io_loop.call_later(PREWARM_FALLBACK_S, self._prewarm_once)
+
+    async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        await super().kernel_info_request(stream, ident, parent)
+        # Replied first, so the kernel is ready before anything starts; may run on the control
+        # thread: the CLI is started on the shell's loop, which owns the harness processes.
+        self.io_loop.add_callback(self._prewarm_once)
+
+    def _prewarm_once(self) -> None:
+        if self._prewarm_pending:
+            self._prewarm_pending = False
+            self.agents.prewarm()
+        if not self._deferred_loaded:
+            self._deferred_loaded = True
+            # After the CLI's start is under way (it runs in its own process meanwhile).
+            self.io_loop.call_later(0.05, _load_deferred)
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        # Runs on the control thread's event loop, not the shell's that owns the harness
+        # processes: stop them with signals, which work from any thread.
+        self.codriving.close()
+        self.agents.kill_now()
+        return super().do_shutdown(restart)
+
+
+def _load_deferred() -> None:
+    """Import, once the kernel is idle, what its start leaves out and the first turn or ask
+    needs (widgets, Markdown rendering, the price data), so neither pays for it."""
+    from omnikernel.kernel import widgets  # noqa: F401  (ipywidgets registers its comm target on import)
+    from omnikernel.view.sanitize import _parser
+
+    _parser()
+    with contextlib.suppress(Exception):  # the gateway meters the first call with it
+        from genai_prices import data_snapshot
+
+        data_snapshot.get_snapshot()
+
+
+#: Config files the kernel app could not load (see `kernelapp`), said in the first prompt cell.
+CONFIG_PROBLEMS: list[str] = []
+
+
+def watchdog_from_env(configured: float) -> float:
+    """`OMNIKERNEL_WATCHDOG_S` over the configured watchdog; a bad value is logged and left
+    out (the kernel starts anyway)."""
+    raw = os.environ.get("OMNIKERNEL_WATCHDOG_S", "").strip()
+    if not raw:
+        return configured
+    try:
+        value = float(raw)
+        if value < 0:
+            raise ValueError
+    except ValueError:
+        logging.getLogger("omnikernel").warning(
+            "OMNIKERNEL_WATCHDOG_S=%r is not a number of seconds (>= 0): using %g", raw, configured
+        )
+        return configured
+    return value

@@ -1,0 +1,103 @@
+"""`%sandbox`: the backend the agents run in, and the hosts and paths opened to them.
+
+IPython line magics acting on the kernel's `AgentSession` (see `omnikernel.kernel.magics`)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import line_magic, magics_class
+
+from omnikernel.kernel.magics.common import SessionMagicsBase, show
+from omnikernel.sandbox import CHOICES, SandboxUnavailableError
+from omnikernel.sandbox import resolve as resolve_sandbox
+
+
+@magics_class
+class SandboxMagics(SessionMagicsBase):
+    @line_magic
+    def sandbox(self, line: str) -> None:
+        """%sandbox [auto|bwrap|firejail|off]: the OS sandbox agents run in (off: opt out).
+        %sandbox allow [HOST[:PORT] ...|--clear]: hosts agents may reach (e.g. a registry).
+        %sandbox read [PATH ...|--clear]: paths in a home directory agents may read."""
+        word = line.strip().lower()
+        session = self.session
+        if word.split()[:1] == ["allow"]:
+            self._allow(line.split()[1:])
+            return
+        if word.split()[:1] == ["read"]:
+            self._read(shlex.split(line)[1:])
+            return
+        if word:
+            if word not in CHOICES:
+                raise UsageError(f"%sandbox takes one of {', '.join(CHOICES)}, not {word!r}")
+            try:
+                backend = resolve_sandbox(word)
+            except SandboxUnavailableError as exc:
+                raise UsageError(str(exc)) from None
+            session.sandbox = word
+        else:
+            try:
+                backend = resolve_sandbox(session.sandbox)
+            except SandboxUnavailableError as exc:
+                show(f"Sandbox {session.sandbox}: {exc}")
+                return
+        if backend is None:
+            show(
+                "⚠ SANDBOX OFF: agents run with your own permissions (your files, secrets and "
+                "the network), and reach the model gateway on a loopback TCP port any local "
+                "process holding their key can use too. Every agent cell says so. "
+                "`%sandbox auto` turns it back on."
+            )
+        else:
+            show(
+                f"Sandbox: {backend.name} ({session.sandbox}). Agents may write only the "
+                f"notebook's folder and their private dirs (git config and hooks, shell start-up "
+                f"files and the other protected paths stay read-only); home directories are "
+                f"closed but for the notebook's folder"
+                + (f" and {', '.join(map(str, session.readable))}" if session.readable else "")
+                + "; Jupyter's dirs, the session store and secrets are hidden; the network is "
+                "off but for the model gateway"
+                + (f" and {', '.join(session.allow_hosts)}." if session.allow_hosts else ".")
+            )
+
+    def _read(self, paths: list[str]) -> None:
+        session = self.session
+        if paths == ["--clear"]:
+            session.readable = ()
+        elif paths:
+            found = []
+            for name in paths:
+                path = (session.cwd / os.path.expanduser(name)).resolve()
+                if not path.exists():
+                    raise UsageError(f"{name!r} does not exist ({path}); name a file or folder")
+                found.append(path)
+            session.readable = tuple(dict.fromkeys(session.readable + tuple(found)))
+        if session.readable:
+            show(
+                f"Agents may read {', '.join(map(str, session.readable))} (from their next "
+                "turn; secrets such as ~/.ssh stay hidden inside); the rest of the home "
+                "directories stays closed."
+            )
+        else:
+            show("Home directories are closed to agents but for the notebook's folder.")
+
+    def _allow(self, rules: list[str]) -> None:
+        session = self.session
+        if rules == ["--clear"]:
+            session.allow_hosts = ()
+        elif rules:
+            for rule in rules:
+                host, _, port = rule.partition(":")
+                if not host or (port and not port.isdigit()) or "/" in rule:
+                    raise UsageError(f"{rule!r} is not HOST, HOST:PORT or *.DOMAIN")
+            session.allow_hosts = tuple(dict.fromkeys(session.allow_hosts + tuple(rules)))
+        if session.allow_hosts:
+            show(
+                f"Agents may reach {', '.join(session.allow_hosts)} through the kernel's egress "
+                "proxy (from their next turn); every other host stays unreachable."
+            )
+        else:
+            show("No hosts allowed: agents reach only the model gateway.")
