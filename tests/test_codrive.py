@@ -26,6 +26,9 @@ SCENARIO = {"rules": [
         {"text": "Writing it.",
          "tool_calls": [{"action": "shell", "command": "echo codrive > codrive.txt"}]},
         {"text": "Wrote codrive.txt."}]},
+    # Turns the test stops stream for minutes, so a loaded machine cannot end them first.
+    {"match": "co-driver slow (again|once more)", "steps": [
+        {"text": "tick " * 9000, "chunk_delay": 0.05}]},
     {"match": "co-driver slow", "steps": [{"text": "tick " * 900, "chunk_delay": 0.05}]},
     {"match": "cell question", "steps": [{"text": "The cell's answer."}]},
 ]}  # fmt: skip
