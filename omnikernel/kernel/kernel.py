@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,16 @@ def last_error_text(source: str, reply: dict[str, Any]) -> str:
     frames = reply.get("traceback") or [f"{reply.get('ename')}: {reply.get('evalue')}"]
     traceback = _ANSI.sub("", "\n".join(frames)).strip()
     return f"The cell:\n```python\n{source.strip()}\n```\nIts traceback:\n```\n{traceback}\n```"
+
+
+@dataclasses.dataclass
+class ShownTurn:
+    """How a shown turn went (see `OmniKernel._show_turn`)."""
+
+    started: Event | None = None  # its ``turn_start``: None if it never started
+    status: str = "completed"  # its ``turn_end``'s status, "interrupted" when stopped
+    stopped: bool = False  # the stop button ended it (or ended the wait for it)
+    store_error: StoreUnavailableError | None = None
 
 
 class OmniKernel(IPythonKernel):
@@ -236,7 +247,7 @@ class OmniKernel(IPythonKernel):
         self._show = display
         self.agents.approvals.presenters.append(self._present_card)
         self._card_presenter: Any = None
-        self.agents.after_restart.show_turn = self._show_turn
+        self.agents.after_restart.show_turn = self._carry_out
         self.agents.after_restart.say = lambda message: display(
             notice_bundle({"message": message}), raw=True
         )
@@ -402,50 +413,30 @@ class OmniKernel(IPythonKernel):
             # console, a script's client), which cannot update a display in place.
             stream=None if cell_id else self._write_stdout,
         )
-        status = "completed"
         before = await asyncio.to_thread(snapshot, session.cwd)
-        started: list[tuple[str, int]] = []  # (session id, turn) of this turn
 
         def waiting(message: str) -> None:
             view.flush_text()
             display(notice_bundle({"message": message}), raw=True)
 
-        async def run() -> None:
-            nonlocal status
+        async def turn() -> AsyncIterator[Event]:
             if self.turns.locked():
                 display(notice_bundle({"message": "A co-driver's prompt from the share page runs "
                         "as a turn of this session now; this cell waits for it to end (its "
                         "Stop button is in the session feed)."}), raw=True)  # fmt: skip
             async with self.turns:
-                async for event in session.run_prompt(
-                    prompt,
-                    harness=name,
-                    cell=cell_id or "",
-                    handoff=handoff,
-                    on_wait=waiting,
-                ):
-                    if event.kind == EventKind.TURN_START:
-                        started.append((event.session_id, event.turn))
-                    view.show(event)
-                    if event.kind == EventKind.TURN_END:
-                        status = event.data.get("status", "completed")
+                async for event in session.run_prompt(prompt, harness=name, cell=cell_id or "",
+                                                      handoff=handoff, on_wait=waiting):  # fmt: skip
+                    yield event
 
-        task = asyncio.ensure_future(run())
-        try:
-            await self._until_done_or_stopped(task)
-        except StoreUnavailableError as exc:  # nothing more can be stored: end the turn
-            view.flush_text()
-            await session.abandon_turn(name)
-            return self._error_reply("StoreUnavailableError", str(exc))
-        if task.cancelled() and not started:  # stopped while waiting for another turn
+        shown = await self._show_turn(turn(), view, name, cell_id or "")
+        if shown.store_error is not None:  # nothing more can be stored: the turn was ended
+            return self._error_reply("StoreUnavailableError", str(shown.store_error))
+        if shown.stopped and shown.started is None:  # stopped while waiting for another turn
             display(notice_bundle({"message": "Stopped waiting: this prompt was not sent to "
                                    "the agent."}), raw=True)  # fmt: skip
-            status = "interrupted"
-        elif task.cancelled():
-            view.flush_text()
-            for event in await session.stop_turn(name, cell_id or ""):
-                view.show(event)
-            status = "interrupted"
+        status = shown.status
+        started = [(e.session_id, e.turn) for e in (shown.started,) if e is not None]
         if started:
             await self._publish_result(started[0], before, out)
         assert self.shell is not None
@@ -487,50 +478,67 @@ class OmniKernel(IPythonKernel):
         def waiting(message: str) -> None:  # another kernel of the session runs a turn
             feed.display(notice_bundle({"message": message}))
 
-        async def run() -> None:
-            async for event in session.run_prompt(prompt.text, harness=name, origin=origin,
-                                                  on_wait=waiting):  # fmt: skip
-                view.show(event)
-
         async with self.turns:
             self._show = feed.display
-            task = asyncio.ensure_future(run())
-            feed.running(prompt, on_stop=task.cancel)
             try:
-                try:
-                    await self._until_done_or_stopped(task)
-                except StoreUnavailableError as exc:
-                    view.flush_text()
-                    await session.abandon_turn(name)
-                    feed.display(error_bundle({"message": str(exc)}))
-                    return
-                if task.cancelled():
-                    view.flush_text()
-                    for event in await session.stop_turn(name):
-                        view.show(event)
+                shown = await self._show_turn(
+                    session.run_prompt(prompt.text, harness=name, origin=origin, on_wait=waiting),
+                    view, name, "", on_task=lambda task: feed.running(prompt, on_stop=task.cancel),
+                )  # fmt: skip
+                if shown.store_error is not None:
+                    feed.display(error_bundle({"message": str(shown.store_error)}))
             finally:
                 self._show = display
                 feed.idle()
 
-    async def _show_turn(self, events: Any) -> None:
+    async def _carry_out(self, events: AsyncIterator[Event]) -> None:
         """Show a turn the kernel runs by itself (an approval answered after a restart carries
         it out) in the cell it belongs to: the caller runs in that cell's context. The stop
         button ends it, as it ends a cell's."""
         view = CellView(display, update_display, images=self.images)
-        started: list[Event] = []
+        shown = await self._show_turn(events, view, None, None)
+        if shown.store_error is not None:
+            raise shown.store_error
+
+    async def _show_turn(
+        self, events: AsyncIterator[Event], view: CellView, harness: str | None,
+        cell: str | None, on_task: Callable[[asyncio.Task[None]], None] | None = None,
+    ) -> ShownTurn:  # fmt: skip
+        """Show a turn's events (as `AgentSession.run_prompt` yields them) in `view` until it
+        ends or the stop button ends it: the one way a cell's prompt, a co-driver's and an
+        approval carried out after a restart are shown. Stopped, the turn's end is stored and
+        shown; a store that refuses writes ends the turn (`ShownTurn.store_error`). `harness`
+        and `cell` name the turn before it starts (None: the turn's own, once started)."""
+        shown = ShownTurn()
 
         async def show() -> None:
             async for event in events:
-                if event.kind == EventKind.TURN_START:
-                    started.append(event)
+                if event.kind == EventKind.TURN_START and shown.started is None:
+                    shown.started = event
                 view.show(event)
+                if event.kind == EventKind.TURN_END:
+                    shown.status = event.data.get("status", "completed")
 
         task = asyncio.ensure_future(show())
-        await self._until_done_or_stopped(task)  # the kernel stopping: the caller ends the turn
-        view.flush_text()
-        if task.cancelled() and started:
-            for event in await self.agents.stop_turn(started[0].harness, started[0].cell):
-                view.show(event)
+        if on_task is not None:
+            on_task(task)
+        try:
+            await self._until_done_or_stopped(task)
+        except StoreUnavailableError as exc:
+            view.flush_text()
+            await self.agents.abandon_turn(harness or (shown.started and shown.started.harness))
+            shown.store_error = exc
+            return shown
+        if task.cancelled():
+            shown.stopped, shown.status = True, "interrupted"
+            view.flush_text()
+            if shown.started is not None:
+                started = shown.started
+                for event in await self.agents.stop_turn(
+                    harness or started.harness, cell if cell is not None else started.cell
+                ):
+                    view.show(event)
+        return shown
 
     def _interpolate(self, prompt: str) -> str:
         """Python values named in the prompt, put in (see `omnikernel.kernel.interpolate`); the cell
