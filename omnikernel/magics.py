@@ -118,6 +118,13 @@ def show(plain: str, markdown: str | None = None) -> None:
     display(agent_bundle(markdown or plain, plain), raw=True)
 
 
+def turn_cost(cost: Any, rehearsal: bool) -> str:
+    """A turn's cost for `%history`: a rehearsal's $0 says it is one (nothing was spent)."""
+    if rehearsal and cost == 0:
+        return "$0 (rehearsal)"
+    return f"${cost:.4f}" if isinstance(cost, int | float) else "-"
+
+
 @magics_class
 class OmniMagics(Magics):
     def __init__(self, shell: Any, session: AgentSession):
@@ -198,7 +205,7 @@ class OmniMagics(Magics):
                     prompt[:60] + ("..." if len(prompt) > 60 else ""),
                     t["tools"],
                     t["tokens"],
-                    f"${cost:.4f}" if isinstance(cost, int | float) else "-",
+                    turn_cost(cost, bool(t.get("rehearsal"))),
                     t["status"],
                 ]
             )
@@ -235,8 +242,7 @@ class OmniMagics(Magics):
         session = self.session
         rows = [
             [r.harness, r.model, r.requests, f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-             f"{r.cache_tokens:,}", f"{r.tokens:,}", ("plan, API-equivalent " if r.plan else "")
-             + f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")]
+             f"{r.cache_tokens:,}", f"{r.tokens:,}", r.cost_text()]
             for r in session.ledger.by_harness_and_model()
         ]  # fmt: skip
         if not rows:
@@ -248,6 +254,10 @@ class OmniMagics(Magics):
         if rows:
             ledger = session.ledger
             total = f"Session total: ${ledger.total_usd:.4f}"
+            if ledger.only_rehearsal:
+                total = "Session total: $0 (rehearsal: the offline rehearsal model spends nothing)"
+            elif ledger.rehearsal:
+                total += f" ({ledger.rehearsal} rehearsal call(s) at $0)"
             if ledger.unpriced:
                 total += f" plus {ledger.unpriced} call(s) to unpriced models"
             if any(r.plan for r in ledger.records):

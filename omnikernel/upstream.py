@@ -32,6 +32,9 @@ class Upstream:
     #: A plan login (`omnikernel.credentials.Login`) the gateway authenticates with instead of
     #: `api_key`; on the agent's side, True-ish means "send the secret as a plan login would".
     login: Any = dataclasses.field(default=None, repr=False, compare=False)
+    #: Offline only: the model (``vendor/model`` or ``model``) the gateway prices the rehearsal
+    #: model's calls as, when its scenario asks (`Scenario.price_as`); empty, they cost $0.
+    price_as: str = ""
 
     @property
     def label(self) -> str:
