@@ -24,10 +24,11 @@ from omnikernel.events import Event, EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store.sessions import SessionStore
 from omnikernel.store.shares import ShareCodes
-from tests.conftest import require_claude
-from tests.test_kernel_control import run_and_answer
-from tests.test_share import SESSION as SHARED
-from tests.test_share import add, clock, join, share, store  # noqa: F401  (fixtures)
+
+from .conftest import require_claude
+from .test_kernel_control import run_and_answer
+from .test_share import SESSION as SHARED
+from .test_share import add, clock, join, share, store  # noqa: F401  (fixtures)
 
 COMMAND = "echo mark >> marks.txt"
 SCENARIO = {

@@ -10,7 +10,8 @@ import pytest
 from omnikernel.events import EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store.sessions import SessionStore
-from tests.conftest import require_claude
+
+from .conftest import require_claude
 
 SCENARIO = {
     "rules": [

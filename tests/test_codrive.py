@@ -18,7 +18,8 @@ from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store.sessions import SessionStore
 from omnikernel.store.shares import ShareCodes
 from omnikernel.view.export import export_session
-from tests.conftest import require_cli
+
+from .conftest import require_cli
 
 SCENARIO = {"rules": [
     {"match": "co-driver hello", "steps": [{"text": "Hello from the agent, co-driver."}]},

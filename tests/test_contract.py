@@ -2,7 +2,8 @@
 
 from omnikernel.events import EventKind
 from omnikernel.testing.contract import HarnessContract
-from tests.conftest import require_cli
+
+from .conftest import require_cli
 
 
 class TestClaudeContract(HarnessContract):

@@ -26,7 +26,8 @@ from omnikernel.gateway.credentials import (
 )
 from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.test_gateway import settle
+
+from .test_gateway import settle
 
 STALE = "sk-ant-oat01-stale-access-token-0001"
 FRESH = "sk-ant-oat01-fresh-access-token-0002"

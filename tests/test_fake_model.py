@@ -14,7 +14,8 @@ import pytest
 
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.rehearsal.scenario import Conversation
-from tests.conftest import require_claude
+
+from .conftest import require_claude
 
 SCENARIO = Scenario.from_dict(
     {

@@ -25,7 +25,8 @@ from omnikernel.gateway.upstream import Upstream, UpstreamConfig
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.session.core import AgentSession
 from omnikernel.store.sessions import SessionStore, StoreUnavailableError
-from tests.conftest import require_claude, require_cli
+
+from .conftest import require_claude, require_cli
 
 OVERLOADED = {"error": {"status": 529, "type": "overloaded_error", "message": "Overloaded"}}
 RATE_LIMITED = {"error": {"status": 429, "type": "rate_limit_error", "message": "slow down"}}

@@ -180,6 +180,42 @@ def test_budget_cuts_a_stream_that_crosses_it(gateway):
     assert record.estimated and record.cost_usd is not None
 
 
+def test_rehearsal_calls_cost_nothing_and_no_budget_counts_them(gateway, fake):
+    """The offline rehearsal model spends nothing: its calls are $0 rehearsal records (their
+    tokens still count), so a dollar budget never stops a rehearsal, even of a model with no
+    price."""
+    gateway.upstreams["anthropic"] = Upstream("anthropic", fake.base_url, "k", offline=True)
+    gateway.budget.limit_usd = 0.000001
+    claude = claude_client(gateway)
+    for model in ("claude-sonnet-4-5", "claude-from-the-future"):
+        claude.messages.create(model=model, max_tokens=5,
+                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    records = settle(gateway)
+    assert [(r.cost_usd, r.rehearsal, r.priced_as) for r in records] == [(0.0, True, "")] * 2
+    assert gateway.ledger.total_usd == 0 and gateway.ledger.only_rehearsal
+    assert gateway.ledger.total_tokens == 2 * (USAGE["input_tokens"] + USAGE["output_tokens"])
+    (row, _) = gateway.ledger.by_harness_and_model()
+    assert row.cost_text() == "$0 (rehearsal)"
+
+
+def test_a_scenario_prices_rehearsal_calls_on_purpose(gateway, fake):
+    """`price_as` prices a rehearsal as a real model, to show or test dollar rules offline."""
+    gateway.upstreams["anthropic"] = Upstream("anthropic", fake.base_url, "k", offline=True,
+                                              price_as="anthropic/claude-sonnet-4-5")  # fmt: skip
+    claude_client(gateway).messages.create(model="claude-opus-4-8", max_tokens=5,
+                                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    (record,) = settle(gateway)
+    assert record.rehearsal and record.priced_as == "anthropic/claude-sonnet-4-5"
+    assert record.cost_usd == pytest.approx(expected_cost("anthropic", "claude-sonnet-4-5", USAGE))
+    (row,) = gateway.ledger.by_harness_and_model()
+    assert "(rehearsal priced as anthropic/claude-sonnet-4-5)" in row.cost_text()
+    gateway.budget.limit_usd = record.cost_usd / 2  # past it: the next call is held
+    with pytest.raises(anthropic.APIStatusError) as err:
+        claude_client(gateway).messages.create(model="claude-opus-4-8", max_tokens=5,
+                                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    assert err.value.status_code == 402
+
+
 def test_record_then_replay_offline(gateway, fake, tmp_path):
     cassette = tmp_path / "nb.cassette.jsonl"
     gateway.record_to(cassette)

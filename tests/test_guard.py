@@ -32,7 +32,8 @@ from omnikernel.sandbox import SandboxSpec, resolve, self_test, start_sandboxed
 from omnikernel.sandbox.rundir import private_root
 from omnikernel.session.core import AgentSession
 from omnikernel.store.sessions import SessionStore
-from tests.conftest import require_cli
+
+from .conftest import require_cli
 
 REAL_KEY = "sk-ant-real-key-of-the-user-0016"
 SCENARIO = Scenario.from_dict({"rules": [{"match": ".*", "steps": [{"text": "spent"}]}]})

@@ -9,7 +9,8 @@ import pytest
 from omnikernel.events import Event, EventKind
 from omnikernel.session.handoff import build_handoff, review_prompt, turns_of
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import require_cli
+
+from .conftest import require_cli
 
 
 def turn(number: int, harness: str, prompt: str, answer: str, *calls: dict) -> list[Event]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import require_claude
+
+from .conftest import require_claude
 
 SCENARIO = {
     "rules": [

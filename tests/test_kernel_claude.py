@@ -13,7 +13,8 @@ import pytest
 
 from omnikernel.gateway import PriceTable
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from tests.conftest import require_claude, shown_text
+
+from .conftest import require_claude, shown_text
 
 SCRIPTED_USAGE = {"input_tokens": 1200, "output_tokens": 80}
 SCENARIO = {

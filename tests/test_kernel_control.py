@@ -17,7 +17,8 @@ import pytest
 
 from omnikernel.gateway import PriceTable
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import CellResult, require_cli
+
+from .conftest import CellResult, require_cli
 
 USAGE = {"input_tokens": 2000, "output_tokens": 80}
 SCENARIO = {

@@ -11,8 +11,9 @@ import sqlite3
 import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import require_claude, shown_text
-from tests.test_kernel_claude import closed_port, descendants
+
+from .conftest import require_claude, shown_text
+from .test_kernel_claude import closed_port, descendants
 
 REAL_KEY = "sk-ant-real-key-never-in-the-agent-0042"
 MODEL = "claude-sonnet-4-5"

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import require_claude, require_cli
-from tests.test_credentials import (
+
+from .conftest import require_claude, require_cli
+from .test_credentials import (
     FRESH,
     NEXT_REFRESH,
     REFRESH,
@@ -20,7 +21,7 @@ from tests.test_credentials import (
     chatgpt_auth,
     write_claude_login,
 )
-from tests.test_kernel_claude import descendants
+from .test_kernel_claude import descendants
 
 SCENARIO = Scenario.from_dict(
     {"rules": [{"match": "hello", "steps": [{"text": "Plan-login-works.",

@@ -23,7 +23,8 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from tests.conftest import KernelSession, kernel_env, require_claude
+
+from .conftest import KernelSession, kernel_env, require_claude
 
 SCENARIO = {
     "rules": [

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from omnikernel.rehearsal import FakeModelServer, Scenario
-from tests.conftest import NODE_BIN, require_claude
-from tests.test_kernel_gateway import (
+
+from .conftest import NODE_BIN, require_claude
+from .test_kernel_gateway import (
     agent_environment,
     jupyter_ports,
     post_with_secret,

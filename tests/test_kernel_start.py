@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmarks.turns import descendants
 from omnikernel.harnesses.codex import CodexHarness, native_binary
-from tests.conftest import REPO, require_cli
+
+from .conftest import REPO, require_cli
 
 #: Imported only when first needed (or once the kernel is idle): together about 1 s of start.
 DEFERRED = ("ipywidgets", "genai_prices", "markdown_it", "segno", "jupyter_server")

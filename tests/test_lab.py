@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from omnikernel.store.sessions import SessionStore
-from tests.conftest import REPO, free_port, jupyter_server, kernel_env, require_claude
+
+from .conftest import REPO, free_port, jupyter_server, kernel_env, require_claude
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_cli
-from tests.test_kernel_control import SCENARIO, git, project
-from tests.test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fixture)
+from .conftest import require_cli
+from .test_kernel_control import SCENARIO, git, project
+from .test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fixture)
 
 
 def notebook(cells: list[str]) -> dict:
@@ -40,7 +40,10 @@ def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness, 
     work.mkdir()
     remote = project(work)
     # The offline rehearsal model plays this script (`<notebook>.rehearsal.json` beside it).
-    (work / "control.rehearsal.json").write_text(json.dumps(SCENARIO))
+    # Rehearsal calls cost $0; the script prices them as a real model on purpose, so the
+    # pause every $0.0001 below has spend to count.
+    priced = {**SCENARIO, "price_as": "anthropic/claude-sonnet-4-5"}
+    (work / "control.rehearsal.json").write_text(json.dumps(priced))
     cells = [f"%agent {harness}", "%autoapprove on", "Please install the package.",
              "Please push the work.", "%policy add pause-every 0.0001",
              "Which file did you create?"]  # fmt: skip

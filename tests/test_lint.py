@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from .conftest import REPO
 
 
 def test_ruff_finds_nothing():

@@ -25,7 +25,8 @@ from omnikernel.events import Event, EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.session.identity import legacy_session_id
 from omnikernel.store.sessions import SessionStore
-from tests.conftest import jupyter_server, kernel_env, require_claude
+
+from .conftest import jupyter_server, kernel_env, require_claude
 
 TOKEN = "identity-test-token"
 SCENARIO = {

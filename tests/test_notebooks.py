@@ -1,15 +1,69 @@
 """The shipped notebooks, executed headless by nbclient with the real CLI, fully offline: no
-credentials are configured, so the kernel's offline rehearsal model answers."""
+credentials are configured, so the kernel's offline rehearsal model answers, at $0.
+
+Nobody clicks a card in a headless run, so a person answers from a terminal instead, the way
+`omnikernel attach --approve ID` does (`Approver`): the card is real, shown in the cell, and
+the kernel takes the answer from the store."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import REPO, kernel_env, require_claude, require_cli
+from omnikernel.cli.attach import AnswerError, answer
+from omnikernel.events import EventKind
+from omnikernel.store.sessions import SessionStore
+
+from .conftest import REPO, kernel_env, require_claude, require_cli
+
+
+class Approver(threading.Thread):
+    """Answers each approval the notebook's session asks, from the store, like a person at a
+    terminal: `allow(request)` says how (default: approve)."""
+
+    def __init__(self, store: Path, allow: Callable[[dict[str, Any]], bool] = lambda _r: True):
+        super().__init__(daemon=True)
+        self.store_path, self.allow = store, allow
+        self.answered: list[dict[str, Any]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            if not self.store_path.exists():
+                continue
+            store = SessionStore(self.store_path)
+            for session in store.sessions():
+                sid = str(session["session_id"])
+                events = list(store.events(sid, kinds=(EventKind.APPROVAL_REQUEST,
+                                                       EventKind.APPROVAL_DECISION)))  # fmt: skip
+                decided = {e.data.get("request_id") for e in events
+                           if e.kind == EventKind.APPROVAL_DECISION}  # fmt: skip
+                for event in events:
+                    rid = event.data.get("request_id")
+                    if event.kind != EventKind.APPROVAL_REQUEST or rid in decided:
+                        continue
+                    if any(a["request_id"] == rid for a in self.answered):
+                        continue
+                    try:
+                        answer(store, sid, str(rid), self.allow(event.data))
+                    except AnswerError:
+                        continue
+                    self.answered.append(event.data)
+
+    def __enter__(self) -> Approver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join(timeout=5)
 
 
 def outputs_text(cell) -> str:
@@ -22,7 +76,10 @@ def outputs_text(cell) -> str:
     return "\n".join(parts)
 
 
-def run_notebook(name: str, tmp_path: Path) -> tuple[Path, nbformat.NotebookNode]:
+def run_notebook(
+    name: str, tmp_path: Path, approver: Approver | None = None
+) -> tuple[Path, nbformat.NotebookNode]:
+    """Execute `name` from a copy of the notebooks folder; `approver` answers its cards."""
     require_claude()
     work = tmp_path / "nb"
     shutil.copytree(REPO / "notebooks", work)
@@ -30,24 +87,41 @@ def run_notebook(name: str, tmp_path: Path) -> tuple[Path, nbformat.NotebookNode
     client = NotebookClient(
         nb, timeout=240, kernel_name="omnikernel", resources={"metadata": {"path": str(work)}}
     )
-    client.execute(env=kernel_env(tmp_path))
+    # As Jupyter's front ends do: the kernel learns its notebook, so the rehearsal script
+    # beside it (`<notebook>.rehearsal.json`) plays.
+    env = kernel_env(tmp_path, JPY_SESSION_NAME=str(work / name))
+    if approver is None:
+        client.execute(env=env)
+    else:
+        with approver:
+            client.execute(env=env)
     return work, nb
 
 
+def store_of(tmp_path: Path) -> Path:
+    return Path(kernel_env(tmp_path)["OMNIKERNEL_STORE"])
+
+
 def test_quickstart_runs_offline_end_to_end(tmp_path):
-    work, nb = run_notebook("quickstart.ipynb", tmp_path)
+    approver = Approver(store_of(tmp_path))
+    work, nb = run_notebook("quickstart.ipynb", tmp_path, approver)
     code = [c for c in nb.cells if c.cell_type == "code"]
     by_source = {c.source.splitlines()[0]: outputs_text(c) for c in code}
+    assert not any("%autoapprove" in c.source for c in code)
 
-    # A tool call really ran: the agent wrote hello.py in the notebook's folder, and it works.
+    # A tool call really ran: the agent asked to write hello.py, a card showed the ask, a
+    # person approved it, and the file is in the notebook's folder.
     hello = work / "hello.py"
     assert hello.is_file(), by_source
     create = by_source["Create a Python file hello.py that prints a friendly greeting."]
     assert "▶ Write" in create and "hello.py" in create
+    assert "APPROVAL NEEDED: Write" in create and "Approve or Deny" in create, create
+    assert "approved by" in create and "(terminal)" in create, create
     assert "offline rehearsal model" in create  # every affected output says so
-    assert "auto-approved" in create
+    assert "$0 (rehearsal)" in create  # the footer: a rehearsal spends nothing
+    assert [a["tool"] for a in approver.answered] == ["Write", "Bash"]
 
-    # The next cell continued the conversation and ran the file.
+    # The next cell continued the conversation and ran the file (its command asked too).
     run = by_source["Now run hello.py and tell me what it printed."]
     assert "▶ Bash" in run and "python3 hello.py" in run
     greeting = hello.read_text()
@@ -57,7 +131,14 @@ def test_quickstart_runs_offline_end_to_end(tmp_path):
     assert greeting.strip().splitlines()[0] in python
 
     history = by_source["%history"]
-    assert history.count("completed") == 2
+    assert history.count("completed") == 2 and "$0 (rehearsal)" in history
+
+    # The gauge and %spend at the end of the run: $0, a rehearsal; the links, with no share
+    # server running, are made and say how to start one.
+    spend = by_source["%spend"]
+    assert "$0 spent (rehearsal)" in spend and "0.2225" not in spend
+    shared = by_source["%share"]
+    assert "/join?code=" in shared and "No share server is running" in shared
 
 
 def test_three_agents_notebook_runs_offline(tmp_path):
@@ -92,3 +173,42 @@ def test_data_analysis_notebook_passes_data_both_ways(tmp_path):
     python = [outputs_text(c) for c in nb.cells if c.cell_type == "code"]
     assert "best region: North" in python[-2] and "its revenue: 3930" in python[-2]
     assert "AgentResult(claude turn 1 · completed · 1 tool call" in python[-1]
+
+
+def test_control_notebook_asks_for_the_push_pauses_and_dry_runs_a_policy(tmp_path):
+    require_cli("npm")
+    approver = Approver(store_of(tmp_path))
+    work, nb = run_notebook("control.ipynb", tmp_path, approver)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    # Streamed text is wrapped where its chunks ended: compare words.
+    outputs = {c.source.splitlines()[0]: " ".join(outputs_text(c).split()) for c in code}
+    assert not any("%autoapprove" in c.source for c in code)
+
+    # The install asked (the default ask), was approved, and ran.
+    installed = outputs["Please install the package in shop."]
+    assert "APPROVAL NEEDED: Bash" in installed and "npm install" in installed, installed
+    assert (work / "shop" / "node_modules" / "localpkg").exists(), installed
+    # Then the push asked because of push-after-install, naming the install that armed it.
+    pushed = outputs["Please push the shop's work."]
+    assert "push-after-install" in pushed and "a package install ran earlier" in pushed, pushed
+    assert "approved by" in pushed and "The push step is finished." in pushed
+    branches = subprocess.run(["git", "--git-dir", str(work / "shop-remote.git"), "branch"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "main" in branches
+
+    # The dollar rule is listed but never comes in a $0 rehearsal; the token rule pauses the
+    # next model call until Continue.
+    assert "pause-every 100" in outputs["%policy add pause-every 100"]
+    asked = outputs["What did we do in the shop?"]
+    assert "PAUSED" in asked and "pause-every 5k tokens" in asked, asked
+    assert "pause: continued" in asked and "We installed the local package" in asked
+    assert "pause" in [a.get("action") for a in approver.answered]
+    spend = outputs["%spend"]
+    assert "$0 spent (rehearsal)" in spend and "next pause at" in spend, spend
+
+    # The dry run: the stricter file would have denied the push and asked for the install.
+    dry = outputs["%policy test strict-policy.toml"]
+    assert "Dry run of strict-policy.toml" in dry, dry
+    assert "git push -q origin HEAD:main deny deny 'git push'" in dry, dry
+    assert "npm install --offline --no-audit --no-fund ./pkg ask ask 'npm install'" in dry, dry
+    assert "pause pause-every 3k tokens" in dry and "1 ask, 1 deny, 3 pause" in dry, dry

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import zipfile
 
-from tests.conftest import REPO
+from .conftest import REPO
 
 
 def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from benchmarks.turns import descendants
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import require_cli
+
+from .conftest import require_cli
 
 SCENARIO = {"rules": [{"match": "say hello", "steps": [{"text": "Warm-hello!"}]}]}
 #: A word of each CLI's machine-mode command line (see the harness adapters).

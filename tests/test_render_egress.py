@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401 (the fixture)
-from tests.test_sanitize import png
+from .test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401 (the fixture)
+from .test_sanitize import png
 
 #: One line per exfiltration form; every URL has its own path so the probe says which fetched.
 FORMS = """\

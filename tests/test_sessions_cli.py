@@ -19,7 +19,8 @@ from omnikernel.events import Event, EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store.sessions import SessionStore
 from omnikernel.view.export import export_session, gather
-from tests.conftest import REPO, require_claude
+
+from .conftest import REPO, require_claude
 
 HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>[click](javascript:alert(3))'
 SCENARIO = {

@@ -29,7 +29,8 @@ from jupyter_ext.share.server import ShareServer
 from omnikernel.events import Event, EventKind
 from omnikernel.store.sessions import SessionStore
 from omnikernel.store.shares import ShareCodes
-from tests.test_sandbox import backend, box, run, spec_for  # noqa: F401  (fixtures)
+
+from .test_sandbox import backend, box, run, spec_for  # noqa: F401  (fixtures)
 
 SESSION = "s-share"
 

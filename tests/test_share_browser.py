@@ -20,8 +20,9 @@ from tornado.netutil import bind_sockets
 from omnikernel.events import Event, EventKind
 from omnikernel.store.sessions import SessionStore
 from omnikernel.store.shares import ShareCodes
-from tests.test_lab import CHROMIUM, CHROMIUM_ARGS
-from tests.test_share import Clock, Running
+
+from .test_lab import CHROMIUM, CHROMIUM_ARGS
+from .test_share import Clock, Running
 
 VICTIM, ATTACKER = "s-victim", "s-attacker"
 PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}

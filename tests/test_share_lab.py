@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_cli
-from tests.test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fixture)
-from tests.test_lab_control import notebook
-from tests.test_share_phone import PHONE, SCENARIO
+from .conftest import require_cli
+from .test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fixture)
+from .test_lab_control import notebook
+from .test_share_phone import PHONE, SCENARIO
 
 
 def test_a_phone_approves_a_cell_running_in_jupyterlab(lab):  # noqa: F811

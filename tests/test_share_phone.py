@@ -13,9 +13,10 @@ import pytest
 from omnikernel.events import EventKind
 from omnikernel.store.sessions import SessionStore
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import require_cli
-from tests.test_lab import CHROMIUM, CHROMIUM_ARGS
-from tests.test_share import Clock, Running
+
+from .conftest import require_cli
+from .test_lab import CHROMIUM, CHROMIUM_ARGS
+from .test_share import Clock, Running
 
 SCENARIO = {"rules": [{"match": "create the notes file", "steps": [
     {"text": "Writing the notes.", "tool_calls": [

@@ -32,7 +32,8 @@ from omnikernel.testing.stopping import (
     hold_approvals,
     stop_in_state,
 )
-from tests.conftest import require_cli
+
+from .conftest import require_cli
 
 #: The promise: the cell is idle within a second of the stop.
 STOP_WITHIN_S = 1.0

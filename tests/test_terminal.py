@@ -15,7 +15,8 @@ import uuid
 import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
-from tests.conftest import REPO, kernel_env, require_claude
+
+from .conftest import REPO, kernel_env, require_claude
 
 WORDS = [f"w{n:02d}" for n in range(60)]
 SCENARIO = {

@@ -30,9 +30,10 @@ from omnikernel.policy.rules import Outcome, PolicyState, Request, RuleError, ma
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.session.core import AgentSession
 from omnikernel.store.sessions import SessionStore
-from tests.conftest import require_claude
-from tests.test_credentials import FRESH, write_claude_login
-from tests.test_kernel_control import run_and_answer
+
+from .conftest import require_claude
+from .test_credentials import FRESH, write_claude_login
+from .test_kernel_control import run_and_answer
 
 # -- amounts -------------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from omnikernel.events import Event, EventKind
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store.sessions import SessionStore
 from omnikernel.store.turnlock import TurnLock, lock_path
-from tests.conftest import require_claude
+
+from .conftest import require_claude
 
 SCENARIO = {
     "rules": [

@@ -110,6 +110,31 @@ def test_footer_has_turns_tokens_cost_and_offline():
         assert part in plain
 
 
+def test_rehearsal_turns_show_no_money_wherever_spend_is_shown():
+    """The offline rehearsal model's calls cost $0, whatever the CLI priced its tokens at."""
+    from jupyter_ext.share.render import event_message
+    from omnikernel.session.core import rehearsal_usage
+    from omnikernel.view.export import _spend, gather
+
+    spend = {"model": "claude-opus-4-8", "input_tokens": 40_000, "output_tokens": 900,
+             "cost_usd": 0.0, "rehearsal": True}  # fmt: skip
+    usage = rehearsal_usage(Event(EventKind.USAGE, {"model": "claude-opus-4-8",
+                                                    "cost_usd": 0.2225})).data  # fmt: skip
+    assert usage["cost_usd"] == 0.0 and usage["rehearsal"]
+    footer = render.footer_bundle("claude", usage, {"status": "completed"}, True, [spend])
+    assert "$0 (rehearsal)" in footer["text/plain"] and "0.2225" not in footer["text/plain"]
+    unmetered = render.footer_bundle("claude", usage, {"status": "completed"}, True)
+    assert "$0 (rehearsal)" in unmetered["text/plain"]
+    priced = {**spend, "cost_usd": 0.0072, "priced_as": "anthropic/claude-sonnet-4-5"}
+    assert render.spend_text([priced], None) == (
+        "$0.0072 (rehearsal priced as anthropic/claude-sonnet-4-5)"
+    )
+    message = event_message(Event(EventKind.SPEND, spend, seq=3))
+    assert message["rehearsal"] and "$0 (rehearsal)" in message["html"]
+    (turn,) = gather([Event(EventKind.SPEND, spend, turn=1)])
+    assert _spend(turn).endswith("$0 (rehearsal)")
+
+
 def test_cell_view_streams_text_into_one_updated_display():
     shown, updated = [], []
     clock = iter([0.0, 0.05, 0.5, 0.6, 1.0, 2.0])

@@ -92,6 +92,8 @@ def event_html(event: Event) -> str:
     if kind == EventKind.SPEND:
         cost = data.get("cost_usd")
         shown = f"${cost:.4f}" if isinstance(cost, int | float) else "unpriced"
+        if data.get("rehearsal"):  # the offline rehearsal model: nothing was spent
+            shown = f"{shown} (rehearsal)" if data.get("priced_as") else "$0 (rehearsal)"
         return f"<div class='spend'>{escape(str(data.get('model', '')))}: {shown}</div>"
     if kind in (EventKind.NOTICE, EventKind.ERROR):
         return f"<div class='{kind.value}'>{escape(str(data.get('message', data)))}</div>"
@@ -120,4 +122,6 @@ def event_message(event: Event, paths: OwnerPaths | None = None) -> dict[str, An
         message["reason"] = str(data.get("reason", ""))
     if event.kind == EventKind.SPEND and isinstance(data.get("cost_usd"), int | float):
         message["cost_usd"] = data["cost_usd"]
+    if event.kind == EventKind.SPEND and data.get("rehearsal"):
+        message["rehearsal"] = True  # the page says the spend is a rehearsal's, not money
     return message

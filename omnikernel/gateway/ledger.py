@@ -4,6 +4,11 @@ Pure. The gateway produces a `SpendRecord` for every exchange it meters; the led
 up. Unpriced exchanges (a model missing from the price table) are counted apart, never as $0.
 The budget caps USD (the API-equivalent price on a plan), tokens (`amounts.counted_tokens`),
 or both: whichever is reached first stops the session.
+
+A call the offline rehearsal model answered is a `rehearsal` record: nothing was spent, so it
+costs $0 (budgets and USD pauses do not count it; its tokens still count), and every place that
+shows spend says "rehearsal" rather than a price. A scenario may price its calls on purpose
+(`priced_as` names the model), for a demonstration or a test of USD rules without an API key.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class SpendRecord:
     cell: str = ""
     estimated: bool = False  # the vendor reported no usage (or the stream was cut)
     plan: bool = False  # paid by a plan login: cost_usd is the API-equivalent price, not spent
+    rehearsal: bool = False  # answered by the offline rehearsal model: nothing was spent
+    priced_as: str = ""  # a rehearsal priced on purpose as this model (else it costs $0)
     at: float = dataclasses.field(default_factory=time.time)
 
     @property
@@ -73,6 +80,21 @@ class SpendRow:
     cost_usd: float = 0.0
     unpriced: int = 0
     plan: bool = False  # some calls went on a plan: cost_usd is partly an API-equivalent price
+    rehearsal: int = 0  # calls the offline rehearsal model answered
+    priced_as: str = ""  # the model rehearsal calls were priced as on purpose, if any
+
+    def cost_text(self) -> str:
+        """The row's cost as `%spend` and the gauge show it: rehearsal calls say so."""
+        if self.rehearsal == self.requests and not self.priced_as:
+            return "$0 (rehearsal)"
+        text = ("plan, API-equivalent " if self.plan else "") + f"${self.cost_usd:.4f}"
+        if self.unpriced:
+            text += f" + {self.unpriced} unpriced"
+        if self.priced_as:
+            text += f" (rehearsal priced as {self.priced_as})"
+        elif self.rehearsal:
+            text += f" ({self.rehearsal} rehearsal call(s) at $0)"
+        return text
 
 
 class SpendLedger:
@@ -99,12 +121,24 @@ class SpendLedger:
     def unpriced(self) -> int:
         return sum(1 for r in self.records if r.cost_usd is None)
 
+    @property
+    def rehearsal(self) -> int:
+        """Calls the offline rehearsal model answered at $0 (not priced on purpose)."""
+        return sum(1 for r in self.records if r.rehearsal and not r.priced_as)
+
+    @property
+    def only_rehearsal(self) -> bool:
+        """Every call so far was a $0 rehearsal: there is no money to show."""
+        return bool(self.records) and self.rehearsal == len(self.records)
+
     def by_harness_and_model(self) -> list[SpendRow]:
         rows: dict[tuple[str, str], SpendRow] = {}
         for r in self.records:
             row = rows.setdefault((r.harness, r.model), SpendRow(r.harness, r.model))
             row.requests += 1
             row.plan = row.plan or r.plan
+            row.rehearsal += r.rehearsal
+            row.priced_as = row.priced_as or r.priced_as
             row.input_tokens += r.input_tokens
             row.output_tokens += r.output_tokens
             row.cache_tokens += r.cache_read_tokens + r.cache_write_tokens

@@ -28,6 +28,7 @@ opens a loopback TCP port as well, on request (`open_tcp`), never otherwise.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -304,15 +305,30 @@ class Gateway(LoopbackServer):
             limits.harnesses = (earlier.harnesses if earlier else set()) | {harness}
             self.usage_limits[upstream.label] = limits
 
+    def price(self, vendor: str, usage: TokenUsage, upstream: Upstream | None = None
+              ) -> float | None:  # fmt: skip
+        """What `usage` costs: from the price table, except that the offline rehearsal model's
+        calls cost nothing ($0), unless its scenario prices them on purpose (`price_as`)."""
+        if upstream is not None and upstream.offline:
+            if not upstream.price_as:
+                return 0.0
+            as_vendor, _, as_model = upstream.price_as.rpartition("/")
+            priced = dataclasses.replace(usage, model=as_model)
+            return self.prices.cost(as_vendor or vendor, priced)
+        return self.prices.cost(vendor, usage)
+
     def charge(
         self, harness: str, vendor: str, usage: TokenUsage, estimated: bool,
-        cost: float | None = None, plan: bool = False,
+        cost: float | None = None, plan: bool = False, upstream: Upstream | None = None,
     ) -> SpendRecord:  # fmt: skip
         """Meter one exchange: priced from the table unless `cost` is given (replays: $0).
-        On a `plan` the price is the API-equivalent figure, not money spent."""
+        On a `plan` the price is the API-equivalent figure, not money spent; a call to the
+        offline rehearsal `upstream` is a rehearsal record (see `ledger`)."""
+        rehearsal = upstream is not None and upstream.offline
         record = SpendRecord.of(
-            harness, vendor, usage, self.prices.cost(vendor, usage) if cost is None else cost,
+            harness, vendor, usage, self.price(vendor, usage, upstream) if cost is None else cost,
             session=self.session, cell=self.cell, estimated=estimated, plan=plan,
+            rehearsal=rehearsal, priced_as=upstream.price_as if rehearsal else "",
         )  # fmt: skip
         with self._lock:
             self.ledger.add(record)
@@ -359,6 +375,23 @@ class GatewayHandler(GuardedHandler):
             url = f"{base}/v1/{path}"
         query = self.request.query
         return upstream, url + (f"?{query}" if query else "")
+
+    def known_upstream(self, path: str, harness: str) -> Upstream | None:
+        """`upstream_for`'s upstream, or None when none is configured (the call fails later)."""
+        try:
+            return self.upstream_for(path, harness)[0]
+        except web.HTTPError:
+            return None
+
+    def unpriced(self, vendor: str, model: str, upstream: Upstream | None) -> bool:
+        """Whether calls to `model` have no price (a USD budget cannot be kept): a $0 rehearsal
+        has one; a rehearsal priced on purpose has its `price_as` model's."""
+        if upstream is not None and upstream.offline:
+            if not upstream.price_as:
+                return False
+            as_vendor, _, model = upstream.price_as.rpartition("/")
+            vendor = as_vendor or vendor
+        return self.gateway.prices.lookup(vendor, model) is None
 
     async def upstream_headers(self, upstream: Upstream) -> dict[str, str]:
         headers = {
@@ -480,7 +513,7 @@ class ModelCallHandler(GatewayHandler):
         if (
             gateway.budget.limit_usd is not None
             and gateway.player is None
-            and gateway.prices.lookup(vendor, model) is None
+            and self.unpriced(vendor, model, self.known_upstream(wire_path, harness))
         ):
             self.send_error_body(
                 wire_path, 402,
@@ -585,7 +618,7 @@ class ModelCallHandler(GatewayHandler):
             if streamed and status["code"] == 200 and gateway.budget.active:
                 estimate = meter.estimate()
                 pending = (
-                    gateway.prices.cost(vendor, estimate) or 0.0
+                    gateway.price(vendor, estimate, upstream) or 0.0
                     if gateway.budget.limit_usd is not None
                     else 0.0
                 )
@@ -669,7 +702,7 @@ class ModelCallHandler(GatewayHandler):
             elif meter.reported_output:
                 usage, estimated = meter.usage, False
             gateway.charge(harness, vendor, usage, estimated=estimated,
-                           plan=upstream.login is not None)  # fmt: skip
+                           plan=upstream.login is not None, upstream=upstream)  # fmt: skip
         if gateway.recorder is not None and not cut:
             recorder = gateway.recorder
             recorder.write(

@@ -35,6 +35,9 @@ class Upstream:
     #: Where a sandbox's bridge reaches `base_url`'s port on the host: a unix socket (the
     #: model gateway's); None: the same loopback TCP port.
     socket: Path | None = None
+    #: Offline only: the model (``vendor/model`` or ``model``) the gateway prices the rehearsal
+    #: model's calls as, when its scenario asks (`Scenario.price_as`); empty, they cost $0.
+    price_as: str = ""
 
     @property
     def label(self) -> str:

@@ -75,6 +75,8 @@ class AgentResult:
     files_created: list[str] = dataclasses.field(default_factory=list)
     files_changed: list[str] = dataclasses.field(default_factory=list)
     cost_usd: float | None = None
+    #: Answered by the offline rehearsal model: the cost is $0, nothing was spent.
+    rehearsal: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
     folder: str = ""
@@ -99,7 +101,9 @@ class AgentResult:
         if self.files:
             shown = ", ".join(self.files[:5]) + (", ..." if len(self.files) > 5 else "")
             parts.append(f"files: {shown}")
-        if self.cost_usd is not None:
+        if self.rehearsal and not self.cost_usd:
+            parts.append("$0 (rehearsal)")
+        elif self.cost_usd is not None:
             parts.append(f"${self.cost_usd:.4f}")
         return f"AgentResult({' · '.join(parts)}: {answer!r})"
 
@@ -141,6 +145,7 @@ def result_from_events(
             result.output_tokens += int(data.get("output_tokens") or 0)
             if data.get("cost_usd") is not None:
                 costs.append(float(data["cost_usd"]))
+            result.rehearsal = bool(data.get("rehearsal"))
             result.model = result.model or data.get("model") or ""
         elif event.kind == EventKind.TURN_END:
             result.status = data.get("status", "")

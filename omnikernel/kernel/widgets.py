@@ -177,7 +177,13 @@ class SpendGauge(w.VBox):
     def text(self) -> str:
         session = self.session
         state = session.live_state()
-        parts = [f"${state.spent_usd:.4f} spent", f"{state.spent_tokens:,} tokens"]
+        ledger = session.ledger
+        spent = f"${state.spent_usd:.4f} spent"
+        if ledger.only_rehearsal:
+            spent = "$0 spent (rehearsal)"  # the offline model's calls cost nothing
+        elif ledger.rehearsal:
+            spent += f" ({ledger.rehearsal} rehearsal call(s) at $0)"
+        parts = [spent, f"{state.spent_tokens:,} tokens"]
         parts += [f"budget {cap.show()}" for cap in session.budget.limits()]
         parts += [rule.state_text(state).split("; ")[-1] for rule in self._pauses()]
         if session.ledger.unpriced:
@@ -223,9 +229,7 @@ class SpendGauge(w.VBox):
         rows = session.ledger.by_harness_and_model()
         self.rows.value = "".join(
             f"<div><code>{html.escape(r.harness)}</code> {html.escape(r.model)}: {r.requests} "
-            f"call(s), {r.tokens:,} tokens, " + ("plan, API-equivalent " if r.plan else "")
-            + f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")
-            + "</div>" for r in rows
+            f"call(s), {r.tokens:,} tokens, {html.escape(r.cost_text())}</div>" for r in rows
         )  # fmt: skip
         reported = session.usage_limits()
         most = [(lim, lim.most_used) for lim in reported.values() if lim.most_used is not None]

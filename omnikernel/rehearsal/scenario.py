@@ -14,6 +14,11 @@ Tool calls are abstract and built from the tools the request offers:
 ``{"action": "shell", "command": "ls"}``, ``{"action": "write", "path": "a.py", "content": ""}``,
 ``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, or an exact
 ``{"tool": "Name", "input": {...}}``.
+
+A rehearsal spends nothing, so the kernel's gateway meters its calls at $0, marked "rehearsal".
+A scenario's top-level ``price_as`` (``"anthropic/claude-sonnet-4-5"``) asks for them to be
+priced as that model instead, on purpose: to show or test a rule about dollars (a USD budget, a
+``pause-every $N``) without an API key. Every place that shows the spend still says rehearsal.
 """
 
 from __future__ import annotations
@@ -65,12 +70,14 @@ class Scenario:
     rules: list[Rule] = dataclasses.field(default_factory=list)
     fallback: list[dict[str, Any]] = dataclasses.field(default_factory=lambda: FALLBACK_STEPS)
     name: str = ""
+    price_as: str = ""  # see the module docstring
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
         rules = [Rule(r["match"], list(r.get("steps", []))) for r in data.get("rules", [])]
         fallback = data.get("fallback", {}).get("steps") if data.get("fallback") else None
-        return cls(rules, fallback or FALLBACK_STEPS, data.get("name", ""))
+        return cls(rules, fallback or FALLBACK_STEPS, data.get("name", ""),
+                   str(data.get("price_as", "")))  # fmt: skip
 
     @classmethod
     def load(cls, path: Path | str) -> Scenario:

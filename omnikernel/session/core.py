@@ -327,12 +327,14 @@ class AgentSession:
 
     def spend_line(self) -> str:
         """The session's spend against its budget and pauses, in each unit one is set in
-        ("" when none is): for the cell's footer."""
+        ("" when none is): for the cell's footer. Rehearsal calls spend nothing: say so."""
         state = self.live_state()
         parts = []
         for cap in self.budget.limits():
-            parts.append(f"session {cap.spent_text(cap.of(state.spent_usd, state.spent_tokens))}"
-                         f" of {cap.show()} budget")  # fmt: skip
+            spent = cap.spent_text(cap.of(state.spent_usd, state.spent_tokens))
+            if not cap.is_tokens and self.ledger.only_rehearsal:
+                spent = "$0 (rehearsal)"  # the offline model's calls spend nothing
+            parts.append(f"session {spent} of {cap.show()} budget")
         for rule in self.rules():
             if isinstance(rule, PauseEvery):
                 every = rule.amount
@@ -364,7 +366,8 @@ class AgentSession:
             # It answers only its gateway: the secret goes nowhere else.
             self._rehearsal = FakeModelServer(scenario, api_key=new_secret()).start_in_thread()
         base = self._rehearsal.base_url + ("/v1" if wire == "openai" else "")
-        return Upstream(wire=wire, base_url=base, api_key=self._rehearsal.api_key, offline=True)
+        return Upstream(wire=wire, base_url=base, api_key=self._rehearsal.api_key, offline=True,
+                        price_as=self._rehearsal.scenario.price_as)  # fmt: skip
 
     def upstream_label(self, wire: str, harness: str = "") -> str:
         """Where `wire` (or `harness`'s) traffic goes, without starting anything."""
@@ -430,6 +433,7 @@ class AgentSession:
                 offline=real.offline,
                 login=True if real.login is not None else None,
                 socket=gateway.socket_path,
+                price_as=real.price_as,
             )
             ctx = HarnessContext(
                 cwd=self.cwd,
@@ -786,12 +790,14 @@ class AgentSession:
         reported_cost: float | None = None
         try:
             async for event in agent.run_turn(prompt):
+                if event.kind == EventKind.USAGE and agent.ctx.upstream.offline:
+                    event = rehearsal_usage(event, agent.ctx.upstream.price_as)
                 if event.kind == EventKind.USAGE:
                     reported_cost = event.data.get("cost_usd")
                 if event.kind == EventKind.TURN_END:
                     for spend in await self._settle_spend(name, cell):
                         yield spend
-                    if event.data.get("status") == "completed":
+                    if event.data.get("status") == "completed" and not agent.ctx.upstream.offline:
                         self._cross_check(name, reported_cost)
                     event = event.stamped(
                         data={
@@ -918,6 +924,7 @@ class AgentSession:
                     "output_tokens", 0
                 )
                 row["cost_usd"] = event.data.get("cost_usd")
+                row["rehearsal"] = bool(event.data.get("rehearsal"))
             elif event.kind == EventKind.TURN_END:
                 row["status"] = event.data.get("status", "")
         return [rows[k] for k in sorted(rows)]
@@ -995,6 +1002,15 @@ async def version_warning(cls: type[Harness], binary: str | None) -> str | None:
     return (f"⚠ {cls.display_name} at {info.binary} is {found}; omnikernel is tested with "
             f"{pinned}. It runs anyway, but its protocol may differ: install the tested one "
             f"with `{cls.install_command()}` (or `make harness-clis`).")  # fmt: skip
+
+
+def rehearsal_usage(event: Event, priced_as: str = "") -> Event:
+    """A rehearsal turn's own usage report, without its price: a CLI prices the tokens from
+    its own table (Claude Code's ``total_cost_usd``) as if a real model had answered, but
+    nothing was spent, so it is $0. When the scenario prices calls on purpose (`priced_as`),
+    only the gateway's meter knows that price: the harness's figure is dropped (None)."""
+    data = {**event.data, "rehearsal": True, "cost_usd": None if priced_as else 0.0}
+    return event.stamped(data=data)
 
 
 #: Who runs a turn, noted in its start: this host and kernel process (see `kernel_alive`).

@@ -44,6 +44,9 @@ class Turn:
     cost_usd: float = 0.0
     priced: bool = True
     tokens: int = 0
+    #: Model calls the offline rehearsal model answered: they cost $0, nothing was spent.
+    rehearsal: int = 0
+    calls: int = 0
     #: ("text", str) | ("tool", call, result) | ("approval", request, decision)
     #: | ("notice", str) | ("error", str): in order.
     parts: list[tuple[Any, ...]] = field(default_factory=list)
@@ -89,6 +92,8 @@ def gather(events: Iterable[Event]) -> list[Turn]:
             message = str(d.get("message", ""))
             turn.parts.append(("error", message + (f" {d['hint']}" if d.get("hint") else "")))
         elif e.kind == EventKind.SPEND:
+            turn.calls += 1
+            turn.rehearsal += bool(d.get("rehearsal") and not d.get("priced_as"))
             if d.get("cost_usd") is None:
                 turn.priced = False
             else:
@@ -115,19 +120,23 @@ def _decided(decision: dict[str, Any] | None) -> str:
 
 def _spend(turn: Turn) -> str:
     cost = f"${turn.cost_usd:.4f}" + ("" if turn.priced else " + unpriced calls")
+    if turn.calls and turn.rehearsal == turn.calls:
+        cost = "$0 (rehearsal)"
     return f"{turn.tokens:,} tokens · {cost}"
 
 
 def _header(row: dict[str, Any], turns: list[Turn]) -> list[tuple[str, str]]:
     harnesses = sorted({t.harness for t in turns if t.harness})
     total = sum(t.cost_usd for t in turns)
+    calls = sum(t.calls for t in turns)
+    rehearsed = calls > 0 and sum(t.rehearsal for t in turns) == calls
     return [
         ("Session", row["session_id"]),
         ("Notebook", row.get("notebook") or "-"),
         ("Forked from", row.get("origin") or "-"),
         ("Harnesses", ", ".join(harnesses) or "-"),
         ("Turns", str(len([t for t in turns if t.number > 0]))),
-        ("Spend", f"${total:.4f}"),
+        ("Spend", "$0 (rehearsal)" if rehearsed else f"${total:.4f}"),
         ("Last activity", _when(row["updated"])),
     ]
 

@@ -146,7 +146,14 @@ def error_bundle(data: dict[str, Any]) -> Bundle:
 
 
 def spend_text(spends: list[dict[str, Any]], reported: Any) -> str:
-    """The cell's cost: metered by the gateway when it saw the calls, else as reported."""
+    """The cell's cost: metered by the gateway when it saw the calls, else as reported. The
+    offline rehearsal model's calls spend nothing: "$0 (rehearsal)", never a model's price."""
+    if spends and all(s.get("rehearsal") for s in spends):
+        priced_as = next((s["priced_as"] for s in spends if s.get("priced_as")), "")
+        if not priced_as:
+            return "$0 (rehearsal)"
+        cost = sum(s.get("cost_usd") or 0.0 for s in spends)
+        return f"${cost:.4f} (rehearsal priced as {priced_as})"
     if not spends:
         return f"${reported:.4f}" if isinstance(reported, int | float) else "cost unknown"
     priced = [s["cost_usd"] for s in spends if s.get("cost_usd") is not None]
@@ -190,7 +197,9 @@ def footer_bundle(
         cached = sum(x.get("cache_read_tokens", 0) for x in counted)
         if cached:
             parts.append(f"{cached:,} cached")
-        parts.append(spend_text(spends or [], usage.get("cost_usd")))
+        rehearsed = usage.get("rehearsal") and not spends  # not metered: still no money
+        parts.append("$0 (rehearsal)" if rehearsed else spend_text(spends or [],
+                                                                    usage.get("cost_usd")))  # fmt: skip
     if end.get("session_spend"):  # the session against its budget or next pause
         parts.append(str(end["session_spend"]))
     if end.get("sandbox"):

@@ -7,7 +7,7 @@ const SESSION = new URLSearchParams(location.search).get("session") || "";
 const KEY = "omk-grant:" + SESSION;
 const GRANT = localStorage.getItem(KEY);
 const AUTH = {"Authorization": "Bearer " + GRANT};
-let ROLE = "ro", last = 0, spend = 0, retry = 500;
+let ROLE = "ro", last = 0, spend = 0, rehearsal = false, retry = 500;
 const pending = new Map();
 
 function ended(why) {
@@ -91,7 +91,11 @@ function see(m) {
   last = m.seq;
   if (m.kind === "approval_request") pending.set(m.request_id, m);
   if (m.kind === "approval_decision") { pending.delete(m.request_id); $("said").textContent = m.reason; }
-  if (m.cost_usd) { spend += m.cost_usd; $("spend").textContent = "$" + spend.toFixed(4); }
+  if (m.rehearsal) rehearsal = true;  // the offline rehearsal model: its calls cost $0
+  if (m.cost_usd || m.rehearsal) {
+    if (m.cost_usd) spend += m.cost_usd;
+    $("spend").textContent = (rehearsal && !spend ? "$0" : "$" + spend.toFixed(4)) + (rehearsal ? " (rehearsal)" : "");
+  }
   if (!m.html) return;
   if (m.block !== undefined) {
     // A turn's streamed text is one Markdown block, re-rendered on the server as it grows.

@@ -9,7 +9,13 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.display import display
 
 from omnikernel.harnesses import HarnessError
-from omnikernel.kernel.magics.common import SessionMagicsBase, parse_agent_args, show, table
+from omnikernel.kernel.magics.common import (
+    SessionMagicsBase,
+    parse_agent_args,
+    show,
+    table,
+    turn_cost,
+)
 from omnikernel.sandbox import SandboxUnavailableError
 from omnikernel.sandbox import resolve as resolve_sandbox
 
@@ -90,7 +96,7 @@ class AgentMagics(SessionMagicsBase):
                     prompt[:60] + ("..." if len(prompt) > 60 else ""),
                     t["tools"],
                     t["tokens"],
-                    f"${cost:.4f}" if isinstance(cost, int | float) else "-",
+                    turn_cost(cost, bool(t.get("rehearsal"))),
                     t["status"],
                 ]
             )

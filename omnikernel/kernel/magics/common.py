@@ -106,6 +106,13 @@ def show(plain: str, markdown: str | None = None) -> None:
     display(agent_bundle(markdown or plain, plain), raw=True)
 
 
+def turn_cost(cost: Any, rehearsal: bool) -> str:
+    """A turn's cost for `%history`: a rehearsal's $0 says it is one (nothing was spent)."""
+    if rehearsal and cost == 0:
+        return "$0 (rehearsal)"
+    return f"${cost:.4f}" if isinstance(cost, int | float) else "-"
+
+
 class SessionMagicsBase(Magics):
     """A family of magics acting on the kernel's session."""
 

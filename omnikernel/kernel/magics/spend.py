@@ -21,8 +21,7 @@ class SpendMagics(SessionMagicsBase):
         session = self.session
         rows = [
             [r.harness, r.model, r.requests, f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-             f"{r.cache_tokens:,}", f"{r.tokens:,}", ("plan, API-equivalent " if r.plan else "")
-             + f"${r.cost_usd:.4f}" + (f" + {r.unpriced} unpriced" if r.unpriced else "")]
+             f"{r.cache_tokens:,}", f"{r.tokens:,}", r.cost_text()]
             for r in session.ledger.by_harness_and_model()
         ]  # fmt: skip
         if not rows:
@@ -34,6 +33,10 @@ class SpendMagics(SessionMagicsBase):
         if rows:
             ledger = session.ledger
             total = f"Session total: ${ledger.total_usd:.4f}"
+            if ledger.only_rehearsal:
+                total = "Session total: $0 (rehearsal: the offline rehearsal model spends nothing)"
+            elif ledger.rehearsal:
+                total += f" ({ledger.rehearsal} rehearsal call(s) at $0)"
             if ledger.unpriced:
                 total += f" plus {ledger.unpriced} call(s) to unpriced models"
             if any(r.plan for r in ledger.records):
