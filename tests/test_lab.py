@@ -103,10 +103,17 @@ def test_quickstart_prompt_streams_in_jupyterlab(lab):
                         page.screenshot(path=str(lab.root.parent / "failed.png"), full_page=True)
                         raise
 
-        run_cell("%autoapprove on", "Auto-approval is on")
-        run_cell("Create a Python file hello.py", "Offline rehearsal model")
+        run_cell("%agents", "claude")
+        # The agent asks to write hello.py: the card shows in the cell, the file is not there
+        # until a person approves, and the turn goes on once they do.
+        run_cell("Create a Python file hello.py", "Approval needed")
         prompt_cell = code_cells.filter(has_text="Create a Python file hello.py").first
         outputs = prompt_cell.locator(".jp-OutputArea")
+        expect(outputs).to_contain_text("hello.py", timeout=30_000)
+        assert not (lab.root / "hello.py").exists(), "the file was written before the approval"
+        page.screenshot(path=str(lab.root.parent / "approval-card.png"), full_page=True)
+        outputs.get_by_role("button", name="Approve").click()
+        expect(outputs).to_contain_text("approved", timeout=30_000)
         expect(outputs).to_contain_text("Offline rehearsal model", timeout=90_000)
         expect(outputs).to_contain_text("Write", timeout=90_000)
         expect(outputs).to_contain_text("offline rehearsal model", timeout=90_000)  # the footer

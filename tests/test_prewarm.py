@@ -40,9 +40,12 @@ def cli_pids(kernel_pid: int, harness: str) -> set[int]:
 def wait_for_cli(kernel_pid: int, harness: str, timeout: float = 60) -> set[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cli_pids(kernel_pid, harness):
-            time.sleep(1)  # let a handshake (codex's thread/start) finish
-            return cli_pids(kernel_pid, harness)
+        found = cli_pids(kernel_pid, harness)
+        if found:
+            # Let a handshake (codex's thread/start) finish. Pi renames its process once it
+            # runs, so the pids found, not a second match on command lines, are the CLI.
+            time.sleep(1)
+            return {pid for pid in found if Path(f"/proc/{pid}").exists()}
         time.sleep(0.2)
     raise AssertionError(f"no prewarmed {harness} process after {timeout} s")
 
