@@ -3,7 +3,7 @@
 Harness adapters translate their CLI's protocol into `Event`s and do nothing else. The session
 stamps each event with its place (session id, a session-wide sequence number, harness, turn,
 cell, time) and appends it to the store *before* anyone shows it; rendering, `%history`, the
-server extension and (later) policies, widgets and sharing consume only this type.
+server extension, the approval cards and the share page consume only this type.
 
 Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`, for display):
 
@@ -21,7 +21,7 @@ Payload keys per kind (all JSON-serialisable; vendor names appear only as `tool`
                       subject (what a session approval covers), call_id, pause_marks
                       ([[every, multiple], ...]; every is USD, or "<n> tokens"),
                       after_restart (answered after its kernel died, see
-                      `approvals_after_restart`)
+                      `omnikernel.approvals.after_restart`)
 - ``usage``           model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
                       cost_usd (as the harness reports it, or None), num_turns
 - ``spend``           what the gateway metered for one model call: harness, vendor, model,

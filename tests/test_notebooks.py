@@ -117,6 +117,7 @@ def test_quickstart_runs_offline_end_to_end(tmp_path):
     assert "▶ Write" in create and "hello.py" in create
     assert "APPROVAL NEEDED: Write" in create and "Approve or Deny" in create, create
     assert "approved by" in create and "(terminal)" in create, create
+    assert "(terminal) (terminal)" not in create, create
     assert "offline rehearsal model" in create  # every affected output says so
     assert "$0 (rehearsal)" in create  # the footer: a rehearsal spends nothing
     assert [a["tool"] for a in approver.answered] == ["Write", "Bash"]

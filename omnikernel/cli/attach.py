@@ -135,7 +135,7 @@ def answer(store: SessionStore, session_id: str, request_id: str, allow: bool) -
         raise AnswerError(f"approval {request_id} was {verb} already by {given[1]} "
                           f"({given[2]}); the kernel takes that answer when it runs: the first "
                           "answer wins")  # fmt: skip
-    who = f"{getpass.getuser()} (terminal)"
+    who = getpass.getuser()  # the answer names its source: "approved by NAME (terminal)"
     codes.post_answer(session_id, request_id, allow, who, "terminal")
     verb = "approved" if allow else "denied"
     return f"{verb} {request_id} ({asked.data.get('summary', '')}) as {who}"
