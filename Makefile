@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: lab test bench install python-deps harness-clis system-deps clean
+.PHONY: lab test docs bench install python-deps harness-clis system-deps clean
 
 install: python-deps harness-clis
 
@@ -24,7 +24,7 @@ python-deps: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $@
 
 harness-clis: $(CLI_STAMP)
@@ -58,6 +58,11 @@ lab: install system-deps
 
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The documentation site (Sphinx + MyST) into docs/_build/html, warnings as errors; the example
+# notebooks are executed on the way against the offline rehearsal model (about 20 s).
+docs: install system-deps
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 # Every speed and memory figure, each as a ratio against a baseline measured in the same run:
 # one table on stdout and bench-results.json at the checkout's root (BENCH_ARGS=--quick: smoke).

@@ -1,69 +1,20 @@
 """The shipped notebooks, executed headless by nbclient with the real CLI, fully offline: no
 credentials are configured, so the kernel's offline rehearsal model answers, at $0.
 
-Nobody clicks a card in a headless run, so a person answers from a terminal instead, the way
-`omnikernel attach --approve ID` does (`Approver`): the card is real, shown in the cell, and
-the kernel takes the answer from the store."""
+Nobody clicks a card in a headless run, so a person answers from a terminal instead
+(`omnikernel.testing.notebooks.Approver`, which the docs build uses too)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import nbformat
-from nbclient import NotebookClient
 
-from omnikernel.cli.attach import AnswerError, answer
-from omnikernel.events import EventKind
-from omnikernel.store.sessions import SessionStore
+from omnikernel.testing.notebooks import Approver
+from omnikernel.testing.notebooks import run_notebook as run_from
 
 from .conftest import REPO, kernel_env, require_claude, require_cli
-
-
-class Approver(threading.Thread):
-    """Answers each approval the notebook's session asks, from the store, like a person at a
-    terminal: `allow(request)` says how (default: approve)."""
-
-    def __init__(self, store: Path, allow: Callable[[dict[str, Any]], bool] = lambda _r: True):
-        super().__init__(daemon=True)
-        self.store_path, self.allow = store, allow
-        self.answered: list[dict[str, Any]] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.2):
-            if not self.store_path.exists():
-                continue
-            store = SessionStore(self.store_path)
-            for session in store.sessions():
-                sid = str(session["session_id"])
-                events = list(store.events(sid, kinds=(EventKind.APPROVAL_REQUEST,
-                                                       EventKind.APPROVAL_DECISION)))  # fmt: skip
-                decided = {e.data.get("request_id") for e in events
-                           if e.kind == EventKind.APPROVAL_DECISION}  # fmt: skip
-                for event in events:
-                    rid = event.data.get("request_id")
-                    if event.kind != EventKind.APPROVAL_REQUEST or rid in decided:
-                        continue
-                    if any(a["request_id"] == rid for a in self.answered):
-                        continue
-                    try:
-                        answer(store, sid, str(rid), self.allow(event.data))
-                    except AnswerError:
-                        continue
-                    self.answered.append(event.data)
-
-    def __enter__(self) -> Approver:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.join(timeout=5)
 
 
 def outputs_text(cell) -> str:
@@ -81,21 +32,7 @@ def run_notebook(
 ) -> tuple[Path, nbformat.NotebookNode]:
     """Execute `name` from a copy of the notebooks folder; `approver` answers its cards."""
     require_claude()
-    work = tmp_path / "nb"
-    shutil.copytree(REPO / "notebooks", work)
-    nb = nbformat.read(work / name, as_version=4)
-    client = NotebookClient(
-        nb, timeout=240, kernel_name="omnikernel", resources={"metadata": {"path": str(work)}}
-    )
-    # As Jupyter's front ends do: the kernel learns its notebook, so the rehearsal script
-    # beside it (`<notebook>.rehearsal.json`) plays.
-    env = kernel_env(tmp_path, JPY_SESSION_NAME=str(work / name))
-    if approver is None:
-        client.execute(env=env)
-    else:
-        with approver:
-            client.execute(env=env)
-    return work, nb
+    return run_from(REPO / "notebooks", name, tmp_path, kernel_env(tmp_path), approver)
 
 
 def store_of(tmp_path: Path) -> Path:

@@ -1,5 +1,6 @@
 """Test helpers shipped with the package: the harness contract suite (`contract`), the stop
-states (`stopping`), and, for convenience, the scripted model server of
+states (`stopping`), the offline notebook runner with its `Approver` (`notebooks`, used by the
+tests and the docs build), and, for convenience, the scripted model server of
 `omnikernel.rehearsal` that every test runs against.
 
 Third-party harness authors can test their adapters with these.
