@@ -113,7 +113,7 @@ def test_footer_has_turns_tokens_cost_and_offline():
 def test_rehearsal_turns_show_no_money_wherever_spend_is_shown():
     """The offline rehearsal model's calls cost $0, whatever the CLI priced its tokens at."""
     from jupyter_ext.share.render import event_message
-    from omnikernel.session.core import rehearsal_usage
+    from omnikernel.session.spend import rehearsal_usage
     from omnikernel.view.export import _spend, gather
 
     spend = {"model": "claude-opus-4-8", "input_tokens": 40_000, "output_tokens": 900,

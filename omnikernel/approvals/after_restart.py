@@ -169,7 +169,10 @@ class TurnRunner(Protocol):
 
     def took_decision(self, stored: Event, decision: approval.Decision) -> None: ...
 
-    def run_prompt(self, prompt: str, **how: Any) -> AsyncIterator[Event]: ...
+    def run_prompt(
+        self, prompt: str, *, harness: str | None = None, cell: str = "", handoff: bool = True,
+        grant: Grant | None = None, lock: TurnLock | None = None,
+    ) -> AsyncIterator[Event]: ...  # fmt: skip
 
     def turn_running(self, harness: str) -> bool: ...
 

@@ -40,7 +40,7 @@ class Pending:
     future: asyncio.Future[Decision]
     loop: asyncio.AbstractEventLoop
     #: Called (on the kernel's loop) with the decision once it is made.
-    on_decided: list[Callable[[Decision], None]] = dataclasses.field(default_factory=list)
+    on_decided: list[Callable[[Decision], object]] = dataclasses.field(default_factory=list)
     decision: Decision | None = None
     #: The context of the cell that asked: what the callbacks display goes to that cell.
     context: contextvars.Context = dataclasses.field(default_factory=contextvars.copy_context)
@@ -94,7 +94,7 @@ class PendingApprovals:
                 self._pending.pop(request_id, None)
 
     def reopen(self, request_id: str, request: dict[str, Any], asked: Decision, *,
-               on_decided: Callable[[Decision], None]) -> Pending | None:  # fmt: skip
+               on_decided: Callable[[Decision], object]) -> Pending | None:  # fmt: skip
         """Show again an ask whose asker is gone (a kernel restart cut its turn, see
         `approvals_after_restart`). Nobody awaits it: it waits, with no timeout, for its first
         answer, which `on_decided` acts on. None if it is shown already."""

@@ -35,7 +35,7 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from tornado import httpclient, web
 from tornado.netutil import bind_unix_socket
@@ -161,7 +161,7 @@ class Gateway(LoopbackServer):
     def backoff(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds before attempt `attempt` + 1: the upstream's Retry-After when it gives one,
         else doubling from `backoff_s`; never more than `max_backoff_s`."""
-        wait = self.backoff_s * 2 ** (attempt - 1)
+        wait: float = self.backoff_s * 2 ** (attempt - 1)  # int ** int is Any to mypy
         if retry_after:
             try:
                 wait = float(retry_after)
@@ -328,7 +328,7 @@ class Gateway(LoopbackServer):
         record = SpendRecord.of(
             harness, vendor, usage, self.price(vendor, usage, upstream) if cost is None else cost,
             session=self.session, cell=self.cell, estimated=estimated, plan=plan,
-            rehearsal=rehearsal, priced_as=upstream.price_as if rehearsal else "",
+            rehearsal=rehearsal, priced_as=upstream.price_as if upstream and rehearsal else "",
         )  # fmt: skip
         with self._lock:
             self.ledger.add(record)
@@ -349,6 +349,13 @@ class Gateway(LoopbackServer):
                 (r"/.*", NotFoundHandler, opts),  # never served: no secret is issued for it
             ]
         )
+
+
+class _Status(TypedDict):
+    """What a forwarded answer's headers said, as `GatewayHandler.forward` gathers them."""
+
+    code: int
+    content_type: str
 
 
 class GatewayHandler(GuardedHandler):
@@ -568,7 +575,7 @@ class ModelCallHandler(GatewayHandler):
         may_refresh = upstream.login is not None and not retried
         meter = StreamMeter(wire_path, str(body.get("model", "")))
         chunks: list[bytes] = []
-        status = {"code": 0, "content_type": "application/json"}
+        status: _Status = {"code": 0, "content_type": "application/json"}
         cut: list[str] = []
         #: An attempt whose answer may still be retried or refreshed keeps it here, unsent.
         held: list[bytes] = []
@@ -716,6 +723,7 @@ class ModelCallHandler(GatewayHandler):
     @staticmethod
     def stream_error(wire_path: str, message: str) -> bytes:
         """A well-formed last event that ends a stream the budget cut."""
+        error: dict[str, Any]
         if wire_path == "messages":
             error = {"type": "error", "error": {"type": "budget_exceeded", "message": message}}
             return f"event: error\ndata: {json.dumps(error)}\n\n".encode()

@@ -21,6 +21,10 @@ import functools
 import posixpath
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tree_sitter import Node, Parser
 
 #: A word bash computes at run time: it matches any pattern word.
 UNKNOWN = "\x00?"
@@ -130,7 +134,7 @@ class ParsedLine:
 
 
 @functools.cache
-def _parser():  # type: ignore[no-untyped-def]
+def _parser() -> Parser:
     import tree_sitter_bash
     from tree_sitter import Language, Parser
 
@@ -153,7 +157,7 @@ def _commands(line: str, depth: int) -> Iterator[Command]:
     yield from _walk(root, depth)
 
 
-def _walk(node, depth: int) -> Iterator[Command]:  # type: ignore[no-untyped-def]
+def _walk(node: Node, depth: int) -> Iterator[Command]:
     if node.type == "command":
         yield from _command(node, depth)
         # Substitutions inside the words run too.
@@ -169,7 +173,7 @@ def _walk(node, depth: int) -> Iterator[Command]:  # type: ignore[no-untyped-def
         yield from _walk(child, depth)
 
 
-def _inner(node, depth: int) -> Iterator[Command]:  # type: ignore[no-untyped-def]
+def _inner(node: Node, depth: int) -> Iterator[Command]:
     """Commands nested inside a word (command and process substitutions)."""
     if node.type in ("command_substitution", "process_substitution"):
         yield from _walk(node, depth)
@@ -178,10 +182,10 @@ def _inner(node, depth: int) -> Iterator[Command]:  # type: ignore[no-untyped-de
         yield from _inner(child, depth)
 
 
-def word_text(node) -> str:  # type: ignore[no-untyped-def]
+def word_text(node: Node) -> str:
     """The word after quote removal, or `UNKNOWN` when bash computes it at run time."""
     kind = node.type
-    text = node.text.decode(errors="replace")
+    text = _source(node)
     if kind == "command_name":
         return word_text(node.children[0]) if node.children else UNKNOWN
     if kind in ("word", "number"):
@@ -201,7 +205,7 @@ def word_text(node) -> str:  # type: ignore[no-untyped-def]
             if child.type == '"' or child.type == '$"':
                 continue
             if child.type == "string_content":
-                parts.append(re.sub(r'\\([\\"$`])', r"\1", child.text.decode(errors="replace")))
+                parts.append(re.sub(r'\\([\\"$`])', r"\1", _source(child)))
             else:
                 return UNKNOWN
         return "".join(parts)
@@ -211,8 +215,13 @@ def word_text(node) -> str:  # type: ignore[no-untyped-def]
     return UNKNOWN  # expansions, substitutions, arithmetic, brace expressions
 
 
-def _command(node, depth: int) -> Iterator[Command]:  # type: ignore[no-untyped-def]
-    source = node.text.decode(errors="replace")
+def _source(node: Node) -> str:
+    """The text of `node` as bash reads it (a node of a parsed line always has its text)."""
+    return (node.text or b"").decode(errors="replace")
+
+
+def _command(node: Node, depth: int) -> Iterator[Command]:
+    source = _source(node)
     words = [
         word_text(c)
         for c in node.children

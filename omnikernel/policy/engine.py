@@ -20,7 +20,7 @@ from typing import Any
 
 from omnikernel.events import READ_ONLY_ACTIONS, Event, EventKind
 from omnikernel.policy.amounts import counted_tokens
-from omnikernel.policy.commands import parse
+from omnikernel.policy.commands import Command, parse
 from omnikernel.policy.rules import Match, Outcome, PolicyState, Request, Rule, installs
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def request_of(data: dict[str, Any], cwd: Path | str = "/") -> Request:
     action = str(data.get("action") or "other")
     tool_input = data.get("input") or {}
     summary = str(data.get("summary") or "")
-    commands = ()
+    commands: tuple[Command, ...] = ()
     if action == "exec":
         line = tool_input.get("command") if isinstance(tool_input, dict) else None
         if isinstance(line, list):  # some harnesses give argv

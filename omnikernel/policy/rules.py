@@ -305,7 +305,7 @@ class AmountRule(Rule):
     amount: Amount = Amount(1.0)
 
     def __post_init__(self) -> None:
-        amount = self.amount
+        amount: object = self.amount  # a policy file's raw value until it is parsed here
         if not isinstance(amount, Amount):
             try:
                 amount = parse_amount(amount, f"{self.name}'s amount")
@@ -573,4 +573,4 @@ def make_rule(name: str, args: list[Any] | dict[str, Any], level: str, *,
         raise RuleError(f"{name} takes {usage or 'no arguments'} (usage: {name} {usage})".strip())
     if name == "ask-write-outside" and resolve_path is not None:
         values = [resolve_path(str(values[0]))]
-    return cls(level, *values)  # type: ignore[call-arg]
+    return cls(level, *values)

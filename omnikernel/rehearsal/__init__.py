@@ -7,8 +7,9 @@ omnikernel.rehearsal` serves it. Tests use the same server (`omnikernel.testing`
 
 from pathlib import Path
 
+from omnikernel.gateway.wire import Conversation, Reply, ToolCall, Usage
 from omnikernel.rehearsal.fake_model import FakeModelServer, RecordedRequest
-from omnikernel.rehearsal.scenario import Conversation, Reply, Rule, Scenario, ToolCall, Usage
+from omnikernel.rehearsal.scenario import Rule, Scenario
 
 #: The scenario answering a notebook that has none of its own (it scripts the quickstart).
 DEFAULT_SCENARIO = Path(__file__).parent / "scenarios" / "default.json"

@@ -26,7 +26,8 @@ from tornado.iostream import StreamClosedError
 
 from omnikernel.gateway import guard, wire
 from omnikernel.gateway.loopback import GuardedHandler, LoopbackServer
-from omnikernel.rehearsal.scenario import Conversation, Reply, Scenario, build_reply, error_reply
+from omnikernel.gateway.wire import Conversation, Reply
+from omnikernel.rehearsal.scenario import Scenario, build_reply, error_reply
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shlex
 import shutil
 from collections.abc import Mapping
@@ -58,7 +59,7 @@ class Bridge:
                 path.unlink()
             self._servers.append(
                 await asyncio.start_unix_server(
-                    lambda r, w, port=port: self._forward(r, w, port), path=str(path)
+                    functools.partial(self._forward, port=port), path=str(path)
                 )
             )
             path.chmod(0o600)

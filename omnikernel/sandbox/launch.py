@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import ModuleType
+from typing import Protocol
 
 from omnikernel.proc.process import LINE_LIMIT, HarnessProcess
 from omnikernel.sandbox import bwrap, firejail
@@ -28,9 +28,23 @@ from omnikernel.sandbox.cgroup import CGroup
 from omnikernel.sandbox.egress import EgressProxy, inside_port, proxy_env
 from omnikernel.sandbox.exposed import listening_sockets, root_only_files
 from omnikernel.sandbox.rundir import RunDir
-from omnikernel.sandbox.spec import SandboxSpec, home_dirs, plan, within
+from omnikernel.sandbox.spec import Mount, SandboxSpec, home_dirs, plan, within
 
-BACKENDS: dict[str, ModuleType] = {"bwrap": bwrap, "firejail": firejail}
+
+class Backend(Protocol):
+    """What a backend module (`bwrap`, `firejail`) provides."""
+
+    name: str
+    #: The program it runs, and how to install it.
+    binary: str
+    install: str
+
+    def command(
+        self, binary: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir, /
+    ) -> list[str]: ...
+
+
+BACKENDS: dict[str, Backend] = {"bwrap": bwrap, "firejail": firejail}
 CHOICES = ("auto", *BACKENDS, "off")
 INSTALL_ALL = "apt-get install -y --no-install-recommends bubblewrap firejail socat"
 
@@ -56,21 +70,24 @@ def switch_hint(backend: str) -> str:
 
 def origin(path: Path, spec: SandboxSpec) -> str:
     """Which setting makes the sandbox name `path` (or a folder on the way to it)."""
-    near = lambda root: within(path, Path(root)) or within(Path(root), path)
+
+    def near(root: str | Path) -> bool:
+        return within(path, Path(root)) or within(Path(root), path)
+
     if near(spec.workdir):
         return f"the notebook's folder ({spec.workdir})"
     if found := next((w for w in spec.writable if near(w)), None):
         return f"the agent's private state dir ({found})"
     path_env = spec.env.get("PATH", "").split(os.pathsep)
-    if found := next((e for e in path_env if e and near(os.path.realpath(e))), None):
-        return f"a directory on the agent's PATH ({found})"
+    if entry := next((e for e in path_env if e and near(os.path.realpath(e))), None):
+        return f"a directory on the agent's PATH ({entry})"
     if found := next((r for r in spec.readable if near(r)), None):
         return (f"a path agents read ({found}): the agent CLI's install or interpreter, or one "
                 "allowed with `%sandbox read` / c.OmniKernel.sandbox_readable")  # fmt: skip
     return "a path the sandbox itself uses"
 
 
-def binary_of(backend: ModuleType) -> str | None:
+def binary_of(backend: Backend) -> str | None:
     return shutil.which(backend.binary)
 
 
@@ -100,7 +117,7 @@ def self_test(name: str) -> str:
     return ""
 
 
-def resolve(choice: str) -> ModuleType | None:
+def resolve(choice: str) -> Backend | None:
     """The backend for `choice` ("auto", "bwrap", "firejail"), or None for "off"."""
     if choice == "off":
         return None
@@ -124,7 +141,7 @@ def resolve(choice: str) -> ModuleType | None:
 
 
 def sandbox_command(
-    backend: ModuleType, path: str, argv: list[str], spec: SandboxSpec, run: RunDir
+    backend: Backend, path: str, argv: list[str], spec: SandboxSpec, run: RunDir
 ) -> list[str]:
     """The backend's command line for `spec`: placeholders made, root-only files and every
     other unix socket masked (see `exposed`). `SandboxStartError` if the backend cannot
@@ -233,9 +250,7 @@ class SandboxedProcess(HarnessProcess):
             self.cgroup = None
 
 
-async def start_sandboxed(
-    argv: list[str], spec: SandboxSpec, backend: ModuleType
-) -> SandboxedProcess:
+async def start_sandboxed(argv: list[str], spec: SandboxSpec, backend: Backend) -> SandboxedProcess:
     path = binary_of(backend)
     if path is None:
         raise SandboxUnavailableError(f"{backend.binary} is not installed: {backend.install}")
@@ -248,7 +263,7 @@ async def start_sandboxed(
 
 
 async def _start(
-    argv: list[str], spec: SandboxSpec, backend: ModuleType, path: str, run: RunDir
+    argv: list[str], spec: SandboxSpec, backend: Backend, path: str, run: RunDir
 ) -> SandboxedProcess:
     if (spec.bridged_ports or spec.allow_hosts) and spec.bridge_dir is None:
         # The run dir's: removed with it.

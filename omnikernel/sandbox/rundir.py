@@ -27,6 +27,7 @@ import stat
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from omnikernel.sandbox.spec import placeholder_for
 
@@ -133,14 +134,15 @@ class RunDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _manifest(path: Path) -> dict | None:
+def _manifest(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((path / "manifest.json").read_text())
+        manifest: dict[str, Any] = json.loads((path / "manifest.json").read_text())
+        return manifest
     except (OSError, ValueError):
         return None
 
 
-def _alive(manifest: dict) -> bool:
+def _alive(manifest: dict[str, Any]) -> bool:
     pid = int(manifest.get("pid", 0))
     return pid > 0 and _start_time(pid) == manifest.get("start")
 

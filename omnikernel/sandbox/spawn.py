@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 
 from omnikernel.proc.process import LINE_LIMIT, HarnessProcess, start_process
-from omnikernel.sandbox.launch import start_sandboxed
+from omnikernel.sandbox.launch import Backend, start_sandboxed
 from omnikernel.sandbox.spec import SandboxSpec
 
 __all__ = ["LINE_LIMIT", "HarnessProcess", "spawn"]
@@ -25,7 +24,7 @@ async def spawn(
     cwd: Path,
     env: Mapping[str, str],
     sandbox: SandboxSpec | None = None,
-    backend: ModuleType | None = None,
+    backend: Backend | None = None,
 ) -> HarnessProcess:
     """Start a harness CLI with exactly `env` as its environment, in its own process group;
     inside `sandbox`, enforced by `backend` (see `omnikernel.sandbox`), when both are given."""

@@ -266,7 +266,8 @@ def to_ipynb(row: dict[str, Any], events: list[Event]) -> str:
             "display_data", data={"text/markdown": body, "text/plain": body})]  # fmt: skip
         nb.cells.append(cell)
     nbformat.validate(nb)
-    return nbformat.writes(nb)
+    text: str = nbformat.writes(nb)
+    return text
 
 
 WRITERS = {"md": to_markdown, "html": to_html, "jsonl": to_jsonl, "ipynb": to_ipynb}

@@ -93,7 +93,7 @@ def tool_call_bundle(data: dict[str, Any]) -> Bundle:
     plain = f"▶ {tool}: {summary}"
     md = f"**▶ {tool}** {inline(summary)}" if summary else f"**▶ {tool}**"
     if action == "exec" and "\n" in (summary or ""):
-        md = f"**▶ {tool}**\n\n{fence(summary, 'bash')}"
+        md = f"**▶ {tool}**\n\n{fence(str(summary), 'bash')}"
     elif action == "write" and isinstance(tool_input.get("content"), str):
         content = tool_input["content"]
         n = len(content.splitlines())
