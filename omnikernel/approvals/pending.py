@@ -6,7 +6,7 @@ in the cell, later the share page) show it and call `PendingApprovals.answer` fr
 The first answer resolves the future and is recorded, with who answered and from where; a later
 answer is told who was first. Nobody answering within the timeout is a deny. An ask whose
 asker died with its kernel is shown again by the next kernel (`reopen`): nobody awaits it, and it
-waits, with no timeout, for its first answer (see `approvals_after_restart`).
+waits, with no timeout, for its first answer (see `omnikernel.approvals.after_restart`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class PendingApprovals:
     def reopen(self, request_id: str, request: dict[str, Any], asked: Decision, *,
                on_decided: Callable[[Decision], object]) -> Pending | None:  # fmt: skip
         """Show again an ask whose asker is gone (a kernel restart cut its turn, see
-        `approvals_after_restart`). Nobody awaits it: it waits, with no timeout, for its first
+        `omnikernel.approvals.after_restart`). Nobody awaits it: it waits, with no timeout, for its first
         answer, which `on_decided` acts on. None if it is shown already."""
         loop = asyncio.get_running_loop()
         pending = Pending(request_id, request, asked, loop.create_future(), loop)

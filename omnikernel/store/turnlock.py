@@ -10,7 +10,7 @@ whom it waits for. The operating system releases the lock of a kernel that dies,
 kernel never blocks the session.
 
 A flock belongs to an open file, so two turns in one kernel (an approval answered after a
-restart runs its own turn, see `approvals_after_restart`) wait for each other as well. Waiting
+restart runs its own turn, see `omnikernel.approvals.after_restart`) wait for each other as well. Waiting
 polls without blocking, so cancelling a wait (the stop button) is immediate and leaves nothing
 behind.
 """
