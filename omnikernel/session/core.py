@@ -1033,13 +1033,3 @@ def kernel_alive(mark: str) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def default_state_dir() -> Path:
-    """Where the harness CLIs' private homes live: `$OMNIKERNEL_STATE_DIR`, else beside the
-    session store."""
-    if env := os.environ.get("OMNIKERNEL_STATE_DIR"):
-        return Path(env)
-    from omnikernel.store.sessions import default_store_path
-
-    return default_store_path().parent / "harness-state"
