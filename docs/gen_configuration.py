@@ -1,5 +1,7 @@
-"""Generates docs/configuration.md from the settings' traits: every ``c.OmniKernel`` setting
-(its type, default, environment variable and help) and the variables processes hand each other.
+"""Generates docs/configuration.md from the settings' traits: every setting of the kernel
+(``c.OmniKernel``), of the command line and server extension (``c.SessionFiles``) and of the
+share server (``c.OmnikernelShare``), with its type, default, environment variable and help,
+and the variables processes hand each other.
 
     python docs/gen_configuration.py
 
@@ -14,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's package, wherever the script runs from
 
-from omnikernel.kernel.settings import HANDOFFS, KernelSettings  # noqa: E402
+from jupyter_ext.share.app import OmnikernelShare  # noqa: E402
+from omnikernel.kernel.settings import HANDOFFS, KernelSettings, SessionFiles  # noqa: E402
 
 PAGE = Path(__file__).with_name("configuration.md")
 COMMAND = "python docs/gen_configuration.py"
@@ -42,9 +45,25 @@ message, naming the variable and what it takes, goes to the kernel's log and the
 cell. Yes-or-no variables take `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off`.
 
 The command line (`omnikernel sessions`, `export`, `prune`, `attach`) and the Jupyter server
-extension read `OMNIKERNEL_STORE` (and `omnikernel prune` `OMNIKERNEL_STATE_DIR`) too, so they
-find the kernels' sessions; their `--store` and `--state-dir` options win over it.
+extension read `OMNIKERNEL_STORE` and `OMNIKERNEL_STATE_DIR` too (`SessionFiles` below), so they
+find the kernels' sessions; the command line's `--store` and `--state-dir` options win over them.
 """
+
+#: Each section: its config name, where it is set, and the class whose own traits it lists.
+SECTIONS = [
+    ("OmniKernel", "`omnikernel_config.py`: the kernel.", KernelSettings),
+    (
+        "SessionFiles",
+        "`jupyter_server_config.py` (the server extension) or the environment (the command line, "
+        "whose `--store` and `--state-dir` win): where they find the kernels' sessions.",
+        SessionFiles,
+    ),
+    (
+        "OmnikernelShare",
+        "`jupyter_server_config.py`: the share server the server extension runs on port 6767.",
+        OmnikernelShare,
+    ),
+]
 
 
 def _cell(text: str) -> str:
@@ -52,17 +71,19 @@ def _cell(text: str) -> str:
 
 
 def render() -> str:
-    lines = [INTRO, "## OmniKernel", ""]
-    traits = KernelSettings.class_own_traits(config=True)
-    for name in sorted(traits):
-        trait = traits[name]
-        default = trait.metadata.get("default_text") or trait.default_value_repr()
-        lines += [f"### `c.OmniKernel.{name}`", ""]
-        lines.append(f"- Type: `{type(trait).__name__}`")
-        lines.append(f"- Default: `{default}`")
-        if env := trait.metadata.get("env"):
-            lines.append(f"- Environment variable: `{env}`")
-        lines += ["", " ".join(trait.help.split()), ""]
+    lines = [INTRO]
+    for section, where, cls in SECTIONS:
+        lines += [f"## {section}", "", f"Set in {where}", ""]
+        traits = cls.class_own_traits(config=True)
+        for name in sorted(traits):
+            trait = traits[name]
+            default = trait.metadata.get("default_text") or trait.default_value_repr()
+            lines += [f"### `c.{section}.{name}`", ""]
+            lines.append(f"- Type: `{type(trait).__name__}`")
+            lines.append(f"- Default: `{default}`")
+            if env := trait.metadata.get("env"):
+                lines.append(f"- Environment variable: `{env}`")
+            lines += ["", " ".join(trait.help.split()), ""]
     lines += [
         "## Variables passed between processes",
         "",

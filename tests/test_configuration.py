@@ -9,7 +9,13 @@ import re
 
 import pytest
 
-from omnikernel.kernel.settings import HANDOFFS, KernelSettings, SettingError, parse_bool
+from omnikernel.kernel.settings import (
+    HANDOFFS,
+    KernelSettings,
+    SessionFiles,
+    SettingError,
+    parse_bool,
+)
 
 from .conftest import REPO
 
@@ -76,6 +82,33 @@ def test_a_variable_sets_its_trait(monkeypatch, env, name, expected):
     settings = KernelSettings()
     assert getattr(settings, name) == expected
     assert settings.env_problems() == []
+
+
+def test_the_command_line_and_server_find_the_store_from_the_environment(monkeypatch, tmp_path):
+    from traitlets.config import Config
+
+    monkeypatch.setenv("OMNIKERNEL_STORE", str(tmp_path / "s.sqlite3"))
+    monkeypatch.delenv("OMNIKERNEL_STATE_DIR", raising=False)
+    files = SessionFiles()
+    assert (files.store, files.state_dir) == (str(tmp_path / "s.sqlite3"),
+                                              str(tmp_path / "harness-state"))  # fmt: skip
+    config = Config()
+    config.SessionFiles.store = "/elsewhere.sqlite3"
+    assert SessionFiles(config=config).store == "/elsewhere.sqlite3"
+
+
+def test_no_layer_below_the_settings_reads_an_omnikernel_variable():
+    """The kernel, the command line and the server extension read them (`settings`) and pass
+    values down; a lower layer only names them (in messages, or as a child's variable). The one
+    exception: `identity` resolves the handoffs in the environment the kernel passes it."""
+    reads = re.compile(r"(environ|getenv)\b[^\n]*OMNIKERNEL_|(env|environ)\.get\(\s*\w*_ENV\b")
+    found = []
+    for path in (REPO / "omnikernel").rglob("*.py"):
+        if path.parent.name in ("kernel", "cli", "magics") or path.name == "identity.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        found += [f"{path.relative_to(REPO)}: {m.group(0)}" for m in reads.finditer(text)]
+    assert found == []
 
 
 def test_a_config_value_wins_over_the_variable(monkeypatch):

@@ -90,7 +90,7 @@ class OmniKernel(KernelSettings, IPythonKernel):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.store = SessionStore(self.store_path or None)
+        self.store = SessionStore(self.store_path)
         problem = " ".join(self.env_problems()) + " " * bool(self.setting_problems)
         self._identity_env: dict[str, str] = dict(os.environ)
         try:
@@ -137,7 +137,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
             price_overrides=self.prices,
             approval_timeout_s=self.approval_timeout_s(),
             credentials=credentials,
-            login_env=self.login_env(),
+            login_env=os.environ,
+            login_endpoints=self.login_endpoints(),
             watchdog_s=self.watchdog_s,
         )
         # Images the agents write into the notebook's folder from now on may be shown inline;

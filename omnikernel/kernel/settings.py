@@ -10,8 +10,9 @@ default and its variable in docs/configuration.md.
 
 Invariants:
 
-- Nothing below this layer reads an ``OMNIKERNEL_*`` setting's variable: the kernel reads them
-  here and passes the values down.
+- Nothing below this layer reads an ``OMNIKERNEL_*`` setting's variable: the kernel, the command
+  line and the server extension read them here (`KernelSettings`, `SessionFiles`) and pass the
+  values down.
 - A variable the setting cannot take (``OMNIKERNEL_APPROVAL_TIMEOUT=soon``) is a `SettingError`
   naming the variable and what it takes. A kernel does not die of it: the setting keeps its
   default and the message is logged and kept in `EnvSettings.setting_problems` (the kernel says
@@ -35,11 +36,9 @@ from traitlets.config import LoggingConfigurable
 from omnikernel.approvals.pending import DEFAULT_TIMEOUT_S
 from omnikernel.gateway.credentials import (
     CHATGPT_BASE_URL,
-    CHATGPT_BASE_URL_ENV,
     CHATGPT_TOKEN_URL,
-    CHATGPT_TOKEN_URL_ENV,
     CLAUDE_TOKEN_URL,
-    CLAUDE_TOKEN_URL_ENV,
+    LoginEndpoints,
     parse_preferences,
 )
 from omnikernel.session.core import DEFAULT_WATCHDOG_S
@@ -310,18 +309,40 @@ class KernelSettings(EnvSettings):
 
     # -- values for the layers below -----------------------------------------------------------
 
-    def login_env(self) -> dict[str, str]:
-        """The environment the session finds plan logins in, with the login endpoints set."""
-        return {
-            **os.environ,
-            CLAUDE_TOKEN_URL_ENV: self.claude_token_url,
-            CHATGPT_TOKEN_URL_ENV: self.chatgpt_token_url,
-            CHATGPT_BASE_URL_ENV: self.chatgpt_base_url,
-        }
+    def login_endpoints(self) -> LoginEndpoints:
+        return LoginEndpoints(
+            claude_token_url=self.claude_token_url,
+            chatgpt_token_url=self.chatgpt_token_url,
+            chatgpt_base_url=self.chatgpt_base_url,
+        )
 
     def approval_timeout_s(self) -> float:
         """The approval timeout, the default for a configured value of 0 or less."""
         return self.approval_timeout if self.approval_timeout > 0 else DEFAULT_TIMEOUT_S
+
+
+class SessionFiles(EnvSettings):
+    """Where the command line (``omnikernel sessions``, ``export``, ``prune``, ``attach``, whose
+    ``--store`` and ``--state-dir`` win over these) and the Jupyter server extension (its session
+    API and share server; ``c.SessionFiles.store`` in ``jupyter_server_config.py``) find the
+    kernels' sessions. The kernel's own are ``c.OmniKernel.store_path`` and ``state_dir``."""
+
+    store = Unicode(
+        help="The session store the command line and the server extension read: the kernels' "
+        "(c.OmniKernel.store_path).",
+    ).tag(config=True, env=STORE_ENV, default_text="<jupyter data dir>/omnikernel/sessions.sqlite3")
+    state_dir = Unicode(
+        help="The harness CLIs' private homes, one folder per session (`omnikernel prune` "
+        "removes a pruned session's).",
+    ).tag(config=True, env=STATE_DIR_ENV, default_text="harness-state beside the store")
+
+    @default("store")
+    def _store_default(self) -> str:
+        return self.from_env("store", str(default_store_path()))
+
+    @default("state_dir")
+    def _state_dir_default(self) -> str:
+        return self.from_env("state_dir", str(Path(self.store).parent / "harness-state"))
 
 
 @dataclasses.dataclass(frozen=True)

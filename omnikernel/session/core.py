@@ -53,8 +53,10 @@ from omnikernel.gateway import (
 from omnikernel.gateway.credentials import (
     HOW_TO_LOG_IN,
     LOGIN_OF_HARNESS,
+    VENDOR_ENDPOINTS,
     Choice,
     Login,
+    LoginEndpoints,
     LoginError,
     choose,
     find_login,
@@ -121,6 +123,7 @@ class AgentSession:
         user_policy: Path | None = None,
         credentials: Mapping[str, str] | None = None,
         login_env: Mapping[str, str] | None = None,
+        login_endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
         watchdog_s: float = DEFAULT_WATCHDOG_S,
     ):
         self.store = store
@@ -144,6 +147,8 @@ class AgentSession:
         #: Where plan logins are looked up (the kernel's environment: HOME, CLAUDE_CONFIG_DIR,
         #: CODEX_HOME, CLAUDE_CODE_OAUTH_TOKEN); each login is read once and shared.
         self.login_env = dict(login_env if login_env is not None else {})
+        #: Where logins are refreshed (the kernel's settings: the vendors' unless overridden).
+        self.login_endpoints = login_endpoints
         self._logins: dict[str, Login | None] = {}
         self._watched_logins: list[Login] = []
         self.harness_paths = dict(harness_paths or {})
@@ -293,7 +298,7 @@ class AgentSession:
     def login_for(self, kind: str) -> Login | None:
         """The user's plan login of `kind` (read once per session), or None."""
         if kind not in self._logins:
-            self._logins[kind] = find_login(kind, self.login_env)
+            self._logins[kind] = find_login(kind, self.login_env, self.login_endpoints)
         return self._logins[kind]
 
     def credential_of(self, name: str) -> Choice:
@@ -306,7 +311,7 @@ class AgentSession:
             or (preference == "auto" and resolve(self.upstream_config, cls.wire) is None)
         )
         login = self.login_for(kind) if wanted_login and kind else None
-        return choose(self.upstream_config, name, cls.wire, preference, self.login_env, login)
+        return choose(self.upstream_config, name, cls.wire, preference, login, self.login_endpoints)
 
     def credential_label(self, name: str) -> str:
         """`credential_of` in words, never raising (for `%agents`)."""
