@@ -27,9 +27,11 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     # jupyter_server's handlers (about 0.1 s) while it starts.
     from jupyter_ext.handlers import setup_handlers
     from jupyter_ext.notebooks import NotebookIdentity
+    from omnikernel.kernel.settings import SessionFiles
     from omnikernel.store.sessions import SessionStore
 
-    store = serverapp.web_app.settings.setdefault("omnikernel_store", SessionStore())
+    path = SessionFiles(config=serverapp.config).store
+    store = serverapp.web_app.settings.setdefault("omnikernel_store", SessionStore(path))
     setup_handlers(serverapp.web_app)
     NotebookIdentity(serverapp, store).install()
     serverapp.log.info("omnikernel: session API at %somnikernel/api/", serverapp.base_url)

@@ -9,6 +9,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from omnikernel.kernel.settings import SessionFiles
 from omnikernel.store.sessions import SessionStore
 
 #: Most events one response carries; a client asks again from the last seq it got.
@@ -20,7 +21,8 @@ class StoreHandler(APIHandler):
     def store(self) -> SessionStore:
         store = self.settings.get("omnikernel_store")
         if store is None:
-            store = self.settings["omnikernel_store"] = SessionStore()
+            path = SessionFiles(config=self.settings.get("config")).store
+            store = self.settings["omnikernel_store"] = SessionStore(path)
         return store
 
 

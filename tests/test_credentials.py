@@ -19,6 +19,7 @@ from omnikernel.gateway.credentials import (
     CHATGPT_CLIENT_ID,
     CLAUDE_CLIENT_ID,
     CLAUDE_OAUTH_BETA,
+    LoginEndpoints,
     LoginError,
     choose,
     find_login,
@@ -61,12 +62,11 @@ def fake():
 
 
 def claude_gateway(fake: FakeModelServer, config_dir: Path) -> tuple[Gateway, str]:
-    env = {"CLAUDE_CONFIG_DIR": str(config_dir),
-           "OMNIKERNEL_CLAUDE_TOKEN_URL": fake.base_url + "/v1/oauth/token"}  # fmt: skip
-    login = find_login("claude", env)
+    endpoints = LoginEndpoints(claude_token_url=fake.base_url + "/v1/oauth/token")
+    login = find_login("claude", {"CLAUDE_CONFIG_DIR": str(config_dir)}, endpoints)
     assert login is not None
     config = UpstreamConfig(anthropic_base_url=fake.base_url)
-    choice = choose(config, "claude", "anthropic", "login", env, login)
+    choice = choose(config, "claude", "anthropic", "login", login, endpoints)
     assert choice.source == "login" and choice.upstream is not None
     records: list[SpendRecord] = []
     gw = Gateway({"claude": choice.upstream}, on_spend=records.append).start_in_thread()
@@ -212,13 +212,13 @@ def test_chatgpt_login_gets_its_token_and_account_header_and_refreshes(tmp_path)
         fake.oauth_grants["rt-chatgpt-1"] = {"access_token": "chatgpt-fresh",
                                              "refresh_token": "rt-chatgpt-2", "id_token": "a.b.c"}  # fmt: skip
         path = chatgpt_auth(tmp_path / "codex", "chatgpt-stale")
-        env = {"CODEX_HOME": str(tmp_path / "codex"),
-               "OMNIKERNEL_CHATGPT_TOKEN_URL": fake.base_url + "/oauth/token",
-               # The ChatGPT backend serves /responses without /v1; the fake under /v1.
-               "OMNIKERNEL_CHATGPT_BASE_URL": fake.base_url + "/v1"}  # fmt: skip
-        choice = choose(
-            UpstreamConfig(), "codex", "openai", "auto", env, find_login("chatgpt", env)
+        endpoints = LoginEndpoints(
+            chatgpt_token_url=fake.base_url + "/oauth/token",
+            # The ChatGPT backend serves /responses without /v1; the fake under /v1.
+            chatgpt_base_url=fake.base_url + "/v1",
         )
+        login = find_login("chatgpt", {"CODEX_HOME": str(tmp_path / "codex")}, endpoints)
+        choice = choose(UpstreamConfig(), "codex", "openai", "auto", login, endpoints)
         assert choice.source == "login" and choice.upstream is not None
         gw = Gateway({"codex": choice.upstream}).start_in_thread()
         try:
@@ -243,22 +243,22 @@ def test_choosing_the_credential(tmp_path):
     assert login is not None and login.where == "$CLAUDE_CODE_OAUTH_TOKEN"
     keyed = UpstreamConfig(anthropic_api_key="sk-ant-api")
     # An API key wins over a login, unless the user says otherwise.
-    assert choose(keyed, "claude", "anthropic", "auto", {}, login).source == "api-key"
-    chosen = choose(keyed, "claude", "anthropic", "login", {}, login)
+    assert choose(keyed, "claude", "anthropic", "auto", login).source == "api-key"
+    chosen = choose(keyed, "claude", "anthropic", "login", login)
     assert chosen.source == "login" and chosen.upstream.base_url == "https://api.anthropic.com"
     assert chosen.label == "plan login ($CLAUDE_CODE_OAUTH_TOKEN)"
     # A compatible gateway's base URL (no key) also wins: the login is not sent to it.
     local = UpstreamConfig(anthropic_base_url="http://127.0.0.1:11434")
-    assert choose(local, "claude", "anthropic", "auto", {}, login).source == "gateway"
+    assert choose(local, "claude", "anthropic", "auto", login).source == "gateway"
     # Nothing at all: offline, saying how to log in.
-    offline = choose(UpstreamConfig(), "claude", "anthropic", "auto", {}, None)
+    offline = choose(UpstreamConfig(), "claude", "anthropic", "auto", None)
     assert offline.source == "offline" and "claude setup-token" in offline.label
-    assert "codex login" in choose(UpstreamConfig(), "codex", "openai", "auto", {}, None).label
-    assert choose(keyed, "claude", "anthropic", "offline", {}, login).upstream is None
+    assert "codex login" in choose(UpstreamConfig(), "codex", "openai", "auto", None).label
+    assert choose(keyed, "claude", "anthropic", "offline", login).upstream is None
     with pytest.raises(LoginError, match="only claude, codex"):
-        choose(UpstreamConfig(), "pi", "anthropic", "login", {}, login)
+        choose(UpstreamConfig(), "pi", "anthropic", "login", login)
     with pytest.raises(LoginError, match="none was found"):
-        choose(UpstreamConfig(), "claude", "anthropic", "login", {}, None)
+        choose(UpstreamConfig(), "claude", "anthropic", "login", None)
     assert parse_preferences(" claude=login, codex=api-key") == {"claude": "login",
                                                                   "codex": "api-key"}  # fmt: skip
     # An unreadable credentials file is an error saying which file, not a crash later.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from omnikernel.approvals import decide as approval
-from omnikernel.approvals.pending import PendingApprovals, timeout_from_env
+from omnikernel.approvals.pending import PendingApprovals
 from omnikernel.events import Event, EventKind
 from omnikernel.kernel.magics.policy import replay
 from omnikernel.policy import (
@@ -472,19 +472,6 @@ def test_an_unanswered_ask_is_denied_at_the_timeout():
     decision = asyncio.run(approvals.ask("r2", {"tool": "Bash", "summary": "ls"}, ASK))
     assert (decision.verdict, decision.by, decision.source) == ("deny", "timeout", "timeout")
     assert approvals.answer("r2", True, by="ana", source="widget").startswith("too late")
-
-
-@pytest.mark.parametrize(
-    ("env", "configured", "expected"),
-    [
-        ({}, None, 600.0),
-        ({}, 30.0, 30.0),
-        ({"OMNIKERNEL_APPROVAL_TIMEOUT": "5"}, 30.0, 5.0),
-        ({"OMNIKERNEL_APPROVAL_TIMEOUT": "soon"}, None, 600.0),
-    ],  # logged, never a dead kernel
-)
-def test_approval_timeout_from_env_and_config(env, configured, expected):
-    assert timeout_from_env(configured, env) == expected
 
 
 def test_a_stopped_turn_closes_its_ask():

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from IPython.core.error import UsageError
 
-from omnikernel.approvals import decide as approval
 from omnikernel.events import Event, EventKind
 from omnikernel.gateway.upstream import PLACEHOLDER_KEY, UpstreamConfig, resolve
 from omnikernel.kernel.magics.common import parse_agent_args, table
@@ -30,18 +29,6 @@ from omnikernel.view import render
 def test_route(code, kind, body, agent_args, magic):
     r = route(code)
     assert (r.kind, r.body, r.agent_args, r.magic) == (kind, body, agent_args, magic)
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({"OMNIKERNEL_AUTO_APPROVE": "1"}, True),
-        ({"OMNIKERNEL_AUTO_APPROVE": "0"}, False),
-        ({}, False),
-    ],
-)
-def test_auto_approve_env(env, expected):
-    assert approval.auto_approve_from_env(env) is expected
 
 
 @pytest.mark.parametrize(

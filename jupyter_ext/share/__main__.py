@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 from jupyter_ext.share.server import ShareServer, serve_forever
+from omnikernel.kernel.settings import SessionFiles
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,12 +17,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=6767)
     parser.add_argument("--ip", default="127.0.0.1", help="a LAN address only on purpose")
     parser.add_argument("--hostname", action="append", default=[], help="extra Host name")
-    parser.add_argument("--store", default=None, help="session store (default: $OMNIKERNEL_STORE)")
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="session store (default: $OMNIKERNEL_STORE, else Jupyter's data dir)",
+    )
     parser.add_argument("--certfile", default="")
     parser.add_argument("--keyfile", default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = ShareServer(args.store, address=args.ip, port=args.port, hostnames=args.hostname,
+    server = ShareServer(args.store or SessionFiles().store, address=args.ip, port=args.port, hostnames=args.hostname,
                          certfile=args.certfile, keyfile=args.keyfile)  # fmt: skip
     print(f"omnikernel share server on {server.scheme}://{args.ip}:{args.port}", flush=True)
     try:

@@ -8,7 +8,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Int, List, Unicode
 
 from jupyter_ext.share.server import ShareServer
-from omnikernel.store.sessions import default_store_path
+from omnikernel.kernel.settings import SessionFiles
 
 
 class OmnikernelShare(ExtensionApp):
@@ -38,7 +38,7 @@ class OmnikernelShare(ExtensionApp):
         if not self.enabled:
             return
         store = self.serverapp.web_app.settings.get("omnikernel_store")
-        server = ShareServer(store.path if store else default_store_path(), address=self.ip,
+        server = ShareServer(store.path if store else SessionFiles(parent=self).store, address=self.ip,
                              port=self.port, hostnames=self.hostnames, certfile=self.certfile,
                              keyfile=self.keyfile)  # fmt: skip
         try:

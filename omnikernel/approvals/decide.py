@@ -12,7 +12,6 @@ The verdict is the strictest outcome of every rule (see `omnikernel.policy`):
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from omnikernel.events import Event
 from omnikernel.policy.engine import Verdict
@@ -49,11 +48,6 @@ class Decision:
         """What the ``approval_decision`` event records besides request_id and decision."""
         return {"reason": self.reason, "by": self.by, "rules": list(self.rules),
                 "source": self.source, "scope": self.scope, "subject": self.subject}  # fmt: skip
-
-
-def auto_approve_from_env(environ: dict[str, str] | None = None) -> bool:
-    value = (environ if environ is not None else os.environ).get(AUTO_APPROVE_ENV, "")
-    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def decide(request: Event, verdict: Verdict, *, auto_approve: bool) -> Decision:

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds an ask waits for an answer before it is denied.
 DEFAULT_TIMEOUT_S = 600.0
-TIMEOUT_ENV = "OMNIKERNEL_APPROVAL_TIMEOUT"
 SCOPES = ("once", "session", "always")
 
 
@@ -173,18 +172,3 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
-
-
-def timeout_from_env(configured: float | None, environ: dict[str, str]) -> float:
-    """`OMNIKERNEL_APPROVAL_TIMEOUT` (seconds) over the configured value over 600 s."""
-    if value := environ.get(TIMEOUT_ENV, "").strip():
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = 0.0
-        if seconds > 0:
-            return seconds
-        # A kernel that cannot start helps nobody: say so in its log and keep the default.
-        log.warning("%s must be a positive number of seconds, not %r; using %g s",
-                    TIMEOUT_ENV, value, configured or DEFAULT_TIMEOUT_S)  # fmt: skip
-    return configured if configured and configured > 0 else DEFAULT_TIMEOUT_S

@@ -20,10 +20,12 @@ import getpass
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from omnikernel.events import Event, EventKind
-from omnikernel.store.sessions import SessionStore, default_store_path
+from omnikernel.kernel.settings import SessionFiles
+from omnikernel.store.sessions import SessionStore
 from omnikernel.view.render import CellView, terminal_safe
 
 #: Seconds between two looks at the store while following.
@@ -150,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "session", nargs="?", help="session id or a unique prefix (default: the latest used)"
     )
     parser.add_argument(
-        "--store", help=f"session store file (default: $OMNIKERNEL_STORE or {default_store_path()})"
+        "--store", help="session store file (default: $OMNIKERNEL_STORE, else Jupyter's data dir)"
     )
     parser.add_argument("--no-follow", action="store_true", help="show the stored events and exit")
     decide = parser.add_mutually_exclusive_group()
@@ -159,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     decide.add_argument("--deny", metavar="REQUEST", help="deny a waiting approval, then exit")
     args = parser.parse_args(argv)
-    path = args.store or default_store_path()
-    if args.store is None and not default_store_path().exists():
+    path = args.store or SessionFiles().store
+    if args.store is None and not Path(path).exists():
         print(f"omnikernel attach: no session store at {path}; run a prompt first", file=sys.stderr)
         return 2
     store = SessionStore(path)

@@ -45,10 +45,12 @@ def register(
 
 
 def open_store(args: argparse.Namespace) -> SessionStore:
+    from omnikernel.kernel.settings import SessionFiles
+
     path = Path(args.store) if args.store else None
     if path is not None and not path.exists():
         raise CliError(f"There is no session store at {path}: check --store (or OMNIKERNEL_STORE).")
-    return SessionStore(path)
+    return SessionStore(path or SessionFiles().store)
 
 
 def _when(ts: float) -> str:
@@ -111,17 +113,20 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
                    help="prune sessions with no activity for DAYS days (default 30)")  # fmt: skip
     p.add_argument("--dry-run", "-n", action="store_true", help="only list what would go")
-    p.add_argument("--state-dir", help="the harnesses' state folder (default: beside the store)")
+    p.add_argument(
+        "--state-dir",
+        help="the harnesses' state folder (default: $OMNIKERNEL_STATE_DIR, else beside the store)",
+    )
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from omnikernel.session.core import default_state_dir
+    from omnikernel.kernel.settings import SessionFiles
     from omnikernel.store.turnlock import TurnLock, lock_path
 
     if args.older_than < 0:
         raise CliError("--older-than takes a number of days >= 0.")
     store = open_store(args)
-    state = Path(args.state_dir) if args.state_dir else default_state_dir()
+    state = Path(args.state_dir or SessionFiles(store=str(store.path)).state_dir)
     known = {r["session_id"]: r for r in store.sessions()}
     if args.sessions:
         if missing := [s for s in args.sessions if s not in known]:

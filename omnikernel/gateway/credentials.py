@@ -42,10 +42,6 @@ CLAUDE_SCOPES = "user:profile user:inference user:sessions:claude_code user:mcp_
 CHATGPT_CLIENT_ID = "app_EMoamEEZ73f0CkXaXp7hrann"
 CHATGPT_TOKEN_URL = "https://auth.openai.com/oauth/token"
 CHATGPT_BASE_URL = "https://chatgpt.com/backend-api/codex"
-#: Overrides (a company proxy, or tests pointing at a local server).
-CLAUDE_TOKEN_URL_ENV = "OMNIKERNEL_CLAUDE_TOKEN_URL"
-CHATGPT_TOKEN_URL_ENV = "OMNIKERNEL_CHATGPT_TOKEN_URL"
-CHATGPT_BASE_URL_ENV = "OMNIKERNEL_CHATGPT_BASE_URL"
 #: Refresh this long before the recorded expiry, so a turn never starts on a dying token.
 EXPIRY_MARGIN_S = 60
 
@@ -276,11 +272,27 @@ def read_login(kind: str, path: Path, token_url: str) -> Login | None:
     )  # fmt: skip
 
 
-def find_login(kind: str, env: Mapping[str, str]) -> Login | None:
-    """The user's login of `kind` on this host, where the CLI keeps it; None if absent."""
+@dataclasses.dataclass(frozen=True)
+class LoginEndpoints:
+    """Where plan logins are refreshed and where a ChatGPT login's traffic goes: the vendors'
+    unless the kernel's settings say otherwise (a company proxy, a test's server)."""
+
+    claude_token_url: str = CLAUDE_TOKEN_URL
+    chatgpt_token_url: str = CHATGPT_TOKEN_URL
+    chatgpt_base_url: str = CHATGPT_BASE_URL
+
+
+VENDOR_ENDPOINTS = LoginEndpoints()
+
+
+def find_login(
+    kind: str, env: Mapping[str, str], endpoints: LoginEndpoints = VENDOR_ENDPOINTS
+) -> Login | None:
+    """The user's login of `kind` on this host, where the CLI keeps it; None if absent. `env`
+    says where the CLI keeps it (HOME, CLAUDE_CODE_OAUTH_TOKEN, CLAUDE_CONFIG_DIR, CODEX_HOME)."""
     home = Path(env.get("HOME") or Path.home())
     if kind == "claude":
-        url = env.get(CLAUDE_TOKEN_URL_ENV) or CLAUDE_TOKEN_URL
+        url = endpoints.claude_token_url
         if token := env.get("CLAUDE_CODE_OAUTH_TOKEN", ""):
             return Login("claude", "$CLAUDE_CODE_OAUTH_TOKEN", None, token, token_url=url)
         config = (
@@ -288,7 +300,7 @@ def find_login(kind: str, env: Mapping[str, str]) -> Login | None:
         )
         return read_login("claude", config / ".credentials.json", url)
     if kind == "chatgpt":
-        url = env.get(CHATGPT_TOKEN_URL_ENV) or CHATGPT_TOKEN_URL
+        url = endpoints.chatgpt_token_url
         codex_home = Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else home / ".codex"
         return read_login("chatgpt", codex_home / "auth.json", url)
     raise ValueError(f"unknown login {kind!r}")
@@ -309,9 +321,6 @@ class Choice:
         return f"{text} ({self.detail})" if self.detail else text
 
 
-CREDENTIALS_ENV = "OMNIKERNEL_CREDENTIALS"
-
-
 def parse_preferences(text: str) -> dict[str, str]:
     """``claude=login,codex=api-key`` as a dict (checked later by `check_preferences`)."""
     pairs = (item.partition("=") for item in text.split(",") if item.strip())
@@ -329,8 +338,8 @@ def check_preferences(preferences: Mapping[str, str]) -> None:
 
 
 def choose(
-    config: UpstreamConfig, harness: str, wire: str, preference: str, env: Mapping[str, str],
-    login: Login | None = None,
+    config: UpstreamConfig, harness: str, wire: str, preference: str,
+    login: Login | None = None, endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
 ) -> Choice:  # fmt: skip
     """The credential `harness` uses. `login` is the user's login for it, if found.
 
@@ -351,7 +360,7 @@ def choose(
         key_set = config.anthropic_api_key if wire == "anthropic" else config.openai_api_key
         return Choice("api-key" if key_set else "gateway", configured, configured.base_url)
     if kind is not None and preference in ("auto", "login") and login is not None:
-        return Choice("login", login_upstream(config, wire, login, env), login.where)
+        return Choice("login", login_upstream(config, wire, login, endpoints), login.where)
     if preference == "login":
         raise LoginError(
             f"c.OmniKernel.credentials says {harness} uses a plan login, but none was found: "
@@ -365,12 +374,12 @@ def choose(
 
 
 def login_upstream(
-    config: UpstreamConfig, wire: str, login: Login, env: Mapping[str, str]
+    config: UpstreamConfig, wire: str, login: Login, endpoints: LoginEndpoints = VENDOR_ENDPOINTS
 ) -> Upstream:
     """Where a login's traffic goes: the vendor (or the configured base URL)."""
     if login.kind == "claude":
         base = config.anthropic_base_url or ANTHROPIC_DEFAULT_URL
     else:
         # With a ChatGPT login Codex talks to the ChatGPT backend, not api.openai.com.
-        base = env.get(CHATGPT_BASE_URL_ENV) or CHATGPT_BASE_URL
+        base = endpoints.chatgpt_base_url
     return Upstream(wire=wire, base_url=base.rstrip("/"), api_key="", login=login)

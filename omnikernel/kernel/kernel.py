@@ -23,14 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from ipykernel.ipkernel import IPythonKernel
 from IPython.display import display, update_display
-from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 
 from omnikernel import __version__
-from omnikernel.approvals.decide import auto_approve_from_env
 from omnikernel.approvals.from_share import watch_answers
-from omnikernel.approvals.pending import DEFAULT_TIMEOUT_S, timeout_from_env
 from omnikernel.events import Event, EventKind
-from omnikernel.gateway.credentials import CREDENTIALS_ENV, check_preferences, parse_preferences
+from omnikernel.gateway.credentials import check_preferences
 from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.harnesses import HarnessError
 from omnikernel.harnesses.acp import AcpAgent
@@ -42,8 +39,9 @@ from omnikernel.kernel.magics.common import MAGICS_HELP, parse_agent_args
 from omnikernel.kernel.magics.session import first_cell_notice
 from omnikernel.kernel.magics.share import ShareMagics
 from omnikernel.kernel.routing import Route, route
+from omnikernel.kernel.settings import KernelSettings
 from omnikernel.session import identity
-from omnikernel.session.core import DEFAULT_WATCHDOG_S, AgentSession, default_state_dir
+from omnikernel.session.core import AgentSession
 from omnikernel.store.redact import LogFilter
 from omnikernel.store.sessions import SessionStore, StoreUnavailableError
 from omnikernel.view.render import CellView, error_bundle, notice_bundle
@@ -75,7 +73,7 @@ class ShownTurn:
     store_error: StoreUnavailableError | None = None
 
 
-class OmniKernel(IPythonKernel):
+class OmniKernel(KernelSettings, IPythonKernel):
     implementation = "omnikernel"
     implementation_version = __version__
     banner = (
@@ -89,109 +87,16 @@ class OmniKernel(IPythonKernel):
         "codemirror_mode": "markdown",
         "pygments_lexer": "markdown",
     }
-    default_harness = Unicode("claude", help="Harness that plain prompt cells go to.").tag(
-        config=True
-    )
-    default_model = Unicode(
-        "", help="Model for the default harness; empty: the CLI's default."
-    ).tag(config=True)
-    harness_paths = Dict(
-        help="Explicit CLI paths by harness name, e.g. {'claude': '/opt/bin/claude'}; "
-        "harnesses not listed are found on PATH."
-    ).tag(config=True)
-    auto_approve = Bool(
-        help="Approve every permission request (headless runs). Default: $OMNIKERNEL_AUTO_APPROVE."
-    ).tag(config=True)
-    store_path = Unicode(
-        "", help="Session store file; default $OMNIKERNEL_STORE or <jupyter data>/omnikernel/."
-    ).tag(config=True)
-    anthropic_base_url = Unicode("", help="Default: $ANTHROPIC_BASE_URL.").tag(config=True)
-    anthropic_api_key = Unicode("", help="Default: $ANTHROPIC_API_KEY.").tag(config=True)
-    openai_base_url = Unicode("", help="Default: $OPENAI_BASE_URL.").tag(config=True)
-    openai_api_key = Unicode("", help="Default: $OPENAI_API_KEY.").tag(config=True)
-    credentials = Dict(
-        help="Which credential each harness uses: auto (an API key or base URL, else your plan "
-        "login, else the offline rehearsal model), api-key, login or offline, e.g. "
-        "{'claude': 'login'}. Plan logins: Claude Code's (claude, CLAUDE_CODE_OAUTH_TOKEN) "
-        "and Codex's ChatGPT login (codex login). Default: $OMNIKERNEL_CREDENTIALS "
-        "('claude=login,codex=api-key')."
-    ).tag(config=True)
-    budget_usd = Float(
-        None, allow_none=True, help="Session spend cap in USD; `%budget` changes it."
-    ).tag(config=True)
-    budget_tokens = Int(
-        None,
-        allow_none=True,
-        help="Session cap in metered tokens (input + cache writes + output; cache reads do not "
-        "count), e.g. 2_000_000; `%budget 2M tokens` changes it. With budget_usd too, whichever "
-        "is reached first stops the session.",
-    ).tag(config=True)
-    prices = Dict(
-        help="Price overrides, USD per million tokens: {'anthropic/claude-x': {'input': 3, "
-        "'output': 15, 'cacheRead': 0.3, 'cacheWrite': 3.75}} (a bare model name applies to "
-        "every vendor)."
-    ).tag(config=True)
-    sandbox = Unicode(
-        "auto",
-        help="OS sandbox for agents: auto (bwrap, else firejail), bwrap, firejail, or off "
-        "(an explicit, loudly shown opt-out). Default: $OMNIKERNEL_SANDBOX, else auto.",
-    ).tag(config=True)
-    sandbox_allow = List(
-        Unicode(),
-        help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
-        "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
-    ).tag(config=True)
-    sandbox_readable = List(
-        Unicode(),
-        help="Paths under a home directory agents may read (the home is closed to them "
-        "otherwise), e.g. ['~/datasets']. `%sandbox read PATH` adds more.",
-    ).tag(config=True)
-    prewarm = Bool(
-        True,
-        help="Start the current harness's CLI in its sandbox once the kernel is idle (and on "
-        "`%agent NAME`), so the first prompt does not wait for it. No model request is made. "
-        "Default: on, unless $OMNIKERNEL_PREWARM=0.",
-    ).tag(config=True)
-    acp_agents = Dict(
-        help="Agents spoken to over the Agent Client Protocol, by name: {'codex-acp': "
-        "{'command': ['codex-acp'], 'wire': 'openai'}} (a bare command list works too). "
-        "'claude-acp' (@zed-industries/claude-code-acp) is known out of the box.",
-    ).tag(config=True)
-    watchdog_s = Float(
-        DEFAULT_WATCHDOG_S,
-        help="Seconds a harness may stay silent mid-turn before a watchdog ends the turn and "
-        "stops it (the next cell starts it again, resuming); 0 turns the watchdog off. "
-        "Also OMNIKERNEL_WATCHDOG_S.",
-    ).tag(config=True)
-    rehearsal_scenario = Unicode(
-        "",
-        help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
-        "beside the notebook, else the package's default scenario.",
-    ).tag(config=True)
-
-    approval_timeout = Float(
-        DEFAULT_TIMEOUT_S,
-        help="Seconds an approval waits for a person before it is denied. "
-        "Default: $OMNIKERNEL_APPROVAL_TIMEOUT, else 600.",
-    ).tag(config=True)
-
-    @default("credentials")
-    def _credentials_default(self) -> dict[str, str]:
-        return parse_preferences(os.environ.get(CREDENTIALS_ENV, ""))
-
-    @default("auto_approve")
-    def _auto_approve_default(self) -> bool:
-        return auto_approve_from_env()
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.store = SessionStore(self.store_path or None)
-        problem = ""
+        self.store = SessionStore(self.store_path)
+        problem = " ".join(self.env_problems()) + " " * bool(self.setting_problems)
         self._identity_env: dict[str, str] = dict(os.environ)
         try:
             who = identity.resolve(self._identity_env, Path.cwd(), self.store)
         except identity.SessionNameError as exc:  # a bad OMNIKERNEL_SESSION_ID: say so, go on
-            problem = f"{identity.SESSION_ID_ENV} is ignored: {exc}. "
+            problem += f"{identity.SESSION_ID_ENV} is ignored: {exc}. "
             self._identity_env.pop(identity.SESSION_ID_ENV)
             who = identity.resolve(self._identity_env, Path.cwd(), self.store)
         #: JupyterLab names the notebook only after starting its kernel: look again at the
@@ -216,24 +121,25 @@ class OmniKernel(IPythonKernel):
             notebook_id=who.notebook_id,
             how=who.how,
             cwd=Path.cwd(),
-            state_dir=default_state_dir(),
+            state_dir=Path(self.state_dir),
             upstream_config=upstreams,
-            harness=os.environ.get("OMNIKERNEL_HARNESS", self.default_harness),
-            model=os.environ.get("OMNIKERNEL_MODEL") or self.default_model or None,
+            harness=self.default_harness,
+            model=self.default_model or None,
             harness_paths=self.harness_paths,
             auto_approve=self.auto_approve,
             rehearsal_scenario=self.rehearsal_scenario,
             budget_usd=self.budget_usd,
             budget_tokens=self.budget_tokens,
-            sandbox=os.environ.get("OMNIKERNEL_SANDBOX") or self.sandbox,
+            sandbox=self.sandbox,
             allow_hosts=tuple(self.sandbox_allow),
             readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,
-            approval_timeout_s=timeout_from_env(self.approval_timeout, dict(os.environ)),
+            approval_timeout_s=self.approval_timeout_s(),
             credentials=credentials,
             login_env=os.environ,
-            watchdog_s=watchdog_from_env(self.watchdog_s),
+            login_endpoints=self.login_endpoints(),
+            watchdog_s=self.watchdog_s,
         )
         # Images the agents write into the notebook's folder from now on may be shown inline;
         # no other image an answer names is ever loaded (see `sanitize`).
@@ -266,7 +172,7 @@ class OmniKernel(IPythonKernel):
         notice += first_cell_notice(who) or ""
         self.agents.first_notice = notice or None
         self._deferred_loaded = False
-        self._prewarm_pending = self.prewarm and os.environ.get("OMNIKERNEL_PREWARM", "1") != "0"
+        self._prewarm_pending = self.prewarm
         for family in FAMILIES:
             self.shell.register_magics(family(self.shell, self.agents))
         self.shell.register_magics(share)
@@ -683,21 +589,3 @@ def _load_deferred() -> None:
 
 #: Config files the kernel app could not load (see `kernelapp`), said in the first prompt cell.
 CONFIG_PROBLEMS: list[str] = []
-
-
-def watchdog_from_env(configured: float) -> float:
-    """`OMNIKERNEL_WATCHDOG_S` over the configured watchdog; a bad value is logged and left
-    out (the kernel starts anyway)."""
-    raw = os.environ.get("OMNIKERNEL_WATCHDOG_S", "").strip()
-    if not raw:
-        return configured
-    try:
-        value = float(raw)
-        if value < 0:
-            raise ValueError
-    except ValueError:
-        logging.getLogger("omnikernel").warning(
-            "OMNIKERNEL_WATCHDOG_S=%r is not a number of seconds (>= 0): using %g", raw, configured
-        )
-        return configured
-    return value

@@ -23,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from omnikernel.approvals.after_restart import ReopenedApprovals
+from omnikernel.gateway.credentials import VENDOR_ENDPOINTS, LoginEndpoints
 from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.harnesses import Harness, discover, harness_class
 from omnikernel.harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
@@ -77,6 +77,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstream
         user_policy: Path | None = None,
         credentials: Mapping[str, str] | None = None,
         login_env: Mapping[str, str] | None = None,
+        login_endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
         watchdog_s: float = DEFAULT_WATCHDOG_S,
     ) -> None:
         self.store = store
@@ -91,7 +92,9 @@ class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstream
         self.cwd = cwd
         self._state_root = state_dir
         self.state_dir = state_dir / session_id
-        self._init_upstreams(upstream_config, credentials, login_env, rehearsal_scenario)
+        self._init_upstreams(
+            upstream_config, credentials, login_env, rehearsal_scenario, login_endpoints
+        )
         self.harness_paths = dict(harness_paths or {})
         self.watchdog_s = watchdog_s
         self.sandbox = sandbox
@@ -214,13 +217,3 @@ class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstream
         self._harnesses.clear()
         self._end_turn_lock()
         self._stop_services()
-
-
-def default_state_dir() -> Path:
-    """Where the harness CLIs' private homes live: `$OMNIKERNEL_STATE_DIR`, else beside the
-    session store."""
-    if env := os.environ.get("OMNIKERNEL_STATE_DIR"):
-        return Path(env)
-    from omnikernel.store.sessions import default_store_path
-
-    return default_store_path().parent / "harness-state"

@@ -20,8 +20,10 @@ from urllib.parse import urlsplit
 from omnikernel.gateway import Gateway
 from omnikernel.gateway.credentials import (
     LOGIN_OF_HARNESS,
+    VENDOR_ENDPOINTS,
     Choice,
     Login,
+    LoginEndpoints,
     LoginError,
     choose,
     find_login,
@@ -79,6 +81,7 @@ class SessionUpstreams:
         credentials: Mapping[str, str] | None,
         login_env: Mapping[str, str] | None,
         rehearsal_scenario: str,
+        login_endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
     ) -> None:
         self.upstream_config = upstream_config
         #: The store's redactor, taught every credential this session learns.
@@ -89,6 +92,8 @@ class SessionUpstreams:
         #: Where plan logins are looked up (the kernel's environment: HOME, CLAUDE_CONFIG_DIR,
         #: CODEX_HOME, CLAUDE_CODE_OAUTH_TOKEN); each login is read once and shared.
         self.login_env = dict(login_env if login_env is not None else {})
+        #: Where logins are refreshed (the kernel's settings: the vendors' unless overridden).
+        self.login_endpoints = login_endpoints
         self._logins: dict[str, Login | None] = {}
         self._watched_logins: list[Login] = []
         self.rehearsal_scenario = rehearsal_scenario
@@ -131,7 +136,7 @@ class SessionUpstreams:
     def login_for(self, kind: str) -> Login | None:
         """The user's plan login of `kind` (read once per session), or None."""
         if kind not in self._logins:
-            self._logins[kind] = find_login(kind, self.login_env)
+            self._logins[kind] = find_login(kind, self.login_env, self.login_endpoints)
         return self._logins[kind]
 
     def credential_of(self, name: str) -> Choice:
@@ -144,7 +149,7 @@ class SessionUpstreams:
             or (preference == "auto" and resolve(self.upstream_config, cls.wire) is None)
         )
         login = self.login_for(kind) if wanted_login and kind else None
-        return choose(self.upstream_config, name, cls.wire, preference, self.login_env, login)
+        return choose(self.upstream_config, name, cls.wire, preference, login, self.login_endpoints)
 
     def credential_label(self, name: str) -> str:
         """`credential_of` in words, never raising (for `%agents`)."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -96,9 +95,9 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 def default_store_path() -> Path:
-    """`$OMNIKERNEL_STORE`, else `<jupyter data dir>/omnikernel/sessions.sqlite3`."""
-    if env := os.environ.get("OMNIKERNEL_STORE"):
-        return Path(env)
+    """`<jupyter data dir>/omnikernel/sessions.sqlite3`. The kernel, the command line and the
+    server extension choose their store in their settings (``OMNIKERNEL_STORE`` among them,
+    see `omnikernel.kernel.settings`) and pass it here."""
     return Path(jupyter_data_dir()) / "omnikernel" / "sessions.sqlite3"
 
 
