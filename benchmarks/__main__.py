@@ -22,11 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 HARNESSES = ("claude", "codex", "pi")
 
 
-def row(figure: str, value: float | None, baseline: float | None, unit: str,
-        note: str = "") -> dict[str, Any]:  # fmt: skip
+def row(
+    figure: str, value: float | None, baseline: float | None, unit: str, note: str = ""
+) -> dict[str, Any]:
     ratio = value / baseline if value is not None and baseline else None
-    return {"figure": figure, "value": value, "baseline": baseline, "ratio": ratio,
-            "unit": unit, "note": note}  # fmt: skip
+    return {
+        "figure": figure,
+        "value": value,
+        "baseline": baseline,
+        "ratio": ratio,
+        "unit": unit,
+        "note": note,
+    }
 
 
 def gateway_rows(quick: bool) -> list[dict[str, Any]]:
@@ -35,11 +42,21 @@ def gateway_rows(quick: bool) -> list[dict[str, Any]]:
     r = measure(200_000, 3 if quick else 9)
     note = f"{r['response_chars']:,}-char stream, median of {r['runs']}"
     return [
-        row("gateway: time to first token", r["gateway"]["ttft_s"] * 1000,
-            r["direct"]["ttft_s"] * 1000, "ms", note + "; baseline: direct"),
-        row("gateway: total", r["gateway"]["total_s"] * 1000, r["direct"]["total_s"] * 1000,
-            "ms", note + "; baseline: direct"),
-    ]  # fmt: skip
+        row(
+            "gateway: time to first token",
+            r["gateway"]["ttft_s"] * 1000,
+            r["direct"]["ttft_s"] * 1000,
+            "ms",
+            note + "; baseline: direct",
+        ),
+        row(
+            "gateway: total",
+            r["gateway"]["total_s"] * 1000,
+            r["direct"]["total_s"] * 1000,
+            "ms",
+            note + "; baseline: direct",
+        ),
+    ]
 
 
 def sandbox_rows(quick: bool) -> list[dict[str, Any]]:
@@ -47,18 +64,32 @@ def sandbox_rows(quick: bool) -> list[dict[str, Any]]:
 
     r = asyncio.run(measure(8 if quick else 25))
     bare = r.pop("bare")
-    return [row(f"sandbox start: {name}", s["start"] * 1000, bare["start"] * 1000, "ms",
-                f"until /bin/echo inside has run; start to exit {s['exit'] * 1000:.0f} ms "
-                f"(bare {bare['exit'] * 1000:.1f}); baseline: bare")
-            for name, s in r.items()]  # fmt: skip
+    return [
+        row(
+            f"sandbox start: {name}",
+            s["start"] * 1000,
+            bare["start"] * 1000,
+            "ms",
+            f"until /bin/echo inside has run; start to exit {s['exit'] * 1000:.0f} ms "
+            f"(bare {bare['exit'] * 1000:.1f}); baseline: bare",
+        )
+        for name, s in r.items()
+    ]
 
 
 def kernel_start_rows(quick: bool) -> list[dict[str, Any]]:
     from benchmarks.turns import measure_kernel_start
 
     r = measure_kernel_start(2 if quick else 5)
-    return [row("kernel start to idle", r["omnikernel_s"], r["ipython_s"], "s",
-                "baseline: plain IPython kernel")]  # fmt: skip
+    return [
+        row(
+            "kernel start to idle",
+            r["omnikernel_s"],
+            r["ipython_s"],
+            "s",
+            "baseline: plain IPython kernel",
+        )
+    ]
 
 
 def turn_rows(quick: bool, memory_turns: int) -> list[dict[str, Any]]:
@@ -66,8 +97,9 @@ def turn_rows(quick: bool, memory_turns: int) -> list[dict[str, Any]]:
 
     rows = []
     for harness in HARNESSES:
-        r = measure_harness(harness, kernels=1 if quick else 3, later=2 if quick else 5,
-                            memory_turns=memory_turns)  # fmt: skip
+        r = measure_harness(
+            harness, kernels=1 if quick else 3, later=2 if quick else 5, memory_turns=memory_turns
+        )
         base = "baseline: the CLI run directly, fresh process per turn"
         rows += [
             row(
@@ -83,11 +115,16 @@ def turn_rows(quick: bool, memory_turns: int) -> list[dict[str, Any]]:
         if memory:
             first, last = memory["after_first_turns"], memory["after_n_turns"]
             for key, label in (("rss_mib", "RSS"), ("pss_mib", "PSS")):
-                rows.append(row(
-                    f"memory {harness}: {label} after {last['turns']} turns", last[key],
-                    first[key], "MiB",
-                    f"kernel + {last['processes']} processes; baseline: after {first['turns']} "
-                    f"turns; store on disk {memory['store_mib']:.1f} MiB"))  # fmt: skip
+                rows.append(
+                    row(
+                        f"memory {harness}: {label} after {last['turns']} turns",
+                        last[key],
+                        first[key],
+                        "MiB",
+                        f"kernel + {last['processes']} processes; baseline: after {first['turns']} "
+                        f"turns; store on disk {memory['store_mib']:.1f} MiB",
+                    )
+                )
     return rows
 
 
@@ -97,12 +134,21 @@ def event_rows(quick: bool) -> list[dict[str, Any]]:
     store = measure_store(500 if quick else 2000)
     cell = measure_cell(1000 if quick else 4000)
     return [
-        row("event path: adapter -> store -> cell", cell["events_per_s"],
-            cell["direct_frames_per_s"], "events/s",
-            f"{cell['events']} text events (claude); baseline: the model's frames/s direct"),
-        row("event path: store appends", store["store_appends_per_s"],
-            store["bare_inserts_per_s"], "appends/s", "baseline: bare SQLite insert, same pragmas"),
-    ]  # fmt: skip
+        row(
+            "event path: adapter -> store -> cell",
+            cell["events_per_s"],
+            cell["direct_frames_per_s"],
+            "events/s",
+            f"{cell['events']} text events (claude); baseline: the model's frames/s direct",
+        ),
+        row(
+            "event path: store appends",
+            store["store_appends_per_s"],
+            store["bare_inserts_per_s"],
+            "appends/s",
+            "baseline: bare SQLite insert, same pragmas",
+        ),
+    ]
 
 
 def stop_rows(quick: bool) -> list[dict[str, Any]]:
@@ -113,8 +159,15 @@ def stop_rows(quick: bool) -> list[dict[str, Any]]:
         samples = asyncio.run(measure(harness, 1 if quick else 2, "auto"))
         worst = max(max(v) for v in samples.values())
         median = statistics.median(s for v in samples.values() for s in v)
-        rows.append(row(f"stop latency {harness}: worst", worst * 1000, PROMISE_S * 1000, "ms",
-                        f"median {median * 1000:.0f} ms over every state; baseline: the 1 s promise"))  # fmt: skip
+        rows.append(
+            row(
+                f"stop latency {harness}: worst",
+                worst * 1000,
+                PROMISE_S * 1000,
+                "ms",
+                f"median {median * 1000:.0f} ms over every state; baseline: the 1 s promise",
+            )
+        )
     return rows
 
 
@@ -125,20 +178,46 @@ def share_rows(quick: bool) -> list[dict[str, Any]]:
     one_p50, one_p99 = r["fan_out"].pop(1)
     rows = []
     for viewers, (p50, p99) in r["fan_out"].items():
-        rows += [row(f"share fan-out: {viewers} viewers, p50", p50 * 1000, one_p50 * 1000, "ms",
-                     "event stored -> every viewer has it; baseline: 1 viewer"),
-                 row(f"share fan-out: {viewers} viewers, p99", p99 * 1000, one_p99 * 1000, "ms",
-                     "baseline: 1 viewer")]  # fmt: skip
+        rows += [
+            row(
+                f"share fan-out: {viewers} viewers, p50",
+                p50 * 1000,
+                one_p50 * 1000,
+                "ms",
+                "event stored -> every viewer has it; baseline: 1 viewer",
+            ),
+            row(
+                f"share fan-out: {viewers} viewers, p99",
+                p99 * 1000,
+                one_p99 * 1000,
+                "ms",
+                "baseline: 1 viewer",
+            ),
+        ]
     return [
         *rows,
-        row(f"share catch-up: {r['history']:,} events", r["catch_up_s"] * 1000,
-            r["store_read_s"] * 1000, "ms",
-            "a late joiner's WebSocket; baseline: the same events read from the store"),
-        row("share: answer on the page -> kernel", r["answer_s"] * 1000,
-            r["answer_poll_s"] * 1000, "ms", "baseline: the kernel's poll period"),
-        row("share: co-driver's prompt -> turn starts", r["prompt_s"] * 1000,
-            r["prompt_poll_s"] * 1000, "ms", "baseline: the kernel's poll period"),
-    ]  # fmt: skip
+        row(
+            f"share catch-up: {r['history']:,} events",
+            r["catch_up_s"] * 1000,
+            r["store_read_s"] * 1000,
+            "ms",
+            "a late joiner's WebSocket; baseline: the same events read from the store",
+        ),
+        row(
+            "share: answer on the page -> kernel",
+            r["answer_s"] * 1000,
+            r["answer_poll_s"] * 1000,
+            "ms",
+            "baseline: the kernel's poll period",
+        ),
+        row(
+            "share: co-driver's prompt -> turn starts",
+            r["prompt_s"] * 1000,
+            r["prompt_poll_s"] * 1000,
+            "ms",
+            "baseline: the kernel's poll period",
+        ),
+    ]
 
 
 def soak_rows(quick: bool) -> list[dict[str, Any]]:
@@ -148,16 +227,28 @@ def soak_rows(quick: bool) -> list[dict[str, Any]]:
     available = discover()
     names = [n for n in HARNESSES if n in available and available[n].find_binary()]
     r = asyncio.run(soak(names, 20 if quick else 200, 60 if quick else 240, 11))
-    note = (f"{r['turns']} turns over {', '.join(names)} in {r['seconds']:.0f} s with random "
-            f"faults; {r['completed']} completed; seq continuous: {r['seq_continuous']}, every "
-            f"turn ended once: {r['every_turn_ended_once']}")  # fmt: skip
+    note = (
+        f"{r['turns']} turns over {', '.join(names)} in {r['seconds']:.0f} s with random "
+        f"faults; {r['completed']} completed; seq continuous: {r['seq_continuous']}, every "
+        f"turn ended once: {r['every_turn_ended_once']}"
+    )
     return [
         row("soak: events lost", r["lost"], r["events"], "", note + "; baseline: events stored"),
-        row("soak: faults survived", r["survived"], r["faults"], "",
-            "the turn after each fault completed; baseline: faults injected"),
-        row("soak: session process memory growth", r["rss_growth_mb"], r["store_mb"], "MiB",
-            "RSS after the last turn minus after the first; baseline: the store's size on disk"),
-    ]  # fmt: skip
+        row(
+            "soak: faults survived",
+            r["survived"],
+            r["faults"],
+            "",
+            "the turn after each fault completed; baseline: faults injected",
+        ),
+        row(
+            "soak: session process memory growth",
+            r["rss_growth_mb"],
+            r["store_mb"],
+            "MiB",
+            "RSS after the last turn minus after the first; baseline: the store's size on disk",
+        ),
+    ]
 
 
 SECTIONS: dict[str, Callable[..., list[dict[str, Any]]]] = {
@@ -183,8 +274,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'figure':{width}}  {'value':>10}  {'baseline':>10}  {'ratio':>7}  unit  note")
     for r in rows:
         ratio = f"x{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        print(f"{r['figure']:{width}}  {fmt(r['value']):>10}  {fmt(r['baseline']):>10}  "
-              f"{ratio:>7}  {r['unit']:4}  {r['note']}")  # fmt: skip
+        print(
+            f"{r['figure']:{width}}  {fmt(r['value']):>10}  {fmt(r['baseline']):>10}  "
+            f"{ratio:>7}  {r['unit']:4}  {r['note']}"
+        )
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -192,16 +285,22 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| figure | value | baseline | ratio | unit | note |", "|---|---|---|---|---|---|"]
     for r in rows:
         ratio = f"x{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        lines.append(f"| {r['figure']} | {fmt(r['value'])} | {fmt(r['baseline'])} | {ratio} | "
-                     f"{r['unit']} | {r['note']} |")  # fmt: skip
+        lines.append(
+            f"| {r['figure']} | {fmt(r['value'])} | {fmt(r['baseline'])} | {ratio} | "
+            f"{r['unit']} | {r['note']} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--memory-turns", type=int, default=200,
-                        help="turns before the second memory reading (default 200)")  # fmt: skip
+    parser.add_argument(
+        "--memory-turns",
+        type=int,
+        default=200,
+        help="turns before the second memory reading (default 200)",
+    )
     parser.add_argument("--only", nargs="*", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
     parser.add_argument(
@@ -230,11 +329,15 @@ def main() -> None:
     print()
     print_table(rows)
     result = {
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "processor": platform.processor()},
+        "machine": {
+            "cpus": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "processor": platform.processor(),
+        },
         "seconds": time.monotonic() - started,
         "figures": rows,
-    }  # fmt: skip
+    }
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.output} in {result['seconds']:.0f} s")
 

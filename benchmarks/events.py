@@ -38,8 +38,10 @@ def measure_store(appends: int = 2000) -> dict[str, Any]:
         for _ in range(3):  # interleaved rounds
             started = time.perf_counter()
             for i in range(appends):
-                bare.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             ("bench", i, 0.0, "text", "", 1, "", json.dumps(event.data)))  # fmt: skip
+                bare.execute(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    ("bench", i, 0.0, "text", "", 1, "", json.dumps(event.data)),
+                )
             rates["bare"].append(appends / (time.perf_counter() - started))
             started = time.perf_counter()
             for _ in range(appends):
@@ -55,8 +57,14 @@ def frames_per_second(base_url: str) -> tuple[int, float]:
     """(text frames, seconds) of the long answer streamed straight from the fake model."""
     parts = urlsplit(base_url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": True,
-                       "messages": [{"role": "user", "content": LONG}]})  # fmt: skip
+    body = json.dumps(
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 10,
+            "stream": True,
+            "messages": [{"role": "user", "content": LONG}],
+        }
+    )
     started = time.perf_counter()
     connection.request("POST", "/v1/messages", body, {"content-type": "application/json"})
     frames = sum(1 for line in connection.getresponse() if b"text_delta" in line)
@@ -87,5 +95,10 @@ def measure_cell(words: int = 4000, harness: str = "claude") -> dict[str, Any]:
         texts = sum(1 for _ in store.events(session, kinds=(ev.EventKind.TEXT,), turn=last))
         store.close()
     ours, base = texts / cell_s, frames / direct_s
-    return {"events_per_s": ours, "direct_frames_per_s": base, "ratio": ours / base,
-            "events": texts, "frames": frames}  # fmt: skip
+    return {
+        "events_per_s": ours,
+        "direct_frames_per_s": base,
+        "ratio": ours / base,
+        "events": texts,
+        "frames": frames,
+    }

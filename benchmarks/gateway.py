@@ -24,11 +24,21 @@ def stream_once(base_url: str, prompt: str, key: str) -> tuple[float, float, int
     """(time to first text delta, total time, characters of text) of one streamed request."""
     parts = urlsplit(base_url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    body = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": True,
-                       "messages": [{"role": "user", "content": prompt}]})  # fmt: skip
+    body = json.dumps(
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 10,
+            "stream": True,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+    )
     started = time.perf_counter()
-    connection.request("POST", parts.path.rstrip("/") + "/v1/messages", body,
-                       {"content-type": "application/json", "x-api-key": key})  # fmt: skip
+    connection.request(
+        "POST",
+        parts.path.rstrip("/") + "/v1/messages",
+        body,
+        {"content-type": "application/json", "x-api-key": key},
+    )
     response = connection.getresponse()
     first, chars = 0.0, 0
     for line in response:
@@ -50,9 +60,13 @@ def measure(chars: int = 200_000, runs: int = 9) -> dict[str, Any]:
         gateway.start_in_thread()
         try:
             results: dict[str, Any] = {}
-            targets = {"direct": (fake.base_url, "k"),
-                       "gateway": (gateway.base_url_for("bench", "anthropic", tcp=True),
-                                   gateway.issue_secret("bench"))}  # fmt: skip
+            targets = {
+                "direct": (fake.base_url, "k"),
+                "gateway": (
+                    gateway.base_url_for("bench", "anthropic", tcp=True),
+                    gateway.issue_secret("bench"),
+                ),
+            }
             samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in targets}
             for _ in range(runs):  # interleaved, so drift affects both alike
                 for name, (url, key) in targets.items():
@@ -77,11 +91,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
     r = measure(args.chars, args.runs)
-    print(f"gateway overhead, {r['response_chars']:,}-character streamed answer, "
-          f"median of {r['runs']} runs:")  # fmt: skip
+    print(
+        f"gateway overhead, {r['response_chars']:,}-character streamed answer, "
+        f"median of {r['runs']} runs:"
+    )
     for name in ("direct", "gateway"):
-        print(f"  {name:8} time to first token {r[name]['ttft_s'] * 1000:7.2f} ms   "
-              f"total {r[name]['total_s'] * 1000:8.1f} ms")  # fmt: skip
+        print(
+            f"  {name:8} time to first token {r[name]['ttft_s'] * 1000:7.2f} ms   "
+            f"total {r[name]['total_s'] * 1000:8.1f} ms"
+        )
     print(f"  ratio    time to first token x{r['ratio_ttft']:.2f}   total x{r['ratio_total']:.2f}")
 
 

@@ -36,13 +36,21 @@ async def measure(harness: str, runs: int, sandbox: str) -> dict[str, list[float
         work = Path(tmp) / "work"
         work.mkdir()
         session = AgentSession(
-            store=SessionStore(Path(tmp) / "store.sqlite3"), session_id="bench",
-            notebook=str(work / "bench.ipynb"), cwd=work, state_dir=Path(tmp) / "state",
-            harness=harness, auto_approve=True, sandbox=sandbox,
+            store=SessionStore(Path(tmp) / "store.sqlite3"),
+            session_id="bench",
+            notebook=str(work / "bench.ipynb"),
+            cwd=work,
+            state_dir=Path(tmp) / "state",
+            harness=harness,
+            auto_approve=True,
+            sandbox=sandbox,
             upstream_config=UpstreamConfig(
-                anthropic_base_url=model.base_url, anthropic_api_key="bench",
-                openai_base_url=model.base_url + "/v1", openai_api_key="bench"),
-        )  # fmt: skip
+                anthropic_base_url=model.base_url,
+                anthropic_api_key="bench",
+                openai_base_url=model.base_url + "/v1",
+                openai_api_key="bench",
+            ),
+        )
         try:
             [_ async for _ in session.run_prompt(RECALL)]
             hold_approvals(session, harness)
@@ -66,8 +74,10 @@ def main() -> None:
     args = parser.parse_args()
     available = {**discover(), **{n: acp_harness(n, a) for n, a in DEFAULT_ACP_AGENTS.items()}}
     names = args.harnesses or [n for n, cls in available.items() if cls.find_binary()]
-    print(f"stop latency, cancel to idle, median / worst of {args.runs} runs "
-          f"(promise: under {PROMISE_S:.0f} s):")  # fmt: skip
+    print(
+        f"stop latency, cancel to idle, median / worst of {args.runs} runs "
+        f"(promise: under {PROMISE_S:.0f} s):"
+    )
     width = max(len(n) for n in names)
     print(f"  {'':{width}}  " + "  ".join(f"{s:>17}" for s in STATES))
     for name in names:

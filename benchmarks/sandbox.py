@@ -70,8 +70,10 @@ def main() -> None:
     bare = result["bare"]
     print("sandbox start-up, /bin/echo, median of runs (ratio to a bare start in this run):")
     for name, r in result.items():
-        print(f"  {name:9} start {r['start'] * 1000:7.2f} ms  x{r['start'] / bare['start']:<5.1f}"
-              f"  start to exit {r['exit'] * 1000:7.2f} ms  x{r['exit'] / bare['exit']:.1f}")  # fmt: skip
+        print(
+            f"  {name:9} start {r['start'] * 1000:7.2f} ms  x{r['start'] / bare['start']:<5.1f}"
+            f"  start to exit {r['exit'] * 1000:7.2f} ms  x{r['exit'] / bare['exit']:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -47,13 +47,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def fan_out(port: int, grant: Grant, store: SessionStore, viewers: int, rounds: int = 5
-                  ) -> list[float]:  # fmt: skip
+async def fan_out(
+    port: int, grant: Grant, store: SessionStore, viewers: int, rounds: int = 5
+) -> list[float]:
     last = max((e.seq for e in store.events(SESSION)), default=0)
-    request = HTTPRequest(f"ws://127.0.0.1:{port}/ws?since={last}",
-                          headers={"Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
-    socks = [await websocket_connect(request, subprotocols=grant.subprotocols)
-             for _ in range(viewers)]  # fmt: skip
+    request = HTTPRequest(
+        f"ws://127.0.0.1:{port}/ws?since={last}", headers={"Origin": f"http://127.0.0.1:{port}"}
+    )
+    socks = [
+        await websocket_connect(request, subprotocols=grant.subprotocols) for _ in range(viewers)
+    ]
     delays: list[float] = []
     for i in range(rounds):
         sent = time.time()
@@ -72,8 +75,9 @@ async def fan_out(port: int, grant: Grant, store: SessionStore, viewers: int, ro
 
 
 async def catch_up(port: int, grant: Grant, events: int) -> float:
-    request = HTTPRequest(f"ws://127.0.0.1:{port}/ws?since=0",
-                          headers={"Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
+    request = HTTPRequest(
+        f"ws://127.0.0.1:{port}/ws?since=0", headers={"Origin": f"http://127.0.0.1:{port}"}
+    )
     start = time.perf_counter()
     sock = await websocket_connect(request, subprotocols=grant.subprotocols)
     seen = 0
@@ -83,8 +87,9 @@ async def catch_up(port: int, grant: Grant, events: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(viewer_counts: tuple[int, ...] = (100, 500, 1000),
-            history: int = 10_000) -> dict[str, Any]:  # fmt: skip
+def measure(
+    viewer_counts: tuple[int, ...] = (100, 500, 1000), history: int = 10_000
+) -> dict[str, Any]:
     """Every share figure with the baseline measured in the same run: fan-out against one
     viewer, catch-up against reading the same events straight from the store, an answer and a
     prompt from the page against the kernel's poll period (their floor)."""
@@ -98,8 +103,12 @@ def measure(viewer_counts: tuple[int, ...] = (100, 500, 1000),
     codes = ShareCodes(store_path)
     port = free_port()
     env = dict(os.environ, OMNIKERNEL_STORE=str(store_path))
-    server = subprocess.Popen([sys.executable, "-m", "jupyter_ext.share", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_ext.share", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     out: dict[str, Any] = {"fan_out": {}}
     try:
         for _ in range(100):
@@ -111,24 +120,34 @@ def measure(viewer_counts: tuple[int, ...] = (100, 500, 1000),
         url = f"http://127.0.0.1:{port}"
         grant = exchange(url, codes.new_code(SESSION, "rw"))
         for viewers in (1, *viewer_counts):
-            delays = asyncio.run(fan_out(port, grant, store, viewers, rounds=20 if viewers == 1
-                                         else 5))  # fmt: skip
+            delays = asyncio.run(
+                fan_out(port, grant, store, viewers, rounds=20 if viewers == 1 else 5)
+            )
             out["fan_out"][viewers] = (statistics.median(delays), pct(delays, 0.99))
         base = max(e.seq for e in store.events(SESSION))
         for i in range(history - base):  # turns of streamed text between tool calls
-            kind, data = ((EventKind.TOOL_CALL, {"tool": "Bash", "summary": f"ls {i}"})
-                          if i % 4 == 0 else (EventKind.TEXT, {"text": f"history {i} " * 4}))  # fmt: skip
+            kind, data = (
+                (EventKind.TOOL_CALL, {"tool": "Bash", "summary": f"ls {i}"})
+                if i % 4 == 0
+                else (EventKind.TEXT, {"text": f"history {i} " * 4})
+            )
             store.append(Event(kind, data, session_id=SESSION, turn=1 + i // 40))
         out["catch_up_s"] = asyncio.run(catch_up(port, grant, history))
         started = time.perf_counter()
         direct = [event_message(e) for e in SessionStore(store_path).events(SESSION)]
         out["store_read_s"] = time.perf_counter() - started
         out["history"] = len(direct)
-        store.append(Event(EventKind.APPROVAL_REQUEST, {"request_id": "r", "tool": "Bash",
-                                                        "summary": "true"}, session_id=SESSION))  # fmt: skip
+        store.append(
+            Event(
+                EventKind.APPROVAL_REQUEST,
+                {"request_id": "r", "tool": "Bash", "summary": "true"},
+                session_id=SESSION,
+            )
+        )
         started = time.perf_counter()
-        requests.post(f"{url}/api/answer", json={"request_id": "r", "allow": True},
-                      headers=grant.headers)  # fmt: skip
+        requests.post(
+            f"{url}/api/answer", json={"request_id": "r", "allow": True}, headers=grant.headers
+        )
         while codes.take_answer(SESSION, "r") is None:
             time.sleep(ANSWER_POLL_S)
         out["answer_s"], out["answer_poll_s"] = time.perf_counter() - started, ANSWER_POLL_S
@@ -146,17 +165,27 @@ def measure(viewer_counts: tuple[int, ...] = (100, 500, 1000),
 def main() -> None:
     r = measure()
     one = r["fan_out"].pop(1)
-    print(f"    1 viewer:  event stored -> the viewer has it  p50 {1000 * one[0]:6.1f} ms  "
-          f"p99 {1000 * one[1]:6.1f} ms")  # fmt: skip
+    print(
+        f"    1 viewer:  event stored -> the viewer has it  p50 {1000 * one[0]:6.1f} ms  "
+        f"p99 {1000 * one[1]:6.1f} ms"
+    )
     for viewers, (p50, p99) in r["fan_out"].items():
-        print(f"{viewers:5d} viewers: event stored -> every viewer has it  "
-              f"p50 {1000 * p50:6.1f} ms  p99 {1000 * p99:6.1f} ms")  # fmt: skip
-    print(f"catch-up of {r['history']:,} events by a late joiner: {1000 * r['catch_up_s']:.0f} ms "
-          f"(the same read from the store: {1000 * r['store_read_s']:.0f} ms)")  # fmt: skip
-    print(f"answer on the page -> taken by the kernel's poller: {1000 * r['answer_s']:.0f} ms "
-          f"(poll every {1000 * r['answer_poll_s']:.0f} ms)")  # fmt: skip
-    print(f"prompt on the page -> the co-driver's turn starts in the kernel: "
-          f"{1000 * r['prompt_s']:.0f} ms (poll every {1000 * r['prompt_poll_s']:.0f} ms)")  # fmt: skip
+        print(
+            f"{viewers:5d} viewers: event stored -> every viewer has it  "
+            f"p50 {1000 * p50:6.1f} ms  p99 {1000 * p99:6.1f} ms"
+        )
+    print(
+        f"catch-up of {r['history']:,} events by a late joiner: {1000 * r['catch_up_s']:.0f} ms "
+        f"(the same read from the store: {1000 * r['store_read_s']:.0f} ms)"
+    )
+    print(
+        f"answer on the page -> taken by the kernel's poller: {1000 * r['answer_s']:.0f} ms "
+        f"(poll every {1000 * r['answer_poll_s']:.0f} ms)"
+    )
+    print(
+        f"prompt on the page -> the co-driver's turn starts in the kernel: "
+        f"{1000 * r['prompt_s']:.0f} ms (poll every {1000 * r['prompt_poll_s']:.0f} ms)"
+    )
 
 
 async def prompt_to_turn(url: str, grant: Grant, codes: ShareCodes) -> float:
@@ -172,8 +201,9 @@ async def prompt_to_turn(url: str, grant: Grant, codes: ShareCodes) -> float:
     driving.show(object())  # type: ignore[arg-type]  (no widgets here: the run ignores it)
     await asyncio.sleep(0.3)  # taking prompts, as a kernel that showed the feed a while ago
     start = time.perf_counter()
-    sent = await asyncio.to_thread(requests.post, f"{url}/api/prompt", json={"text": "go on"},
-                                   headers=grant.headers)  # fmt: skip
+    sent = await asyncio.to_thread(
+        requests.post, f"{url}/api/prompt", json={"text": "go on"}, headers=grant.headers
+    )
     assert sent.status_code == 202, sent.text
     await asyncio.wait_for(started.wait(), 10)
     took = time.perf_counter() - start

@@ -34,8 +34,9 @@ OVERLOADED = {"error": {"status": 529, "type": "overloaded_error", "message": "O
 FAULTS = ("none", "kill", "retry", "upstream_down", "slow", "interrupt")
 
 
-async def one_turn(session: AgentSession, model: FakeModelServer, name: str, n: int,
-                   fault: str) -> list[Event]:  # fmt: skip
+async def one_turn(
+    session: AgentSession, model: FakeModelServer, name: str, n: int, fault: str
+) -> list[Event]:
     """Run turn `n` on `name` with `fault`; return every event it yielded (all stored)."""
     prompt = f"soak turn {n}"
     if fault in ("kill", "interrupt", "slow"):
@@ -78,18 +79,28 @@ def size_on_disk(database: Path) -> int:
 async def soak(names: list[str], turns: int, time_limit: float, seed: int) -> dict[str, object]:
     rng = random.Random(seed)
     me = psutil.Process()
-    with tempfile.TemporaryDirectory() as tmp, \
-            FakeModelServer(Scenario.from_dict(SCENARIO)) as model:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeModelServer(Scenario.from_dict(SCENARIO)) as model,
+    ):
         work = Path(tmp) / "work"
         work.mkdir()
         store = SessionStore(Path(tmp) / "store.sqlite3")
         session = AgentSession(
-            store=store, session_id="soak", notebook=str(work / "soak.ipynb"), cwd=work,
-            state_dir=Path(tmp) / "state", harness=names[0], auto_approve=True,
+            store=store,
+            session_id="soak",
+            notebook=str(work / "soak.ipynb"),
+            cwd=work,
+            state_dir=Path(tmp) / "state",
+            harness=names[0],
+            auto_approve=True,
             upstream_config=UpstreamConfig(
-                anthropic_base_url=model.base_url, anthropic_api_key="soak",
-                openai_base_url=model.base_url + "/v1", openai_api_key="soak"),
-        )  # fmt: skip
+                anthropic_base_url=model.base_url,
+                anthropic_api_key="soak",
+                openai_base_url=model.base_url + "/v1",
+                openai_api_key="soak",
+            ),
+        )
         session.gateway.backoff_s = 0.05  # the retries are the point, not the waiting
         yielded: list[Event] = []
         done, faults, survived, statuses = 0, 0, 0, {}
@@ -127,14 +138,19 @@ async def soak(names: list[str], turns: int, time_limit: float, seed: int) -> di
         starts = [e.turn for e in stored.values() if e.kind == EventKind.TURN_START]
         ends = [e.turn for e in stored.values() if e.kind == EventKind.TURN_END]
         return {
-            "turns": len(starts), "completed": done, "faults": faults, "survived": survived,
-            "events": len(stored), "lost": len(lost),
+            "turns": len(starts),
+            "completed": done,
+            "faults": faults,
+            "survived": survived,
+            "events": len(stored),
+            "lost": len(lost),
             "seq_continuous": seqs == list(range(1, len(seqs) + 1)),
             "every_turn_ended_once": sorted(starts) == sorted(ends) == sorted(set(ends)),
-            "rss_growth_mb": (rss_end - rss_start) / 2**20, "store_mb": store_bytes / 2**20,
+            "rss_growth_mb": (rss_end - rss_start) / 2**20,
+            "store_mb": store_bytes / 2**20,
             "seconds": time.monotonic() - started,
             "by_fault": statuses,
-        }  # fmt: skip
+        }
 
 
 def main() -> None:
@@ -145,21 +161,30 @@ def main() -> None:
     parser.add_argument("harnesses", nargs="*", help="default: claude, codex, pi if installed")
     args = parser.parse_args()
     available = discover()
-    names = args.harnesses or [n for n in ("claude", "codex", "pi")
-                               if n in available and available[n].find_binary()]  # fmt: skip
+    names = args.harnesses or [
+        n for n in ("claude", "codex", "pi") if n in available and available[n].find_binary()
+    ]
     if not names:
         raise SystemExit("no harness CLI installed: run `make harness-clis`")
     r = asyncio.run(soak(names, args.turns, args.time_limit, args.seed))
-    print(f"soak over {', '.join(names)}: {r['turns']} turns in {r['seconds']:.0f} s "
-          f"(faults by kind: {r['by_fault']})")  # fmt: skip
+    print(
+        f"soak over {', '.join(names)}: {r['turns']} turns in {r['seconds']:.0f} s "
+        f"(faults by kind: {r['by_fault']})"
+    )
     print(f"  turns completed   {r['completed']}")
     print(f"  faults survived   {r['survived']} of {r['faults']} (the next turn completed)")
-    print(f"  events stored     {r['events']}, lost {r['lost']} "
-          f"({'ok' if r['lost'] == 0 else 'EVENTS LOST'})")  # fmt: skip
-    print(f"  seq continuous    {r['seq_continuous']}; every turn ended once: "
-          f"{r['every_turn_ended_once']}")  # fmt: skip
-    print(f"  memory growth     {r['rss_growth_mb']:+.1f} MB (session process RSS; the store "
-          f"on disk: {r['store_mb']:.1f} MB)")  # fmt: skip
+    print(
+        f"  events stored     {r['events']}, lost {r['lost']} "
+        f"({'ok' if r['lost'] == 0 else 'EVENTS LOST'})"
+    )
+    print(
+        f"  seq continuous    {r['seq_continuous']}; every turn ended once: "
+        f"{r['every_turn_ended_once']}"
+    )
+    print(
+        f"  memory growth     {r['rss_growth_mb']:+.1f} MB (session process RSS; the store "
+        f"on disk: {r['store_mb']:.1f} MB)"
+    )
     if r["lost"] or not r["seq_continuous"] or not r["every_turn_ended_once"]:
         raise SystemExit(1)
 

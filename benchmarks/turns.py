@@ -64,28 +64,78 @@ def direct_command(harness: str, base_url: str, home: Path) -> tuple[list[str], 
             f"the `{harness}` CLI is not installed; install it with: make harness-clis"
         )
     if harness == "claude":
-        env.update(ANTHROPIC_BASE_URL=base_url, ANTHROPIC_API_KEY="bench",
-                   CLAUDE_CONFIG_DIR=str(home / ".claude"))  # fmt: skip
-        argv = [binary, "-p", "--output-format", "json", "--model", MODELS["claude"],
-                "--allowedTools=Bash", PROMPT]  # fmt: skip
+        env.update(
+            ANTHROPIC_BASE_URL=base_url,
+            ANTHROPIC_API_KEY="bench",
+            CLAUDE_CONFIG_DIR=str(home / ".claude"),
+        )
+        argv = [
+            binary,
+            "-p",
+            "--output-format",
+            "json",
+            "--model",
+            MODELS["claude"],
+            "--allowedTools=Bash",
+            PROMPT,
+        ]
     elif harness == "codex":
         env.update(CODEX_HOME=str(home / ".codex"), BENCH_KEY="bench")
         (home / ".codex").mkdir(exist_ok=True)
-        provider = (f'model_providers.bench={{name="bench",base_url="{base_url}/v1",'
-                    'env_key="BENCH_KEY",wire_api="responses"}')  # fmt: skip
-        argv = [binary, "exec", "--json", "--skip-git-repo-check", "--ignore-user-config",
-                "-c", 'model_provider="bench"', "-c", provider, "-c", "analytics.enabled=false",
-                "--disable", "plugins", "-s", "danger-full-access", "-m", MODELS["codex"],
-                PROMPT]  # fmt: skip
+        provider = (
+            f'model_providers.bench={{name="bench",base_url="{base_url}/v1",'
+            'env_key="BENCH_KEY",wire_api="responses"}'
+        )
+        argv = [
+            binary,
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--ignore-user-config",
+            "-c",
+            'model_provider="bench"',
+            "-c",
+            provider,
+            "-c",
+            "analytics.enabled=false",
+            "--disable",
+            "plugins",
+            "-s",
+            "danger-full-access",
+            "-m",
+            MODELS["codex"],
+            PROMPT,
+        ]
     elif harness == "pi":
         agent_dir = home / ".pi"
         agent_dir.mkdir(exist_ok=True)
-        (agent_dir / "models.json").write_text(json.dumps({"providers": {"bench": {
-            "baseUrl": base_url, "api": "anthropic-messages", "apiKey": "BENCH_KEY",
-            "models": [{"id": MODELS["pi"]}]}}}))  # fmt: skip
+        (agent_dir / "models.json").write_text(
+            json.dumps(
+                {
+                    "providers": {
+                        "bench": {
+                            "baseUrl": base_url,
+                            "api": "anthropic-messages",
+                            "apiKey": "BENCH_KEY",
+                            "models": [{"id": MODELS["pi"]}],
+                        }
+                    }
+                }
+            )
+        )
         env.update(PI_CODING_AGENT_DIR=str(agent_dir), BENCH_KEY="bench")
-        argv = [binary, "-p", "--mode", "json", "--provider", "bench", "--model", MODELS["pi"],
-                "--no-session", PROMPT]  # fmt: skip
+        argv = [
+            binary,
+            "-p",
+            "--mode",
+            "json",
+            "--provider",
+            "bench",
+            "--model",
+            MODELS["pi"],
+            "--no-session",
+            PROMPT,
+        ]
     else:
         raise ValueError(f"no direct command for harness {harness!r}")
     return argv, env
@@ -96,12 +146,15 @@ def direct_turn(harness: str, base_url: str, home: Path, work: Path) -> float:
     marker = work / "marker.txt"
     marker.unlink(missing_ok=True)
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                          timeout=120)  # fmt: skip
+    done = subprocess.run(
+        argv, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+    )
     elapsed = time.perf_counter() - started
     if done.returncode != 0 or not marker.exists():
-        raise RuntimeError(f"direct {harness} turn failed ({done.returncode}): "
-                           f"{done.stderr.decode()[-800:]}{done.stdout.decode()[-800:]}")  # fmt: skip
+        raise RuntimeError(
+            f"direct {harness} turn failed ({done.returncode}): "
+            f"{done.stderr.decode()[-800:]}{done.stdout.decode()[-800:]}"
+        )
     return elapsed
 
 
@@ -189,12 +242,17 @@ def tree_memory(pid: int) -> dict[str, float]:
 def kernel_env(tmp: Path, harness: str, model: FakeModelServer) -> dict[str, str]:
     return clean_env(
         OMNIKERNEL_STORE=str(tmp / "store" / "sessions.sqlite3"),
-        OMNIKERNEL_STATE_DIR=str(tmp / "state"), OMNIKERNEL_HARNESS=harness,
-        OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_MODEL=MODELS[harness],
-        CLAUDE_CONFIG_DIR=str(tmp / "host-claude"), CODEX_HOME=str(tmp / "host-codex"),
-        ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="bench",
-        OPENAI_BASE_URL=model.base_url + "/v1", OPENAI_API_KEY="bench",
-    )  # fmt: skip
+        OMNIKERNEL_STATE_DIR=str(tmp / "state"),
+        OMNIKERNEL_HARNESS=harness,
+        OMNIKERNEL_AUTO_APPROVE="1",
+        OMNIKERNEL_MODEL=MODELS[harness],
+        CLAUDE_CONFIG_DIR=str(tmp / "host-claude"),
+        CODEX_HOME=str(tmp / "host-codex"),
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="bench",
+        OPENAI_BASE_URL=model.base_url + "/v1",
+        OPENAI_API_KEY="bench",
+    )
 
 
 def kernel_turn(kernel: Kernel, work: Path) -> float:
@@ -211,8 +269,13 @@ def kernel_turn(kernel: Kernel, work: Path) -> float:
 THINK_S = 3.0
 
 
-def measure_harness(harness: str, kernels: int = 3, later: int = 5, memory_turns: int = 200,
-                    think_s: float = THINK_S) -> dict[str, Any]:  # fmt: skip
+def measure_harness(
+    harness: str,
+    kernels: int = 3,
+    later: int = 5,
+    memory_turns: int = 200,
+    think_s: float = THINK_S,
+) -> dict[str, Any]:
     """First and later turns (kernel and direct, interleaved) and the live session's memory."""
     first, later_k, direct = [], [], []
     memory: dict[str, Any] = {}
@@ -234,8 +297,7 @@ def measure_harness(harness: str, kernels: int = 3, later: int = 5, memory_turns
                     later_k.append(kernel_turn(kernel, work))
                 if round_ == kernels - 1 and memory_turns:
                     time.sleep(0.5)  # let the turn's short-lived children go
-                    memory["after_first_turns"] = {"turns": 1 + later,
-                                                    **tree_memory(kernel.pid)}  # fmt: skip
+                    memory["after_first_turns"] = {"turns": 1 + later, **tree_memory(kernel.pid)}
                     for _ in range(memory_turns - 1 - later):
                         kernel_turn(kernel, work)
                     time.sleep(0.5)
@@ -264,12 +326,14 @@ def measure_kernel_start(runs: int = 5) -> dict[str, Any]:
     samples: dict[str, list[float]] = {"python3": [], "omnikernel": []}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = clean_env(OMNIKERNEL_STORE=str(tmp / "store.sqlite3"),
-                        OMNIKERNEL_STATE_DIR=str(tmp / "state"),
-                        # Both kernels run from compiled bytecode, as an installed package does
-                        # (a checkout run with PYTHONDONTWRITEBYTECODE=1 recompiles ours on
-                        # every start: about 0.3 s); the untimed first round compiles it.
-                        PYTHONPYCACHEPREFIX=str(tmp / "pycache"))  # fmt: skip
+        env = clean_env(
+            OMNIKERNEL_STORE=str(tmp / "store.sqlite3"),
+            OMNIKERNEL_STATE_DIR=str(tmp / "state"),
+            # Both kernels run from compiled bytecode, as an installed package does
+            # (a checkout run with PYTHONDONTWRITEBYTECODE=1 recompiles ours on
+            # every start: about 0.3 s); the untimed first round compiles it.
+            PYTHONPYCACHEPREFIX=str(tmp / "pycache"),
+        )
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         for round_ in range(runs + 1):
             for name in samples:

@@ -68,8 +68,9 @@ class NotebookIdentity:
                 env[NOTEBOOK_ID_ENV] = notebook_id
             return env
 
-        async def start_kernel_for_session(session_id: str, path: str | None, *args: Any,
-                                           **kwargs: Any) -> str:  # fmt: skip
+        async def start_kernel_for_session(
+            session_id: str, path: str | None, *args: Any, **kwargs: Any
+        ) -> str:
             self.record(session_id, path)
             token = _starting.set(session_id)
             try:

@@ -26,8 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keyfile", default="")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    server = ShareServer(args.store or SessionFiles().store, address=args.ip, port=args.port, hostnames=args.hostname,
-                         certfile=args.certfile, keyfile=args.keyfile)  # fmt: skip
+    server = ShareServer(
+        args.store or SessionFiles().store,
+        address=args.ip,
+        port=args.port,
+        hostnames=args.hostname,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+    )
     print(f"omnikernel share server on {server.scheme}://{args.ip}:{args.port}", flush=True)
     try:
         asyncio.run(serve_forever(server))

@@ -38,15 +38,24 @@ class OmnikernelShare(ExtensionApp):
         if not self.enabled:
             return
         store = self.serverapp.web_app.settings.get("omnikernel_store")
-        server = ShareServer(store.path if store else SessionFiles(parent=self).store, address=self.ip,
-                             port=self.port, hostnames=self.hostnames, certfile=self.certfile,
-                             keyfile=self.keyfile)  # fmt: skip
+        server = ShareServer(
+            store.path if store else SessionFiles(parent=self).store,
+            address=self.ip,
+            port=self.port,
+            hostnames=self.hostnames,
+            certfile=self.certfile,
+            keyfile=self.keyfile,
+        )
         try:
             server.start()
         except OSError as exc:
-            self.log.warning("omnikernel: the share server could not listen on %s:%s (%s); "
-                             "%%share links use whichever share server runs there", self.ip,
-                             self.port, exc)  # fmt: skip
+            self.log.warning(
+                "omnikernel: the share server could not listen on %s:%s (%s); "
+                "%%share links use whichever share server runs there",
+                self.ip,
+                self.port,
+                exc,
+            )
             return
         self.share = server
         self.log.info("omnikernel: share server at %s", server.url)

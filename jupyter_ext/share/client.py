@@ -28,8 +28,11 @@ class Grant:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", "Origin": self.url,
-                "Content-Type": "application/json"}  # fmt: skip
+        return {
+            "Authorization": f"Bearer {self.token}",
+            "Origin": self.url,
+            "Content-Type": "application/json",
+        }
 
     @property
     def subprotocols(self) -> list[str]:
@@ -46,8 +49,9 @@ def exchange(url: str, code: str, context: Any = None, origin: str = "") -> Gran
     """Exchange `code` at the share server at `url` (scheme://host:port) for a grant, as its
     own page would (`origin`: pretend to be another page, for tests of the refusal)."""
     headers = {"Origin": origin or url, "Content-Type": "application/json"}
-    request = urllib.request.Request(f"{url}/join", data=json.dumps({"code": code}).encode(),
-                                     method="POST", headers=headers)  # fmt: skip
+    request = urllib.request.Request(
+        f"{url}/join", data=json.dumps({"code": code}).encode(), method="POST", headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=30, context=context) as answer:
             body = json.loads(answer.read())

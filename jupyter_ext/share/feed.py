@@ -100,8 +100,13 @@ class Feed:
             return last
         self._close_text()
         self._run_text, self._text_grew = [text], True
-        message = {"seq": event.seq, "kind": "text", "turn": event.turn, "block": event.seq,
-                   "html": ""}  # fmt: skip
+        message = {
+            "seq": event.seq,
+            "kind": "text",
+            "turn": event.turn,
+            "block": event.seq,
+            "html": "",
+        }
         self.messages.append(message)
         self.seqs.append(event.seq)
         return message

@@ -79,14 +79,18 @@ def event_html(event: Event) -> str:
         origin = f" (from {escape(str(data['by']))})" if data.get("by") else ""
         return f"<h3>Turn {event.turn}{origin}: {escape(str(data.get('prompt', ''))[:500])}</h3>"
     if kind == EventKind.TOOL_CALL:
-        return (f"<div class='tool'><b>{escape(str(data.get('tool', 'tool')))}</b>"
-                f"{preformatted(_command(data))}</div>")  # fmt: skip
+        return (
+            f"<div class='tool'><b>{escape(str(data.get('tool', 'tool')))}</b>"
+            f"{preformatted(_command(data))}</div>"
+        )
     if kind == EventKind.TOOL_RESULT:
         output = str(data.get("output", data.get("content", "")))[:4000]
         return f"<details><summary>output</summary>{preformatted(output)}</details>"
     if kind == EventKind.APPROVAL_REQUEST:
-        return (f"<div class='ask'>Approval asked: <b>{escape(str(data.get('tool', '')))}</b>"
-                f"{preformatted(_command(data))}</div>")  # fmt: skip
+        return (
+            f"<div class='ask'>Approval asked: <b>{escape(str(data.get('tool', '')))}</b>"
+            f"{preformatted(_command(data))}</div>"
+        )
     if kind == EventKind.APPROVAL_DECISION:
         return f"<div class='decided'>{escape(str(data.get('reason', data.get('decision'))))}</div>"
     if kind == EventKind.SPEND:
@@ -113,8 +117,12 @@ def event_message(event: Event, paths: OwnerPaths | None = None) -> dict[str, An
     if paths is not None:
         event = dataclasses.replace(event, data=paths.shorten_data(event.data))
     data = event.data
-    message: dict[str, Any] = {"seq": event.seq, "kind": event.kind.value, "turn": event.turn,
-                               "html": event_html(event)}  # fmt: skip
+    message: dict[str, Any] = {
+        "seq": event.seq,
+        "kind": event.kind.value,
+        "turn": event.turn,
+        "html": event_html(event),
+    }
     if event.kind in (EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION):
         message["request_id"] = str(data.get("request_id", ""))
         message["tool"] = str(data.get("tool", ""))

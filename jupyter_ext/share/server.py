@@ -78,9 +78,16 @@ class ShareServer:
     """Serve share links of the sessions in one store. `start` in a running loop (or before
     the jupyter server's loop starts); `stop` closes every socket and the listener."""
 
-    def __init__(self, store_path: Path | str | None = None, address: str = "127.0.0.1",
-                 port: int = 6767, hostnames: Iterable[str] = (), certfile: str = "",
-                 keyfile: str = "", clock: Any = time.time):  # fmt: skip
+    def __init__(
+        self,
+        store_path: Path | str | None = None,
+        address: str = "127.0.0.1",
+        port: int = 6767,
+        hostnames: Iterable[str] = (),
+        certfile: str = "",
+        keyfile: str = "",
+        clock: Any = time.time,
+    ):
         self.store = SessionStore(store_path)
         self.codes = ShareCodes(self.store.path, clock=clock)
         self.address = address
@@ -100,8 +107,11 @@ class ShareServer:
 
     @property
     def url(self) -> str:
-        host = self.address if self.address not in ("0.0.0.0", "::", "") else (
-            self.hostnames[0] if self.hostnames else "127.0.0.1")  # fmt: skip
+        host = (
+            self.address
+            if self.address not in ("0.0.0.0", "::", "")
+            else (self.hostnames[0] if self.hostnames else "127.0.0.1")
+        )
         return f"{self.scheme}://{host}:{self.port}"
 
     def allowed_hosts(self) -> set[str]:
@@ -129,10 +139,14 @@ class ShareServer:
     def start(self) -> None:
         """Listen (the port is taken now, so a clash is reported at once) and start ticking."""
         if not is_loopback(self.address):
-            log.warning("omnikernel share server listens on %s: anyone on that network who has "
-                        "a link can open it%s", self.address,
-                        "" if self.certfile else ", and without TLS they can read it on the "
-                        "wire (set a certificate)")  # fmt: skip
+            log.warning(
+                "omnikernel share server listens on %s: anyone on that network who has "
+                "a link can open it%s",
+                self.address,
+                ""
+                if self.certfile
+                else ", and without TLS they can read it on the wire (set a certificate)",
+            )
         sockets = bind_sockets(self.port, self.address)
         self.port = sockets[0].getsockname()[1]
         context = None
@@ -141,8 +155,9 @@ class ShareServer:
             context.load_cert_chain(self.certfile, self.keyfile or None)
         # No request may make the server buffer more than the largest route takes; each route
         # lowers this to its own size once the request showed what authorises it.
-        self._server = httpserver.HTTPServer(self.app(), ssl_options=context, xheaders=False,
-                                             max_body_size=bodies.MAX_BODY_BYTES)  # fmt: skip
+        self._server = httpserver.HTTPServer(
+            self.app(), ssl_options=context, xheaders=False, max_body_size=bodies.MAX_BODY_BYTES
+        )
         self._server.add_sockets(sockets)
         self._ticker = ioloop.PeriodicCallback(self.tick, TICK_S * 1000)
         self._ticker.start()
@@ -211,9 +226,12 @@ class ShareHandler(web.RequestHandler):
 
     def prepare(self) -> None:
         if self.request.host not in self.share.allowed_hosts():
-            raise web.HTTPError(403, "unknown Host (DNS rebinding?): open the link as the "
-                                "owner gave it, or ask them to add this name to the share "
-                                "server's hostnames")  # fmt: skip
+            raise web.HTTPError(
+                403,
+                "unknown Host (DNS rebinding?): open the link as the "
+                "owner gave it, or ask them to add this name to the share "
+                "server's hostnames",
+            )
         if self.request.method == "POST":
             if not self.same_origin(self.request.headers.get("Origin", "")):
                 raise web.HTTPError(403, "a POST must come from the share page itself (Origin)")
@@ -232,8 +250,11 @@ class ShareHandler(web.RequestHandler):
 
     def require(self, role: str | None = None) -> Code:
         if self.code is None:
-            raise web.HTTPError(403, "this share link was revoked or has expired (or was never "
-                                "opened here): open your link again")  # fmt: skip
+            raise web.HTTPError(
+                403,
+                "this share link was revoked or has expired (or was never "
+                "opened here): open your link again",
+            )
         if role is not None and self.code.role != role:
             raise web.HTTPError(403, "this is a read-only link")
         return self.code
@@ -245,10 +266,13 @@ class ShareHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         # Scripts only from this server's files: an injection bug cannot run script. Inline
         # style stays (markdown-it's table alignment); it cannot fetch anything (img-src).
-        self.set_header("Content-Security-Policy", "default-src 'none'; script-src 'self'; "
-                        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-                        "connect-src 'self'; base-uri 'none'; form-action 'none'; "
-                        "frame-ancestors 'none'")  # fmt: skip
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'self'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'",
+        )
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-store")
@@ -267,11 +291,13 @@ class ShareHandler(web.RequestHandler):
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):
-            log.warning("%d %s: %s", value.status_code, self._request_summary(),
-                        value.log_message or "")  # fmt: skip
+            log.warning(
+                "%d %s: %s", value.status_code, self._request_summary(), value.log_message or ""
+            )
         else:  # tornado's own would print the whole request, headers (the grant) included
-            log.error("uncaught exception in %s", self._request_summary(),
-                      exc_info=(typ, value, tb))  # fmt: skip
+            log.error(
+                "uncaught exception in %s", self._request_summary(), exc_info=(typ, value, tb)
+            )
 
 
 class BodyHandler(ShareHandler):
@@ -317,8 +343,11 @@ class JoinHandler(BodyHandler):
         if code is None:
             self.share.wrong_codes.failed(client)
             log.warning("share: a wrong, revoked or expired link opened from %s", client)
-            self.unusable(403, "This link was revoked or has expired (or it is not a share "
-                          "link). Ask the notebook's owner for a new one.")  # fmt: skip
+            self.unusable(
+                403,
+                "This link was revoked or has expired (or it is not a share "
+                "link). Ask the notebook's owner for a new one.",
+            )
             return
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(CONFIRM_PAGE.replace("{{role}}", ROLE_NAMES[code.role]))
@@ -335,10 +364,19 @@ class JoinHandler(BodyHandler):
         if code is None:
             self.share.wrong_codes.failed(client)
             log.warning("share: a wrong, revoked or expired code from %s", client)
-            raise web.HTTPError(403, "this link was revoked or has expired (or it is not a "
-                                "share link): ask the notebook's owner for a new one")  # fmt: skip
-        self.finish({"grant": self.share.codes.grant(code), "session": code.session_id,
-                     "role": code.role, "expires": code.expires})  # fmt: skip
+            raise web.HTTPError(
+                403,
+                "this link was revoked or has expired (or it is not a "
+                "share link): ask the notebook's owner for a new one",
+            )
+        self.finish(
+            {
+                "grant": self.share.codes.grant(code),
+                "session": code.session_id,
+                "role": code.role,
+                "expires": code.expires,
+            }
+        )
 
 
 class LiveHandler(ShareHandler):
@@ -367,9 +405,15 @@ class GrantHandler(ShareHandler):
         code = self.require()
         row = self.share.store.session(code.session_id)
         notebook = Path(str(row["notebook"])).name if row else ""
-        self.finish({"session": code.session_id, "role": code.role,
-                     "role_name": ROLE_NAMES[code.role], "notebook": notebook,
-                     "expires": code.expires})  # fmt: skip
+        self.finish(
+            {
+                "session": code.session_id,
+                "role": code.role,
+                "role_name": ROLE_NAMES[code.role],
+                "notebook": notebook,
+                "expires": code.expires,
+            }
+        )
 
 
 @web.stream_request_body
@@ -384,8 +428,9 @@ class AnswerHandler(BodyHandler):
         except bodies.BodyError as exc:
             raise web.HTTPError(400, str(exc)) from None
         asked = decided = None
-        for event in self.share.store.events(code.session_id, kinds=(
-                EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION)):  # fmt: skip
+        for event in self.share.store.events(
+            code.session_id, kinds=(EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION)
+        ):
             if event.data.get("request_id") == request_id:
                 if event.kind == EventKind.APPROVAL_REQUEST:
                     asked = event
@@ -402,8 +447,7 @@ class AnswerHandler(BodyHandler):
             verb = "approved" if given[0] else "denied"
             self.finish({"result": f"too late: already {verb} by {given[1]} ({given[2]})"})
             return
-        self.share.codes.post_answer(code.session_id, request_id, allow, self.who(),
-                                     "share page")  # fmt: skip
+        self.share.codes.post_answer(code.session_id, request_id, allow, self.who(), "share page")
         self.set_status(202)
         self.finish({"result": "sent"})
 
@@ -428,8 +472,12 @@ class PromptHandler(BodyHandler):
         codes = self.share.codes
         if not codes.feed_open(code.session_id):
             self.set_status(409)
-            self.finish({"result": "no notebook takes prompts for this session right now: ask "
-                         "its owner to run %share in the notebook"})  # fmt: skip
+            self.finish(
+                {
+                    "result": "no notebook takes prompts for this session right now: ask "
+                    "its owner to run %share in the notebook"
+                }
+            )
             return
         ahead = codes.queued_prompts(code.session_id)
         prompt_id = codes.post_prompt(code.session_id, text.strip(), self.who(), "share page")
@@ -518,8 +566,15 @@ def log_request(handler: web.RequestHandler) -> None:
     """The access log without query strings: codes never reach a log."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING
-    log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method, handler.request.path,
-            handler.request.remote_ip, 1000.0 * handler.request.request_time())  # fmt: skip
+    log.log(
+        level,
+        "%d %s %s (%s) %.1fms",
+        status,
+        handler.request.method,
+        handler.request.path,
+        handler.request.remote_ip,
+        1000.0 * handler.request.request_time(),
+    )
 
 
 async def serve_forever(server: ShareServer) -> None:

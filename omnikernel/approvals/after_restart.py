@@ -98,10 +98,14 @@ def denial_note(denials: list[Event], requests: dict[str, Event]) -> str:
     for decided in denials:
         request = requests.get(str(decided.data.get("request_id", "")))
         what = describe(request.data) if request is not None else "an action"
-        lines.append(f"- {what}: denied by {decided.data.get('by', 'a person')} "
-                     f"({decided.data.get('source', '')}). Do not do it.")  # fmt: skip
-    return ("Before the notebook's kernel restarted you asked for approval of the following; "
-            "the answer came after the restart:\n" + "\n".join(lines))  # fmt: skip
+        lines.append(
+            f"- {what}: denied by {decided.data.get('by', 'a person')} "
+            f"({decided.data.get('source', '')}). Do not do it."
+        )
+    return (
+        "Before the notebook's kernel restarted you asked for approval of the following; "
+        "the answer came after the restart:\n" + "\n".join(lines)
+    )
 
 
 def follow_up_prompt(request: Event, decision: approval.Decision) -> str:
@@ -151,9 +155,10 @@ class Grant:
         self.used = True
         made = self.decision
         return dataclasses.replace(
-            made, reason=f"{made.reason}; approved after the kernel restart (request "
+            made,
+            reason=f"{made.reason}; approved after the kernel restart (request "
             f"{self.request_id}), allowed this once",
-        )  # fmt: skip
+        )
 
 
 class TurnRunner(Protocol):
@@ -170,9 +175,15 @@ class TurnRunner(Protocol):
     def took_decision(self, stored: Event, decision: approval.Decision) -> None: ...
 
     def run_prompt(
-        self, prompt: str, *, harness: str | None = None, cell: str = "", handoff: bool = True,
-        grant: Grant | None = None, lock: TurnLock | None = None,
-    ) -> AsyncIterator[Event]: ...  # fmt: skip
+        self,
+        prompt: str,
+        *,
+        harness: str | None = None,
+        cell: str = "",
+        handoff: bool = True,
+        grant: Grant | None = None,
+        lock: TurnLock | None = None,
+    ) -> AsyncIterator[Event]: ...
 
     def turn_running(self, harness: str) -> bool: ...
 
@@ -205,16 +216,25 @@ class ReopenedApprovals:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(request.ts))
             if not asked.needs_person and not asked.allow:  # a rule denies it now
                 self._record(request, asked)
-                message = (f"An approval left waiting when the kernel stopped, {describe(data)} "
-                           f"(turn {request.turn}), is denied now: {asked.reason}. "
-                           f"{request.harness} is told at its next turn.")  # fmt: skip
+                message = (
+                    f"An approval left waiting when the kernel stopped, {describe(data)} "
+                    f"(turn {request.turn}), is denied now: {asked.reason}. "
+                    f"{request.harness} is told at its next turn."
+                )
                 notices.append(self._notice(request, message, cell))
                 continue
             rid = str(data.get("request_id", ""))
-            reason = (f"asked in turn {request.turn} ({request.harness}, {when}) before the "
-                      f"kernel restarted; approving runs a new turn that does exactly this, once")  # fmt: skip
-            asked = approval.Decision("ask", reason, asked.by or "default",
-                                      asked.rules or ("default",), subject=asked.subject)  # fmt: skip
+            reason = (
+                f"asked in turn {request.turn} ({request.harness}, {when}) before the "
+                f"kernel restarted; approving runs a new turn that does exactly this, once"
+            )
+            asked = approval.Decision(
+                "ask",
+                reason,
+                asked.by or "default",
+                asked.rules or ("default",),
+                subject=asked.subject,
+            )
             message = (
                 f"An approval was still waiting when the kernel stopped: {describe(data)}, "
                 f"asked in turn {request.turn}. Answer it below (or from a terminal: "
@@ -238,8 +258,9 @@ class ReopenedApprovals:
         waiting, self._presented = self._presented, []
         for request, asked, cell in waiting:
 
-            def decided(decision: approval.Decision, request: Event = request,
-                        cell: str = cell) -> None:  # fmt: skip
+            def decided(
+                decision: approval.Decision, request: Event = request, cell: str = cell
+            ) -> None:
                 task = asyncio.ensure_future(self._answered(request, decision, cell))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -251,18 +272,25 @@ class ReopenedApprovals:
         """Store the answer under the turn lock; approved, run the turn that carries it out."""
         session = self.session
         if decision.allow and session.session_id != request.session_id:
-            self.say(f"Not used: this kernel runs another session now (`%session`), so it cannot "
-                     f"carry out {describe(request.data)}. The approval still waits in session "
-                     f"{request.session_id}: answer it there.")  # fmt: skip
+            self.say(
+                f"Not used: this kernel runs another session now (`%session`), so it cannot "
+                f"carry out {describe(request.data)}. The approval still waits in session "
+                f"{request.session_id}: answer it there."
+            )
             return
         lock = TurnLock(lock_path(session.store.path, request.session_id))
-        await lock.acquire(lambda holder: self.say(
-            "The answer is taken; it is stored (and, if approved, carried out) when the "
-            f"running turn of this session ends ({holder or 'another kernel'})."))  # fmt: skip
+        await lock.acquire(
+            lambda holder: self.say(
+                "The answer is taken; it is stored (and, if approved, carried out) when the "
+                f"running turn of this session ends ({holder or 'another kernel'})."
+            )
+        )
         if decision.allow and session.session_id != request.session_id:  # switched meanwhile
             lock.release()
-            self.say(f"Not used: this kernel switched to another session while {describe(request.data)} "
-                     "waited for the running turn; the approval still waits in its session.")  # fmt: skip
+            self.say(
+                f"Not used: this kernel switched to another session while {describe(request.data)} "
+                "waited for the running turn; the approval still waits in its session."
+            )
             return
         try:
             stored, first = self._record(request, decision)
@@ -272,20 +300,27 @@ class ReopenedApprovals:
         if not first:
             lock.release()
             verb = "approved" if stored.data.get("decision") == "allow" else "denied"
-            self.say(f"Too late: {describe(request.data)} was {verb} already by "
-                     f"{stored.data.get('by')} ({stored.data.get('source')}); the first answer "
-                     "wins, so this one is not used.")  # fmt: skip
+            self.say(
+                f"Too late: {describe(request.data)} was {verb} already by "
+                f"{stored.data.get('by')} ({stored.data.get('source')}); the first answer "
+                "wins, so this one is not used."
+            )
             return
         session.took_decision(stored, decision)
         if not decision.allow:
             lock.release()
-            self.say(f"Denied {describe(request.data)}: {request.harness} is told at its next "
-                     "turn.")  # fmt: skip
+            self.say(
+                f"Denied {describe(request.data)}: {request.harness} is told at its next turn."
+            )
             return
         turn = session.run_prompt(
-            follow_up_prompt(request, decision), harness=request.harness, cell=cell,
-            handoff=True, grant=Grant.of(request, decision), lock=lock,
-        )  # fmt: skip
+            follow_up_prompt(request, decision),
+            harness=request.harness,
+            cell=cell,
+            handoff=True,
+            grant=Grant.of(request, decision),
+            lock=lock,
+        )
         try:
             await self.show_turn(turn)
         except asyncio.CancelledError:  # the kernel stops: store the turn's end, free the lock
@@ -295,12 +330,22 @@ class ReopenedApprovals:
 
     def _record(self, request: Event, decision: approval.Decision) -> tuple[Event, bool]:
         data = request.data
-        event = Event(EventKind.APPROVAL_DECISION, {
-            "request_id": data.get("request_id", ""), "decision": decision.verdict,
-            **decision.event_data(), "call_id": data.get("call_id", ""), "pause_marks": [],
-            "after_restart": True,
-        }).stamped(session_id=request.session_id, harness=request.harness, turn=request.turn,
-                   cell=request.cell)  # fmt: skip
+        event = Event(
+            EventKind.APPROVAL_DECISION,
+            {
+                "request_id": data.get("request_id", ""),
+                "decision": decision.verdict,
+                **decision.event_data(),
+                "call_id": data.get("call_id", ""),
+                "pause_marks": [],
+                "after_restart": True,
+            },
+        ).stamped(
+            session_id=request.session_id,
+            harness=request.harness,
+            turn=request.turn,
+            cell=request.cell,
+        )
         return self.session.store.append_decision(event)
 
 

@@ -46,8 +46,14 @@ class Decision:
 
     def event_data(self) -> dict[str, object]:
         """What the ``approval_decision`` event records besides request_id and decision."""
-        return {"reason": self.reason, "by": self.by, "rules": list(self.rules),
-                "source": self.source, "scope": self.scope, "subject": self.subject}  # fmt: skip
+        return {
+            "reason": self.reason,
+            "by": self.by,
+            "rules": list(self.rules),
+            "source": self.source,
+            "scope": self.scope,
+            "subject": self.subject,
+        }
 
 
 def decide(request: Event, verdict: Verdict, *, auto_approve: bool) -> Decision:
@@ -58,25 +64,44 @@ def decide(request: Event, verdict: Verdict, *, auto_approve: bool) -> Decision:
         reason = reason.removeprefix("read-only: ")
         return Decision("allow", reason, by, rules, subject=verdict.subject)
     if verdict.outcome == Outcome.DENY:
-        return Decision("deny", f"Omnigent policy denied this: {reason}", ", ".join(rules), rules,
-                        subject=verdict.subject)  # fmt: skip
+        return Decision(
+            "deny",
+            f"Omnigent policy denied this: {reason}",
+            ", ".join(rules),
+            rules,
+            subject=verdict.subject,
+        )
     if verdict.is_default_ask and auto_approve:
-        return Decision("allow", f"auto-approved ({AUTO_APPROVE_ENV}=1 or %autoapprove on)",
-                        "auto-approve", rules, subject=verdict.subject)  # fmt: skip
+        return Decision(
+            "allow",
+            f"auto-approved ({AUTO_APPROVE_ENV}=1 or %autoapprove on)",
+            "auto-approve",
+            rules,
+            subject=verdict.subject,
+        )
     return Decision(str(verdict.outcome), reason, ", ".join(rules), rules, subject=verdict.subject)
 
 
 def unanswered(request: Event, asked: Decision, timeout_s: float) -> Decision:
     """The decision for an ask nobody answered in time: deny, saying how to avoid it."""
     data = request.data
-    what = f"{data.get('tool', 'tool')} `{data.get('summary', '')}`" if data.get("summary") else (
-        data.get("tool") or "the action")  # fmt: skip
-    hint = (" To allow such actions without asking, run `%autoapprove on` in a cell (or start the "
-            f"kernel with {AUTO_APPROVE_ENV}=1)." if asked.rules == ("default",) else
-            " See the rule with `%policy`.")  # fmt: skip
+    what = (
+        f"{data.get('tool', 'tool')} `{data.get('summary', '')}`"
+        if data.get("summary")
+        else (data.get("tool") or "the action")
+    )
+    hint = (
+        " To allow such actions without asking, run `%autoapprove on` in a cell (or start the "
+        f"kernel with {AUTO_APPROVE_ENV}=1)."
+        if asked.rules == ("default",)
+        else " See the rule with `%policy`."
+    )
     return Decision(
         "deny",
         f"Omnigent denied {what}: nobody answered the approval within {timeout_s:g} s "
         f"({asked.reason}).{hint}",
-        "timeout", asked.rules, source="timeout", subject=asked.subject,
-    )  # fmt: skip
+        "timeout",
+        asked.rules,
+        source="timeout",
+        subject=asked.subject,
+    )

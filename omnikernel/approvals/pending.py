@@ -77,9 +77,16 @@ class PendingApprovals:
                 async with asyncio.timeout(self.timeout_s):
                     decision = await asyncio.shield(pending.future)
             except asyncio.CancelledError:  # the turn was stopped: the card says so
-                self._resolve(pending, Decision("deny", "the turn was stopped before anyone "
-                                                "answered", "interrupt", asked.rules,
-                                                source="interrupt"))  # fmt: skip
+                self._resolve(
+                    pending,
+                    Decision(
+                        "deny",
+                        "the turn was stopped before anyone answered",
+                        "interrupt",
+                        asked.rules,
+                        source="interrupt",
+                    ),
+                )
                 raise
             except TimeoutError:
                 request_event = Event(EventKind.APPROVAL_REQUEST, pending.request)
@@ -92,8 +99,14 @@ class PendingApprovals:
             with self._lock:
                 self._pending.pop(request_id, None)
 
-    def reopen(self, request_id: str, request: dict[str, Any], asked: Decision, *,
-               on_decided: Callable[[Decision], object]) -> Pending | None:  # fmt: skip
+    def reopen(
+        self,
+        request_id: str,
+        request: dict[str, Any],
+        asked: Decision,
+        *,
+        on_decided: Callable[[Decision], object],
+    ) -> Pending | None:
         """Show again an ask whose asker is gone (a kernel restart cut its turn, see
         `omnikernel.approvals.after_restart`). Nobody awaits it: it waits, with no timeout, for its first
         answer, which `on_decided` acts on. None if it is shown already."""
@@ -113,8 +126,16 @@ class PendingApprovals:
             present(pending)
         return pending
 
-    def answer(self, request_id: str, allow: bool, *, by: str, source: str, scope: str = "once",
-               reason: str = "") -> str:  # fmt: skip
+    def answer(
+        self,
+        request_id: str,
+        allow: bool,
+        *,
+        by: str,
+        source: str,
+        scope: str = "once",
+        reason: str = "",
+    ) -> str:
         """Answer an ask from any thread. Returns what happened, for the one who answered:
         "accepted", or why not (already decided, and by whom; unknown request)."""
         if scope not in SCOPES:
@@ -130,11 +151,16 @@ class PendingApprovals:
         verb = "approved" if allow else "denied"
         decision = Decision(
             "allow" if allow else "deny",
-            f"{verb} by {by} ({source}" + (f", {scope}" if scope != "once" else "") + ")"
+            f"{verb} by {by} ({source}"
+            + (f", {scope}" if scope != "once" else "")
+            + ")"
             + (f": {reason}" if reason else ""),
-            by, asked.rules, source=source, scope=scope if allow else "once",
+            by,
+            asked.rules,
+            source=source,
+            scope=scope if allow else "once",
             subject=asked.subject,
-        )  # fmt: skip
+        )
         if self._resolve(pending, decision):
             return "accepted"
         first = pending.decision

@@ -72,8 +72,10 @@ class TerminalView:
         if event.kind == EventKind.APPROVAL_REQUEST:
             rid = terminal_safe(str(event.data.get("request_id", "")))
             what = terminal_safe(str(event.data.get("summary", "")))
-            self.out.write(f"? approval {rid}: {what}\n  answer: omnikernel attach "
-                           f"{event.session_id} --approve {rid}   (or --deny {rid})\n")  # fmt: skip
+            self.out.write(
+                f"? approval {rid}: {what}\n  answer: omnikernel attach "
+                f"{event.session_id} --approve {rid}   (or --deny {rid})\n"
+            )
         if event.kind == EventKind.TURN_START or self._view is None:
             self._view = CellView(self._print_bundle, lambda *a, **k: None, stream=self._write)
         if event.kind == EventKind.TURN_START:
@@ -117,8 +119,9 @@ def answer(store: SessionStore, session_id: str, request_id: str, allow: bool) -
     from omnikernel.store.shares import ShareCodes  # the answers table the kernel watches
 
     asked = decided = None
-    for event in store.events(session_id, kinds=(EventKind.APPROVAL_REQUEST,
-                                                 EventKind.APPROVAL_DECISION)):  # fmt: skip
+    for event in store.events(
+        session_id, kinds=(EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION)
+    ):
         if str(event.data.get("request_id", "")) != request_id:
             continue
         if event.kind == EventKind.APPROVAL_REQUEST:
@@ -129,14 +132,18 @@ def answer(store: SessionStore, session_id: str, request_id: str, allow: bool) -
         raise AnswerError(f"session {session_id} has no approval request {request_id!r}")
     if decided is not None:
         by = decided.data.get("by", "?")
-        raise AnswerError(f"approval {request_id} was decided already "
-                          f"({decided.data.get('decision')} by {by}): the first answer wins")  # fmt: skip
+        raise AnswerError(
+            f"approval {request_id} was decided already "
+            f"({decided.data.get('decision')} by {by}): the first answer wins"
+        )
     codes = ShareCodes(store.path)
     if (given := codes.given_answer(session_id, request_id)) is not None:
         verb = "approved" if given[0] else "denied"
-        raise AnswerError(f"approval {request_id} was {verb} already by {given[1]} "
-                          f"({given[2]}); the kernel takes that answer when it runs: the first "
-                          "answer wins")  # fmt: skip
+        raise AnswerError(
+            f"approval {request_id} was {verb} already by {given[1]} "
+            f"({given[2]}); the kernel takes that answer when it runs: the first "
+            "answer wins"
+        )
     who = getpass.getuser()  # the answer names its source: "approved by NAME (terminal)"
     codes.post_answer(session_id, request_id, allow, who, "terminal")
     verb = "approved" if allow else "denied"

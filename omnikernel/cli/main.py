@@ -78,8 +78,16 @@ def run_sessions(args: argparse.Namespace) -> int:
         return 0
     table = [["SESSION", "NOTEBOOK", "HARNESSES", "TURNS", "SPEND", "LAST ACTIVITY"]]
     for r in rows:
-        table.append([r["session_id"], r["notebook"] or "-", ",".join(r["harnesses"]) or "-",
-                      str(r["turns"]), f"${r['spend_usd']:.4f}", _when(r["updated"])])  # fmt: skip
+        table.append(
+            [
+                r["session_id"],
+                r["notebook"] or "-",
+                ",".join(r["harnesses"]) or "-",
+                str(r["turns"]),
+                f"${r['spend_usd']:.4f}",
+                _when(r["updated"]),
+            ]
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -110,8 +118,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sessions", nargs="*", help="these sessions (default: all older than DAYS)")
-    p.add_argument("--older-than", type=float, default=30.0, metavar="DAYS",
-                   help="prune sessions with no activity for DAYS days (default 30)")  # fmt: skip
+    p.add_argument(
+        "--older-than",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="prune sessions with no activity for DAYS days (default 30)",
+    )
     p.add_argument("--dry-run", "-n", action="store_true", help="only list what would go")
     p.add_argument(
         "--state-dir",
@@ -150,8 +163,10 @@ def run_prune(args: argparse.Namespace) -> int:
         # A session a kernel is running a turn of now stays (its turn lock is held).
         lock = TurnLock(lock_path(store.path, session_id))
         if not lock.try_acquire():
-            print(f"kept {session_id}: a kernel is running a turn of it now "
-                  f"({lock.holder() or 'another process'})")  # fmt: skip
+            print(
+                f"kept {session_id}: a kernel is running a turn of it now "
+                f"({lock.holder() or 'another process'})"
+            )
             continue
         try:
             events = store.delete_session(session_id)
@@ -165,8 +180,12 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 register("sessions", "list the stored sessions", _sessions_args, run_sessions)
-register("export", "write a session out as Markdown, HTML, JSON Lines or a notebook",
-         _export_args, run_export)  # fmt: skip
+register(
+    "export",
+    "write a session out as Markdown, HTML, JSON Lines or a notebook",
+    _export_args,
+    run_export,
+)
 register("prune", "remove old sessions and their harness state", _prune_args, run_prune)
 
 
@@ -182,8 +201,12 @@ def run_attach(argv: list[str]) -> int:
 
 #: Commands that parse their own arguments (their modules also run with `python -m`).
 OWN_PARSERS: dict[str, Callable[[list[str]], int | None]] = {"attach": run_attach}
-register("attach", "follow a session from a terminal: its stored events, then live",
-         _own_arguments, lambda args: run_attach(args.arguments))  # fmt: skip
+register(
+    "attach",
+    "follow a session from a terminal: its stored events, then live",
+    _own_arguments,
+    lambda args: run_attach(args.arguments),
+)
 
 #: Commands other packages add (``omnikernel share-server`` comes from `jupyter_ext`, which
 #: sits above this package: it plugs in here rather than being imported).

@@ -134,15 +134,27 @@ class Login:
 
     async def _post_refresh(self) -> dict[str, Any]:
         if self.kind == "claude":
-            body = {"grant_type": "refresh_token", "refresh_token": self.refresh_token,
-                    "client_id": CLAUDE_CLIENT_ID, "scope": CLAUDE_SCOPES}  # fmt: skip
+            body = {
+                "grant_type": "refresh_token",
+                "refresh_token": self.refresh_token,
+                "client_id": CLAUDE_CLIENT_ID,
+                "scope": CLAUDE_SCOPES,
+            }
         else:
-            body = {"grant_type": "refresh_token", "refresh_token": self.refresh_token,
-                    "client_id": CHATGPT_CLIENT_ID, "scope": "openid profile email"}  # fmt: skip
+            body = {
+                "grant_type": "refresh_token",
+                "refresh_token": self.refresh_token,
+                "client_id": CHATGPT_CLIENT_ID,
+                "scope": "openid profile email",
+            }
         request = httpclient.HTTPRequest(
-            self.token_url, method="POST", body=json.dumps(body),
-            headers={"Content-Type": "application/json"}, request_timeout=30, connect_timeout=10,
-        )  # fmt: skip
+            self.token_url,
+            method="POST",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            request_timeout=30,
+            connect_timeout=10,
+        )
         try:
             response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
         except (OSError, httpclient.HTTPClientError) as exc:
@@ -256,20 +268,28 @@ def read_login(kind: str, path: Path, token_url: str) -> Login | None:
             return None
         expires = oauth.get("expiresAt")
         return Login(
-            "claude", str(path), path, str(oauth["accessToken"]),
+            "claude",
+            str(path),
+            path,
+            str(oauth["accessToken"]),
             refresh_token=str(oauth.get("refreshToken") or ""),
             expires_at=float(expires) / 1000 if isinstance(expires, int | float) else None,
             token_url=token_url,
-        )  # fmt: skip
+        )
     tokens = data.get("tokens")
     if not isinstance(tokens, dict) or not tokens.get("access_token"):
         return None  # an API-key-only auth.json: that is OPENAI_API_KEY's business
     token = str(tokens["access_token"])
     return Login(
-        "chatgpt", str(path), path, token, refresh_token=str(tokens.get("refresh_token") or ""),
-        expires_at=jwt_expiry(token), account_id=str(tokens.get("account_id") or ""),
+        "chatgpt",
+        str(path),
+        path,
+        token,
+        refresh_token=str(tokens.get("refresh_token") or ""),
+        expires_at=jwt_expiry(token),
+        account_id=str(tokens.get("account_id") or ""),
         token_url=token_url,
-    )  # fmt: skip
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,9 +358,13 @@ def check_preferences(preferences: Mapping[str, str]) -> None:
 
 
 def choose(
-    config: UpstreamConfig, harness: str, wire: str, preference: str,
-    login: Login | None = None, endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
-) -> Choice:  # fmt: skip
+    config: UpstreamConfig,
+    harness: str,
+    wire: str,
+    preference: str,
+    login: Login | None = None,
+    endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
+) -> Choice:
     """The credential `harness` uses. `login` is the user's login for it, if found.
 
     auto: an API key or a compatible gateway's base URL, else the login, else offline.

@@ -54,9 +54,16 @@ class SpendRecord:
         cls, harness: str, vendor: str, usage: TokenUsage, cost: float | None, **place: Any
     ) -> SpendRecord:
         return cls(
-            harness, vendor, usage.model, usage.input_tokens, usage.output_tokens,
-            usage.cache_read_tokens, usage.cache_write_tokens, cost, **place,
-        )  # fmt: skip
+            harness,
+            vendor,
+            usage.model,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+            cost,
+            **place,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -66,8 +66,9 @@ class LimitWindow:
         if self.used_percent is not None:
             parts.append(f"{self.used_percent:.0f}% used")
         if self.remaining:
-            parts.append(f"{self.remaining}" + (f" of {self.limit}" if self.limit else "")
-                         + " left")  # fmt: skip
+            parts.append(
+                f"{self.remaining}" + (f" of {self.limit}" if self.limit else "") + " left"
+            )
         if self.status and self.status != "allowed":
             parts.append(self.status.replace("_", " "))
         if self.resets_at is not None:

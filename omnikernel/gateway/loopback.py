@@ -156,14 +156,31 @@ class GuardedHandler(web.RequestHandler):
         # A HEAD carries no body and acts on nothing (Claude Code sends one, key-less, to warm
         # its connection): not worth a warning.
         level = logging.INFO if request.method == "HEAD" else logging.WARNING
-        log.log(level, "%s refused %s %s from %s: %s", type(self.guarded_by()).__name__,
-                request.method, request.path[:200], request.remote_ip, reason)  # fmt: skip
+        log.log(
+            level,
+            "%s refused %s %s from %s: %s",
+            type(self.guarded_by()).__name__,
+            request.method,
+            request.path[:200],
+            request.remote_ip,
+            reason,
+        )
         self.set_status(401)
         self.set_header("WWW-Authenticate", 'Bearer realm="omnikernel"')
         self.set_header("Content-Type", "application/json")
         message = f"omnikernel refused this request: {reason}."
-        self.finish(json.dumps({"type": "error", "error": {
-            "type": "authentication_error", "message": message, "code": "refused"}}))  # fmt: skip
+        self.finish(
+            json.dumps(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "authentication_error",
+                        "message": message,
+                        "code": "refused",
+                    },
+                }
+            )
+        )
 
 
 def log_request(handler: web.RequestHandler) -> None:

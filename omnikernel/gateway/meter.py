@@ -38,9 +38,11 @@ class TokenUsage:
     @property
     def total(self) -> int:
         return (
-            self.input_tokens + self.output_tokens + self.cache_read_tokens
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
             + self.cache_write_tokens
-        )  # fmt: skip
+        )
 
 
 def anthropic_usage(usage: dict[str, Any], into: TokenUsage) -> None:

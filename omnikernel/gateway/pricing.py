@@ -120,8 +120,12 @@ class PriceTable:
         prices = info.prices
         if not hasattr(prices, "input_mtok"):  # prices that change over time: the current ones
             prices = info.get_prices(datetime.now(UTC))
-        return Price(_base(prices.input_mtok), _base(prices.output_mtok),
-                     _base(prices.cache_read_mtok), _base(prices.cache_write_mtok))  # fmt: skip
+        return Price(
+            _base(prices.input_mtok),
+            _base(prices.output_mtok),
+            _base(prices.cache_read_mtok),
+            _base(prices.cache_write_mtok),
+        )
 
     def cost(self, vendor: str, usage: TokenUsage) -> float | None:
         if (price := self._override(vendor, usage.model)) is not None:
@@ -133,9 +137,13 @@ class PriceTable:
             return None
         cached = usage.cache_read_tokens + usage.cache_write_tokens
         result = calc_price(
-            Usage(input_tokens=usage.input_tokens + cached, output_tokens=usage.output_tokens,
-                  cache_read_tokens=usage.cache_read_tokens,
-                  cache_write_tokens=usage.cache_write_tokens),
-            usage.model, provider_id=provider,
-        )  # fmt: skip
+            Usage(
+                input_tokens=usage.input_tokens + cached,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+            ),
+            usage.model,
+            provider_id=provider,
+        )
         return float(result.total_price)

@@ -305,8 +305,9 @@ class Gateway(LoopbackServer):
             limits.harnesses = (earlier.harnesses if earlier else set()) | {harness}
             self.usage_limits[upstream.label] = limits
 
-    def price(self, vendor: str, usage: TokenUsage, upstream: Upstream | None = None
-              ) -> float | None:  # fmt: skip
+    def price(
+        self, vendor: str, usage: TokenUsage, upstream: Upstream | None = None
+    ) -> float | None:
         """What `usage` costs: from the price table, except that the offline rehearsal model's
         calls cost nothing ($0), unless its scenario prices them on purpose (`price_as`)."""
         if upstream is not None and upstream.offline:
@@ -318,18 +319,31 @@ class Gateway(LoopbackServer):
         return self.prices.cost(vendor, usage)
 
     def charge(
-        self, harness: str, vendor: str, usage: TokenUsage, estimated: bool,
-        cost: float | None = None, plan: bool = False, upstream: Upstream | None = None,
-    ) -> SpendRecord:  # fmt: skip
+        self,
+        harness: str,
+        vendor: str,
+        usage: TokenUsage,
+        estimated: bool,
+        cost: float | None = None,
+        plan: bool = False,
+        upstream: Upstream | None = None,
+    ) -> SpendRecord:
         """Meter one exchange: priced from the table unless `cost` is given (replays: $0).
         On a `plan` the price is the API-equivalent figure, not money spent; a call to the
         offline rehearsal `upstream` is a rehearsal record (see `ledger`)."""
         rehearsal = upstream is not None and upstream.offline
         record = SpendRecord.of(
-            harness, vendor, usage, self.price(vendor, usage, upstream) if cost is None else cost,
-            session=self.session, cell=self.cell, estimated=estimated, plan=plan,
-            rehearsal=rehearsal, priced_as=upstream.price_as if upstream and rehearsal else "",
-        )  # fmt: skip
+            harness,
+            vendor,
+            usage,
+            self.price(vendor, usage, upstream) if cost is None else cost,
+            session=self.session,
+            cell=self.cell,
+            estimated=estimated,
+            plan=plan,
+            rehearsal=rehearsal,
+            priced_as=upstream.price_as if upstream and rehearsal else "",
+        )
         with self._lock:
             self.ledger.add(record)
         if self.on_spend:
@@ -462,15 +476,19 @@ class PassThroughHandler(GatewayHandler):
             self.send_error_body("messages", 401, str(exc), "authentication_error")
             return
         request = httpclient.HTTPRequest(
-            url, method=self.request.method or "GET", headers=headers,
+            url,
+            method=self.request.method or "GET",
+            headers=headers,
             body=self.request.body if self.request.method == "POST" else None,
-            request_timeout=60, connect_timeout=10,
-        )  # fmt: skip
+            request_timeout=60,
+            connect_timeout=10,
+        )
         try:
             response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
         except (OSError, httpclient.HTTPClientError) as exc:
-            self.send_error_body("messages", 502, f"the model upstream did not answer: {exc}",
-                                 "api_error")  # fmt: skip
+            self.send_error_body(
+                "messages", 502, f"the model upstream did not answer: {exc}", "api_error"
+            )
             return
         self.set_status(response.code if response.code != 599 else 502)
         self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
@@ -523,13 +541,14 @@ class ModelCallHandler(GatewayHandler):
             and self.unpriced(vendor, model, self.known_upstream(wire_path, harness))
         ):
             self.send_error_body(
-                wire_path, 402,
+                wire_path,
+                402,
                 f"Omnigent cannot keep the ${gateway.budget.limit_usd:.2f} budget: the model "
                 f"{model!r} has no price. Add one (c.OmniKernel.prices = {{'{vendor}/{model}': "
                 f"{{'input': USD_PER_MTOK, 'output': USD_PER_MTOK}}}}), choose a priced model "
                 f"with %agent NAME --model M, or lift the budget with %budget off.",
                 "budget_unpriced_model",
-            )  # fmt: skip
+            )
             return
         if gateway.player is not None:
             self.replay(harness, wire_path, vendor, prompt, streamed)
@@ -560,9 +579,15 @@ class ModelCallHandler(GatewayHandler):
             self.gateway.charge(harness, vendor, usage, estimated=False, cost=0.0)
 
     async def forward(
-        self, harness: str, wire_path: str, vendor: str, body: dict[str, Any], prompt: str,
-        streamed: bool, retried: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        harness: str,
+        wire_path: str,
+        vendor: str,
+        body: dict[str, Any],
+        prompt: str,
+        streamed: bool,
+        retried: bool = False,
+    ) -> None:
         gateway = self.gateway
         upstream, url = self.upstream_for(wire_path, harness)
         try:
@@ -638,10 +663,15 @@ class ModelCallHandler(GatewayHandler):
         while True:
             status["code"], held[:], retry_after[:] = 0, [], []
             request = httpclient.HTTPRequest(
-                url, method="POST", headers=headers, body=self.request.body,
-                header_callback=on_header, streaming_callback=on_chunk,
-                request_timeout=gateway.request_timeout_s, connect_timeout=10,
-            )  # fmt: skip
+                url,
+                method="POST",
+                headers=headers,
+                body=self.request.body,
+                header_callback=on_header,
+                streaming_callback=on_chunk,
+                request_timeout=gateway.request_timeout_s,
+                connect_timeout=10,
+            )
             try:
                 response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
                 failure = response.error if response.code == 599 else None
@@ -660,8 +690,15 @@ class ModelCallHandler(GatewayHandler):
             if attempt["n"] > gateway.retries:
                 break
             wait = gateway.backoff(attempt["n"], retry_after[0] if retry_after else None)
-            log.info("%s: upstream %s: %s; retrying in %.1fs (attempt %d of %d)", harness,
-                     upstream.label, failures[-1], wait, attempt["n"] + 1, gateway.retries + 1)  # fmt: skip
+            log.info(
+                "%s: upstream %s: %s; retrying in %.1fs (attempt %d of %d)",
+                harness,
+                upstream.label,
+                failures[-1],
+                wait,
+                attempt["n"] + 1,
+                gateway.retries + 1,
+            )
             await asyncio.sleep(wait)
             attempt["n"] += 1
         if status["code"] == 401 and may_refresh and not chunks:
@@ -677,21 +714,23 @@ class ModelCallHandler(GatewayHandler):
             tried = f"{attempt['n']} attempt(s)" + (", retried with backoff" * (attempt["n"] > 1))
             if failure is not None:
                 self.send_error_body(
-                    wire_path, 502,
+                    wire_path,
+                    502,
                     f"the model upstream {upstream.label} did not answer ({failure}; {tried}). "
                     f"Check that it is running and reachable, and the base URL and key "
                     f"configured for it.",
                     "api_error",
-                )  # fmt: skip
+                )
             else:
                 code = status["code"]
                 self.send_error_body(
-                    wire_path, code,
+                    wire_path,
+                    code,
                     f"the model upstream {upstream.label} answered {failures[-1]} ({tried}): it "
                     f"is {'rate limiting' if code == 429 else 'overloaded or failing'}; try the "
                     f"cell again later.",
                     "rate_limit_error" if code == 429 else "api_error",
-                )  # fmt: skip
+                )
             return
         if cut:
             self.write(self.stream_error(wire_path, cut[0]))
@@ -708,17 +747,29 @@ class ModelCallHandler(GatewayHandler):
                     pass
             elif meter.reported_output:
                 usage, estimated = meter.usage, False
-            gateway.charge(harness, vendor, usage, estimated=estimated,
-                           plan=upstream.login is not None, upstream=upstream)  # fmt: skip
+            gateway.charge(
+                harness,
+                vendor,
+                usage,
+                estimated=estimated,
+                plan=upstream.login is not None,
+                upstream=upstream,
+            )
         if gateway.recorder is not None and not cut:
             recorder = gateway.recorder
             recorder.write(
                 Exchange(
-                    harness, wire_path, recorder.next_index(harness, wire_path), prompt,
-                    meter.usage.model, status["code"] or 502, status["content_type"],
-                    [c.decode(errors="replace") for c in chunks], streamed,
+                    harness,
+                    wire_path,
+                    recorder.next_index(harness, wire_path),
+                    prompt,
+                    meter.usage.model,
+                    status["code"] or 502,
+                    status["content_type"],
+                    [c.decode(errors="replace") for c in chunks],
+                    streamed,
                 )
-            )  # fmt: skip
+            )
 
     @staticmethod
     def stream_error(wire_path: str, message: str) -> bytes:
@@ -728,8 +779,13 @@ class ModelCallHandler(GatewayHandler):
             error = {"type": "error", "error": {"type": "budget_exceeded", "message": message}}
             return f"event: error\ndata: {json.dumps(error)}\n\n".encode()
         if wire_path == "responses":
-            error = {"type": "error", "code": "budget_exceeded", "message": message,
-                     "param": None, "sequence_number": 0}  # fmt: skip
+            error = {
+                "type": "error",
+                "code": "budget_exceeded",
+                "message": message,
+                "param": None,
+                "sequence_number": 0,
+            }
             return f"event: error\ndata: {json.dumps(error)}\n\n".encode()
         error = {"error": {"message": message, "type": "budget_exceeded", "code": None}}
         return f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()

@@ -167,22 +167,38 @@ def anthropic_events(reply: Reply, model: str, message_id: str) -> list[Frame]:
     index = 0
     if reply.text:
         start = {"type": "text", "text": ""}
-        frames.append(sse({"type": "content_block_start", "index": 0, "content_block": start},
-                          "content_block_start"))  # fmt: skip
+        frames.append(
+            sse(
+                {"type": "content_block_start", "index": 0, "content_block": start},
+                "content_block_start",
+            )
+        )
         for piece in chunks(reply.text):
             delta = {"type": "text_delta", "text": piece}
-            frames.append(sse({"type": "content_block_delta", "index": 0, "delta": delta},
-                              "content_block_delta"))  # fmt: skip
+            frames.append(
+                sse(
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                    "content_block_delta",
+                )
+            )
         frames.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
         index = 1
     for call in reply.tool_calls:
         block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-        frames.append(sse({"type": "content_block_start", "index": index, "content_block": block},
-                          "content_block_start"))  # fmt: skip
+        frames.append(
+            sse(
+                {"type": "content_block_start", "index": index, "content_block": block},
+                "content_block_start",
+            )
+        )
         for piece in chunks(json.dumps(call.arguments), 4):
             delta = {"type": "input_json_delta", "partial_json": piece}
-            frames.append(sse({"type": "content_block_delta", "index": index, "delta": delta},
-                              "content_block_delta"))  # fmt: skip
+            frames.append(
+                sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    "content_block_delta",
+                )
+            )
         frames.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
         index += 1
     frames.append(
@@ -329,8 +345,11 @@ def responses_events(reply: Reply, model: str, response_id: str) -> list[Frame]:
     for index, item in enumerate(responses_items(reply, response_id)):
         if item["type"] == "message":
             text = item["content"][0]["text"]
-            emit("response.output_item.added", output_index=index,
-                 item={**item, "status": "in_progress", "content": []})  # fmt: skip
+            emit(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "status": "in_progress", "content": []},
+            )
             part = {"type": "output_text", "text": "", "annotations": []}
             where = {"item_id": item["id"], "output_index": index, "content_index": 0}
             emit("response.content_part.added", **where, part=part)
@@ -339,13 +358,24 @@ def responses_events(reply: Reply, model: str, response_id: str) -> list[Frame]:
             emit("response.output_text.done", **where, text=text, logprobs=[])
             emit("response.content_part.done", **where, part={**part, "text": text})
         else:
-            emit("response.output_item.added", output_index=index,
-                 item={**item, "status": "in_progress", "arguments": ""})  # fmt: skip
+            emit(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "status": "in_progress", "arguments": ""},
+            )
             for piece in chunks(item["arguments"], 4):
-                emit("response.function_call_arguments.delta", item_id=item["id"],
-                     output_index=index, delta=piece)  # fmt: skip
-            emit("response.function_call_arguments.done", item_id=item["id"],
-                 output_index=index, arguments=item["arguments"])  # fmt: skip
+                emit(
+                    "response.function_call_arguments.delta",
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=piece,
+                )
+            emit(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=item["arguments"],
+            )
         emit("response.output_item.done", output_index=index, item=item)
     emit("response.completed", response=responses_object(reply, model, response_id))
     return frames
@@ -353,8 +383,12 @@ def responses_events(reply: Reply, model: str, response_id: str) -> list[Frame]:
 
 def openai_error(error: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     status = int(error.get("status", 500))
-    body = {"message": error.get("message", ""), "type": error.get("type", "server_error"),
-            "param": None, "code": error.get("code")}  # fmt: skip
+    body = {
+        "message": error.get("message", ""),
+        "type": error.get("type", "server_error"),
+        "param": None,
+        "code": error.get("code"),
+    }
     return status, {"error": body}
 
 
@@ -392,15 +426,25 @@ def chat_events(reply: Reply, model: str, completion_id: str, include_usage: boo
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> Frame:
-        return sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})  # fmt: skip
+        return sse(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
 
     frames = [chunk({"role": "assistant", "content": ""})]
     frames += [chunk({"content": piece}) for piece in chunks(reply.text)]
     for index, call in enumerate(reply.tool_calls):
-        head = {"index": index, "id": call.id, "type": "function",
-                "function": {"name": call.name, "arguments": ""}}  # fmt: skip
+        head = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
         frames.append(chunk({"tool_calls": [head]}))
         for piece in chunks(json.dumps(call.arguments), 4):
             frames.append(
@@ -408,9 +452,18 @@ def chat_events(reply: Reply, model: str, completion_id: str, include_usage: boo
             )
     frames.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
     if include_usage:
-        frames.append(sse({"id": completion_id, "object": "chat.completion.chunk",
-                           "created": created, "model": model, "choices": [],
-                           "usage": chat_usage(reply)}))  # fmt: skip
+        frames.append(
+            sse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": chat_usage(reply),
+                }
+            )
+        )
     frames.append(b"data: [DONE]\n\n")
     return frames
 
@@ -419,16 +472,24 @@ def chat_completion(reply: Reply, model: str, completion_id: str) -> dict[str, A
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
     if reply.tool_calls:
         message["tool_calls"] = [
-            {"id": c.id, "type": "function",
-             "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
             for c in reply.tool_calls
-        ]  # fmt: skip
+        ]
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+            }
+        ],
         "usage": chat_usage(reply),
-    }  # fmt: skip
+    }

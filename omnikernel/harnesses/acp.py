@@ -109,12 +109,17 @@ class AcpHarness(JsonRpcHarness):
         }
 
     async def on_started(self) -> None:
-        result = await self.call("initialize", {
-            "protocolVersion": PROTOCOL_VERSION,
-            "clientCapabilities": {"fs": {"readTextFile": False, "writeTextFile": False},
-                                   "terminal": False},
-            "clientInfo": {"name": "omnikernel", "version": __version__},
-        })  # fmt: skip
+        result = await self.call(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL_VERSION,
+                "clientCapabilities": {
+                    "fs": {"readTextFile": False, "writeTextFile": False},
+                    "terminal": False,
+                },
+                "clientInfo": {"name": "omnikernel", "version": __version__},
+            },
+        )
         self._can_load = bool((result.get("agentCapabilities") or {}).get("loadSession"))
         setup = {"cwd": str(self.ctx.cwd), "mcpServers": []}
         if self._session and self._can_load:
@@ -178,24 +183,45 @@ class AcpHarness(JsonRpcHarness):
 
     def _tool_call(self, call: dict[str, Any]) -> Event:
         raw = call.get("rawInput") or {}
-        summary = next((str(raw[k]) for k in ("command", "file_path", "path", "pattern", "url")
-                        if isinstance(raw.get(k), str)), str(call.get("title", "")))  # fmt: skip
-        return ev.tool_call(str(call.get("toolCallId", "")), self._tool_name(call),
-                            KIND_ACTIONS.get(str(call.get("kind")), "other"), summary, raw)  # fmt: skip
+        summary = next(
+            (
+                str(raw[k])
+                for k in ("command", "file_path", "path", "pattern", "url")
+                if isinstance(raw.get(k), str)
+            ),
+            str(call.get("title", "")),
+        )
+        return ev.tool_call(
+            str(call.get("toolCallId", "")),
+            self._tool_name(call),
+            KIND_ACTIONS.get(str(call.get("kind")), "other"),
+            summary,
+            raw,
+        )
 
     def _prompt_done(self, message: dict[str, Any]) -> list[Event]:
         self._prompt_id = None
         if "error" in message:
             detail = (message["error"] or {}).get("message", "unknown error")
-            return [ev.error(f"{self.display_name} failed the turn: {detail}"),
-                    Event(EventKind.TURN_END, {"status": "error", "harness_session": self._session})]  # fmt: skip
+            return [
+                ev.error(f"{self.display_name} failed the turn: {detail}"),
+                Event(EventKind.TURN_END, {"status": "error", "harness_session": self._session}),
+            ]
         stop = (message.get("result") or {}).get("stopReason", "end_turn")
         status = "interrupted" if stop == "cancelled" else "completed"
         if stop == "refusal":
             status = "error"
         # ACP reports no token counts; the gateway meters this agent's calls.
-        usage = Event(EventKind.USAGE, {"model": self.ctx.model or "", "input_tokens": 0,
-                                        "output_tokens": 0, "cost_usd": None, "num_turns": 1})  # fmt: skip
+        usage = Event(
+            EventKind.USAGE,
+            {
+                "model": self.ctx.model or "",
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_usd": None,
+                "num_turns": 1,
+            },
+        )
         return [
             usage,
             Event(EventKind.TURN_END, {"status": status, "harness_session": self._session}),
@@ -209,17 +235,32 @@ class AcpHarness(JsonRpcHarness):
         params = message.get("params") or {}
         call = params.get("toolCall") or {}
         as_event = self._tool_call(call)
-        asked = Event(EventKind.APPROVAL_REQUEST, {"request_id": str(ident), **{
-            k: as_event.data[k] for k in ("call_id", "tool", "action", "summary", "input")}})  # fmt: skip
+        asked = Event(
+            EventKind.APPROVAL_REQUEST,
+            {
+                "request_id": str(ident),
+                **{k: as_event.data[k] for k in ("call_id", "tool", "action", "summary", "input")},
+            },
+        )
         self.pending_approval = ident
         yield asked
         decision = await self.ctx.decide(asked)
-        yield Event(EventKind.APPROVAL_DECISION, {"request_id": str(ident), "decision": decision.verdict,
-                                                  "reason": decision.reason, "by": decision.by})  # fmt: skip
+        yield Event(
+            EventKind.APPROVAL_DECISION,
+            {
+                "request_id": str(ident),
+                "decision": decision.verdict,
+                "reason": decision.reason,
+                "by": decision.by,
+            },
+        )
         wanted = "allow_once" if decision.allow else "reject_once"
         option = next((o for o in params.get("options") or [] if o.get("kind") == wanted), None)
-        outcome = ({"outcome": "selected", "optionId": option["optionId"]} if option
-                   else {"outcome": "cancelled"})  # fmt: skip
+        outcome = (
+            {"outcome": "selected", "optionId": option["optionId"]}
+            if option
+            else {"outcome": "cancelled"}
+        )
         await self.respond(ident, {"outcome": outcome})
         self.pending_approval = None
 
@@ -250,7 +291,13 @@ def acp_harness(name: str, agent: AcpAgent) -> type[AcpHarness]:
     return type(
         f"AcpHarness[{name}]",
         (AcpHarness,),
-        {"name": name, "display_name": f"{name} (ACP)", "binary_name": agent.command[0],
-         "npm_package": agent.package.rpartition("@")[0] or agent.command[0],
-         "pinned_version": agent.package.rpartition("@")[2], "wire": agent.wire, "agent": agent},
-    )  # fmt: skip
+        {
+            "name": name,
+            "display_name": f"{name} (ACP)",
+            "binary_name": agent.command[0],
+            "npm_package": agent.package.rpartition("@")[0] or agent.command[0],
+            "pinned_version": agent.package.rpartition("@")[2],
+            "wire": agent.wire,
+            "agent": agent,
+        },
+    )

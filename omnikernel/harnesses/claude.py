@@ -109,15 +109,19 @@ class ClaudeHarness(JsonLinesHarness):
         argv = [
             binary,
             "-p",
-            "--input-format", "stream-json",
-            "--output-format", "stream-json",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
             "--verbose",
             "--include-partial-messages",
-            "--permission-prompt-tool", "stdio",
+            "--permission-prompt-tool",
+            "stdio",
             # Every shell command asks the kernel, also those Claude Code judges read-only
             # (`cat`, `git status`), so the policy's rules see (and can stop) each of them.
-            "--settings", json.dumps({"permissions": {"ask": ["Bash"]}}),
-        ]  # fmt: skip
+            "--settings",
+            json.dumps({"permissions": {"ask": ["Bash"]}}),
+        ]
         if self.ctx.model:
             argv += ["--model", self.ctx.model]
         if self._claude_session:
@@ -338,18 +342,27 @@ class ClaudeHarness(JsonLinesHarness):
     # -- stopping ------------------------------------------------------------------------------
 
     def _deny(self, request_id: str) -> dict[str, Any]:
-        return {"type": "control_response", "response": {"subtype": "success",
-                "request_id": request_id, "response": {"behavior": "deny",
-                "message": "The user stopped this turn."}}}  # fmt: skip
+        return {
+            "type": "control_response",
+            "response": {
+                "subtype": "success",
+                "request_id": request_id,
+                "response": {"behavior": "deny", "message": "The user stopped this turn."},
+            },
+        }
 
     async def wind_down(self) -> list[Event]:
         """The ``interrupt`` control request; Claude Code ends the turn with a ``result``."""
         if self.pending_approval is not None:
             await self.send(self._deny(self.pending_approval))
             self.pending_approval = None
-        await self.send({"type": "control_request",
-                         "request_id": f"interrupt-{next(self._request_ids)}",
-                         "request": {"subtype": "interrupt"}})  # fmt: skip
+        await self.send(
+            {
+                "type": "control_request",
+                "request_id": f"interrupt-{next(self._request_ids)}",
+                "request": {"subtype": "interrupt"},
+            }
+        )
         while (message := await self.read()) is not None:
             if message.get("type") == "control_request":
                 await self.send(self._deny(message.get("request_id", "")))  # one racing the stop

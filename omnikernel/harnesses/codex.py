@@ -125,8 +125,12 @@ class CodexHarness(JsonRpcHarness):
             "initialize", {"clientInfo": {"name": "omnikernel", "version": __version__}}
         )
         await self.notify("initialized")
-        settings = {"cwd": str(self.ctx.cwd), "approvalPolicy": "untrusted",
-                    "sandbox": "danger-full-access", "model": self.model}  # fmt: skip
+        settings = {
+            "cwd": str(self.ctx.cwd),
+            "approvalPolicy": "untrusted",
+            "sandbox": "danger-full-access",
+            "model": self.model,
+        }
         if self._thread:
             result = await self.call("thread/resume", {"threadId": self._thread, **settings})
         else:
@@ -142,8 +146,12 @@ class CodexHarness(JsonRpcHarness):
         started = self._turn_request = await self.request(
             "turn/start", {"threadId": self._thread, "input": [{"type": "text", "text": prompt}]}
         )
-        usage = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0,
-                 "cache_write_tokens": 0}  # fmt: skip
+        usage = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+        }
         streamed: set[str] = set()
         while True:
             message = await self.read()
@@ -196,8 +204,15 @@ class CodexHarness(JsonRpcHarness):
         if kind == "fileChange":
             changes = item.get("changes") or []
             paths = ", ".join(str(c.get("path", "?")) for c in changes)
-            action = "write" if all(c.get("kind", {}).get("type") == "add" for c in changes
-                                    if isinstance(c.get("kind"), dict)) else "edit"  # fmt: skip
+            action = (
+                "write"
+                if all(
+                    c.get("kind", {}).get("type") == "add"
+                    for c in changes
+                    if isinstance(c.get("kind"), dict)
+                )
+                else "edit"
+            )
             return ev.tool_call(
                 item.get("id", ""), "apply_patch", action, paths, {"changes": changes}
             )
@@ -227,8 +242,9 @@ class CodexHarness(JsonRpcHarness):
             return ev.tool_result(item.get("id", ""), status, status in ("failed", "declined"))
         if kind in ("mcpToolCall", "dynamicToolCall", "webSearch"):
             result = item.get("result") or item.get("error") or ""
-            return ev.tool_result(item.get("id", ""), json.dumps(result) if result else "",
-                                  bool(item.get("error")))  # fmt: skip
+            return ev.tool_result(
+                item.get("id", ""), json.dumps(result) if result else "", bool(item.get("error"))
+            )
         return None
 
     @staticmethod
@@ -242,8 +258,9 @@ class CodexHarness(JsonRpcHarness):
         status = {"completed": "completed", "interrupted": "interrupted"}.get(
             turn.get("status", ""), "error"
         )
-        out = [Event(EventKind.USAGE, {"model": self.model, **usage, "cost_usd": None,
-                                       "num_turns": 1})]  # fmt: skip
+        out = [
+            Event(EventKind.USAGE, {"model": self.model, **usage, "cost_usd": None, "num_turns": 1})
+        ]
         if status == "error":
             detail = (turn.get("error") or {}).get("message") or turn.get("status")
             out.append(ev.error(f"Codex ended the turn with an error: {detail}"))
@@ -261,20 +278,34 @@ class CodexHarness(JsonRpcHarness):
             await self.refuse(ident, method)
             return
         is_command = method.startswith("item/commandExecution")
-        summary = (self._command_of(params) if is_command
-                   else str(params.get("reason") or params.get("itemId", "")))  # fmt: skip
+        summary = (
+            self._command_of(params)
+            if is_command
+            else str(params.get("reason") or params.get("itemId", ""))
+        )
         asked = Event(
             EventKind.APPROVAL_REQUEST,
-            {"request_id": str(ident), "call_id": params.get("itemId", ""),
-             "tool": "shell" if is_command else "apply_patch",
-             "action": "exec" if is_command else "edit", "summary": summary,
-             "input": {"command": summary, "cwd": params.get("cwd")} if is_command else params},
-        )  # fmt: skip
+            {
+                "request_id": str(ident),
+                "call_id": params.get("itemId", ""),
+                "tool": "shell" if is_command else "apply_patch",
+                "action": "exec" if is_command else "edit",
+                "summary": summary,
+                "input": {"command": summary, "cwd": params.get("cwd")} if is_command else params,
+            },
+        )
         self.pending_approval = ident
         yield asked
         decision = await self.ctx.decide(asked)
-        yield Event(EventKind.APPROVAL_DECISION, {"request_id": str(ident),
-                    "decision": decision.verdict, "reason": decision.reason, "by": decision.by})  # fmt: skip
+        yield Event(
+            EventKind.APPROVAL_DECISION,
+            {
+                "request_id": str(ident),
+                "decision": decision.verdict,
+                "reason": decision.reason,
+                "by": decision.by,
+            },
+        )
         await self.respond(ident, {"decision": "accept" if decision.allow else "decline"})
         self.pending_approval = None
 

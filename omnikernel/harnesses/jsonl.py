@@ -91,9 +91,12 @@ class JsonLinesHarness(Harness):
             except (TimeoutError, HarnessError, OSError) as exc:
                 log.warning("%s did not finish a stopped turn: %r", self.name, exc)
                 await self.close()
-                notices.append(ev.notice(
-                    f"{self.display_name} had not finished the stopped turn after {WIND_DOWN_S:.0f}"
-                    " s, so it was restarted; the conversation is resumed."))  # fmt: skip
+                notices.append(
+                    ev.notice(
+                        f"{self.display_name} had not finished the stopped turn after {WIND_DOWN_S:.0f}"
+                        " s, so it was restarted; the conversation is resumed."
+                    )
+                )
         self.pending_approval = None
         proc = await self.ensure_started()
         # Noted at the turn's first message, not now: a CLI started just now may still be
@@ -207,8 +210,13 @@ class JsonLinesHarness(Harness):
         except (HarnessError, OSError) as exc:
             log.warning("%s failed to stop its turn: %r", self.name, exc)
         await self.close()  # the next turn starts it again, resuming the conversation
-        return [*out, ev.notice(f"{self.display_name} could not stop its turn, so it was "
-                                "stopped itself; the next prompt resumes the conversation.")]  # fmt: skip
+        return [
+            *out,
+            ev.notice(
+                f"{self.display_name} could not stop its turn, so it was "
+                "stopped itself; the next prompt resumes the conversation."
+            ),
+        ]
 
     def kill_now(self) -> None:
         if self._proc is not None:
@@ -251,8 +259,13 @@ class JsonRpcHarness(JsonLinesHarness):
 
     async def refuse(self, ident: Any, method: str) -> None:
         """Answer a request we do not serve with an error, never with silence."""
-        await self.send({"jsonrpc": "2.0", "id": ident, "error": {
-            "code": -32601, "message": f"omnikernel does not serve {method}"}})  # fmt: skip
+        await self.send(
+            {
+                "jsonrpc": "2.0",
+                "id": ident,
+                "error": {"code": -32601, "message": f"omnikernel does not serve {method}"},
+            }
+        )
 
     async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """A request whose answer we wait for outside a turn (handshakes, session setup);

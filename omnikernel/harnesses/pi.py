@@ -63,8 +63,17 @@ class PiHarness(JsonLinesHarness):
         return self.ctx.model or DEFAULT_MODEL
 
     def command(self, binary: str) -> list[str]:
-        argv = [binary, "--mode", "rpc", "--provider", PROVIDER, "--model", self.model,
-                "-e", str(GATE)]  # fmt: skip
+        argv = [
+            binary,
+            "--mode",
+            "rpc",
+            "--provider",
+            PROVIDER,
+            "--model",
+            self.model,
+            "-e",
+            str(GATE),
+        ]
         if self._started_once:
             argv.append("--continue")  # a restart picks the conversation up again
         self._started_once = True
@@ -90,11 +99,22 @@ class PiHarness(JsonLinesHarness):
 
     def _write_models(self, agent_dir: Path) -> None:
         price = PriceTable.load().lookup("anthropic", self.model)
-        cost = ({"input": price.input, "output": price.output, "cacheRead": price.cache_read,
-                 "cacheWrite": price.cache_write} if price else
-                {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0})  # fmt: skip
-        provider = {"baseUrl": self.upstream.base_url, "api": "anthropic-messages",
-                    "apiKey": KEY_VARIABLE, "models": [{"id": self.model, "cost": cost}]}  # fmt: skip
+        cost = (
+            {
+                "input": price.input,
+                "output": price.output,
+                "cacheRead": price.cache_read,
+                "cacheWrite": price.cache_write,
+            }
+            if price
+            else {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0}
+        )
+        provider = {
+            "baseUrl": self.upstream.base_url,
+            "api": "anthropic-messages",
+            "apiKey": KEY_VARIABLE,
+            "models": [{"id": self.model, "cost": cost}],
+        }
         (agent_dir / "models.json").write_text(json.dumps({"providers": {PROVIDER: provider}}))
 
     async def on_started(self) -> None:
@@ -113,9 +133,15 @@ class PiHarness(JsonLinesHarness):
         for notice in await self.prepare_turn():
             yield notice
         await self._command("prompt", message=prompt)
-        usage = {"model": self.model, "input_tokens": 0, "output_tokens": 0,
-                 "cache_read_tokens": 0, "cache_write_tokens": 0, "cost_usd": 0.0,
-                 "num_turns": 0}  # fmt: skip
+        usage = {
+            "model": self.model,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "cost_usd": 0.0,
+            "num_turns": 0,
+        }
         last_stop = ""
         while True:
             message = await self.read()
@@ -130,12 +156,20 @@ class PiHarness(JsonLinesHarness):
                     yield ev.text(update.get("delta", ""))
             elif kind == "tool_execution_start":
                 name, args = message.get("toolName", "?"), message.get("args") or {}
-                yield ev.tool_call(message.get("toolCallId", ""), name,
-                                   TOOL_ACTIONS.get(name, "other"), tool_summary(args), args)  # fmt: skip
+                yield ev.tool_call(
+                    message.get("toolCallId", ""),
+                    name,
+                    TOOL_ACTIONS.get(name, "other"),
+                    tool_summary(args),
+                    args,
+                )
             elif kind == "tool_execution_end":
                 result = message.get("result") or {}
-                yield ev.tool_result(message.get("toolCallId", ""), text_of(result.get("content")),
-                                     bool(message.get("isError")))  # fmt: skip
+                yield ev.tool_result(
+                    message.get("toolCallId", ""),
+                    text_of(result.get("content")),
+                    bool(message.get("isError")),
+                )
             elif kind == "extension_ui_request":
                 async for event in self._answer(message):
                     yield event
@@ -179,15 +213,29 @@ class PiHarness(JsonLinesHarness):
         except json.JSONDecodeError:
             request = {}
         name, args = request.get("toolName", "?"), request.get("input") or {}
-        asked = Event(EventKind.APPROVAL_REQUEST, {
-            "request_id": ident, "call_id": request.get("toolCallId", ""), "tool": name,
-            "action": TOOL_ACTIONS.get(name, "other"), "summary": tool_summary(args), "input": args,
-        })  # fmt: skip
+        asked = Event(
+            EventKind.APPROVAL_REQUEST,
+            {
+                "request_id": ident,
+                "call_id": request.get("toolCallId", ""),
+                "tool": name,
+                "action": TOOL_ACTIONS.get(name, "other"),
+                "summary": tool_summary(args),
+                "input": args,
+            },
+        )
         self.pending_approval = ident
         yield asked
         decision = await self.ctx.decide(asked)
-        yield Event(EventKind.APPROVAL_DECISION, {"request_id": ident, "decision": decision.verdict,
-                                                  "reason": decision.reason, "by": decision.by})  # fmt: skip
+        yield Event(
+            EventKind.APPROVAL_DECISION,
+            {
+                "request_id": ident,
+                "decision": decision.verdict,
+                "reason": decision.reason,
+                "by": decision.by,
+            },
+        )
         await self.send({"type": "extension_ui_response", "id": ident, "confirmed": decision.allow})
         self.pending_approval = None
 
@@ -196,8 +244,9 @@ class PiHarness(JsonLinesHarness):
     async def wind_down(self) -> list[Event]:
         """The ``abort`` command; Pi ends the turn with ``agent_end``."""
         if self.pending_approval is not None:
-            await self.send({"type": "extension_ui_response", "id": self.pending_approval,
-                             "confirmed": False})  # fmt: skip
+            await self.send(
+                {"type": "extension_ui_response", "id": self.pending_approval, "confirmed": False}
+            )
             self.pending_approval = None
         await self._command("abort")
         while (message := await self.read()) is not None:
@@ -207,8 +256,9 @@ class PiHarness(JsonLinesHarness):
                 "input",
                 "editor",
             ):
-                await self.send({"type": "extension_ui_response", "id": message.get("id"),
-                                 "cancelled": True})  # a dialog racing the stop  # fmt: skip
+                await self.send(
+                    {"type": "extension_ui_response", "id": message.get("id"), "cancelled": True}
+                )  # a dialog racing the stop
             elif message.get("type") == "agent_end":
                 return []
         raise HarnessError("Pi exited while stopping its turn")

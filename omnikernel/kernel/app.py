@@ -38,8 +38,11 @@ class OmniKernelApp(IPKernelApp):
             try:
                 PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
             except Exception as exc:
-                lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__)
-                         if f.filename == str(path)]  # fmt: skip
+                lines = [
+                    f.lineno
+                    for f in traceback.extract_tb(exc.__traceback__)
+                    if f.filename == str(path)
+                ]
                 line = exc.lineno if isinstance(exc, SyntaxError) else (lines or [None])[-1]
                 where = f" (line {line})" if line else ""
                 CONFIG_PROBLEMS.append(

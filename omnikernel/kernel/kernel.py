@@ -159,9 +159,11 @@ class OmniKernel(KernelSettings, IPythonKernel):
         )
         share = ShareMagics(self.shell, self.agents, show_feed=self._show_feed)
         self.codriving = CoDriving(
-            codes=lambda: share.codes, session_id=lambda: self.agents.session_id,
-            run=self._run_shared_prompt, busy=self.turns.locked,
-        )  # fmt: skip
+            codes=lambda: share.codes,
+            session_id=lambda: self.agents.session_id,
+            run=self._run_shared_prompt,
+            busy=self.turns.locked,
+        )
         self.agents.approvals.presenters.append(
             watch_answers(
                 self.agents.approvals, lambda: share.codes, lambda: self.agents.session_id
@@ -327,20 +329,32 @@ class OmniKernel(KernelSettings, IPythonKernel):
 
         async def turn() -> AsyncIterator[Event]:
             if self.turns.locked():
-                display(notice_bundle({"message": "A co-driver's prompt from the share page runs "
-                        "as a turn of this session now; this cell waits for it to end (its "
-                        "Stop button is in the session feed)."}), raw=True)  # fmt: skip
+                display(
+                    notice_bundle(
+                        {
+                            "message": "A co-driver's prompt from the share page runs "
+                            "as a turn of this session now; this cell waits for it to end (its "
+                            "Stop button is in the session feed)."
+                        }
+                    ),
+                    raw=True,
+                )
             async with self.turns:
-                async for event in session.run_prompt(prompt, harness=name, cell=cell_id or "",
-                                                      handoff=handoff, on_wait=waiting):  # fmt: skip
+                async for event in session.run_prompt(
+                    prompt, harness=name, cell=cell_id or "", handoff=handoff, on_wait=waiting
+                ):
                     yield event
 
         shown = await self._show_turn(turn(), view, name, cell_id or "")
         if shown.store_error is not None:  # nothing more can be stored: the turn was ended
             return self._error_reply("StoreUnavailableError", str(shown.store_error))
         if shown.stopped and shown.started is None:  # stopped while waiting for another turn
-            display(notice_bundle({"message": "Stopped waiting: this prompt was not sent to "
-                                   "the agent."}), raw=True)  # fmt: skip
+            display(
+                notice_bundle(
+                    {"message": "Stopped waiting: this prompt was not sent to the agent."}
+                ),
+                raw=True,
+            )
         status = shown.status
         started = [(e.session_id, e.turn) for e in (shown.started,) if e is not None]
         if started:
@@ -368,8 +382,14 @@ class OmniKernel(KernelSettings, IPythonKernel):
         from omnikernel.kernel.widgets import SessionFeed, widget_bundle
 
         feed = SessionFeed()
-        display(widget_bundle(feed, "Session feed: co-drivers' prompts from the share page "
-                              "run here (shown where widgets render)."), raw=True)  # fmt: skip
+        display(
+            widget_bundle(
+                feed,
+                "Session feed: co-drivers' prompts from the share page "
+                "run here (shown where widgets render).",
+            ),
+            raw=True,
+        )
         self.codriving.show(feed)
 
     async def _run_shared_prompt(self, prompt: SharedPrompt, feed: SessionFeed) -> None:
@@ -377,8 +397,9 @@ class OmniKernel(KernelSettings, IPythonKernel):
         IPython, never interpolated (see `omnikernel.kernel.codrive`)."""
         session = self.agents
         name = session.current
-        view = CellView(feed.display, feed.update_display, offline=session.is_offline(name),
-                        images=self.images)  # fmt: skip
+        view = CellView(
+            feed.display, feed.update_display, offline=session.is_offline(name), images=self.images
+        )
         origin = {"by": prompt.who, "source": prompt.source}
 
         def waiting(message: str) -> None:  # another kernel of the session runs a turn
@@ -389,8 +410,11 @@ class OmniKernel(KernelSettings, IPythonKernel):
             try:
                 shown = await self._show_turn(
                     session.run_prompt(prompt.text, harness=name, origin=origin, on_wait=waiting),
-                    view, name, "", on_task=lambda task: feed.running(prompt, on_stop=task.cancel),
-                )  # fmt: skip
+                    view,
+                    name,
+                    "",
+                    on_task=lambda task: feed.running(prompt, on_stop=task.cancel),
+                )
                 if shown.store_error is not None:
                     feed.display(error_bundle({"message": str(shown.store_error)}))
             finally:
@@ -407,9 +431,13 @@ class OmniKernel(KernelSettings, IPythonKernel):
             raise shown.store_error
 
     async def _show_turn(
-        self, events: AsyncIterator[Event], view: CellView, harness: str | None,
-        cell: str | None, on_task: Callable[[asyncio.Task[None]], None] | None = None,
-    ) -> ShownTurn:  # fmt: skip
+        self,
+        events: AsyncIterator[Event],
+        view: CellView,
+        harness: str | None,
+        cell: str | None,
+        on_task: Callable[[asyncio.Task[None]], None] | None = None,
+    ) -> ShownTurn:
         """Show a turn's events (as `AgentSession.run_prompt` yields them) in `view` until it
         ends or the stop button ends it: the one way a cell's prompt, a co-driver's and an
         approval carried out after a restart are shown. Stopped, the turn's end is stored and
@@ -456,10 +484,14 @@ class OmniKernel(KernelSettings, IPythonKernel):
         text, subs = interpolate(prompt, namespace, ValueWriter(self.agents.cwd))
         if subs:
             display(
-                notice_bundle({"message": "Python values in this prompt:\n"
-                               + describe_substitutions(subs).replace("\n", "  \n")}),
+                notice_bundle(
+                    {
+                        "message": "Python values in this prompt:\n"
+                        + describe_substitutions(subs).replace("\n", "  \n")
+                    }
+                ),
                 raw=True,
-            )  # fmt: skip
+            )
         return text
 
     async def _publish_result(
@@ -470,8 +502,10 @@ class OmniKernel(KernelSettings, IPythonKernel):
         after = await asyncio.to_thread(snapshot, self.agents.cwd)
         result = result_from_events(
             self.store.events(session_id, turn=number),
-            folder=self.agents.cwd, before=before, after=after,
-        )  # fmt: skip
+            folder=self.agents.cwd,
+            before=before,
+            after=after,
+        )
         assert self.shell is not None
         self.shell.user_ns["_agent"] = result
         if out:
@@ -526,8 +560,13 @@ class OmniKernel(KernelSettings, IPythonKernel):
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
         cell = route(code)
         if cell.kind == "prompt":
-            return {"status": "ok", "matches": [], "cursor_start": cursor_pos,
-                    "cursor_end": cursor_pos, "metadata": {}}  # fmt: skip
+            return {
+                "status": "ok",
+                "matches": [],
+                "cursor_start": cursor_pos,
+                "cursor_end": cursor_pos,
+                "metadata": {},
+            }
         offset = len(code) - len(cell.body) if cell.magic == "python" else 0
         if cursor_pos < offset:
             offset = 0

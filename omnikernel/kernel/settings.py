@@ -162,9 +162,10 @@ class KernelSettings(EnvSettings):
         help="Where the harness CLIs' private homes live, one folder per session.",
     ).tag(config=True, env=STATE_DIR_ENV, default_text="harness-state beside the store")
     anthropic_base_url = Unicode(
-        "", help="Anthropic-compatible endpoint (Claude Code, pi); with no key, a gateway that "
+        "",
+        help="Anthropic-compatible endpoint (Claude Code, pi); with no key, a gateway that "
         "needs none (a local model server, a company proxy).",
-    ).tag(config=True, env="ANTHROPIC_BASE_URL")  # fmt: skip
+    ).tag(config=True, env="ANTHROPIC_BASE_URL")
     anthropic_api_key = Unicode("", help="Anthropic API key.").tag(
         config=True, env="ANTHROPIC_API_KEY"
     )

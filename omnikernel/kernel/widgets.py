@@ -34,8 +34,10 @@ SCOPE_LABELS = {"this once": "once", "this session": "session", "always for this
 
 def widget_bundle(widget: w.Widget, text: str) -> dict[str, Any]:
     """A display bundle: the widget where widgets render, `text` everywhere else."""
-    return {"text/plain": text,
-            WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id}}  # fmt: skip
+    return {
+        "text/plain": text,
+        WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id},
+    }
 
 
 def request_text(pending: Pending) -> str:
@@ -64,8 +66,10 @@ def action_html(data: dict[str, Any]) -> str:
     else:
         body = summary
     title = f"<b>{html.escape(str(data.get('tool', '')))}</b> ({html.escape(str(action))})"
-    pre = ("<pre style='white-space:pre-wrap;max-height:20em;overflow:auto;margin:4px 0'>"
-           f"{html.escape(body)}</pre>")  # fmt: skip
+    pre = (
+        "<pre style='white-space:pre-wrap;max-height:20em;overflow:auto;margin:4px 0'>"
+        f"{html.escape(body)}</pre>"
+    )
     return title + pre
 
 
@@ -79,13 +83,21 @@ class ApprovalCard(w.VBox):
         self.header = w.HTML(f"<b>{'⏸' if pending.is_pause else '⚠'} {kind}</b>")
         self.action = w.HTML(action_html(pending.request) if not pending.is_pause else "")
         self.rule = w.HTML(f"<i>Rule:</i> {html.escape(asked.reason)}")
-        self.scope = w.ToggleButtons(options=list(SCOPE_LABELS), value="this once",
-                                     description="Scope", style={"button_width": "auto"})  # fmt: skip
+        self.scope = w.ToggleButtons(
+            options=list(SCOPE_LABELS),
+            value="this once",
+            description="Scope",
+            style={"button_width": "auto"},
+        )
         self.reason = w.Text(placeholder="reason (optional)", layout=w.Layout(width="30em"))
-        self.approve = w.Button(description="Continue" if pending.is_pause else "Approve",
-                                button_style="success", icon="check")  # fmt: skip
-        self.deny = w.Button(description="Stop" if pending.is_pause else "Deny",
-                             button_style="danger", icon="times")  # fmt: skip
+        self.approve = w.Button(
+            description="Continue" if pending.is_pause else "Approve",
+            button_style="success",
+            icon="check",
+        )
+        self.deny = w.Button(
+            description="Stop" if pending.is_pause else "Deny", button_style="danger", icon="times"
+        )
         self.outcome = w.HTML("")
         self.approve.on_click(lambda _: self._answer(True))
         self.deny.on_click(lambda _: self._answer(False))
@@ -100,8 +112,14 @@ class ApprovalCard(w.VBox):
 
     def _answer(self, allow: bool) -> None:
         scope = SCOPE_LABELS.get(str(self.scope.value), "once")
-        said = self.approvals.answer(self.pending.request_id, allow, by=self.who, source="widget",
-                                     scope=scope, reason=self.reason.value.strip())  # fmt: skip
+        said = self.approvals.answer(
+            self.pending.request_id,
+            allow,
+            by=self.who,
+            source="widget",
+            scope=scope,
+            reason=self.reason.value.strip(),
+        )
         if said != "accepted":
             self.outcome.value = f"<i>{html.escape(said)}</i>"
 
@@ -128,9 +146,14 @@ def presenter(
 
             def said(decision: Decision) -> None:
                 mark = "continued" if decision.allow else "stopped"
-                display({"text/plain": f"pause: {mark} — {decision.reason}",
-                         "text/markdown": f"**⏸ pause: {mark}** — "
-                         + decision.reason.replace("$", "\\$")}, raw=True)  # fmt: skip
+                display(
+                    {
+                        "text/plain": f"pause: {mark} — {decision.reason}",
+                        "text/markdown": f"**⏸ pause: {mark}** — "
+                        + decision.reason.replace("$", "\\$"),
+                    },
+                    raw=True,
+                )
 
             pending.on_decided.append(said)
 
@@ -151,22 +174,39 @@ class SpendGauge(w.VBox):
 
     def __init__(self, session: AgentSession):
         self.session = session
-        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="spend",
-                                   layout=w.Layout(width="30em"))  # fmt: skip
+        self.bar = w.FloatProgress(
+            value=0.0, min=0.0, max=1.0, description="spend", layout=w.Layout(width="30em")
+        )
         #: Shown when a token budget or a token pause is set.
-        self.token_bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="tokens",
-                                         layout=w.Layout(width="30em", display="none"))  # fmt: skip
+        self.token_bar = w.FloatProgress(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            description="tokens",
+            layout=w.Layout(width="30em", display="none"),
+        )
         #: The most used window of the usage limits an upstream reported (none: hidden).
-        self.limit_bar = w.FloatProgress(value=0.0, min=0.0, max=100.0, description="limit",
-                                         layout=w.Layout(width="30em", display="none"))  # fmt: skip
+        self.limit_bar = w.FloatProgress(
+            value=0.0,
+            min=0.0,
+            max=100.0,
+            description="limit",
+            layout=w.Layout(width="30em", display="none"),
+        )
         self.label = w.HTML()
         self.token_label = w.HTML()
         self.limit_label = w.HTML()
         self.rows = w.HTML()
         self.limits = w.HTML()
-        super().__init__([w.HBox([self.bar, self.label]),
-                          w.HBox([self.token_bar, self.token_label]),
-                          w.HBox([self.limit_bar, self.limit_label]), self.rows, self.limits])  # fmt: skip
+        super().__init__(
+            [
+                w.HBox([self.bar, self.label]),
+                w.HBox([self.token_bar, self.token_label]),
+                w.HBox([self.limit_bar, self.limit_label]),
+                self.rows,
+                self.limits,
+            ]
+        )
         self.refresh()
 
     def _pauses(self) -> list[PauseEvery]:
@@ -189,8 +229,9 @@ class SpendGauge(w.VBox):
         if session.ledger.unpriced:
             parts.append(f"{session.ledger.unpriced} unpriced call(s)")
         for upstream, limits in sorted(session.usage_limits().items()):
-            parts.append(f"{', '.join(sorted(limits.harnesses)) or upstream} limits: "
-                         f"{limits.text()}")  # fmt: skip
+            parts.append(
+                f"{', '.join(sorted(limits.harnesses)) or upstream} limits: {limits.text()}"
+            )
         return " · ".join(parts)
 
     @staticmethod
@@ -222,15 +263,21 @@ class SpendGauge(w.VBox):
         self.token_bar.max = max(self._scale(tokens, token_limit, token_pauses), 1e-9)
         self.token_bar.value = min(tokens, self.token_bar.max)
         self.token_bar.bar_style = "danger" if token_limit and tokens >= token_limit else "info"
-        self.token_label.value = html.escape(
-            f"{tokens:,} tokens" + (f" of {token_limit:,}" if token_limit else "")
-            + "".join(f" · next pause at {p:,.0f}" for p in token_pauses)
-        ) if shown else ""  # fmt: skip
+        self.token_label.value = (
+            html.escape(
+                f"{tokens:,} tokens"
+                + (f" of {token_limit:,}" if token_limit else "")
+                + "".join(f" · next pause at {p:,.0f}" for p in token_pauses)
+            )
+            if shown
+            else ""
+        )
         rows = session.ledger.by_harness_and_model()
         self.rows.value = "".join(
             f"<div><code>{html.escape(r.harness)}</code> {html.escape(r.model)}: {r.requests} "
-            f"call(s), {r.tokens:,} tokens, {html.escape(r.cost_text())}</div>" for r in rows
-        )  # fmt: skip
+            f"call(s), {r.tokens:,} tokens, {html.escape(r.cost_text())}</div>"
+            for r in rows
+        )
         reported = session.usage_limits()
         most = [(lim, lim.most_used) for lim in reported.values() if lim.most_used is not None]
         if most:
@@ -238,11 +285,15 @@ class SpendGauge(w.VBox):
             assert window is not None and window.used_percent is not None
             self.limit_bar.layout.display = None
             self.limit_bar.value = min(max(window.used_percent, 0.0), 100.0)
-            self.limit_bar.bar_style = "danger" if window.used_percent >= 90 else (
-                "warning" if window.used_percent >= 75 else "info")  # fmt: skip
+            self.limit_bar.bar_style = (
+                "danger"
+                if window.used_percent >= 90
+                else ("warning" if window.used_percent >= 75 else "info")
+            )
             who = ", ".join(sorted(limits.harnesses)) or limits.upstream
-            self.limit_label.value = html.escape(f"{who}: {window.name} {window.used_percent:.0f}%"
-                                                 f" used")  # fmt: skip
+            self.limit_label.value = html.escape(
+                f"{who}: {window.name} {window.used_percent:.0f}% used"
+            )
         else:
             self.limit_bar.layout.display = "none"
             self.limit_label.value = ""
@@ -267,8 +318,13 @@ class SessionFeed(w.VBox):
 
     def __init__(self) -> None:
         self.heading = w.HTML(FEED_IDLE)
-        self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
-                                    disabled=True, tooltip="Stop the co-driver's turn")  # fmt: skip
+        self.stop_button = w.Button(
+            description="Stop",
+            icon="stop",
+            button_style="danger",
+            disabled=True,
+            tooltip="Stop the co-driver's turn",
+        )
         self.turns = w.VBox([])
         self.output = w.Output()  # the current turn's (replaced at each turn)
         #: display id -> its index in the current turn's outputs (for updates in place).
@@ -282,14 +338,16 @@ class SessionFeed(w.VBox):
         """Every output the feed shows, oldest first."""
         return [o for turn in self.turns.children for o in turn.outputs]
 
-    def display(self, bundle: dict[str, Any], raw: bool = True, display_id: str | None = None,
-                **_: Any) -> None:  # fmt: skip
+    def display(
+        self, bundle: dict[str, Any], raw: bool = True, display_id: str | None = None, **_: Any
+    ) -> None:
         self.output.outputs = (*self.output.outputs, _as_output(bundle))
         if display_id:
             self._ids[display_id] = len(self.output.outputs) - 1
 
-    def update_display(self, bundle: dict[str, Any], raw: bool = True,
-                       display_id: str | None = None, **_: Any) -> None:  # fmt: skip
+    def update_display(
+        self, bundle: dict[str, Any], raw: bool = True, display_id: str | None = None, **_: Any
+    ) -> None:
         index = self._ids.get(display_id or "")
         if index is None:
             return self.display(bundle, display_id=display_id)
@@ -306,10 +364,14 @@ class SessionFeed(w.VBox):
         self.stop_button.disabled = False
         asker = html.escape(f"{prompt.who} ({prompt.source})")
         self.heading.value = f"<b>Session feed</b> · running a prompt from {asker}"
-        self.display({"text/plain": f"▶ {prompt.who} ({prompt.source}): {prompt.text}",
-                      "text/html": f"<div style='border-left:3px solid #1565c0;padding-left:6px'>"
-                                   f"<b>▶ {asker}</b><pre style='white-space:pre-wrap'>"
-                                   f"{html.escape(prompt.text)}</pre></div>"})  # fmt: skip
+        self.display(
+            {
+                "text/plain": f"▶ {prompt.who} ({prompt.source}): {prompt.text}",
+                "text/html": f"<div style='border-left:3px solid #1565c0;padding-left:6px'>"
+                f"<b>▶ {asker}</b><pre style='white-space:pre-wrap'>"
+                f"{html.escape(prompt.text)}</pre></div>",
+            }
+        )
 
     def idle(self) -> None:
         self._on_stop = None

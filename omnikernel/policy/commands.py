@@ -225,9 +225,16 @@ def _command(node: Node, depth: int) -> Iterator[Command]:
     words = [
         word_text(c)
         for c in node.children
-        if c.is_named and c.type not in ("variable_assignment", "file_redirect",
-                                         "herestring_redirect", "heredoc_redirect", "comment")
-    ]  # fmt: skip
+        if c.is_named
+        and c.type
+        not in (
+            "variable_assignment",
+            "file_redirect",
+            "herestring_redirect",
+            "heredoc_redirect",
+            "comment",
+        )
+    ]
     if not words:
         return
     yield from resolve(tuple(words), source, depth)
@@ -376,8 +383,9 @@ def _shell(argv: tuple[str, ...], source: str, depth: int) -> Iterator[Command]:
         if word.startswith("--"):
             i += 1
             continue
-        yield Command(argv, f"the shell runs the script {word}, which the line does not show",
-                      source)  # fmt: skip
+        yield Command(
+            argv, f"the shell runs the script {word}, which the line does not show", source
+        )
         return
     yield Command(argv, "the shell reads its commands from its input", source)
 

@@ -91,8 +91,9 @@ def load_file(path: Path, level: str, base: Path | None = None) -> PolicyFile:
     disabled: set[str] = set()
     unknown = set(data) - {"rule", "approved"}
     if unknown:
-        errors.append(f"{path}: unknown table(s) {', '.join(sorted(unknown))}; use [[rule]] "
-                      f"and [[approved]]")  # fmt: skip
+        errors.append(
+            f"{path}: unknown table(s) {', '.join(sorted(unknown))}; use [[rule]] and [[approved]]"
+        )
     entries = data.get("rule", [])
     if not isinstance(entries, list):
         errors.append(f"{path}: `rule` must be an array of tables ([[rule]])")
@@ -105,8 +106,10 @@ def load_file(path: Path, level: str, base: Path | None = None) -> PolicyFile:
         args = {k: v for k, v in entry.items() if k not in ("rule", "enabled")}
         if entry.get("enabled") is False:
             if entry["rule"] != PushAfterInstall.name or args:
-                errors.append(f"{where}: only the default rule push-after-install can be "
-                              f"turned off (enabled = false)")  # fmt: skip
+                errors.append(
+                    f"{where}: only the default rule push-after-install can be "
+                    f"turned off (enabled = false)"
+                )
             else:
                 disabled.add(entry["rule"])
             continue
@@ -116,10 +119,10 @@ def load_file(path: Path, level: str, base: Path | None = None) -> PolicyFile:
             errors.append(f"{where} ({entry['rule']}): {exc}")
     approvals = set()
     for index, entry in enumerate(data.get("approved", []) or []):
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str)
-                                                  for k in ("rule", "subject")):  # fmt: skip
-            errors.append(f"{path}: approved #{index + 1}: needs rule = \"...\" and "
-                          f"subject = \"...\"")  # fmt: skip
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) for k in ("rule", "subject")
+        ):
+            errors.append(f'{path}: approved #{index + 1}: needs rule = "..." and subject = "..."')
             continue
         approvals.add((entry["rule"], entry["subject"]))
     if errors:
@@ -130,8 +133,9 @@ def load_file(path: Path, level: str, base: Path | None = None) -> PolicyFile:
 def _rule(name: str, args: dict[str, Any] | list[Any], level: str, base: Path) -> Rule:
     from omnikernel.policy.rules import make_rule
 
-    return make_rule(name, args, level, resolve_path=lambda p: str((base / Path(p).expanduser())
-                                                                   .resolve()))  # fmt: skip
+    return make_rule(
+        name, args, level, resolve_path=lambda p: str((base / Path(p).expanduser()).resolve())
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +148,13 @@ class BrokenPolicy(Rule):
     def check(self, request: Request, state: PolicyState) -> Match | None:
         if request.kind != "action":
             return None
-        return Match(self.name, Outcome.DENY, f"the policy does not load, so every action is "
-                     f"denied until it is fixed:\n{self.message}", level=self.level)  # fmt: skip
+        return Match(
+            self.name,
+            Outcome.DENY,
+            f"the policy does not load, so every action is "
+            f"denied until it is fixed:\n{self.message}",
+            level=self.level,
+        )
 
     def describe(self) -> str:
         return self.name
@@ -202,8 +211,12 @@ class Policy:
         """``%policy add``: a session rule (RuleError if wrong)."""
         from omnikernel.policy.rules import make_rule
 
-        rule = make_rule(name, args, "session",
-                         resolve_path=lambda p: str((self.cwd / Path(p).expanduser()).resolve()))  # fmt: skip
+        rule = make_rule(
+            name,
+            args,
+            "session",
+            resolve_path=lambda p: str((self.cwd / Path(p).expanduser()).resolve()),
+        )
         if rule.name == PushAfterInstall.name:
             self.session_off.discard(rule.name)
             if any(r.name == rule.name for r in self.rules()):
@@ -219,15 +232,19 @@ class Policy:
         if name == PushAfterInstall.name:
             from_files = [f.path for f in self.files if any(r.name == name for r in f.rules)]
             if from_files:
-                raise RuleError(f"push-after-install is turned on by {from_files[0]}; a session "
-                                f"cannot weaken it (edit that file instead)")  # fmt: skip
+                raise RuleError(
+                    f"push-after-install is turned on by {from_files[0]}; a session "
+                    f"cannot weaken it (edit that file instead)"
+                )
             self.session_off.add(name)
             removed.append(PushAfterInstall("default"))
         if not removed:
             file_rules = [r for r in self.rules() if r.name == name or r.describe() == name]
             if file_rules:
-                raise RuleError(f"{name} comes from the {file_rules[0].level} policy file; a "
-                                f"session cannot weaken it (edit that file instead)")  # fmt: skip
+                raise RuleError(
+                    f"{name} comes from the {file_rules[0].level} policy file; a "
+                    f"session cannot weaken it (edit that file instead)"
+                )
             raise RuleError(f"no session rule {name!r} is active (see %policy)")
         return removed
 

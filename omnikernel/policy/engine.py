@@ -78,8 +78,11 @@ def request_of(data: dict[str, Any], cwd: Path | str = "/") -> Request:
         commands = parse(str(line if line is not None else summary)).commands
     paths: tuple[str, ...] = ()
     if action in ("write", "edit"):
-        found = [tool_input.get(k) for k in ("file_path", "path", "filePath", "file")
-                 if isinstance(tool_input, dict)]  # fmt: skip
+        found = [
+            tool_input.get(k)
+            for k in ("file_path", "path", "filePath", "file")
+            if isinstance(tool_input, dict)
+        ]
         changes = tool_input.get("changes") if isinstance(tool_input, dict) else None
         if isinstance(changes, list):
             found += [c.get("path") for c in changes if isinstance(c, dict)]
@@ -87,10 +90,15 @@ def request_of(data: dict[str, Any], cwd: Path | str = "/") -> Request:
             found += list(changes)
         paths = tuple(posixpath.normpath(posixpath.join(str(cwd), str(p))) for p in found if p)
     return Request(
-        kind="action", action=action, tool=str(data.get("tool") or ""), summary=summary,
-        call_id=str(data.get("call_id") or ""), commands=commands, paths=paths,
+        kind="action",
+        action=action,
+        tool=str(data.get("tool") or ""),
+        summary=summary,
+        call_id=str(data.get("call_id") or ""),
+        commands=commands,
+        paths=paths,
         key=f"{action}:{summary}" if summary else "",
-    )  # fmt: skip
+    )
 
 
 def judge(rules: Iterable[Rule], state: PolicyState, request: Request) -> Verdict:
@@ -103,28 +111,53 @@ def judge(rules: Iterable[Rule], state: PolicyState, request: Request) -> Verdic
                 continue
             if match.outcome == Outcome.ASK and (match.rule, match.subject) in state.approvals:
                 match = dataclasses.replace(
-                    match, outcome=Outcome.ALLOW,
+                    match,
+                    outcome=Outcome.ALLOW,
                     reason=f"approved for this session ({match.reason})",
-                )  # fmt: skip
+                )
             matches.append(match)
     except Exception as exc:  # fail closed: a broken rule denies
         log.exception("policy rule failed")
-        return Verdict(Outcome.DENY, (Match("policy-error", Outcome.DENY,
-                       f"a policy rule failed ({exc!r}), so the action is denied"),))  # fmt: skip
+        return Verdict(
+            Outcome.DENY,
+            (
+                Match(
+                    "policy-error",
+                    Outcome.DENY,
+                    f"a policy rule failed ({exc!r}), so the action is denied",
+                ),
+            ),
+        )
     if any(m.outcome > Outcome.ALLOW for m in matches):
         return Verdict(max(m.outcome for m in matches), tuple(matches))
     if request.kind == "model_call" or request.action in READ_ONLY_ACTIONS:
-        return Verdict(Outcome.ALLOW, (*matches, Match("read-only", Outcome.ALLOW,
-                                                       f"{request.action} is read-only"),))  # fmt: skip
+        return Verdict(
+            Outcome.ALLOW,
+            (
+                *matches,
+                Match("read-only", Outcome.ALLOW, f"{request.action} is read-only"),
+            ),
+        )
     if matches:  # a remembered approval answered every ask
         return Verdict(Outcome.ALLOW, tuple(matches))
     subject = subject_of(request)
     if (DEFAULT_ASK, subject) in state.approvals:
-        return Verdict(Outcome.ALLOW, (Match(DEFAULT_ASK, Outcome.ALLOW,
-                       f"approved for this session ({subject})", subject),))  # fmt: skip
+        return Verdict(
+            Outcome.ALLOW,
+            (Match(DEFAULT_ASK, Outcome.ALLOW, f"approved for this session ({subject})", subject),),
+        )
     what = f"{request.tool} `{request.summary}`" if request.summary else request.tool
-    return Verdict(Outcome.ASK, (Match(DEFAULT_ASK, Outcome.ASK,
-                   f"{what} needs approval (a {request.action} action)", subject),))  # fmt: skip
+    return Verdict(
+        Outcome.ASK,
+        (
+            Match(
+                DEFAULT_ASK,
+                Outcome.ASK,
+                f"{what} needs approval (a {request.action} action)",
+                subject,
+            ),
+        ),
+    )
 
 
 def subject_of(request: Request) -> str:
@@ -175,8 +208,11 @@ def observe(state: PolicyState, event: Event, cwd: Path | str = "/") -> PolicySt
             return dataclasses.replace(state, installed=ran)
         return state
     if kind == EventKind.SPEND:
-        return dataclasses.replace(state, spent_usd=state.spent_usd + (data.get("cost_usd") or 0),
-                                   spent_tokens=state.spent_tokens + counted_tokens(data))  # fmt: skip
+        return dataclasses.replace(
+            state,
+            spent_usd=state.spent_usd + (data.get("cost_usd") or 0),
+            spent_tokens=state.spent_tokens + counted_tokens(data),
+        )
     return state
 
 
@@ -185,8 +221,9 @@ def pause_key(every: Any) -> float | str:
     return every if isinstance(every, str) else float(every)
 
 
-def fold(events: Iterable[Event], state: PolicyState | None = None,
-         cwd: Path | str = "/") -> PolicyState:  # fmt: skip
+def fold(
+    events: Iterable[Event], state: PolicyState | None = None, cwd: Path | str = "/"
+) -> PolicyState:
     """The state after every event of `events`, in order."""
     state = state or PolicyState()
     for event in events:

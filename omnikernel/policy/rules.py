@@ -191,8 +191,9 @@ def _subsequence(pattern: tuple[str, ...], words: tuple[str, ...]) -> str | None
     return "maybe" if maybe else "yes"
 
 
-def first_match(patterns: tuple[CommandPattern, ...], commands: tuple[Command, ...]
-                ) -> tuple[Command, CommandPattern, str] | None:  # fmt: skip
+def first_match(
+    patterns: tuple[CommandPattern, ...], commands: tuple[Command, ...]
+) -> tuple[Command, CommandPattern, str] | None:
     """The first (command, pattern, "yes"|"maybe"), preferring a certain match."""
     maybe = None
     for command in commands:
@@ -250,8 +251,9 @@ class Rule:
         return tuple(getattr(self, p) for p in self.params)
 
     def describe(self) -> str:
-        return " ".join([self.name, *(f"{a:g}" if isinstance(a, float) else str(a)
-                                      for a in self.args())])  # fmt: skip
+        return " ".join(
+            [self.name, *(f"{a:g}" if isinstance(a, float) else str(a) for a in self.args())]
+        )
 
     def state_text(self, state: PolicyState) -> str:
         return ""
@@ -282,8 +284,11 @@ class PushAfterInstall(Rule):
         if found is None:
             return None
         command, pattern, how = found
-        what = (f"`{command.shown()}` publishes" if how == "yes" else
-                f"`{command.shown()}` may publish ({command.opaque or 'a computed word'})")  # fmt: skip
+        what = (
+            f"`{command.shown()}` publishes"
+            if how == "yes"
+            else f"`{command.shown()}` may publish ({command.opaque or 'a computed word'})"
+        )
         return self._match(
             Outcome.ASK,
             f"{what}, and a package install ran earlier in this session (`{state.installed}`)",
@@ -336,8 +341,9 @@ class AmountRule(Rule):
                     raise RuleError(f"{what}: usd = {value!r} is tokens; write tokens = ...")
                 return amount
             if not args:
-                raise RuleError(f"{cls.name} takes AMOUNT (usage: {cls.name} 5 | {cls.name} "
-                                f"1M tokens)")  # fmt: skip
+                raise RuleError(
+                    f"{cls.name} takes AMOUNT (usage: {cls.name} 5 | {cls.name} 1M tokens)"
+                )
             return parse_amount(" ".join(str(a) for a in args), what)
         except AmountError as exc:
             raise RuleError(str(exc)) from None
@@ -352,8 +358,9 @@ class AmountRule(Rule):
 @dataclasses.dataclass(frozen=True)
 class PauseEvery(AmountRule):
     name: ClassVar[str] = "pause-every"
-    help: ClassVar[str] = ("pause each time spend crosses another multiple of AMOUNT (USD, or "
-                           "tokens: 1M tokens)")  # fmt: skip
+    help: ClassVar[str] = (
+        "pause each time spend crosses another multiple of AMOUNT (USD, or tokens: 1M tokens)"
+    )
 
     def due(self, state: PolicyState) -> int:
         """The multiple crossed and not yet approved (0: none)."""
@@ -365,9 +372,11 @@ class PauseEvery(AmountRule):
             return None
         every = self.amount
         if every.is_tokens:
-            reason = (f"the session has metered {state.spent_tokens:,} tokens, past "
-                      f"{every.show(mark * every.value)} (a pause every {every.show()}): "
-                      f"continue?")  # fmt: skip
+            reason = (
+                f"the session has metered {state.spent_tokens:,} tokens, past "
+                f"{every.show(mark * every.value)} (a pause every {every.show()}): "
+                f"continue?"
+            )
             subject = every.show(mark * every.value)
         else:
             reason = (
@@ -387,16 +396,20 @@ class PauseEvery(AmountRule):
     def state_text(self, state: PolicyState) -> str:
         every = self.amount
         if every.is_tokens:
-            return (f"{state.spent_tokens:,} tokens metered; next pause at "
-                    f"{every.show(self.next_pause(state))}")  # fmt: skip
+            return (
+                f"{state.spent_tokens:,} tokens metered; next pause at "
+                f"{every.show(self.next_pause(state))}"
+            )
         return f"${state.spent_usd:.2f} spent; next pause at ${self.next_pause(state):g}"
 
 
 @dataclasses.dataclass(frozen=True)
 class BudgetRule(AmountRule):
     name: ClassVar[str] = "budget"
-    help: ClassVar[str] = ("the hard cap (USD, or tokens: 2M tokens): past it, actions are "
-                           "denied and model calls refused")  # fmt: skip
+    help: ClassVar[str] = (
+        "the hard cap (USD, or tokens: 2M tokens): past it, actions are "
+        "denied and model calls refused"
+    )
 
     def check(self, request: Request, state: PolicyState) -> Match | None:
         if self.spent(state) < self.amount.value:
@@ -444,12 +457,14 @@ class CommandRule(Rule):
             return None
         command, pattern, how = found
         if how == "yes":
-            return self._match(self.outcome, f"`{command.shown()}` matches {pattern.text!r}",
-                               pattern.text)  # fmt: skip
+            return self._match(
+                self.outcome, f"`{command.shown()}` matches {pattern.text!r}", pattern.text
+            )
         # What cannot be resolved asks, even under a deny rule: a person reads it.
         why = command.opaque or "a word in it is computed when it runs"
-        return self._match(Outcome.ASK, f"`{command.shown()}` may match {pattern.text!r} ({why})",
-                           command.shown())  # fmt: skip
+        return self._match(
+            Outcome.ASK, f"`{command.shown()}` may match {pattern.text!r} ({why})", command.shown()
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -485,8 +500,9 @@ class AskWriteOutside(Rule):
             if inside != self.path and not inside.startswith(self.path.rstrip("/") + "/"):
                 return self._match(Outcome.ASK, f"{path} is outside {self.path}", path)
         if not request.paths:
-            return self._match(Outcome.ASK, f"cannot tell which file {request.tool} writes",
-                               request.tool)  # fmt: skip
+            return self._match(
+                Outcome.ASK, f"cannot tell which file {request.tool} writes", request.tool
+            )
         return None
 
 
@@ -506,8 +522,11 @@ class MaxToolCalls(Rule):
         earlier = sum(1 for call_id, _ in state.turn_calls if call_id != request.call_id)
         if earlier < self.n:
             return None
-        return self._match(Outcome.ASK, f"this turn already made {earlier} tool calls "
-                                        f"(more than {self.n} ask)", f"{self.n} calls")  # fmt: skip
+        return self._match(
+            Outcome.ASK,
+            f"this turn already made {earlier} tool calls (more than {self.n} ask)",
+            f"{self.n} calls",
+        )
 
     def state_text(self, state: PolicyState) -> str:
         return f"{len(state.turn_calls)} this turn"
@@ -538,8 +557,11 @@ class LoopGuard(Rule):
             repeats += 1
         if repeats < self.n:
             return None
-        return self._match(Outcome.ASK, f"the same call, {request.summary or request.tool!r}, "
-                                        f"{repeats} times in a row", request.key)  # fmt: skip
+        return self._match(
+            Outcome.ASK,
+            f"the same call, {request.summary or request.tool!r}, {repeats} times in a row",
+            request.key,
+        )
 
 
 BUILTINS: dict[str, type[Rule]] = {
@@ -549,8 +571,13 @@ BUILTINS: dict[str, type[Rule]] = {
 }  # fmt: skip
 
 
-def make_rule(name: str, args: list[Any] | dict[str, Any], level: str, *,
-              resolve_path: Callable[[str], str] | None = None) -> Rule:  # fmt: skip
+def make_rule(
+    name: str,
+    args: list[Any] | dict[str, Any],
+    level: str,
+    *,
+    resolve_path: Callable[[str], str] | None = None,
+) -> Rule:
     """A rule from its name and arguments (positional, or by parameter name); RuleError when
     the name or the arguments are wrong."""
     cls = BUILTINS.get(name)
@@ -561,8 +588,10 @@ def make_rule(name: str, args: list[Any] | dict[str, Any], level: str, *,
     if isinstance(args, dict):
         extra = set(args) - set(cls.params)
         if extra:
-            raise RuleError(f"{name} takes {', '.join(cls.params) or 'no arguments'}, "
-                            f"not {', '.join(sorted(extra))}")  # fmt: skip
+            raise RuleError(
+                f"{name} takes {', '.join(cls.params) or 'no arguments'}, "
+                f"not {', '.join(sorted(extra))}"
+            )
         values = [args.get(p) for p in cls.params]
     else:
         values = list(args)

@@ -44,9 +44,13 @@ class FakeModelServer(LoopbackServer):
     thread_name = "fake-model"
 
     def __init__(
-        self, scenario: Scenario | None = None, *, host: str = "127.0.0.1", port: int = 0,
+        self,
+        scenario: Scenario | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
         api_key: str | None = None,
-    ):  # fmt: skip
+    ):
         super().__init__(host, port)
         self.api_key = api_key
         self.scenario = scenario or Scenario()
@@ -160,8 +164,13 @@ class BaseHandler(GuardedHandler):
     ) -> None:
         body = self.record()
         if not isinstance(body, dict):
-            status, payload = error({"status": 400, "type": "invalid_request_error",
-                                     "message": "the request body must be a JSON object"})  # fmt: skip
+            status, payload = error(
+                {
+                    "status": 400,
+                    "type": "invalid_request_error",
+                    "message": "the request body must be a JSON object",
+                }
+            )
             self.send_json(payload, status)
             return
         conversation = read(body)
@@ -186,14 +195,24 @@ class BaseHandler(GuardedHandler):
 
 class AnthropicHandler(BaseHandler):
     async def post(self) -> None:
-        await self.answer(wire.anthropic_conversation, wire.anthropic_error,
-                          wire.anthropic_message, wire.anthropic_events, "msg_")  # fmt: skip
+        await self.answer(
+            wire.anthropic_conversation,
+            wire.anthropic_error,
+            wire.anthropic_message,
+            wire.anthropic_events,
+            "msg_",
+        )
 
 
 class ResponsesHandler(BaseHandler):
     async def post(self) -> None:
-        await self.answer(wire.responses_conversation, wire.openai_error,
-                          wire.responses_object, wire.responses_events, "resp_")  # fmt: skip
+        await self.answer(
+            wire.responses_conversation,
+            wire.openai_error,
+            wire.responses_object,
+            wire.responses_events,
+            "resp_",
+        )
 
 
 class ChatHandler(BaseHandler):
@@ -204,8 +223,9 @@ class ChatHandler(BaseHandler):
         def streamed(reply: Reply, model: str, ident: str) -> list[bytes]:
             return wire.chat_events(reply, model, ident, include_usage)
 
-        await self.answer(wire.chat_conversation, wire.openai_error, wire.chat_completion,
-                          streamed, "chatcmpl-")  # fmt: skip
+        await self.answer(
+            wire.chat_conversation, wire.openai_error, wire.chat_completion, streamed, "chatcmpl-"
+        )
 
 
 class CountTokensHandler(BaseHandler):
@@ -217,8 +237,14 @@ class CountTokensHandler(BaseHandler):
 class ModelsHandler(BaseHandler):
     def get(self) -> None:
         self.record()
-        model = {"id": "fake-model", "object": "model", "type": "model", "created": 0,
-                 "owned_by": "omnikernel", "display_name": "Fake model"}  # fmt: skip
+        model = {
+            "id": "fake-model",
+            "object": "model",
+            "type": "model",
+            "created": 0,
+            "owned_by": "omnikernel",
+            "display_name": "Fake model",
+        }
         self.send_json({"object": "list", "data": [model], "has_more": False})
 
 
@@ -249,5 +275,9 @@ class RootHandler(BaseHandler):
 
     def get(self) -> None:
         self.record()
-        self.send_json({"fake_model": True, "endpoints": ["/v1/messages", "/v1/responses",
-                                                          "/v1/chat/completions"]})  # fmt: skip
+        self.send_json(
+            {
+                "fake_model": True,
+                "endpoints": ["/v1/messages", "/v1/responses", "/v1/chat/completions"],
+            }
+        )

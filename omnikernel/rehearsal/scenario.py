@@ -76,8 +76,9 @@ class Scenario:
     def from_dict(cls, data: dict[str, Any]) -> Scenario:
         rules = [Rule(r["match"], list(r.get("steps", []))) for r in data.get("rules", [])]
         fallback = data.get("fallback", {}).get("steps") if data.get("fallback") else None
-        return cls(rules, fallback or FALLBACK_STEPS, data.get("name", ""),
-                   str(data.get("price_as", "")))  # fmt: skip
+        return cls(
+            rules, fallback or FALLBACK_STEPS, data.get("name", ""), str(data.get("price_as", ""))
+        )
 
     @classmethod
     def load(cls, path: Path | str) -> Scenario:
@@ -116,8 +117,14 @@ def build_reply(
     usage = Usage(estimate_tokens(request_chars), estimate_tokens(out_chars))
     for key, value in (step.get("usage") or {}).items():
         setattr(usage, key, int(value))
-    return Reply(text, calls, usage, float(step.get("chunk_delay", 0.0)), step.get("error"),
-                 float(step.get("delay", 0.0)))  # fmt: skip
+    return Reply(
+        text,
+        calls,
+        usage,
+        float(step.get("chunk_delay", 0.0)),
+        step.get("error"),
+        float(step.get("delay", 0.0)),
+    )
 
 
 def build_tool_call(

@@ -50,7 +50,13 @@ def command(
             continue  # the same path is bound on top: remounting would hit that bind
         args += ["--remount-ro", path]
     args += [
-        "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        "--chdir", str(workdir), "--",
-    ]  # fmt: skip
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--chdir",
+        str(workdir),
+        "--",
+    ]
     return args + argv

@@ -160,7 +160,13 @@ def describe() -> str:
     probe = CGroup.create(None, None)
     if probe is None:
         return "process group (no writable cgroup)"
-    kinds = ", ".join(sorted({"v2" if "unified" in str(d) or (d / "cgroup.kill").exists()
-                              else d.parts[4] for d in probe.dirs}))  # fmt: skip
+    kinds = ", ".join(
+        sorted(
+            {
+                "v2" if "unified" in str(d) or (d / "cgroup.kill").exists() else d.parts[4]
+                for d in probe.dirs
+            }
+        )
+    )
     probe.kill()
     return f"cgroup ({kinds})"

@@ -104,10 +104,11 @@ class EgressProxy:
         if not allowed(self.rules, host, port):
             self.denied.append(f"{host}:{port}")
             await self._refuse(
-                writer, 403,
+                writer,
+                403,
                 f"{host}:{port} is not allowed from the sandbox; allow it with "
                 f"%sandbox allow {host}:{port}",
-            )  # fmt: skip
+            )
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(host, port)
@@ -139,7 +140,12 @@ def proxy_env(port: int) -> dict[str, str]:
     url = f"http://127.0.0.1:{port}"
     no_proxy = "127.0.0.1,::1"
     return {
-        "HTTPS_PROXY": url, "HTTP_PROXY": url, "https_proxy": url, "http_proxy": url,
-        "NO_PROXY": no_proxy, "no_proxy": no_proxy,
-        "npm_config_proxy": url, "npm_config_https_proxy": url,
-    }  # fmt: skip
+        "HTTPS_PROXY": url,
+        "HTTP_PROXY": url,
+        "https_proxy": url,
+        "http_proxy": url,
+        "NO_PROXY": no_proxy,
+        "no_proxy": no_proxy,
+        "npm_config_proxy": url,
+        "npm_config_https_proxy": url,
+    }

@@ -180,8 +180,11 @@ def cause(said: str, argv: list[str], run: RunDir) -> tuple[str, Path | None]:
         index, length, limit = (int(g) for g in m.groups())
         before = argv[index - 1] if 0 < index <= len(argv) else ""
         what = f"the value of `{before}`" if before.startswith("-") else f"argument {index}"
-        return (f"In the agent's command line, {what} is {length} characters long; firejail "
-                f"takes at most {limit - 1}.", None)  # fmt: skip
+        return (
+            f"In the agent's command line, {what} is {length} characters long; firejail "
+            f"takes at most {limit - 1}.",
+            None,
+        )
     if "too many arguments" in said:
         return "The agent's command line has more arguments than firejail takes.", None
     if "too many environment variables" in said:

@@ -82,8 +82,10 @@ def origin(path: Path, spec: SandboxSpec) -> str:
     if entry := next((e for e in path_env if e and near(os.path.realpath(e))), None):
         return f"a directory on the agent's PATH ({entry})"
     if found := next((r for r in spec.readable if near(r)), None):
-        return (f"a path agents read ({found}): the agent CLI's install or interpreter, or one "
-                "allowed with `%sandbox read` / c.OmniKernel.sandbox_readable")  # fmt: skip
+        return (
+            f"a path agents read ({found}): the agent CLI's install or interpreter, or one "
+            "allowed with `%sandbox read` / c.OmniKernel.sandbox_readable"
+        )
     return "a path the sandbox itself uses"
 
 
@@ -101,13 +103,18 @@ def self_test(name: str) -> str:
     run = RunDir.create()
     try:
         with tempfile.TemporaryDirectory() as work:
-            spec = SandboxSpec(workdir=Path(work), env={"PATH": "/usr/bin:/bin"},
-                               closed=home_dirs())  # fmt: skip
+            spec = SandboxSpec(
+                workdir=Path(work), env={"PATH": "/usr/bin:/bin"}, closed=home_dirs()
+            )
             try:
                 done = subprocess.run(
-                    sandbox_command(backend, path, [TRUE], spec, run), cwd=work,
-                    env=spec.env, capture_output=True, text=True, timeout=20,
-                )  # fmt: skip
+                    sandbox_command(backend, path, [TRUE], spec, run),
+                    cwd=work,
+                    env=spec.env,
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                )
             except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
                 return f"{backend.binary} failed its self-test: {exc}"
     finally:
@@ -193,10 +200,14 @@ class SandboxedProcess(HarnessProcess):
         command, spec = self.check
         try:
             probe = await asyncio.create_subprocess_exec(
-                *command, cwd=str(spec.workdir), env=dict(spec.env),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            )  # fmt: skip
+                *command,
+                cwd=str(spec.workdir),
+                env=dict(spec.env),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError:
             return None
         try:
@@ -213,8 +224,11 @@ class SandboxedProcess(HarnessProcess):
             blames, path = cause(said, command, self.run)
         if path is not None:
             blames += f" That comes from {origin(path, spec)}."
-        return (f"{self.backend} said:\n{said}\n"
-                + (f"{blames.strip()}\n" if blames else "") + switch_hint(self.backend))  # fmt: skip
+        return (
+            f"{self.backend} said:\n{said}\n"
+            + (f"{blames.strip()}\n" if blames else "")
+            + switch_hint(self.backend)
+        )
 
     def members(self) -> set[int]:
         """Everything in the sandbox's cgroup, orphans and setsid'd daemons included (they left

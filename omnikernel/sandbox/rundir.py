@@ -121,8 +121,12 @@ class RunDir:
         self._save()
 
     def _save(self) -> None:
-        manifest = {"pid": os.getpid(), "start": _start_time(os.getpid()),
-                    "placeholders": self.placeholders, "claimed": self.claimed}  # fmt: skip
+        manifest = {
+            "pid": os.getpid(),
+            "start": _start_time(os.getpid()),
+            "placeholders": self.placeholders,
+            "claimed": self.claimed,
+        }
         tmp = self.path / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest))
         tmp.replace(self.path / "manifest.json")

@@ -385,8 +385,11 @@ def _hidden_by_outer_mask(mask: Mount, mounts: list[Mount]) -> bool:
 
 def opened_inside(mount: Mount, mounts: Iterable[Mount]) -> list[Path]:
     """Paths opened (ro, rw) strictly inside `mount`'s path."""
-    return [m.path for m in mounts if m.kind in ("ro", "rw") and m.path != mount.path
-            and within(m.path, mount.path)]  # fmt: skip
+    return [
+        m.path
+        for m in mounts
+        if m.kind in ("ro", "rw") and m.path != mount.path and within(m.path, mount.path)
+    ]
 
 
 def _inside_any(path: Path, roots: Iterable[Path]) -> bool:
@@ -460,12 +463,18 @@ def explain_refusal(output: str) -> str | None:
         return None
     for entry in sorted(PROTECTED, key=lambda e: -len(e.name)):
         if entry.name in output:
-            return (f"The sandbox keeps `{entry.name}` read-only: {entry.why}. Make that change "
-                    "yourself, outside the sandbox, if you want it.")  # fmt: skip
+            return (
+                f"The sandbox keeps `{entry.name}` read-only: {entry.why}. Make that change "
+                "yourself, outside the sandbox, if you want it."
+            )
     if "Device or resource busy" in output:
-        return ("The sandbox keeps protected paths and the folders holding them (such as "
-                "`.git`) in place: they cannot be moved, replaced or deleted.")  # fmt: skip
+        return (
+            "The sandbox keeps protected paths and the folders holding them (such as "
+            "`.git`) in place: they cannot be moved, replaced or deleted."
+        )
     if "Read-only file system" in output:
-        return ("The sandbox lets agents write only the notebook's folder and their private "
-                "dirs; everything else is read-only.")  # fmt: skip
+        return (
+            "The sandbox lets agents write only the notebook's folder and their private "
+            "dirs; everything else is read-only."
+        )
     return None

@@ -60,8 +60,9 @@ class SessionDecisions:
         # waiting for a person.
         self.policy = Policy(
             user_policy if user_policy is not None else user_policy_path(),
-            project_policy_path(self.notebook, self.cwd), self.cwd,
-        )  # fmt: skip
+            project_policy_path(self.notebook, self.cwd),
+            self.cwd,
+        )
         self.policy_state = fold(self.store.events(self.session_id), cwd=self.cwd)
         self.approvals = PendingApprovals(approval_timeout_s)
         #: The one action a person approved after a restart, during the turn carrying it out.
@@ -86,10 +87,13 @@ class SessionDecisions:
         and the approvals the policy files remember."""
         spent = self._gateway.spent_usd if self._gateway is not None else self.ledger.total_usd
         return dataclasses.replace(
-            self.policy_state, spent_usd=spent, spent_tokens=self.spent_tokens,
-            budget_usd=self.budget.limit_usd, budget_tokens=self.budget.limit_tokens,
+            self.policy_state,
+            spent_usd=spent,
+            spent_tokens=self.spent_tokens,
+            budget_usd=self.budget.limit_usd,
+            budget_tokens=self.budget.limit_tokens,
             approvals=self.policy_state.approvals | self.policy.approvals,
-        )  # fmt: skip
+        )
 
     def judge(self, request: Request) -> Verdict:
         from omnikernel.policy import judge
@@ -107,12 +111,16 @@ class SessionDecisions:
         elif decision.needs_person:
             # The card shows the harness's request before the store has redacted its copy.
             shown = dataclasses.replace(decision, reason=self.redactor.text(decision.reason))
-            decision = await self.approvals.ask(str(data.get("request_id", "")),
-                                              self.redactor.data(data), shown)  # fmt: skip
+            decision = await self.approvals.ask(
+                str(data.get("request_id", "")), self.redactor.data(data), shown
+            )
             self._remember(decision)
         marks = verdict.pause_marks if decision.allow else []
-        self._decisions[str(data.get("request_id", ""))] = (decision, str(data.get("call_id", "")),
-                                                            marks)  # fmt: skip
+        self._decisions[str(data.get("request_id", ""))] = (
+            decision,
+            str(data.get("call_id", "")),
+            marks,
+        )
         return decision
 
     def took_decision(self, stored: Event, decision: approval.Decision) -> None:
@@ -133,8 +141,9 @@ class SessionDecisions:
 
         # `%budget`'s cap is the gateway's own check (402, its own message); a policy file's
         # `budget` rule refuses the call here.
-        verdict = judge(self.policy.rules(), self.live_state(), Request(kind="model_call",
-                                                                        tool=harness))  # fmt: skip
+        verdict = judge(
+            self.policy.rules(), self.live_state(), Request(kind="model_call", tool=harness)
+        )
         if verdict.outcome == Outcome.DENY:
             return f"Omnigent policy refused this model call: {verdict.reason}"
         if verdict.outcome != Outcome.PAUSE or self._loop is None:
@@ -149,8 +158,9 @@ class SessionDecisions:
             task = self._pauses.get(key)
             if task is None or task.done() and not task.result().allow:
                 task = self._pauses[key] = asyncio.ensure_future(self._pause(key, harness, verdict))
-            task.add_done_callback(lambda t: answer.set_result(t.result()) if not t.cancelled()
-                                   else answer.cancel())  # fmt: skip
+            task.add_done_callback(
+                lambda t: answer.set_result(t.result()) if not t.cancelled() else answer.cancel()
+            )
 
         self._loop.call_soon_threadsafe(start, context=self._cell_context)
         decision = await asyncio.wrap_future(answer)
@@ -158,16 +168,32 @@ class SessionDecisions:
 
     async def _pause(self, key: str, harness: str, verdict: Verdict) -> approval.Decision:
         """A pause at a model call: an ask of its own, recorded like a harness's."""
-        request = Event(EventKind.APPROVAL_REQUEST, {
-            "request_id": f"{key}-t{self.turn}", "call_id": "", "tool": "model call",
-            "action": "pause", "summary": verdict.reason, "input": {},
-        })  # fmt: skip
+        request = Event(
+            EventKind.APPROVAL_REQUEST,
+            {
+                "request_id": f"{key}-t{self.turn}",
+                "call_id": "",
+                "tool": "model call",
+                "action": "pause",
+                "summary": verdict.reason,
+                "input": {},
+            },
+        )
         cell = self._current_cell
         self._record(request, harness, cell)
         asked = approval.decide(request, verdict, auto_approve=self.auto_approve)
         decision = await self.approvals.ask(request.data["request_id"], request.data, asked)
-        self._record(Event(EventKind.APPROVAL_DECISION, {
-            "request_id": request.data["request_id"], "decision": decision.verdict,
-            **decision.event_data(), "pause_marks": verdict.pause_marks if decision.allow else [],
-        }), harness, cell)  # fmt: skip
+        self._record(
+            Event(
+                EventKind.APPROVAL_DECISION,
+                {
+                    "request_id": request.data["request_id"],
+                    "decision": decision.verdict,
+                    **decision.event_data(),
+                    "pause_marks": verdict.pause_marks if decision.allow else [],
+                },
+            ),
+            harness,
+            cell,
+        )
         return decision

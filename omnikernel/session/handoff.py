@@ -81,8 +81,10 @@ def change_of(call: dict[str, object]) -> str:
 
 
 def describe(turn: Turn, answer_chars: int = ANSWER_CHARS) -> str:
-    lines = [f"Turn {turn.number} ({turn.harness}, {turn.status or 'unfinished'}): "
-             f"the user asked: {turn.prompt.strip()}"]  # fmt: skip
+    lines = [
+        f"Turn {turn.number} ({turn.harness}, {turn.status or 'unfinished'}): "
+        f"the user asked: {turn.prompt.strip()}"
+    ]
     if turn.tools:
         shown = turn.tools[:MAX_TOOL_LINES]
         more = len(turn.tools) - len(shown)

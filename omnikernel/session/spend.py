@@ -140,14 +140,20 @@ class SessionSpend:
 
     def _cross_check(self, name: str, reported: float | None) -> None:
         """Log when the harness's own cost disagrees with the gateway's by more than 1%."""
-        spends = [e for e in self.store.events(self.session_id, kinds=(EventKind.SPEND,),
-                                               turn=self.turn)]  # fmt: skip
+        spends = [
+            e for e in self.store.events(self.session_id, kinds=(EventKind.SPEND,), turn=self.turn)
+        ]
         if reported is None or not spends or any(e.data.get("cost_usd") is None for e in spends):
             return
         metered = sum(e.data["cost_usd"] for e in spends)
         if not cross_check(metered, reported):
-            log.warning("%s reported $%.6f for turn %d, the gateway metered $%.6f",
-                        name, reported, self.turn, metered)  # fmt: skip
+            log.warning(
+                "%s reported $%.6f for turn %d, the gateway metered $%.6f",
+                name,
+                reported,
+                self.turn,
+                metered,
+            )
 
 
 def rehearsal_usage(event: Event, priced_as: str = "") -> Event:

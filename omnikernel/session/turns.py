@@ -111,8 +111,14 @@ class SessionTurns:
             made = self._decisions.pop(str(event.data.get("request_id", "")), None)
             if made is not None:  # who decided, from where, by which rules, for what scope
                 decision, call_id, marks = made
-                event = event.stamped(data={**event.data, **decision.event_data(),
-                                            "call_id": call_id, "pause_marks": marks})  # fmt: skip
+                event = event.stamped(
+                    data={
+                        **event.data,
+                        **decision.event_data(),
+                        "call_id": call_id,
+                        "pause_marks": marks,
+                    }
+                )
         stored = self.store.append(
             event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
         )
@@ -130,11 +136,16 @@ class SessionTurns:
 
     def _waiting_notice(self, holder: str) -> str:
         mine = f"kernel {os.getpid()} "
-        who = ("this kernel (an approval answered after a restart runs its own turn)"
-               if holder.startswith(mine) else holder or "another kernel")  # fmt: skip
-        return (f"Another turn of this session is running, in {who}; waiting for it to end "
-                "before this one starts (turns of one session run one at a time, so each is "
-                "stored whole). The stop button stops waiting.")  # fmt: skip
+        who = (
+            "this kernel (an approval answered after a restart runs its own turn)"
+            if holder.startswith(mine)
+            else holder or "another kernel"
+        )
+        return (
+            f"Another turn of this session is running, in {who}; waiting for it to end "
+            "before this one starts (turns of one session run one at a time, so each is "
+            "stored whole). The stop button stops waiting."
+        )
 
     def _close_cut_turns(self) -> list[Event]:
         """Mark interrupted each turn of this session that started and never ended because its
@@ -153,14 +164,23 @@ class SessionTurns:
             if kernel_alive(str(start.data.get("kernel", ""))):
                 continue
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start.ts))
-            why = (f"Turn {turn} ({start.harness}, started {when}) was cut off: its kernel "
-                   f"stopped before the turn ended. It is marked interrupted; what it stored "
-                   f"is kept, and the conversation goes on from there.")  # fmt: skip
+            why = (
+                f"Turn {turn} ({start.harness}, started {when}) was cut off: its kernel "
+                f"stopped before the turn ended. It is marked interrupted; what it stored "
+                f"is kept, and the conversation goes on from there."
+            )
             end = {"status": "interrupted", "stopped": "the kernel stopped", "cut_off": True}
             for event in (ev.notice(why), Event(EventKind.TURN_END, end)):
-                out.append(self.store.append(event.stamped(
-                    session_id=self.session_id, harness=start.harness, turn=turn, cell=start.cell
-                )))  # fmt: skip
+                out.append(
+                    self.store.append(
+                        event.stamped(
+                            session_id=self.session_id,
+                            harness=start.harness,
+                            turn=turn,
+                            cell=start.cell,
+                        )
+                    )
+                )
         return out
 
     def review_prompt(self, reviewer: str, extra: str = "") -> tuple[str, Turn]:
@@ -168,10 +188,17 @@ class SessionTurns:
         return review_prompt(self.store.events(self.session_id), reviewer, extra)
 
     async def run_prompt(
-        self, prompt: str, *, harness: str | None = None, cell: str = "", handoff: bool = True,
-        on_wait: Callable[[str], None] | None = None, grant: Grant | None = None,
-        lock: TurnLock | None = None, origin: dict[str, str] | None = None,
-    ) -> AsyncIterator[Event]:  # fmt: skip
+        self,
+        prompt: str,
+        *,
+        harness: str | None = None,
+        cell: str = "",
+        handoff: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+        grant: Grant | None = None,
+        lock: TurnLock | None = None,
+        origin: dict[str, str] | None = None,
+    ) -> AsyncIterator[Event]:
         """Run one prompt; yield its events (already stored), the last of kind ``turn_end``.
 
         With `handoff`, a harness that missed turns of other harnesses gets them first. The
@@ -202,17 +229,27 @@ class SessionTurns:
                 for event in self.after_restart.reopen(cell):
                     yield event
                 self.after_restart.present()
-            told = denials_to_tell(self.store.events(self.session_id, kinds=(
-                EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION, EventKind.TURN_START,
-            )), name)  # fmt: skip
+            told = denials_to_tell(
+                self.store.events(
+                    self.session_id,
+                    kinds=(
+                        EventKind.APPROVAL_REQUEST,
+                        EventKind.APPROVAL_DECISION,
+                        EventKind.TURN_START,
+                    ),
+                ),
+                name,
+            )
             # The store numbers the turn: another kernel may add turns to this session too.
-            start = self.store.start_turn(Event(
-                EventKind.TURN_START,
-                {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK}
-                | ({"carries_out": grant.request_id} if grant else {})
-                | ({"told_denials": [d.data["request_id"] for d in told]} if told else {})
-                | (origin or {}),
-            ).stamped(session_id=self.session_id, harness=name, cell=cell))  # fmt: skip
+            start = self.store.start_turn(
+                Event(
+                    EventKind.TURN_START,
+                    {"prompt": prompt, "model": self.models.get(name), "kernel": KERNEL_MARK}
+                    | ({"carries_out": grant.request_id} if grant else {})
+                    | ({"told_denials": [d.data["request_id"] for d in told]} if told else {})
+                    | (origin or {}),
+                ).stamped(session_id=self.session_id, harness=name, cell=cell)
+            )
         except BaseException:
             self._end_turn_lock()  # no turn started: nothing to end
             raise
@@ -230,8 +267,15 @@ class SessionTurns:
                 self._cancelled_turn = name
             raise
 
-    async def _run_turn(self, prompt: str, name: str, cell: str, handoff: bool,
-                        activity: TurnActivity, told: list[Event]) -> AsyncIterator[Event]:  # fmt: skip
+    async def _run_turn(
+        self,
+        prompt: str,
+        name: str,
+        cell: str,
+        handoff: bool,
+        activity: TurnActivity,
+        told: list[Event],
+    ) -> AsyncIterator[Event]:
         """The turn `run_prompt` started, up to its stored end."""
         started = time.monotonic()
         await self._warmed(name)
@@ -281,24 +325,38 @@ class SessionTurns:
                 cell,
             )
         if told:
-            requests = {str(e.data.get("request_id")): e for e in self.store.events(
-                self.session_id, kinds=(EventKind.APPROVAL_REQUEST,))}  # fmt: skip
+            requests = {
+                str(e.data.get("request_id")): e
+                for e in self.store.events(self.session_id, kinds=(EventKind.APPROVAL_REQUEST,))
+            }
             note = denial_note(told, requests)
-            yield self._record(Event(EventKind.NOTICE, {
-                "message": f"Told {name} of {len(told)} denial(s) given after the restart.",
-                "details": note}), name, cell)  # fmt: skip
+            yield self._record(
+                Event(
+                    EventKind.NOTICE,
+                    {
+                        "message": f"Told {name} of {len(told)} denial(s) given after the restart.",
+                        "details": note,
+                    },
+                ),
+                name,
+                cell,
+            )
             prompt = f"{note}\n\n{prompt}"
         if handoff:
             earlier = (e for e in self.store.events(self.session_id) if e.turn < self.turn)
             since = self._last_turn_of.get(name, 0)
             if (carried := build_handoff(earlier, name, since=since)) is not None:
                 yield self._record(
-                    Event(EventKind.NOTICE, {
-                        "message": f"Handed over to {name}: {carried.summary}.",
-                        "details": carried.text,
-                    }),
-                    name, cell,
-                )  # fmt: skip
+                    Event(
+                        EventKind.NOTICE,
+                        {
+                            "message": f"Handed over to {name}: {carried.summary}.",
+                            "details": carried.text,
+                        },
+                    ),
+                    name,
+                    cell,
+                )
                 prompt = f"{carried.text}\n\n{prompt}"
         self._last_turn_of[name] = self.turn
         self.gateway.set_context(self.session_id, cell)
@@ -342,15 +400,19 @@ class SessionTurns:
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
 
-    def _record_streamed(self, text: TextStream, event: Event | None, harness: str,
-                         cell: str) -> list[Event]:  # fmt: skip
+    def _record_streamed(
+        self, text: TextStream, event: Event | None, harness: str, cell: str
+    ) -> list[Event]:
         """Record a turn's event, its text deltas through the turn's `TextStream`: a delta's
         tail that may begin a credential waits for the next delta, and is recorded (redacted
         if it was one) before the next event of another kind, or with None (the turn ends)."""
         if event is not None and event.kind == EventKind.TEXT:
             shown = text.feed(str(event.data.get("text", "")))
-            return [self._record(event.stamped(data={**event.data, "text": shown}), harness,
-                                 cell)] if shown else []  # fmt: skip
+            return (
+                [self._record(event.stamped(data={**event.data, "text": shown}), harness, cell)]
+                if shown
+                else []
+            )
         held = text.flush()
         out = [self._record(ev.text(held), harness, cell)] if held else []
         return out + ([self._record(event, harness, cell)] if event is not None else [])
@@ -370,12 +432,18 @@ class SessionTurns:
             # never answered with a turn's end and would hold up the next prompt.
             return await self._settle_spend(name, cell, STOP_SETTLE_S)
         drained = await agent.interrupt() if agent else []
-        recorded = [e for event in [*drained, None]
-                    for e in self._record_streamed(activity.text, event, name, cell)]  # fmt: skip
+        recorded = [
+            e
+            for event in [*drained, None]
+            for e in self._record_streamed(activity.text, event, name, cell)
+        ]
         recorded += await self._settle_spend(name, cell, STOP_SETTLE_S)
-        end = {"status": "interrupted", "stopped": activity.describe(),
-               "stop_s": round(time.monotonic() - started, 3),
-               "sandbox": agent.sandbox_backend if agent else ""}  # fmt: skip
+        end = {
+            "status": "interrupted",
+            "stopped": activity.describe(),
+            "stop_s": round(time.monotonic() - started, 3),
+            "sandbox": agent.sandbox_backend if agent else "",
+        }
         recorded.append(self._record(Event(EventKind.TURN_END, end), name, cell))
         return recorded
 
@@ -401,9 +469,17 @@ class SessionTurns:
         for event in self.store.events(self.session_id):
             row = rows.setdefault(
                 event.turn,
-                {"turn": event.turn, "harness": event.harness, "prompt": "", "tools": 0,
-                 "status": "running", "tokens": 0, "cost_usd": None, "cell": event.cell},
-            )  # fmt: skip
+                {
+                    "turn": event.turn,
+                    "harness": event.harness,
+                    "prompt": "",
+                    "tools": 0,
+                    "status": "running",
+                    "tokens": 0,
+                    "cost_usd": None,
+                    "cell": event.cell,
+                },
+            )
             if event.kind == EventKind.TURN_START:
                 row["prompt"] = event.data.get("prompt", "")
             elif event.kind == EventKind.TOOL_CALL:
@@ -461,9 +537,11 @@ async def version_warning(cls: type[Harness], binary: str | None) -> str | None:
     if not info.installed or pinned in info.version.split() or info.version.startswith(pinned):
         return None
     found = info.version or "an unknown version (`--version` said nothing)"
-    return (f"⚠ {cls.display_name} at {info.binary} is {found}; omnikernel is tested with "
-            f"{pinned}. It runs anyway, but its protocol may differ: install the tested one "
-            f"with `{cls.install_command()}` (or `make harness-clis`).")  # fmt: skip
+    return (
+        f"⚠ {cls.display_name} at {info.binary} is {found}; omnikernel is tested with "
+        f"{pinned}. It runs anyway, but its protocol may differ: install the tested one "
+        f"with `{cls.install_command()}` (or `make harness-clis`)."
+    )
 
 
 def kernel_alive(mark: str) -> bool:

@@ -103,11 +103,15 @@ class SessionUpstreams:
     def _learn_configured(self, config: UpstreamConfig) -> None:
         """Teach the redactor the real keys of the configuration (and a password a base URL
         may carry), whichever harness ends up using them."""
-        for name, value in (("ANTHROPIC_API_KEY", config.anthropic_api_key),
-                            ("OPENAI_API_KEY", config.openai_api_key)):  # fmt: skip
+        for name, value in (
+            ("ANTHROPIC_API_KEY", config.anthropic_api_key),
+            ("OPENAI_API_KEY", config.openai_api_key),
+        ):
             self.redactor.add(value, name)
-        for name, url in (("ANTHROPIC_BASE_URL", config.anthropic_base_url),
-                          ("OPENAI_BASE_URL", config.openai_base_url)):  # fmt: skip
+        for name, url in (
+            ("ANTHROPIC_BASE_URL", config.anthropic_base_url),
+            ("OPENAI_BASE_URL", config.openai_base_url),
+        ):
             with contextlib.suppress(ValueError):
                 if password := urlsplit(url).password:
                     self.redactor.add(password, f"{name} password")
@@ -180,8 +184,13 @@ class SessionUpstreams:
             # It answers only its gateway: the secret goes nowhere else.
             self._rehearsal = FakeModelServer(scenario, api_key=new_secret()).start_in_thread()
         base = self._rehearsal.base_url + ("/v1" if wire == "openai" else "")
-        return Upstream(wire=wire, base_url=base, api_key=self._rehearsal.api_key, offline=True,
-                        price_as=self._rehearsal.scenario.price_as)  # fmt: skip
+        return Upstream(
+            wire=wire,
+            base_url=base,
+            api_key=self._rehearsal.api_key,
+            offline=True,
+            price_as=self._rehearsal.scenario.price_as,
+        )
 
     def upstream_label(self, wire: str, harness: str = "") -> str:
         """Where `wire` (or `harness`'s) traffic goes, without starting anything."""
@@ -200,9 +209,12 @@ class SessionUpstreams:
         """The session's model gateway, started on first use."""
         if self._gateway is None:
             self._gateway = Gateway(
-                {}, prices=self.prices, on_spend=self._on_spend, ledger=self.ledger,
+                {},
+                prices=self.prices,
+                on_spend=self._on_spend,
+                ledger=self.ledger,
                 budget=self.budget,
-            ).start_in_thread()  # fmt: skip
+            ).start_in_thread()
             self._gateway.hold = self._hold_model_call
         return self._gateway
 

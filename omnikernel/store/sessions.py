@@ -48,8 +48,10 @@ class StoreUnavailableError(RuntimeError):
     def __init__(self, path: Path, cause: Exception):
         why = str(cause)
         if "locked" in why or "busy" in why:
-            hint = ("another process holds it locked (another kernel, or a tool with the file "
-                    "open): wait for it or close it")  # fmt: skip
+            hint = (
+                "another process holds it locked (another kernel, or a tool with the file "
+                "open): wait for it or close it"
+            )
         elif "full" in why:
             hint = "the disk is full: free some space"
         else:
@@ -365,8 +367,16 @@ class SessionStore:
                 " WHERE e.session_id = s.session_id AND kind = 'spend') "
                 "FROM sessions s ORDER BY s.updated DESC"
             ).fetchall()
-        keys = ("session_id", "notebook", "created", "updated", "origin", "harnesses", "turns",
-                "spend_usd")  # fmt: skip
+        keys = (
+            "session_id",
+            "notebook",
+            "created",
+            "updated",
+            "origin",
+            "harnesses",
+            "turns",
+            "spend_usd",
+        )
         out = [dict(zip(keys, row, strict=True)) for row in rows]
         for row in out:
             row["harnesses"] = sorted(set((row["harnesses"] or "").split(",")) - {""})
@@ -393,5 +403,13 @@ class SessionStore:
 
 def _event_of(row: tuple[Any, ...]) -> Event:
     session, seq, ts, kind, harness, turn, cell, data = row
-    return Event(kind=EventKind(kind), data=json.loads(data), seq=seq, session_id=session,
-                 harness=harness, turn=turn, cell=cell, ts=ts)  # fmt: skip
+    return Event(
+        kind=EventKind(kind),
+        data=json.loads(data),
+        seq=seq,
+        session_id=session,
+        harness=harness,
+        turn=turn,
+        cell=cell,
+        ts=ts,
+    )

@@ -162,9 +162,18 @@ class ShareCodes:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         code = secrets.token_urlsafe(32)
         now = self.clock()
-        self._q("INSERT INTO share_codes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                ("sc_" + secrets.token_hex(8), session_id, role, code[:PREFIX_LEN], _hash(code),
-                 now, now + ttl_s))  # fmt: skip
+        self._q(
+            "INSERT INTO share_codes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            (
+                "sc_" + secrets.token_hex(8),
+                session_id,
+                role,
+                code[:PREFIX_LEN],
+                _hash(code),
+                now,
+                now + ttl_s,
+            ),
+        )
         return code
 
     def lookup(self, code: str) -> Code | None:
@@ -172,8 +181,11 @@ class ShareCodes:
         if not code or len(code) > 200:
             return None
         digest = _hash(code)
-        rows = self._q("SELECT code_id, session_id, role, expires, revoked, hashed FROM "
-                       "share_codes WHERE prefix = ?", (code[:PREFIX_LEN],))  # fmt: skip
+        rows = self._q(
+            "SELECT code_id, session_id, role, expires, revoked, hashed FROM "
+            "share_codes WHERE prefix = ?",
+            (code[:PREFIX_LEN],),
+        )
         for code_id, session_id, role, expires, revoked, hashed in rows:
             if hmac.compare_digest(hashed, digest):
                 found = Code(code_id, session_id, role, expires, revoked)
@@ -181,15 +193,19 @@ class ShareCodes:
         return None
 
     def code(self, code_id: str) -> Code | None:
-        rows = self._q("SELECT code_id, session_id, role, expires, revoked FROM share_codes "
-                       "WHERE code_id = ?", (code_id,))  # fmt: skip
+        rows = self._q(
+            "SELECT code_id, session_id, role, expires, revoked FROM share_codes WHERE code_id = ?",
+            (code_id,),
+        )
         return Code(*rows[0]) if rows else None
 
     def active(self, session_id: str) -> list[Code]:
         now = self.clock()
-        rows = self._q("SELECT code_id, session_id, role, expires, revoked FROM share_codes "
-                       "WHERE session_id = ? AND revoked IS NULL AND expires > ? ORDER BY created",
-                       (session_id, now))  # fmt: skip
+        rows = self._q(
+            "SELECT code_id, session_id, role, expires, revoked FROM share_codes "
+            "WHERE session_id = ? AND revoked IS NULL AND expires > ? ORDER BY created",
+            (session_id, now),
+        )
         return [Code(*r) for r in rows]
 
     def revoke(self, session_id: str, roles: tuple[str, ...] = ROLES) -> int:
@@ -198,15 +214,18 @@ class ShareCodes:
         with self._lock:
             cursor = self._db.execute(
                 f"UPDATE share_codes SET revoked = ? WHERE session_id = ? AND revoked IS NULL "
-                f"AND role IN ({marks})", (self.clock(), session_id, *roles))  # fmt: skip
+                f"AND role IN ({marks})",
+                (self.clock(), session_id, *roles),
+            )
             return cursor.rowcount
 
     # -- grants (the cookie a code is exchanged for) -------------------------------------------
 
     def grant(self, code: Code) -> str:
         token = secrets.token_urlsafe(32)
-        self._q("INSERT INTO share_grants VALUES (?, ?, ?)", (_hash(token), code.code_id,
-                                                                self.clock()))  # fmt: skip
+        self._q(
+            "INSERT INTO share_grants VALUES (?, ?, ?)", (_hash(token), code.code_id, self.clock())
+        )
         return token
 
     def granted(self, token: str | None) -> Code | None:
@@ -225,25 +244,33 @@ class ShareCodes:
             return set()
         now = self.clock()
         marks = ",".join("?" * len(code_ids))
-        rows = self._q(f"SELECT code_id FROM share_codes WHERE code_id IN ({marks}) AND "
-                       f"(revoked IS NULL AND expires > ?)", (*code_ids, now))  # fmt: skip
+        rows = self._q(
+            f"SELECT code_id FROM share_codes WHERE code_id IN ({marks}) AND "
+            f"(revoked IS NULL AND expires > ?)",
+            (*code_ids, now),
+        )
         return code_ids - {r[0] for r in rows}
 
     # -- answers --------------------------------------------------------------------------------
 
-    def post_answer(self, session_id: str, request_id: str, allow: bool, who: str,
-                    source: str) -> None:  # fmt: skip
-        self._q("INSERT INTO share_answers (session_id, request_id, allow, who, source, ts) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, request_id, int(allow), who, source, self.clock()))  # fmt: skip
+    def post_answer(
+        self, session_id: str, request_id: str, allow: bool, who: str, source: str
+    ) -> None:
+        self._q(
+            "INSERT INTO share_answers (session_id, request_id, allow, who, source, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, request_id, int(allow), who, source, self.clock()),
+        )
 
     def given_answer(self, session_id: str, request_id: str) -> tuple[bool, str, str] | None:
         """An answer to `request_id` given already and not yet taken by a kernel (the kernel
         is busy, or none runs the session now): (allow, who, source). A second answer is
         refused while the first is on its way: the first answer wins."""
-        rows = self._q("SELECT allow, who, source FROM share_answers WHERE session_id = ? AND "
-                       "request_id = ? AND taken IS NULL ORDER BY answer_id LIMIT 1",
-                       (session_id, request_id))  # fmt: skip
+        rows = self._q(
+            "SELECT allow, who, source FROM share_answers WHERE session_id = ? AND "
+            "request_id = ? AND taken IS NULL ORDER BY answer_id LIMIT 1",
+            (session_id, request_id),
+        )
         return (bool(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
 
     def take_answer(self, session_id: str, request_id: str) -> tuple[bool, str, str] | None:
@@ -252,11 +279,13 @@ class ShareCodes:
             row = self._db.execute(
                 "SELECT answer_id, allow, who, source FROM share_answers WHERE session_id = ? "
                 "AND request_id = ? AND taken IS NULL ORDER BY answer_id LIMIT 1",
-                (session_id, request_id)).fetchone()  # fmt: skip
+                (session_id, request_id),
+            ).fetchone()
             if row is None:
                 return None
-            self._db.execute("UPDATE share_answers SET taken = ? WHERE answer_id = ?",
-                             (self.clock(), row[0]))  # fmt: skip
+            self._db.execute(
+                "UPDATE share_answers SET taken = ? WHERE answer_id = ?", (self.clock(), row[0])
+            )
         return bool(row[1]), row[2], row[3]
 
     # -- co-drivers' prompts and the kernels that take them ------------------------------------
@@ -266,12 +295,16 @@ class ShareCodes:
         with self._lock:
             cursor = self._db.execute(
                 "INSERT INTO share_prompts (session_id, text, who, source, ts) "
-                "VALUES (?, ?, ?, ?, ?)", (session_id, text, who, source, self.clock()))  # fmt: skip
+                "VALUES (?, ?, ?, ?, ?)",
+                (session_id, text, who, source, self.clock()),
+            )
             return int(cursor.lastrowid or 0)
 
     def queued_prompts(self, session_id: str) -> int:
-        rows = self._q("SELECT COUNT(*) FROM share_prompts WHERE session_id = ? AND taken IS NULL "
-                       "AND ts > ?", (session_id, self.clock() - PROMPT_TTL_S))  # fmt: skip
+        rows = self._q(
+            "SELECT COUNT(*) FROM share_prompts WHERE session_id = ? AND taken IS NULL AND ts > ?",
+            (session_id, self.clock() - PROMPT_TTL_S),
+        )
         return int(rows[0][0])
 
     def take_prompt(self, session_id: str) -> SharedPrompt | None:
@@ -280,25 +313,31 @@ class ShareCodes:
             row = self._db.execute(
                 "SELECT prompt_id, text, who, source FROM share_prompts WHERE session_id = ? "
                 "AND taken IS NULL AND ts > ? ORDER BY prompt_id LIMIT 1",
-                (session_id, self.clock() - PROMPT_TTL_S)).fetchone()  # fmt: skip
+                (session_id, self.clock() - PROMPT_TTL_S),
+            ).fetchone()
             if row is None:
                 return None
-            self._db.execute("UPDATE share_prompts SET taken = ? WHERE prompt_id = ?",
-                             (self.clock(), row[0]))  # fmt: skip
+            self._db.execute(
+                "UPDATE share_prompts SET taken = ? WHERE prompt_id = ?", (self.clock(), row[0])
+            )
         return SharedPrompt(*row)
 
     def feed_opened(self, session_id: str) -> None:
         """This process shows `session_id`'s feed and takes its prompts."""
-        self._q("INSERT OR REPLACE INTO share_feeds VALUES (?, ?, ?)",
-                (session_id, os.getpid(), self.clock()))  # fmt: skip
+        self._q(
+            "INSERT OR REPLACE INTO share_feeds VALUES (?, ?, ?)",
+            (session_id, os.getpid(), self.clock()),
+        )
 
     def feed_closed(self, session_id: str | None = None) -> None:
         """This process stops taking prompts (for `session_id`, or for every session)."""
         if session_id is None:
             self._q("DELETE FROM share_feeds WHERE pid = ?", (os.getpid(),))
         else:
-            self._q("DELETE FROM share_feeds WHERE session_id = ? AND pid = ?",
-                    (session_id, os.getpid()))  # fmt: skip
+            self._q(
+                "DELETE FROM share_feeds WHERE session_id = ? AND pid = ?",
+                (session_id, os.getpid()),
+            )
 
     def feed_open(self, session_id: str) -> bool:
         """Whether a live kernel takes `session_id`'s prompts now."""
@@ -315,32 +354,42 @@ class ShareCodes:
         with self._lock:
             gone = 0
             for sql, args in (
-                ("DELETE FROM share_grants WHERE code_id IN (SELECT code_id FROM share_codes "
-                 "WHERE expires < ? OR revoked < ?)", (old, old)),
+                (
+                    "DELETE FROM share_grants WHERE code_id IN (SELECT code_id FROM share_codes "
+                    "WHERE expires < ? OR revoked < ?)",
+                    (old, old),
+                ),
                 ("DELETE FROM share_codes WHERE expires < ? OR revoked < ?", (old, old)),
                 ("DELETE FROM share_answers WHERE ts < ?", (old,)),
                 ("DELETE FROM share_prompts WHERE ts < ?", (old,)),
-            ):  # fmt: skip
+            ):
                 gone += self._db.execute(sql, args).rowcount
         return gone
 
     # -- watchers and servers ------------------------------------------------------------------
 
     def watching(self, watcher_id: str, session_id: str, role: str, who: str) -> None:
-        self._q("INSERT OR REPLACE INTO share_watchers VALUES (?, ?, ?, ?, ?, ?)",
-                (watcher_id, os.getpid(), session_id, role, who, self.clock()))  # fmt: skip
+        self._q(
+            "INSERT OR REPLACE INTO share_watchers VALUES (?, ?, ?, ?, ?, ?)",
+            (watcher_id, os.getpid(), session_id, role, who, self.clock()),
+        )
 
     def left(self, watcher_id: str) -> None:
         self._q("DELETE FROM share_watchers WHERE watcher_id = ?", (watcher_id,))
 
     def watchers(self, session_id: str) -> list[dict[str, Any]]:
-        rows = self._q("SELECT server_pid, role, who, since FROM share_watchers "
-                       "WHERE session_id = ? ORDER BY since", (session_id,))  # fmt: skip
+        rows = self._q(
+            "SELECT server_pid, role, who, since FROM share_watchers "
+            "WHERE session_id = ? ORDER BY since",
+            (session_id,),
+        )
         return [{"role": r, "who": w, "since": s} for pid, r, w, s in rows if _alive(pid)]
 
     def server_started(self, url: str) -> None:
-        self._q("INSERT OR REPLACE INTO share_servers VALUES (?, ?, ?)",
-                (url, os.getpid(), self.clock()))  # fmt: skip
+        self._q(
+            "INSERT OR REPLACE INTO share_servers VALUES (?, ?, ?)",
+            (url, os.getpid(), self.clock()),
+        )
 
     def server_stopped(self, url: str) -> None:
         self._q("DELETE FROM share_servers WHERE url = ? AND pid = ?", (url, os.getpid()))

@@ -34,8 +34,11 @@ _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 def lock_path(store_path: Path, session_id: str) -> Path:
     """Where `session_id`'s turn lock lives (a hashed name for an id that is no file name)."""
-    name = session_id if _SAFE.match(session_id) and not session_id.startswith(".") else (
-        hashlib.sha256(session_id.encode()).hexdigest()[:32])  # fmt: skip
+    name = (
+        session_id
+        if _SAFE.match(session_id) and not session_id.startswith(".")
+        else (hashlib.sha256(session_id.encode()).hexdigest()[:32])
+    )
     return store_path.parent / "locks" / f"{name}.turn.lock"
 
 

@@ -68,19 +68,22 @@ class HarnessContract:
                 cwd=work,
                 state_dir=tmp_path / "state",
                 upstream_config=UpstreamConfig(
-                    anthropic_base_url=fake_model.base_url, anthropic_api_key="contract-key",
-                    openai_base_url=fake_model.base_url + "/v1", openai_api_key="contract-key",
+                    anthropic_base_url=fake_model.base_url,
+                    anthropic_api_key="contract-key",
+                    openai_base_url=fake_model.base_url + "/v1",
+                    openai_api_key="contract-key",
                 ),
                 harness=self.harness,
                 model=self.model,
                 auto_approve=auto_approve,
                 sandbox=self.sandbox,
-            )  # fmt: skip
+            )
             if not auto_approve:  # a person who denies every ask, at once
                 session.approvals.presenters.append(
-                    lambda p: session.approvals.answer(p.request_id, False, by="contract",
-                                                       source="test")
-                )  # fmt: skip
+                    lambda p: session.approvals.answer(
+                        p.request_id, False, by="contract", source="test"
+                    )
+                )
             sessions.append(session)
             return session
 

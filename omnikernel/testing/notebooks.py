@@ -48,10 +48,16 @@ class Approver(threading.Thread):
             store = SessionStore(self.store_path)
             for session in store.sessions():
                 sid = str(session["session_id"])
-                events = list(store.events(sid, kinds=(EventKind.APPROVAL_REQUEST,
-                                                       EventKind.APPROVAL_DECISION)))  # fmt: skip
-                decided = {e.data.get("request_id") for e in events
-                           if e.kind == EventKind.APPROVAL_DECISION}  # fmt: skip
+                events = list(
+                    store.events(
+                        sid, kinds=(EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION)
+                    )
+                )
+                decided = {
+                    e.data.get("request_id")
+                    for e in events
+                    if e.kind == EventKind.APPROVAL_DECISION
+                }
                 for event in events:
                     rid = event.data.get("request_id")
                     if event.kind != EventKind.APPROVAL_REQUEST or rid in decided:
@@ -76,10 +82,15 @@ class Approver(threading.Thread):
 def offline_env(tmp: Path, base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
     """A kernel environment for an offline run: private store and state under `tmp`, no
     inherited credentials or plan logins, no auto-approval."""
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if k not in UPSTREAM_VARS}  # fmt: skip
-    for var in ("OMNIKERNEL_AUTO_APPROVE", "JPY_SESSION_NAME", "CLAUDE_CODE_OAUTH_TOKEN",
-                "OMNIKERNEL_CREDENTIALS"):  # fmt: skip
+    env = {
+        k: v for k, v in (os.environ if base is None else base).items() if k not in UPSTREAM_VARS
+    }
+    for var in (
+        "OMNIKERNEL_AUTO_APPROVE",
+        "JPY_SESSION_NAME",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "OMNIKERNEL_CREDENTIALS",
+    ):
         env.pop(var, None)
     env["OMNIKERNEL_STORE"] = str(tmp / "store" / "sessions.sqlite3")
     env["OMNIKERNEL_STATE_DIR"] = str(tmp / "state")

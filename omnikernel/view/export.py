@@ -62,7 +62,11 @@ def gather(events: Iterable[Event]) -> list[Turn]:
         d = e.data
         if e.kind == EventKind.TURN_START:
             turn.prompt, turn.model, turn.harness, turn.started = (
-                d.get("prompt", ""), d.get("model"), e.harness, e.ts)  # fmt: skip
+                d.get("prompt", ""),
+                d.get("model"),
+                e.harness,
+                e.ts,
+            )
             if d.get("by"):
                 turn.by = f"{d['by']} ({d.get('source', '')})".replace(" ()", "")
         elif e.kind == EventKind.TEXT:
@@ -194,11 +198,14 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem aut
 
 
 def _turn_html(turn: Turn) -> str:
-    out = [f'<section class="turn"><h2>Turn {turn.number} · {escape(turn.harness)} · '
-           f"{escape(turn.status)}</h2>",
-           f'<p class="meta">{_when(turn.started)}'
-           + (f" · model {escape(turn.model)}" if turn.model else "")
-           + (f" · prompt from {escape(turn.by)}" if turn.by else "") + "</p>"]  # fmt: skip
+    out = [
+        f'<section class="turn"><h2>Turn {turn.number} · {escape(turn.harness)} · '
+        f"{escape(turn.status)}</h2>",
+        f'<p class="meta">{_when(turn.started)}'
+        + (f" · model {escape(turn.model)}" if turn.model else "")
+        + (f" · prompt from {escape(turn.by)}" if turn.by else "")
+        + "</p>",
+    ]
     if turn.prompt:
         out.append(f'<div class="prompt">{escape(turn.prompt)}</div>')
     for kind, *rest in turn.parts:
@@ -206,17 +213,21 @@ def _turn_html(turn: Turn) -> str:
             out.append(render_markdown(rest[0]))  # untrusted agent Markdown, made safe
         elif kind == "tool":
             call, result = rest
-            out.append(f"<p><b>▶ {escape(str(call.get('tool', '?')))}</b>: "
-                       f"<code>{escape(str(call.get('summary', '')))}</code></p>")  # fmt: skip
+            out.append(
+                f"<p><b>▶ {escape(str(call.get('tool', '?')))}</b>: "
+                f"<code>{escape(str(call.get('summary', '')))}</code></p>"
+            )
             if diff := edit_diff(call):
                 out.append(preformatted(diff))
             if result is not None:
                 out.append(preformatted(str(result.get("output", ""))))
         elif kind == "approval":
             request, decision = rest
-            out.append(f"<p><b>Approval</b> for {escape(str(request.get('tool', 'a tool')))} "
-                       f"<code>{escape(str(request.get('summary', '')))}</code>: "
-                       f"{escape(_decided(decision))}</p>")  # fmt: skip
+            out.append(
+                f"<p><b>Approval</b> for {escape(str(request.get('tool', 'a tool')))} "
+                f"<code>{escape(str(request.get('summary', '')))}</code>: "
+                f"{escape(_decided(decision))}</p>"
+            )
         elif kind == "notice":
             out.append(f'<p class="notice">[omnigent] {escape(rest[0])}</p>')
         elif kind == "error":
@@ -252,8 +263,11 @@ def to_ipynb(row: dict[str, Any], events: list[Event]) -> str:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "omnikernel", "display_name": "Omnigent",
-                                 "language": "markdown"}  # fmt: skip
+    nb.metadata["kernelspec"] = {
+        "name": "omnikernel",
+        "display_name": "Omnigent",
+        "language": "markdown",
+    }
     nb.metadata["omnikernel"] = {"exported_from": row["session_id"]}
     facts = "\n".join(f"- **{k}:** {v}" for k, v in _header(row, gather(events)))
     nb.cells.append(
@@ -262,8 +276,9 @@ def to_ipynb(row: dict[str, Any], events: list[Event]) -> str:
     for turn in gather(events):
         body = _turn_markdown(turn).split("\n", 2)[-1]  # the heading is the cell itself
         cell = nbformat.v4.new_code_cell(turn.prompt, execution_count=turn.number or None)
-        cell.outputs = [nbformat.v4.new_output(
-            "display_data", data={"text/markdown": body, "text/plain": body})]  # fmt: skip
+        cell.outputs = [
+            nbformat.v4.new_output("display_data", data={"text/markdown": body, "text/plain": body})
+        ]
         nb.cells.append(cell)
     nbformat.validate(nb)
     text: str = nbformat.writes(nb)

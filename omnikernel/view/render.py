@@ -78,8 +78,9 @@ def edit_diff(call: dict[str, Any], max_lines: int = 60) -> str:
         data.get("new_string", data.get("newText")),
     )
     if isinstance(old, str):
-        lines = difflib.unified_diff(old.splitlines(), str(new or "").splitlines(), path, path,
-                                     lineterm="")  # fmt: skip
+        lines = difflib.unified_diff(
+            old.splitlines(), str(new or "").splitlines(), path, path, lineterm=""
+        )
         return "\n".join(list(lines)[:max_lines])
     if isinstance(data.get("changes"), list):  # Codex file changes carry unified diffs
         diffs = (str(c.get("diff", "")) for c in data["changes"] if isinstance(c, dict))
@@ -198,8 +199,9 @@ def footer_bundle(
         if cached:
             parts.append(f"{cached:,} cached")
         rehearsed = usage.get("rehearsal") and not spends  # not metered: still no money
-        parts.append("$0 (rehearsal)" if rehearsed else spend_text(spends or [],
-                                                                    usage.get("cost_usd")))  # fmt: skip
+        parts.append(
+            "$0 (rehearsal)" if rehearsed else spend_text(spends or [], usage.get("cost_usd"))
+        )
     if end.get("session_spend"):  # the session against its budget or next pause
         parts.append(str(end["session_spend"]))
     if end.get("sandbox"):

@@ -240,5 +240,7 @@ def agent_bundle(
     markdown: str, plain: str | None = None, images: SessionImages | None = None
 ) -> Bundle:
     """A display bundle for agent Markdown: safe HTML for browsers, plain text for consoles."""
-    return {"text/plain": markdown if plain is None else plain,
-            "text/html": render_markdown(markdown, images)}  # fmt: skip
+    return {
+        "text/plain": markdown if plain is None else plain,
+        "text/html": render_markdown(markdown, images),
+    }

@@ -24,5 +24,12 @@ from omnikernel.kernel.magics.tape import TapeMagics
 #: The families the kernel registers as they are (`share` needs the kernel's feed).
 FAMILIES = (AgentMagics, SpendMagics, PolicyMagics, SandboxMagics, TapeMagics, SessionMagics)
 
-__all__ = ["FAMILIES", "AgentMagics", "PolicyMagics", "SandboxMagics", "SessionMagics",
-           "SpendMagics", "TapeMagics"]  # fmt: skip
+__all__ = [
+    "FAMILIES",
+    "AgentMagics",
+    "PolicyMagics",
+    "SandboxMagics",
+    "SessionMagics",
+    "SpendMagics",
+    "TapeMagics",
+]

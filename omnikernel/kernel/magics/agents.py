@@ -74,8 +74,17 @@ class AgentMagics(SessionMagicsBase):
                     info.install,
                 ]
             )
-        headers = ["harness", "agent", "installed", "version", "binary", "upstream",
-                   "credential", "sandbox", "install"]  # fmt: skip
+        headers = [
+            "harness",
+            "agent",
+            "installed",
+            "version",
+            "binary",
+            "upstream",
+            "credential",
+            "sandbox",
+            "install",
+        ]
         display(table(headers, rows), raw=True)
 
     @line_magic

@@ -58,9 +58,14 @@ def replay(rules: list[Rule], events: list[Event], cwd: Path) -> list[list[Any]]
         if event.kind == EventKind.SPEND:
             verdict = judge(rules, state, Request(kind="model_call"))
             if verdict.outcome > 0:
-                rows.append([event.turn, f"model call (spent ${state.spent_usd:.4f}, "
-                             f"{state.spent_tokens:,} tokens)",
-                             str(verdict.outcome), ", ".join(verdict.rules)])  # fmt: skip
+                rows.append(
+                    [
+                        event.turn,
+                        f"model call (spent ${state.spent_usd:.4f}, {state.spent_tokens:,} tokens)",
+                        str(verdict.outcome),
+                        ", ".join(verdict.rules),
+                    ]
+                )
                 marks = dict(state.pause_marks)
                 for every, mark in verdict.pause_marks:
                     marks[pause_key(every)] = int(mark)  # a replay assumes each pause was approved
@@ -111,15 +116,19 @@ class PolicyMagics(SessionMagicsBase):
         state = session.live_state()
         rules = session.rules()
         for error in session.policy.errors:
-            show(f"✗ POLICY DOES NOT LOAD, every action is denied until it is fixed:\n{error}",
-                 f"✗ **Policy does not load**, every action is denied until it is fixed:\n\n"
-                 f"```\n{error}\n```")  # fmt: skip
-        rows = [[r.describe(), r.level, r.help or r.__doc__ or "", r.state_text(state)]
-                for r in rules]  # fmt: skip
+            show(
+                f"✗ POLICY DOES NOT LOAD, every action is denied until it is fixed:\n{error}",
+                f"✗ **Policy does not load**, every action is denied until it is fixed:\n\n"
+                f"```\n{error}\n```",
+            )
+        rows = [
+            [r.describe(), r.level, r.help or r.__doc__ or "", r.state_text(state)] for r in rules
+        ]
         display(table(["rule", "level", "what it does", "state"], rows), raw=True)
         auto = "on" if session.auto_approve else "off"
-        files = ", ".join(str(p) for p in (session.policy.user_path, session.policy.project_path)
-                          if p is not None)  # fmt: skip
+        files = ", ".join(
+            str(p) for p in (session.policy.user_path, session.policy.project_path) if p is not None
+        )
         show(
             f"Other actions that change things ask (auto-approval {auto}: it answers only "
             f"that default ask). Policy files: {files}."
@@ -128,8 +137,9 @@ class PolicyMagics(SessionMagicsBase):
     def _test(self, args: list[str]) -> None:
         session = self.session
         loaded = load_file(self._path(args[0]), "test", session.cwd)
-        rules: list[Rule] = [] if PushAfterInstall.name in loaded.disabled else [
-            PushAfterInstall("default")]  # fmt: skip
+        rules: list[Rule] = (
+            [] if PushAfterInstall.name in loaded.disabled else [PushAfterInstall("default")]
+        )
         rules += list(loaded.rules)
         session_id = args[1] if len(args) == 2 else session.session_id
         events = session.store.events(session_id)
@@ -143,8 +153,11 @@ class PolicyMagics(SessionMagicsBase):
         for row in rows:
             counts[row[2]] = counts.get(row[2], 0) + 1
         display(table(["turn", "action", "would be", "rules"], rows), raw=True)
-        show(f"Dry run of {args[0]} over session {session_id}: "
-             + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ".")  # fmt: skip
+        show(
+            f"Dry run of {args[0]} over session {session_id}: "
+            + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            + "."
+        )
 
     @line_magic
     def autoapprove(self, line: str) -> None:

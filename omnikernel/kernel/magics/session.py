@@ -146,8 +146,15 @@ class SessionMagics(SessionMagicsBase):
         for row in sessions:
             when = datetime.datetime.fromtimestamp(row["updated"]).strftime("%Y-%m-%d %H:%M")
             mark = "➤ " if row["session_id"] == self.session.session_id else ""
-            rows.append([mark + row["session_id"], row["notebook"], row["events"], when,
-                         row["origin"] or "-"])  # fmt: skip
+            rows.append(
+                [
+                    mark + row["session_id"],
+                    row["notebook"],
+                    row["events"],
+                    when,
+                    row["origin"] or "-",
+                ]
+            )
         display(table(["session", "notebook", "events", "updated", "forked from"], rows), raw=True)
 
     def _new(self) -> None:

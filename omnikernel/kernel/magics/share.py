@@ -41,8 +41,9 @@ RIGHTS = {READ_ONLY: "follows the session live; can do nothing else",
 
 @magics_class
 class ShareMagics(Magics):
-    def __init__(self, shell: Any, session: AgentSession,
-                 show_feed: Callable[[], None] | None = None):  # fmt: skip
+    def __init__(
+        self, shell: Any, session: AgentSession, show_feed: Callable[[], None] | None = None
+    ):
         super().__init__(shell)
         self.session = session
         self._codes: ShareCodes | None = None
@@ -76,8 +77,10 @@ class ShareMagics(Magics):
             roles = ROLES if which == "all" else (which,)
             n = self.codes.revoke(self.session.session_id, roles)
             names = " and ".join(ROLE_NAMES[r] for r in roles)
-            text = f"Revoked {n} {names} link(s) of session {self.session.session_id}; open " \
-                   "pages are closed now."  # fmt: skip
+            text = (
+                f"Revoked {n} {names} link(s) of session {self.session.session_id}; open "
+                "pages are closed now."
+            )
             display({"text/plain": text}, raw=True)
             return None
         raise UsageError(f"%share does not take {line.strip()!r}. {USAGE}")
@@ -106,15 +109,25 @@ class ShareMagics(Magics):
             )
         notes = ["Links expire in 24 hours; `%share revoke` ends them now."]
         if base is None:
-            notes.append("No share server is running for this store: start JupyterServer with "
-                         "the omnikernel extension, or `python -m jupyter_ext.share`.")  # fmt: skip
+            notes.append(
+                "No share server is running for this store: start JupyterServer with "
+                "the omnikernel extension, or `python -m jupyter_ext.share`."
+            )
         watchers = self.codes.watchers(session_id)
         if watchers:
-            notes.append("Watching now: " + "; ".join(
-                f"{w['who']} since {datetime.datetime.fromtimestamp(w['since']):%H:%M}"
-                for w in watchers))  # fmt: skip
+            notes.append(
+                "Watching now: "
+                + "; ".join(
+                    f"{w['who']} since {datetime.datetime.fromtimestamp(w['since']):%H:%M}"
+                    for w in watchers
+                )
+            )
         else:
             notes.append("Nobody is watching yet.")
-        display({"text/plain": "\n".join(plain + notes),
-                 "text/html": "".join(parts) + "".join(f"<p>{html.escape(n)}</p>"
-                                                       for n in notes)}, raw=True)  # fmt: skip
+        display(
+            {
+                "text/plain": "\n".join(plain + notes),
+                "text/html": "".join(parts) + "".join(f"<p>{html.escape(n)}</p>" for n in notes),
+            },
+            raw=True,
+        )

@@ -20,10 +20,18 @@ class SpendMagics(SessionMagicsBase):
         the budget, the next pause and the usage limits the upstreams report."""
         session = self.session
         rows = [
-            [r.harness, r.model, r.requests, f"{r.input_tokens:,}", f"{r.output_tokens:,}",
-             f"{r.cache_tokens:,}", f"{r.tokens:,}", r.cost_text()]
+            [
+                r.harness,
+                r.model,
+                r.requests,
+                f"{r.input_tokens:,}",
+                f"{r.output_tokens:,}",
+                f"{r.cache_tokens:,}",
+                f"{r.tokens:,}",
+                r.cost_text(),
+            ]
             for r in session.ledger.by_harness_and_model()
-        ]  # fmt: skip
+        ]
         if not rows:
             show("No model calls in this session yet.")
         else:
@@ -66,8 +74,10 @@ class SpendMagics(SessionMagicsBase):
         """%budget [USD | N tokens | off [usd|tokens]]: cap this session's spend in USD (on a
         plan, the API-equivalent price) or in metered tokens (`%budget 2M tokens`); the gateway
         holds the next call past a cap and cuts a stream that crosses it."""
-        usage = ("Usage: %budget 5 (USD) | %budget 2M tokens | %budget off | "
-                 "%budget off tokens | %budget off usd")  # fmt: skip
+        usage = (
+            "Usage: %budget 5 (USD) | %budget 2M tokens | %budget off | "
+            "%budget off tokens | %budget off usd"
+        )
         words = line.strip().lower().split()
         session = self.session
         budget = session.budget
@@ -88,12 +98,15 @@ class SpendMagics(SessionMagicsBase):
                 raise UsageError(f"{exc}. {usage}") from None
         state = session.live_state()
         if not budget.active:
-            show(f"No budget: ${state.spent_usd:.4f} spent, {state.spent_tokens:,} tokens metered. "
-                 f"Set one with %budget 5.00 (USD) or %budget 2M tokens.")  # fmt: skip
+            show(
+                f"No budget: ${state.spent_usd:.4f} spent, {state.spent_tokens:,} tokens metered. "
+                f"Set one with %budget 5.00 (USD) or %budget 2M tokens."
+            )
             return
         for cap in budget.limits():
             spent = cap.spent_text(cap.of(state.spent_usd, state.spent_tokens))
             verb = "metered" if cap.unit == TOKENS else "spent"
             note = " (input + cache writes + output; cache reads do not count)" * (
-                cap.unit == TOKENS)  # fmt: skip
+                cap.unit == TOKENS
+            )
             show(f"Budget {cap.show()}: {spent} {verb}{note}.")
