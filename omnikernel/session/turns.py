@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from omnikernel import events as ev
 from omnikernel.approvals.after_restart import (
@@ -463,9 +463,9 @@ class SessionTurns:
             finally:
                 await agent.close()
 
-    def turns(self) -> list[dict[str, object]]:
+    def turns(self) -> list[TurnSummary]:
         """One summary row per turn of this session, oldest first (for `%history`)."""
-        rows: dict[int, dict[str, object]] = {}
+        rows: dict[int, TurnSummary] = {}
         for event in self.store.events(self.session_id):
             row = rows.setdefault(
                 event.turn,
@@ -483,7 +483,7 @@ class SessionTurns:
             if event.kind == EventKind.TURN_START:
                 row["prompt"] = event.data.get("prompt", "")
             elif event.kind == EventKind.TOOL_CALL:
-                row["tools"] = int(row["tools"]) + 1  # type: ignore[call-overload]
+                row["tools"] += 1
             elif event.kind == EventKind.USAGE:
                 row["tokens"] = event.data.get("input_tokens", 0) + event.data.get(
                     "output_tokens", 0
@@ -493,6 +493,22 @@ class SessionTurns:
             elif event.kind == EventKind.TURN_END:
                 row["status"] = event.data.get("status", "")
         return [rows[k] for k in sorted(rows)]
+
+
+class TurnSummary(TypedDict):
+    """One turn in `%history`: what was asked, of which harness, and what came of it."""
+
+    turn: int
+    harness: str
+    prompt: str
+    tools: int
+    status: str
+    tokens: int
+    #: None until the turn's usage is stored, and when its model has no price.
+    cost_usd: float | None
+    cell: str
+    #: Present once the turn's usage is stored: the offline rehearsal model answered it.
+    rehearsal: NotRequired[bool]
 
 
 class TurnActivity:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,9 @@ class Turn:
     rehearsal: int = 0
     calls: int = 0
     #: ("text", str) | ("tool", call, result) | ("approval", request, decision)
-    #: | ("notice", str) | ("error", str): in order.
-    parts: list[tuple[Any, ...]] = field(default_factory=list)
+    #: | ("notice", str) | ("error", str): in order. A tool or approval part is a list, so its
+    #: result or decision fills it in when that arrives.
+    parts: list[Sequence[Any]] = field(default_factory=list)
 
 
 def gather(events: Iterable[Event]) -> list[Turn]:
@@ -77,14 +78,14 @@ def gather(events: Iterable[Event]) -> list[Turn]:
         elif e.kind == EventKind.TOOL_CALL:
             part = ["tool", d, None]
             calls[d.get("call_id", "")] = part
-            turn.parts.append(part)  # type: ignore[arg-type]
+            turn.parts.append(part)
         elif e.kind == EventKind.TOOL_RESULT:
             if (call := calls.get(d.get("call_id", ""))) is not None:
                 call[2] = d
         elif e.kind == EventKind.APPROVAL_REQUEST:
             part = ["approval", d, None]
             approvals[d.get("request_id", "")] = part
-            turn.parts.append(part)  # type: ignore[arg-type]
+            turn.parts.append(part)
         elif e.kind == EventKind.APPROVAL_DECISION:
             if (request := approvals.get(d.get("request_id", ""))) is not None:
                 request[2] = d
