@@ -13,10 +13,13 @@ CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION
 DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
+# Tests run in this many pytest-xdist workers; most wait on subprocesses (kernels, CLIs, a
+# browser), so more workers than cores pays. Tests marked `serial` run afterwards, alone.
+TEST_WORKERS ?= 6
 
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: lab test bench install python-deps harness-clis system-deps clean
+.PHONY: lab test check bench install python-deps harness-clis system-deps clean
 
 install: python-deps harness-clis
 
@@ -57,7 +60,12 @@ lab: install system-deps
 		--LabApp.default_url=/lab/tree/quickstart.ipynb
 
 test: install system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m 'not serial' $(PYTEST_ARGS)
+	$(PY) -m pytest -m serial $(PYTEST_ARGS)
+
+# Fast feedback: the unit tier (no kernel, browser, sandbox or subprocess), in under a minute.
+check: python-deps
+	$(PY) -m pytest -n $(TEST_WORKERS) -m unit $(PYTEST_ARGS)
 
 # Every speed and memory figure, each as a ratio against a baseline measured in the same run:
 # one table on stdout and bench-results.json at the checkout's root (BENCH_ARGS=--quick: smoke).
