@@ -225,8 +225,16 @@ FIXTURE_TIERS = {
 
 
 #: Words in a test's (or its fixtures') source that say it starts a process.
-PROCESS_WORDS = ("subprocess", "Popen", "jupyter_server(", "require_cli", "require_claude",
-                 "sys.executable", "Running(", "ShareServer")
+PROCESS_WORDS = (
+    "subprocess",
+    "Popen",
+    "jupyter_server(",
+    "require_cli",
+    "require_claude",
+    "sys.executable",
+    "Running(",
+    "ShareServer",
+)
 
 
 def _source(item: pytest.Item) -> str:
