@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from omnikernel.store.shares import ShareCodes
 
 
