@@ -8,6 +8,7 @@ command that installs it.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import queue
 import shutil
@@ -208,3 +209,96 @@ def jupyter_server(app: str, tmp: Path, root: Path, env: dict[str, str], token: 
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+# Tiers. Each test gets one of `unit`, `kernel`, `browser`, `sandbox`, `process` at collection:
+# from a mark written on it (or on its module), else from the fixtures it uses, else `unit`.
+# `make check` runs the unit tier; a unit test that starts a process fails (see below), so a
+# test that should be in another tier cannot hide there.
+TIERS = ("browser", "kernel", "sandbox", "process", "unit")
+FIXTURE_TIERS = {
+    "start_kernel": "kernel",  # a real kernel
+    "kernel": "kernel",
+    "lab": "kernel",  # a real jupyter lab server, which starts kernels
+    "backend": "sandbox",  # a sandbox backend (bwrap, firejail), parametrized or a fixture
+}
+
+
+#: Words in a test's (or its fixtures') source that say it starts a process.
+PROCESS_WORDS = (
+    "subprocess",
+    "Popen",
+    "jupyter_server(",
+    "require_cli",
+    "require_claude",
+    "sys.executable",
+    "Running(",
+    "ShareServer",
+)
+
+
+def _source(item: pytest.Item) -> str:
+    try:
+        return inspect.getsource(item.function)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, TypeError):
+        return ""
+
+
+#: Modules whose every test is in one tier, though no fixture says so.
+MODULE_TIERS = {
+    "test_contract": "process",  # runs each harness's real CLI against the fake model
+    "test_notebooks": "kernel",  # runs notebooks through nbclient, on a real kernel
+    "test_sandbox_escapes": "sandbox",
+    "test_kernel_conformance": "kernel",  # jupyter_kernel_test starts the kernel per class
+}
+
+
+def tier_of(item: pytest.Item) -> str:
+    marked = {m.name for m in item.iter_markers()} & set(TIERS)
+    if marked:
+        return next(t for t in TIERS if t in marked)  # the heaviest written mark
+    module = getattr(getattr(item, "module", None), "__name__", "").rpartition(".")[2]
+    if module in MODULE_TIERS:
+        return MODULE_TIERS[module]
+    source = _source(item)
+    if "sync_playwright" in source or "CHROMIUM" in source:  # drives a real browser
+        return "browser"
+    names = getattr(item, "fixturenames", ())
+    for name in names:
+        if name in FIXTURE_TIERS:
+            return FIXTURE_TIERS[name]
+    # A subprocess started by the test or one of its fixtures: a CLI, a server, a harness.
+    sources = [source]
+    infos = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    for fixture, defs in infos.items():
+        if fixture == "_unit_tests_start_no_process":
+            continue
+        for fixturedef in defs:
+            with contextlib.suppress(OSError, TypeError):
+                sources.append(inspect.getsource(fixturedef.func))
+    if any(word in text for text in sources for word in PROCESS_WORDS):
+        return "process"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        if not item.get_closest_marker(tier):
+            item.add_marker(tier)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """A unit test runs in this process only: starting a subprocess (a CLI, a kernel, a server)
+    fails, with the marks that would move the test to its tier."""
+    if not request.node.get_closest_marker("unit"):
+        return
+
+    def refuse(popen: subprocess.Popen, args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} is a unit test but starts a process ({args!r:.80}): mark it "
+            "kernel, browser, sandbox or process (or use a fixture that does)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)

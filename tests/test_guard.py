@@ -276,6 +276,7 @@ def _modes(directory: Path) -> list[int]:
     return [p.stat().st_mode for p in directory.iterdir()] + [directory.stat().st_mode]
 
 
+@pytest.mark.sandbox  # runs a sandbox
 def test_the_egress_proxy_has_no_port_outside_the_sandbox(tmp_path):
     name = next((n for n in ("bwrap", "firejail") if not self_test(n)), None)
     if name is None:

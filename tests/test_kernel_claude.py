@@ -109,6 +109,7 @@ def test_unanswered_actions_are_denied_with_a_way_to_allow_them(model, workdir, 
     assert (workdir / "notes.txt").exists()
 
 
+@pytest.mark.serial  # bounds how long the interrupted turn took
 def test_interrupt_ends_the_turn_and_keeps_the_kernel(model, workdir, start_kernel):
     kernel = start_kernel(workdir, **upstream(model))
     msg_id = kernel.kc.execute("Please take your time and write a lot.")

@@ -291,6 +291,7 @@ def test_no_backend_fails_closed_with_the_install_command():
         resolve("docker")
 
 
+@pytest.mark.sandbox  # starts the backends
 def test_bench_measures_every_working_backend_against_a_bare_start():
     from benchmarks.sandbox import measure
 
@@ -418,6 +419,7 @@ def test_a_masked_name_firejail_refuses_is_still_hidden(backend, box):
 
 
 @pytest.mark.parametrize("name", ["R&D", "a\nread-write /", "v1..2"])
+@pytest.mark.sandbox  # runs firejail
 def test_an_opened_path_firejail_cannot_name_is_refused_with_the_way_out(box, tmp_path, name):
     """A path the agent must reach, with a character firejail refuses (or a newline that would
     add a profile line): firejail is not started; the error names the path, the setting it
@@ -436,6 +438,7 @@ def test_an_opened_path_firejail_cannot_name_is_refused_with_the_way_out(box, tm
 # -- a sandbox that refuses to start the agent -------------------------------------------------
 
 
+@pytest.mark.sandbox  # runs a sandbox
 def test_a_refused_start_is_explained_with_the_sandbox_s_own_words(box):
     """firejail still limits each argument's length (4,128 bytes): an agent given a longer one
     (here a model name) never starts. `start_failure` tells that apart from an agent that

@@ -164,6 +164,7 @@ def test_sessions_export_fork_and_prune_from_notebook_and_shell(
     assert unknown.returncode == 2 and "No such session: planning" in unknown.stderr
 
 
+@pytest.mark.process  # runs the CLI
 def test_cli_bad_input_is_one_clear_line(tmp_path):
     assert run_cli(tmp_path, "export", "x", "--format", "pdf").returncode == 2
     bad = run_cli(tmp_path, "--store", str(tmp_path / "none.sqlite3"), "sessions")

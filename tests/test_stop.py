@@ -169,6 +169,7 @@ def test_kernel_stops_a_running_command(harness, model, workdir, start_kernel):
     assert history.count("interrupted") == 1, history
 
 
+@pytest.mark.process  # starts processes to kill
 def test_killing_strays_keeps_the_agent_and_its_relays(tmp_path: Path):
     """Without a sandbox the scope is the process tree: a turn's command goes, the agent stays."""
     from omnikernel.proc.turnstop import TurnProcesses
