@@ -175,16 +175,24 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyter_server(app: str, tmp: Path, root: Path, env: dict[str, str], token: str,
-                   *options: str) -> Iterator[str]:  # fmt: skip
+def jupyter_server(
+    app: str, tmp: Path, root: Path, env: dict[str, str], token: str, *options: str
+) -> Iterator[str]:
     """`python -m APP` (jupyterlab or jupyter_server) on a free loopback port, serving `root`
     with `token`; yields its URL once it answers, stops it after (its log is in `tmp`)."""
     port = free_port()
     argv = [
-        sys.executable, "-m", app, "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        f"--BaseFileIdManager.db_path={tmp / 'fileid.db'}", *options,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        app,
+        "--no-browser",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--BaseFileIdManager.db_path={tmp / 'fileid.db'}",
+        *options,
+    ]
     if os.getuid() == 0:
         argv.append("--allow-root")
     log_path = tmp / f"{app}.log"

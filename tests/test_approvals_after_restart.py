@@ -58,8 +58,11 @@ def model():
 
 def env_for(model: FakeModelServer, session: str) -> dict[str, str]:
     # No auto-approval: the command asks a person.
-    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "test-key",
-            "OMNIKERNEL_SESSION_ID": session}  # fmt: skip
+    return {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "OMNIKERNEL_SESSION_ID": session,
+    }
 
 
 def store_path(tmp_path: Path) -> str:
@@ -86,8 +89,9 @@ def kill_while_waiting(model, workdir, tmp_path, start_kernel, session: str) -> 
     """A kernel asks to run COMMAND and is killed while the approval waits; its request id."""
     first = start_kernel(workdir, **env_for(model, session))
     first.kc.execute("Please append the mark.")
-    (asked,) = wait_for("the command asks", lambda: stored(tmp_path, session,
-                                                            EventKind.APPROVAL_REQUEST))  # fmt: skip
+    (asked,) = wait_for(
+        "the command asks", lambda: stored(tmp_path, session, EventKind.APPROVAL_REQUEST)
+    )
     pid = first.km.provisioner.pid
     orphans = psutil.Process(pid).children(recursive=True)
     os.kill(pid, signal.SIGKILL)
@@ -105,27 +109,40 @@ def attach(tmp_path: Path, session: str, verb: str, request_id: str) -> int:
 
 
 def decisions(tmp_path: Path, session: str, request_id: str) -> list[dict[str, Any]]:
-    return [e.data for e in stored(tmp_path, session, EventKind.APPROVAL_DECISION)
-            if e.data.get("request_id") == request_id]  # fmt: skip
+    return [
+        e.data
+        for e in stored(tmp_path, session, EventKind.APPROVAL_DECISION)
+        if e.data.get("request_id") == request_id
+    ]
 
 
 def carry_out_and_refuse_a_second_run(tmp_path: Path, session: str, request_id: str) -> Event:
     """The turn that carries the approval out runs the command; its second try asks again and
     is denied from the store; the turn ends. Returns that turn's end."""
-    (start,) = wait_for("the approved command's turn starts", lambda: [
-        e for e in stored(tmp_path, session, EventKind.TURN_START)
-        if e.data.get("carries_out") == request_id])  # fmt: skip
+    (start,) = wait_for(
+        "the approved command's turn starts",
+        lambda: [
+            e
+            for e in stored(tmp_path, session, EventKind.TURN_START)
+            if e.data.get("carries_out") == request_id
+        ],
+    )
 
     def waiting() -> list[str]:
         events = [e for e in stored(tmp_path, session) if e.turn == start.turn]
         decided = {e.data["request_id"] for e in events if e.kind == EventKind.APPROVAL_DECISION}
-        return [str(e.data["request_id"]) for e in events
-                if e.kind == EventKind.APPROVAL_REQUEST and e.data["request_id"] not in decided]  # fmt: skip
+        return [
+            str(e.data["request_id"])
+            for e in events
+            if e.kind == EventKind.APPROVAL_REQUEST and e.data["request_id"] not in decided
+        ]
 
     (again,) = wait_for("the second run asks again", waiting)
     assert attach(tmp_path, session, "--deny", again) == 0
-    (end,) = wait_for("the turn ends", lambda: [
-        e for e in stored(tmp_path, session, EventKind.TURN_END) if e.turn == start.turn])  # fmt: skip
+    (end,) = wait_for(
+        "the turn ends",
+        lambda: [e for e in stored(tmp_path, session, EventKind.TURN_END) if e.turn == start.turn],
+    )
     return end
 
 
@@ -150,8 +167,11 @@ def test_a_waiting_approval_is_shown_again_after_a_kill_and_its_card_approves_it
     assert end.data["status"] == "completed", end.data
     assert_once(workdir, tmp_path, "card", request_id, "widget")
     # The grant was used once: the second run was asked and denied, and stored so.
-    (granted,) = [e.data for e in stored(tmp_path, "card", EventKind.APPROVAL_DECISION)
-                  if e.turn == end.turn and e.data.get("decision") == "allow"]  # fmt: skip
+    (granted,) = [
+        e.data
+        for e in stored(tmp_path, "card", EventKind.APPROVAL_DECISION)
+        if e.turn == end.turn and e.data.get("decision") == "allow"
+    ]
     assert "after the kernel restart" in granted["reason"], granted
     # A second answer is refused, saying who was first.
     capsys.readouterr()
@@ -187,17 +207,31 @@ def test_the_stop_button_ends_the_turn_that_carries_out_an_approval(
     second = start_kernel(workdir, **env_for(model, "stopped"))
     assert second.execute("Please say hello.").status == "ok"
     assert attach(tmp_path, "stopped", "--approve", request_id) == 0
-    (start,) = wait_for("the approved command's turn starts", lambda: [
-        e for e in stored(tmp_path, "stopped", EventKind.TURN_START)
-        if e.data.get("carries_out") == request_id])  # fmt: skip
+    (start,) = wait_for(
+        "the approved command's turn starts",
+        lambda: [
+            e
+            for e in stored(tmp_path, "stopped", EventKind.TURN_START)
+            if e.data.get("carries_out") == request_id
+        ],
+    )
     # Its second run asks again; nobody answers: the turn runs with no cell running.
-    wait_for("the second run asks", lambda: [
-        e for e in stored(tmp_path, "stopped", EventKind.APPROVAL_REQUEST)
-        if e.turn == start.turn])  # fmt: skip
+    wait_for(
+        "the second run asks",
+        lambda: [
+            e
+            for e in stored(tmp_path, "stopped", EventKind.APPROVAL_REQUEST)
+            if e.turn == start.turn
+        ],
+    )
     second.km.interrupt_kernel()  # JupyterLab's stop button
-    (end,) = wait_for("the turn ends", lambda: [
-        e for e in stored(tmp_path, "stopped", EventKind.TURN_END) if e.turn == start.turn],
-        timeout=30)  # fmt: skip
+    (end,) = wait_for(
+        "the turn ends",
+        lambda: [
+            e for e in stored(tmp_path, "stopped", EventKind.TURN_END) if e.turn == start.turn
+        ],
+        timeout=30,
+    )
     assert end.data["status"] == "interrupted", end.data
     assert (workdir / "marks.txt").read_text() == "mark\n"  # the approved run only
     after = second.execute("Please say hello.")
@@ -222,8 +256,11 @@ def test_a_waiting_approval_denied_after_a_kill_is_told_to_the_agent_once(
     assert any("denied by" in p and COMMAND in p for p in prompts)
     again = second.execute("Please say hello.")  # told once, not again
     assert again.status == "ok" and "denial" not in again.text, again.text
-    told_in = [e.turn for e in stored(tmp_path, "denied", EventKind.TURN_START)
-               if e.data.get("told_denials")]  # fmt: skip
+    told_in = [
+        e.turn
+        for e in stored(tmp_path, "denied", EventKind.TURN_START)
+        if e.data.get("told_denials")
+    ]
     assert len(told_in) == 1
     assert not (workdir / "marks.txt").exists()
     assert len(decisions(tmp_path, "denied", request_id)) == 1
@@ -238,10 +275,12 @@ def test_the_share_page_refuses_a_second_answer_while_the_first_is_on_its_way(
     codes = ShareCodes(store.path)
     add(store, EventKind.APPROVAL_REQUEST, request_id="r9", tool="Bash", summary=COMMAND)
     headers = join(share, codes.new_code(SHARED, "rw")).headers
-    first = requests.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": True},
-                         headers=headers)  # fmt: skip
+    first = requests.post(
+        f"{share.url}/api/answer", json={"request_id": "r9", "allow": True}, headers=headers
+    )
     assert first.status_code == 202, first.text
-    second = requests.post(f"{share.url}/api/answer", json={"request_id": "r9", "allow": False},
-                          headers=headers)  # fmt: skip
+    second = requests.post(
+        f"{share.url}/api/answer", json={"request_id": "r9", "allow": False}, headers=headers
+    )
     assert second.status_code == 409 and "already approved by co-drive" in second.text
     assert codes.take_answer(SHARED, "r9")[0] is True and codes.take_answer(SHARED, "r9") is None

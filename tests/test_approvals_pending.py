@@ -27,8 +27,10 @@ async def first_answer_wins():
     assert [p.request_id for p in shown] == ["r1"]
     said = []
     answer = threading.Thread(
-        target=lambda: said.append(approvals.answer("r1", True, by="ana", source="widget",
-                                                    scope="session")))  # fmt: skip
+        target=lambda: said.append(
+            approvals.answer("r1", True, by="ana", source="widget", scope="session")
+        )
+    )
     answer.start()
     answer.join()
     decision = await task

@@ -30,8 +30,12 @@ def model():
 
 
 def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
-    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "test-key",
-            "OMNIKERNEL_AUTO_APPROVE": "1", **extra}  # fmt: skip
+    return {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "OMNIKERNEL_AUTO_APPROVE": "1",
+        **extra,
+    }
 
 
 def assert_alive(kernel) -> None:
@@ -117,8 +121,10 @@ def test_one_notebook_in_two_kernels_stores_each_turn_once(model, workdir, tmp_p
     def run(name: str, kernel, prompt: str) -> None:
         results[name] = kernel.execute(prompt)
 
-    both = [threading.Thread(target=run, args=("a", first, "Please count to three.")),
-            threading.Thread(target=run, args=("b", second, "Which word did I ask you to remember?"))]  # fmt: skip
+    both = [
+        threading.Thread(target=run, args=("a", first, "Please count to three.")),
+        threading.Thread(target=run, args=("b", second, "Which word did I ask you to remember?")),
+    ]
     for t in both:
         t.start()
     for t in both:
@@ -134,8 +140,14 @@ def test_one_notebook_in_two_kernels_stores_each_turn_once(model, workdir, tmp_p
     ends = [e.turn for e in events if e.kind == EventKind.TURN_END]
     assert sorted(starts) == [1, 2, 3, 4] and sorted(ends) == [1, 2, 3, 4]
     prompts = [e.data["prompt"] for e in events if e.kind == EventKind.TURN_START]
-    assert sorted(prompts) == sorted(["Please remember a word.", "Please count to three.",
-                                      "Which word did I ask you to remember?", "Please count to three."])  # fmt: skip
+    assert sorted(prompts) == sorted(
+        [
+            "Please remember a word.",
+            "Please count to three.",
+            "Which word did I ask you to remember?",
+            "Please count to three.",
+        ]
+    )
     # Each turn's events carry its own turn number, from whichever kernel ran it.
     for turn in starts:
         kinds = [e.kind for e in events if e.turn == turn]

@@ -17,10 +17,22 @@ REPO = Path(__file__).resolve().parent.parent
 def test_runner_writes_every_figure_with_its_baseline(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "sandbox", "share",
-         "--output", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "sandbox",
+            "share",
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     figures = {f["figure"]: f for f in json.loads(out.read_text())["figures"]}
     bwrap = figures["sandbox start: bwrap"]

@@ -63,8 +63,9 @@ def feed_session(path: Path, timeout: float = 30) -> str:
     raise AssertionError("the kernel never opened a session feed")
 
 
-def wait_for(store: SessionStore, session: str, kind: EventKind, count: int = 1,
-             timeout: float = 120):  # fmt: skip
+def wait_for(
+    store: SessionStore, session: str, kind: EventKind, count: int = 1, timeout: float = 120
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = list(store.events(session, kinds=(kind,)))
@@ -88,8 +89,12 @@ def feed_text(kernel) -> str:
 
 def test_a_co_drivers_prompt_runs_as_a_turn_in_the_feed(model, workdir, start_kernel, tmp_path):
     require_cli("claude")
-    kernel = start_kernel(workdir, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="k",
-                          OMNIKERNEL_HARNESS="claude")  # fmt: skip
+    kernel = start_kernel(
+        workdir,
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="k",
+        OMNIKERNEL_HARNESS="claude",
+    )
     assert kernel.execute("%%python\nsecret = 'sk-notebook-owner'").status == "ok"
     shared = kernel.execute("%share")
     assert "sends prompts" in shared.text and "Session feed" in shared.text, shared.text
@@ -97,14 +102,16 @@ def test_a_co_drivers_prompt_runs_as_a_turn_in_the_feed(model, workdir, start_ke
     codes, store = ShareCodes(store_path(tmp_path)), SessionStore(store_path(tmp_path))
 
     # Neither IPython nor the notebook's values: the prompt reaches the agent as written.
-    codes.post_prompt(session, "co-driver hello {secret}\n!touch pwned.txt\n%env",
-                      WHO, "share page")  # fmt: skip
+    codes.post_prompt(
+        session, "co-driver hello {secret}\n!touch pwned.txt\n%env", WHO, "share page"
+    )
     end = wait_for(store, session, EventKind.TURN_END)[-1]
     assert end.data["status"] == "completed", list(store.events(session))
     start = list(store.events(session, kinds=(EventKind.TURN_START,)))[-1]
     assert start.data["by"] == WHO and start.data["source"] == "share page"
     assert "{secret}" in start.data["prompt"] and "sk-notebook-owner" not in str(
-        list(store.events(session)))  # fmt: skip
+        list(store.events(session))
+    )
     assert not (workdir / "pwned.txt").exists()
     shown = feed_text(kernel)
     assert f"▶ {WHO} (share page)" in shown and "Hello from the agent, co-driver." in shown
@@ -123,11 +130,16 @@ def test_a_co_drivers_prompt_runs_as_a_turn_in_the_feed(model, workdir, start_ke
     assert decision.data["decision"] == "allow" and WHO in decision.data["reason"]
 
 
-def test_a_cell_waits_for_a_co_drivers_turn_and_stops_end_it(model, workdir, start_kernel,
-                                                             tmp_path):  # fmt: skip
+def test_a_cell_waits_for_a_co_drivers_turn_and_stops_end_it(
+    model, workdir, start_kernel, tmp_path
+):
     require_cli("claude")
-    kernel = start_kernel(workdir, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="k",
-                          OMNIKERNEL_HARNESS="claude")  # fmt: skip
+    kernel = start_kernel(
+        workdir,
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="k",
+        OMNIKERNEL_HARNESS="claude",
+    )
     kernel.execute("%share feed")
     session = feed_session(store_path(tmp_path))
     codes, store = ShareCodes(store_path(tmp_path)), SessionStore(store_path(tmp_path))

@@ -90,8 +90,10 @@ def test_the_command_line_and_server_find_the_store_from_the_environment(monkeyp
     monkeypatch.setenv("OMNIKERNEL_STORE", str(tmp_path / "s.sqlite3"))
     monkeypatch.delenv("OMNIKERNEL_STATE_DIR", raising=False)
     files = SessionFiles()
-    assert (files.store, files.state_dir) == (str(tmp_path / "s.sqlite3"),
-                                              str(tmp_path / "harness-state"))  # fmt: skip
+    assert (files.store, files.state_dir) == (
+        str(tmp_path / "s.sqlite3"),
+        str(tmp_path / "harness-state"),
+    )
     config = Config()
     config.SessionFiles.store = "/elsewhere.sqlite3"
     assert SessionFiles(config=config).store == "/elsewhere.sqlite3"

@@ -20,7 +20,9 @@ class TestClaudeContract(HarnessContract):
             (usage,) = [e.data for e in events if e.kind == EventKind.USAGE]
             metered = sum(e.data["cost_usd"] for e in events if e.kind == EventKind.SPEND)
             assert metered > 0 and abs(usage["cost_usd"] - metered) <= 0.01 * metered, (
-                usage, metered)  # fmt: skip
+                usage,
+                metered,
+            )
 
 
 class TestCodexContract(HarnessContract):

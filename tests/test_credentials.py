@@ -44,11 +44,20 @@ IN_AN_HOUR_MS = int((time.time() + 3600) * 1000)
 def write_claude_login(config_dir: Path, token: str, expires_ms: int = IN_AN_HOUR_MS) -> Path:
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / ".credentials.json"
-    path.write_text(json.dumps({
-        "claudeAiOauth": {"accessToken": token, "refreshToken": REFRESH, "expiresAt": expires_ms,
-                          "scopes": ["user:inference"], "subscriptionType": "max"},
-        "mcpOAuth": {"kept": "as is"},
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "claudeAiOauth": {
+                    "accessToken": token,
+                    "refreshToken": REFRESH,
+                    "expiresAt": expires_ms,
+                    "scopes": ["user:inference"],
+                    "subscriptionType": "max",
+                },
+                "mcpOAuth": {"kept": "as is"},
+            }
+        )
+    )
     path.chmod(0o600)
     return path
 
@@ -56,8 +65,12 @@ def write_claude_login(config_dir: Path, token: str, expires_ms: int = IN_AN_HOU
 @pytest.fixture
 def fake():
     with FakeModelServer(SCENARIO, api_key=FRESH).start_in_thread() as server:
-        server.oauth_grants[REFRESH] = {"access_token": FRESH, "refresh_token": NEXT_REFRESH,
-                                        "expires_in": 28800, "scope": "user:inference"}  # fmt: skip
+        server.oauth_grants[REFRESH] = {
+            "access_token": FRESH,
+            "refresh_token": NEXT_REFRESH,
+            "expires_in": 28800,
+            "scope": "user:inference",
+        }
         yield server
 
 
@@ -76,11 +89,15 @@ def claude_gateway(fake: FakeModelServer, config_dir: Path) -> tuple[Gateway, st
 
 def ask(gw: Gateway, secret: str) -> str:
     """What Claude Code does with a plan login: Bearer <token> and the OAuth beta header."""
-    client = anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
-                                 auth_token=secret, max_retries=0,
-                                 default_headers={"anthropic-beta": CLAUDE_OAUTH_BETA})  # fmt: skip
-    reply = client.messages.create(model="claude-sonnet-4-5", max_tokens=20,
-                                   messages=[{"role": "user", "content": "hello"}])  # fmt: skip
+    client = anthropic.Anthropic(
+        base_url=gw.base_url_for("claude", "anthropic", tcp=True),
+        auth_token=secret,
+        max_retries=0,
+        default_headers={"anthropic-beta": CLAUDE_OAUTH_BETA},
+    )
+    reply = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hello"}]
+    )
     return reply.content[0].text
 
 
@@ -97,8 +114,9 @@ def test_the_placeholder_never_reaches_the_upstream_only_the_real_token(fake, tm
         # Without the gateway, the placeholder is worth nothing upstream.
         direct = anthropic.Anthropic(base_url=fake.base_url, auth_token=secret, max_retries=0)
         with pytest.raises(anthropic.AuthenticationError):
-            direct.messages.create(model="m", max_tokens=5,
-                                   messages=[{"role": "user", "content": "hello"}])  # fmt: skip
+            direct.messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "hello"}]
+            )
         # Metered as a plan: the API-equivalent price, flagged as not spent.
         records = settle(gw)
         assert records and records[-1].plan and records[-1].cost_usd and records[-1].cost_usd > 0
@@ -118,9 +136,14 @@ def test_a_401_refreshes_the_login_and_writes_it_back(fake, tmp_path, caplog):
         assert [r for r in caplog.records if "FakeModelServer refused" in r.getMessage()]
         posts = [r.headers["authorization"] for r in fake.requests if r.method == "POST"]
         assert posts == [f"Bearer {FRESH}"]
-        assert fake.oauth_requests == [{
-            "grant_type": "refresh_token", "refresh_token": REFRESH, "client_id": CLAUDE_CLIENT_ID,
-            "scope": "user:profile user:inference user:sessions:claude_code user:mcp_servers"}]  # fmt: skip
+        assert fake.oauth_requests == [
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": REFRESH,
+                "client_id": CLAUDE_CLIENT_ID,
+                "scope": "user:profile user:inference user:sessions:claude_code user:mcp_servers",
+            }
+        ]
         saved = json.loads(path.read_text())
         oauth = saved["claudeAiOauth"]
         assert (oauth["accessToken"], oauth["refreshToken"]) == (FRESH, NEXT_REFRESH)
@@ -180,8 +203,10 @@ def test_a_token_the_users_own_claude_refreshed_meanwhile_is_adopted(fake, tmp_p
 def test_recording_a_cassette_keeps_the_login_out(fake, tmp_path):
     write_claude_login(tmp_path / "claude", STALE)
     gw, secret = claude_gateway(fake, tmp_path / "claude")
-    fake.extra_headers = {"anthropic-ratelimit-unified-5h-utilization": "0.42",
-                          "anthropic-ratelimit-unified-status": "allowed"}  # fmt: skip
+    fake.extra_headers = {
+        "anthropic-ratelimit-unified-5h-utilization": "0.42",
+        "anthropic-ratelimit-unified-status": "allowed",
+    }
     try:
         tape = tmp_path / "tape.jsonl"
         gw.record_to(tape)
@@ -201,16 +226,30 @@ def test_recording_a_cassette_keeps_the_login_out(fake, tmp_path):
 def chatgpt_auth(codex_home: Path, access: str, account: str = "acct-123") -> Path:
     codex_home.mkdir(parents=True, exist_ok=True)
     path = codex_home / "auth.json"
-    path.write_text(json.dumps({"OPENAI_API_KEY": None, "tokens": {
-        "id_token": "header.payload.sig", "access_token": access, "refresh_token": "rt-chatgpt-1",
-        "account_id": account}, "last_refresh": "2026-01-01T00:00:00Z"}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "OPENAI_API_KEY": None,
+                "tokens": {
+                    "id_token": "header.payload.sig",
+                    "access_token": access,
+                    "refresh_token": "rt-chatgpt-1",
+                    "account_id": account,
+                },
+                "last_refresh": "2026-01-01T00:00:00Z",
+            }
+        )
+    )
     return path
 
 
 def test_chatgpt_login_gets_its_token_and_account_header_and_refreshes(tmp_path):
     with FakeModelServer(SCENARIO, api_key="chatgpt-fresh").start_in_thread() as fake:
-        fake.oauth_grants["rt-chatgpt-1"] = {"access_token": "chatgpt-fresh",
-                                             "refresh_token": "rt-chatgpt-2", "id_token": "a.b.c"}  # fmt: skip
+        fake.oauth_grants["rt-chatgpt-1"] = {
+            "access_token": "chatgpt-fresh",
+            "refresh_token": "rt-chatgpt-2",
+            "id_token": "a.b.c",
+        }
         path = chatgpt_auth(tmp_path / "codex", "chatgpt-stale")
         endpoints = LoginEndpoints(
             chatgpt_token_url=fake.base_url + "/oauth/token",
@@ -222,8 +261,11 @@ def test_chatgpt_login_gets_its_token_and_account_header_and_refreshes(tmp_path)
         assert choice.source == "login" and choice.upstream is not None
         gw = Gateway({"codex": choice.upstream}).start_in_thread()
         try:
-            client = openai.OpenAI(base_url=gw.base_url_for("codex", "openai", tcp=True),
-                                   api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
+            client = openai.OpenAI(
+                base_url=gw.base_url_for("codex", "openai", tcp=True),
+                api_key=gw.issue_secret("codex"),
+                max_retries=0,
+            )
             events = list(client.responses.create(model="gpt-5", input="hello", stream=True))
             assert events[-1].type == "response.completed"
             posts = [r for r in fake.requests if r.path == "/v1/responses"]
@@ -232,8 +274,12 @@ def test_chatgpt_login_gets_its_token_and_account_header_and_refreshes(tmp_path)
             assert all(r.headers["chatgpt-account-id"] == "acct-123" for r in posts)
             assert fake.oauth_requests[0]["client_id"] == CHATGPT_CLIENT_ID
             tokens = json.loads(path.read_text())["tokens"]
-            assert tokens == {"id_token": "a.b.c", "access_token": "chatgpt-fresh",
-                              "refresh_token": "rt-chatgpt-2", "account_id": "acct-123"}  # fmt: skip
+            assert tokens == {
+                "id_token": "a.b.c",
+                "access_token": "chatgpt-fresh",
+                "refresh_token": "rt-chatgpt-2",
+                "account_id": "acct-123",
+            }
         finally:
             gw.stop_thread()
 
@@ -259,8 +305,10 @@ def test_choosing_the_credential(tmp_path):
         choose(UpstreamConfig(), "pi", "anthropic", "login", login)
     with pytest.raises(LoginError, match="none was found"):
         choose(UpstreamConfig(), "claude", "anthropic", "login", None)
-    assert parse_preferences(" claude=login, codex=api-key") == {"claude": "login",
-                                                                  "codex": "api-key"}  # fmt: skip
+    assert parse_preferences(" claude=login, codex=api-key") == {
+        "claude": "login",
+        "codex": "api-key",
+    }
     # An unreadable credentials file is an error saying which file, not a crash later.
     (tmp_path / ".credentials.json").write_text("{not json")
     with pytest.raises(LoginError, match=".credentials.json"):

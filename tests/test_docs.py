@@ -65,15 +65,37 @@ def test_the_docs_build_without_warnings_and_run_the_notebooks(tmp_path):
         require_cli(cli)
     out = tmp_path / "html"
     build = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-d", str(tmp_path / "doctrees"), str(REPO / "docs"), str(out)],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            "-d",
+            str(tmp_path / "doctrees"),
+            str(REPO / "docs"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert build.returncode == 0, build.stderr[-5000:]
     assert "WARNING:" not in build.stderr, build.stderr[-5000:]  # Sphinx's, not a kernel's log
     quickstart = (out / "notebooks" / "quickstart.html").read_text()
     assert "approved by" in quickstart and "$0 (rehearsal)" in quickstart
     assert (out / "_images").is_dir() or (out / "_static").is_dir()
-    for page in ("usage", "sandbox", "policies", "sharing", "configuration", "architecture",
-                 "performance", "contributing"):  # fmt: skip
+    for page in (
+        "usage",
+        "sandbox",
+        "policies",
+        "sharing",
+        "configuration",
+        "architecture",
+        "performance",
+        "contributing",
+    ):
         assert (out / f"{page}.html").is_file(), page

@@ -43,18 +43,23 @@ def fake():
 
 
 def gateway_to(base_url: str) -> Gateway:
-    gw = Gateway({
-        "anthropic": Upstream("anthropic", base_url, "sk-ant-real"),
-        "openai": Upstream("openai", base_url + "/v1", "sk-openai-real"),
-    })  # fmt: skip
+    gw = Gateway(
+        {
+            "anthropic": Upstream("anthropic", base_url, "sk-ant-real"),
+            "openai": Upstream("openai", base_url + "/v1", "sk-openai-real"),
+        }
+    )
     gw.backoff_s = 0.05
     return gw.start_in_thread()
 
 
 def claude_client(gw: Gateway) -> anthropic.Anthropic:
     # max_retries=0: what the harness sees is what the gateway gives, no SDK retry hides it.
-    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
-                               api_key=gw.issue_secret("claude"), max_retries=0)  # fmt: skip
+    return anthropic.Anthropic(
+        base_url=gw.base_url_for("claude", "anthropic", tcp=True),
+        api_key=gw.issue_secret("claude"),
+        max_retries=0,
+    )
 
 
 def model_calls(fake: FakeModelServer) -> int:
@@ -71,8 +76,11 @@ def test_gateway_retries_a_failing_upstream_then_the_answer_arrives(fake, error)
             fake.enqueue(error, error)  # two failures, then the scenario answers
             before = model_calls(fake)
             client = claude_client(gw)
-            kwargs = {"model": "claude-sonnet-4-5", "max_tokens": 100,
-                      "messages": [{"role": "user", "content": "hello"}]}  # fmt: skip
+            kwargs = {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 100,
+                "messages": [{"role": "user", "content": "hello"}],
+            }
             if stream:
                 with client.messages.stream(**kwargs) as s:
                     text = s.get_final_text()
@@ -91,9 +99,10 @@ def test_gateway_gives_up_after_bounded_retries_naming_the_upstream(fake):
         started = time.monotonic()
         with pytest.raises(anthropic.APIStatusError) as raised:
             claude_client(gw).messages.create(
-                model="claude-sonnet-4-5", max_tokens=10,
+                model="claude-sonnet-4-5",
+                max_tokens=10,
                 messages=[{"role": "user", "content": "hello"}],
-            )  # fmt: skip
+            )
         assert raised.value.status_code == 529
         message = str(raised.value)
         assert fake.base_url.split("//")[1] in message and "4 attempt(s)" in message
@@ -118,8 +127,11 @@ def test_gateway_reports_an_unreachable_upstream_by_name():
         port = s.getsockname()[1]
     gw = gateway_to(f"http://127.0.0.1:{port}")
     try:
-        client = openai.OpenAI(base_url=gw.base_url_for("codex", "openai", tcp=True),
-                               api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
+        client = openai.OpenAI(
+            base_url=gw.base_url_for("codex", "openai", tcp=True),
+            api_key=gw.issue_secret("codex"),
+            max_retries=0,
+        )
         with pytest.raises(openai.APIStatusError) as raised:
             client.chat.completions.create(
                 model="gpt-5", messages=[{"role": "user", "content": "hi"}]
@@ -153,8 +165,12 @@ def model():
 
 
 def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
-    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "test-key",
-            "OMNIKERNEL_AUTO_APPROVE": "1", **extra}  # fmt: skip
+    return {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "OMNIKERNEL_AUTO_APPROVE": "1",
+        **extra,
+    }
 
 
 def stored(tmp_path: Path, session_id: str) -> list[Event]:
@@ -211,8 +227,9 @@ def test_kernel_killed_mid_turn_marks_the_turn_interrupted_on_the_next_start(
 def test_watchdog_ends_the_turn_of_a_harness_that_stops_answering(
     model, workdir, tmp_path, start_kernel
 ):
-    kernel = start_kernel(workdir, **env_for(model, OMNIKERNEL_SESSION_ID="watched",
-                                             OMNIKERNEL_WATCHDOG_S="10"))  # fmt: skip
+    kernel = start_kernel(
+        workdir, **env_for(model, OMNIKERNEL_SESSION_ID="watched", OMNIKERNEL_WATCHDOG_S="10")
+    )
     started = time.monotonic()
     result = kernel.execute("Please think long about it.", timeout=60)
     assert time.monotonic() - started < 40  # the model would answer only after 60 s
@@ -285,16 +302,24 @@ def test_malformed_lines_from_a_harness_are_logged_and_the_turn_goes_on(model, t
     wrapper.chmod(0o755)
     store = SessionStore(tmp_path / "store.sqlite3")
     session = AgentSession(
-        store=store, session_id="garbled", notebook=str(work / "g.ipynb"), cwd=work,
-        state_dir=tmp_path / "state", harness="claude", auto_approve=True,
-        harness_paths={"claude": str(wrapper)}, readable=(wrapper.parent, Path(claude).parent.parent),
+        store=store,
+        session_id="garbled",
+        notebook=str(work / "g.ipynb"),
+        cwd=work,
+        state_dir=tmp_path / "state",
+        harness="claude",
+        auto_approve=True,
+        harness_paths={"claude": str(wrapper)},
+        readable=(wrapper.parent, Path(claude).parent.parent),
         upstream_config=UpstreamConfig(anthropic_base_url=model.base_url, anthropic_api_key="k"),
-    )  # fmt: skip
+    )
 
     async def turns() -> list[list[Event]]:
         try:
-            return [[e async for e in session.run_prompt(p)] for p in
-                    ("Please remember a word.", "Which word did I ask you to remember?")]  # fmt: skip
+            return [
+                [e async for e in session.run_prompt(p)]
+                for p in ("Please remember a word.", "Which word did I ask you to remember?")
+            ]
         finally:
             await session.close()
 
@@ -327,11 +352,15 @@ def test_pi_answers_the_next_prompt_after_the_upstream_failed_for_good(model, tm
     work = tmp_path / "work"
     work.mkdir()
     session = AgentSession(
-        store=SessionStore(tmp_path / "store.sqlite3"), session_id="pi-down",
-        notebook=str(work / "p.ipynb"), cwd=work, state_dir=tmp_path / "state", harness="pi",
+        store=SessionStore(tmp_path / "store.sqlite3"),
+        session_id="pi-down",
+        notebook=str(work / "p.ipynb"),
+        cwd=work,
+        state_dir=tmp_path / "state",
+        harness="pi",
         auto_approve=True,
         upstream_config=UpstreamConfig(anthropic_base_url=model.base_url, anthropic_api_key="k"),
-    )  # fmt: skip
+    )
     session.gateway.backoff_s = 0.05
 
     async def turns() -> tuple[list[Event], list[Event]]:
@@ -370,9 +399,10 @@ def test_gateway_access_log_stays_off_the_kernel_stderr(fake, caplog):
     try:
         with caplog.at_level(logging.INFO), pytest.raises(anthropic.APIStatusError):
             claude_client(gw).messages.create(
-                model="claude-sonnet-4-5", max_tokens=10,
+                model="claude-sonnet-4-5",
+                max_tokens=10,
                 messages=[{"role": "user", "content": "hello"}],
-            )  # fmt: skip
+            )
     finally:
         gw.stop_thread()
     assert not [r for r in caplog.records if r.name == "tornado.access"]

@@ -71,36 +71,49 @@ def settle(gw: Gateway) -> list[SpendRecord]:
 
 def claude_client(gw: Gateway) -> anthropic.Anthropic:
     """Claude's client, as the session sets it up: the gateway's URL and a secret issued for it."""
-    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
-                               api_key=gw.issue_secret("claude"), max_retries=0)  # fmt: skip
+    return anthropic.Anthropic(
+        base_url=gw.base_url_for("claude", "anthropic", tcp=True),
+        api_key=gw.issue_secret("claude"),
+        max_retries=0,
+    )
 
 
 def openai_client(gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url_for("codex", "openai", tcp=True),
-                         api_key=gw.issue_secret("codex"), max_retries=0)  # fmt: skip
+    return openai.OpenAI(
+        base_url=gw.base_url_for("codex", "openai", tcp=True),
+        api_key=gw.issue_secret("codex"),
+        max_retries=0,
+    )
 
 
 def expected_cost(vendor: str, model: str, usage: dict[str, int]) -> float:
     price = PriceTable.load().lookup(vendor, model)
     assert price is not None
-    return (usage["input_tokens"] * price.input + usage["output_tokens"] * price.output
-            + usage.get("cache_read_tokens", 0) * price.cache_read) / 1e6  # fmt: skip
+    return (
+        usage["input_tokens"] * price.input
+        + usage["output_tokens"] * price.output
+        + usage.get("cache_read_tokens", 0) * price.cache_read
+    ) / 1e6
 
 
 def test_all_three_formats_pass_through_and_are_metered(gateway, fake):
     claude, oai = claude_client(gateway), openai_client(gateway)
-    with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=9,
-                                messages=[{"role": "user", "content": "count"}]) as s:  # fmt: skip
+    with claude.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=9, messages=[{"role": "user", "content": "count"}]
+    ) as s:
         assert "".join(s.text_stream) == "counted"
-    whole = claude.messages.create(model="claude-sonnet-4-5", max_tokens=9,
-                                   messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    whole = claude.messages.create(
+        model="claude-sonnet-4-5", max_tokens=9, messages=[{"role": "user", "content": "count"}]
+    )
     assert whole.content[0].text == "counted"
     events = list(oai.responses.create(model="gpt-5", input="count", stream=True))
     assert events[-1].type == "response.completed"
     chat = oai.chat.completions.create(
-        model="gpt-5", messages=[{"role": "user", "content": "count"}], stream=True,
+        model="gpt-5",
+        messages=[{"role": "user", "content": "count"}],
+        stream=True,
         stream_options={"include_usage": True},
-    )  # fmt: skip
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices) == "counted"
 
     records = settle(gateway)
@@ -131,8 +144,11 @@ def test_real_key_goes_upstream_and_the_harness_secret_never_does(gateway, fake)
 
 
 def test_unknown_model_is_unpriced_not_free(gateway):
-    claude_client(gateway).messages.create(model="claude-from-the-future", max_tokens=5,
-                                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    claude_client(gateway).messages.create(
+        model="claude-from-the-future",
+        max_tokens=5,
+        messages=[{"role": "user", "content": "count"}],
+    )
     (record,) = settle(gateway)
     assert record.cost_usd is None and not record.priced
     assert gateway.ledger.unpriced == 1 and gateway.ledger.total_usd == 0
@@ -141,8 +157,11 @@ def test_unknown_model_is_unpriced_not_free(gateway):
 def test_budget_fails_closed_on_an_unpriced_model(gateway, fake):
     gateway.budget.limit_usd = 10.0
     with pytest.raises(anthropic.APIStatusError) as err:
-        claude_client(gateway).messages.create(model="claude-from-the-future", max_tokens=5,
-                                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+        claude_client(gateway).messages.create(
+            model="claude-from-the-future",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "count"}],
+        )
     assert err.value.status_code == 402 and "has no price" in str(err.value)
     assert not fake.requests  # nothing went upstream
 
@@ -150,17 +169,20 @@ def test_budget_fails_closed_on_an_unpriced_model(gateway, fake):
 def test_budget_holds_the_next_request(gateway, fake):
     gateway.budget.limit_usd = 0.001
     claude = claude_client(gateway)
-    claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
-                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    claude.messages.create(
+        model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "count"}]
+    )
     seen = len(fake.requests)
     with pytest.raises(anthropic.APIStatusError) as err:
-        claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
-                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+        claude.messages.create(
+            model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "count"}]
+        )
     assert err.value.status_code == 402 and "%budget" in str(err.value)
     assert len(fake.requests) == seen  # held at the gateway: nothing went upstream
     gateway.budget.limit_usd = 100.0  # raising it lets the session continue
-    claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
-                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    claude.messages.create(
+        model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "count"}]
+    )
 
 
 def test_budget_cuts_a_stream_that_crosses_it(gateway):
@@ -168,9 +190,10 @@ def test_budget_cuts_a_stream_that_crosses_it(gateway):
     received: list[str] = []
     with pytest.raises(anthropic.APIStatusError) as err:
         with claude_client(gateway).messages.stream(
-            model="claude-sonnet-4-5", max_tokens=5,
+            model="claude-sonnet-4-5",
+            max_tokens=5,
             messages=[{"role": "user", "content": "a long story"}],
-        ) as stream:  # fmt: skip
+        ) as stream:
             for text in stream.text_stream:
                 received.append(text)
     assert "budget" in str(err.value).lower()
@@ -188,8 +211,9 @@ def test_rehearsal_calls_cost_nothing_and_no_budget_counts_them(gateway, fake):
     gateway.budget.limit_usd = 0.000001
     claude = claude_client(gateway)
     for model in ("claude-sonnet-4-5", "claude-from-the-future"):
-        claude.messages.create(model=model, max_tokens=5,
-                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+        claude.messages.create(
+            model=model, max_tokens=5, messages=[{"role": "user", "content": "count"}]
+        )
     records = settle(gateway)
     assert [(r.cost_usd, r.rehearsal, r.priced_as) for r in records] == [(0.0, True, "")] * 2
     assert gateway.ledger.total_usd == 0 and gateway.ledger.only_rehearsal
@@ -200,10 +224,12 @@ def test_rehearsal_calls_cost_nothing_and_no_budget_counts_them(gateway, fake):
 
 def test_a_scenario_prices_rehearsal_calls_on_purpose(gateway, fake):
     """`price_as` prices a rehearsal as a real model, to show or test dollar rules offline."""
-    gateway.upstreams["anthropic"] = Upstream("anthropic", fake.base_url, "k", offline=True,
-                                              price_as="anthropic/claude-sonnet-4-5")  # fmt: skip
-    claude_client(gateway).messages.create(model="claude-opus-4-8", max_tokens=5,
-                                           messages=[{"role": "user", "content": "count"}])  # fmt: skip
+    gateway.upstreams["anthropic"] = Upstream(
+        "anthropic", fake.base_url, "k", offline=True, price_as="anthropic/claude-sonnet-4-5"
+    )
+    claude_client(gateway).messages.create(
+        model="claude-opus-4-8", max_tokens=5, messages=[{"role": "user", "content": "count"}]
+    )
     (record,) = settle(gateway)
     assert record.rehearsal and record.priced_as == "anthropic/claude-sonnet-4-5"
     assert record.cost_usd == pytest.approx(expected_cost("anthropic", "claude-sonnet-4-5", USAGE))
@@ -211,8 +237,9 @@ def test_a_scenario_prices_rehearsal_calls_on_purpose(gateway, fake):
     assert "(rehearsal priced as anthropic/claude-sonnet-4-5)" in row.cost_text()
     gateway.budget.limit_usd = record.cost_usd / 2  # past it: the next call is held
     with pytest.raises(anthropic.APIStatusError) as err:
-        claude_client(gateway).messages.create(model="claude-opus-4-8", max_tokens=5,
-                                               messages=[{"role": "user", "content": "count"}])  # fmt: skip
+        claude_client(gateway).messages.create(
+            model="claude-opus-4-8", max_tokens=5, messages=[{"role": "user", "content": "count"}]
+        )
     assert err.value.status_code == 402
 
 
@@ -220,11 +247,20 @@ def test_record_then_replay_offline(gateway, fake, tmp_path):
     cassette = tmp_path / "nb.cassette.jsonl"
     gateway.record_to(cassette)
     claude = claude_client(gateway)
-    first = claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, tools=[
-        {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}],
-        messages=[{"role": "user", "content": "tool please"}])  # fmt: skip
-    with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=5,
-                                messages=[{"role": "user", "content": "count"}]) as s:  # fmt: skip
+    first = claude.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=5,
+        tools=[
+            {
+                "name": "Bash",
+                "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}},
+            }
+        ],
+        messages=[{"role": "user", "content": "tool please"}],
+    )
+    with claude.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "count"}]
+    ) as s:
         recorded_text = "".join(s.text_stream)
     settle(gateway)  # the exchange is written once its stream has been forwarded
     text = cassette.read_text()
@@ -233,19 +269,31 @@ def test_record_then_replay_offline(gateway, fake, tmp_path):
 
     fake.stop_thread()  # no upstream from here on
     gateway.replay_from(cassette)
-    again = claude.messages.create(model="claude-sonnet-4-5", max_tokens=5, tools=[
-        {"name": "Bash", "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}],
-        messages=[{"role": "user", "content": "tool please"}])  # fmt: skip
+    again = claude.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=5,
+        tools=[
+            {
+                "name": "Bash",
+                "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}},
+            }
+        ],
+        messages=[{"role": "user", "content": "tool please"}],
+    )
     assert [b.model_dump() for b in again.content] == [b.model_dump() for b in first.content]
-    with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=5,
-                                messages=[{"role": "user", "content": "count"}]) as s:  # fmt: skip
+    with claude.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "count"}]
+    ) as s:
         assert "".join(s.text_stream) == recorded_text
     replays = settle(gateway)[-2:]
     assert all(r.cost_usd == 0 for r in replays) and replays[-1].input_tokens == 2000
 
     with pytest.raises(anthropic.BadRequestError) as err:
-        claude.messages.create(model="claude-sonnet-4-5", max_tokens=5,
-                               messages=[{"role": "user", "content": "something new"}])  # fmt: skip
+        claude.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "something new"}],
+        )
     assert "does not match the cassette" in str(err.value) or "more than was recorded" in str(
         err.value
     )
@@ -257,8 +305,9 @@ def test_dead_upstream_is_a_clear_502(fake):
     gw = Gateway({"anthropic": Upstream("anthropic", fake_url, "k")}).start_in_thread()
     try:
         with pytest.raises(anthropic.APIStatusError) as err:
-            claude_client(gw).messages.create(model="m", max_tokens=5,
-                                              messages=[{"role": "user", "content": "x"}])  # fmt: skip
+            claude_client(gw).messages.create(
+                model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
         assert err.value.status_code == 502 and fake_url in str(err.value)
     finally:
         gw.stop_thread()
@@ -298,8 +347,12 @@ def test_meter_estimates_output_while_streaming():
 
 
 def test_prices_overrides_and_dated_names():
-    table = PriceTable.load(overrides={"anthropic/my-model": {"input": 1, "output": 2},
-                                       "shared": {"input": 4, "output": 8}})  # fmt: skip
+    table = PriceTable.load(
+        overrides={
+            "anthropic/my-model": {"input": 1, "output": 2},
+            "shared": {"input": 4, "output": 8},
+        }
+    )
     assert table.lookup("anthropic", "my-model") == Price(1.0, 2.0)
     assert table.lookup("openai", "shared") == Price(4.0, 8.0)
     assert table.lookup("anthropic", "claude-sonnet-4-5-20990101") == table.lookup(
@@ -337,14 +390,18 @@ def test_every_pinned_cli_default_model_is_priced():
 
 
 def test_ledger_budget_and_cross_check():
-    ledger = SpendLedger([
-        SpendRecord("claude", "anthropic", "a", 1, 2, 0, 0, 0.5),
-        SpendRecord("claude", "anthropic", "a", 1, 2, 3, 0, 0.25),
-        SpendRecord("codex", "openai", "b", 1, 1, 0, 0, None),
-    ])  # fmt: skip
+    ledger = SpendLedger(
+        [
+            SpendRecord("claude", "anthropic", "a", 1, 2, 0, 0, 0.5),
+            SpendRecord("claude", "anthropic", "a", 1, 2, 3, 0, 0.25),
+            SpendRecord("codex", "openai", "b", 1, 1, 0, 0, None),
+        ]
+    )
     rows = ledger.by_harness_and_model()
     assert [(r.harness, r.requests, r.cost_usd, r.unpriced) for r in rows] == [
-        ("claude", 2, 0.75, 0), ("codex", 1, 0.0, 1)]  # fmt: skip
+        ("claude", 2, 0.75, 0),
+        ("codex", 1, 0.0, 1),
+    ]
     assert ledger.total_usd == 0.75 and ledger.unpriced == 1
     assert Budget(1.0).exceeded(0.75, 0.3) and not Budget(1.0).exceeded(0.75)
     assert not Budget(None).exceeded(1e9)

@@ -50,14 +50,19 @@ def fake():
 @pytest.fixture
 def gateway(fake):
     # On TCP, as for an agent started with `%sandbox off`: reachable by any local process.
-    with Gateway({"anthropic": Upstream("anthropic", fake.base_url, REAL_KEY),
-                  "openai": Upstream("openai", fake.base_url + "/v1", REAL_KEY)},
-                 tcp=True) as gw:  # fmt: skip
+    with Gateway(
+        {
+            "anthropic": Upstream("anthropic", fake.base_url, REAL_KEY),
+            "openai": Upstream("openai", fake.base_url + "/v1", REAL_KEY),
+        },
+        tcp=True,
+    ) as gw:
         yield gw
 
 
-def send(port: int, path: str, headers: dict[str, str], method: str = "POST",
-         body: str | None = BODY) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def send(
+    port: int, path: str, headers: dict[str, str], method: str = "POST", body: str | None = BODY
+) -> tuple[int, dict[str, str], bytes]:
     """One raw request with exactly these headers (``Host`` included: nothing is added)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
@@ -105,8 +110,12 @@ def agent_headers(gw: Gateway, secret: str) -> dict[str, str]:
     """What Claude Code sends (checked with the real CLI: Host, JSON, its key in x-api-key):
     the gateway's TCP port once open, else the port its URL names inside a sandbox."""
     port = gw.port if gw.port is not None else gw.inside_port
-    return {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
-            "x-api-key": secret, "anthropic-version": "2023-06-01"}  # fmt: skip
+    return {
+        "Host": f"127.0.0.1:{port}",
+        "Content-Type": "application/json",
+        "x-api-key": secret,
+        "anthropic-version": "2023-06-01",
+    }
 
 
 def without(headers: dict[str, str], name: str) -> dict[str, str]:
@@ -126,15 +135,19 @@ def test_an_outsider_gets_401_and_nothing_reaches_the_upstream(gateway, fake, ca
         "another harness's secret": {**ok, "x-api-key": codex},
         "another session's secret": {**ok, "x-api-key": other_session},
         # Issue 16's report, exactly: a page's simple request, no preflight.
-        "a browser's text/plain POST": {**ok, "x-api-key": "anything",
-                                        "Content-Type": "text/plain", "Origin": "https://evil.example"},
+        "a browser's text/plain POST": {
+            **ok,
+            "x-api-key": "anything",
+            "Content-Type": "text/plain",
+            "Origin": "https://evil.example",
+        },
         # The same, even holding the secret: a browser is refused before the secret is read.
         "a browser's POST with the secret": {**ok, "Origin": "https://evil.example"},
         "a text/plain POST with the secret": {**ok, "Content-Type": "text/plain;charset=UTF-8"},
         "a form POST with the secret": {**ok, "Content-Type": "application/x-www-form-urlencoded"},
         "a rebound DNS name": {**ok, "Host": f"evil.example:{gateway.port}"},
         "localhost under another port": {**ok, "Host": "127.0.0.1:1"},
-    }  # fmt: skip
+    }
     caplog.set_level(logging.INFO)
     for what, headers in attacks.items():
         caplog.clear()
@@ -155,27 +168,43 @@ def test_an_outsider_gets_401_and_nothing_reaches_the_upstream(gateway, fake, ca
     assert not [h for h in response_headers if h.startswith("access-control-")]
     assert len(fake.requests) == 1 and fake.requests[0].headers["x-api-key"] == REAL_KEY
     # Codex's secret works on codex's path, in its wire format's header.
-    status, _, _ = send(gateway.port, "/h/codex/v1/responses", {
-        **without(ok, "x-api-key"), "Authorization": f"Bearer {codex}"},
-        body=json.dumps({"model": "gpt-5", "input": "hi"}))  # fmt: skip
+    status, _, _ = send(
+        gateway.port,
+        "/h/codex/v1/responses",
+        {**without(ok, "x-api-key"), "Authorization": f"Bearer {codex}"},
+        body=json.dumps({"model": "gpt-5", "input": "hi"}),
+    )
     assert status == 200 and len(fake.requests) == 2
 
 
 def test_every_path_and_method_needs_the_secret(gateway, fake):
     secret = gateway.issue_secret("claude")
     ok = agent_headers(gateway, secret)
-    for method, path in [("GET", "/h/claude/v1/models"), ("POST", "/h/claude/v1/messages/count_tokens"),
-                         ("HEAD", "/h/claude"), ("GET", "/"), ("GET", "/h/nobody/v1/models"),
-                         ("OPTIONS", "/h/claude/v1/messages")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/h/claude/v1/models"),
+        ("POST", "/h/claude/v1/messages/count_tokens"),
+        ("HEAD", "/h/claude"),
+        ("GET", "/"),
+        ("GET", "/h/nobody/v1/models"),
+        ("OPTIONS", "/h/claude/v1/messages"),
+    ]:
         body = BODY if method == "POST" else None
         status, headers, _ = send(gateway.port, path, without(ok, "x-api-key"), method, body)
         assert status == 401, (method, path)
         assert not [h for h in headers if h.startswith("access-control-")]
     assert fake.requests == []
     # A CORS preflight from a page gets no CORS headers either.
-    status, headers, _ = send(gateway.port, "/h/claude/v1/messages", {
-        "Host": f"127.0.0.1:{gateway.port}", "Origin": "https://evil.example",
-        "Access-Control-Request-Method": "POST"}, "OPTIONS", None)  # fmt: skip
+    status, headers, _ = send(
+        gateway.port,
+        "/h/claude/v1/messages",
+        {
+            "Host": f"127.0.0.1:{gateway.port}",
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "POST",
+        },
+        "OPTIONS",
+        None,
+    )
     assert status == 401 and not [h for h in headers if h.startswith("access-control-")]
     assert send(gateway.port, "/h/claude/v1/models", ok, "GET", None)[0] == 200
     assert send(gateway.port, "/h/claude", ok, "HEAD", None)[0] == 200
@@ -267,8 +296,11 @@ def test_refusal_rules(sentence, method, headers, secret, refused_because):
 
 
 def _tcp_listeners() -> set[int]:
-    return {c.laddr.port for c in psutil.Process().net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN}  # fmt: skip
+    return {
+        c.laddr.port
+        for c in psutil.Process().net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
 
 
 def _modes(directory: Path) -> list[int]:
@@ -284,8 +316,13 @@ def test_the_egress_proxy_has_no_port_outside_the_sandbox(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     bridge_dir = Path(tempfile.mkdtemp(prefix="omk-test-bridge-"))
-    spec = SandboxSpec(workdir=work, env={"PATH": os.environ["PATH"]}, writable=(bridge_dir,),
-                       bridge_dir=bridge_dir, allow_hosts=("registry.npmjs.org",))  # fmt: skip
+    spec = SandboxSpec(
+        workdir=work,
+        env={"PATH": os.environ["PATH"]},
+        writable=(bridge_dir,),
+        bridge_dir=bridge_dir,
+        allow_hosts=("registry.npmjs.org",),
+    )
 
     async def look() -> tuple[set[int], set[int], str, list[int]]:
         before = _tcp_listeners()
@@ -375,10 +412,15 @@ def test_a_sessions_secret_stays_between_its_agent_and_its_gateway(tmp_path, cap
     work.mkdir()
     store_path, cassette = tmp_path / "store.sqlite3", tmp_path / "nb.cassette.jsonl"
     session = AgentSession(
-        store=SessionStore(store_path), session_id="guarded", notebook=str(work / "nb.ipynb"),
-        cwd=work, state_dir=tmp_path / "state", upstream_config=UpstreamConfig(),
-        harness="claude", auto_approve=True,
-    )  # fmt: skip
+        store=SessionStore(store_path),
+        session_id="guarded",
+        notebook=str(work / "nb.ipynb"),
+        cwd=work,
+        state_dir=tmp_path / "state",
+        upstream_config=UpstreamConfig(),
+        harness="claude",
+        auto_approve=True,
+    )
     caplog.set_level(logging.DEBUG)
 
     async def turn() -> tuple[list[Event], str, str]:
@@ -417,6 +459,10 @@ def test_a_sessions_secret_stays_between_its_agent_and_its_gateway(tmp_path, cap
     recorded = cassette.read_text()
     assert recorded.strip() and "refused HEAD /h/claude" in logged  # Claude Code's key-less probe
     for secret in (agent_secret, rehearsal_secret):
-        for where, text in (("events", shown), ("store", stored), ("log", logged),
-                            ("cassette", recorded)):  # fmt: skip
+        for where, text in (
+            ("events", shown),
+            ("store", stored),
+            ("log", logged),
+            ("cassette", recorded),
+        ):
             assert secret not in text, f"a secret is in the {where}"

@@ -76,8 +76,10 @@ def test_prompt_runs_a_tool_and_the_next_cell_continues(model, workdir, start_ke
     # The cost is metered at the gateway, from the tokens on the wire and the price table.
     price = PriceTable.load().lookup("anthropic", PRICED_MODEL)
     assert price is not None
-    per_call = (SCRIPTED_USAGE["input_tokens"] * price.input
-                + SCRIPTED_USAGE["output_tokens"] * price.output) / 1e6  # fmt: skip
+    per_call = (
+        SCRIPTED_USAGE["input_tokens"] * price.input
+        + SCRIPTED_USAGE["output_tokens"] * price.output
+    ) / 1e6
     assert f"${2 * per_call:.4f}" in text
 
     second = kernel.execute("Which file did you create?")

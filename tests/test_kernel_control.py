@@ -50,13 +50,19 @@ def model():
 
 
 def upstreams(model: FakeModelServer, **extra: str) -> dict[str, str]:
-    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "k",
-            "OPENAI_BASE_URL": model.base_url + "/v1", "OPENAI_API_KEY": "k", **extra}  # fmt: skip
+    return {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": "k",
+        "OPENAI_BASE_URL": model.base_url + "/v1",
+        "OPENAI_API_KEY": "k",
+        **extra,
+    }
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout  # fmt: skip
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def project(workdir: Path) -> Path:
@@ -100,8 +106,13 @@ def run_and_answer(kernel: Any, code: str, clicks: list[str], timeout: float = 1
             is_button = state.get("_model_name") == "ButtonModel"
             if pending and is_button and state.get("description") == pending[0]:
                 pending.pop(0)
-                click = kc.session.msg("comm_msg", {"comm_id": msg["content"]["comm_id"],
-                    "data": {"method": "custom", "content": {"event": "click"}}})  # fmt: skip
+                click = kc.session.msg(
+                    "comm_msg",
+                    {
+                        "comm_id": msg["content"]["comm_id"],
+                        "data": {"method": "custom", "content": {"event": "click"}},
+                    },
+                )
                 kc.shell_channel.send(click)
         elif kind == "status" and msg["content"]["execution_state"] == "idle":
             break
@@ -115,13 +126,15 @@ def run_and_answer(kernel: Any, code: str, clicks: list[str], timeout: float = 1
 
 
 @pytest.mark.parametrize("harness", HARNESSES)
-def test_push_after_install_asks_deny_stops_it_approve_runs_it(harness, model, workdir,
-                                                               start_kernel):  # fmt: skip
+def test_push_after_install_asks_deny_stops_it_approve_runs_it(
+    harness, model, workdir, start_kernel
+):
     require_cli(harness)
     remote = project(workdir)
     # Auto-approval is on: it answers the default ask (so the install just runs), never a rule's.
-    kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1",
-                                               OMNIKERNEL_HARNESS=harness))  # fmt: skip
+    kernel = start_kernel(
+        workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_HARNESS=harness)
+    )
     before = run_and_answer(kernel, "Please push the work.", [])
     assert before.status == "ok", before.text
     assert "main" in git(workdir, "--git-dir", str(remote), "branch")  # no rule armed yet
@@ -141,17 +154,21 @@ def test_push_after_install_asks_deny_stops_it_approve_runs_it(harness, model, w
     assert "main" in git(workdir, "--git-dir", str(remote), "branch")
 
     # Decisions are in the store, with who decided and from where, and the rule that asked.
-    log = kernel.execute("%%python\nimport json\nfrom omnikernel.store.sessions import SessionStore\n"
-                         "s = get_ipython().kernel.agents\n"
-                         "print(json.dumps([e.data for e in s.store.events(s.session_id)"
-                         " if e.kind == 'approval_decision']))")  # fmt: skip
+    log = kernel.execute(
+        "%%python\nimport json\nfrom omnikernel.store.sessions import SessionStore\n"
+        "s = get_ipython().kernel.agents\n"
+        "print(json.dumps([e.data for e in s.store.events(s.session_id)"
+        " if e.kind == 'approval_decision']))"
+    )
     assert '"source": "widget"' in log.text and '"push-after-install"' in log.text
 
 
 def test_a_spend_threshold_pauses_and_goes_on_when_approved(model, workdir, start_kernel):
     require_cli("claude")
-    kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1",
-                                               OMNIKERNEL_MODEL="claude-sonnet-4-5"))  # fmt: skip
+    kernel = start_kernel(
+        workdir,
+        **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_MODEL="claude-sonnet-4-5"),
+    )
     added = kernel.execute("%policy add pause-every 0.005")
     assert "pause-every 0.005" in added.text and "session" in added.text
     # Each scripted call costs 2000 x $3/M + 80 x $15/M = $0.0072: the first crosses $0.005,
@@ -211,13 +228,25 @@ def test_a_deny_rule_stops_even_commands_the_cli_deems_read_only(harness, workdi
     """Claude Code runs `cat` without asking unless told to ask for every Bash call (checked:
     without the kernel's `--settings` ask rule this test fails, `cat` runs and prints)."""
     require_cli(harness)
-    scenario = {"rules": [{"match": "show the readme", "steps": [
-        {"text": "Reading.", "tool_calls": [{"action": "shell", "command": "cat README"}]},
-        {"text": "Shown."}]}]}  # fmt: skip
+    scenario = {
+        "rules": [
+            {
+                "match": "show the readme",
+                "steps": [
+                    {
+                        "text": "Reading.",
+                        "tool_calls": [{"action": "shell", "command": "cat README"}],
+                    },
+                    {"text": "Shown."},
+                ],
+            }
+        ]
+    }
     (workdir / "README").write_text("secret-ish\n")
     with FakeModelServer(Scenario.from_dict(scenario)).start_in_thread() as model:
-        kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1",
-                                                   OMNIKERNEL_HARNESS=harness))  # fmt: skip
+        kernel = start_kernel(
+            workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_HARNESS=harness)
+        )
         allowed = kernel.execute("Please show the readme.")
         assert "secret-ish" in allowed.text, allowed.text
         kernel.execute("%policy add deny cat")
@@ -249,8 +278,10 @@ def test_a_waiting_approval_is_answered_from_a_terminal(model, workdir, start_ke
 
     require_cli("claude")
     remote = project(workdir)
-    kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1",
-                                               OMNIKERNEL_SESSION_ID="from-a-terminal"))  # fmt: skip
+    kernel = start_kernel(
+        workdir,
+        **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_SESSION_ID="from-a-terminal"),
+    )
     assert run_and_answer(kernel, "Please install the package.", []).status == "ok"
     where = kernel.execute("%%python\nprint(get_ipython().kernel.agents.store.path)")
     store_path = where.text.strip().splitlines()[-1]
@@ -258,20 +289,26 @@ def test_a_waiting_approval_is_answered_from_a_terminal(model, workdir, start_ke
     store = SessionStore(store_path)
     deadline, request_id = time.monotonic() + 120, ""
     while not request_id and time.monotonic() < deadline:
-        asked = [e for e in store.events("from-a-terminal", kinds=(EventKind.APPROVAL_REQUEST,))
-                 if "push" in str(e.data.get("summary", ""))]  # fmt: skip
+        asked = [
+            e
+            for e in store.events("from-a-terminal", kinds=(EventKind.APPROVAL_REQUEST,))
+            if "push" in str(e.data.get("summary", ""))
+        ]
         request_id = str(asked[-1].data["request_id"]) if asked else ""
         time.sleep(0.1)
     assert request_id, "the push never asked"
-    assert cli.main(["attach", "from-a-terminal", "--store", store_path,
-                     "--approve", request_id]) == 0  # fmt: skip
+    assert (
+        cli.main(["attach", "from-a-terminal", "--store", store_path, "--approve", request_id]) == 0
+    )
     result = kernel.collect(msg_id, timeout=120)
     assert result.status == "ok", result.text
     assert "main" in git(workdir, "--git-dir", str(remote), "branch")  # the push ran
-    decided = [e.data for e in store.events("from-a-terminal", kinds=(EventKind.APPROVAL_DECISION,))
-               if e.data.get("request_id") == request_id]  # fmt: skip
+    decided = [
+        e.data
+        for e in store.events("from-a-terminal", kinds=(EventKind.APPROVAL_DECISION,))
+        if e.data.get("request_id") == request_id
+    ]
     assert decided and decided[0]["decision"] == "allow" and decided[0]["source"] == "terminal"
     # Too late: the first answer won.
-    assert cli.main(["attach", "from-a-terminal", "--store", store_path,
-                     "--deny", request_id]) == 2  # fmt: skip
+    assert cli.main(["attach", "from-a-terminal", "--store", store_path, "--deny", request_id]) == 2
     assert "decided already" in capsys.readouterr().err

@@ -89,9 +89,17 @@ def post_with_secret(base_url: str, secret: str) -> int | None:
     port = int(base_url.rsplit(":", 1)[1].split("/")[0])
     outsider = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        outsider.request("POST", "/h/claude/v1/messages", OUTSIDER_BODY, {
-            "Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
-            "x-api-key": secret, "anthropic-version": "2023-06-01"})  # fmt: skip
+        outsider.request(
+            "POST",
+            "/h/claude/v1/messages",
+            OUTSIDER_BODY,
+            {
+                "Host": f"127.0.0.1:{port}",
+                "Content-Type": "application/json",
+                "x-api-key": secret,
+                "anthropic-version": "2023-06-01",
+            },
+        )
         return outsider.getresponse().status
     except ConnectionRefusedError:
         return None
@@ -107,8 +115,13 @@ def model():
 
 
 def env_for(model: FakeModelServer, **extra: str) -> dict[str, str]:
-    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": REAL_KEY,
-            "OMNIKERNEL_MODEL": MODEL, "OMNIKERNEL_AUTO_APPROVE": "1", **extra}  # fmt: skip
+    return {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": REAL_KEY,
+        "OMNIKERNEL_MODEL": MODEL,
+        "OMNIKERNEL_AUTO_APPROVE": "1",
+        **extra,
+    }
 
 
 def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel, tmp_path, capfd):
@@ -131,8 +144,11 @@ def test_spend_table_and_key_kept_out_of_the_agent(model, workdir, start_kernel,
     assert environs, "no agent process was seen"
     assert all(REAL_KEY.encode() not in env for env in environs)
     # The agent's key is its session's secret, and its base URL the gateway.
-    agent_env = next(dict(v.split(b"=", 1) for v in env.split(b"\0") if b"=" in v)
-                     for env in environs if b"ANTHROPIC_API_KEY=" in env)  # fmt: skip
+    agent_env = next(
+        dict(v.split(b"=", 1) for v in env.split(b"\0") if b"=" in v)
+        for env in environs
+        if b"ANTHROPIC_API_KEY=" in env
+    )
     secret = agent_env[b"ANTHROPIC_API_KEY"].decode()
     assert secret.startswith("omk-") and len(secret) >= 40
     assert all(r.headers.get("x-api-key") == REAL_KEY for r in model.requests if r.method == "POST")
@@ -197,8 +213,10 @@ def test_recorded_notebook_replays_offline_with_the_same_actions(model, tmp_path
     # No upstream at all now: a dead port, and the fake model is stopped.
     model.stop_thread()
     dead = f"http://127.0.0.1:{closed_port()}"
-    player = start_kernel(second_dir, **env_for(model, ANTHROPIC_BASE_URL=dead,
-                                                OMNIKERNEL_SESSION_ID="replay-session"))  # fmt: skip
+    player = start_kernel(
+        second_dir,
+        **env_for(model, ANTHROPIC_BASE_URL=dead, OMNIKERNEL_SESSION_ID="replay-session"),
+    )
     assert "Replaying" in player.execute(f"%replay {cassette}").text
     replayed = player.execute("Please create the notes file.")
     assert replayed.status == "ok", replayed.text

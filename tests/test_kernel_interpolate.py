@@ -118,7 +118,7 @@ def test_agent_result_from_events_and_its_repr(tmp_path):
             {"call_id": "c", "tool": "bash", "action": "exec", "summary": "ls"},
             harness="pi",
             turn=4,
-        ),  # fmt: skip
+        ),
         Event(EventKind.TOOL_RESULT, {"call_id": "c", "output": "new.csv"}, harness="pi", turn=4),
         Event(EventKind.TEXT, {"text": "Done."}, harness="pi", turn=4),
         Event(EventKind.SPEND, {"input_tokens": 10, "output_tokens": 2, "cost_usd": 0.5}),

@@ -59,14 +59,20 @@ def test_claude_with_only_a_plan_login_runs_a_turn(workdir, start_kernel, tmp_pa
     host_config = tmp_path / "host-claude"
     credentials = write_claude_login(host_config, STALE)  # refused upstream: refreshed on 401
     with FakeModelServer(SCENARIO, api_key=FRESH).start_in_thread() as fake:
-        fake.oauth_grants[REFRESH] = {"access_token": FRESH, "refresh_token": NEXT_REFRESH,
-                                      "expires_in": 28800}  # fmt: skip
+        fake.oauth_grants[REFRESH] = {
+            "access_token": FRESH,
+            "refresh_token": NEXT_REFRESH,
+            "expires_in": 28800,
+        }
         kernel = start_kernel(
-            workdir, ANTHROPIC_BASE_URL=fake.base_url, OMNIKERNEL_CREDENTIALS="claude=login",
+            workdir,
+            ANTHROPIC_BASE_URL=fake.base_url,
+            OMNIKERNEL_CREDENTIALS="claude=login",
             OMNIKERNEL_CLAUDE_TOKEN_URL=fake.base_url + "/v1/oauth/token",
-            CLAUDE_CONFIG_DIR=str(host_config), OMNIKERNEL_MODEL="claude-sonnet-4-5",
+            CLAUDE_CONFIG_DIR=str(host_config),
+            OMNIKERNEL_MODEL="claude-sonnet-4-5",
             OMNIKERNEL_AUTO_APPROVE="1",
-        )  # fmt: skip
+        )
         agents = kernel.execute("%agents")
         assert f"plan login ({credentials})" in agents.text
         assert "offline rehearsal" in agents.text  # codex: no key, no login here
@@ -84,8 +90,11 @@ def test_claude_with_only_a_plan_login_runs_a_turn(workdir, start_kernel, tmp_pa
 
         secrets = [STALE, FRESH, REFRESH, NEXT_REFRESH]
         # The agent sent its placeholder as a plan login would; the upstream got the real token.
-        agent_env = next(dict(v.split(b"=", 1) for v in env.split(b"\0") if b"=" in v)
-                         for env in environs if b"CLAUDE_CODE_OAUTH_TOKEN=" in env)  # fmt: skip
+        agent_env = next(
+            dict(v.split(b"=", 1) for v in env.split(b"\0") if b"=" in v)
+            for env in environs
+            if b"CLAUDE_CODE_OAUTH_TOKEN=" in env
+        )
         placeholder = agent_env[b"CLAUDE_CODE_OAUTH_TOKEN"].decode()
         assert placeholder.startswith("omk-") and b"ANTHROPIC_API_KEY" not in agent_env
         assert all(s.encode() not in env for env in environs for s in secrets)
@@ -112,9 +121,12 @@ def test_codex_with_only_a_chatgpt_login_runs_a_turn(workdir, start_kernel, tmp_
     auth = chatgpt_auth(tmp_path / "host-codex", token, account="acct-777")
     with FakeModelServer(SCENARIO, api_key=token).start_in_thread() as fake:
         kernel = start_kernel(
-            workdir, OMNIKERNEL_HARNESS="codex", CODEX_HOME=str(tmp_path / "host-codex"),
-            OMNIKERNEL_CHATGPT_BASE_URL=fake.base_url + "/v1", OMNIKERNEL_AUTO_APPROVE="1",
-        )  # fmt: skip
+            workdir,
+            OMNIKERNEL_HARNESS="codex",
+            CODEX_HOME=str(tmp_path / "host-codex"),
+            OMNIKERNEL_CHATGPT_BASE_URL=fake.base_url + "/v1",
+            OMNIKERNEL_AUTO_APPROVE="1",
+        )
         agent = kernel.execute("%agent")
         assert f"plan login ({auth})" in agent.text and "ChatGPT plan login" in agent.text
         environs: list[bytes] = []
@@ -159,18 +171,29 @@ def test_a_login_kept_in_the_notebook_folder_is_masked_from_the_agent(workdir, s
     require_claude()
     host_config = workdir / "claude-config"
     write_claude_login(host_config, FRESH)
-    steal = {"match": "show the login", "steps": [
-        {"text": "Reading it.", "tool_calls": [{"action": "shell",
-                                                "command": "cat claude-config/.credentials.json; echo END"}]},
-        {"text": "Done reading."}]}  # fmt: skip
+    steal = {
+        "match": "show the login",
+        "steps": [
+            {
+                "text": "Reading it.",
+                "tool_calls": [
+                    {"action": "shell", "command": "cat claude-config/.credentials.json; echo END"}
+                ],
+            },
+            {"text": "Done reading."},
+        ],
+    }
     with FakeModelServer(
         Scenario.from_dict({"rules": [steal]}), api_key=FRESH
     ).start_in_thread() as fake:
         kernel = start_kernel(
-            workdir, ANTHROPIC_BASE_URL=fake.base_url, OMNIKERNEL_CREDENTIALS="claude=login",
-            CLAUDE_CONFIG_DIR=str(host_config), OMNIKERNEL_MODEL="claude-sonnet-4-5",
+            workdir,
+            ANTHROPIC_BASE_URL=fake.base_url,
+            OMNIKERNEL_CREDENTIALS="claude=login",
+            CLAUDE_CONFIG_DIR=str(host_config),
+            OMNIKERNEL_MODEL="claude-sonnet-4-5",
             OMNIKERNEL_AUTO_APPROVE="1",
-        )  # fmt: skip
+        )
         sandboxed = kernel.execute("Please show the login.", timeout=180)
         assert sandboxed.status == "ok" and "Done reading." in sandboxed.text, sandboxed.text
         assert "END" in json.dumps(sandboxed.outputs, default=str)  # the command did run

@@ -61,9 +61,13 @@ class LoggedKernel(KernelSession):
 
 @pytest.fixture
 def kernel(workdir: Path, tmp_path: Path, model: FakeModelServer) -> Iterator[LoggedKernel]:
-    env = kernel_env(tmp_path, ANTHROPIC_BASE_URL=model.base_url,
-                     ANTHROPIC_API_KEY="test-real-key-1234", OMNIKERNEL_AUTO_APPROVE="1",
-                     OMNIKERNEL_SESSION_ID="redact")  # fmt: skip
+    env = kernel_env(
+        tmp_path,
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="test-real-key-1234",
+        OMNIKERNEL_AUTO_APPROVE="1",
+        OMNIKERNEL_SESSION_ID="redact",
+    )
     with open(tmp_path / "kernel.log", "wb") as log:
         started = LoggedKernel(workdir, env, log)
         try:
@@ -103,9 +107,11 @@ def test_the_agents_env_never_shows_its_secret(model, kernel, tmp_path):
 
     # The store: neither its events nor its file's bytes hold it.
     store_dir = tmp_path / "store"
-    history = kernel.execute("%%python\nimport json\ns = get_ipython().kernel.agents\n"
-                             "print(json.dumps([e.to_dict() for e in "
-                             "s.store.events(s.session_id)]))")  # fmt: skip
+    history = kernel.execute(
+        "%%python\nimport json\ns = get_ipython().kernel.agents\n"
+        "print(json.dumps([e.to_dict() for e in "
+        "s.store.events(s.session_id)]))"
+    )
     stored = json.loads(history.text.strip().splitlines()[-1])
     results = [e["data"]["output"] for e in stored if e["kind"] == "tool_result"]
     assert results and any(LABEL in r for r in results)
@@ -119,8 +125,12 @@ def test_the_agents_env_never_shows_its_secret(model, kernel, tmp_path):
     for fmt in ("md", "html", "jsonl", "ipynb"):
         out = subprocess.run(
             [sys.executable, "-m", "omnikernel.cli.main", "export", "redact", "--format", fmt],
-            env=env, capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         assert secret not in out.stdout, fmt
         assert "redacted: gateway secret" in out.stdout, fmt
 

@@ -21,14 +21,26 @@ def scenario(outside: str, secret: str) -> dict:
     shell = lambda command: {"tool_calls": [{"action": "shell", "command": command}]}
     return {
         "rules": [
-            {"match": "inside", "steps": [{"text": "Writing.", **shell("echo inside > here.txt")},
-                                          {"text": "Wrote here.txt."}]},
-            {"match": "escape", "steps": [{"text": "Trying.", **shell(f"echo x > {outside}/pwned")},
-                                          {"text": "Tried."}]},
-            {"match": "secret", "steps": [{"text": "Reading.", **shell(f"cat {secret}")},
-                                          {"text": "Read."}]},
+            {
+                "match": "inside",
+                "steps": [
+                    {"text": "Writing.", **shell("echo inside > here.txt")},
+                    {"text": "Wrote here.txt."},
+                ],
+            },
+            {
+                "match": "escape",
+                "steps": [
+                    {"text": "Trying.", **shell(f"echo x > {outside}/pwned")},
+                    {"text": "Tried."},
+                ],
+            },
+            {
+                "match": "secret",
+                "steps": [{"text": "Reading.", **shell(f"cat {secret}")}, {"text": "Read."}],
+            },
         ]
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
@@ -47,9 +59,13 @@ def box(tmp_path):
 
 
 def env_for(box, **extra: str) -> dict[str, str]:
-    return {"ANTHROPIC_BASE_URL": box["model"].base_url, "ANTHROPIC_API_KEY": "k",
-            "OMNIKERNEL_AUTO_APPROVE": "1", "JUPYTER_RUNTIME_DIR": str(box["runtime"]),
-            **extra}  # fmt: skip
+    return {
+        "ANTHROPIC_BASE_URL": box["model"].base_url,
+        "ANTHROPIC_API_KEY": "k",
+        "OMNIKERNEL_AUTO_APPROVE": "1",
+        "JUPYTER_RUNTIME_DIR": str(box["runtime"]),
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("backend", ["bwrap", "firejail"])
@@ -127,11 +143,30 @@ def test_allow_rules_open_one_host_for_the_agent(box, workdir, start_kernel, tmp
     registry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
     threading.Thread(target=registry.serve_forever, daemon=True).start()
     port = registry.server_address[1]
-    box["model"].scenario.rules.insert(0, Scenario.from_dict({"rules": [{
-        "match": "registry", "steps": [
-            {"text": "Fetching.", "tool_calls": [{"action": "shell",
-             "command": f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://localhost:{port}/').read().decode())\""}]},
-            {"text": "Fetched."}]}]}).rules[0])  # fmt: skip
+    box["model"].scenario.rules.insert(
+        0,
+        Scenario.from_dict(
+            {
+                "rules": [
+                    {
+                        "match": "registry",
+                        "steps": [
+                            {
+                                "text": "Fetching.",
+                                "tool_calls": [
+                                    {
+                                        "action": "shell",
+                                        "command": f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://localhost:{port}/').read().decode())\"",
+                                    }
+                                ],
+                            },
+                            {"text": "Fetched."},
+                        ],
+                    }
+                ]
+            }
+        ).rules[0],
+    )
     try:
         kernel = start_kernel(workdir, **env_for(box))
         closed = kernel.execute("Fetch from the registry.")
@@ -165,17 +200,24 @@ def test_a_notebook_folder_that_is_the_home_is_as_safe_as_any(backend, tmp_path,
         "login": f"cat {home}/.claude/.credentials.json",
         "store": f"cat {store}",
     }
-    rules = [{"match": name, "steps": [{"text": "Trying.", **shell(command)}, {"text": "Done."}]}
-             for name, command in steps.items()]  # fmt: skip
+    rules = [
+        {"match": name, "steps": [{"text": "Trying.", **shell(command)}, {"text": "Done."}]}
+        for name, command in steps.items()
+    ]
     server = FakeModelServer(Scenario.from_dict({"rules": rules}))
     server.start_in_thread()
     try:
         kernel = start_kernel(
-            home, HOME=str(home), OMNIKERNEL_SANDBOX=backend, OMNIKERNEL_STORE=str(store),
+            home,
+            HOME=str(home),
+            OMNIKERNEL_SANDBOX=backend,
+            OMNIKERNEL_STORE=str(store),
             OMNIKERNEL_STATE_DIR=str(jupyter_data / "omnikernel/harness-state"),
-            JUPYTER_RUNTIME_DIR=str(jupyter_data / "runtime"), ANTHROPIC_API_KEY="k",
-            ANTHROPIC_BASE_URL=server.base_url, OMNIKERNEL_AUTO_APPROVE="1",
-        )  # fmt: skip
+            JUPYTER_RUNTIME_DIR=str(jupyter_data / "runtime"),
+            ANTHROPIC_API_KEY="k",
+            ANTHROPIC_BASE_URL=server.base_url,
+            OMNIKERNEL_AUTO_APPROVE="1",
+        )
         bashrc = kernel.execute("Plant the bashrc.")
         assert "The sandbox keeps `.bashrc` read-only" in bashrc.text, bashrc.text
         gitconfig = kernel.execute("Plant the gitconfig.")
@@ -204,13 +246,23 @@ def test_sandbox_read_opens_one_folder_of_the_home(tmp_path, start_kernel):
     (data / "table.csv").write_text("DATASET-ROW")
     (home / ".env").write_text("HOME-DOTENV-SECRET")
     command = f"cat {data}/table.csv {home}/.env"
-    rule = {"match": "dataset", "steps": [{"text": "Reading.", "tool_calls": [
-        {"action": "shell", "command": command}]}, {"text": "Read."}]}  # fmt: skip
+    rule = {
+        "match": "dataset",
+        "steps": [
+            {"text": "Reading.", "tool_calls": [{"action": "shell", "command": command}]},
+            {"text": "Read."},
+        ],
+    }
     server = FakeModelServer(Scenario.from_dict({"rules": [rule]}))
     server.start_in_thread()
     try:
-        kernel = start_kernel(work, HOME=str(home), ANTHROPIC_API_KEY="k",
-                              ANTHROPIC_BASE_URL=server.base_url, OMNIKERNEL_AUTO_APPROVE="1")  # fmt: skip
+        kernel = start_kernel(
+            work,
+            HOME=str(home),
+            ANTHROPIC_API_KEY="k",
+            ANTHROPIC_BASE_URL=server.base_url,
+            OMNIKERNEL_AUTO_APPROVE="1",
+        )
         closed = kernel.execute("Read the dataset.")
         assert "DATASET-ROW" not in closed.text
         opened = kernel.execute(f"%sandbox read {data}")
@@ -224,8 +276,9 @@ def test_sandbox_read_opens_one_folder_of_the_home(tmp_path, start_kernel):
         server.stop_thread()
 
 
-def test_firejail_starts_beside_1000_sessions_and_explains_a_refused_start(box, tmp_path,
-                                                                             start_kernel):  # fmt: skip
+def test_firejail_starts_beside_1000_sessions_and_explains_a_refused_start(
+    box, tmp_path, start_kernel
+):
     """Issue 28, through the kernel: a notebook folder that is the home, beside 1,000 other
     sessions' state dirs (firejail once got an argument per entry and refused past 128). Then
     a model name longer than firejail takes as an argument: the cell shows firejail's words,
@@ -235,15 +288,21 @@ def test_firejail_starts_beside_1000_sessions_and_explains_a_refused_start(box, 
     for i in range(1000):
         (state / f"s{i:04}").mkdir(parents=True)
     kernel = start_kernel(
-        home, **env_for(box, HOME=str(home), OMNIKERNEL_SANDBOX="firejail",
-                        OMNIKERNEL_STATE_DIR=str(state)),
-    )  # fmt: skip
+        home,
+        **env_for(
+            box, HOME=str(home), OMNIKERNEL_SANDBOX="firejail", OMNIKERNEL_STATE_DIR=str(state)
+        ),
+    )
     inside = kernel.execute("Write a file inside the folder.")
     assert inside.status == "ok", inside.text
     assert (home / "here.txt").read_text() == "inside\n"
     assert kernel.execute(f"%agent claude --model {'m' * 5000}").status == "ok"
     refused = kernel.execute("Write a file inside the folder.")
     assert refused.status == "error", refused.text
-    for words in ("its sandbox refused to start it", "too long arguments", "the value of `--model`",
-                  "`%sandbox bwrap`"):  # fmt: skip
+    for words in (
+        "its sandbox refused to start it",
+        "too long arguments",
+        "the value of `--model`",
+        "`%sandbox bwrap`",
+    ):
         assert words in refused.text, refused.text

@@ -27,14 +27,22 @@ PROBE = f"import sys; print(json.dumps([m for m in {DEFERRED!r} if m in sys.modu
 def test_importing_the_kernel_leaves_the_heavy_libraries_out():
     done = subprocess.run(
         [sys.executable, "-c", "import json, omnikernel.kernel.app; " + PROBE],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert json.loads(done.stdout) == []
     # the control: the probe sees a module that was imported
     done = subprocess.run(
         [sys.executable, "-c", "import json, markdown_it; " + PROBE],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert json.loads(done.stdout) == ["markdown_it"]
 
 

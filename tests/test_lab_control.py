@@ -17,12 +17,23 @@ from .test_lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, lab  # noqa: F401  (the fi
 
 def notebook(cells: list[str]) -> dict:
     return {
-        "nbformat": 4, "nbformat_minor": 5,
-        "metadata": {"kernelspec": {"name": "omnikernel", "display_name": "Omnigent",
-                                    "language": "markdown"}},
-        "cells": [{"cell_type": "code", "id": f"c{i}", "metadata": {}, "source": src,
-                   "outputs": [], "execution_count": None} for i, src in enumerate(cells)],
-    }  # fmt: skip
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"name": "omnikernel", "display_name": "Omnigent", "language": "markdown"}
+        },
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": f"c{i}",
+                "metadata": {},
+                "source": src,
+                "outputs": [],
+                "execution_count": None,
+            }
+            for i, src in enumerate(cells)
+        ],
+    }
 
 
 @pytest.mark.parametrize(
@@ -44,9 +55,14 @@ def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness, 
     # pause every $0.0001 below has spend to count.
     priced = {**SCENARIO, "price_as": "anthropic/claude-sonnet-4-5"}
     (work / "control.rehearsal.json").write_text(json.dumps(priced))
-    cells = [f"%agent {harness}", "%autoapprove on", "Please install the package.",
-             "Please push the work.", "%policy add pause-every 0.0001",
-             "Which file did you create?"]  # fmt: skip
+    cells = [
+        f"%agent {harness}",
+        "%autoapprove on",
+        "Please install the package.",
+        "Please push the work.",
+        "%policy add pause-every 0.0001",
+        "Which file did you create?",
+    ]
     (work / "control.ipynb").write_text(json.dumps(notebook(cells)))
 
     with sync_playwright() as p:
@@ -54,8 +70,9 @@ def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness, 
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         if front_end == "lab":
             # A workspace of its own, so tabs from earlier tests are not restored around it.
-            page.goto(f"{lab.url}/lab/workspaces/{folder}/tree/{folder}/control.ipynb"
-                      f"?reset&token={TOKEN}")  # fmt: skip
+            page.goto(
+                f"{lab.url}/lab/workspaces/{folder}/tree/{folder}/control.ipynb?reset&token={TOKEN}"
+            )
         else:  # Notebook 7, served by the same server
             page.goto(f"{lab.url}/notebooks/{folder}/control.ipynb?token={TOKEN}")
         code_cells = page.locator(".jp-NotebookPanel .jp-CodeCell")

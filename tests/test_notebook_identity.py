@@ -47,9 +47,11 @@ class Server:
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            f"{self.url}{path}", data=data, method=method,
+            f"{self.url}{path}",
+            data=data,
+            method=method,
             headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             raw = response.read()
         return json.loads(raw) if raw else None
@@ -75,10 +77,16 @@ class Notebook:
     def __init__(self, server: Server, path: str):
         self.server = server
         # JupyterLab 4 starts the kernel under a placeholder path, then names the notebook.
-        model = server.api("POST", "/api/sessions", {
-            "path": str(uuid.uuid4()), "name": path.rpartition("/")[2], "type": "notebook",
-            "kernel": {"name": "omnikernel"},
-        })  # fmt: skip
+        model = server.api(
+            "POST",
+            "/api/sessions",
+            {
+                "path": str(uuid.uuid4()),
+                "name": path.rpartition("/")[2],
+                "type": "notebook",
+                "kernel": {"name": "omnikernel"},
+            },
+        )
         self.session, self.kernel = model["id"], model["kernel"]["id"]
         self.follow_rename(path)
         self.cells = 0
@@ -89,8 +97,9 @@ class Notebook:
         self.client_session = uuid.uuid4().hex
         self.ws = websocket.create_connection(
             f"{ws_url}/api/kernels/{self.kernel}/channels?session_id={self.client_session}",
-            header=[f"Authorization: token {TOKEN}"], timeout=180,
-        )  # fmt: skip
+            header=[f"Authorization: token {TOKEN}"],
+            timeout=180,
+        )
 
     def restart(self) -> None:
         """The kernel menu's Restart Kernel."""
@@ -100,22 +109,42 @@ class Notebook:
 
     def follow_rename(self, path: str) -> None:
         """What JupyterLab does after renaming an open notebook."""
-        self.server.api("PATCH", f"/api/sessions/{self.session}",
-                        {"path": path, "name": path.rpartition("/")[2]})  # fmt: skip
+        self.server.api(
+            "PATCH",
+            f"/api/sessions/{self.session}",
+            {"path": path, "name": path.rpartition("/")[2]},
+        )
 
     def run(self, code: str) -> tuple[str, str]:
         """(status, all text the cell showed); also returns what the model was sent."""
         self.cells += 1
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                       "session": self.client_session, "version": "5.3",
-                       "date": time.strftime("%Y-%m-%dT%H:%M:%SZ")},
-            "parent_header": {}, "metadata": {"cellId": f"cell-{self.cells}"},
-            "content": {"code": code, "silent": False, "store_history": True,
-                        "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-            "channel": "shell", "buffers": [],
-        }))  # fmt: skip
+        self.ws.send(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "username": "test",
+                        "session": self.client_session,
+                        "version": "5.3",
+                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    },
+                    "parent_header": {},
+                    "metadata": {"cellId": f"cell-{self.cells}"},
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
         text, status, idle = [], None, False
         while status is None or not idle:
             msg = json.loads(self.ws.recv())
@@ -160,8 +189,13 @@ def server(tmp_path_factory) -> Iterator[Server]:
     root = tmp / "notebooks"
     root.mkdir()
     with FakeModelServer(Scenario.from_dict(SCENARIO)) as model:
-        env = kernel_env(tmp, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="k",
-                         OMNIKERNEL_AUTO_APPROVE="1", JUPYTER_RUNTIME_DIR=str(tmp / "runtime"))  # fmt: skip
+        env = kernel_env(
+            tmp,
+            ANTHROPIC_BASE_URL=model.base_url,
+            ANTHROPIC_API_KEY="k",
+            OMNIKERNEL_AUTO_APPROVE="1",
+            JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        )
         env.pop("OMNIKERNEL_SESSION_ID", None)
         with jupyter_server("jupyter_server", tmp, root, env, TOKEN) as url:
             yield Server(url, root, model, Path(env["OMNIKERNEL_STORE"]))
@@ -280,12 +314,25 @@ def test_session_magic_starts_new_forks_and_attaches(server):
 def test_a_path_derived_session_migrates_to_its_notebook(server):
     cell = "cell-that-ran-the-old-turn"
     path = server.root / "old.ipynb"
-    path.write_text(json.dumps({
-        "cells": [{"id": cell, "cell_type": "code", "source": "Remember PLOVER-9.",
-                   "metadata": {}, "outputs": [], "execution_count": 1}],
-        "metadata": {"kernelspec": {"name": "omnikernel", "display_name": "Omnigent"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {
+                        "id": cell,
+                        "cell_type": "code",
+                        "source": "Remember PLOVER-9.",
+                        "metadata": {},
+                        "outputs": [],
+                        "execution_count": 1,
+                    }
+                ],
+                "metadata": {"kernelspec": {"name": "omnikernel", "display_name": "Omnigent"}},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )
     # What an older omnikernel stored for this notebook, under the id derived from its path.
     legacy, _ = legacy_session_id({"JPY_SESSION_NAME": str(path)}, server.root)
     store = SessionStore(server.store)
@@ -314,8 +361,11 @@ def model():
 
 
 def test_without_a_server_each_run_is_new_unless_named(model, workdir, start_kernel):
-    env = {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "k",
-           "JPY_SESSION_NAME": str(workdir / "Untitled.ipynb")}  # fmt: skip
+    env = {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": "k",
+        "JPY_SESSION_NAME": str(workdir / "Untitled.ipynb"),
+    }
     first = start_kernel(workdir, **env)
     result = first.execute("Please remember WREN-4.")
     assert result.status == "ok" and "is new for this run" in result.text

@@ -130,8 +130,12 @@ def test_control_notebook_asks_for_the_push_pauses_and_dry_runs_a_policy(tmp_pat
     pushed = outputs["Please push the shop's work."]
     assert "push-after-install" in pushed and "a package install ran earlier" in pushed, pushed
     assert "approved by" in pushed and "The push step is finished." in pushed
-    branches = subprocess.run(["git", "--git-dir", str(work / "shop-remote.git"), "branch"],
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    branches = subprocess.run(
+        ["git", "--git-dir", str(work / "shop-remote.git"), "branch"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "main" in branches
 
     # The dollar rule is listed but never comes in a $0 rehearsal; the token rule pauses the

@@ -12,10 +12,21 @@ from .conftest import REPO
 
 def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
-        check=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("omnikernel-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     data = next(n for n in names if n.endswith("share/jupyter/kernels/omnikernel/kernel.json"))

@@ -32,8 +32,15 @@ INSTALLED = PolicyState(installed="npm install left-pad")
 
 
 def exec_request(command: str, call_id: str = "c1") -> Request:
-    return request_of({"action": "exec", "tool": "Bash", "summary": command, "call_id": call_id,
-                       "input": {"command": command}})  # fmt: skip
+    return request_of(
+        {
+            "action": "exec",
+            "tool": "Bash",
+            "summary": command,
+            "call_id": call_id,
+            "input": {"command": command},
+        }
+    )
 
 
 # -- commands: a corpus of spellings bash runs as `git push` / `npm install` --------------------
@@ -315,8 +322,9 @@ def test_decide(meaning, rules, state, line, auto, verdict, by):
 
 
 def test_an_unanswered_default_ask_says_how_to_allow():
-    asked = approval.decide(ASKED, judge([], PolicyState(), exec_request("rm -rf x")),
-                            auto_approve=False)  # fmt: skip
+    asked = approval.decide(
+        ASKED, judge([], PolicyState(), exec_request("rm -rf x")), auto_approve=False
+    )
     request = Event(EventKind.APPROVAL_REQUEST, {"tool": "Bash", "summary": "rm -rf x"})
     decision = approval.unanswered(request, asked, 600)
     assert not decision.allow and decision.by == "timeout"
@@ -332,27 +340,55 @@ def stored(kind: EventKind, **data) -> Event:
 
 
 def test_an_install_arms_push_after_install_only_once_it_ran():
-    install = {"action": "exec", "tool": "Bash", "summary": "npm i x", "call_id": "1",
-               "input": {"command": "npm i x"}}  # fmt: skip
+    install = {
+        "action": "exec",
+        "tool": "Bash",
+        "summary": "npm i x",
+        "call_id": "1",
+        "input": {"command": "npm i x"},
+    }
     asked = fold([stored(EventKind.TOOL_CALL, **install)])
     assert asked.installed == ""  # asked about, not run
-    denied = fold([stored(EventKind.TOOL_CALL, **install),
-                   stored(EventKind.APPROVAL_DECISION, request_id="r", decision="deny", call_id="1"),
-                   stored(EventKind.TOOL_RESULT, call_id="1", output="denied", is_error=True)])  # fmt: skip
+    denied = fold(
+        [
+            stored(EventKind.TOOL_CALL, **install),
+            stored(EventKind.APPROVAL_DECISION, request_id="r", decision="deny", call_id="1"),
+            stored(EventKind.TOOL_RESULT, call_id="1", output="denied", is_error=True),
+        ]
+    )
     assert denied.installed == ""
-    ran = fold([stored(EventKind.TOOL_CALL, **install),
-                stored(EventKind.TOOL_RESULT, call_id="1", output="added 1 package")])  # fmt: skip
+    ran = fold(
+        [
+            stored(EventKind.TOOL_CALL, **install),
+            stored(EventKind.TOOL_RESULT, call_id="1", output="added 1 package"),
+        ]
+    )
     assert ran.installed == "npm i x"
 
 
 def test_session_approvals_and_pause_marks_are_folded_from_decisions():
-    state = fold([
-        stored(EventKind.APPROVAL_DECISION, request_id="r", decision="allow", scope="session",
-               rules=["push-after-install"], subject="git push"),
-        stored(EventKind.APPROVAL_DECISION, request_id="p", decision="allow", scope="once",
-               rules=["pause-every 5"], pause_marks=[[5.0, 2]]),
-        stored(EventKind.SPEND, cost_usd=1.25), stored(EventKind.SPEND, cost_usd=None),
-    ])  # fmt: skip
+    state = fold(
+        [
+            stored(
+                EventKind.APPROVAL_DECISION,
+                request_id="r",
+                decision="allow",
+                scope="session",
+                rules=["push-after-install"],
+                subject="git push",
+            ),
+            stored(
+                EventKind.APPROVAL_DECISION,
+                request_id="p",
+                decision="allow",
+                scope="once",
+                rules=["pause-every 5"],
+                pause_marks=[[5.0, 2]],
+            ),
+            stored(EventKind.SPEND, cost_usd=1.25),
+            stored(EventKind.SPEND, cost_usd=None),
+        ]
+    )
     assert ("push-after-install", "git push") in state.approvals
     assert state.pause_mark(5.0) == 2 and state.spent_usd == 1.25
 
@@ -363,25 +399,31 @@ def test_session_approvals_and_pause_marks_are_folded_from_decisions():
 def test_policy_files_load_with_levels_and_relative_paths(tmp_path: Path):
     project = tmp_path / ".omnikernel" / "policy.toml"
     project.parent.mkdir()
-    project.write_text('[[rule]]\nrule = "deny"\npattern = "git push --force"\n\n'
-                       '[[rule]]\nrule = "pause-every"\nusd = 5\n\n'
-                       '[[rule]]\nrule = "ask-write-outside"\npath = "."\n')  # fmt: skip
+    project.write_text(
+        '[[rule]]\nrule = "deny"\npattern = "git push --force"\n\n'
+        '[[rule]]\nrule = "pause-every"\nusd = 5\n\n'
+        '[[rule]]\nrule = "ask-write-outside"\npath = "."\n'
+    )
     user = tmp_path / "user.toml"
     user.write_text('[[rule]]\nrule = "max-tool-calls"\nn = 40\n')
     policy = Policy(user, project, tmp_path)
     described = [(r.describe(), r.level) for r in policy.rules()]
     assert described == [
-        ("push-after-install", "default"), ("max-tool-calls 40", "user"),
-        ("deny 'git push --force'", "project"), ("pause-every 5", "project"),
+        ("push-after-install", "default"),
+        ("max-tool-calls 40", "user"),
+        ("deny 'git push --force'", "project"),
+        ("pause-every 5", "project"),
         (f"ask-write-outside {tmp_path}", "project"),
-    ]  # fmt: skip
+    ]
 
 
 def test_each_bad_rule_is_reported_with_file_and_index_and_the_policy_fails_closed(tmp_path):
     bad = tmp_path / ".omnikernel" / "policy.toml"
     bad.parent.mkdir()
-    bad.write_text('[[rule]]\nrule = "deny"\n\n[[rule]]\nrule = "pause-every"\nusd = -3\n\n'
-                   '[[rule]]\nrule = "nosuch"\n')  # fmt: skip
+    bad.write_text(
+        '[[rule]]\nrule = "deny"\n\n[[rule]]\nrule = "pause-every"\nusd = -3\n\n'
+        '[[rule]]\nrule = "nosuch"\n'
+    )
     with pytest.raises(PolicyFileError) as info:
         load_file(bad, "project")
     message = str(info.value)
@@ -412,18 +454,39 @@ def test_a_session_cannot_weaken_a_file_rule_but_can_turn_off_the_default(tmp_pa
 
 def test_replay_lists_what_a_policy_would_have_decided(tmp_path):
     events = [
-        stored(EventKind.TOOL_CALL, action="exec", tool="Bash", summary="npm i x", call_id="1",
-               input={"command": "npm i x"}),
+        stored(
+            EventKind.TOOL_CALL,
+            action="exec",
+            tool="Bash",
+            summary="npm i x",
+            call_id="1",
+            input={"command": "npm i x"},
+        ),
         stored(EventKind.TOOL_RESULT, call_id="1", output="ok"),
         stored(EventKind.SPEND, cost_usd=2.5),
-        stored(EventKind.TOOL_CALL, action="exec", tool="Bash", summary="git push", call_id="2",
-               input={"command": "git push"}),
+        stored(
+            EventKind.TOOL_CALL,
+            action="exec",
+            tool="Bash",
+            summary="git push",
+            call_id="2",
+            input={"command": "git push"},
+        ),
         stored(EventKind.TOOL_CALL, action="read", tool="Read", summary="a.txt", call_id="3"),
-        stored(EventKind.TOOL_CALL, action="exec", tool="Bash", summary="rm -rf /", call_id="4",
-               input={"command": "rm -rf /"}),
-    ]  # fmt: skip
-    rules = [PushAfterInstall(), make_rule("pause-every", ["2"], "test"),
-             make_rule("deny", ["rm"], "test")]  # fmt: skip
+        stored(
+            EventKind.TOOL_CALL,
+            action="exec",
+            tool="Bash",
+            summary="rm -rf /",
+            call_id="4",
+            input={"command": "rm -rf /"},
+        ),
+    ]
+    rules = [
+        PushAfterInstall(),
+        make_rule("pause-every", ["2"], "test"),
+        make_rule("deny", ["rm"], "test"),
+    ]
     rows = replay(rules, events, tmp_path)
     assert [row[2] for row in rows] == ["ask", "pause", "ask", "allow", "deny"]
     assert rows[2][3] == "push-after-install" and rows[1][1].startswith("model call")

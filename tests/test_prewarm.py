@@ -80,10 +80,13 @@ def test_first_prompt_uses_the_prewarmed_cli_and_shutdown_leaves_nothing(
     require_cli(harness)
     with FakeModelServer(Scenario.from_dict(SCENARIO)) as model:
         kernel = start_kernel(
-            workdir, OMNIKERNEL_HARNESS=harness,
-            ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="test-key",
-            OPENAI_BASE_URL=model.base_url + "/v1", OPENAI_API_KEY="test-key",
-        )  # fmt: skip
+            workdir,
+            OMNIKERNEL_HARNESS=harness,
+            ANTHROPIC_BASE_URL=model.base_url,
+            ANTHROPIC_API_KEY="test-key",
+            OPENAI_BASE_URL=model.base_url + "/v1",
+            OPENAI_API_KEY="test-key",
+        )
         kernel_pid = kernel.km.provisioner.pid
         warm = wait_for_cli(kernel_pid, harness)
         assert warm, f"{harness} was not started ahead of the first prompt"
@@ -108,10 +111,14 @@ def test_agent_switch_prewarms_the_new_harness_without_a_model_call(workdir, sta
     require_cli("codex")
     with FakeModelServer(Scenario.from_dict(SCENARIO)) as model:
         kernel = start_kernel(
-            workdir, OMNIKERNEL_HARNESS="claude", OMNIKERNEL_PREWARM="0",
-            ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="test-key",
-            OPENAI_BASE_URL=model.base_url + "/v1", OPENAI_API_KEY="test-key",
-        )  # fmt: skip
+            workdir,
+            OMNIKERNEL_HARNESS="claude",
+            OMNIKERNEL_PREWARM="0",
+            ANTHROPIC_BASE_URL=model.base_url,
+            ANTHROPIC_API_KEY="test-key",
+            OPENAI_BASE_URL=model.base_url + "/v1",
+            OPENAI_API_KEY="test-key",
+        )
         kernel_pid = kernel.km.provisioner.pid
         time.sleep(3)  # past the kernel's fallback moment: with prewarm off nothing starts
         assert not cli_pids(kernel_pid, "claude")

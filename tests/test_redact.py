@@ -92,11 +92,13 @@ def test_short_values_are_refused_so_ordinary_text_is_never_mangled():
 
 
 def test_event_data_is_redacted_recursively_keys_included(redactor):
-    data = {"output": f"K={SECRET}", "input": {"env": [SECRET, 3, None, {SECRET: True}]},
-            "n": 1.5}  # fmt: skip
+    data = {"output": f"K={SECRET}", "input": {"env": [SECRET, 3, None, {SECRET: True}]}, "n": 1.5}
     clean = redactor.data(data)
-    assert clean == {"output": f"K={LABEL}", "input": {"env": [LABEL, 3, None, {LABEL: True}]},
-                     "n": 1.5}  # fmt: skip
+    assert clean == {
+        "output": f"K={LABEL}",
+        "input": {"env": [LABEL, 3, None, {LABEL: True}]},
+        "n": 1.5,
+    }
     assert data["output"] == f"K={SECRET}"  # the original is left alone
 
 
@@ -152,8 +154,12 @@ def test_the_store_never_holds_a_known_value(tmp_path: Path, redactor):
         Event(EventKind.TURN_START, {"prompt": f"use {SECRET}"}).stamped(**place)
     )
     result = store.append(ev.tool_result("t1", f"ANTHROPIC_API_KEY={SECRET}").stamped(**place))
-    decision, first = store.append_decision(Event(EventKind.APPROVAL_DECISION, {
-        "request_id": "r1", "decision": "allow", "reason": f"ok {SECRET}"}).stamped(**place))  # fmt: skip
+    decision, first = store.append_decision(
+        Event(
+            EventKind.APPROVAL_DECISION,
+            {"request_id": "r1", "decision": "allow", "reason": f"ok {SECRET}"},
+        ).stamped(**place)
+    )
     assert first
     # What callers show is what was stored: redacted.
     assert start.data["prompt"] == f"use {LABEL}"
@@ -196,8 +202,19 @@ def test_log_lines_are_redacted_message_arguments_and_traceback(redactor):
 def test_cassettes_redact_what_the_gateway_holds(tmp_path: Path):
     recorder = CassetteRecorder(tmp_path / "c.jsonl", ["sk-real-key-123456"])
     recorder.secrets.append(SECRET)  # what `Gateway.issue_secret` does while recording
-    recorder.write(Exchange("claude", "/v1/messages", 0, "p", "m", 200, "text/event-stream",
-                            [f"data: sk-real-key-123456 {SECRET}"], True))  # fmt: skip
+    recorder.write(
+        Exchange(
+            "claude",
+            "/v1/messages",
+            0,
+            "p",
+            "m",
+            200,
+            "text/event-stream",
+            [f"data: sk-real-key-123456 {SECRET}"],
+            True,
+        )
+    )
     text = (tmp_path / "c.jsonl").read_text()
     assert "sk-real-key-123456" not in text and SECRET not in text
     assert text.count("[redacted: credential]") == 2
@@ -205,22 +222,32 @@ def test_cassettes_redact_what_the_gateway_holds(tmp_path: Path):
 
 def session_for(tmp_path: Path, **config: str) -> AgentSession:
     return AgentSession(
-        store=SessionStore(tmp_path / "s.sqlite3"), session_id="r", notebook=str(tmp_path / "n"),
-        cwd=tmp_path, state_dir=tmp_path / "state", upstream_config=UpstreamConfig(**config),
-        user_policy=tmp_path / "none.toml", approval_timeout_s=5,
-    )  # fmt: skip
+        store=SessionStore(tmp_path / "s.sqlite3"),
+        session_id="r",
+        notebook=str(tmp_path / "n"),
+        cwd=tmp_path,
+        state_dir=tmp_path / "state",
+        upstream_config=UpstreamConfig(**config),
+        user_policy=tmp_path / "none.toml",
+        approval_timeout_s=5,
+    )
 
 
 def test_the_session_teaches_the_store_every_credential_before_the_agent_starts(tmp_path: Path):
-    session = session_for(tmp_path, anthropic_api_key="sk-ant-real-0123456789",
-                          anthropic_base_url="https://u:proxy-pass-9876@proxy.example")  # fmt: skip
+    session = session_for(
+        tmp_path,
+        anthropic_api_key="sk-ant-real-0123456789",
+        anthropic_base_url="https://u:proxy-pass-9876@proxy.example",
+    )
     try:
         assert session.redactor is session.store.redactor
         agent = session._harness("claude")  # the CLI is not started yet
         secret = agent.ctx.upstream.api_key
         shown = session.redactor.text(f"{secret} sk-ant-real-0123456789 proxy-pass-9876")
-        assert shown == ("[redacted: gateway secret] [redacted: ANTHROPIC_API_KEY] "
-                         "[redacted: ANTHROPIC_BASE_URL password]")  # fmt: skip
+        assert shown == (
+            "[redacted: gateway secret] [redacted: ANTHROPIC_API_KEY] "
+            "[redacted: ANTHROPIC_BASE_URL password]"
+        )
     finally:
         session.kill_now()
 
@@ -236,11 +263,17 @@ def test_an_approval_card_never_shows_a_known_value(tmp_path: Path):
         session.approvals.answer(pending.request_id, True, by="test", source="test")
 
     session.approvals.presenters.append(present)
-    request = Event(EventKind.APPROVAL_REQUEST, {
-        "request_id": "r1", "call_id": "c1", "tool": "Bash", "action": "exec",
-        "summary": f"curl -H 'x-api-key: {SECRET}' https://example.com",
-        "input": {"command": f"curl -H 'x-api-key: {SECRET}' https://example.com"},
-    })  # fmt: skip
+    request = Event(
+        EventKind.APPROVAL_REQUEST,
+        {
+            "request_id": "r1",
+            "call_id": "c1",
+            "tool": "Bash",
+            "action": "exec",
+            "summary": f"curl -H 'x-api-key: {SECRET}' https://example.com",
+            "input": {"command": f"curl -H 'x-api-key: {SECRET}' https://example.com"},
+        },
+    )
     decision = asyncio.run(session._decide(request))
     assert decision.allow
     assert shown and SECRET not in json.dumps(shown) and LABEL in json.dumps(shown)

@@ -59,9 +59,11 @@ def server():
 def test_anthropic_sdk_streams_text_and_tool_calls(server):
     client = anthropic.Anthropic(base_url=server.base_url, api_key="k")
     with client.messages.stream(
-        model="claude-x", max_tokens=100, tools=[SHELL_TOOL_ANTHROPIC],
+        model="claude-x",
+        max_tokens=100,
+        tools=[SHELL_TOOL_ANTHROPIC],
         messages=[{"role": "user", "content": "please make a file"}],
-    ) as stream:  # fmt: skip
+    ) as stream:
         deltas = list(stream.text_stream)
         message = stream.get_final_message()
     assert "".join(deltas) == "Writing it." and len(deltas) >= 1
@@ -70,13 +72,23 @@ def test_anthropic_sdk_streams_text_and_tool_calls(server):
     assert message.stop_reason == "tool_use" and message.usage.output_tokens > 0
     # The next position in the conversation gets the next step.
     follow = client.messages.create(
-        model="claude-x", max_tokens=100, tools=[SHELL_TOOL_ANTHROPIC],
+        model="claude-x",
+        max_tokens=100,
+        tools=[SHELL_TOOL_ANTHROPIC],
         messages=[
             {"role": "user", "content": "please make a file"},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": tool.id, "name": "Bash", "input": tool.input}]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": ""}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": tool.id, "name": "Bash", "input": tool.input}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": tool.id, "content": ""}],
+            },
         ],
-    )  # fmt: skip
+    )
     assert follow.content[0].text == "Wrote out.txt." and follow.stop_reason == "end_turn"
 
 
@@ -101,20 +113,29 @@ def test_openai_responses_sdk_streaming_and_whole(server):
 
 def test_openai_chat_sdk_streaming_with_usage_and_tool_calls(server):
     client = openai.OpenAI(base_url=server.base_url + "/v1", api_key="k")
-    tool = {"type": "function", "function": {"name": "bash", "parameters": {
-        "type": "object", "properties": {"command": {"type": "string"}}}}}  # fmt: skip
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "bash",
+            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}},
+        },
+    }
     chunks = list(
         client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "please make a file"}],
-            tools=[tool], stream=True, stream_options={"include_usage": True},
+            model="m",
+            messages=[{"role": "user", "content": "please make a file"}],
+            tools=[tool],
+            stream=True,
+            stream_options={"include_usage": True},
         )
-    )  # fmt: skip
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     args = "".join(
         tc.function.arguments or ""
-        for c in chunks if c.choices and c.choices[0].delta.tool_calls
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
         for tc in c.choices[0].delta.tool_calls
-    )  # fmt: skip
+    )
     assert text == "Writing it." and json.loads(args) == {"command": "echo hi > out.txt"}
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     whole = client.chat.completions.create(
@@ -170,15 +191,24 @@ def test_prompt_ignores_agent_context_and_tool_results():
         {
             "system": [{"type": "text", "text": "You are an agent.\nWorking directory: /w/p"}],
             "messages": [
-                {"role": "user", "content": [
-                    {"type": "text", "text": "<system-reminder>context</system-reminder>"},
-                    {"type": "text", "text": "fix it"},
-                ]},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Bash", "input": {}}]},
-                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "<system-reminder>context</system-reminder>"},
+                        {"type": "text", "text": "fix it"},
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t", "name": "Bash", "input": {}}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": "ok"}],
+                },
             ],
         }
-    )  # fmt: skip
+    )
     assert (conv.prompt, conv.position, conv.cwd) == ("fix it", 1, "/w/p")
 
 
@@ -187,17 +217,35 @@ def test_real_claude_cli_runs_a_scripted_tool_call(server, tmp_path):
     work = tmp_path / "w"
     work.mkdir()
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(tmp_path), "CLAUDE_CONFIG_DIR": str(tmp_path / "c"),
-        "TMPDIR": str(tmp_path), "ANTHROPIC_BASE_URL": server.base_url, "ANTHROPIC_API_KEY": "k",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
-        "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_MAX_RETRIES": "0",
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "CLAUDE_CONFIG_DIR": str(tmp_path / "c"),
+        "TMPDIR": str(tmp_path),
+        "ANTHROPIC_BASE_URL": server.base_url,
+        "ANTHROPIC_API_KEY": "k",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
         "IS_SANDBOX": "1",
-    }  # fmt: skip
+    }
     done = subprocess.run(
-        [claude, "-p", "--output-format", "stream-json", "--verbose",
-         "--dangerously-skip-permissions", "please make a file"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            claude,
+            "-p",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--dangerously-skip-permissions",
+            "please make a file",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert (work / "out.txt").read_text().strip() == "hi"
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -110,19 +110,26 @@ def write_notebook(root: Path, probe: Probe) -> str:
             {
                 "match": "^Summarize payload",
                 "steps": [
-                    {"text": "Reading it.", "tool_calls": [
-                        {"action": "shell", "command": "cat payload.md"}]},
-                    {"text": "Making a chart.", "tool_calls": [
-                        {"action": "shell", "command": "python3 make_chart.py"}]},
+                    {
+                        "text": "Reading it.",
+                        "tool_calls": [{"action": "shell", "command": "cat payload.md"}],
+                    },
+                    {
+                        "text": "Making a chart.",
+                        "tool_calls": [{"action": "shell", "command": "python3 make_chart.py"}],
+                    },
                     {"text": ANSWER.format(forms=forms)},
                 ],
             }
         ],
-    }  # fmt: skip
+    }
     (root / "egress.rehearsal.json").write_text(json.dumps(scenario))
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "omnikernel", "display_name": "Omnigent",
-                                 "language": "markdown"}  # fmt: skip
+    nb.metadata["kernelspec"] = {
+        "name": "omnikernel",
+        "display_name": "Omnigent",
+        "language": "markdown",
+    }
     control = (
         "%%python\nfrom IPython.display import display\n"
         "display({'text/markdown': open('payload.md').read()}, raw=True)\nprint('control shown')"
@@ -182,10 +189,23 @@ def test_agent_output_makes_the_browser_fetch_nothing(lab, probe):  # noqa: F811
 
         # It still reads well: structure renders, every URL is visible text, links are links.
         text = answer.inner_text()
-        for form in ("md-image?d=SECRET1", "ref-image?d=SECRET5", "html-img?d=SECRET2",
-                     "picture-source", "css-attr", "css-style", "link-element", "iframe",
-                     "video-poster", "object", "embed", "svg-href", "svg-xlink",
-                     "autolink?d=SECRET3", "link-docs?d=SECRET4"):  # fmt: skip
+        for form in (
+            "md-image?d=SECRET1",
+            "ref-image?d=SECRET5",
+            "html-img?d=SECRET2",
+            "picture-source",
+            "css-attr",
+            "css-style",
+            "link-element",
+            "iframe",
+            "video-poster",
+            "object",
+            "embed",
+            "svg-href",
+            "svg-xlink",
+            "autolink?d=SECRET3",
+            "link-docs?d=SECRET4",
+        ):
             assert f"{probe.url}/{form}" in text, form
         assert "cat payload.md" in text  # the tool call, and its output below it
         assert answer.locator("h2", has_text="What I found").count() == 1

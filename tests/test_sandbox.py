@@ -48,16 +48,25 @@ def box(tmp_path, monkeypatch):
     (runtime / "kernel-1.json").write_text('{"key": "kernel-secret"}')
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
     (work / "escape").symlink_to(outside)
-    return {"home": home, "work": work, "outside": outside, "runtime": runtime,
-            "state": tmp_path / "state"}  # fmt: skip
+    return {
+        "home": home,
+        "work": work,
+        "outside": outside,
+        "runtime": runtime,
+        "state": tmp_path / "state",
+    }
 
 
 def spec_for(box, **extra) -> SandboxSpec:
     env = {"PATH": os.environ["PATH"], "HOME": str(box["home"]), "LANG": "C.UTF-8"}
     return SandboxSpec(
-        workdir=box["work"], env=env, writable=(box["state"],),
-        hidden=default_hidden(box["home"]), read_only=protected_in(box["work"]), **extra,
-    )  # fmt: skip
+        workdir=box["work"],
+        env=env,
+        writable=(box["state"],),
+        hidden=default_hidden(box["home"]),
+        read_only=protected_in(box["work"]),
+        **extra,
+    )
 
 
 async def run_async(backend: str | None, script: str, spec: SandboxSpec) -> tuple[int, str]:
@@ -108,8 +117,10 @@ def test_symlink_out_of_the_workdir_does_not_escape(backend, box):
 
 def test_secrets_and_jupyter_runtime_are_hidden(backend, box):
     spec = spec_for(box)
-    for path, secret in ((box["home"] / ".ssh" / "id_rsa", "PRIVATE KEY"),
-                         (box["runtime"] / "kernel-1.json", "kernel-secret")):  # fmt: skip
+    for path, secret in (
+        (box["home"] / ".ssh" / "id_rsa", "PRIVATE KEY"),
+        (box["runtime"] / "kernel-1.json", "kernel-secret"),
+    ):
         assert secret not in run(backend, f"cat {path}", spec)[1]
         assert secret in run(None, f"cat {path}", spec)[1]
 
@@ -172,8 +183,10 @@ def test_loopback_is_closed_except_the_bridged_port(backend, box, host_server):
     assert "CONNECTED" not in run(backend, tcp, spec_for(box))[1]
     assert "CONNECTED" in run(None, tcp, spec_for(box))[1]
     bridged = spec_for(box, bridged_ports=(port,), bridge_dir=box["state"] / "bridge")
-    fetch = (f"{PYTHON} -c \"import urllib.request; "
-             f"print(urllib.request.urlopen('http://127.0.0.1:{port}/').read().decode())\"")  # fmt: skip
+    fetch = (
+        f'{PYTHON} -c "import urllib.request; '
+        f"print(urllib.request.urlopen('http://127.0.0.1:{port}/').read().decode())\""
+    )
     code, out = run(backend, fetch, bridged)
     assert code == 0 and "hello from the host" in out
 
@@ -190,13 +203,18 @@ def test_the_agent_reaches_the_gateway_only_through_the_bridge(backend, box):
     ):
         url = gateway.base_url_for("claude", "anthropic") + "/v1/messages"
         secret = gateway.issue_secret("claude")
-        call = (f"{PYTHON} -c \"import json, urllib.request; print(urllib.request.urlopen("
-                f"urllib.request.Request('{url}', data=json.dumps({{'model': 'm', 'max_tokens': 5, "
-                f"'messages': [{{'role': 'user', 'content': 'hi'}}]}}).encode(), headers={{"
-                f"'Content-Type': 'application/json', 'x-api-key': '{secret}'}})).read().decode())\"")  # fmt: skip
+        call = (
+            f'{PYTHON} -c "import json, urllib.request; print(urllib.request.urlopen('
+            f"urllib.request.Request('{url}', data=json.dumps({{'model': 'm', 'max_tokens': 5, "
+            f"'messages': [{{'role': 'user', 'content': 'hi'}}]}}).encode(), headers={{"
+            f"'Content-Type': 'application/json', 'x-api-key': '{secret}'}})).read().decode())\""
+        )
         assert gateway.socket_path is not None and gateway.port is None
-        bridged = spec_for(box, bridged_ports=(gateway.inside_port,),
-                           bridge_targets={gateway.inside_port: gateway.socket_path})  # fmt: skip
+        bridged = spec_for(
+            box,
+            bridged_ports=(gateway.inside_port,),
+            bridge_targets={gateway.inside_port: gateway.socket_path},
+        )
         code, out = run(backend, call, bridged)
         assert code == 0 and "via bridge" in out, out
         code, out = run(None, call, spec_for(box))  # the same call on the host
@@ -233,8 +251,11 @@ def test_double_forked_orphan_dies_with_the_sandbox(backend, box):
     async def start_and_stop(sandboxed: bool, marker: str) -> None:
         script = f"setsid nohup sleep {marker} >/dev/null 2>&1 < /dev/null & sleep 60"
         argv = ["/bin/bash", "-c", script]
-        proc = (await start_sandboxed(argv, spec, resolve(backend)) if sandboxed
-                else await spawn(argv, cwd=spec.workdir, env=spec.env))  # fmt: skip
+        proc = (
+            await start_sandboxed(argv, spec, resolve(backend))
+            if sandboxed
+            else await spawn(argv, cwd=spec.workdir, env=spec.env)
+        )
         for _ in range(200):
             if orphans(marker):
                 break
@@ -268,10 +289,12 @@ def test_environment_is_exactly_the_spec(backend, box):
 
 def test_process_count_is_limited(backend, box):
     spec = spec_for(box, pids_max=30)
-    script = (f"{PYTHON} -c \"import os, time\nn = 0\nwhile n < 200:\n"
-              "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
-              "    if pid == 0:\n        time.sleep(5); os._exit(0)\n    n += 1\n"
-              "print('FORKED', n)\"")  # fmt: skip
+    script = (
+        f'{PYTHON} -c "import os, time\nn = 0\nwhile n < 200:\n'
+        "    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+        "    if pid == 0:\n        time.sleep(5); os._exit(0)\n    n += 1\n"
+        "print('FORKED', n)\""
+    )
     out = run(backend, script, spec)[1]
     forked = int(out.split("FORKED")[1].split()[0])
     assert forked < 30
@@ -345,8 +368,7 @@ except Exception as exc:
 @pytest.mark.parametrize("mode", ["http", "connect"])
 def test_allowed_hosts_only_through_the_egress_proxy(backend, box, two_servers, mode):
     allowed_port, other_port = two_servers
-    spec = spec_for(box, allow_hosts=(f"localhost:{allowed_port}",),
-                    bridge_dir=box["state"] / "b")  # fmt: skip
+    spec = spec_for(box, allow_hosts=(f"localhost:{allowed_port}",), bridge_dir=box["state"] / "b")
 
     def script(port: int) -> str:
         return f"{PYTHON} - localhost {port} {mode} <<'EOF'\n{FETCH}EOF"

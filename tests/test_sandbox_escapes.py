@@ -55,8 +55,9 @@ def backend(request) -> str:
 
 
 def git(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture
@@ -67,32 +68,69 @@ def world(tmp_path, monkeypatch):
         (home / relative).write_text(secret)
     project = home / "project"
     project.mkdir()
-    host_env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
-                "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
+    host_env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     git("init", "-q", cwd=project, env=host_env)
     (project / "notes.md").write_text("hello\n")
     git("add", "notes.md", cwd=project, env=host_env)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=project,
-        env=host_env)  # fmt: skip
-    for name in ("JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR",
-                 "XDG_DATA_HOME", "XDG_RUNTIME_DIR", "IPYTHONDIR", "JUPYTER_PATH"):  # fmt: skip
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-qm",
+        "init",
+        cwd=project,
+        env=host_env,
+    )
+    for name in (
+        "JUPYTER_RUNTIME_DIR",
+        "JUPYTER_DATA_DIR",
+        "JUPYTER_CONFIG_DIR",
+        "XDG_DATA_HOME",
+        "XDG_RUNTIME_DIR",
+        "IPYTHONDIR",
+        "JUPYTER_PATH",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))
     state = home / ".local/share/jupyter/omnikernel/harness-state"
     own = state / "mine" / "claude"
     for d in ("home", "tmp"):
         (own / d).mkdir(parents=True)
-    return {"home": home, "project": project, "state": state, "own": own, "host_env": host_env,
-            "marker": tmp_path / "PWNED", "tmp": tmp_path}  # fmt: skip
+    return {
+        "home": home,
+        "project": project,
+        "state": state,
+        "own": own,
+        "host_env": host_env,
+        "marker": tmp_path / "PWNED",
+        "tmp": tmp_path,
+    }
 
 
 def agent_spec(world, workdir: Path) -> SandboxSpec:
     """What a harness gets (`Harness.start_process`), with a shell as the agent."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(world["own"] / "home"), "LANG": "C.UTF-8",
-           "TMPDIR": str(world["own"] / "tmp"), "GIT_CONFIG_NOSYSTEM": "1"}  # fmt: skip
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(world["own"] / "home"),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(world["own"] / "tmp"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     store_dir = world["home"] / ".local/share/jupyter/omnikernel"
-    return for_agent(workdir=workdir, env=env, argv0="/bin/bash", private=(world["own"],),
-                     hidden=(store_dir, world["state"]))  # fmt: skip
+    return for_agent(
+        workdir=workdir,
+        env=env,
+        argv0="/bin/bash",
+        private=(world["own"],),
+        hidden=(store_dir, world["state"]),
+    )
 
 
 def crowd(world, count: int = 1000) -> Path:
@@ -200,8 +238,11 @@ def host_git_status(world, repo: Path) -> None:
 
 def test_git_fsmonitor_planted_in_the_notebook_repo(backend, world):
     marker = world["marker"]
-    code, out = run(backend, f"git config core.fsmonitor 'touch {marker}; false'",
-                    agent_spec(world, world["project"]))  # fmt: skip
+    code, out = run(
+        backend,
+        f"git config core.fsmonitor 'touch {marker}; false'",
+        agent_spec(world, world["project"]),
+    )
     blocked(backend, out)
     host_git_status(world, world["project"])
     assert marker.exists() is (backend == "none")
@@ -223,8 +264,11 @@ def test_git_init_in_a_folder_without_a_repo(backend, world):
     folder = world["home"] / "fresh"
     folder.mkdir()
     marker = world["marker"]
-    out = run(backend, f"git init -q && git config core.fsmonitor 'touch {marker}; false'",
-              agent_spec(world, folder))[1]  # fmt: skip
+    out = run(
+        backend,
+        f"git init -q && git config core.fsmonitor 'touch {marker}; false'",
+        agent_spec(world, folder),
+    )[1]
     blocked(backend, out)
     host_git_status(world, folder)
     assert marker.exists() is (backend == "none")
@@ -236,9 +280,11 @@ def test_git_init_in_a_folder_without_a_repo(backend, world):
 def test_git_commondir_pointing_at_a_planted_config(backend, world):
     """Beyond the anchors: `.git/commondir` makes git read its config from another dir."""
     marker = world["marker"]
-    script = (f"mkdir -p evil/objects evil/refs && cp .git/config evil/config && printf "
-              f"'[core]\\n\\tfsmonitor = \"touch {marker}; false\"\\n' >> evil/config && "
-              "echo ../evil > .git/commondir")  # fmt: skip
+    script = (
+        f"mkdir -p evil/objects evil/refs && cp .git/config evil/config && printf "
+        f"'[core]\\n\\tfsmonitor = \"touch {marker}; false\"\\n' >> evil/config && "
+        "echo ../evil > .git/commondir"
+    )
     out = run(backend, script, agent_spec(world, world["project"]))[1]
     blocked(backend, out)
     host_git_status(world, world["project"])
@@ -251,9 +297,11 @@ def test_a_git_file_pointing_elsewhere_cannot_be_rewritten(backend, world):
     worktree = world["home"] / "wt"
     git("worktree", "add", "-q", str(worktree), cwd=world["project"], env=world["host_env"])
     marker = world["marker"]
-    script = (f"(cd $TMPDIR && git init -q made) && cp -r $TMPDIR/made/.git evil && git config "
-              f"--file evil/config core.fsmonitor 'touch {marker}; false' && "
-              "echo 'gitdir: evil' > .git")  # fmt: skip
+    script = (
+        f"(cd $TMPDIR && git init -q made) && cp -r $TMPDIR/made/.git evil && git config "
+        f"--file evil/config core.fsmonitor 'touch {marker}; false' && "
+        "echo 'gitdir: evil' > .git"
+    )
     out = run(backend, script, agent_spec(world, worktree))[1]
     blocked(backend, out)
     host_git_status(world, worktree)
@@ -261,8 +309,10 @@ def test_a_git_file_pointing_elsewhere_cannot_be_rewritten(backend, world):
 
 
 def test_the_agent_can_still_commit(backend, world):
-    script = ("echo change >> notes.md && git add notes.md && "
-              "git -c user.name=agent -c user.email=a@a commit -qm 'agent commit' && echo DONE")  # fmt: skip
+    script = (
+        "echo change >> notes.md && git add notes.md && "
+        "git -c user.name=agent -c user.email=a@a commit -qm 'agent commit' && echo DONE"
+    )
     code, out = run(backend, script, agent_spec(world, world["project"]))
     assert code == 0 and "DONE" in out, out
     log = git("log", "--oneline", cwd=world["project"], env=world["host_env"]).stdout
@@ -274,8 +324,11 @@ def test_the_agent_can_still_commit(backend, world):
                                       ".omnikernel/policy.toml"])  # fmt: skip
 def test_files_host_tools_run_cannot_be_created(backend, world, relative):
     target = world["project"] / relative
-    out = run(backend, f"mkdir -p {target.parent} && echo planted > {target}",
-              agent_spec(world, world["project"]))[1]  # fmt: skip
+    out = run(
+        backend,
+        f"mkdir -p {target.parent} && echo planted > {target}",
+        agent_spec(world, world["project"]),
+    )[1]
     blocked(backend, out)
     assert (target.exists() and target.read_text() == "planted\n") is (backend == "none")
 
@@ -294,9 +347,11 @@ def test_existing_files_host_tools_read_cannot_be_changed(backend, world, name):
 def test_shell_startup_file_in_a_notebook_folder_that_is_the_home(backend, world):
     marker = world["marker"]
     home = world["home"]
-    out = run(backend, f"echo 'touch {marker}' >> {home}/.bashrc; "
-              f"echo 'touch {marker}' >> {home}/.zshrc",
-              agent_spec(world, home))[1]  # fmt: skip
+    out = run(
+        backend,
+        f"echo 'touch {marker}' >> {home}/.bashrc; echo 'touch {marker}' >> {home}/.zshrc",
+        agent_spec(world, home),
+    )[1]
     blocked(backend, out)
     subprocess.run(["bash", "-ic", "true"], env=world["host_env"], capture_output=True, timeout=30)
     assert marker.exists() is (backend == "none")
@@ -306,16 +361,22 @@ def test_shell_startup_file_in_a_notebook_folder_that_is_the_home(backend, world
 
 def test_authorized_keys_in_a_notebook_folder_that_is_the_home(backend, world):
     home = world["home"]
-    out = run(backend, f"mkdir -p {home}/.ssh && echo ssh-ed25519 AAAA attacker "
-              f">> {home}/.ssh/authorized_keys", agent_spec(world, home))[1]  # fmt: skip
+    out = run(
+        backend,
+        f"mkdir -p {home}/.ssh && echo ssh-ed25519 AAAA attacker >> {home}/.ssh/authorized_keys",
+        agent_spec(world, home),
+    )[1]
     blocked(backend, out)
     assert (home / ".ssh/authorized_keys").exists() is (backend == "none")
 
 
 def test_global_gitconfig_in_a_notebook_folder_that_is_the_home(backend, world):
     marker = world["marker"]
-    out = run(backend, f"git config --file {world['home']}/.gitconfig core.fsmonitor "
-              f"'touch {marker}; false'", agent_spec(world, world["home"]))[1]  # fmt: skip
+    out = run(
+        backend,
+        f"git config --file {world['home']}/.gitconfig core.fsmonitor 'touch {marker}; false'",
+        agent_spec(world, world["home"]),
+    )[1]
     blocked(backend, out)
     host_git_status(world, world["project"])
     assert marker.exists() is (backend == "none")
@@ -324,13 +385,20 @@ def test_global_gitconfig_in_a_notebook_folder_that_is_the_home(backend, world):
 def test_kernelspec_in_a_notebook_folder_that_is_the_home(backend, world):
     kernels = world["home"] / ".local/share/jupyter/kernels/planted"
     spec = {"argv": ["sh", "-c", "touch /tmp/pwned"], "display_name": "Planted", "language": "sh"}
-    out = run(backend, f"mkdir -p {kernels} && echo '{json.dumps(spec)}' > {kernels}/kernel.json",
-              agent_spec(world, world["home"]))[1]  # fmt: skip
+    out = run(
+        backend,
+        f"mkdir -p {kernels} && echo '{json.dumps(spec)}' > {kernels}/kernel.json",
+        agent_spec(world, world["home"]),
+    )[1]
     blocked(backend, out)
     jupyter = Path(sys.executable).parent / "jupyter"
-    listed = subprocess.run([str(jupyter), "kernelspec", "list"], capture_output=True, text=True,
-                            env={**world["host_env"], "PATH": f"{jupyter.parent}:/usr/bin:/bin"},
-                            timeout=60).stdout  # fmt: skip
+    listed = subprocess.run(
+        [str(jupyter), "kernelspec", "list"],
+        capture_output=True,
+        text=True,
+        env={**world["host_env"], "PATH": f"{jupyter.parent}:/usr/bin:/bin"},
+        timeout=60,
+    ).stdout
     assert ("planted" in listed) is (backend == "none"), listed
 
 
@@ -339,8 +407,11 @@ def test_ipython_startup_file_in_a_notebook_folder_that_is_the_home(backend, wor
 
     marker = world["marker"]
     startup = world["home"] / ".ipython/profile_default/startup"
-    out = run(backend, f"mkdir -p {startup} && echo \"open('{marker}', 'w')\" > {startup}/00.py",
-              agent_spec(world, world["home"]))[1]  # fmt: skip
+    out = run(
+        backend,
+        f"mkdir -p {startup} && echo \"open('{marker}', 'w')\" > {startup}/00.py",
+        agent_spec(world, world["home"]),
+    )[1]
     blocked(backend, out)
     km = KernelManager(kernel_name="python3")
     km.start_kernel(env={**os.environ, "HOME": str(world["home"])}, cwd=str(world["tmp"]))
@@ -387,12 +458,19 @@ def answer(code: int, out: str) -> str:
 def test_both_backends_give_the_same_answers(world):
     crowded = crowd(world)
     spec = agent_spec(world, world["project"])
-    fields = {"home": world["home"], "work": world["project"], "own": world["own"],
-              "kernel": os.getpid(), "crowded": crowded}  # fmt: skip
+    fields = {
+        "home": world["home"],
+        "work": world["project"],
+        "own": world["own"],
+        "kernel": os.getpid(),
+        "crowded": crowded,
+    }
     answers = {}
     for backend in SANDBOXES:
-        answers[backend] = {name: answer(*run(backend, probe.format(**fields), spec))
-                            for name, probe in PROBES.items()}  # fmt: skip
+        answers[backend] = {
+            name: answer(*run(backend, probe.format(**fields), spec))
+            for name, probe in PROBES.items()
+        }
         git("checkout", "-q", ".", cwd=world["project"], env=world["host_env"])
     assert answers["bwrap"] == answers["firejail"]
     expected_ok = {"write notebook folder", "write own state", "write git objects", "write /tmp"}
@@ -412,15 +490,20 @@ def test_a_cli_and_node_installed_under_the_home_still_run(backend, world):
         shutil.copy2(os.path.realpath(node), node_dir / "node")
     package = home / ".npm-global/lib/node_modules/fakecli"
     package.mkdir(parents=True)
-    (package / "cli.js").write_text("#!/usr/bin/env node\n"
-                                    "console.log('cli-ran', process.execPath)\n")  # fmt: skip
+    (package / "cli.js").write_text(
+        "#!/usr/bin/env node\nconsole.log('cli-ran', process.execPath)\n"
+    )
     (package / "cli.js").chmod(0o755)
     (home / ".npm-global/bin").mkdir()
     (home / ".npm-global/bin/fakecli").symlink_to(package / "cli.js")
     spec = agent_spec(world, world["project"])
     path = f"{home}/.npm-global/bin:{node_dir}:/usr/bin:/bin"
-    spec = for_agent(workdir=spec.workdir, env={**spec.env, "PATH": path},
-                     argv0=str(home / ".npm-global/bin/fakecli"), private=spec.writable)  # fmt: skip
+    spec = for_agent(
+        workdir=spec.workdir,
+        env={**spec.env, "PATH": path},
+        argv0=str(home / ".npm-global/bin/fakecli"),
+        private=spec.writable,
+    )
     code, out = run(backend, f"fakecli; cat {home}/.ssh/id_ed25519", spec)
     assert f"cli-ran {node_dir / 'node'}" in out, out
     assert ("SSH-KEY-SECRET" in out) is (backend == "none"), out
@@ -481,8 +564,12 @@ asyncio.run(main())
 def test_a_killed_kernel_leaves_nothing_after_the_next_start(world):
     """SIGKILL gives the kernel no chance to clean up: the next start sweeps what it left."""
     home = world["home"]
-    child = subprocess.Popen([sys.executable, "-c", KILLED_KERNEL, str(home)], text=True,
-                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_KERNEL, str(home)],
+        text=True,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert child.stdout is not None
     run_dir = Path(child.stdout.readline().strip())
     assert run_dir.is_dir() and (run_dir / "b" / "port-9.sock").exists()
@@ -498,9 +585,11 @@ def test_a_killed_kernel_leaves_nothing_after_the_next_start(world):
 
 def test_every_protected_entry_says_why():
     assert all(len(entry.why) > 20 for entry in PROTECTED)
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "sandbox.md").read_text()
     for entry in PROTECTED:
-        assert f"`{entry.name}`" in readme, f"README does not say why {entry.name} is protected"
+        assert f"`{entry.name}`" in page, (
+            f"docs/sandbox.md does not say why {entry.name} is protected"
+        )
 
 
 @pytest.mark.parametrize(
@@ -523,8 +612,11 @@ def test_our_kernel_does_not_import_modules_planted_in_the_notebook_folder(tmp_p
     """`python -m X` puts the working directory first on sys.path, so a kernel started in the
     notebook's folder would import a package the agent wrote there (`omnikernel/`, or any module
     the kernel imports). Our kernelspec runs Python with -P, which leaves the folder out."""
-    spec = json.loads((Path(__file__).resolve().parent.parent /
-                       "share/jupyter/kernels/omnikernel/kernel.json").read_text())  # fmt: skip
+    spec = json.loads(
+        (
+            Path(__file__).resolve().parent.parent / "share/jupyter/kernels/omnikernel/kernel.json"
+        ).read_text()
+    )
     folder = tmp_path / "notebooks"
     (folder / "omnikernel").mkdir(parents=True)
     marker = tmp_path / "PWNED"

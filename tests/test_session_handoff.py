@@ -92,9 +92,13 @@ def model():
 
 def test_switching_mid_notebook_hands_the_work_over(model, workdir, start_kernel):
     kernel = start_kernel(
-        workdir, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="k",
-        OPENAI_BASE_URL=model.base_url + "/v1", OPENAI_API_KEY="k", OMNIKERNEL_AUTO_APPROVE="1",
-    )  # fmt: skip
+        workdir,
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="k",
+        OPENAI_BASE_URL=model.base_url + "/v1",
+        OPENAI_API_KEY="k",
+        OMNIKERNEL_AUTO_APPROVE="1",
+    )
     first = kernel.execute("Please create the notes file.")
     assert first.status == "ok" and (workdir / "notes.txt").exists()
 

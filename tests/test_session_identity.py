@@ -31,10 +31,20 @@ def turn(store: SessionStore, session: str, prompt: str, cell: str = "c1", n: in
 
 
 def notebook(path: Path, *cell_ids: str) -> Path:
-    cells = [{"id": c, "cell_type": "code", "source": "", "metadata": {}, "outputs": [],
-              "execution_count": None} for c in cell_ids]  # fmt: skip
-    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4,
-                                "nbformat_minor": 5}))  # fmt: skip
+    cells = [
+        {
+            "id": c,
+            "cell_type": "code",
+            "source": "",
+            "metadata": {},
+            "outputs": [],
+            "execution_count": None,
+        }
+        for c in cell_ids
+    ]
+    path.write_text(
+        json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    )
     return path
 
 
@@ -46,15 +56,18 @@ def store(tmp_path):
 
 
 def test_a_notebook_id_keeps_its_session_whatever_the_path(store, tmp_path):
-    first = resolve({"OMNIKERNEL_NOTEBOOK_ID": "f1", "JPY_SESSION_NAME": "Untitled.ipynb"},
-                    tmp_path, store)  # fmt: skip
+    first = resolve(
+        {"OMNIKERNEL_NOTEBOOK_ID": "f1", "JPY_SESSION_NAME": "Untitled.ipynb"}, tmp_path, store
+    )
     assert first.how == NEW and first.session_id.startswith("Untitled-")
-    renamed = resolve({"OMNIKERNEL_NOTEBOOK_ID": "f1", "JPY_SESSION_NAME": "analysis.ipynb"},
-                      tmp_path, store)  # fmt: skip
+    renamed = resolve(
+        {"OMNIKERNEL_NOTEBOOK_ID": "f1", "JPY_SESSION_NAME": "analysis.ipynb"}, tmp_path, store
+    )
     assert renamed.session_id == first.session_id and renamed.notebook.endswith("analysis.ipynb")
     # Another notebook at the first one's old path: a file id of its own, a session of its own.
-    other = resolve({"OMNIKERNEL_NOTEBOOK_ID": "f2", "JPY_SESSION_NAME": "Untitled.ipynb"},
-                    tmp_path, store)  # fmt: skip
+    other = resolve(
+        {"OMNIKERNEL_NOTEBOOK_ID": "f2", "JPY_SESSION_NAME": "Untitled.ipynb"}, tmp_path, store
+    )
     assert other.session_id != first.session_id and other.how == NEW
 
 
@@ -86,13 +99,15 @@ def test_session_names_that_could_escape_the_state_dir_are_refused(bad, store, t
 
 
 def test_a_copy_forks_and_the_original_is_untouched(store, tmp_path):
-    original = resolve({"OMNIKERNEL_NOTEBOOK_ID": "f1", "JPY_SESSION_NAME": "a.ipynb"},
-                       tmp_path, store)  # fmt: skip
+    original = resolve(
+        {"OMNIKERNEL_NOTEBOOK_ID": "f1", "JPY_SESSION_NAME": "a.ipynb"}, tmp_path, store
+    )
     assert fork_for_copy(store, "f1", "f9", "a-Copy1.ipynb") is None  # no turns yet: no fork
     turn(store, original.session_id, "remember FALCON-7")
     fork = fork_for_copy(store, "f1", "f2", str(tmp_path / "a-Copy1.ipynb"))
-    copy = resolve({"OMNIKERNEL_NOTEBOOK_ID": "f2", "JPY_SESSION_NAME": "a-Copy1.ipynb"},
-                   tmp_path, store)  # fmt: skip
+    copy = resolve(
+        {"OMNIKERNEL_NOTEBOOK_ID": "f2", "JPY_SESSION_NAME": "a-Copy1.ipynb"}, tmp_path, store
+    )
     assert copy.session_id == fork != original.session_id
     assert copy.how == f"forked from {original.session_id} when the notebook was duplicated"
     prompts = [e.data["prompt"] for e in store.events(fork, kinds=(EventKind.TURN_START,))]
@@ -139,7 +154,12 @@ def test_a_store_written_before_forks_opens_and_keeps_its_events(tmp_path):
     db.close()
     store = SessionStore(path)
     assert store.session("a-0123456789") == {
-        "session_id": "a-0123456789", "notebook": "/n/a.ipynb", "created": 1, "updated": 2,
-        "events": 1, "turns": 1, "origin": "",
-    }  # fmt: skip
+        "session_id": "a-0123456789",
+        "notebook": "/n/a.ipynb",
+        "created": 1,
+        "updated": 2,
+        "events": 1,
+        "turns": 1,
+        "origin": "",
+    }
     store.close()

@@ -59,18 +59,31 @@ def elements(page: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
 
 
 def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMNIKERNEL_STORE": str(tmp_path / "store" / "sessions.sqlite3"),
-           "OMNIKERNEL_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "omnikernel.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMNIKERNEL_STORE": str(tmp_path / "store" / "sessions.sqlite3"),
+        "OMNIKERNEL_STATE_DIR": str(tmp_path / "state"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "omnikernel.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_sessions_export_fork_and_prune_from_notebook_and_shell(
     model, workdir, tmp_path, start_kernel
 ):
-    env = {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "test-key",
-           "OMNIKERNEL_AUTO_APPROVE": "1", "OMNIKERNEL_SESSION_ID": "planning",
-           "OMNIKERNEL_MODEL": "claude-sonnet-4-5"}  # fmt: skip
+    env = {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "OMNIKERNEL_AUTO_APPROVE": "1",
+        "OMNIKERNEL_SESSION_ID": "planning",
+        "OMNIKERNEL_MODEL": "claude-sonnet-4-5",
+    }
     kernel = start_kernel(workdir, **env)
     assert kernel.execute("Please write the plan.").status == "ok"
     assert kernel.execute("Please edit the plan.").status == "ok"
@@ -175,8 +188,12 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
 
 
 def test_subcommands_can_be_added_by_other_modules(capsys):
-    cli.register("hello", "say hello", lambda p: p.add_argument("who"),
-                 lambda a: print(f"hello {a.who}") or 0)  # fmt: skip
+    cli.register(
+        "hello",
+        "say hello",
+        lambda p: p.add_argument("who"),
+        lambda a: print(f"hello {a.who}") or 0,
+    )
     try:
         assert cli.main(["hello", "world"]) == 0
         assert capsys.readouterr().out == "hello world\n"
@@ -189,12 +206,21 @@ def test_export_gathers_turns_with_approvals_and_who_decided(tmp_path):
     store.open_session("s", "n.ipynb")
     for kind, data in [
         (EventKind.TURN_START, {"prompt": "rm it"}),
-        (EventKind.TOOL_CALL, {"call_id": "c", "tool": "Bash", "action": "exec", "summary": "rm x"}),
-        (EventKind.APPROVAL_REQUEST, {"request_id": "r", "call_id": "c", "tool": "Bash", "summary": "rm x"}),
-        (EventKind.APPROVAL_DECISION, {"request_id": "r", "decision": "deny", "by": "alice", "reason": "no"}),
+        (
+            EventKind.TOOL_CALL,
+            {"call_id": "c", "tool": "Bash", "action": "exec", "summary": "rm x"},
+        ),
+        (
+            EventKind.APPROVAL_REQUEST,
+            {"request_id": "r", "call_id": "c", "tool": "Bash", "summary": "rm x"},
+        ),
+        (
+            EventKind.APPROVAL_DECISION,
+            {"request_id": "r", "decision": "deny", "by": "alice", "reason": "no"},
+        ),
         (EventKind.SPEND, {"cost_usd": 0.25, "input_tokens": 10, "output_tokens": 5}),
         (EventKind.TURN_END, {"status": "completed"}),
-    ]:  # fmt: skip
+    ]:
         store.append(
             Event(kind, data).stamped(session_id="s", turn=1, harness="claude", ts=time.time())
         )
@@ -209,8 +235,9 @@ def test_the_omnikernel_command_runs_attach_with_its_own_arguments(tmp_path, cap
     store.open_session("attached", str(tmp_path / "a.ipynb"))
     start = Event(EventKind.TURN_START, {"prompt": "summarise the sales"})
     store.append(start.stamped(session_id="attached", harness="claude", turn=1, cell="c1"))
-    code = cli.main(["attach", "attached", "--store", str(tmp_path / "sessions.sqlite3"),
-                     "--no-follow"])  # fmt: skip
+    code = cli.main(
+        ["attach", "attached", "--store", str(tmp_path / "sessions.sqlite3"), "--no-follow"]
+    )
     assert code == 0
     assert "summarise the sales" in capsys.readouterr().out
     assert "share-server" in cli.parser().format_help()

@@ -98,8 +98,9 @@ def join(share: Running, code: str, **headers: str) -> Grant:
     return exchange(share.url, code)
 
 
-def ws(share: Running, grant: Grant | None, since: int = 0,
-       origin: str | None = "same") -> websocket.WebSocket:  # fmt: skip
+def ws(
+    share: Running, grant: Grant | None, since: int = 0, origin: str | None = "same"
+) -> websocket.WebSocket:
     kwargs: dict[str, Any] = {"timeout": 10}
     if grant is not None:
         kwargs["subprotocols"] = grant.subprotocols
@@ -109,8 +110,9 @@ def ws(share: Running, grant: Grant | None, since: int = 0,
         kwargs["suppress_origin"] = True
     else:
         kwargs["origin"] = origin
-    return websocket.create_connection(f"ws://127.0.0.1:{share.server.port}/ws?since={since}",
-                                       **kwargs)  # fmt: skip
+    return websocket.create_connection(
+        f"ws://127.0.0.1:{share.server.port}/ws?since={since}", **kwargs
+    )
 
 
 def received(sock: websocket.WebSocket, upto: int) -> list[int]:
@@ -153,12 +155,14 @@ def test_get_only_confirms_and_the_post_from_the_page_exchanges(share, store):
     # port of the same host included), or as a form (a cross-site form cannot send JSON).
     body = json.dumps({"code": code})
     json_type = {"Content-Type": "application/json"}
-    for headers in ({}, {"Origin": "http://evil.example"},
-                    {"Origin": f"http://127.0.0.1:{share.server.port + 1}"}):  # fmt: skip
+    for headers in (
+        {},
+        {"Origin": "http://evil.example"},
+        {"Origin": f"http://127.0.0.1:{share.server.port + 1}"},
+    ):
         forged = requests.post(f"{share.url}/join", data=body, headers={**json_type, **headers})
         assert forged.status_code == 403 and "grant" not in forged.text
-    as_form = requests.post(f"{share.url}/join", data={"code": code},
-                            headers={"Origin": share.url})  # fmt: skip
+    as_form = requests.post(f"{share.url}/join", data={"code": code}, headers={"Origin": share.url})
     assert as_form.status_code == 415 and "grant" not in as_form.text
     grant = join(share, code)
     assert grant.token != code and grant.role == "ro" and grant.session == SESSION
@@ -184,8 +188,13 @@ def test_a_revoked_or_expired_link_says_so_before_anything_else(share, store, cl
 def test_host_check_refuses_a_rebound_name(share, store):
     grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
     assert grant_of(share, grant).status_code == 200
-    rebound = requests.get(f"{share.url}/api/grant", headers={
-        "Host": f"evil.example:{share.server.port}", "Authorization": f"Bearer {grant.token}"})  # fmt: skip
+    rebound = requests.get(
+        f"{share.url}/api/grant",
+        headers={
+            "Host": f"evil.example:{share.server.port}",
+            "Authorization": f"Bearer {grant.token}",
+        },
+    )
     assert rebound.status_code == 403 and "Host" in rebound.text
     page = requests.get(f"{share.url}/join", headers={"Host": "evil.example"})
     assert page.status_code == 403
@@ -201,16 +210,24 @@ def test_read_only_cannot_answer_and_co_drive_needs_its_grant_and_origin(share, 
     rw = join(share, codes.new_code(SESSION, "rw"))
     no_grant = {**rw.headers, "Authorization": ""}
     assert requests.post(f"{share.url}/api/answer", json=body, headers=no_grant).status_code == 403
-    cross = requests.post(f"{share.url}/api/answer", json=body,
-                          headers={**rw.headers, "Origin": "http://evil.example"})  # fmt: skip
+    cross = requests.post(
+        f"{share.url}/api/answer",
+        json=body,
+        headers={**rw.headers, "Origin": "http://evil.example"},
+    )
     assert cross.status_code == 403
     assert codes.take_answer(SESSION, "r1") is None  # nothing reached the kernel
     sent = requests.post(f"{share.url}/api/answer", json=body, headers=rw.headers)
     assert sent.status_code == 202, sent.text
     allow, who, source = codes.take_answer(SESSION, "r1")
     assert allow and who.startswith("co-drive at 127.0.0.1") and source == "share page"
-    add(store, EventKind.APPROVAL_DECISION, request_id="r1", decision="allow",
-        reason="approved by co-drive (share page)")  # fmt: skip
+    add(
+        store,
+        EventKind.APPROVAL_DECISION,
+        request_id="r1",
+        decision="allow",
+        reason="approved by co-drive (share page)",
+    )
     late = requests.post(f"{share.url}/api/answer", json=body, headers=rw.headers)
     assert late.status_code == 409 and "too late" in late.text
 
@@ -262,8 +279,12 @@ def test_oversized_and_deeply_nested_bodies_are_refused_unread(share, store):
         ("/api/answer", with_grant, 50_000, 400),  # granted, past an answer's size
     ):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-            raw.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}"
-                         f"Content-Length: {length}\r\n\r\n").encode())  # fmt: skip
+            raw.sendall(
+                (
+                    f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}"
+                    f"Content-Length: {length}\r\n\r\n"
+                ).encode()
+            )
             answer = raw.recv(4096).decode()
         assert answer.startswith(f"HTTP/1.1 {status}"), (path, length, answer)
 
@@ -288,10 +309,15 @@ def test_websocket_needs_its_grant_and_its_own_origin(share, store):
 
 def post_code_from(share: Running, code: str, source_ip: str) -> int:
     """POST a code from another loopback address (all of 127.0.0.0/8 is this machine)."""
-    connection = http.client.HTTPConnection("127.0.0.1", share.server.port, timeout=10,
-                                            source_address=(source_ip, 0))  # fmt: skip
-    connection.request("POST", "/join", body=json.dumps({"code": code}), headers={
-        "Origin": share.url, "Content-Type": "application/json"})  # fmt: skip
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", share.server.port, timeout=10, source_address=(source_ip, 0)
+    )
+    connection.request(
+        "POST",
+        "/join",
+        body=json.dumps({"code": code}),
+        headers={"Origin": share.url, "Content-Type": "application/json"},
+    )
     status = connection.getresponse().status
     connection.close()
     return status
@@ -308,8 +334,10 @@ def test_wrong_codes_are_rate_limited_per_address_and_in_all(share, store):
         exchange(share.url, code)
     assert waited.value.status == 429
     # Rotating through loopback addresses meets the global cap.
-    statuses = [post_code_from(share, f"wrong{i}", f"127.0.{i // 250 + 1}.{i % 250 + 2}")
-                for i in range(GLOBAL_FAILURES_ALLOWED + 5)]  # fmt: skip
+    statuses = [
+        post_code_from(share, f"wrong{i}", f"127.0.{i // 250 + 1}.{i % 250 + 2}")
+        for i in range(GLOBAL_FAILURES_ALLOWED + 5)
+    ]
     assert statuses.count(429) >= 5 + FAILURES_ALLOWED, statuses
     assert post_code_from(share, code, "127.0.9.9") == 429
 
@@ -323,8 +351,10 @@ def test_codes_and_grants_never_reach_a_log_whatever_is_refused(share, store):
         def emit(self, record: logging.LogRecord) -> None:
             if record.name.startswith("urllib3"):
                 return  # the test's own client, logging the URLs it asks for
-            seen.append(record.getMessage() + (logging.Formatter().formatException(record.exc_info)
-                                               if record.exc_info else ""))  # fmt: skip
+            seen.append(
+                record.getMessage()
+                + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+            )
 
     handler = Everything(level=logging.DEBUG)
     root = logging.getLogger()
@@ -444,13 +474,32 @@ def test_viewers_see_paths_relative_to_the_notebook_folder(share, store, tmp_pat
     home = str(Path.home())  # the owner's: the share server runs as the notebook's owner
     folder = f"{home}/project/notebooks"
     store.open_session("s-paths", f"{folder}/analysis.ipynb")
-    store.append(Event(EventKind.APPROVAL_REQUEST, {
-        "request_id": "r1", "tool": "Write", "summary": f"write {folder}/hello.py",
-        "input": {"file_path": f"{folder}/hello.py"}}, session_id="s-paths", turn=1))  # fmt: skip
-    store.append(Event(EventKind.TOOL_RESULT, {"output": f"cd {folder} && ls {home}/.ssh"},
-                       session_id="s-paths", turn=1))  # fmt: skip
-    store.append(Event(EventKind.TEXT, {"text": f"I wrote `{folder}/hello.py`."},
-                       session_id="s-paths", turn=1))  # fmt: skip
+    store.append(
+        Event(
+            EventKind.APPROVAL_REQUEST,
+            {
+                "request_id": "r1",
+                "tool": "Write",
+                "summary": f"write {folder}/hello.py",
+                "input": {"file_path": f"{folder}/hello.py"},
+            },
+            session_id="s-paths",
+            turn=1,
+        )
+    )
+    store.append(
+        Event(
+            EventKind.TOOL_RESULT,
+            {"output": f"cd {folder} && ls {home}/.ssh"},
+            session_id="s-paths",
+            turn=1,
+        )
+    )
+    store.append(
+        Event(
+            EventKind.TEXT, {"text": f"I wrote `{folder}/hello.py`."}, session_id="s-paths", turn=1
+        )
+    )
     grant = join(share, ShareCodes(store.path).new_code("s-paths", "ro"))
     sock = ws(share, grant)
     shown = json.dumps(messages(sock, 3))
@@ -550,9 +599,28 @@ def test_with_a_certificate_it_serves_https_only(store, clock, tmp_path):
     if openssl is None:
         pytest.fail("openssl is needed; install it with: apt-get install -y openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     running = Running(store.path, clock, certfile=str(cert), keyfile=str(key))
     try:
         assert running.url.startswith("https://")
@@ -565,8 +633,11 @@ def test_with_a_certificate_it_serves_https_only(store, clock, tmp_path):
             exchange(running.url, code, context=trust, origin=running.url.replace("https", "http"))
         assert refused.value.status == 403
         grant = exchange(running.url, code, context=trust)
-        me = requests.get(f"{running.url}/api/grant", verify=str(cert),
-                          headers={"Authorization": f"Bearer {grant.token}"})  # fmt: skip
+        me = requests.get(
+            f"{running.url}/api/grant",
+            verify=str(cert),
+            headers={"Authorization": f"Bearer {grant.token}"},
+        )
         assert me.status_code == 200 and me.json()["role"] == "ro"
     finally:
         running.stop()
@@ -614,8 +685,9 @@ def test_co_driver_prompts_need_a_co_drive_grant_and_a_notebook_taking_them(shar
     good = rw.headers
     no_grant = {**good, "Authorization": ""}
     assert requests.post(f"{share.url}/api/prompt", json=body, headers=no_grant).status_code == 403
-    cross = requests.post(f"{share.url}/api/prompt", json=body,
-                          headers={**good, "Origin": "http://evil.example"})  # fmt: skip
+    cross = requests.post(
+        f"{share.url}/api/prompt", json=body, headers={**good, "Origin": "http://evil.example"}
+    )
     assert cross.status_code == 403
     # No kernel shows the session's feed: said at once, nothing queued to run by surprise.
     nobody = requests.post(f"{share.url}/api/prompt", json=body, headers=good)

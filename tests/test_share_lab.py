@@ -61,8 +61,9 @@ def test_a_phone_approves_a_cell_running_in_jupyterlab(lab):  # noqa: F811
         expect(cell.locator("button:has-text('Approve')")).to_be_visible(timeout=30_000)
         approve.tap()
         out = cell.locator(".jp-OutputArea")
-        expect(out).to_contain_text("approved by co-drive at 127.0.0.1 (share page)",
-                                    timeout=60_000)  # fmt: skip
+        expect(out).to_contain_text(
+            "approved by co-drive at 127.0.0.1 (share page)", timeout=60_000
+        )
         expect(out).to_contain_text("Created notes.txt.", timeout=90_000)
         expect(cell.locator("button:has-text('Approve')")).to_be_disabled()
         expect(phone.locator("#pending .card")).to_have_count(0)
@@ -73,8 +74,9 @@ def test_a_phone_approves_a_cell_running_in_jupyterlab(lab):  # noqa: F811
         feed = code_cells.nth(1).locator(".jupyter-widgets.widget-output")
         expect(feed).to_contain_text("co-drive at 127.0.0.1 (share page)", timeout=60_000)
         expect(feed).to_contain_text("The team chose the notes file.", timeout=90_000)
-        expect(phone.locator("#feed")).to_contain_text("The team chose the notes file.",
-                                                       timeout=30_000)  # fmt: skip
+        expect(phone.locator("#feed")).to_contain_text(
+            "The team chose the notes file.", timeout=30_000
+        )
         expect(phone.locator("#feed")).to_contain_text("from co-drive at 127.0.0.1")
         browser.close()
     assert (work / "notes.txt").read_text().strip() == "remembered"

@@ -43,8 +43,12 @@ def test_a_phone_approves_a_running_cell(tmp_path, workdir, start_kernel):
     store_path.parent.mkdir(parents=True, exist_ok=True)
     share = Running(store_path, Clock())
     with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as model:
-        kernel = start_kernel(workdir, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="k",
-                              OMNIKERNEL_HARNESS="claude")  # fmt: skip
+        kernel = start_kernel(
+            workdir,
+            ANTHROPIC_BASE_URL=model.base_url,
+            ANTHROPIC_API_KEY="k",
+            OMNIKERNEL_HARNESS="claude",
+        )
         links = kernel.execute("%share").text
         assert "read-only" in links and "co-drive" in links, links
         ro_url, rw_url = re.findall(r"(http://127\.0\.0\.1:\d+/join\?code=[\w-]+)", links)
@@ -73,8 +77,10 @@ def test_a_phone_approves_a_running_cell(tmp_path, workdir, start_kernel):
             approve.tap()
             resumed = None
             while time.monotonic() - tapped < 30:
-                if any(store.events(s["session_id"], kinds=(EventKind.APPROVAL_DECISION,))
-                       for s in store.sessions()):  # fmt: skip
+                if any(
+                    store.events(s["session_id"], kinds=(EventKind.APPROVAL_DECISION,))
+                    for s in store.sessions()
+                ):
                     resumed = time.monotonic() - tapped
                     break
                 time.sleep(0.01)

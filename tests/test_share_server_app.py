@@ -44,8 +44,11 @@ def closed(port: int) -> bool:
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ, OMNIKERNEL_STORE=str(tmp_path / "store.sqlite3"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))  # fmt: skip
+    env = dict(
+        os.environ,
+        OMNIKERNEL_STORE=str(tmp_path / "store.sqlite3"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+    )
     env["PYTHONPATH"] = str(Path(__file__).parent.parent)
     return env
 
@@ -54,18 +57,31 @@ def env_for(tmp_path: Path) -> dict[str, str]:
 def test_the_server_extension_starts_and_stops_the_share_server(tmp_path):
     port, share_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}",
-         "--ServerApp.ip=127.0.0.1", "--ServerApp.token=t0ken", "--no-browser", "--allow-root",
-         f"--OmnikernelShare.port={share_port}", f"--ServerApp.root_dir={tmp_path}"],
-        env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.token=t0ken",
+            "--no-browser",
+            "--allow-root",
+            f"--OmnikernelShare.port={share_port}",
+            f"--ServerApp.root_dir={tmp_path}",
+        ],
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_listening(share_port, proc)
         code = ShareCodes(tmp_path / "store.sqlite3").new_code("s-app", "ro")
         page = urllib.request.urlopen(f"http://127.0.0.1:{share_port}/join?code={code}").read()
         assert b"Open the session" in page
         assert ShareCodes(tmp_path / "store.sqlite3").server_url() == (
-            f"http://127.0.0.1:{share_port}")  # fmt: skip
+            f"http://127.0.0.1:{share_port}"
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)  # jupyter asks for confirmation on the first
@@ -79,8 +95,11 @@ def test_the_standalone_share_server(tmp_path):
     share_port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_ext.share", "--port", str(share_port)],
-        env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_listening(share_port, proc)
         code = ShareCodes(tmp_path / "store.sqlite3").new_code("s-app", "ro")

@@ -74,12 +74,20 @@ def test_stop_in_every_state(harness, model, tmp_path):
     work.mkdir()
     store = SessionStore(tmp_path / "store.sqlite3")
     session = AgentSession(
-        store=store, session_id="stop", notebook=str(work / "stop.ipynb"), cwd=work,
-        state_dir=tmp_path / "state", harness=harness, auto_approve=True,
+        store=store,
+        session_id="stop",
+        notebook=str(work / "stop.ipynb"),
+        cwd=work,
+        state_dir=tmp_path / "state",
+        harness=harness,
+        auto_approve=True,
         upstream_config=UpstreamConfig(
-            anthropic_base_url=model.base_url, anthropic_api_key="stop-key",
-            openai_base_url=model.base_url + "/v1", openai_api_key="stop-key"),
-    )  # fmt: skip
+            anthropic_base_url=model.base_url,
+            anthropic_api_key="stop-key",
+            openai_base_url=model.base_url + "/v1",
+            openai_api_key="stop-key",
+        ),
+    )
 
     async def scenario() -> None:
         first = [e async for e in session.run_prompt(RECALL)]
@@ -90,7 +98,9 @@ def test_stop_in_every_state(harness, model, tmp_path):
             stopped = await stop_in_state(session, state, model, work)
             end = stopped.end
             assert end.kind == EventKind.TURN_END and end.data["status"] == "interrupted", (
-                state, stopped.events)  # fmt: skip
+                state,
+                stopped.events,
+            )
             assert stopped.latency_s < STOP_WITHIN_S, (state, stopped.latency_s)
             assert end.data["stopped"].startswith(STOPPED[state]), (state, end.data)
             # Nothing of the turn is left in the sandbox: the cgroup holds the agent only.
@@ -129,10 +139,14 @@ def test_kernel_stops_a_running_command(harness, model, workdir, start_kernel):
     a background job and a setsid'd daemon behind."""
     require_cli(HARNESSES[harness])
     kernel = start_kernel(
-        workdir, OMNIKERNEL_HARNESS=harness, OMNIKERNEL_AUTO_APPROVE="1",
-        ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="stop-key",
-        OPENAI_BASE_URL=model.base_url + "/v1", OPENAI_API_KEY="stop-key",
-    )  # fmt: skip
+        workdir,
+        OMNIKERNEL_HARNESS=harness,
+        OMNIKERNEL_AUTO_APPROVE="1",
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="stop-key",
+        OPENAI_BASE_URL=model.base_url + "/v1",
+        OPENAI_API_KEY="stop-key",
+    )
     assert kernel.execute(RECALL).status == "ok"
     msg_id = kernel.kc.execute(STATES["command"])
     interrupted_at: list[float] = []
@@ -176,8 +190,11 @@ def test_killing_strays_keeps_the_agent_and_its_relays(tmp_path: Path):
     from omnikernel.sandbox.spawn import spawn
 
     async def scenario() -> None:
-        proc = await spawn(["/bin/bash", "-c", "read line; eval \"$line\"; sleep 60"],
-                           cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+        proc = await spawn(
+            ["/bin/bash", "-c", 'read line; eval "$line"; sleep 60'],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         try:
             turn = TurnProcesses(proc.members)
             turn.snapshot()
@@ -216,12 +233,18 @@ def test_a_frozen_cgroup_cannot_react_to_the_kill(tmp_path: Path):
             pytest.skip("needs a writable cgroup v2 (cgroup.freeze) on this machine")
         late = tmp_path / "late.txt"
         try:
-            shell = subprocess.Popen(["sh", "-c", "sleep 30; echo late > late.txt"],
-                                     cwd=tmp_path, preexec_fn=group.add_self)  # fmt: skip
+            shell = subprocess.Popen(
+                ["sh", "-c", "sleep 30; echo late > late.txt"],
+                cwd=tmp_path,
+                preexec_fn=group.add_self,
+            )
             child = None
             for _ in range(500):
-                sleeps = [p for p in group.pids() - {shell.pid}
-                          if (i := process_info(p)) and i.name == "sleep"]  # fmt: skip
+                sleeps = [
+                    p
+                    for p in group.pids() - {shell.pid}
+                    if (i := process_info(p)) and i.name == "sleep"
+                ]
                 if sleeps:
                     child = sleeps[0]
                     break

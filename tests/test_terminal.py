@@ -51,23 +51,47 @@ def require_tmux() -> str:
 def test_console_shows_the_whole_answer(model, tmp_path, workdir):
     tmux = require_tmux()
     env = kernel_env(
-        tmp_path, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="test-key",
-        PYTHONPATH=str(REPO), TERM="xterm",
-    )  # fmt: skip
+        tmp_path,
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="test-key",
+        PYTHONPATH=str(REPO),
+        TERM="xterm",
+    )
     name = f"omnikernel-console-{uuid.uuid4().hex[:8]}"
-    console = [sys.executable, "-m", "jupyter_console", "--kernel", "omnikernel",
-               "--no-confirm-exit"]  # fmt: skip
+    console = [
+        sys.executable,
+        "-m",
+        "jupyter_console",
+        "--kernel",
+        "omnikernel",
+        "--no-confirm-exit",
+    ]
     command = "exec env -i " + shlex.join([f"{k}={v}" for k, v in env.items()] + console)
     subprocess.run(
-        [tmux, "new-session", "-d", "-s", name, "-x", "200", "-y", "60", "-c", str(workdir),
-         command], check=True,
-    )  # fmt: skip
+        [
+            tmux,
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "200",
+            "-y",
+            "60",
+            "-c",
+            str(workdir),
+            command,
+        ],
+        check=True,
+    )
 
     def screen() -> str:
         return subprocess.run(
             [tmux, "capture-pane", "-p", "-J", "-S", "-3000", "-t", name],
-            capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
 
     def wait_for(text: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -79,8 +103,9 @@ def test_console_shows_the_whole_answer(model, tmp_path, workdir):
 
     try:
         wait_for("In [1]", 60)
-        subprocess.run([tmux, "send-keys", "-t", name, "Please give the long answer", "Enter"],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            [tmux, "send-keys", "-t", name, "Please give the long answer", "Enter"], check=True
+        )
         shown = wait_for("In [2]", 120)
         answer = " ".join(WORDS) + " THE-END"
         assert answer in " ".join(shown.split()), shown  # every word, in order
@@ -96,9 +121,12 @@ def test_attach_follows_a_running_turn(model, workdir, start_kernel, tmp_path):
     assert kernel.execute("hello").status == "ok"  # the session exists in the store
     env = kernel_env(tmp_path, PYTHONPATH=str(REPO))
     attach = subprocess.Popen(
-        [sys.executable, "-m", "omnikernel.cli.attach"], env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "omnikernel.cli.attach"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen: list[str] = []
     # Character by character: the answer is one line, and it must show before it ends.
     reader = threading.Thread(target=lambda: seen.extend(iter(lambda: attach.stdout.read(1), "")))

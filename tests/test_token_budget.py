@@ -91,8 +91,15 @@ def test_a_token_budget_is_reached_apart_from_the_usd_one():
 
 
 def spend(input_tokens: int, output_tokens: int = 0, cache_read: int = 0) -> Event:
-    return Event(EventKind.SPEND, {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                                   "cache_read_tokens": cache_read, "cost_usd": 0.0})  # fmt: skip
+    return Event(
+        EventKind.SPEND,
+        {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_tokens": cache_read,
+            "cost_usd": 0.0,
+        },
+    )
 
 
 def test_a_token_pause_every_pauses_at_each_multiple_and_goes_on_when_approved():
@@ -105,8 +112,9 @@ def test_a_token_pause_every_pauses_at_each_multiple_and_goes_on_when_approved()
     verdict = judge([rule], state, model_call)
     assert verdict.outcome == Outcome.PAUSE and verdict.pause_marks == [["1000 tokens", 1]]
     assert "1,050 tokens, past 1k tokens" in verdict.reason
-    approved = Event(EventKind.APPROVAL_DECISION, {"decision": "allow",
-                                                   "pause_marks": verdict.pause_marks})  # fmt: skip
+    approved = Event(
+        EventKind.APPROVAL_DECISION, {"decision": "allow", "pause_marks": verdict.pause_marks}
+    )
     state = fold([approved], state)
     assert judge([rule], state, model_call).outcome == Outcome.ALLOW  # approved: goes on
     assert rule.state_text(state) == "1,050 tokens metered; next pause at 2k tokens"
@@ -128,14 +136,20 @@ def test_a_policy_files_budget_refuses_model_calls_and_says_where_it_lives(tmp_p
     user = tmp_path / "user.toml"
     user.write_text('[[rule]]\nrule = "budget"\namount = "1k tokens"\n')
     session = AgentSession(
-        store=SessionStore(tmp_path / "s.sqlite3"), session_id="b", notebook=str(tmp_path / "n"),
-        cwd=tmp_path, state_dir=tmp_path / "state", upstream_config=UpstreamConfig(),
-        user_policy=user, budget_tokens=500,
-    )  # fmt: skip
+        store=SessionStore(tmp_path / "s.sqlite3"),
+        session_id="b",
+        notebook=str(tmp_path / "n"),
+        cwd=tmp_path,
+        state_dir=tmp_path / "state",
+        upstream_config=UpstreamConfig(),
+        user_policy=user,
+        budget_tokens=500,
+    )
     try:
         assert asyncio.run(session._hold_model_call("claude")) is None  # nothing spent yet
-        session.gateway.ledger.add(SpendRecord("claude", "anthropic", "claude-sonnet-4-5", 900,
-                                               300, 0, 0, 0.01))  # fmt: skip
+        session.gateway.ledger.add(
+            SpendRecord("claude", "anthropic", "claude-sonnet-4-5", 900, 300, 0, 0, 0.01)
+        )
         refusal = asyncio.run(session._hold_model_call("claude"))
         assert refusal is not None and "policy refused this model call" in refusal
         assert "1k tokens budget is used" in refusal and "user policy rule" in refusal
@@ -162,10 +176,12 @@ def test_bad_pause_amounts_are_clear_rule_errors(args, says):
 
 def test_policy_files_take_tokens(tmp_path: Path):
     path = tmp_path / "policy.toml"
-    path.write_text('[[rule]]\nrule = "pause-every"\ntokens = "1M"\n\n'
-                    '[[rule]]\nrule = "pause-every"\ntokens = 250000\n\n'
-                    '[[rule]]\nrule = "budget"\namount = "5M tokens"\n\n'
-                    '[[rule]]\nrule = "pause-every"\nusd = 5\n')  # fmt: skip
+    path.write_text(
+        '[[rule]]\nrule = "pause-every"\ntokens = "1M"\n\n'
+        '[[rule]]\nrule = "pause-every"\ntokens = 250000\n\n'
+        '[[rule]]\nrule = "budget"\namount = "5M tokens"\n\n'
+        '[[rule]]\nrule = "pause-every"\nusd = 5\n'
+    )
     loaded = load_file(path, "user")
     assert [r.describe() for r in loaded.rules] == [
         "pause-every 1M tokens",
@@ -240,8 +256,12 @@ def fake():
 
 @pytest.fixture
 def gateway(fake):
-    gw = Gateway({"anthropic": Upstream("anthropic", fake.base_url, "k-anthropic"),
-                  "openai": Upstream("openai", fake.base_url + "/v1", "k-openai")}).start_in_thread()  # fmt: skip
+    gw = Gateway(
+        {
+            "anthropic": Upstream("anthropic", fake.base_url, "k-anthropic"),
+            "openai": Upstream("openai", fake.base_url + "/v1", "k-openai"),
+        }
+    ).start_in_thread()
     yield gw
     gw.stop_thread()
 
@@ -253,13 +273,17 @@ def settle(gw: Gateway) -> None:
 
 
 def claude(gw: Gateway) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gw.base_url_for("claude", "anthropic", tcp=True),
-                               api_key=gw.issue_secret("claude"), max_retries=0)  # fmt: skip
+    return anthropic.Anthropic(
+        base_url=gw.base_url_for("claude", "anthropic", tcp=True),
+        api_key=gw.issue_secret("claude"),
+        max_retries=0,
+    )
 
 
 def ask(client: anthropic.Anthropic, prompt: str = "count") -> None:
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=5,
-                           messages=[{"role": "user", "content": prompt}])  # fmt: skip
+    client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": prompt}]
+    )
 
 
 def test_a_token_budget_holds_the_next_call_until_raised(gateway, fake):
@@ -279,8 +303,11 @@ def test_a_token_budget_holds_the_next_call_until_raised(gateway, fake):
     ask(client)
     # The same hold on the OpenAI wire.
     gateway.budget.limit_tokens = 100
-    codex = openai.OpenAI(base_url=gateway.base_url_for("codex", "openai", tcp=True),
-                          api_key=gateway.issue_secret("codex"), max_retries=0)  # fmt: skip
+    codex = openai.OpenAI(
+        base_url=gateway.base_url_for("codex", "openai", tcp=True),
+        api_key=gateway.issue_secret("codex"),
+        max_retries=0,
+    )
     with pytest.raises(openai.APIStatusError) as err2:
         codex.responses.create(model="gpt-5.5", input="count")
     assert err2.value.status_code == 402 and "tokens" in str(err2.value)
@@ -291,9 +318,10 @@ def test_a_token_budget_cuts_a_stream_that_crosses_it(gateway):
     received: list[str] = []
     with pytest.raises(anthropic.APIStatusError) as err:
         with claude(gateway).messages.stream(
-            model="claude-sonnet-4-5", max_tokens=5,
+            model="claude-sonnet-4-5",
+            max_tokens=5,
             messages=[{"role": "user", "content": "a long story"}],
-        ) as stream:  # fmt: skip
+        ) as stream:
             for text in stream.text_stream:
                 received.append(text)
     assert "tokens session budget" in str(err.value)
@@ -321,18 +349,25 @@ def test_the_latest_usage_limits_are_kept_per_upstream(gateway, fake):
 
 def test_the_gauge_shows_tokens_and_usage_limits(tmp_path: Path):
     session = AgentSession(
-        store=SessionStore(tmp_path / "s.sqlite3"), session_id="g", notebook=str(tmp_path / "n"),
-        cwd=tmp_path, state_dir=tmp_path / "state", upstream_config=UpstreamConfig(),
-        budget_tokens=10_000, user_policy=tmp_path / "none.toml",
-    )  # fmt: skip
+        store=SessionStore(tmp_path / "s.sqlite3"),
+        session_id="g",
+        notebook=str(tmp_path / "n"),
+        cwd=tmp_path,
+        state_dir=tmp_path / "state",
+        upstream_config=UpstreamConfig(),
+        budget_tokens=10_000,
+        user_policy=tmp_path / "none.toml",
+    )
     try:
         gauge = SpendGauge(session)
         assert gauge.token_bar.layout.display is None and gauge.token_bar.max == 10_000
-        record = SpendRecord("claude", "anthropic", "claude-sonnet-4-5", 3000, 500, 9000, 0, 0.1,
-                             plan=True)  # fmt: skip
+        record = SpendRecord(
+            "claude", "anthropic", "claude-sonnet-4-5", 3000, 500, 9000, 0, 0.1, plan=True
+        )
         session.gateway.ledger.add(record)
-        session.gateway.saw_limits("claude", Upstream("anthropic", "https://api.anthropic.com",
-                                                      "x"), CLAUDE_PLAN)  # fmt: skip
+        session.gateway.saw_limits(
+            "claude", Upstream("anthropic", "https://api.anthropic.com", "x"), CLAUDE_PLAN
+        )
         gauge.refresh()
         assert gauge.token_bar.value == 3500 and "3,500 tokens of 10,000" in gauge.token_label.value
         assert "budget 10k tokens" in gauge.text() and "3,500 tokens" in gauge.text()
@@ -373,15 +408,20 @@ def test_token_budget_in_the_kernel_with_a_plan_login(workdir, start_kernel, tmp
     with FakeModelServer(Scenario.from_dict(KERNEL_SCENARIO), api_key=FRESH) as fake:
         fake.extra_headers = {k: v for k, v in CLAUDE_PLAN.items() if k != "Content-Type"}
         kernel = start_kernel(
-            workdir, ANTHROPIC_BASE_URL=fake.base_url, OMNIKERNEL_CREDENTIALS="claude=login",
-            CLAUDE_CONFIG_DIR=str(host_config), OMNIKERNEL_MODEL="claude-sonnet-4-5",
+            workdir,
+            ANTHROPIC_BASE_URL=fake.base_url,
+            OMNIKERNEL_CREDENTIALS="claude=login",
+            CLAUDE_CONFIG_DIR=str(host_config),
+            OMNIKERNEL_MODEL="claude-sonnet-4-5",
             OMNIKERNEL_AUTO_APPROVE="1",
-        )  # fmt: skip
+        )
         # Bad units are clear errors, and the kernel stays alive.
-        for line, says in (("%budget 2M", "has no unit; say 2M tokens"),
-                           ("%budget 5 euros", "unknown unit 'euros'"),
-                           ("%budget -1 tokens", "must be positive"),
-                           ("%policy add pause-every 3 parsecs", "unknown unit 'parsecs'")):  # fmt: skip
+        for line, says in (
+            ("%budget 2M", "has no unit; say 2M tokens"),
+            ("%budget 5 euros", "unknown unit 'euros'"),
+            ("%budget -1 tokens", "must be positive"),
+            ("%policy add pause-every 3 parsecs", "unknown unit 'parsecs'"),
+        ):
             bad = kernel.execute(line)
             assert bad.status == "error" and says in bad.text, (line, bad.text)
         assert kernel.execute("%%python\nprint(6 * 7)").text.strip() == "42"
@@ -393,8 +433,10 @@ def test_token_budget_in_the_kernel_with_a_plan_login(workdir, start_kernel, tmp
         cut = kernel.execute("Tell me an epic.", timeout=120)
         assert cut.status == "error" and "tokens session budget" in cut.text, cut.text
         streamed = "".join(m["content"]["text"] for m in cut.outputs if m["msg_type"] == "stream")
-        sagas = max([m["content"].get("data", {}).get("text/plain", "").count("saga")
-                     for m in cut.outputs] + [streamed.count("saga")])  # fmt: skip
+        sagas = max(
+            [m["content"].get("data", {}).get("text/plain", "").count("saga") for m in cut.outputs]
+            + [streamed.count("saga")]
+        )
         assert 0 < sagas < 3000
         # Past the cap, the next call is held at the gateway: nothing goes upstream.
         posts = len([r for r in fake.requests if r.path == "/v1/messages"])
@@ -428,9 +470,12 @@ def test_a_token_pause_every_pauses_in_the_kernel_and_goes_on(workdir, start_ker
     require_claude()
     with FakeModelServer(Scenario.from_dict(KERNEL_SCENARIO)).start_in_thread() as fake:
         kernel = start_kernel(
-            workdir, ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY="k",
-            OMNIKERNEL_MODEL="claude-sonnet-4-5", OMNIKERNEL_AUTO_APPROVE="1",
-        )  # fmt: skip
+            workdir,
+            ANTHROPIC_BASE_URL=fake.base_url,
+            ANTHROPIC_API_KEY="k",
+            OMNIKERNEL_MODEL="claude-sonnet-4-5",
+            OMNIKERNEL_AUTO_APPROVE="1",
+        )
         added = kernel.execute("%policy add pause-every 1.5k tokens")
         assert "Added pause-every 1.5k tokens (session level)" in added.text, added.text
         # Each call counts 2,080 tokens: the first crosses 1,500, so the next action pauses.

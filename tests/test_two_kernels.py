@@ -38,8 +38,12 @@ def model():
 
 
 def env_for(model: FakeModelServer) -> dict[str, str]:
-    return {"ANTHROPIC_BASE_URL": model.base_url, "ANTHROPIC_API_KEY": "test-key",
-            "OMNIKERNEL_AUTO_APPROVE": "1", "OMNIKERNEL_SESSION_ID": "shared"}  # fmt: skip
+    return {
+        "ANTHROPIC_BASE_URL": model.base_url,
+        "ANTHROPIC_API_KEY": "test-key",
+        "OMNIKERNEL_AUTO_APPROVE": "1",
+        "OMNIKERNEL_SESSION_ID": "shared",
+    }
 
 
 def stored(tmp_path: Path) -> list[Event]:
@@ -111,8 +115,11 @@ def test_a_kernel_waiting_for_the_other_one_stops_waiting_on_the_stop_button(
     assert stopped.status == "error" and stopped.reply["ename"] == "KeyboardInterrupt"
     assert "Stopped waiting" in stopped.text
     # Nothing of the stopped prompt was stored; the first kernel's turn goes on, then ends.
-    assert not any(e.data.get("prompt", "").startswith("Please remember")
-                   for e in stored(tmp_path) if e.kind == EventKind.TURN_START)  # fmt: skip
+    assert not any(
+        e.data.get("prompt", "").startswith("Please remember")
+        for e in stored(tmp_path)
+        if e.kind == EventKind.TURN_START
+    )
     first.km.interrupt_kernel()
     assert first.collect(long_turn, timeout=60).status == "error"
     again = second.execute("Please remember a word.")
@@ -128,10 +135,17 @@ def test_a_turn_lock_is_released_when_its_holder_dies(tmp_path):
 
     path = lock_path(tmp_path / "sessions.sqlite3", "a/b c")
     assert path.parent == tmp_path / "locks" and "/" not in path.name[:-10]
-    holder = subprocess.Popen([sys.executable, "-c",
-        "import sys, time; from omnikernel.store.turnlock import TurnLock; from pathlib import Path\n"
-        f"lock = TurnLock(Path({str(path)!r})); assert lock.try_acquire(); lock._note('kernel X')\n"
-        "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from omnikernel.store.turnlock import TurnLock; from pathlib import Path\n"
+            f"lock = TurnLock(Path({str(path)!r})); assert lock.try_acquire(); lock._note('kernel X')\n"
+            "print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     mine = TurnLock(path)
     assert not mine.try_acquire() and mine.holder() == "kernel X"
@@ -158,11 +172,14 @@ def test_a_turn_cancelled_without_a_stop_does_not_hold_the_session(model, tmp_pa
     work.mkdir()
     store = SessionStore(tmp_path / "store.sqlite3")
     session = AgentSession(
-        store=store, session_id="solo", notebook=str(work / "solo.ipynb"), cwd=work,
-        state_dir=tmp_path / "state", auto_approve=True,
-        upstream_config=UpstreamConfig(anthropic_base_url=model.base_url,
-                                       anthropic_api_key="k"),
-    )  # fmt: skip
+        store=store,
+        session_id="solo",
+        notebook=str(work / "solo.ipynb"),
+        cwd=work,
+        state_dir=tmp_path / "state",
+        auto_approve=True,
+        upstream_config=UpstreamConfig(anthropic_base_url=model.base_url, anthropic_api_key="k"),
+    )
 
     async def scenario() -> list[Event]:
         streaming = asyncio.Event()

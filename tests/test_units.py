@@ -89,8 +89,13 @@ def test_edit_renders_a_diff():
 
 
 def test_footer_has_turns_tokens_cost_and_offline():
-    usage = {"model": "m", "num_turns": 2, "input_tokens": 1200, "output_tokens": 34,
-             "cost_usd": 0.0123}  # fmt: skip
+    usage = {
+        "model": "m",
+        "num_turns": 2,
+        "input_tokens": 1200,
+        "output_tokens": 34,
+        "cost_usd": 0.0123,
+    }
     line = render.footer_bundle("claude", usage, {"status": "completed", "duration_s": 1.5}, True)
     plain = line["text/plain"]
     for part in ("claude", "2 turns", "1,200 in / 34 out tokens", "$0.0123", "1.5 s", "offline"):
@@ -103,10 +108,16 @@ def test_rehearsal_turns_show_no_money_wherever_spend_is_shown():
     from omnikernel.session.spend import rehearsal_usage
     from omnikernel.view.export import _spend, gather
 
-    spend = {"model": "claude-opus-4-8", "input_tokens": 40_000, "output_tokens": 900,
-             "cost_usd": 0.0, "rehearsal": True}  # fmt: skip
-    usage = rehearsal_usage(Event(EventKind.USAGE, {"model": "claude-opus-4-8",
-                                                    "cost_usd": 0.2225})).data  # fmt: skip
+    spend = {
+        "model": "claude-opus-4-8",
+        "input_tokens": 40_000,
+        "output_tokens": 900,
+        "cost_usd": 0.0,
+        "rehearsal": True,
+    }
+    usage = rehearsal_usage(
+        Event(EventKind.USAGE, {"model": "claude-opus-4-8", "cost_usd": 0.2225})
+    ).data
     assert usage["cost_usd"] == 0.0 and usage["rehearsal"]
     footer = render.footer_bundle("claude", usage, {"status": "completed"}, True, [spend])
     assert "$0 (rehearsal)" in footer["text/plain"] and "0.2225" not in footer["text/plain"]

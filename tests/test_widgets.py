@@ -57,10 +57,15 @@ def test_the_card_shows_the_action_and_a_click_decides_with_scope_and_reason():
 
 def test_the_spend_gauge_follows_the_meter(tmp_path: Path):
     session = AgentSession(
-        store=SessionStore(tmp_path / "s.sqlite3"), session_id="g", notebook=str(tmp_path / "n"),
-        cwd=tmp_path, state_dir=tmp_path / "state", upstream_config=UpstreamConfig(),
-        budget_usd=2.0, user_policy=tmp_path / "none.toml",
-    )  # fmt: skip
+        store=SessionStore(tmp_path / "s.sqlite3"),
+        session_id="g",
+        notebook=str(tmp_path / "n"),
+        cwd=tmp_path,
+        state_dir=tmp_path / "state",
+        upstream_config=UpstreamConfig(),
+        budget_usd=2.0,
+        user_policy=tmp_path / "none.toml",
+    )
     gauge = SpendGauge(session)
     session.spend_listeners.append(gauge.refresh)
     assert gauge.bar.value == 0 and "budget $2.00" in gauge.text()
@@ -78,16 +83,21 @@ def test_the_session_feed_keeps_each_turn_apart_and_the_last_turns_only():
     feed = SessionFeed()
     stops: list[int] = []
     for turn in range(FEED_TURNS + 5):
-        feed.running(SharedPrompt(turn, f"prompt {turn}", "co-drive at 10.0.0.7", "share page"),
-                     on_stop=lambda turn=turn: stops.append(turn))  # fmt: skip
+        feed.running(
+            SharedPrompt(turn, f"prompt {turn}", "co-drive at 10.0.0.7", "share page"),
+            on_stop=lambda turn=turn: stops.append(turn),
+        )
         feed.display({"text/plain": f"text {turn}"}, display_id=f"t{turn}")
         feed.update_display({"text/plain": f"text {turn}, more"}, display_id=f"t{turn}")
         feed.display({"text/plain": f"footer {turn}"})
     assert len(feed.turns.children) == FEED_TURNS
     last = [o["data"]["text/plain"] for o in feed.turns.children[-1].outputs]
     n = FEED_TURNS + 4
-    assert last == [f"▶ co-drive at 10.0.0.7 (share page): prompt {n}", f"text {n}, more",
-                    f"footer {n}"]  # fmt: skip
+    assert last == [
+        f"▶ co-drive at 10.0.0.7 (share page): prompt {n}",
+        f"text {n}, more",
+        f"footer {n}",
+    ]
     assert feed.outputs[0]["data"]["text/plain"].endswith("prompt 5")  # 0-4 dropped
     assert "10.0.0.7" in feed.heading.value and not feed.stop_button.disabled
     feed.stop_button.click()
