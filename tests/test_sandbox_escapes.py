@@ -527,20 +527,22 @@ def test_the_agent_starts_beside_a_masked_folder_of_1000_entries(backend, world)
 
 
 def test_run_dir_and_placeholders_are_removed_when_the_agent_stops(world):
+    """Only this agent's own run dir is looked at: other test workers start agents under the
+    same run root at the same time."""
     home = world["home"]
     spec = agent_spec(world, home)
-    before = set(run_root().iterdir()) if run_root().exists() else set()
 
-    async def start_and_look() -> tuple[list[Path], bool]:
+    async def start_and_look() -> tuple[Path, bool, bool]:
         proc = await start_sandboxed(["/bin/sleep", "30"], spec, resolve("auto"))
-        new = [p for p in run_root().iterdir() if p not in before]
+        run_dir = Path(proc.run.path)
+        made = run_dir.parent == run_root() and run_dir.is_dir()
         placed = (home / ".zshrc").exists() and (home / ".vscode").is_dir()
         await proc.kill()
-        return new, placed
+        return run_dir, made, placed
 
-    new, placed = asyncio.run(start_and_look())
-    assert new and placed
-    assert not any(p.exists() for p in new)
+    run_dir, made, placed = asyncio.run(start_and_look())
+    assert made and placed
+    assert not run_dir.exists()
     assert not (home / ".zshrc").exists() and not (home / ".vscode").exists()
 
 
