@@ -9,7 +9,8 @@ CLAUDE_CODE_VERSION := 2.1.197
 CODEX_VERSION := 0.169.0
 PI_VERSION := 0.73.1
 CLAUDE_ACP_VERSION := 0.16.2
-CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)
+GEMINI_CLI_VERSION := 0.61.0
+CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)-$(GEMINI_CLI_VERSION)
 DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
@@ -37,10 +38,12 @@ $(CLI_STAMP):
 		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
 		@openai/codex@$(CODEX_VERSION) \
 		@mariozechner/pi-coding-agent@$(PI_VERSION) \
-		@zed-industries/claude-code-acp@$(CLAUDE_ACP_VERSION)
+		@zed-industries/claude-code-acp@$(CLAUDE_ACP_VERSION) \
+		@google/gemini-cli@$(GEMINI_CLI_VERSION)
 	$(TOOLS)/node_modules/.bin/claude --version
 	$(TOOLS)/node_modules/.bin/codex --version
 	$(TOOLS)/node_modules/.bin/pi --version
+	$(TOOLS)/node_modules/.bin/gemini --version
 	touch $@
 
 # Debian packages the tests use: a real browser for the JupyterLab test and the sandboxes.

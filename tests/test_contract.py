@@ -46,3 +46,12 @@ class TestAcpContract(HarnessContract):
 
     def setup_method(self) -> None:
         require_cli("claude-code-acp")
+
+
+class TestGeminiContract(HarnessContract):
+    """Gemini CLI through its ACP mode, speaking the Gemini API to the gateway."""
+
+    harness = "gemini"
+
+    def setup_method(self) -> None:
+        require_cli("gemini")

@@ -149,7 +149,7 @@ class AcpHarness(JsonRpcHarness):
                     yield event
                 return
             if "id" in message and method:
-                async for event in self._answer(message):
+                async for event in self._answer(message, shown):
                     yield event
             elif method == "session/update":
                 for event in self._update((message.get("params") or {}).get("update") or {}, shown):
@@ -181,8 +181,13 @@ class AcpHarness(JsonRpcHarness):
         meta = (call.get("_meta") or {}).get("claudeCode") or {}
         return str(meta.get("toolName") or call.get("title") or call.get("kind") or "tool")
 
+    def _raw_input(self, call: dict[str, Any]) -> dict[str, Any]:
+        """The tool's input as the agent reports it (`rawInput`)."""
+        raw = call.get("rawInput")
+        return raw if isinstance(raw, dict) else {}
+
     def _tool_call(self, call: dict[str, Any]) -> Event:
-        raw = call.get("rawInput") or {}
+        raw = self._raw_input(call)
         summary = next(
             (
                 str(raw[k])
@@ -215,7 +220,7 @@ class AcpHarness(JsonRpcHarness):
         usage = Event(
             EventKind.USAGE,
             {
-                "model": self.ctx.model or "",
+                "model": self.ctx.model or self.default_model or "",
                 "input_tokens": 0,
                 "output_tokens": 0,
                 "cost_usd": None,
@@ -227,7 +232,7 @@ class AcpHarness(JsonRpcHarness):
             Event(EventKind.TURN_END, {"status": status, "harness_session": self._session}),
         ]
 
-    async def _answer(self, message: dict[str, Any]) -> AsyncIterator[Event]:
+    async def _answer(self, message: dict[str, Any], shown: set[str]) -> AsyncIterator[Event]:
         method, ident = message["method"], message["id"]
         if method != "session/request_permission":
             await self.refuse(ident, method)  # fs/*, terminal/*: never served outside the sandbox
@@ -235,6 +240,12 @@ class AcpHarness(JsonRpcHarness):
         params = message.get("params") or {}
         call = params.get("toolCall") or {}
         as_event = self._tool_call(call)
+        call_id = str(call.get("toolCallId", ""))
+        if call_id and call_id not in shown:
+            # Some agents (Gemini CLI) ask before they announce the call: shown first, so
+            # every tool call precedes its approval.
+            shown.add(call_id)
+            yield as_event
         asked = Event(
             EventKind.APPROVAL_REQUEST,
             {

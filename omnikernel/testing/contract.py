@@ -72,6 +72,8 @@ class HarnessContract:
                     anthropic_api_key="contract-key",
                     openai_base_url=fake_model.base_url + "/v1",
                     openai_api_key="contract-key",
+                    gemini_base_url=fake_model.base_url,
+                    gemini_api_key="contract-key",
                 ),
                 harness=self.harness,
                 model=self.model,
