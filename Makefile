@@ -10,7 +10,8 @@ CODEX_VERSION := 0.169.0
 PI_VERSION := 0.73.1
 CLAUDE_ACP_VERSION := 0.16.2
 GEMINI_CLI_VERSION := 0.61.0
-CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)-$(GEMINI_CLI_VERSION)
+QWEN_CODE_VERSION := 0.24.4
+CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)-$(GEMINI_CLI_VERSION)-$(QWEN_CODE_VERSION)
 DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
@@ -39,11 +40,13 @@ $(CLI_STAMP):
 		@openai/codex@$(CODEX_VERSION) \
 		@mariozechner/pi-coding-agent@$(PI_VERSION) \
 		@zed-industries/claude-code-acp@$(CLAUDE_ACP_VERSION) \
-		@google/gemini-cli@$(GEMINI_CLI_VERSION)
+		@google/gemini-cli@$(GEMINI_CLI_VERSION) \
+		@qwen-code/qwen-code@$(QWEN_CODE_VERSION)
 	$(TOOLS)/node_modules/.bin/claude --version
 	$(TOOLS)/node_modules/.bin/codex --version
 	$(TOOLS)/node_modules/.bin/pi --version
 	$(TOOLS)/node_modules/.bin/gemini --version
+	$(TOOLS)/node_modules/.bin/qwen --version
 	touch $@
 
 # Debian packages the tests use: a real browser for the JupyterLab test and the sandboxes.

@@ -55,3 +55,12 @@ class TestGeminiContract(HarnessContract):
 
     def setup_method(self) -> None:
         require_cli("gemini")
+
+
+class TestQwenContract(HarnessContract):
+    """Qwen Code through its ACP mode, speaking Chat Completions to the gateway."""
+
+    harness = "qwen"
+
+    def setup_method(self) -> None:
+        require_cli("qwen")

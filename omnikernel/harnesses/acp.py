@@ -178,8 +178,11 @@ class AcpHarness(JsonRpcHarness):
 
     @staticmethod
     def _tool_name(call: dict[str, Any]) -> str:
-        meta = (call.get("_meta") or {}).get("claudeCode") or {}
-        return str(meta.get("toolName") or call.get("title") or call.get("kind") or "tool")
+        """The tool's own name where the agent gives it in ``_meta`` (claude-code-acp under
+        ``claudeCode``, Qwen Code at the top), else the call's title."""
+        meta = call.get("_meta") or {}
+        name = (meta.get("claudeCode") or {}).get("toolName") or meta.get("toolName")
+        return str(name or call.get("title") or call.get("kind") or "tool")
 
     def _raw_input(self, call: dict[str, Any]) -> dict[str, Any]:
         """The tool's input as the agent reports it (`rawInput`)."""
