@@ -64,3 +64,12 @@ class TestQwenContract(HarnessContract):
 
     def setup_method(self) -> None:
         require_cli("qwen")
+
+
+class TestOpenCodeContract(HarnessContract):
+    """OpenCode through its ACP server, its Anthropic provider pointed at the gateway."""
+
+    harness = "opencode"
+
+    def setup_method(self) -> None:
+        require_cli("opencode")
