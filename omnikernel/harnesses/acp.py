@@ -163,7 +163,7 @@ class AcpHarness(JsonRpcHarness):
         call_id = str(update.get("toolCallId", ""))
         out = []
         if kind in ("tool_call", "tool_call_update") and call_id not in shown:
-            raw = update.get("rawInput") or {}
+            raw = self._raw_input(update)
             done = update.get("status") in ("completed", "failed")
             if raw or done:
                 shown.add(call_id)
