@@ -1,7 +1,13 @@
 """Every built-in harness passes the same contract, with its real CLI, in the real sandbox."""
 
+import asyncio
+import json
+
+import pytest
+
 from omnikernel.events import EventKind
-from omnikernel.testing.contract import HarnessContract
+from omnikernel.rehearsal import FakeModelServer, Scenario
+from omnikernel.testing.contract import SCENARIO, HarnessContract
 
 from .conftest import require_cli
 
@@ -73,3 +79,62 @@ class TestOpenCodeContract(HarnessContract):
 
     def setup_method(self) -> None:
         require_cli("opencode")
+
+
+#: Each new harness hands over to the next one and is handed over to by the previous one.
+HANDOFFS = [("gemini", "qwen"), ("qwen", "opencode"), ("opencode", "gemini")]
+
+
+@pytest.mark.parametrize(("first", "second"), HANDOFFS)
+def test_handoff_between_the_acp_harnesses(first, second, tmp_path):
+    """Switching keeps the context: the second harness's model call carries what the first
+    did (prompt, command, answer) in an ``<omnigent-handoff>`` block."""
+    for name in (first, second):
+        require_cli(name)
+    contract = HarnessContract()
+    contract.harness = first
+    with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as fake:
+        maker = HarnessContract.make_session.__wrapped__(contract, fake, tmp_path)
+        session = next(maker)
+        try:
+            s = session()
+
+            async def both() -> tuple[list, list]:
+                one = [e async for e in s.run_prompt("contract write a file")]
+                two = [e async for e in s.run_prompt("contract recall", harness=second)]
+                await s.close()
+                return one, two
+
+            one, two = asyncio.run(both())
+        finally:
+            next(maker, None)
+    assert one[-1].data["status"] == "completed" and two[-1].data["status"] == "completed"
+    latest = json.dumps(fake.requests[-1].body)
+    assert "omnigent-handoff" in latest and "contract write a file" in latest
+    assert "echo contract > contract.txt" in latest
+
+
+def test_record_then_replay_gemini_offline(tmp_path):
+    """%record / %replay for Gemini CLI: a turn recorded through the gateway replays with the
+    model gone, the same answer, at $0."""
+    require_cli("gemini")
+    contract = HarnessContract()
+    contract.harness = "gemini"
+    cassette = tmp_path / "gemini.cassette.jsonl"
+    with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as fake:
+        maker = HarnessContract.make_session.__wrapped__(contract, fake, tmp_path)
+        make = next(maker)
+        recording, replaying = make(), make()
+        recording.gateway.record_to(cassette)
+        (recorded,) = contract.run(recording, "contract recall")
+        fake.stop_thread()  # no model from here on
+        replaying.gateway.replay_from(cassette)
+        (replayed,) = contract.run(replaying, "contract recall")
+        next(maker, None)
+    text = "".join(e.data["text"] for e in recorded if e.kind == EventKind.TEXT)
+    assert "You asked me to write a file." in text
+    assert replayed[-1].data["status"] == "completed", replayed
+    assert "".join(e.data["text"] for e in replayed if e.kind == EventKind.TEXT) == text
+    spent = [e.data["cost_usd"] for e in replayed if e.kind == EventKind.SPEND]
+    assert spent and all(c == 0 for c in spent)
+    assert "contract-key" not in cassette.read_text()
