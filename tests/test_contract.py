@@ -138,3 +138,41 @@ def test_record_then_replay_gemini_offline(tmp_path):
     spent = [e.data["cost_usd"] for e in replayed if e.kind == EventKind.SPEND]
     assert spent and all(c == 0 for c in spent)
     assert "contract-key" not in cassette.read_text()
+
+
+@pytest.mark.parametrize("harness", ["gemini", "qwen", "opencode", "claude-acp"])
+def test_acp_agent_resumes_its_session_after_its_cli_is_killed(harness, tmp_path):
+    """Resume after a restart: the CLI is stopped (killed) between turns; the next turn starts a new
+    one, which loads the same ACP session (``session/load``): the model sees the first turn
+    from the agent's own history, with no handoff."""
+    require_cli({"claude-acp": "claude-code-acp"}.get(harness, harness))
+    contract = HarnessContract()
+    contract.harness = harness
+    with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as fake:
+        maker = HarnessContract.make_session.__wrapped__(contract, fake, tmp_path)
+        session = next(maker)(auto_approve=True)
+        try:
+
+            async def killed_between() -> tuple[list, list, int, int]:
+                one = [e async for e in session.run_prompt("contract write a file")]
+                agent = session._harness(harness)
+                first = agent._proc
+                await agent.close()  # the CLI and everything it started are killed
+                two = [e async for e in session.run_prompt("contract recall")]
+                second = agent._proc
+                await session.close()
+                return one, two, id(first), id(second)
+
+            one, two, first_pid, second_pid = asyncio.run(killed_between())
+        finally:
+            next(maker, None)
+    assert one[-1].data["status"] == "completed" and two[-1].data["status"] == "completed", two
+    assert first_pid != second_pid  # a new CLI answered the second turn
+    latest = json.dumps(fake.requests[-1].body)
+    assert "contract write a file" in latest
+    if harness == "gemini":  # Gemini CLI keeps nothing session/load could load: a handoff
+        assert "omnigent-handoff" in latest
+        assert one[-1].data["harness_session"] != two[-1].data["harness_session"]
+    else:
+        assert "omnigent-handoff" not in latest
+        assert one[-1].data["harness_session"] == two[-1].data["harness_session"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from omnikernel import __version__
 from omnikernel import events as ev
@@ -76,6 +76,9 @@ class AcpHarness(JsonRpcHarness):
 
     agent: AcpAgent
     wire = "anthropic"
+    #: Whether a restarted CLI really continues a session through ``session/load`` (an agent
+    #: may advertise it and still keep nothing to load; then a handoff carries the context).
+    loads_sessions: ClassVar[bool] = True
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)
@@ -120,12 +123,17 @@ class AcpHarness(JsonRpcHarness):
                 "clientInfo": {"name": "omnikernel", "version": __version__},
             },
         )
-        self._can_load = bool((result.get("agentCapabilities") or {}).get("loadSession"))
+        self._can_load = self.loads_sessions and bool(
+            (result.get("agentCapabilities") or {}).get("loadSession")
+        )
         setup = {"cwd": str(self.ctx.cwd), "mcpServers": []}
         if self._session and self._can_load:
             await self.call("session/load", {"sessionId": self._session, **setup})
         else:
             self._session = (await self.call("session/new", setup))["sessionId"]
+
+    def remembers(self) -> bool:
+        return self.running or self._session is None or self.loads_sessions
 
     # -- a turn --------------------------------------------------------------------------------
 

@@ -216,6 +216,12 @@ class Harness(abc.ABC):
             d.mkdir(parents=True, exist_ok=True)
         return dirs
 
+    def remembers(self) -> bool:
+        """Whether the CLI that answers the next turn knows this session's conversation so far
+        (it is running, or resumes it natively when started). When not, the session hands it
+        the whole conversation instead (`omnikernel.session.handoff`)."""
+        return True
+
     async def change_model(self, model: str | None) -> None:
         """Use `model` from the next turn on, keeping the conversation. The default restarts
         the CLI, which must then resume its conversation when it starts again."""

@@ -45,6 +45,11 @@ class GeminiHarness(AcpHarness):
     wire = "gemini"
     default_model = "gemini-2.5-flash"
     agent = AcpAgent(("gemini", "--acp"), "gemini", f"@google/gemini-cli@{GEMINI_CLI_VERSION}")
+    #: Gemini CLI 0.61.0 advertises ``loadSession``, but in ACP mode its chat file keeps only
+    #: the session's opening context, never the turns: ``session/load`` then fails ("No
+    #: previous sessions found for this project"). A restarted CLI starts a new ACP session
+    #: and is handed the conversation instead.
+    loads_sessions = False
 
     def command(self, binary: str) -> list[str]:
         return [binary, "--acp", "--model", self.ctx.model or self.default_model or ""]
