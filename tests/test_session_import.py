@@ -144,7 +144,7 @@ def test_omnikernel_import_from_a_terminal(terminal, tmp_path, monkeypatch, caps
 
 def test_a_notebook_continues_each_terminal_session(terminal, workdir, start_kernel):
     """`%session import` in a kernel: a new session holding the terminal's turns, then the next
-    prompt goes to that harness, handed the imported conversation."""
+    prompt goes to that harness, which resumes the CLI's own session by its id."""
     with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as model:
         kernel = start_kernel(
             workdir,
@@ -163,13 +163,15 @@ def test_a_notebook_continues_each_terminal_session(terminal, workdir, start_ker
             imported = kernel.execute(f"%session import {harness}")
             assert imported.status == "ok", imported.text
             assert f"Imported {harness} session" in imported.text
-            assert f"continues it with {harness}" in imported.text
+            assert f"continues it with {harness}, which resumes its own session" in imported.text
             asked = len(model.requests)
             after = kernel.execute("contract recall")
             assert after.status == "ok", after.text
             assert "You asked me to write a file." in after.text
-            assert f"Handed over to {harness}" in after.text
+            # Resumed natively: the CLI's own history carries the terminal's turn, no handoff.
+            assert "Handed over" not in after.text
             sent = json.dumps([r.body for r in model.requests[asked:]])
-            assert "omnigent-handoff" in sent and "echo contract > contract.txt" in sent
+            assert "omnigent-handoff" not in sent
+            assert WRITE in sent and "echo contract > contract.txt" in sent
             history = kernel.execute("%history").text
             assert WRITE in history and harness in history

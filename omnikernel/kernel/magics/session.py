@@ -192,13 +192,19 @@ class SessionMagics(SessionMagicsBase):
         stored = store_imported(s.store, imported, target, s.notebook)
         s.use_session(target, f"imported from {harness} session {imported.native_id}")
         s.switch(harness)
+        native = s.adopt_imported(harness, imported.native_id, path)
         where = (
             f" (it ran in {imported.cwd})" if imported.cwd and imported.cwd != str(s.cwd) else ""
+        )
+        how = (
+            f"which resumes its own session {imported.native_id}"
+            if native
+            else "which is handed the imported turns"
         )
         show(
             f"Imported {harness} session {imported.native_id} from {path}{where}: "
             f"{imported.summary}, {stored} events in the new session {target}. The next prompt "
-            f"continues it with {harness}, which is handed the imported turns."
+            f"continues it with {harness}, {how}."
         )
 
     def _fork(self, name: str | None) -> None:
