@@ -485,6 +485,9 @@ def test_gemini_api_streamed_and_whole_is_metered_with_the_real_key_upstream(gat
     assert sent.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
     assert sent.headers["x-goog-api-key"] == REAL_GEMINI_KEY
     assert "authorization" not in sent.headers and "x-api-key" not in sent.headers
+    secret = gateway.issue_secret("gemini")
+    assert gemini_call(gateway, "count", secret=secret).status_code == 200
+    assert secret not in json.dumps([r.headers for r in fake.requests])  # never forwarded
 
 
 def test_gemini_path_refuses_a_wrong_secret_and_a_key_in_the_query(gateway, fake):
