@@ -197,7 +197,9 @@ class HarnessContract:
 
         events, after = asyncio.run(interrupted())
         assert any(e.kind == EventKind.TEXT for e in events), "no text streamed before the stop"
-        assert events[-1].kind == EventKind.TURN_END and events[-1].data["status"] == "interrupted"
+        assert (
+            events[-1].kind == EventKind.TURN_END and events[-1].data["status"] == "interrupted"
+        ), [(e.kind.value, e.data) for e in events[-4:]]
         streamed = "".join(e.data["text"] for e in events if e.kind == EventKind.TEXT)
         assert streamed.count("tick") < 600
         assert after[-1].data["status"] == "completed", after
