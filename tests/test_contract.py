@@ -62,6 +62,12 @@ class TestGeminiContract(HarnessContract):
     def setup_method(self) -> None:
         require_cli("gemini")
 
+    def test_the_policy_sees_the_tool_and_its_command(self, make_session):
+        (events,) = self.run(make_session(), "contract write a file")
+        asked = next(e for e in events if e.kind == EventKind.APPROVAL_REQUEST)
+        assert asked.data["tool"] == "run_shell_command" and asked.data["action"] == "exec"
+        assert asked.data["input"]["command"] == "echo contract > contract.txt"
+
 
 class TestQwenContract(HarnessContract):
     """Qwen Code through its ACP mode, speaking Chat Completions to the gateway."""
@@ -71,6 +77,12 @@ class TestQwenContract(HarnessContract):
     def setup_method(self) -> None:
         require_cli("qwen")
 
+    def test_the_policy_sees_the_tool_and_its_command(self, make_session):
+        (events,) = self.run(make_session(), "contract write a file")
+        asked = next(e for e in events if e.kind == EventKind.APPROVAL_REQUEST)
+        assert asked.data["tool"] == "run_shell_command" and asked.data["action"] == "exec"
+        assert asked.data["input"]["command"] == "echo contract > contract.txt"
+
 
 class TestOpenCodeContract(HarnessContract):
     """OpenCode through its ACP server, its Anthropic provider pointed at the gateway."""
@@ -79,6 +91,12 @@ class TestOpenCodeContract(HarnessContract):
 
     def setup_method(self) -> None:
         require_cli("opencode")
+
+    def test_the_policy_sees_the_tool_and_its_command(self, make_session):
+        (events,) = self.run(make_session(), "contract write a file")
+        asked = next(e for e in events if e.kind == EventKind.APPROVAL_REQUEST)
+        assert asked.data["tool"] == "bash" and asked.data["action"] == "exec"
+        assert asked.data["input"]["command"] == "echo contract > contract.txt"
 
 
 #: Each new harness hands over to the next one and is handed over to by the previous one.

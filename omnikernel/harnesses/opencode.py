@@ -13,7 +13,8 @@ each is switched off by its ``OPENCODE_DISABLE_*`` variable. Its permissions ``a
 every shell command, edit, fetch and path outside the working directory, so each one is a
 ``session/request_permission`` for the session's decision function. Its first ``tool_call``
 update carries only the working directory (``{"cwd": ...}``); the call is shown once its
-input is known.
+input is known; its title is the tool's name (``bash``), later titles are the command, so the
+name is kept from that first update.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from omnikernel.events import Event
 from omnikernel.harnesses.acp import AcpAgent, AcpHarness
+from omnikernel.harnesses.base import HarnessContext
 
 OPENCODE_VERSION = "1.18.33"
 #: Where OpenCode would otherwise reach out, or take configuration the agent could write.
@@ -46,6 +49,10 @@ class OpenCodeHarness(AcpHarness):
     wire = "anthropic"
     default_model = "claude-sonnet-4-5"
     agent = AcpAgent(("opencode", "acp"), "anthropic", f"opencode-ai@{OPENCODE_VERSION}")
+
+    def __init__(self, ctx: HarnessContext):
+        super().__init__(ctx)
+        self._tool_names: dict[str, str] = {}  # call id -> tool name, from its first update
 
     def command(self, binary: str) -> list[str]:
         return [binary, "acp"]
@@ -85,3 +92,14 @@ class OpenCodeHarness(AcpHarness):
     def _raw_input(self, call: dict[str, Any]) -> dict[str, Any]:
         raw = super()._raw_input(call)
         return {} if set(raw) <= {"cwd"} else raw
+
+    def _update(self, update: dict[str, Any], shown: set[str]) -> list[Event]:
+        if update.get("sessionUpdate") == "tool_call" and isinstance(update.get("title"), str):
+            self._tool_names.setdefault(str(update.get("toolCallId", "")), update["title"])
+        return super()._update(update, shown)
+
+    def _tool_call(self, call: dict[str, Any]) -> Event:
+        event = super()._tool_call(call)
+        if name := self._tool_names.get(str(call.get("toolCallId", ""))):
+            event.data["tool"] = name
+        return event
