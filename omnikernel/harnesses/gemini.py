@@ -36,6 +36,25 @@ SETTINGS = {
 }
 
 
+#: Gemini CLI's policy engine (``~/.gemini/policies/``): every shell command, write and edit asks. Left to
+#: itself it turns "ask" into "allow" for the shell commands it deems safe (``cat``, ``ls``,
+#: ``grep``, ``head``, ``wc``...: its ``isKnownSafeCommand`` list), so the kernel's policy never
+#: saw them and ``%policy add deny cat`` did nothing; it skips that heuristic for a rule with
+#: an ``argsPattern``, hence one that matches any arguments (their JSON is one line).
+POLICY = """
+[[rule]]
+toolName = "run_shell_command"
+argsPattern = ".*"
+decision = "ask_user"
+priority = 900
+
+[[rule]]
+toolName = ["write_file", "replace"]
+decision = "ask_user"
+priority = 900
+"""
+
+
 class GeminiHarness(AcpHarness):
     name = "gemini"
     display_name = "Gemini"
@@ -59,6 +78,10 @@ class GeminiHarness(AcpHarness):
         settings = dirs["home"] / ".gemini" / "settings.json"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps(SETTINGS, indent=2))
+        # The user tier's policy folder (its ACP mode ignores `--policy`).
+        policies = settings.parent / "policies"
+        policies.mkdir(exist_ok=True)
+        (policies / "omnikernel.toml").write_text(POLICY)
         return {
             **self.base_environment(dirs),
             "XDG_CONFIG_HOME": str(dirs["config"]),

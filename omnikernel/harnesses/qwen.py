@@ -11,7 +11,9 @@ Approvals: ``--approval-mode default``, always. Qwen Code's own default in ACP m
 ``auto``, where a model classifier of its own approves "safe" tool calls; that would decide
 without the session's policy ever seeing the call. In ``default`` mode every shell command and
 file edit is a ``session/request_permission`` the decision function answers (reads, globs and
-searches run without asking, as in every ACP agent).
+searches run without asking, as in every ACP agent). The mode alone still runs the shell
+commands Qwen Code deems read-only without asking; the settings' ``permissions.ask: ["Bash"]``
+(Claude-style rules) make those ask too.
 
 Prices: the model is whatever the endpoint serves (Qwen on DashScope, a local model behind
 Ollama or vLLM, an OpenAI model); the gateway prices it from genai-prices' OpenAI table, which
@@ -31,6 +33,9 @@ SETTINGS = {
     "general": {"disableAutoUpdate": True, "enableAutoUpdate": False},
     "privacy": {"usageStatisticsEnabled": False},
     "telemetry": {"enabled": False},
+    # Every shell command asks, also those it deems read-only (`cat`, `ls`), which its
+    # `default` mode runs without asking (so the policy never saw them).
+    "permissions": {"ask": ["Bash"]},
 }
 
 
