@@ -23,7 +23,7 @@ import dataclasses
 import os
 import pwd
 import shutil
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
@@ -151,6 +151,11 @@ class SandboxSpec:
     allow_hosts: tuple[str, ...] = ()
     #: How the egress proxy opens upstream connections (``egress_resolve``, ``egress_ca``).
     egress_routes: EgressRoutes = DIRECT
+    #: Asked by the egress proxy about each connection to a host `allow_hosts` does not cover
+    #: (the session's network ask); None: such connections are refused.
+    network_ask: Callable[[str, int], Awaitable[str | None]] | None = dataclasses.field(
+        default=None, compare=False
+    )
     memory_bytes: int | None = 8 * 1024**3
     pids_max: int | None = 1024
 
@@ -418,6 +423,7 @@ def for_agent(
     bridge_targets: dict[int, Path] | None = None,
     allow_hosts: tuple[str, ...] = (),
     egress_routes: EgressRoutes = DIRECT,
+    network_ask: Callable[[str, int], Awaitable[str | None]] | None = None,
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
     writable, the protected paths read-only (all of them if the folder is a home directory),
@@ -456,6 +462,7 @@ def for_agent(
         bridge_targets=dict(bridge_targets or {}),
         allow_hosts=allow_hosts,
         egress_routes=egress_routes,
+        network_ask=network_ask,
     )
 
 
