@@ -5,7 +5,7 @@ reached through ``OMNIKERNEL_EGRESS_RESOLVE``).
 The agent's ``pip install`` / ``npm install`` reaches a host nothing allows: the connection
 waits on an approval card ("pip wants to reach pypi.org:443 (`pip install ...`)"); approved,
 the package lands in the notebook's folder; denied, the command fails at once with our reason
-and the cell names the host and how to open it. Auto-approval is on throughout: it answers the
+and the cell names the host and how to open it. The share page answers the same asks. Auto-approval is on throughout: it answers the
 command's own ask, never the network's. The agent's client trusts the test CA because the
 scripted command passes it (``--cert``, ``--cafile``), not because the product trusts it.
 """
@@ -13,17 +13,24 @@ scripted command passes it (``--cert``, ``--cafile``), not because the product t
 from __future__ import annotations
 
 import json
+import queue
+import shutil
 import time
 from pathlib import Path
 
 import pytest
+import requests
 import trustme
 
+from omnikernel.events import Event, EventKind
+from omnikernel.store.sessions import SessionStore
+from omnikernel.store.shares import ShareCodes
 from omnikernel.testing import FakeModelServer, Scenario
 
-from .conftest import require_cli
+from .conftest import CellResult, require_cli
 from .standins import NpmStandIn, PyPIStandIn, write_ca
 from .test_kernel_control import run_and_answer, upstreams
+from .test_share import Clock, Running, join
 
 PIP = (
     "/usr/bin/python3 -m pip install --disable-pip-version-check --no-cache-dir "
@@ -78,11 +85,12 @@ def kernel_for(harness, model, registries, workdir, start_kernel, **extra):
     )
 
 
+@pytest.mark.parametrize("harness", ["claude", "codex", "pi"])
 def test_pip_install_asks_for_each_host_and_lands_once_approved(
-    model, registries, workdir, start_kernel
+    harness, model, registries, workdir, start_kernel
 ):
     pypi, _ = registries
-    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    kernel = kernel_for(harness, model, registries, workdir, start_kernel)
     cell = run_and_answer(kernel, "Please install tinydb.", ["Approve", "Approve"])
     assert cell.status == "ok", cell.text
     assert "pip wants to reach pypi.org:443 (`" + PIP + "`)" in cell.text, cell.text
@@ -131,3 +139,105 @@ def test_npm_install_asks_and_lands_once_approved(model, registries, workdir, st
     assert "from the stand-in" in index.read_text()
     assert json.loads((workdir / "package.json").read_text())["dependencies"]
     assert {host for host, _ in npm.requests} == {"registry.npmjs.org"}
+
+
+def network_asks(store: SessionStore, answered: set[str]) -> list[Event]:
+    """The network asks recorded so far that nobody answered yet."""
+    found = []
+    for session in store.sessions():
+        for event in store.events(session["session_id"], kinds=(EventKind.APPROVAL_REQUEST,)):
+            if event.data.get("action") == "network" and event.data["request_id"] not in answered:
+                found.append(event)
+    return found
+
+
+def test_the_share_page_approves_a_network_ask(model, registries, workdir, start_kernel, tmp_path):
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    store = SessionStore(tmp_path / "store" / "sessions.sqlite3")
+    page = Running(store.path, Clock())
+    try:
+        msg_id = kernel.kc.execute("Please install tinydb.")
+        answered: set[str] = set()
+        deadline = time.monotonic() + 120
+        grant = None
+        while len(answered) < 2 and time.monotonic() < deadline:
+            for ask in network_asks(store, answered):
+                if grant is None:
+                    grant = join(page, ShareCodes(store.path).new_code(ask.session_id, "rw"))
+                body = {"request_id": ask.data["request_id"], "allow": True}
+                sent = requests.post(f"{page.url}/api/answer", json=body, headers=grant.headers)
+                assert sent.status_code == 202, sent.text
+                answered.add(ask.data["request_id"])
+            time.sleep(0.1)
+        cell = kernel.collect(msg_id, timeout=120)
+    finally:
+        page.stop()
+    assert len(answered) == 2, cell.text
+    assert "network: pypi.org:443 opened — approved by co-drive" in cell.text, cell.text
+    assert "(share page)" in cell.text
+    assert "from the stand-in" in (workdir / "deps" / "tinydb" / "__init__.py").read_text()
+
+
+def answer_with_scope(kernel, code: str, scope: str, clicks: int, timeout: float = 180):
+    """Run a cell; on each approval card, pick `scope` ("this session", "always for this
+    host") in its Scope buttons, then click Approve, as a person does in the front end."""
+    kc = kernel.kc
+    msg_id = kc.execute(code)
+    outputs: list[dict] = []
+    deadline = time.monotonic() + timeout
+    approved = 0
+    while time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind = msg["msg_type"]
+        if kind == "comm_open":
+            state = msg["content"].get("data", {}).get("state", {})
+            comm_id = msg["content"]["comm_id"]
+            if state.get("_model_name") == "ToggleButtonsModel":
+                index = list(state.get("_options_labels", [])).index(scope)
+                update = {"method": "update", "state": {"index": index}, "buffer_paths": []}
+                kc.shell_channel.send(
+                    kc.session.msg("comm_msg", {"comm_id": comm_id, "data": update})
+                )
+            elif (
+                state.get("_model_name") == "ButtonModel" and state.get("description") == "Approve"
+            ):
+                approved += 1
+                click = {"method": "custom", "content": {"event": "click"}}
+                kc.shell_channel.send(
+                    kc.session.msg("comm_msg", {"comm_id": comm_id, "data": click})
+                )
+        elif kind == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        elif kind in ("stream", "display_data", "execute_result", "error"):
+            outputs.append(msg)
+    reply = kc.get_shell_msg(timeout=30)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kc.get_shell_msg(timeout=30)
+    result = CellResult(reply["content"], outputs)
+    assert approved == clicks, result.text
+    return result
+
+
+def test_always_for_this_host_is_written_to_the_project_policy(
+    model, registries, workdir, start_kernel
+):
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    cell = answer_with_scope(kernel, "Please install tinydb.", "always for this host", clicks=2)
+    assert "network: files.pythonhosted.org:443 opened — approved by" in cell.text, cell.text
+    policy = (workdir / ".omnikernel" / "policy.toml").read_text()
+    assert 'rule = "network"\nsubject = "pypi.org"' in policy, policy
+    assert 'subject = "files.pythonhosted.org"' in policy
+    assert "pypi.org:443: allowed, by network" in kernel.execute("%policy test host pypi.org").text
+    assert "asks a person" in kernel.execute("%policy test host evil.example").text
+    # A new kernel of the same folder reads it: the install asks nothing.
+    kernel.stop()
+    again = kernel_for("claude", model, registries, workdir, start_kernel)
+    shutil.rmtree(workdir / "deps")
+    cell = run_and_answer(again, "Please install tinydb again.", [])
+    assert "wants to reach" not in cell.text, cell.text
+    assert (workdir / "deps" / "tinydb" / "__init__.py").exists()
