@@ -127,6 +127,15 @@ def test_a_denied_host_fails_fast_and_the_cell_says_how_to_open_it(
     again = run_and_answer(kernel, "Please install tinydb again.", [])
     assert "wants to reach" not in again.text, again.text
     assert (workdir / "deps" / "tinydb" / "__init__.py").exists()
+    # A deny-host rule wins over the allowed preset: refused at once, nobody asked.
+    assert (
+        "Added deny-host files.pythonhosted.org"
+        in kernel.execute("%policy add deny-host files.pythonhosted.org").text
+    )
+    shutil.rmtree(workdir / "deps")
+    denied = run_and_answer(kernel, "Please install tinydb once more.", [])
+    assert "wants to reach" not in denied.text and "deny-host files.pythonhosted.org" in denied.text
+    assert not (workdir / "deps" / "tinydb").exists()
 
 
 def test_npm_install_asks_and_lands_once_approved(model, registries, workdir, start_kernel):

@@ -7,10 +7,11 @@ bridge's relay forwards to it. The proxy listens on a unix socket in the bridge'
 directory, never on a TCP port: only the sandbox's relay reaches it, so no other local process,
 user or web page can use it to reach the allowed hosts from this machine. The proxy tunnels
 ``CONNECT host:port`` and forwards absolute-form HTTP requests. A host the notebook allows
-(`rules`: ``host``, ``host:port``, ``*.domain`` or a preset such as ``@pypi``, see
+(``host``, ``host:port``, ``*.domain`` or a preset such as ``@pypi``, see
 `omnikernel.policy.hosts`) goes through at once; for any other, the proxy awaits `ask` (the
 session's decision: the policy, else a person), holding the connection meanwhile, within the
-client's own timeout. A refusal is a 403 whose reason phrase says why and how to open the host,
+client's own timeout. With `ask`, every connection is asked about (the session knows the
+allowed hosts, and a policy's ``deny-host`` wins over them); `rules` serve without it. A refusal is a 403 whose reason phrase says why and how to open the host,
 since that line is what pip, git and curl print. Without `ask`, everything else is refused.
 The rules and the decision live in the kernel, not in the sandbox, so the agent cannot change
 them.
@@ -111,20 +112,22 @@ class EgressProxy:
             path += f"?{url.query}" if url.query else ""
             upstream_head = f"{method} {path} {version}\r\n".encode("latin-1") + rest
         host = host.strip("[]")
-        if not allowed(self.rules, host, port):
-            refused = await self._decide(host, port)
-            if refused is not None:
-                self.denied.append(f"{host}:{port}")
-                await self._refuse(writer, 403, refused)
-                return
+        refused = await self._decide(host, port)
+        if refused is not None:
+            self.denied.append(f"{host}:{port}")
+            await self._refuse(writer, 403, refused)
+            return
         if upstream_head:
             await self._forward(host, port, upstream_head, reader, writer)
         else:
             await self._tunnel(host, port, reader, writer)
 
     async def _decide(self, host: str, port: int) -> str | None:
-        """None if the connection may go, else why not (`ask`'s answer)."""
+        """None if the connection may go, else why not. With `ask`, it decides every
+        connection (a policy's ``deny-host`` wins over an allowed host); without, `rules`."""
         if self.ask is None:
+            if allowed(self.rules, host, port):
+                return None
             return (
                 f"{host}:{port} is not allowed from the sandbox; allow it with "
                 f"%sandbox allow {host}:{port}"

@@ -138,8 +138,12 @@ class SessionNetwork:
         return taken
 
     async def _network_ask(self, harness: str, host: str, port: int) -> str | None:
+        from omnikernel.policy import Outcome, request_of
+
         host = host.lower().rstrip(".")
-        if hosts.allowed(self.allow_hosts, host, port):  # `%sandbox allow` since the start
+        probe = {"action": "network", "input": {"host": host, "port": port}}
+        denied = self.judge(request_of(probe)).outcome == Outcome.DENY  # deny-host wins
+        if not denied and hosts.allowed(self.allow_hosts, host, port):  # `%sandbox allow`
             return None
         activity = self._activity.get(harness)
         loop = self._loop
