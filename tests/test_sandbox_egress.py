@@ -102,3 +102,22 @@ def test_without_a_decision_the_rules_allow_and_every_other_host_is_refused(tmp_
         await proxy.close()
 
     asyncio.run(scenario())
+
+
+def test_a_host_that_is_no_name_is_refused_before_anyone_is_asked(tmp_path):
+    asked: list[str] = []
+
+    async def ask(host: str, port: int) -> str | None:
+        asked.append(host)
+        return None
+
+    async def scenario() -> None:
+        proxy = EgressProxy((), tmp_path / "egress.sock", ask=ask)
+        await proxy.start()
+        for target in ("![x](http://evil.example/?k=1):443", "<b>x</b>:443", "pypi.org:0"):
+            head, _ = await _connect(proxy.path, target)
+            assert head.startswith(b"HTTP/1.1 400"), head
+        await proxy.close()
+
+    asyncio.run(scenario())
+    assert asked == []

@@ -138,9 +138,12 @@ def test_a_denied_host_fails_fast_and_the_cell_says_how_to_open_it(
     assert not (workdir / "deps" / "tinydb").exists()
 
 
-def test_npm_install_asks_and_lands_once_approved(model, registries, workdir, start_kernel):
+@pytest.mark.parametrize("harness", ["claude", "codex", "pi"])
+def test_npm_install_asks_and_lands_once_approved(
+    harness, model, registries, workdir, start_kernel
+):
     _, npm = registries
-    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    kernel = kernel_for(harness, model, registries, workdir, start_kernel)
     cell = run_and_answer(kernel, "Please install left-pad.", ["Approve"])
     assert cell.status == "ok", cell.text
     assert "npm wants to reach registry.npmjs.org:443" in cell.text, cell.text

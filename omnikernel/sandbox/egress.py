@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,6 +36,9 @@ DEFAULT_PORTS = hosts.DEFAULT_PORTS
 #: Asked about a connection to (host, port) no rule allows: None lets it through, else the
 #: reason it is refused (shown to the agent's tool).
 NetworkAsk = Callable[[str, int], Awaitable[str | None]]
+#: What a host may be: a DNS name or an IPv4/IPv6 address. Anything else (it would reach the
+#: card, the policy and the cell) is refused before it is asked about.
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|[0-9A-Fa-f:.]{2,45}")
 #: The proxy's port inside the sandbox (its own network namespace), unless the gateway has it.
 INSIDE_PORT = 3128
 
@@ -112,6 +116,9 @@ class EgressProxy:
             path += f"?{url.query}" if url.query else ""
             upstream_head = f"{method} {path} {version}\r\n".encode("latin-1") + rest
         host = host.strip("[]")
+        if not HOST_NAME.fullmatch(host) or not 0 < port < 65536:
+            await self._refuse(writer, 400, "not a host name or address")
+            return
         refused = await self._decide(host, port)
         if refused is not None:
             self.denied.append(f"{host}:{port}")
