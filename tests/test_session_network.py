@@ -102,6 +102,9 @@ def test_pip_install_asks_for_each_host_and_lands_once_approved(
     assert {host for host, _ in pypi.requests} == {"pypi.org", "files.pythonhosted.org"}
     # Auto-approval answered the command's ask, a person each host's.
     assert "auto-approved" in cell.text
+    # "This once" was that command's: the next install asks again.
+    again = run_and_answer(kernel, "Please install tinydb again.", ["Approve", "Approve"])
+    assert again.text.count("⚠ NETWORK") == 2, again.text
 
 
 def test_a_denied_host_fails_fast_and_the_cell_says_how_to_open_it(

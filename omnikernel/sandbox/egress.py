@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from omnikernel.policy import hosts
 from omnikernel.sandbox.bridge import pipe
-from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes, LocalAddressError
 
 DEFAULT_PORTS = hosts.DEFAULT_PORTS
 #: Asked about a connection to (host, port) no rule allows: None lets it through, else the
@@ -151,6 +151,9 @@ class EgressProxy:
         untouched (TLS stays end to end between the agent's client and the server)."""
         try:
             up_reader, up_writer = await self.routes.open_upstream(host, port)
+        except LocalAddressError as exc:
+            await self._refuse(writer, 403, str(exc))
+            return
         except OSError as exc:
             await self._refuse(writer, 502, f"cannot reach {host}:{port}: {exc}")
             return
@@ -168,6 +171,9 @@ class EgressProxy:
         """A plain-HTTP proxy request the policy allowed: sent on in origin form."""
         try:
             up_reader, up_writer = await self.routes.open_upstream(host, port)
+        except LocalAddressError as exc:
+            await self._refuse(writer, 403, str(exc))
+            return
         except OSError as exc:
             await self._refuse(writer, 502, f"cannot reach {host}:{port}: {exc}")
             return
