@@ -43,6 +43,10 @@ NPM = (
 )
 SCENARIO = {
     "rules": [
+        {"match": "install tinydb slowly", "steps": [
+            {"text": "Installing.", "tool_calls": [{"action": "shell", "command": PIP + " --timeout 2"}]},
+            {"text": "The pip step finished."},
+        ]},
         {"match": "install tinydb", "steps": [
             {"text": "Installing.", "tool_calls": [{"action": "shell", "command": PIP}]},
             {"text": "The pip step finished."},
@@ -193,9 +197,12 @@ def test_the_share_page_approves_a_network_ask(model, registries, workdir, start
     assert "from the stand-in" in (workdir / "deps" / "tinydb" / "__init__.py").read_text()
 
 
-def answer_with_scope(kernel, code: str, scope: str, clicks: int, timeout: float = 180):
+def answer_with_scope(
+    kernel, code: str, scope: str, clicks: int, timeout: float = 180, first_after: float = 0
+):
     """Run a cell; on each approval card, pick `scope` ("this session", "always for this
-    host") in its Scope buttons, then click Approve, as a person does in the front end."""
+    host") in its Scope buttons, then click Approve, as a person does in the front end (the
+    first one `first_after` seconds after it shows)."""
     kc = kernel.kc
     msg_id = kc.execute(code)
     outputs: list[dict] = []
@@ -221,6 +228,8 @@ def answer_with_scope(kernel, code: str, scope: str, clicks: int, timeout: float
             elif (
                 state.get("_model_name") == "ButtonModel" and state.get("description") == "Approve"
             ):
+                if not approved:
+                    time.sleep(first_after)
                 approved += 1
                 click = {"method": "custom", "content": {"event": "click"}}
                 kc.shell_channel.send(
@@ -256,3 +265,17 @@ def test_always_for_this_host_is_written_to_the_project_policy(
     cell = run_and_answer(again, "Please install tinydb again.", [])
     assert "wants to reach" not in cell.text, cell.text
     assert (workdir / "deps" / "tinydb" / "__init__.py").exists()
+
+
+def test_a_client_that_gives_up_waiting_retries_on_the_same_card(
+    model, registries, workdir, start_kernel
+):
+    """pip waits 2 s for the proxy's answer, gives up and retries while the person reads the
+    card: its retries wait on that one card, and the approval given after 5 s lets them on."""
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    cell = answer_with_scope(
+        kernel, "Please install tinydb slowly.", "this once", clicks=2, first_after=5
+    )
+    assert cell.text.count("⚠ NETWORK") == 2, cell.text
+    assert "Retrying" in cell.text or "timed out" in cell.text.lower(), cell.text  # pip gave up
+    assert "from the stand-in" in (workdir / "deps" / "tinydb" / "__init__.py").read_text()

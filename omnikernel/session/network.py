@@ -187,17 +187,21 @@ class SessionNetwork:
 
                 loop.call_soon_threadsafe(start, context=self._cell_context)
                 asking = self._network_asking[key] = asyncio.wrap_future(answer)
-            try:
-                decision = await asyncio.shield(asking)
-            finally:
-                self._network_asking.pop(key, None)
-            self._network_answers[key] = decision
+                # Kept until answered, whoever waits: a client that gives up (pip's read
+                # timeout) and retries waits on the same card, never a second one.
+                asking.add_done_callback(lambda done: self._settled(key, done))
+            decision = await asyncio.shield(asking)
         if decision.allow:
             return None
         self._refused.setdefault(harness, []).append(
             Refusal(host, port, decision.reason.rstrip(".") + ".", command, call_id)
         )
         return decision.reason
+
+    def _settled(self, key: tuple[str, str, str], done: asyncio.Future[approval.Decision]) -> None:
+        self._network_asking.pop(key, None)
+        if not done.cancelled() and done.exception() is None:
+            self._network_answers[key] = done.result()
 
     async def _decide_network(self, harness: str, data: dict[str, Any]) -> approval.Decision:
         """One network request through the decision function, recorded like a harness's."""
