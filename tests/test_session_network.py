@@ -130,6 +130,8 @@ def test_a_denied_host_fails_fast_and_the_cell_says_how_to_open_it(
     assert cell.text.count("⚠ NETWORK") == 1
     print(f"denied pip install cell: {took:.1f} s (pip retries a refused proxy 5 times)")
     # The person opens the preset: the same install goes through without asking.
+    unknown = kernel.execute("%sandbox allow @pipy")
+    assert unknown.status == "error" and "@pypi, @npm" in unknown.text, unknown.text
     assert "pypi.org, files.pythonhosted.org" in kernel.execute("%sandbox allow @pypi").text
     again = run_and_answer(kernel, "Please install tinydb again.", [])
     assert "wants to reach" not in again.text, again.text
@@ -279,3 +281,22 @@ def test_a_client_that_gives_up_waiting_retries_on_the_same_card(
     assert cell.text.count("⚠ NETWORK") == 2, cell.text
     assert "Retrying" in cell.text or "timed out" in cell.text.lower(), cell.text  # pip gave up
     assert "from the stand-in" in (workdir / "deps" / "tinydb" / "__init__.py").read_text()
+
+
+def test_a_denied_registry_fails_npm_install_with_the_reason(
+    model, registries, workdir, start_kernel
+):
+    _, npm = registries
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    started = time.monotonic()
+    cell = run_and_answer(kernel, "Please install left-pad.", ["Deny"])
+    took = time.monotonic() - started
+    assert cell.text.count("⚠ NETWORK") == 1, cell.text
+    assert npm.requests == [] and not (workdir / "node_modules" / "left-pad-standin").exists()
+    assert "The sandbox refused" in cell.text and "registry.npmjs.org:443" in cell.text
+    assert "%sandbox allow @npm" in cell.text
+    assert (
+        "403 Forbidden by the Omnigent sandbox: the connection to registry.npmjs.org:443 was refused (denied by"
+        in cell.text
+    )
+    print(f"denied npm install cell: {took:.1f} s")

@@ -196,7 +196,7 @@ class SessionNetwork:
         self._refused.setdefault(harness, []).append(
             Refusal(host, port, decision.reason.rstrip(".") + ".", command, call_id)
         )
-        return decision.reason
+        return f"the connection to {host}:{port} was refused ({decision.reason.rstrip('.')})"
 
     def _settled(self, key: tuple[str, str, str], done: asyncio.Future[approval.Decision]) -> None:
         self._network_asking.pop(key, None)
