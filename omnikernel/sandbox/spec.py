@@ -153,7 +153,7 @@ class SandboxSpec:
     egress_routes: EgressRoutes = DIRECT
     #: Asked by the egress proxy about each connection to a host `allow_hosts` does not cover
     #: (the session's network ask); None: such connections are refused.
-    network_ask: Callable[[str, int], Awaitable[str | None]] | None = dataclasses.field(
+    network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = dataclasses.field(
         default=None, compare=False
     )
     memory_bytes: int | None = 8 * 1024**3
@@ -423,7 +423,7 @@ def for_agent(
     bridge_targets: dict[int, Path] | None = None,
     allow_hosts: tuple[str, ...] = (),
     egress_routes: EgressRoutes = DIRECT,
-    network_ask: Callable[[str, int], Awaitable[str | None]] | None = None,
+    network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = None,
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
     writable, the protected paths read-only (all of them if the folder is a home directory),

@@ -122,8 +122,8 @@ class SessionNetwork:
     def network_asker(self, harness: str) -> NetworkAsk:
         """The egress proxy's callback for `harness`'s sandbox."""
 
-        async def ask(host: str, port: int) -> str | None:
-            return await self._network_ask(harness, host, port)
+        async def ask(host: str, port: int, allowed: bool) -> str | None:
+            return await self._network_ask(harness, host, port, allowed)
 
         return ask
 
@@ -137,14 +137,18 @@ class SessionNetwork:
             self._refused[harness] = kept
         return taken
 
-    async def _network_ask(self, harness: str, host: str, port: int) -> str | None:
+    async def _network_ask(
+        self, harness: str, host: str, port: int, allowed: bool = False
+    ) -> str | None:
+        """None to let the connection go, else why not. `allowed`: the sandbox's own rules
+        (the allowed and brokered hosts it started with) allow it."""
         from omnikernel.policy import Outcome, request_of
 
         host = host.lower().rstrip(".")
         probe = {"action": "network", "input": {"host": host, "port": port}}
         denied = self.judge(request_of(probe)).outcome == Outcome.DENY  # deny-host wins
-        if not denied and hosts.allowed(self.allow_hosts, host, port):  # `%sandbox allow`
-            return None
+        if not denied and (allowed or hosts.allowed(self.allow_hosts, host, port)):
+            return None  # `%sandbox allow`, `sandbox_allow`, a brokered host
         activity = self._activity.get(harness)
         loop = self._loop
         tools = list(activity.tools.values()) if activity is not None else []
