@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import shutil
 import time
 from pathlib import Path
@@ -300,3 +301,26 @@ def test_a_denied_registry_fails_npm_install_with_the_reason(
         in cell.text
     )
     print(f"denied npm install cell: {took:.1f} s")
+
+
+def test_this_session_covers_the_host_for_the_session_and_writes_nothing(
+    model, registries, workdir, start_kernel
+):
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    first = answer_with_scope(kernel, "Please install tinydb.", "this session", clicks=2)
+    session_id = re.search(r"Session (session-[0-9a-f]+)", first.text).group(1)
+    shutil.rmtree(workdir / "deps")
+    again = run_and_answer(kernel, "Please install tinydb again.", [])
+    assert "wants to reach" not in again.text, again.text
+    assert (workdir / "deps" / "tinydb" / "__init__.py").exists()
+    assert not (workdir / ".omnikernel" / "policy.toml").exists()
+    # The approval is kept in the session's events: a new kernel continuing it has it, and a
+    # new session does not.
+    kernel.stop()
+    same = kernel_for(
+        "claude", model, registries, workdir, start_kernel, OMNIKERNEL_SESSION_ID=session_id
+    )
+    assert "pypi.org:443: allowed, by network" in same.execute("%policy test host pypi.org").text
+    same.stop()
+    other = kernel_for("claude", model, registries, workdir, start_kernel)
+    assert "asks a person" in other.execute("%policy test host pypi.org").text
