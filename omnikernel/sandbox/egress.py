@@ -1,22 +1,24 @@
 """The sandbox's one way to the network: an egress proxy that asks about every new host.
 
 The sandbox has no network; the kernel runs this small HTTP proxy on the host for each
-sandboxed agent, and the agent gets
-``HTTPS_PROXY``/``HTTP_PROXY`` pointing at ``127.0.0.1:PORT`` inside the sandbox, where the
-bridge's relay forwards to it. The proxy listens on a unix socket in the bridge's private
-directory, never on a TCP port: only the sandbox's relay reaches it, so no other local process,
-user or web page can use it to reach the allowed hosts from this machine. The proxy tunnels
-``CONNECT host:port`` and forwards absolute-form HTTP requests. A host the notebook allows
-(``host``, ``host:port``, ``*.domain`` or a preset such as ``@pypi``, see
-`omnikernel.policy.hosts`) goes through at once; for any other, the proxy awaits `ask` (the
-session's decision: the policy, else a person), holding the connection meanwhile, within the
-client's own timeout. With `ask`, every connection is put to it, saying whether `rules` allow
-it (so a policy's ``deny-host`` wins over an allowed host); without `ask`, `rules` alone decide. A refusal is a 403 whose reason phrase says why and how to open the host,
-since that line is what pip, git and curl print. Without `ask`, everything else is refused.
-The rules and the decision live in the kernel, not in the sandbox, so the agent cannot change
-them.
+sandboxed agent, and the agent gets ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at
+``127.0.0.1:PORT`` inside the sandbox, where the bridge's relay forwards to it. The proxy
+listens on a unix socket in the bridge's private directory, never on a TCP port: only the
+sandbox's relay reaches it, so no other local process, user or web page can use it to reach
+hosts from this machine. It tunnels ``CONNECT host:port`` and forwards absolute-form HTTP
+requests, each only after a decision:
 
-The sandbox layer knows nothing of sessions or policies: `ask` is an async callback.
+- with `ask` (the session's network ask: the policy, else a person), every connection is put
+  to it, saying whether the proxy's `rules` allow the host (``host``, ``host:port``,
+  ``*.domain`` or a preset such as ``@pypi``, see `omnikernel.policy.hosts`); an allowed host
+  goes at once unless a ``deny-host`` rule refuses it, any other waits for the answer, the
+  connection held meanwhile, within the client's own timeout;
+- without `ask`, `rules` alone decide and everything else is refused.
+
+A refusal is a 403 whose reason phrase says why, since that line is what pip, npm, git and curl
+print. A target that is no host name or address is refused before anyone is asked. The rules
+and the decision live in the kernel, not in the sandbox, so the agent cannot change them. The
+sandbox layer knows nothing of sessions or policies: `ask` is an async callback.
 """
 
 from __future__ import annotations

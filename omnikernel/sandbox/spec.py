@@ -147,7 +147,7 @@ class SandboxSpec:
     #: Where the bridge's unix sockets live; default: a per-process dir the launcher removes.
     bridge_dir: Path | None = None
     #: Hosts the user trusts (``host``, ``host:port``, ``*.domain``), reached through the
-    #: kernel's egress proxy; everything else stays unreachable.
+    #: kernel's egress proxy without asking; any other host only as `network_ask` decides.
     allow_hosts: tuple[str, ...] = ()
     #: How the egress proxy opens upstream connections (``egress_resolve``, ``egress_ca``).
     egress_routes: EgressRoutes = DIRECT
