@@ -26,7 +26,9 @@ from omnikernel.events import Event
 from omnikernel.gateway.upstream import Upstream
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
+from omnikernel.sandbox.egress import NetworkAsk
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 #: The session's decision function: given an ``approval_request`` event, allow or deny.
 Decide = Callable[[Event], Awaitable[Decision]]
@@ -54,6 +56,10 @@ class HarnessContext:
     sandbox: str = "auto"
     #: Hosts the notebook trusts, reachable through the kernel's egress proxy.
     allow_hosts: tuple[str, ...] = ()
+    #: How the egress proxy reaches upstreams (``egress_resolve``, ``egress_ca``).
+    egress_routes: EgressRoutes = DIRECT
+    #: The session's network ask: the egress proxy awaits it for each host nothing allows.
+    network_ask: NetworkAsk | None = None
     #: Paths the user lets agents read inside the closed home (`%sandbox read`).
     readable: tuple[Path, ...] = ()
     #: Host paths agents must not see: the session store, every session's harness state.
@@ -192,6 +198,8 @@ class Harness(abc.ABC):
             bridged_ports=(port,) if port else (),
             bridge_targets={port: target} if port and target else None,
             allow_hosts=self.ctx.allow_hosts,
+            egress_routes=self.ctx.egress_routes,
+            network_ask=self.ctx.network_ask,
         )
 
     def readable_paths(self) -> tuple[Path, ...]:

@@ -279,18 +279,24 @@ async def start_sandboxed(argv: list[str], spec: SandboxSpec, backend: Backend) 
 async def _start(
     argv: list[str], spec: SandboxSpec, backend: Backend, path: str, run: RunDir
 ) -> SandboxedProcess:
-    if (spec.bridged_ports or spec.allow_hosts) and spec.bridge_dir is None:
+    proxied = bool(spec.allow_hosts) or spec.network_ask is not None
+    if (spec.bridged_ports or proxied) and spec.bridge_dir is None:
         # The run dir's: removed with it.
         spec = dataclasses.replace(
             spec, bridge_dir=run.bridge_dir, readable=(*spec.readable, run.bridge_dir)
         )
     relayed = spec.bridged_ports  # the ports the sandbox's relays listen on
     egress = None
-    if spec.allow_hosts:
+    if proxied:
         assert spec.bridge_dir is not None
         port = inside_port(spec.bridged_ports)
         # The proxy serves the relay's unix socket itself: it has no TCP port on the host.
-        egress = EgressProxy(spec.allow_hosts, socket_path(spec.bridge_dir, port))
+        egress = EgressProxy(
+            spec.allow_hosts,
+            socket_path(spec.bridge_dir, port),
+            spec.egress_routes,
+            spec.network_ask,
+        )
         await egress.start()
         spec = dataclasses.replace(spec, env={**spec.env, **proxy_env(port)})
         relayed = (*relayed, port)

@@ -23,10 +23,12 @@ import dataclasses
 import os
 import pwd
 import shutil
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
+
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 #: Home-directory secrets no agent reads, even where the home itself is opened (a notebook
 #: folder that is the home directory).
@@ -145,8 +147,15 @@ class SandboxSpec:
     #: Where the bridge's unix sockets live; default: a per-process dir the launcher removes.
     bridge_dir: Path | None = None
     #: Hosts the user trusts (``host``, ``host:port``, ``*.domain``), reached through the
-    #: kernel's egress proxy; everything else stays unreachable.
+    #: kernel's egress proxy without asking; any other host only as `network_ask` decides.
     allow_hosts: tuple[str, ...] = ()
+    #: How the egress proxy opens upstream connections (``egress_resolve``, ``egress_ca``).
+    egress_routes: EgressRoutes = DIRECT
+    #: Asked by the egress proxy about each connection to a host `allow_hosts` does not cover
+    #: (the session's network ask); None: such connections are refused.
+    network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = dataclasses.field(
+        default=None, compare=False
+    )
     memory_bytes: int | None = 8 * 1024**3
     pids_max: int | None = 1024
 
@@ -413,6 +422,8 @@ def for_agent(
     bridged_ports: tuple[int, ...] = (),
     bridge_targets: dict[int, Path] | None = None,
     allow_hosts: tuple[str, ...] = (),
+    egress_routes: EgressRoutes = DIRECT,
+    network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = None,
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
     writable, the protected paths read-only (all of them if the folder is a home directory),
@@ -450,6 +461,8 @@ def for_agent(
         bridged_ports=bridged_ports,
         bridge_targets=dict(bridge_targets or {}),
         allow_hosts=allow_hosts,
+        egress_routes=egress_routes,
+        network_ask=network_ask,
     )
 
 

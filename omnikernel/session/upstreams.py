@@ -37,6 +37,8 @@ from omnikernel.gateway.upstream import (
     resolve,
 )
 from omnikernel.harnesses import Harness, HarnessContext, HarnessError, harness_class
+from omnikernel.sandbox.egress import NetworkAsk
+from omnikernel.sandbox.upstream import EgressRoutes
 
 if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
@@ -59,6 +61,7 @@ class SessionUpstreams:
     harness_paths: dict[str, str]
     sandbox: str
     allow_hosts: tuple[str, ...]
+    egress_routes: EgressRoutes
     readable: tuple[Path, ...]
     hidden_from_agents: tuple[Path, ...]
     watchdog_s: float
@@ -74,6 +77,8 @@ class SessionUpstreams:
         async def _hold_model_call(self, harness: str) -> str | None: ...
 
         async def _decide(self, request: Event) -> approval.Decision: ...
+
+        def network_asker(self, harness: str) -> NetworkAsk: ...
 
     def _init_upstreams(
         self,
@@ -262,6 +267,8 @@ class SessionUpstreams:
                 binary=self.harness_paths.get(name),
                 sandbox=self.sandbox,
                 allow_hosts=self.allow_hosts,
+                egress_routes=self.egress_routes,
+                network_ask=self.network_asker(name),
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
                 watchdog_s=self.watchdog_s,
