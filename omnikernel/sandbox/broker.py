@@ -1,0 +1,332 @@
+"""Brokered hosts: the egress proxy answers their TLS itself and adds the user's credential.
+
+For a host the user marks as brokered (``%sandbox broker github.com``), a ``CONNECT host:443``
+from the sandbox is not tunnelled: the proxy completes the TLS handshake itself with a leaf
+certificate from the session's CA (`session_ca`), reads each HTTP/1.1 request, drops whatever
+``Authorization`` the sandbox sent, adds the user's own credential for the host (found on the
+host side, `host_credentials`) and forwards the request over a verified TLS connection to the
+real host. Responses come back unchanged. Every other host stays a plain tunnel: the proxy
+never sees its bytes.
+
+A ``git push`` (``POST .../git-receive-pack``) is read before it leaves: its ref updates
+(`git_push`) go to the session's decision function (`ask_push`); a refused push never reaches
+the remote, and git prints our reason as the remote's (``! [remote rejected] ...``).
+
+The credential lives in the kernel's memory only; it is given to the session's redactor
+(`on_secret`) before first use, so no event, cell or log line shows it, and the proxy logs no
+header. HTTP framing is h11's (a maintained, sans-IO HTTP/1.1 implementation): keep-alive,
+chunked bodies and ``Expect: 100-continue`` are git's daily fare and not ours to re-implement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h11
+
+from omnikernel.sandbox import host_credentials
+from omnikernel.sandbox.git_push import Push, PushFormatError, read_push, refusal
+from omnikernel.sandbox.host_credentials import Credential
+from omnikernel.sandbox.session_ca import SessionCA
+
+log = logging.getLogger(__name__)
+
+#: The largest push the proxy reads into memory to judge (larger ones are refused, saying so).
+MAX_PUSH_BYTES = 512 * 1024**2
+READ_SIZE = 65536
+#: Headers the sandbox may not send on: the proxy's own, and any credential of its making.
+DROPPED = {b"authorization", b"proxy-authorization", b"proxy-connection", b"expect"}
+SYMREF = re.compile(rb"symref=HEAD:refs/heads/([^\s\x00]+)")
+
+#: (remote, its default branch or "", the push) -> None to let it through, or why not.
+AskPush = Callable[[str, str, Push], Awaitable[str | None]]
+#: (host, port) -> streams to the real host over TLS, verified.
+OpenUpstream = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
+async def open_tls(
+    host: str, port: int, context: ssl.SSLContext | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A verified TLS connection to host:port (the default until the proxy gives its own)."""
+    return await asyncio.open_connection(
+        host, port, ssl=context or ssl.create_default_context(), server_hostname=host
+    )
+
+
+class Broker:
+    """See the module docstring. One per agent process, owned by its egress proxy."""
+
+    def __init__(
+        self,
+        hosts: dict[str, str],
+        ca: SessionCA,
+        *,
+        ask_push: AskPush | None = None,
+        on_secret: Callable[[str, str], None] | None = None,
+        open_upstream: OpenUpstream | None = None,
+        find_credential: Callable[[str, str], Credential | None] | None = None,
+    ):
+        self.hosts = hosts
+        self.ca = ca
+        self.ask_push = ask_push
+        self.on_secret = on_secret
+        self.open_upstream = open_upstream or open_tls
+        self.find_credential = find_credential or (
+            lambda host, variable: host_credentials.find(host, variable)
+        )
+        self._credentials: dict[str, asyncio.Task[Credential | None]] = {}
+        #: What the broker did, for the cell and tests: "push github.com/o/r main: refused".
+        self.log: list[str] = []
+
+    def brokers(self, host: str, port: int) -> bool:
+        return port == 443 and self.ca.covers(host)
+
+    async def credential(self, host: str) -> Credential | None:
+        """The user's credential for `host`, looked up once (off the loop) and redacted."""
+        host = host.lower().rstrip(".")
+        task = self._credentials.get(host)
+        if task is None:
+            variable = self.hosts.get(host, "")
+            task = asyncio.ensure_future(asyncio.to_thread(self.find_credential, host, variable))
+            self._credentials[host] = task
+        found = await task
+        if found is not None and self.on_secret is not None:
+            self.on_secret(found.secret, f"brokered credential for {host}")
+        return found
+
+    async def serve(
+        self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Take over a CONNECT the proxy answered 200 to: TLS with the sandbox, then requests."""
+        host = host.lower().rstrip(".")
+        try:
+            await writer.start_tls(self.ca.server_context(host))
+        except (ssl.SSLError, ConnectionError, OSError) as exc:
+            log.info("brokered TLS with the sandbox for %s failed: %s", host, exc)
+            writer.close()
+            return
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        client = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request = await _next_event(client, reader)
+                if not isinstance(request, h11.Request):
+                    return
+                if upstream is None:
+                    try:
+                        upstream = await self.open_upstream(host, port)
+                    except (OSError, ssl.SSLError) as exc:
+                        await _respond(client, writer, 502, f"cannot reach {host}:{port}: {exc}")
+                        return
+                again = await self._exchange(host, port, request, client, reader, writer, upstream)
+                if not again or client.our_state is h11.MUST_CLOSE:
+                    return
+                client.start_next_cycle()
+        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.info("brokered connection to %s ended: %s", host, type(exc).__name__)
+        finally:
+            for w in (writer, upstream[1] if upstream else None):
+                if w is not None:
+                    with contextlib.suppress(Exception):
+                        w.close()
+
+    async def _exchange(
+        self,
+        host: str,
+        port: int,
+        request: h11.Request,
+        client: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    ) -> bool:
+        """One request and its response; False when the connection must end."""
+        target = request.target.decode("latin-1")
+        path = target.split("?", 1)[0]
+        headers = [(k, v) for k, v in request.headers if k.lower() not in DROPPED]
+        credential = await self.credential(host)
+        if credential is not None:
+            headers.append((b"authorization", credential.authorization().encode()))
+        if client.they_are_waiting_for_100_continue:
+            writer.write(client.send(h11.InformationalResponse(status_code=100, headers=[])))
+        server = h11.Connection(h11.CLIENT)
+        up_reader, up_writer = upstream
+        if request.method == b"POST" and path.endswith("/git-receive-pack"):
+            body = await _read_body(client, reader, MAX_PUSH_BYTES)
+            if body is None:
+                await _respond(client, writer, 413, "this push is too large for the broker to read")
+                return False
+            refused = await self._judge_push(host, port, path, body)
+            if refused is not None:
+                await _send_all(
+                    client,
+                    writer,
+                    200,
+                    [(b"content-type", b"application/x-git-receive-pack-result")],
+                    refused,
+                )
+                return True
+            headers = [
+                (k, v)
+                for k, v in headers
+                if k.lower() not in (b"content-length", b"transfer-encoding")
+            ]
+            headers.append((b"content-length", str(len(body)).encode()))
+            up_writer.write(
+                server.send(
+                    h11.Request(method=request.method, target=request.target, headers=headers)
+                )
+            )
+            up_writer.write(server.send(h11.Data(data=body)))
+            up_writer.write(server.send(h11.EndOfMessage()))
+        else:
+            up_writer.write(
+                server.send(
+                    h11.Request(method=request.method, target=request.target, headers=headers)
+                )
+            )
+            while True:
+                event = await _next_event(client, reader)
+                if isinstance(event, h11.Data):
+                    up_writer.write(server.send(event))
+                elif isinstance(event, h11.EndOfMessage):
+                    up_writer.write(server.send(event))
+                    break
+                else:
+                    return False
+        await up_writer.drain()
+        while True:  # the response, as it comes
+            event = await _next_event(server, up_reader)
+            if isinstance(event, h11.InformationalResponse):
+                continue  # the proxy answered 100-continue itself
+            if isinstance(event, h11.Response):
+                writer.write(
+                    client.send(
+                        h11.Response(
+                            status_code=event.status_code,
+                            headers=list(event.headers),
+                            reason=event.reason,
+                        )
+                    )
+                )
+            elif isinstance(event, h11.Data):
+                writer.write(client.send(h11.Data(data=event.data)))
+            elif isinstance(event, h11.EndOfMessage):
+                writer.write(client.send(h11.EndOfMessage()))
+                await writer.drain()
+                return server.our_state is not h11.MUST_CLOSE
+            else:
+                return False
+            await writer.drain()
+
+    async def _judge_push(self, host: str, port: int, path: str, body: bytes) -> bytes | None:
+        """None to forward the push; else the receive-pack result refusing it."""
+        repo = path.removesuffix("/git-receive-pack")
+        remote = f"{host}{repo.removesuffix('.git')}"
+        try:
+            push = read_push(body)
+        except PushFormatError as exc:
+            message = f"Omnigent: the broker cannot read this push ({exc}), so it is refused"
+            self.log.append(f"push {remote}: unreadable")
+            return refusal(Push((), ()), {}, message)
+        if self.ask_push is None:
+            return None
+        default = await self.default_branch(host, port, repo)
+        reason = await self.ask_push(remote, default, push)
+        branches = " ".join(u.branch for u in push.updates)
+        self.log.append(f"push {remote} {branches}: {'refused' if reason else 'allowed'}")
+        if reason is None:
+            return None
+        return refusal(push, {}, f"Omnigent: {reason}")
+
+    async def default_branch(self, host: str, port: int, repo: str) -> str:
+        """The remote's default branch from its upload-pack advertisement ("" if not shown)."""
+        try:
+            up_reader, up_writer = await self.open_upstream(host, port)
+        except (OSError, ssl.SSLError):
+            return ""
+        conn = h11.Connection(h11.CLIENT)
+        headers = [(b"host", host.encode()), (b"user-agent", b"git/omnikernel-broker")]
+        if (credential := await self.credential(host)) is not None:
+            headers.append((b"authorization", credential.authorization().encode()))
+        headers.append((b"connection", b"close"))
+        target = f"{repo}/info/refs?service=git-upload-pack".encode()
+        try:
+            up_writer.write(conn.send(h11.Request(method="GET", target=target, headers=headers)))
+            up_writer.write(conn.send(h11.EndOfMessage()))
+            body = b""
+            while len(body) < 1024**2:
+                event = await _next_event(conn, up_reader)
+                if isinstance(event, h11.Data):
+                    body += event.data
+                elif not isinstance(event, h11.Response | h11.InformationalResponse):
+                    break
+            found = SYMREF.search(body)
+            return found.group(1).decode("utf-8", "replace") if found else ""
+        except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError):
+            return ""
+        finally:
+            up_writer.close()
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(READ_SIZE)
+            conn.receive_data(data)
+            if not data and conn.their_state is h11.DONE:
+                return h11.ConnectionClosed()
+            continue
+        return event
+
+
+async def _read_body(
+    conn: h11.Connection, reader: asyncio.StreamReader, limit: int
+) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await _next_event(conn, reader)
+        if isinstance(event, h11.Data):
+            size += len(event.data)
+            if size > limit:
+                return None
+            chunks.append(bytes(event.data))
+        elif isinstance(event, h11.EndOfMessage):
+            return b"".join(chunks)
+        else:
+            raise ConnectionError("the request ended before its body")
+
+
+async def _send_all(
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    writer.write(conn.send(h11.Response(status_code=status, headers=headers)))
+    writer.write(conn.send(h11.Data(data=body)))
+    writer.write(conn.send(h11.EndOfMessage()))
+    await writer.drain()
+
+
+async def _respond(
+    conn: h11.Connection, writer: asyncio.StreamWriter, status: int, message: str
+) -> None:
+    with contextlib.suppress(h11.LocalProtocolError, ConnectionError):
+        await _send_all(
+            conn,
+            writer,
+            status,
+            [(b"content-type", b"text/plain"), (b"connection", b"close")],
+            (message + "\n").encode(),
+        )
