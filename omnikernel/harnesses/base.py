@@ -27,6 +27,7 @@ from omnikernel.gateway.upstream import Upstream
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 #: The session's decision function: given an ``approval_request`` event, allow or deny.
 Decide = Callable[[Event], Awaitable[Decision]]
@@ -54,6 +55,8 @@ class HarnessContext:
     sandbox: str = "auto"
     #: Hosts the notebook trusts, reachable through the kernel's egress proxy.
     allow_hosts: tuple[str, ...] = ()
+    #: How the egress proxy reaches upstreams (``egress_resolve``, ``egress_ca``).
+    egress_routes: EgressRoutes = DIRECT
     #: Paths the user lets agents read inside the closed home (`%sandbox read`).
     readable: tuple[Path, ...] = ()
     #: Host paths agents must not see: the session store, every session's harness state.
@@ -192,6 +195,7 @@ class Harness(abc.ABC):
             bridged_ports=(port,) if port else (),
             bridge_targets={port: target} if port and target else None,
             allow_hosts=self.ctx.allow_hosts,
+            egress_routes=self.ctx.egress_routes,
         )
 
     def readable_paths(self) -> tuple[Path, ...]:

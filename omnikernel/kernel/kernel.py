@@ -39,7 +39,8 @@ from omnikernel.kernel.magics.common import MAGICS_HELP, parse_agent_args
 from omnikernel.kernel.magics.session import first_cell_notice
 from omnikernel.kernel.magics.share import ShareMagics
 from omnikernel.kernel.routing import Route, route
-from omnikernel.kernel.settings import KernelSettings
+from omnikernel.kernel.settings import KernelSettings, SettingError
+from omnikernel.sandbox.upstream import EgressRoutes
 from omnikernel.session import identity
 from omnikernel.session.core import AgentSession
 from omnikernel.store.redact import LogFilter
@@ -108,6 +109,11 @@ class OmniKernel(KernelSettings, IPythonKernel):
         except ValueError as exc:
             problem += f"{exc} It is ignored (auto is used). "
             credentials = {}
+        try:
+            egress_routes = self.egress_routes()
+        except SettingError as exc:  # a config file's value: say so, go on without it
+            problem += f"{exc} It is ignored. "
+            egress_routes = EgressRoutes()
         upstreams = UpstreamConfig(
             anthropic_base_url=self.anthropic_base_url,
             anthropic_api_key=self.anthropic_api_key,
@@ -132,6 +138,7 @@ class OmniKernel(KernelSettings, IPythonKernel):
             budget_tokens=self.budget_tokens,
             sandbox=self.sandbox,
             allow_hosts=tuple(self.sandbox_allow),
+            egress_routes=egress_routes,
             readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},
             price_overrides=self.prices,

@@ -41,6 +41,7 @@ from omnikernel.gateway.credentials import (
     LoginEndpoints,
     parse_preferences,
 )
+from omnikernel.sandbox.upstream import EgressRoutes, RouteError, check_ca_file, parse_resolve
 from omnikernel.session.core import DEFAULT_WATCHDOG_S
 from omnikernel.session.identity import JUPYTER_SESSION_ENV, NOTEBOOK_ID_ENV, SESSION_ID_ENV
 from omnikernel.store.sessions import default_store_path
@@ -83,6 +84,23 @@ def seconds_parser(*, zero_ok: bool) -> Callable[[str, str], float]:
         raise SettingError(f"{variable}={raw!r} is not a number of seconds: it takes {least}.")
 
     return parse
+
+
+def parse_resolve_variable(variable: str, raw: str) -> dict[str, str]:
+    """``host:port=address:port`` entries, comma-separated (curl's ``host:port:address`` too)."""
+    try:
+        routes = parse_resolve(raw.split(","))
+    except RouteError as exc:
+        raise SettingError(f"{variable}={raw!r}: {exc}") from None
+    return {f"{h}:{p}": f"{a}:{q}" for (h, p), (a, q) in routes.items()}
+
+
+def parse_ca_file(variable: str, raw: str) -> str:
+    """A CA bundle the TLS library can load."""
+    try:
+        return str(check_ca_file(raw))
+    except RouteError as exc:
+        raise SettingError(f"{variable}={raw!r}: {exc}") from None
 
 
 class EnvSettings(LoggingConfigurable):
@@ -217,6 +235,18 @@ class KernelSettings(EnvSettings):
         help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
         "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
     ).tag(config=True)
+    egress_ca = Unicode(
+        "",
+        help="A CA bundle (PEM) the egress proxy trusts upstream besides the system's, for a "
+        "network that inspects TLS with its own CA (where the proxy itself verifies TLS).",
+    ).tag(config=True, env="OMNIKERNEL_EGRESS_CA")
+    egress_resolve = Dict(
+        Unicode(),
+        help="Where the egress proxy really connects for a host, the way `curl --resolve` "
+        "pins one: {'pypi.org:443': '10.0.0.5:443'} (split DNS, or a local stand-in). The "
+        "policy, the approval card and TLS still see the real name. The variable takes "
+        "'pypi.org:443=10.0.0.5:443,registry.npmjs.org:443=10.0.0.6:443'.",
+    ).tag(config=True, env="OMNIKERNEL_EGRESS_RESOLVE")
     sandbox_readable = List(
         Unicode(),
         help="Paths under a home directory agents may read (the home is closed to them "
@@ -300,6 +330,14 @@ class KernelSettings(EnvSettings):
     def _sandbox_default(self) -> str:
         return self.from_env("sandbox", "auto")
 
+    @default("egress_ca")
+    def _egress_ca_default(self) -> str:
+        return self.from_env("egress_ca", "", parse_ca_file)
+
+    @default("egress_resolve")
+    def _egress_resolve_default(self) -> dict[str, str]:
+        return self.from_env("egress_resolve", {}, parse_resolve_variable)
+
     @default("prewarm")
     def _prewarm_default(self) -> bool:
         return self.from_env("prewarm", True, parse_bool)
@@ -316,6 +354,19 @@ class KernelSettings(EnvSettings):
             chatgpt_token_url=self.chatgpt_token_url,
             chatgpt_base_url=self.chatgpt_base_url,
         )
+
+    def egress_routes(self) -> EgressRoutes:
+        """`egress_resolve` and `egress_ca` for the egress proxy; a value it cannot use is a
+        `SettingError` naming the setting (the kernel says it and goes on without it)."""
+        try:
+            resolve = parse_resolve(self.egress_resolve)
+        except RouteError as exc:
+            raise SettingError(f"{self.config_name('egress_resolve')}: {exc}") from None
+        try:
+            ca_file = check_ca_file(self.egress_ca) if self.egress_ca else None
+        except RouteError as exc:
+            raise SettingError(f"{self.config_name('egress_ca')}: {exc}") from None
+        return EgressRoutes(resolve=resolve, ca_file=ca_file)
 
     def approval_timeout_s(self) -> float:
         """The approval timeout, the default for a configured value of 0 or less."""

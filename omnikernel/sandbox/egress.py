@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from omnikernel.sandbox.bridge import pipe
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 DEFAULT_PORTS = (80, 443)
 #: The proxy's port inside the sandbox (its own network namespace), unless the gateway has it.
@@ -53,9 +54,11 @@ def inside_port(taken: tuple[int, ...]) -> int:
 class EgressProxy:
     """See the module docstring. Serves on the unix socket `path` once started."""
 
-    def __init__(self, rules: tuple[str, ...], path: Path):
+    def __init__(self, rules: tuple[str, ...], path: Path, routes: EgressRoutes = DIRECT):
         self.rules = rules
         self.path = path
+        #: How upstream connections are opened (``egress_resolve``, ``egress_ca``).
+        self.routes = routes
         self.denied: list[str] = []
         self._server: asyncio.AbstractServer | None = None
 
@@ -110,15 +113,39 @@ class EgressProxy:
                 f"%sandbox allow {host}:{port}",
             )
             return
+        if upstream_head:
+            await self._forward(host, port, upstream_head, reader, writer)
+        else:
+            await self._tunnel(host, port, reader, writer)
+
+    async def _tunnel(
+        self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A CONNECT the policy allowed: answer 200 and carry the client's bytes to `host`:`port`
+        untouched (TLS stays end to end between the agent's client and the server)."""
         try:
-            up_reader, up_writer = await asyncio.open_connection(host, port)
+            up_reader, up_writer = await self.routes.open_upstream(host, port)
         except OSError as exc:
             await self._refuse(writer, 502, f"cannot reach {host}:{port}: {exc}")
             return
-        if upstream_head:
-            up_writer.write(upstream_head)
-        else:
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def _forward(
+        self,
+        host: str,
+        port: int,
+        head: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """A plain-HTTP proxy request the policy allowed: sent on in origin form."""
+        try:
+            up_reader, up_writer = await self.routes.open_upstream(host, port)
+        except OSError as exc:
+            await self._refuse(writer, 502, f"cannot reach {host}:{port}: {exc}")
+            return
+        up_writer.write(head)
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
     @staticmethod

@@ -290,7 +290,9 @@ async def _start(
         assert spec.bridge_dir is not None
         port = inside_port(spec.bridged_ports)
         # The proxy serves the relay's unix socket itself: it has no TCP port on the host.
-        egress = EgressProxy(spec.allow_hosts, socket_path(spec.bridge_dir, port))
+        egress = EgressProxy(
+            spec.allow_hosts, socket_path(spec.bridge_dir, port), spec.egress_routes
+        )
         await egress.start()
         spec = dataclasses.replace(spec, env={**spec.env, **proxy_env(port)})
         relayed = (*relayed, port)

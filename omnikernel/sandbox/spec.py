@@ -28,6 +28,8 @@ from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
+
 #: Home-directory secrets no agent reads, even where the home itself is opened (a notebook
 #: folder that is the home directory).
 HOME_SECRETS = (
@@ -147,6 +149,8 @@ class SandboxSpec:
     #: Hosts the user trusts (``host``, ``host:port``, ``*.domain``), reached through the
     #: kernel's egress proxy; everything else stays unreachable.
     allow_hosts: tuple[str, ...] = ()
+    #: How the egress proxy opens upstream connections (``egress_resolve``, ``egress_ca``).
+    egress_routes: EgressRoutes = DIRECT
     memory_bytes: int | None = 8 * 1024**3
     pids_max: int | None = 1024
 
@@ -413,6 +417,7 @@ def for_agent(
     bridged_ports: tuple[int, ...] = (),
     bridge_targets: dict[int, Path] | None = None,
     allow_hosts: tuple[str, ...] = (),
+    egress_routes: EgressRoutes = DIRECT,
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
     writable, the protected paths read-only (all of them if the folder is a home directory),
@@ -450,6 +455,7 @@ def for_agent(
         bridged_ports=bridged_ports,
         bridge_targets=dict(bridge_targets or {}),
         allow_hosts=allow_hosts,
+        egress_routes=egress_routes,
     )
 
 

@@ -33,6 +33,7 @@ from omnikernel.harnesses import Harness, discover, harness_class
 from omnikernel.harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from omnikernel.policy import fold
 from omnikernel.policy.config import project_policy_path
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 from omnikernel.session.decisions import SessionDecisions
 from omnikernel.session.identity import Identity
 from omnikernel.session.spend import SessionSpend
@@ -70,6 +71,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstream
         budget_tokens: int | None = None,
         sandbox: str = "auto",
         allow_hosts: tuple[str, ...] = (),
+        egress_routes: EgressRoutes = DIRECT,
         readable: tuple[Path, ...] = (),
         acp_agents: Mapping[str, AcpAgent] | None = None,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
@@ -99,6 +101,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstream
         self.watchdog_s = watchdog_s
         self.sandbox = sandbox
         self.allow_hosts = tuple(allow_hosts)
+        self.egress_routes = egress_routes
         #: Paths agents may read inside the closed home (`%sandbox read`).
         self.readable = tuple(readable)
         #: What agents never see: the store and every session's state (this one's own harness

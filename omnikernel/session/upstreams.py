@@ -37,6 +37,7 @@ from omnikernel.gateway.upstream import (
     resolve,
 )
 from omnikernel.harnesses import Harness, HarnessContext, HarnessError, harness_class
+from omnikernel.sandbox.upstream import EgressRoutes
 
 if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
@@ -59,6 +60,7 @@ class SessionUpstreams:
     harness_paths: dict[str, str]
     sandbox: str
     allow_hosts: tuple[str, ...]
+    egress_routes: EgressRoutes
     readable: tuple[Path, ...]
     hidden_from_agents: tuple[Path, ...]
     watchdog_s: float
@@ -260,6 +262,7 @@ class SessionUpstreams:
                 binary=self.harness_paths.get(name),
                 sandbox=self.sandbox,
                 allow_hosts=self.allow_hosts,
+                egress_routes=self.egress_routes,
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
                 watchdog_s=self.watchdog_s,
