@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import ssl
@@ -34,6 +35,7 @@ from omnikernel.sandbox import host_credentials
 from omnikernel.sandbox.git_push import Push, PushFormatError, read_push, refusal
 from omnikernel.sandbox.host_credentials import Credential
 from omnikernel.sandbox.session_ca import SessionCA
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +48,20 @@ SYMREF = re.compile(rb"symref=HEAD:refs/heads/([^\s\x00]+)")
 
 #: (remote, its default branch or "", the push) -> None to let it through, or why not.
 AskPush = Callable[[str, str, Push], Awaitable[str | None]]
-#: (host, port) -> streams to the real host over TLS, verified.
-OpenUpstream = Callable[[str, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
-async def open_tls(
-    host: str, port: int, context: ssl.SSLContext | None = None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A verified TLS connection to host:port (the default until the proxy gives its own)."""
-    return await asyncio.open_connection(
-        host, port, ssl=context or ssl.create_default_context(), server_hostname=host
-    )
+@dataclasses.dataclass(frozen=True)
+class BrokerSetup:
+    """What a sandbox's spec says about brokering: the hosts (with the environment variable
+    holding each one's token, or ""), and the session's two hooks."""
+
+    hosts: tuple[tuple[str, str], ...]
+    ask_push: AskPush | None = dataclasses.field(default=None, compare=False)
+    on_secret: Callable[[str, str], None] | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(h for h, _ in self.hosts)
 
 
 class Broker:
@@ -69,20 +74,27 @@ class Broker:
         *,
         ask_push: AskPush | None = None,
         on_secret: Callable[[str, str], None] | None = None,
-        open_upstream: OpenUpstream | None = None,
+        routes: EgressRoutes = DIRECT,
         find_credential: Callable[[str, str], Credential | None] | None = None,
     ):
         self.hosts = hosts
         self.ca = ca
         self.ask_push = ask_push
         self.on_secret = on_secret
-        self.open_upstream = open_upstream or open_tls
+        self.routes = routes
+        #: Verifies the real host (system CAs and ``egress_ca``): the broker's TLS is its own.
+        self.tls = routes.tls_context()
         self.find_credential = find_credential or (
             lambda host, variable: host_credentials.find(host, variable)
         )
         self._credentials: dict[str, asyncio.Task[Credential | None]] = {}
         #: What the broker did, for the cell and tests: "push github.com/o/r main: refused".
         self.log: list[str] = []
+
+    async def open_upstream(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await self.routes.open_upstream(host, port, self.tls)
 
     def brokers(self, host: str, port: int) -> bool:
         return port == 443 and self.ca.covers(host)

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from omnikernel.sandbox.bridge import pipe
+from omnikernel.sandbox.broker import Broker
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 DEFAULT_PORTS = (80, 443)
@@ -54,9 +55,17 @@ def inside_port(taken: tuple[int, ...]) -> int:
 class EgressProxy:
     """See the module docstring. Serves on the unix socket `path` once started."""
 
-    def __init__(self, rules: tuple[str, ...], path: Path, routes: EgressRoutes = DIRECT):
+    def __init__(
+        self,
+        rules: tuple[str, ...],
+        path: Path,
+        routes: EgressRoutes = DIRECT,
+        broker: Broker | None = None,
+    ):
         self.rules = rules
         self.path = path
+        #: Takes over CONNECTs to brokered hosts (`omnikernel.sandbox.broker`).
+        self.broker = broker
         #: How upstream connections are opened (``egress_resolve``, ``egress_ca``).
         self.routes = routes
         self.denied: list[str] = []
@@ -122,7 +131,12 @@ class EgressProxy:
         self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """A CONNECT the policy allowed: answer 200 and carry the client's bytes to `host`:`port`
-        untouched (TLS stays end to end between the agent's client and the server)."""
+        untouched (TLS stays end to end between the agent's client and the server). A
+        brokered host's CONNECT goes to the broker instead, which answers its TLS itself."""
+        if self.broker is not None and self.broker.brokers(host, port):
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await self.broker.serve(host, port, reader, writer)
+            return
         try:
             up_reader, up_writer = await self.routes.open_upstream(host, port)
         except OSError as exc:

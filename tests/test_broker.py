@@ -1,0 +1,255 @@
+"""The credential broker on loopback, with real git: a stand-in github.com (``git
+http-backend`` over TLS with basic auth) reached through the egress proxy under its real name
+(``egress_resolve``). The client holds no credential: the broker adds it; pushes go through the
+policy; refused ones fail in git's own words plus ours. Each protection is also shown missing:
+the attack that then gets through."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from omnikernel.events import Event, EventKind
+from omnikernel.policy import Outcome, Policy, PolicyState, fold, judge, request_of
+from omnikernel.sandbox.broker import Broker
+from omnikernel.sandbox.egress import EgressProxy
+from omnikernel.sandbox.git_push import Push
+from omnikernel.sandbox.host_credentials import Credential
+from omnikernel.sandbox.session_ca import SessionCA
+from omnikernel.sandbox.upstream import EgressRoutes
+
+from .git_standin import GIT_ENV, GitStandIn
+
+pytestmark = pytest.mark.process  # real git, git http-backend, a TLS server
+
+TOKEN = "ghp_standin0123456789abcdefSECRET"
+REPO = "acme/app.git"
+
+
+class Proxy:
+    """The egress proxy with a broker, on its own loop and thread, reached by git through a
+    loopback TCP relay to its unix socket (as the sandbox's relay does)."""
+
+    def __init__(self, tmp: Path, standin: GitStandIn, *, broker: bool, answer: str = "deny"):
+        self.tmp, self.standin, self.answer = tmp, standin, answer
+        self.loop = asyncio.new_event_loop()
+        self.asked: list[tuple[str, str, Push]] = []
+        self.secrets: list[tuple[str, str]] = []
+        self.state = PolicyState()
+        self.policy = Policy(None, None, str(tmp))
+        routes = EgressRoutes(
+            resolve={("github.com", 443): ("127.0.0.1", standin.port)}, ca_file=standin.ca_path
+        )
+        self.ca = SessionCA.create(("github.com",))
+        self.bundle = self.ca.write_bundle(tmp / "bundle.pem")
+        self.broker = (
+            Broker(
+                {"github.com": ""},
+                self.ca,
+                ask_push=self.ask_push,
+                on_secret=lambda v, label: self.secrets.append((v, label)),
+                routes=routes,
+                find_credential=lambda host, var: Credential(host, "octocat", TOKEN, "test"),
+            )
+            if broker
+            else None
+        )
+        self.proxy = EgressProxy(("github.com",), tmp / "egress.sock", routes, self.broker)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+
+    async def _start(self) -> int:
+        await self.proxy.start()
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            from omnikernel.sandbox.bridge import pipe
+
+            up_reader, up_writer = await asyncio.open_unix_connection(str(self.proxy.path))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        self.relay = await asyncio.start_server(relay, "127.0.0.1", 0)
+        return int(self.relay.sockets[0].getsockname()[1])
+
+    async def ask_push(self, remote: str, default: str, push: Push) -> str | None:
+        """The session's part, in small: the policy's verdict; a person (here: `answer`) when
+        it asks; the decision folded into the state."""
+        self.asked.append((remote, default, push))
+        call = f"push-{len(self.asked)}"
+        data = {
+            "request_id": call, "call_id": call, "tool": "git push", "action": "push",
+            "summary": f"git push {remote}",
+            "input": {"remote": remote, "default_branch": default,
+                      "updates": [u.data() for u in push.updates]},
+        }  # fmt: skip
+        verdict = judge(self.policy.rules(), self.state, request_of(data))
+        outcome = verdict.outcome
+        if outcome == Outcome.ASK:
+            outcome = Outcome.ALLOW if self.answer == "allow" else Outcome.DENY
+        decision = "allow" if outcome == Outcome.ALLOW else "deny"
+        self.state = fold(
+            [Event(EventKind.APPROVAL_REQUEST, data),
+             Event(EventKind.APPROVAL_DECISION, {"request_id": call, "call_id": call,
+                                                 "decision": decision})],
+            self.state,
+        )  # fmt: skip
+        return None if decision == "allow" else f"policy refused this push: {verdict.reason}"
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.relay.close()
+            await self.proxy.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Iterator[GitStandIn]:
+    root = tmp_path / "server"
+    root.mkdir()
+    with GitStandIn(root, "github.com", "octocat", TOKEN) as server:
+        server.bare(REPO)
+        yield server
+
+
+def client_env(tmp: Path, proxy: Proxy) -> dict[str, str]:
+    """A client like the sandbox's: no credential, no helper, no prompt; the proxy and the
+    session CA bundle in its environment."""
+    home = tmp / "client-home"
+    home.mkdir(exist_ok=True)
+    url = f"http://127.0.0.1:{proxy.port}"
+    return {
+        **GIT_ENV,
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "HTTPS_PROXY": url,
+        "https_proxy": url,
+        "GIT_SSL_CAINFO": str(proxy.bundle),
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+    }
+
+
+def git(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def clone(tmp: Path, env: dict[str, str]) -> Path:
+    done = git(tmp, env, "clone", "-q", f"https://github.com/{REPO}", "work")
+    assert done.returncode == 0, done.stderr
+    return tmp / "work"
+
+
+def commit(work: Path, env: dict[str, str], name: str) -> str:
+    (work / name).write_text(name + "\n")
+    assert git(work, env, "add", name).returncode == 0
+    assert git(work, env, "commit", "-q", "-m", name).returncode == 0
+    return git(work, env, "rev-parse", "HEAD").stdout.strip()
+
+
+def test_a_push_to_a_new_branch_lands_with_the_brokered_credential(tmp_path, standin):
+    proxy = Proxy(tmp_path, standin, broker=True)
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        git(work, env, "checkout", "-q", "-b", "agent/fix")
+        head = commit(work, env, "fix.txt")
+        done = git(work, env, "push", "origin", "agent/fix")
+        assert done.returncode == 0, done.stderr
+        assert standin.ref(REPO, "refs/heads/agent/fix") == head
+        # The broker added the credential; the client never had it.
+        assert any(TOKEN not in a and a.startswith("Basic ") for a in standin.seen_auth)
+        assert TOKEN not in str(env) and TOKEN not in (work / ".git" / "config").read_text()
+        # The session learned it to redact before the first use.
+        assert (TOKEN, "brokered credential for github.com") in proxy.secrets
+        remote, default, push = proxy.asked[-1]
+        assert remote == "github.com/acme/app"
+        assert default == "main"  # from the upload-pack advertisement
+        assert [(u.ref, u.kind) for u in push.updates] == [("refs/heads/agent/fix", "create")]
+        # The branch is now the session's: a later force update of it goes through too.
+        git(work, env, "commit", "-q", "--amend", "-m", "fix, reworded")
+        done = git(work, env, "push", "-f", "origin", "agent/fix")
+        assert done.returncode == 0, done.stderr
+        # (the amended commit sits on main's tip, which the pack leaves out: not shown a
+        # fast-forward, so read as one that may force)
+        assert [u.kind for u in proxy.asked[-1][2].updates] == ["maybe-force"]
+    finally:
+        proxy.close()
+
+
+def test_a_push_to_a_branch_not_the_sessions_is_refused_in_gits_words(tmp_path, standin):
+    proxy = Proxy(tmp_path, standin, broker=True, answer="deny")
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        before = standin.ref(REPO, "refs/heads/main")
+        commit(work, env, "direct.txt")
+        done = git(work, env, "push", "origin", "main")
+        assert done.returncode != 0
+        assert "[remote rejected]" in done.stderr and "main -> main" in done.stderr
+        assert "Omnigent" in done.stderr and "not a branch this session" in done.stderr
+        assert standin.ref(REPO, "refs/heads/main") == before
+    finally:
+        proxy.close()
+
+
+def test_a_force_push_of_main_is_denied_even_when_the_person_would_allow(tmp_path, standin):
+    proxy = Proxy(tmp_path, standin, broker=True, answer="allow")
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        before = standin.ref(REPO, "refs/heads/main")
+        git(work, env, "checkout", "-q", "--orphan", "rewrite")
+        commit(work, env, "rewritten.txt")
+        done = git(work, env, "push", "-f", "origin", "rewrite:main")
+        assert done.returncode != 0
+        assert "force update of github.com/acme/app's default branch 'main'" in done.stderr
+        assert standin.ref(REPO, "refs/heads/main") == before
+        # And a person's allow does land an ordinary push of main (the ask is a real ask).
+        git(work, env, "checkout", "-q", "-B", "main", "origin/main")
+        head = commit(work, env, "ordinary.txt")
+        done = git(work, env, "push", "origin", "main")
+        assert done.returncode == 0, done.stderr
+        assert standin.ref(REPO, "refs/heads/main") == head
+    finally:
+        proxy.close()
+
+
+def test_without_the_broker_the_push_fails_for_want_of_a_credential(tmp_path, standin):
+    """The host is allowed but not brokered: a plain tunnel, TLS end to end, and no credential
+    anywhere in reach: git cannot authenticate (as before brokering existed)."""
+    proxy = Proxy(tmp_path, standin, broker=False)
+    try:
+        env = client_env(tmp_path, proxy)
+        env["GIT_SSL_CAINFO"] = str(standin.ca_path)  # the stand-in's own certificate, tunnelled
+        done = git(tmp_path, env, "clone", "-q", f"https://github.com/{REPO}", "work")
+        assert done.returncode != 0
+        assert "could not read Username" in done.stderr or "Authentication failed" in done.stderr
+        assert all(a == "" for a in standin.seen_auth)
+    finally:
+        proxy.close()
+
+
+def test_attack_without_the_push_rule_a_push_to_main_lands(tmp_path, standin):
+    """The protection shown missing: with push-own-branches turned off and nobody asked, the
+    same push to main that was refused above lands."""
+    proxy = Proxy(tmp_path, standin, broker=True, answer="deny")
+    proxy.policy.off("push-own-branches")
+    proxy.answer = "allow"  # nothing asks now: the default ask stands for "no rule"
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        head = commit(work, env, "direct.txt")
+        assert git(work, env, "push", "origin", "main").returncode == 0
+        assert standin.ref(REPO, "refs/heads/main") == head
+    finally:
+        proxy.close()
