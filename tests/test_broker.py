@@ -253,3 +253,129 @@ def test_attack_without_the_push_rule_a_push_to_main_lands(tmp_path, standin):
         assert standin.ref(REPO, "refs/heads/main") == head
     finally:
         proxy.close()
+
+
+# -- inside a real sandbox ---------------------------------------------------------------------
+
+DUMP = """
+echo ==ENV==; env
+echo ==PROC==; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'
+echo ==FILES==; find "$HOME" "$PWD" /tmp -type f -size -1M -exec cat {} + 2>/dev/null
+echo ==GITCONFIG==; git -C app config --list --show-origin 2>/dev/null
+"""
+
+
+def sandboxed(backend: str, tmp: Path, standin: GitStandIn, env_extra: dict[str, str], script: str):
+    from omnikernel.sandbox import SandboxSpec, resolve, start_sandboxed
+    from omnikernel.sandbox.broker import BrokerSetup
+
+    work, home = tmp / "work", tmp / "agent-home"
+    work.mkdir(exist_ok=True)
+    home.mkdir(exist_ok=True)
+    asked: list[tuple[str, str, Push]] = []
+
+    async def ask_push(remote: str, default: str, push: Push) -> str | None:
+        asked.append((remote, default, push))
+        data = {"call_id": "p", "action": "push", "tool": "git push",
+                "input": {"remote": remote, "default_branch": default,
+                          "updates": [u.data() for u in push.updates]}}  # fmt: skip
+        verdict = judge(Policy(None, None, str(tmp)).rules(), PolicyState(), request_of(data))
+        return None if verdict.outcome == Outcome.ALLOW else verdict.reason
+
+    spec = SandboxSpec(
+        workdir=work,
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            **GIT_ENV,
+            **env_extra,
+        },  # fmt: skip
+        writable=(home,),
+        egress_routes=EgressRoutes(
+            resolve={("github.com", 443): ("127.0.0.1", standin.port)}, ca_file=standin.ca_path
+        ),
+        broker=BrokerSetup((("github.com", "OMK_TEST_GH_TOKEN"),), ask_push=ask_push),
+    )
+
+    async def main() -> tuple[int, str]:
+        proc = await start_sandboxed(["/bin/bash", "-c", script], spec, resolve(backend))
+        proc.stdin.close()
+        out, err = await asyncio.wait_for(proc.process.communicate(), 180)
+        await proc.kill()
+        return proc.returncode or 0, (out + err).decode(errors="replace")
+
+    code, out = asyncio.run(main())
+    return code, out, asked
+
+
+def leaks(text: str) -> list[str]:
+    import base64
+
+    from omnikernel.store.redact import variants
+
+    return [form for form in variants(TOKEN) if form in text] + (
+        ["basic"] if base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode() in text else []
+    )
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("backend", ["bwrap", "firejail"])
+def test_a_sandboxed_git_pushes_through_the_broker_and_the_credential_is_nowhere_inside(
+    backend, tmp_path, monkeypatch
+):
+    from omnikernel.sandbox.launch import self_test
+
+    if problem := self_test(backend):
+        pytest.fail(f"{problem}; install it with: apt-get install -y {backend}")
+    monkeypatch.setenv("OMK_TEST_GH_TOKEN", TOKEN)  # the kernel's environment, not the agent's
+    root = tmp_path / "server"
+    root.mkdir()
+    with GitStandIn(root, "github.com", "x-access-token", TOKEN) as standin:
+        standin.bare(REPO)
+        script = (
+            "set -e\n"
+            f"git clone -q https://github.com/{REPO} app\n"
+            "cd app && git checkout -q -b agent/sandboxed && echo x > f && git add f\n"
+            "git commit -q -m f && git push -q origin agent/sandboxed && cd ..\n"
+            "echo PUSHED\n"
+            "grep -c 'Omnigent session CA' /etc/ssl/certs/ca-certificates.crt || true\n"
+            "set +e\n" + DUMP
+        )
+        code, out, asked = sandboxed(backend, tmp_path, standin, {}, script)
+        assert "PUSHED" in out, out[-3000:]
+        assert standin.ref(REPO, "refs/heads/agent/sandboxed")
+        assert [u.kind for u in asked[0][2].updates] == ["create"]
+        assert leaks(out) == [], "the credential is visible inside the sandbox"
+        assert "SSL_CERT_FILE=" in out and "GIT_SSL_CAINFO=" in out
+        if backend == "bwrap":  # the session CA's bundle is shown over the system one
+            assert out.split("PUSHED", 1)[1].split()[0] == "1"
+
+        # The same dump does find a credential that is inside (the attack the broker removes:
+        # giving the agent the token): the check above can fail.
+        code, out, _ = sandboxed(backend, tmp_path, standin, {"GH_TOKEN": TOKEN}, "set +e\n" + DUMP)
+        assert leaks(out)
+
+
+@pytest.mark.sandbox
+def test_a_sandboxed_force_push_of_main_is_refused_by_the_broker(tmp_path, monkeypatch):
+    from omnikernel.sandbox.launch import self_test
+
+    backend = next((n for n in ("bwrap", "firejail") if not self_test(n)), None)
+    if backend is None:
+        pytest.fail("no sandbox works here: apt-get install -y bubblewrap firejail")
+    monkeypatch.setenv("OMK_TEST_GH_TOKEN", TOKEN)
+    root = tmp_path / "server"
+    root.mkdir()
+    with GitStandIn(root, "github.com", "x-access-token", TOKEN) as standin:
+        standin.bare(REPO)
+        before = standin.ref(REPO, "refs/heads/main")
+        script = (
+            f"git clone -q https://github.com/{REPO} app && cd app\n"
+            "git checkout -q --orphan rewrite && echo y > g && git add g && git commit -q -m g\n"
+            "git push -f origin rewrite:main; echo EXIT=$?\n"
+        )
+        code, out, asked = sandboxed(backend, tmp_path, standin, {}, script)
+        assert "EXIT=1" in out, out
+        assert "[remote rejected]" in out and "default branch 'main'" in out
+        assert standin.ref(REPO, "refs/heads/main") == before

@@ -26,6 +26,7 @@ from omnikernel.events import Event
 from omnikernel.gateway.upstream import Upstream
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
+from omnikernel.sandbox.broker import BrokerSetup
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
@@ -57,6 +58,8 @@ class HarnessContext:
     allow_hosts: tuple[str, ...] = ()
     #: How the egress proxy reaches upstreams (``egress_resolve``, ``egress_ca``).
     egress_routes: EgressRoutes = DIRECT
+    #: Brokered hosts and the session's hooks for them (`omnikernel.sandbox.broker`).
+    broker: BrokerSetup | None = None
     #: Paths the user lets agents read inside the closed home (`%sandbox read`).
     readable: tuple[Path, ...] = ()
     #: Host paths agents must not see: the session store, every session's harness state.
@@ -196,6 +199,7 @@ class Harness(abc.ABC):
             bridge_targets={port: target} if port and target else None,
             allow_hosts=self.ctx.allow_hosts,
             egress_routes=self.ctx.egress_routes,
+            broker=self.ctx.broker,
         )
 
     def readable_paths(self) -> tuple[Path, ...]:

@@ -235,6 +235,14 @@ class KernelSettings(EnvSettings):
         help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
         "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
     ).tag(config=True)
+    sandbox_broker = List(
+        Unicode(),
+        help="Brokered hosts: the egress proxy terminates their TLS with a per-session CA and "
+        "adds your own credential (git credential helper, `gh auth token`, ~/.npmrc, or the "
+        "environment variable named as 'host=VAR'), so none enters the sandbox; git pushes "
+        "to them go through the policy. A brokered host is also an allowed host. E.g. "
+        "['github.com']. `%sandbox broker` adds more.",
+    ).tag(config=True)
     egress_ca = Unicode(
         "",
         help="A CA bundle (PEM) the egress proxy trusts upstream besides the system's, for a "

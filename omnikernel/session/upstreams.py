@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.events import Event
     from omnikernel.gateway import Budget, PriceTable, SpendLedger, SpendRecord
+    from omnikernel.sandbox.broker import BrokerSetup
     from omnikernel.store.redact import Redactor
     from omnikernel.store.sessions import SessionStore
 
@@ -61,6 +62,7 @@ class SessionUpstreams:
     sandbox: str
     allow_hosts: tuple[str, ...]
     egress_routes: EgressRoutes
+    broker_hosts: dict[str, str]
     readable: tuple[Path, ...]
     hidden_from_agents: tuple[Path, ...]
     watchdog_s: float
@@ -76,6 +78,8 @@ class SessionUpstreams:
         async def _hold_model_call(self, harness: str) -> str | None: ...
 
         async def _decide(self, request: Event) -> approval.Decision: ...
+
+        def broker_setup(self) -> BrokerSetup | None: ...
 
     def _init_upstreams(
         self,
@@ -263,6 +267,7 @@ class SessionUpstreams:
                 sandbox=self.sandbox,
                 allow_hosts=self.allow_hosts,
                 egress_routes=self.egress_routes,
+                broker=self.broker_setup(),
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
                 watchdog_s=self.watchdog_s,
