@@ -1,0 +1,134 @@
+"""Issue 23 end to end: the real Claude Code CLI, driven by the scripted model in a real kernel,
+pushes through the credential broker to a stand-in github.com (``git http-backend`` over TLS
+with basic auth, on loopback under its real name through ``egress_resolve``).
+
+The agent's own branch lands; a force push of main is refused in git's words plus ours; the
+credential is in no event, cell or store byte; with the broker cleared the same push fails for
+want of a credential, as before brokering existed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from omnikernel.rehearsal import FakeModelServer, Scenario
+from omnikernel.store.redact import variants
+
+from .conftest import require_claude
+from .git_standin import GitStandIn
+
+TOKEN = "ghp_kernelE2E0123456789abcdefSECRET"
+REPO = "acme/app.git"
+IDENTITY = "-c user.name=Agent -c user.email=agent@example.com"
+
+
+def shell(command: str) -> dict:
+    return {"tool_calls": [{"action": "shell", "command": command}]}
+
+
+SCENARIO = {
+    "rules": [
+        {
+            "match": "push a branch",
+            "steps": [
+                {"text": "Pushing.", **shell(
+                    f"git clone -q https://github.com/{REPO} app && cd app && "
+                    "git checkout -q -b agent/e2e && echo hi > e2e.txt && git add e2e.txt && "
+                    f"git {IDENTITY} commit -q -m e2e && git push origin agent/e2e 2>&1; "
+                    "echo PUSH_EXIT=$?"
+                )},
+                {"text": "Pushed."},
+            ],
+        },
+        {
+            "match": "force main",
+            "steps": [
+                {"text": "Forcing.", **shell(
+                    "cd app && git checkout -q --orphan rw && "
+                    f"git {IDENTITY} commit -q -m rw && git push -f origin rw:main 2>&1; "
+                    "echo FORCE_EXIT=$?"
+                )},
+                {"text": "Tried."},
+            ],
+        },
+        {
+            "match": "without the broker",
+            "steps": [
+                {"text": "Pushing again.", **shell(
+                    "cd app && git -c http.sslCAInfo=../standin-ca.pem push origin "
+                    "HEAD:refs/heads/agent/nobroker 2>&1; echo NOBROKER_EXIT=$?"
+                )},
+                {"text": "Tried again."},
+            ],
+        },
+    ]
+}  # fmt: skip
+
+
+@pytest.fixture
+def standin(tmp_path: Path):
+    root = tmp_path / "server"
+    root.mkdir()
+    with GitStandIn(root, "github.com", "x-access-token", TOKEN) as server:
+        server.bare(REPO)
+        yield server
+
+
+def test_claude_pushes_its_branch_through_the_broker_and_cannot_force_main(
+    tmp_path, workdir, start_kernel, standin
+):
+    require_claude()
+    model = FakeModelServer(Scenario.from_dict(SCENARIO))
+    model.start_in_thread()
+    try:
+        kernel = start_kernel(
+            workdir,
+            ANTHROPIC_BASE_URL=model.base_url,
+            ANTHROPIC_API_KEY="k",
+            OMNIKERNEL_AUTO_APPROVE="1",  # answers the default ask of the shell commands only
+            OMNIKERNEL_EGRESS_RESOLVE=f"github.com:443=127.0.0.1:{standin.port}",
+            OMNIKERNEL_EGRESS_CA=str(standin.ca_path),
+            OMK_TEST_GH_TOKEN=TOKEN,  # the kernel's environment: never the agent's
+        )
+        setup = kernel.execute("%sandbox broker github.com=OMK_TEST_GH_TOKEN")
+        assert setup.status == "ok" and "Brokered: github.com" in setup.text, setup.text
+
+        pushed = kernel.execute("Please push a branch.", timeout=240)
+        assert pushed.status == "ok", pushed.text
+        assert standin.ref(REPO, "refs/heads/agent/e2e"), pushed.text
+        assert "PUSH_EXIT=0" in pushed.text
+
+        before = standin.ref(REPO, "refs/heads/main")
+        forced = kernel.execute("Now force main.", timeout=240)
+        assert "FORCE_EXIT=1" in forced.text, forced.text
+        assert "[remote rejected]" in forced.text
+        assert "default branch 'main'" in forced.text
+        assert standin.ref(REPO, "refs/heads/main") == before
+
+        # The broker cleared, the host merely allowed: a plain tunnel and no credential.
+        shutil.copy(standin.ca_path, workdir / "standin-ca.pem")
+        kernel.execute("%sandbox broker --clear")
+        kernel.execute("%sandbox allow github.com")
+        plain = kernel.execute("Push without the broker.", timeout=240)
+        assert "NOBROKER_EXIT=128" in plain.text, plain.text
+        assert "could not read Username" in plain.text
+        assert not standin.ref(REPO, "refs/heads/agent/nobroker")
+
+        # The credential is in no cell, no byte of the store, nothing the agents kept (their
+        # transcripts, homes and config in the state dir) and nothing in the notebook's folder.
+        forms = variants(TOKEN)
+        for cell in (setup, pushed, forced, plain):
+            assert not [f for f in forms if f in cell.text]
+        files = [p for d in ("store", "state") for p in (tmp_path / d).rglob("*") if p.is_file()]
+        files += [p for p in workdir.rglob("*") if p.is_file()]
+        assert len(files) > 10
+        for path in files:
+            data = path.read_bytes().decode("latin-1")
+            assert not [f for f in forms if f in data], path
+        # The policy shows the push rule and the branch the session made.
+        policy = kernel.execute("%policy")
+        assert "push-own-branches" in policy.text and "agent/e2e" in policy.text, policy.text
+    finally:
+        model.stop_thread()
