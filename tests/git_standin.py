@@ -4,7 +4,8 @@ It serves bare repositories under `root` at ``https://NAME/owner/repo.git`` (NAM
 name its certificate carries, e.g. github.com; tests point that name at 127.0.0.1 with
 ``egress_resolve``). Pushes need ``Authorization: Basic`` with the one user and token it
 knows; fetches too (a private repository). Every Authorization header it saw is kept in
-`seen_auth`, so a test can tell the broker added the credential.
+`seen_auth`, so a test can tell the broker added the credential. ``/echo-headers`` answers
+with the request's headers, as some hosts' debugging endpoints do (the reflection attack).
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ class GitStandIn:
                     "Basic "
                     + base64.b64encode(f"{stand_in.user}:{stand_in.token}".encode()).decode()
                 )
+                if self.path.startswith("/echo-headers"):  # a host that reflects requests
+                    echoed = str(self.headers).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(echoed)))
+                    self.end_headers()
+                    self.wfile.write(echoed)
+                    return
                 if auth != wanted:
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="stand-in"')

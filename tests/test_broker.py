@@ -255,6 +255,73 @@ def test_attack_without_the_push_rule_a_push_to_main_lands(tmp_path, standin):
         proxy.close()
 
 
+def curl(proxy: Proxy, env: dict[str, str], url: str, *extra: str) -> str:
+    done = subprocess.run(
+        ["curl", "-sS", "--proxy", f"http://127.0.0.1:{proxy.port}", "--cacert",
+         str(proxy.bundle), *extra, url],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("scrub", [True, False])
+def test_attack_a_host_that_reflects_headers_hands_back_no_credential(tmp_path, standin, scrub):
+    """The agent asks the brokered host to echo its request: the credential the broker added
+    comes back in the body. Scrubbed (the protection), it is all asterisks; unscrubbed, the
+    agent has it."""
+    proxy = Proxy(tmp_path, standin, broker=True)
+    assert proxy.broker is not None
+    proxy.broker.scrub = scrub
+    try:
+        out = curl(proxy, client_env(tmp_path, proxy), "https://github.com/echo-headers")
+        assert "authorization: " in out, out  # (h11 writes header names in lower case)
+        assert bool(leaks(out)) is not scrub, out
+    finally:
+        proxy.close()
+
+
+def test_attack_the_agents_own_authorization_header_is_replaced(tmp_path, standin):
+    """A credential of the agent's making (or a header meant to confuse) never reaches the
+    host: the broker drops every Authorization the sandbox sends and adds the user's."""
+    proxy = Proxy(tmp_path, standin, broker=True)
+    try:
+        out = curl(
+            proxy, client_env(tmp_path, proxy), "https://github.com/echo-headers",
+            "-H", "Authorization: Basic bWFsbG9yeTpmb3JnZWQ=", "-H", "Proxy-Authorization: x",
+        )  # fmt: skip
+        assert "bWFsbG9yeTpmb3JnZWQ=" not in out and "proxy-authorization" not in out.lower()
+        assert out.lower().count("authorization:") == 1, out
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/acme/app.git/git%2Dreceive-pack", "/acme/app.git/git-receive-pack/", "/acme/app.git/x"],
+)
+def test_attack_a_push_spelled_otherwise_is_still_read_as_a_push(tmp_path, standin, path):
+    """A receive-pack request with its path encoded, a trailing slash, or only its content type
+    saying what it is: judged as a push all the same (here: an update of main the pack does not
+    show to be a fast-forward: asked, and refused)."""
+    from dulwich.protocol import pkt_line
+
+    proxy = Proxy(tmp_path, standin, broker=True, answer="deny")
+    main = standin.ref(REPO, "refs/heads/main")
+    body = pkt_line(f"{main} {'1' * 40} refs/heads/main\0report-status".encode()) + pkt_line(None)
+    (tmp_path / "body").write_bytes(body)
+    try:
+        out = curl(
+            proxy, client_env(tmp_path, proxy), f"https://github.com{path}",
+            "--data-binary", f"@{tmp_path / 'body'}",
+            "-H", "Content-Type: application/x-git-receive-pack-request",
+        )  # fmt: skip
+        assert proxy.asked, out
+        assert "ng refs/heads/main" in out and "may be a force update" in out, out
+        assert standin.ref(REPO, "refs/heads/main") == main
+    finally:
+        proxy.close()
+
+
 # -- inside a real sandbox ---------------------------------------------------------------------
 
 DUMP = """
