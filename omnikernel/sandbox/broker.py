@@ -272,7 +272,7 @@ class Broker:
         self.log.append(f"push {remote} {branches}: {'refused' if reason else 'allowed'}")
         if reason is None:
             return None
-        return refusal(push, {}, f"Omnigent: {reason}")
+        return refusal(push, {}, reason if reason.startswith("Omnigent") else f"Omnigent: {reason}")
 
     async def default_branch(self, host: str, port: int, repo: str) -> str:
         """The remote's default branch from its upload-pack advertisement ("" if not shown)."""
