@@ -179,6 +179,10 @@ class GitStandIn:
         """A new bare repository at owner/repo.git with `main` holding one commit."""
         repo = self.root / path
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(repo)], check=True)
+        # As GitHub does: clones may leave trees and blobs out (the broker asks for commits).
+        subprocess.run(
+            ["git", "-C", str(repo), "config", "uploadpack.allowFilter", "true"], check=True
+        )
         seed = self.root.parent / f"seed-{repo.name}"
         env = {**os.environ, **GIT_ENV}
         subprocess.run(["git", "init", "-q", "-b", "main", str(seed)], check=True, env=env)

@@ -179,9 +179,9 @@ def test_a_push_to_a_new_branch_lands_with_the_brokered_credential(tmp_path, sta
         git(work, env, "commit", "-q", "--amend", "-m", "fix, reworded")
         done = git(work, env, "push", "-f", "origin", "agent/fix")
         assert done.returncode == 0, done.stderr
-        # (the amended commit sits on main's tip, which the pack leaves out: not shown a
-        # fast-forward, so read as one that may force)
-        assert [u.kind for u in proxy.asked[-1][2].updates] == ["maybe-force"]
+        # (the amended commit sits on main's tip, which the pack leaves out; the broker asks
+        # the remote for the commits in between and so knows it for a force update)
+        assert [u.kind for u in proxy.asked[-1][2].updates] == ["force"]
     finally:
         proxy.close()
 
@@ -220,6 +220,47 @@ def test_a_force_push_of_main_is_denied_even_when_the_person_would_allow(tmp_pat
         done = git(work, env, "push", "origin", "main")
         assert done.returncode == 0, done.stderr
         assert standin.ref(REPO, "refs/heads/main") == head
+    finally:
+        proxy.close()
+
+
+def test_a_rebased_main_is_known_for_a_force_push_and_denied(tmp_path, standin):
+    """The everyday force push: main reset and rebuilt on an older commit. The pack alone does
+    not show whether it forces (it leaves off at a commit the server has); the broker asks the
+    remote for the commits in between and denies it."""
+    proxy = Proxy(tmp_path, standin, broker=True, answer="allow")
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        commit(work, env, "second.txt")
+        assert git(work, env, "push", "origin", "main").returncode == 0  # asked, allowed
+        pushed = standin.ref(REPO, "refs/heads/main")
+        git(work, env, "reset", "-q", "--hard", "HEAD~1")
+        commit(work, env, "instead.txt")
+        done = git(work, env, "push", "-f", "origin", "main")
+        assert done.returncode != 0
+        assert "force update of github.com/acme/app's default branch 'main'" in done.stderr
+        assert [u.kind for u in proxy.asked[-1][2].updates] == ["force"]
+        assert standin.ref(REPO, "refs/heads/main") == pushed
+    finally:
+        proxy.close()
+
+
+def test_a_fast_forward_through_a_commit_the_server_has_is_known_as_one(tmp_path, standin):
+    """Pushing main to a branch's commit already on the server: an empty pack, yet a
+    fast-forward, which the broker learns from the remote (and asks, main not being the
+    session's)."""
+    proxy = Proxy(tmp_path, standin, broker=True, answer="deny")
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        git(work, env, "checkout", "-q", "-b", "agent/x")
+        commit(work, env, "x.txt")
+        assert git(work, env, "push", "origin", "agent/x").returncode == 0
+        done = git(work, env, "push", "origin", "agent/x:main")
+        assert done.returncode != 0
+        assert [u.kind for u in proxy.asked[-1][2].updates] == ["fast-forward"]
+        assert "main (fast-forward)" in done.stderr
     finally:
         proxy.close()
 

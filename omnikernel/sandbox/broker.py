@@ -33,7 +33,14 @@ from urllib.parse import unquote
 import h11
 
 from omnikernel.sandbox import host_credentials
-from omnikernel.sandbox.git_push import Push, PushFormatError, read_push, refusal
+from omnikernel.sandbox.git_push import (
+    Push,
+    PushFormatError,
+    ancestry_request,
+    read_push,
+    refusal,
+    settled,
+)
 from omnikernel.sandbox.host_credentials import Credential
 from omnikernel.sandbox.session_ca import SessionCA
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
@@ -43,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: The largest push the proxy reads into memory to judge (larger ones are refused, saying so).
 MAX_PUSH_BYTES = 512 * 1024**2
+#: The most the broker reads of the remote's history to settle whether a push forces.
+MAX_ANCESTRY_BYTES = 64 * 1024**2
 READ_SIZE = 65536
 #: Headers the sandbox may not send on: the proxy's own, and any credential of its making.
 DROPPED = {b"authorization", b"proxy-authorization", b"proxy-connection", b"expect"}
@@ -266,7 +275,12 @@ class Broker:
             return refusal(Push((), ()), {}, message)
         if self.ask_push is None:
             return None
-        default = await self.default_branch(host, port, repo)
+        advertised = await self._upstream_request(
+            host, port, "GET", f"{repo}/info/refs?service=git-upload-pack", 1024**2
+        )
+        found = SYMREF.search(advertised or b"")
+        default = found.group(1).decode("utf-8", "replace") if found else ""
+        push = await self._settle(host, port, repo, push, _capabilities(advertised or b""))
         reason = await self.ask_push(remote, default, push)
         branches = " ".join(u.branch for u in push.updates)
         self.log.append(f"push {remote} {branches}: {'refused' if reason else 'allowed'}")
@@ -274,34 +288,84 @@ class Broker:
             return None
         return refusal(push, {}, reason if reason.startswith("Omnigent") else f"Omnigent: {reason}")
 
-    async def default_branch(self, host: str, port: int, repo: str) -> str:
-        """The remote's default branch from its upload-pack advertisement ("" if not shown)."""
+    async def _settle(
+        self, host: str, port: int, repo: str, push: Push, capabilities: tuple[bytes, ...]
+    ) -> Push:
+        """`push` with each "maybe-force" update settled by asking the remote for the commits
+        between where the pack leaves off and the old commit (`git_push.settled`): a force
+        push made with ``--amend`` or a rebase is then known as one."""
+        updates = list(push.updates)
+        for i, update in enumerate(updates[:8]):
+            if update.kind != "maybe-force":
+                continue
+            wants = push.boundary(update)
+            body = ancestry_request(wants, update.old, capabilities)
+            answer = await self._upstream_request(
+                host,
+                port,
+                "POST",
+                f"{repo}/git-upload-pack",
+                MAX_ANCESTRY_BYTES,
+                body,
+                [(b"content-type", b"application/x-git-upload-pack-request")],
+            )
+            if answer is not None:
+                updates[i] = dataclasses.replace(update, kind=settled(update, push, answer))
+        return dataclasses.replace(push, updates=tuple(updates))
+
+    async def _upstream_request(
+        self,
+        host: str,
+        port: int,
+        method: str,
+        target: str,
+        limit: int,
+        body: bytes = b"",
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> bytes | None:
+        """One request of the broker's own to the real host, with the credential: the body of a
+        200 answer (None for anything else, or past `limit` bytes)."""
         try:
             up_reader, up_writer = await self.open_upstream(host, port)
         except (OSError, ssl.SSLError):
-            return ""
+            return None
         conn = h11.Connection(h11.CLIENT)
-        headers = [(b"host", host.encode()), (b"user-agent", b"git/omnikernel-broker")]
+        headers = [
+            (b"host", host.encode()),
+            (b"user-agent", b"git/omnikernel-broker"),
+            (b"connection", b"close"),
+            (b"content-length", str(len(body)).encode()),
+            *(extra or []),
+        ]
         if (credential := await self.credential(host)) is not None:
             headers.append((b"authorization", credential.authorization().encode()))
-        headers.append((b"connection", b"close"))
-        target = f"{repo}/info/refs?service=git-upload-pack".encode()
         try:
-            up_writer.write(conn.send(h11.Request(method="GET", target=target, headers=headers)))
+            up_writer.write(conn.send(h11.Request(method=method, target=target, headers=headers)))
+            if body:
+                up_writer.write(conn.send(h11.Data(data=body)))
             up_writer.write(conn.send(h11.EndOfMessage()))
-            body = b""
-            while len(body) < 1024**2:
+            got, status = b"", 0
+            while True:
                 event = await _next_event(conn, up_reader)
-                if isinstance(event, h11.Data):
-                    body += event.data
-                elif not isinstance(event, h11.Response | h11.InformationalResponse):
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    got += event.data
+                    if len(got) > limit:
+                        return None
+                elif not isinstance(event, h11.InformationalResponse):
                     break
-            found = SYMREF.search(body)
-            return found.group(1).decode("utf-8", "replace") if found else ""
+            return got if status == 200 else None
         except (h11.ProtocolError, ConnectionError, asyncio.IncompleteReadError):
-            return ""
+            return None
         finally:
             up_writer.close()
+
+
+def _capabilities(advertisement: bytes) -> tuple[bytes, ...]:
+    """The capabilities on the first ref line of an upload-pack advertisement."""
+    _, nul, rest = advertisement.partition(b"\0")
+    return tuple(rest.split(b"\n", 1)[0].split()) if nul else ()
 
 
 class _Scrub:

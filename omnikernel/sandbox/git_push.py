@@ -6,8 +6,9 @@ flush, then the pack. `read_push` returns the ref updates and says for each whet
 deletes, fast-forwards or force-updates the ref. A fast-forward is *shown*: walking parents from
 the new commit through the commits in the pack reaches the old one. When the walk leaves the
 pack first (the new commit is one the server has already, or the history passes through commits
-the pack does not carry), the update is "maybe-force" and the policy reads it as a force update
-(the most dangerous reading, as for shell commands).
+the pack does not carry), the update is "maybe-force"; the broker then asks the remote for the
+commits in between (`ancestry_request`) and `settled` makes it a fast-forward or a force
+update. What stays "maybe-force" the policy treats with suspicion (it asks).
 
 `refusal` is what the proxy answers instead of forwarding a refused push: a receive-pack
 report-status (``ng REF reason`` per ref, and a ``remote:`` line through side band 2 when the
@@ -58,6 +59,12 @@ class RefUpdate:
 class Push:
     updates: tuple[RefUpdate, ...]
     capabilities: tuple[bytes, ...]
+    #: The commits the pack carries, with their parents (what `walk` reads).
+    commits: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict, compare=False)
+
+    def boundary(self, update: RefUpdate) -> frozenset[str]:
+        """Where the walk from `update`'s new commit leaves the pack: commits the server has."""
+        return walk(update.old, update.new, self.commits)[1]
 
 
 class PushFormatError(ValueError):
@@ -102,10 +109,10 @@ def read_push(body: bytes) -> Push:
     updates = tuple(
         RefUpdate(ref, old, new, _kind(old, new, parents)) for old, new, ref in commands
     )
-    return Push(updates, capabilities)
+    return Push(updates, capabilities, parents)
 
 
-def commit_parents(pack: bytes) -> dict[str, tuple[str, ...]]:
+def commit_parents(pack: bytes, strict: bool = False) -> dict[str, tuple[str, ...]]:
     """Each commit the pack carries (that can be read without outside delta bases): its parents."""
     if not pack.startswith(b"PACK"):
         return {}
@@ -118,6 +125,8 @@ def commit_parents(pack: bytes) -> dict[str, tuple[str, ...]]:
             if isinstance(obj, Commit):
                 found[obj.id.decode()] = tuple(p.decode() for p in obj.parents)
     except Exception:  # a truncated or odd pack, outside bases: what was read is what is known
+        if strict:
+            raise
         return found
     return found
 
@@ -127,19 +136,85 @@ def _kind(old: str, new: str, parents: dict[str, tuple[str, ...]]) -> str:
         return "create"
     if set(new) == {"0"}:
         return "delete"
-    seen, todo, left_pack = {new}, deque([new]), False
+    reached, left = walk(old, new, parents)
+    if reached:
+        return "fast-forward"
+    return "maybe-force" if left else "force"
+
+
+def walk(
+    old: str, new: str, parents: dict[str, tuple[str, ...]], starts: frozenset[str] = frozenset()
+) -> tuple[bool, frozenset[str]]:
+    """Walk parents from `new` (and `starts`) through `parents`: whether `old` was reached, and
+    the commits the walk met that `parents` does not hold (where it left the pack)."""
+    todo = deque([new, *starts])
+    seen, left = set(todo), set[str]()
     while todo:
         commit = todo.popleft()
         if commit == old:
-            return "fast-forward"
+            return True, frozenset(left)
         if commit not in parents:
-            left_pack = True
+            left.add(commit)
             continue
         for parent in parents[commit]:
             if parent not in seen:
                 seen.add(parent)
                 todo.append(parent)
-    return "maybe-force" if left_pack else "force"
+    return False, frozenset(left)
+
+
+def ancestry_request(wants: frozenset[str], old: str, capabilities: tuple[bytes, ...]) -> bytes:
+    """An upload-pack request (protocol v0) for what `wants` has and `old` has not: the commits
+    between them, trees and blobs left out where the server filters (``filter tree:0``).
+    Walking those from `wants` meets `old` exactly when `old` is an ancestor (`settled`)."""
+    filtered = b"filter" in capabilities
+    caps = b" side-band-64k ofs-delta no-progress agent=omnikernel-broker" + (
+        b" filter" if filtered else b""
+    )
+    out = b""
+    for i, want in enumerate(sorted(wants)):
+        out += pkt_line(b"want " + want.encode() + (caps if i == 0 else b"") + b"\n")
+    if filtered:
+        out += pkt_line(b"filter tree:0\n")
+    return out + pkt_line(None) + pkt_line(b"have " + old.encode() + b"\n") + pkt_line(b"done\n")
+
+
+def pack_of_upload_response(body: bytes) -> bytes:
+    """The pack in an upload-pack response (after its ACK/NAK, in side band 1)."""
+    at, pack = 0, b""
+    while at + 4 <= len(body):
+        try:
+            size = int(body[at : at + 4], 16)
+        except ValueError:
+            break
+        if size == 0:
+            at += 4
+            continue
+        line = body[at + 4 : at + size]
+        at += size
+        if line[:1] == b"\x01":
+            pack += line[1:]
+        elif line[:1] == b"\x03" or line.startswith(b"ERR "):
+            raise PushFormatError(line.lstrip(b"\x03").decode("utf-8", "replace").strip())
+    if not pack.startswith(b"PACK"):
+        raise PushFormatError("the server sent no pack")
+    return pack
+
+
+def settled(update: RefUpdate, push: Push, fetched: bytes) -> str:
+    """`update`'s kind once the server's commits between its boundary and the old commit
+    (`fetched`, an upload-pack response) are known: "fast-forward" or "force"; unchanged when
+    those still do not tell."""
+    if update.kind != "maybe-force":
+        return update.kind
+    try:
+        parents = {**push.commits, **commit_parents(pack_of_upload_response(fetched), strict=True)}
+    except Exception:  # an error, a truncated or unreadable pack: still unknown
+        return update.kind
+    # The server sent every commit its wants reach that the old commit does not; so the walk
+    # leaves only by commits the old one reaches, and meets the old one itself exactly when it
+    # is an ancestor of the new.
+    return "fast-forward" if walk(update.old, update.new, parents)[0] else "force"
 
 
 def refusal(push: Push, reasons: dict[str, str], message: str) -> bytes:
