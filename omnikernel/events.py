@@ -71,6 +71,7 @@ ACTIONS = frozenset(
         "fetch",  # reaches the network (web fetch / search)
         "plan",  # bookkeeping with no effect outside the agent (todo lists, plan mode)
         "delegate",  # starts a sub-agent
+        "network",  # a connection from the sandbox to a host (asked by the egress proxy)
         "other",
     }
 )

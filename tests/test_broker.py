@@ -60,7 +60,7 @@ class Proxy:
             if broker
             else None
         )
-        self.proxy = EgressProxy(("github.com",), tmp / "egress.sock", routes, self.broker)
+        self.proxy = EgressProxy(("github.com",), tmp / "egress.sock", routes, broker=self.broker)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
@@ -105,6 +105,11 @@ class Proxy:
         async def stop() -> None:
             self.relay.close()
             await self.proxy.close()
+            current = asyncio.current_task()
+            left = [t for t in asyncio.all_tasks() if t is not current]
+            for task in left:  # connections git left open
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -9,6 +9,7 @@ import pytest
 from omnikernel.rehearsal import FakeModelServer, Scenario
 
 from .conftest import NODE_BIN, require_claude
+from .test_kernel_control import run_and_answer
 from .test_kernel_gateway import (
     agent_environment,
     jupyter_ports,
@@ -169,8 +170,11 @@ def test_allow_rules_open_one_host_for_the_agent(box, workdir, start_kernel, tmp
     )
     try:
         kernel = start_kernel(workdir, **env_for(box))
-        closed = kernel.execute("Fetch from the registry.")
+        # A host nothing allows asks (auto-approval does not answer it); denied, it stays shut.
+        closed = run_and_answer(kernel, "Fetch from the registry.", ["Deny"])
+        assert f"wants to reach localhost:{port}" in closed.text, closed.text
         assert "package-index-ok" not in closed.text
+        assert "The sandbox refused" in closed.text
         opened = kernel.execute(f"%sandbox allow localhost:{port}")
         assert f"localhost:{port}" in opened.text
         fetched = kernel.execute("Fetch from the registry again.")

@@ -27,6 +27,7 @@ from omnikernel.gateway.upstream import Upstream
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
 from omnikernel.sandbox.broker import BrokerSetup
+from omnikernel.sandbox.egress import NetworkAsk
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
@@ -60,6 +61,8 @@ class HarnessContext:
     egress_routes: EgressRoutes = DIRECT
     #: Brokered hosts and the session's hooks for them (`omnikernel.sandbox.broker`).
     broker: BrokerSetup | None = None
+    #: The session's network ask: the egress proxy awaits it for each host nothing allows.
+    network_ask: NetworkAsk | None = None
     #: Paths the user lets agents read inside the closed home (`%sandbox read`).
     readable: tuple[Path, ...] = ()
     #: Host paths agents must not see: the session store, every session's harness state.
@@ -200,6 +203,7 @@ class Harness(abc.ABC):
             allow_hosts=self.ctx.allow_hosts,
             egress_routes=self.ctx.egress_routes,
             broker=self.ctx.broker,
+            network_ask=self.ctx.network_ask,
         )
 
     def readable_paths(self) -> tuple[Path, ...]:

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 SCOPE_LABELS = {"this once": "once", "this session": "session", "always for this pattern": "always"}
+#: A network ask's: "always" is written for its host to the project policy file.
+HOST_SCOPE_LABELS = {
+    "this once": "once",
+    "this session": "session",
+    "always for this host": "always",
+}
 
 
 def widget_bundle(widget: w.Widget, text: str) -> dict[str, Any]:
@@ -45,6 +51,8 @@ def request_text(pending: Pending) -> str:
     data, asked = pending.request, pending.asked
     if pending.is_pause:
         head = f"⏸ PAUSED: {asked.reason}"
+    elif data.get("action") == "network":
+        head = f"⚠ NETWORK: {data.get('summary', '')}\n  rule: {asked.reason}"
     else:
         head = f"⚠ APPROVAL NEEDED: {data.get('tool', '?')} {data.get('summary', '')}".rstrip()
         head += f"\n  rule: {asked.reason}"
@@ -61,6 +69,8 @@ def action_html(data: dict[str, Any]) -> str:
         body = str(command)
     elif action == "edit":
         body = edit_diff(data) or summary
+    elif action == "network":
+        body = summary
     elif action == "write" and isinstance(tool_input.get("content"), str):
         body = f"{summary}\n\n{preview(tool_input['content'], 40)}"
     else:
@@ -83,8 +93,11 @@ class ApprovalCard(w.VBox):
         self.header = w.HTML(f"<b>{'⏸' if pending.is_pause else '⚠'} {kind}</b>")
         self.action = w.HTML(action_html(pending.request) if not pending.is_pause else "")
         self.rule = w.HTML(f"<i>Rule:</i> {html.escape(asked.reason)}")
+        self.labels = (
+            HOST_SCOPE_LABELS if pending.request.get("action") == "network" else SCOPE_LABELS
+        )
         self.scope = w.ToggleButtons(
-            options=list(SCOPE_LABELS),
+            options=list(self.labels),
             value="this once",
             description="Scope",
             style={"button_width": "auto"},
@@ -111,7 +124,7 @@ class ApprovalCard(w.VBox):
         super().__init__(rows, layout=w.Layout(border="1px solid #c0a000", padding="6px"))
 
     def _answer(self, allow: bool) -> None:
-        scope = SCOPE_LABELS.get(str(self.scope.value), "once")
+        scope = self.labels.get(str(self.scope.value), "once")
         said = self.approvals.answer(
             self.pending.request_id,
             allow,
@@ -135,8 +148,8 @@ class ApprovalCard(w.VBox):
 def presenter(
     approvals: PendingApprovals, display: Callable[..., Any]
 ) -> Callable[[Pending], None]:
-    """Shows each ask in the running cell as a card, and (for pauses, which no harness event
-    reports) the outcome as a line of text."""
+    """Shows each ask in the running cell as a card, and (for pauses and network asks, which
+    no harness event reports) the outcome as a line of text."""
     who = _user()
 
     def present(pending: Pending) -> None:
@@ -156,6 +169,22 @@ def presenter(
                 )
 
             pending.on_decided.append(said)
+        elif pending.request.get("action") == "network":
+            target = pending.request.get("input") or {}
+            where = f"{target.get('host', '?')}:{target.get('port', '?')}"
+
+            def connected(decision: Decision) -> None:
+                mark = "opened" if decision.allow else "refused"
+                display(
+                    {
+                        "text/plain": f"network: {where} {mark} — {decision.reason}",
+                        "text/markdown": f"**network: {where} {mark}** — "
+                        + decision.reason.replace("$", "\\$"),
+                    },
+                    raw=True,
+                )
+
+            pending.on_decided.append(connected)
 
     return present
 

@@ -1,7 +1,7 @@
 """Control: stateful policies over the agents' actions and spend.
 
 `commands` parses shell lines into the commands they run; `rules` holds the built-in rules;
-`engine` is pure (events and state in, verdicts and state out); `config` reads the levels
+`hosts` reads host patterns and names the presets; `engine` is pure (events and state in, verdicts and state out); `config` reads the levels
 (user file, project file, session) and fails closed on a broken file; `amounts` parses the
 dollars and tokens a budget or a pause is set in. Pure: no IPython, no session (`%policy` is in
 `omnikernel.kernel.magics.policy`).
@@ -9,7 +9,15 @@ dollars and tokens a budget or a pause is set in. Pure: no IPython, no session (
 
 from omnikernel.policy.commands import UNKNOWN, Command, ParsedLine, parse
 from omnikernel.policy.config import Policy, PolicyFileError
-from omnikernel.policy.engine import DEFAULT_ASK, Verdict, fold, judge, observe, request_of
+from omnikernel.policy.engine import (
+    DEFAULT_ASK,
+    NETWORK_ASK,
+    Verdict,
+    fold,
+    judge,
+    observe,
+    request_of,
+)
 from omnikernel.policy.rules import (
     BUILTINS,
     Match,
@@ -24,6 +32,7 @@ from omnikernel.policy.rules import (
 __all__ = [
     "BUILTINS",
     "DEFAULT_ASK",
+    "NETWORK_ASK",
     "UNKNOWN",
     "Command",
     "Match",

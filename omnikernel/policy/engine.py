@@ -7,6 +7,8 @@
   (allow < ask < pause < deny) with every match that led to it. With no match, read-only
   actions and model calls are allowed and anything else gets the *default* ask, the only ask
   auto-approval may answer. A rule that raises makes the verdict deny (fail closed).
+  A network request (the sandbox connecting to a host) that no rule allows or denies gets the
+  `NETWORK_ASK`: a rule's ask, never auto-approved, remembered per host.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: The `rule` of the ask every non-read-only action gets when no rule matched.
 DEFAULT_ASK = "default"
+#: The `rule` of the ask a connection to a host no rule names gets (its subject: the host).
+NETWORK_ASK = "network"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,17 @@ def request_of(data: dict[str, Any], cwd: Path | str = "/") -> Request:
     """The `Request` for an ``approval_request`` (or ``tool_call``) event's data."""
     action = str(data.get("action") or "other")
     tool_input = data.get("input") or {}
+    if action == "network" and isinstance(tool_input, dict):
+        port = tool_input.get("port")
+        return Request(
+            kind="network",
+            action=action,
+            tool=str(data.get("tool") or ""),
+            summary=str(data.get("summary") or ""),
+            call_id=str(data.get("call_id") or ""),
+            host=str(tool_input.get("host") or "").lower().rstrip("."),
+            port=port if isinstance(port, int) else 443,
+        )
     summary = str(data.get("summary") or "")
     commands: tuple[Command, ...] = ()
     if action == "exec":
@@ -155,6 +170,8 @@ def judge(rules: Iterable[Rule], state: PolicyState, request: Request) -> Verdic
         )
     if any(m.outcome > Outcome.ALLOW for m in matches):
         return Verdict(max(m.outcome for m in matches), tuple(matches))
+    if request.kind == "network":
+        return network_verdict(request, state, matches)
     if request.kind == "model_call" or request.action in READ_ONLY_ACTIONS:
         return Verdict(
             Outcome.ALLOW,
@@ -185,6 +202,31 @@ def judge(rules: Iterable[Rule], state: PolicyState, request: Request) -> Verdic
     )
 
 
+def network_verdict(request: Request, state: PolicyState, matches: list[Match]) -> Verdict:
+    """A connection no rule denied: allowed by an ``allow-host`` rule or a remembered approval
+    of its host, else the network ask."""
+    if matches:
+        return Verdict(Outcome.ALLOW, tuple(matches))
+    where = f"{request.host}:{request.port}"
+    if (NETWORK_ASK, request.host) in state.approvals:
+        return Verdict(
+            Outcome.ALLOW,
+            (Match(NETWORK_ASK, Outcome.ALLOW, f"{request.host} approved before", request.host),),
+        )
+    who = request.tool or "a command"
+    return Verdict(
+        Outcome.ASK,
+        (
+            Match(
+                NETWORK_ASK,
+                Outcome.ASK,
+                f"{who} wants to reach {where}, which no rule allows",
+                request.host,
+            ),
+        ),
+    )
+
+
 def subject_of(request: Request) -> str:
     """What a "for this session" approval of the default ask covers: a command's first two
     words, a file, or the tool."""
@@ -203,6 +245,8 @@ def observe(state: PolicyState, event: Event, cwd: Path | str = "/") -> PolicySt
         return dataclasses.replace(state, turn_calls=())
     if kind in (EventKind.TOOL_CALL, EventKind.APPROVAL_REQUEST):
         request = request_of(data, cwd)
+        if request.kind == "network":  # a connection, not a tool call of the turn
+            return state
         calls = state.turn_calls
         if kind == EventKind.TOOL_CALL or all(c != request.call_id for c, _ in calls):
             calls = (*calls, (request.call_id, request.key))

@@ -21,6 +21,10 @@ Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy fil
   asks, and a force update or deletion of the remote's default branch is denied (an update of
   it the pack cannot show to be a fast-forward asks, saying so). On by default.
 - ``push-branch PATTERN`` branches matching PATTERN (``agent/*``) count as the session's own.
+- ``allow-host PATTERN`` / ``deny-host PATTERN``   a connection from the sandbox to a host
+  matching PATTERN (``pypi.org``, ``*.github.com``, ``host:port``, a preset such as ``@pypi``;
+  see `omnikernel.policy.hosts`) is allowed / denied. A host no rule names asks (the
+  ``network`` ask, which auto-approval never answers).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from omnikernel.policy import hosts
 from omnikernel.policy.amounts import TOKENS, USD, Amount, AmountError, parse_amount
 from omnikernel.policy.commands import UNKNOWN, Command
 
@@ -54,7 +59,7 @@ class Outcome(enum.IntEnum):
 class Request:
     """What the engine judges: an agent's action, or (kind "model_call") a model call."""
 
-    kind: str = "action"  # "action" | "model_call"
+    kind: str = "action"  # "action" | "model_call" | "network"
     action: str = "other"
     tool: str = ""
     summary: str = ""
@@ -70,6 +75,9 @@ class Request:
     remote: str = ""
     default_branch: str = ""
     refs: tuple[tuple[str, str], ...] = ()
+    #: For a network request: where the sandbox wants to connect.
+    host: str = ""
+    port: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,8 +402,8 @@ class PauseEvery(AmountRule):
         return crossed if crossed > state.pause_mark(self.amount.key) else 0
 
     def check(self, request: Request, state: PolicyState) -> Match | None:
-        if not (mark := self.due(state)):
-            return None
+        if request.kind == "network" or not (mark := self.due(state)):
+            return None  # a pause is asked at the next model call, not at a connection
         every = self.amount
         if every.is_tokens:
             reason = (
@@ -663,10 +671,47 @@ class PushBranch(Rule):
         return None  # push-own-branches reads the patterns (see `engine.judge`)
 
 
+@dataclasses.dataclass(frozen=True)
+class HostRule(Rule):
+    params: ClassVar[tuple[str, ...]] = ("pattern",)
+    outcome: ClassVar[Outcome] = Outcome.ALLOW
+    pattern: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            hosts.check(self.pattern)
+        except hosts.HostPatternError as exc:
+            raise RuleError(str(exc)) from None
+
+    def describe(self) -> str:
+        return f"{self.name} {self.pattern}"
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "network" or not hosts.matches(self.pattern, request.host, request.port):
+            return None
+        verb = "allows" if self.outcome == Outcome.ALLOW else "denies"
+        return self._match(
+            self.outcome, f"{self.level} rule {verb} {request.host}:{request.port}", request.host
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AllowHost(HostRule):
+    name: ClassVar[str] = "allow-host"
+    help: ClassVar[str] = "connections to hosts matching PATTERN (or a preset: @pypi) are allowed"
+
+
+@dataclasses.dataclass(frozen=True)
+class DenyHost(HostRule):
+    name: ClassVar[str] = "deny-host"
+    outcome: ClassVar[Outcome] = Outcome.DENY
+    help: ClassVar[str] = "connections to hosts matching PATTERN (or a preset) are denied"
+
+
 BUILTINS: dict[str, type[Rule]] = {
     cls.name: cls
     for cls in (PushAfterInstall, PushOwnBranches, PushBranch, PauseEvery, BudgetRule, AskRule,
-                DenyRule, AskWriteOutside, MaxToolCalls, LoopGuard)
+                DenyRule, AskWriteOutside, MaxToolCalls, LoopGuard, AllowHost, DenyHost)
 }  # fmt: skip
 #: The rules on by default, which ``%policy off NAME`` (or ``enabled = false``) turns off.
 DEFAULT_RULES: tuple[type[Rule], ...] = (PushAfterInstall, PushOwnBranches)

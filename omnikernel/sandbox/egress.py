@@ -1,47 +1,46 @@
-"""Network allow rules for hosts the user trusts, enforced outside the agent's reach.
+"""The sandbox's one way to the network: an egress proxy that asks about every new host.
 
-The sandbox has no network; when a notebook allows some hosts (say a package registry for
-`npm install`), the kernel runs this small HTTP proxy on the host, and the agent gets
+The sandbox has no network; the kernel runs this small HTTP proxy on the host for each
+sandboxed agent, and the agent gets
 ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at ``127.0.0.1:PORT`` inside the sandbox, where the
 bridge's relay forwards to it. The proxy listens on a unix socket in the bridge's private
 directory, never on a TCP port: only the sandbox's relay reaches it, so no other local process,
 user or web page can use it to reach the allowed hosts from this machine. The proxy tunnels
-``CONNECT host:port`` and forwards absolute-form HTTP requests only to allowed hosts and
-answers 403 to everything else. The rules live in the kernel, not in the sandbox, so the agent
-cannot change them.
+``CONNECT host:port`` and forwards absolute-form HTTP requests. A host the notebook allows
+(`rules`: ``host``, ``host:port``, ``*.domain`` or a preset such as ``@pypi``, see
+`omnikernel.policy.hosts`) goes through at once; for any other, the proxy awaits `ask` (the
+session's decision: the policy, else a person), holding the connection meanwhile, within the
+client's own timeout. A refusal is a 403 whose reason phrase says why and how to open the host,
+since that line is what pip, git and curl print. Without `ask`, everything else is refused.
+The rules and the decision live in the kernel, not in the sandbox, so the agent cannot change
+them.
 
-A rule is ``host`` (ports 80 and 443), ``host:port``, or ``*.domain`` (any subdomain).
+The sandbox layer knows nothing of sessions or policies: `ask` is an async callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from omnikernel.policy import hosts
 from omnikernel.sandbox.bridge import pipe
 from omnikernel.sandbox.broker import Broker
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
-DEFAULT_PORTS = (80, 443)
+DEFAULT_PORTS = hosts.DEFAULT_PORTS
+#: Asked about a connection to (host, port) no rule allows: None lets it through, else the
+#: reason it is refused (shown to the agent's tool).
+NetworkAsk = Callable[[str, int], Awaitable[str | None]]
 #: The proxy's port inside the sandbox (its own network namespace), unless the gateway has it.
 INSIDE_PORT = 3128
 
 
 def allowed(rules: tuple[str, ...], host: str, port: int) -> bool:
-    host = host.lower().rstrip(".")
-    for rule in rules:
-        rule_host, _, rule_port = rule.lower().partition(":")
-        ports = (int(rule_port),) if rule_port else DEFAULT_PORTS
-        if port not in ports:
-            continue
-        if rule_host.startswith("*."):
-            if host.endswith(rule_host[1:]):
-                return True
-        elif host == rule_host:
-            return True
-    return False
+    return hosts.allowed(rules, host, port)
 
 
 def inside_port(taken: tuple[int, ...]) -> int:
@@ -60,10 +59,13 @@ class EgressProxy:
         rules: tuple[str, ...],
         path: Path,
         routes: EgressRoutes = DIRECT,
+        ask: NetworkAsk | None = None,
         broker: Broker | None = None,
     ):
         self.rules = rules
         self.path = path
+        #: Decides about every host `rules` do not allow (see the module docstring).
+        self.ask = ask
         #: Takes over CONNECTs to brokered hosts (`omnikernel.sandbox.broker`).
         self.broker = broker
         #: How upstream connections are opened (``egress_resolve``, ``egress_ca``).
@@ -114,18 +116,27 @@ class EgressProxy:
             upstream_head = f"{method} {path} {version}\r\n".encode("latin-1") + rest
         host = host.strip("[]")
         if not allowed(self.rules, host, port):
-            self.denied.append(f"{host}:{port}")
-            await self._refuse(
-                writer,
-                403,
-                f"{host}:{port} is not allowed from the sandbox; allow it with "
-                f"%sandbox allow {host}:{port}",
-            )
-            return
+            refused = await self._decide(host, port)
+            if refused is not None:
+                self.denied.append(f"{host}:{port}")
+                await self._refuse(writer, 403, refused)
+                return
         if upstream_head:
             await self._forward(host, port, upstream_head, reader, writer)
         else:
             await self._tunnel(host, port, reader, writer)
+
+    async def _decide(self, host: str, port: int) -> str | None:
+        """None if the connection may go, else why not (`ask`'s answer)."""
+        if self.ask is None:
+            return (
+                f"{host}:{port} is not allowed from the sandbox; allow it with "
+                f"%sandbox allow {host}:{port}"
+            )
+        try:
+            return await self.ask(host, port)
+        except Exception as exc:  # fail closed
+            return f"{host}:{port} is refused: the decision failed ({exc!r})"
 
     async def _tunnel(
         self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -165,6 +176,9 @@ class EgressProxy:
     @staticmethod
     async def _refuse(writer: asyncio.StreamWriter, status: int, message: str) -> None:
         reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+        if status == 403:  # clients print the status line: it carries the why
+            said = " ".join(message.split()).encode("latin-1", "replace").decode("latin-1")
+            reason = f"Forbidden by the Omnigent sandbox: {said}"[:400]
         body = (message + "\n").encode()
         writer.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"

@@ -316,7 +316,8 @@ def _broker(spec: SandboxSpec, run: RunDir) -> tuple[Broker | None, SandboxSpec]
 async def _start(
     argv: list[str], spec: SandboxSpec, backend: Backend, path: str, run: RunDir
 ) -> SandboxedProcess:
-    if (spec.bridged_ports or spec.allow_hosts or spec.broker) and spec.bridge_dir is None:
+    proxied = bool(spec.allow_hosts) or spec.network_ask is not None or spec.broker is not None
+    if (spec.bridged_ports or proxied) and spec.bridge_dir is None:
         # The run dir's: removed with it.
         spec = dataclasses.replace(
             spec, bridge_dir=run.bridge_dir, readable=(*spec.readable, run.bridge_dir)
@@ -324,12 +325,16 @@ async def _start(
     relayed = spec.bridged_ports  # the ports the sandbox's relays listen on
     egress = None
     broker, spec = _broker(spec, run)
-    if spec.allow_hosts:
+    if proxied:
         assert spec.bridge_dir is not None
         port = inside_port(spec.bridged_ports)
         # The proxy serves the relay's unix socket itself: it has no TCP port on the host.
         egress = EgressProxy(
-            spec.allow_hosts, socket_path(spec.bridge_dir, port), spec.egress_routes, broker
+            spec.allow_hosts,
+            socket_path(spec.bridge_dir, port),
+            spec.egress_routes,
+            spec.network_ask,
+            broker=broker,
         )
         await egress.start()
         spec = dataclasses.replace(spec, env={**spec.env, **proxy_env(port)})

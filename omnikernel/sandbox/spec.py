@@ -23,7 +23,7 @@ import dataclasses
 import os
 import pwd
 import shutil
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,6 +161,11 @@ class SandboxSpec:
     #: Files shown in place of others, read-only: (file, where it appears). The session CA's
     #: bundle over the system's CA bundle.
     overlays: tuple[tuple[Path, Path], ...] = ()
+    #: Asked by the egress proxy about each connection to a host `allow_hosts` does not cover
+    #: (the session's network ask); None: such connections are refused.
+    network_ask: Callable[[str, int], Awaitable[str | None]] | None = dataclasses.field(
+        default=None, compare=False
+    )
     memory_bytes: int | None = 8 * 1024**3
     pids_max: int | None = 1024
 
@@ -429,6 +434,7 @@ def for_agent(
     allow_hosts: tuple[str, ...] = (),
     egress_routes: EgressRoutes = DIRECT,
     broker: BrokerSetup | None = None,
+    network_ask: Callable[[str, int], Awaitable[str | None]] | None = None,
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
     writable, the protected paths read-only (all of them if the folder is a home directory),
@@ -468,6 +474,7 @@ def for_agent(
         allow_hosts=allow_hosts,
         egress_routes=egress_routes,
         broker=broker,
+        network_ask=network_ask,
     )
 
 

@@ -5,6 +5,7 @@
 - `upstreams`: credentials, upstreams and the gateway, and wiring a harness to them;
 - `spend`: metered model calls, the budget, the spend gauge's figures;
 - `decisions`: the policy, approvals and pauses at model calls;
+- `network`: the network asks of the sandbox's egress proxy;
 - `turns`: running and stopping turns, and recording their events in order.
 
 This module holds what ties them: which session the notebook continues (a kernel may learn
@@ -36,6 +37,7 @@ from omnikernel.policy.config import project_policy_path
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 from omnikernel.session.decisions import SessionDecisions
 from omnikernel.session.identity import Identity
+from omnikernel.session.network import SessionNetwork
 from omnikernel.session.spend import SessionSpend
 from omnikernel.session.turns import SessionTurns
 from omnikernel.session.upstreams import SessionUpstreams
@@ -48,7 +50,7 @@ DEFAULT_WATCHDOG_S = 600.0
 log = logging.getLogger(__name__)
 
 
-class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstreams):
+class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend, SessionUpstreams):
     """The meta-layer above the harnesses of one notebook."""
 
     def __init__(
@@ -124,6 +126,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstream
         self._init_spend(budget_usd, budget_tokens, price_overrides)
         self._init_turns()
         self._init_decisions(user_policy, approval_timeout_s, auto_approve)
+        self._init_network()
         #: Approvals a dead kernel left waiting, shown again in this kernel's first cell.
         self.after_restart = ReopenedApprovals(self)
 

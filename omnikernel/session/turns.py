@@ -35,6 +35,7 @@ from omnikernel.harnesses import Harness, HarnessError
 from omnikernel.policy import PolicyState, observe
 from omnikernel.sandbox.spec import explain_refusal
 from omnikernel.session.handoff import Turn, build_handoff, review_prompt
+from omnikernel.session.network import Refusal, refusal_notice
 from omnikernel.session.spend import STOP_SETTLE_S, rehearsal_usage
 from omnikernel.store.redact import Redactor, TextStream
 from omnikernel.store.sessions import SessionStore, StoreUnavailableError
@@ -81,6 +82,8 @@ class SessionTurns:
     _current_cell: str
 
     if TYPE_CHECKING:
+
+        def take_refusals(self, harness: str, call_id: str | None = None) -> list[Refusal]: ...
 
         @property
         def gateway(self) -> Gateway: ...
@@ -401,6 +404,8 @@ class SessionTurns:
                     )
                 for spend in self._drain_spend(name, cell):
                     yield spend
+                if event.kind == EventKind.TURN_END and (refused := self.take_refusals(name)):
+                    yield self._record(ev.notice(refusal_notice(refused)), name, cell)
                 activity.see(event)
                 if event.kind == EventKind.TURN_END:
                     self._activity.pop(name, None)
@@ -409,6 +414,9 @@ class SessionTurns:
                 if event.kind == EventKind.TOOL_RESULT and agent.sandbox_backend != "off":
                     if why := explain_refusal(str(event.data.get("output", ""))):
                         yield self._record(ev.notice(why), name, cell)
+                    call_id = str(event.data.get("call_id", ""))
+                    if refused := self.take_refusals(name, call_id):
+                        yield self._record(ev.notice(refusal_notice(refused)), name, cell)
         except HarnessError as exc:
             self._activity.pop(name, None)
             for held in self._record_streamed(activity.text, None, name, cell):

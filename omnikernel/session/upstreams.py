@@ -37,6 +37,7 @@ from omnikernel.gateway.upstream import (
     resolve,
 )
 from omnikernel.harnesses import Harness, HarnessContext, HarnessError, harness_class
+from omnikernel.sandbox.egress import NetworkAsk
 from omnikernel.sandbox.upstream import EgressRoutes
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class SessionUpstreams:
         async def _decide(self, request: Event) -> approval.Decision: ...
 
         def broker_setup(self) -> BrokerSetup | None: ...
+        def network_asker(self, harness: str) -> NetworkAsk: ...
 
     def _init_upstreams(
         self,
@@ -268,6 +270,7 @@ class SessionUpstreams:
                 allow_hosts=self.allow_hosts,
                 egress_routes=self.egress_routes,
                 broker=self.broker_setup(),
+                network_ask=self.network_asker(name),
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
                 watchdog_s=self.watchdog_s,

@@ -8,6 +8,7 @@
 %policy reload               read the user and project files again
 %policy test FILE [SESSION]  replay a recorded session against FILE: what it would have
                              allowed, asked, denied or paused
+%policy test host HOST[:PORT]  what a connection from the sandbox to HOST would get now
 %autoapprove [on|off]        approve what no rule asks about (a rule's ask or deny still holds)
 """
 
@@ -25,6 +26,7 @@ from IPython.display import display
 from omnikernel.approvals.decide import AUTO_APPROVE_ENV
 from omnikernel.events import Event, EventKind
 from omnikernel.kernel.magics.common import SessionMagicsBase, show, table
+from omnikernel.policy import hosts
 from omnikernel.policy.config import Policy, PolicyFileError, load_file
 from omnikernel.policy.engine import judge, observe, pause_key, request_of
 from omnikernel.policy.rules import BUILTINS, DEFAULT_RULES, Request, Rule, RuleError
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     pass
 
 USAGE = ("Usage: %policy | %policy add RULE [ARGS] | %policy off RULE | %policy load FILE | "
-         "%policy reload | %policy test FILE [SESSION_ID]. Rules: " + ", ".join(
+         "%policy reload | %policy test FILE [SESSION_ID] | %policy test host HOST[:PORT]. Rules: " + ", ".join(
              f"{n} {' '.join(p.upper() for p in c.params)}".strip() for n, c in BUILTINS.items()))  # fmt: skip
 
 
@@ -98,6 +100,9 @@ class PolicyMagics(SessionMagicsBase):
                 show(f"Loaded {len(loaded)} rule(s) from {args[0]} as session rules.")
             elif verb == "reload":
                 policy.reload()
+            elif verb == "test" and len(args) == 2 and args[0] == "host":
+                self._test_host(args[1])
+                return
             elif verb == "test" and len(args) in (1, 2):
                 self._test(args)
                 return
@@ -131,7 +136,30 @@ class PolicyMagics(SessionMagicsBase):
         )
         show(
             f"Other actions that change things ask (auto-approval {auto}: it answers only "
-            f"that default ask). Policy files: {files}."
+            f"that default ask). A connection from the sandbox to a host no rule allows asks "
+            f"too, and auto-approval never answers it. Policy files: {files}."
+        )
+
+    def _test_host(self, target: str) -> None:
+        """Dry run of one network request against the session's rules and approvals now."""
+        session = self.session
+        host, _, port_text = target.rpartition(":") if ":" in target else (target, "", "443")
+        if not host or not port_text.isdigit():
+            raise UsageError(f"{target!r} is not HOST or HOST:PORT")
+        port = int(port_text)
+        if hosts.allowed(session.allow_hosts, host, port):
+            show(f"{host}:{port}: allowed (by %sandbox allow / sandbox_allow).")
+            return
+        data = {"action": "network", "tool": "test", "input": {"host": host, "port": port}}
+        verdict = session.judge(request_of(data))
+        said = {
+            "allow": "allowed",
+            "deny": "denied",
+            "ask": "asks a person (auto-approval never answers a network ask)",
+        }
+        show(
+            f"{host}:{port}: {said.get(str(verdict.outcome), str(verdict.outcome))}, "
+            f"by {', '.join(verdict.rules)} ({verdict.reason})."
         )
 
     def _test(self, args: list[str]) -> None:
@@ -172,7 +200,8 @@ class PolicyMagics(SessionMagicsBase):
         state = "on" if self.session.auto_approve else "off"
         note = (
             " Actions that change things and that no rule asks about are approved; each "
-            "approval says so in its cell. A rule's ask or deny still applies (see %policy)."
+            "approval says so in its cell. A rule's ask or deny still applies (see %policy), "
+            "and so does the ask for a new network host."
             if self.session.auto_approve
             else f" Actions that change things ask for approval in the cell (start the kernel "
             f"with {AUTO_APPROVE_ENV}=1 or run %autoapprove on to approve those no rule asks "

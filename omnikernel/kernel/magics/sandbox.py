@@ -11,6 +11,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 
 from omnikernel.kernel.magics.common import SessionMagicsBase, show
+from omnikernel.policy import hosts
 from omnikernel.sandbox import CHOICES, SandboxUnavailableError
 from omnikernel.sandbox import resolve as resolve_sandbox
 from omnikernel.sandbox.host_credentials import parse_broker
@@ -21,7 +22,8 @@ class SandboxMagics(SessionMagicsBase):
     @line_magic
     def sandbox(self, line: str) -> None:
         """%sandbox [auto|bwrap|firejail|off]: the OS sandbox agents run in (off: opt out).
-        %sandbox allow [HOST[:PORT] ...|--clear]: hosts agents may reach (e.g. a registry).
+        %sandbox allow [HOST[:PORT]|*.DOMAIN|@PRESET ...|--clear]: hosts agents may reach
+        without asking (e.g. @pypi @npm; any other host asks when an agent connects).
         %sandbox read [PATH ...|--clear]: paths in a home directory agents may read.
         %sandbox broker [HOST[=ENV_VAR] ...|--clear]: hosts whose requests get your credential
         at the egress proxy (it never enters the sandbox); git pushes to them are governed."""
@@ -66,7 +68,8 @@ class SandboxMagics(SessionMagicsBase):
                 + (f" and {', '.join(map(str, session.readable))}" if session.readable else "")
                 + "; Jupyter's dirs, the session store and secrets are hidden; the network is "
                 "off but for the model gateway"
-                + (f" and {', '.join(session.allow_hosts)}." if session.allow_hosts else ".")
+                + (f" and {', '.join(session.allow_hosts)}" if session.allow_hosts else "")
+                + "; a connection to any other host asks you first."
                 + (
                     f" Brokered (your credential added at the proxy): "
                     f"{', '.join(session.broker_hosts)}."
@@ -127,14 +130,22 @@ class SandboxMagics(SessionMagicsBase):
             session.allow_hosts = ()
         elif rules:
             for rule in rules:
-                host, _, port = rule.partition(":")
-                if not host or (port and not port.isdigit()) or "/" in rule:
-                    raise UsageError(f"{rule!r} is not HOST, HOST:PORT or *.DOMAIN")
+                try:
+                    hosts.check(rule)
+                except hosts.HostPatternError as exc:
+                    raise UsageError(str(exc)) from None
+            rules = [r.lower() if r.startswith("@") else r for r in rules]
             session.allow_hosts = tuple(dict.fromkeys(session.allow_hosts + tuple(rules)))
+        presets = [p for p in session.allow_hosts if p in hosts.PRESETS]
+        spelled = "".join(f" {p} is {', '.join(hosts.PRESETS[p])}." for p in presets)
         if session.allow_hosts:
             show(
                 f"Agents may reach {', '.join(session.allow_hosts)} through the kernel's egress "
-                "proxy (from their next turn); every other host stays unreachable."
+                f"proxy (from their next turn).{spelled} A connection to any other host asks "
+                "you first (see `%policy` for allow-host / deny-host rules)."
             )
         else:
-            show("No hosts allowed: agents reach only the model gateway.")
+            show(
+                "No hosts allowed without asking: a connection from an agent to any host but "
+                "the model gateway asks you first. Presets: " + ", ".join(hosts.PRESETS) + "."
+            )
