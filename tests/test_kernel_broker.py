@@ -1,14 +1,16 @@
-"""Issue 23 end to end: the real Claude Code CLI, driven by the scripted model in a real kernel,
-pushes through the credential broker to a stand-in github.com (``git http-backend`` over TLS
+"""Issue 23 end to end: the real CLIs (Claude Code, Codex, Pi), driven by the scripted model in a
+real kernel, push through the credential broker to a stand-in github.com (``git http-backend`` over TLS
 with basic auth, on loopback under its real name through ``egress_resolve``).
 
-The agent's own branch lands; a force push of main is refused in git's words plus ours; the
-credential is in no event, cell or store byte; with the broker cleared the same push fails for
-want of a credential, as before brokering existed."""
+The agent's own branch lands without asking; a push to a branch that is not the session's asks,
+and lands once a person approves it on the card; a force push of main is refused in git's words
+plus ours; the credential is in no event, cell or store byte; with the broker cleared the same
+push fails for want of a credential, as before brokering existed."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ import pytest
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store.redact import variants
 
-from .conftest import require_claude
+from .conftest import require_cli
 from .git_standin import GitStandIn
+from .test_kernel_control import run_and_answer, upstreams
 
 TOKEN = "ghp_kernelE2E0123456789abcdefSECRET"
 REPO = "acme/app.git"
@@ -40,6 +43,15 @@ SCENARIO = {
                     "echo PUSH_EXIT=$?"
                 )},
                 {"text": "Pushed."},
+            ],
+        },
+        {
+            "match": "push feature",
+            "steps": [
+                {"text": "Pushing feature.", **shell(
+                    "cd app && git push origin HEAD:feature 2>&1; echo FEATURE_EXIT=$?"
+                )},
+                {"text": "Pushed feature."},
             ],
         },
         {
@@ -72,25 +84,29 @@ def standin(tmp_path: Path):
     root = tmp_path / "server"
     root.mkdir()
     with GitStandIn(root, "github.com", "x-access-token", TOKEN) as server:
-        server.bare(REPO)
+        repo = server.bare(REPO)
+        subprocess.run(["git", "-C", str(repo), "branch", "feature", "main"], check=True)
         yield server
 
 
-def test_claude_pushes_its_branch_through_the_broker_and_cannot_force_main(
-    tmp_path, workdir, start_kernel, standin
+@pytest.mark.parametrize("harness", ["claude", "codex", "pi"])
+def test_an_agent_pushes_its_branch_through_the_broker_and_cannot_force_main(
+    harness, tmp_path, workdir, start_kernel, standin
 ):
-    require_claude()
+    require_cli(harness)
     model = FakeModelServer(Scenario.from_dict(SCENARIO))
     model.start_in_thread()
     try:
         kernel = start_kernel(
             workdir,
-            ANTHROPIC_BASE_URL=model.base_url,
-            ANTHROPIC_API_KEY="k",
-            OMNIKERNEL_AUTO_APPROVE="1",  # answers the default ask of the shell commands only
-            OMNIKERNEL_EGRESS_RESOLVE=f"github.com:443=127.0.0.1:{standin.port}",
-            OMNIKERNEL_EGRESS_CA=str(standin.ca_path),
-            OMK_TEST_GH_TOKEN=TOKEN,  # the kernel's environment: never the agent's
+            **upstreams(
+                model,
+                OMNIKERNEL_HARNESS=harness,
+                OMNIKERNEL_AUTO_APPROVE="1",  # answers the shell commands' default ask only
+                OMNIKERNEL_EGRESS_RESOLVE=f"github.com:443=127.0.0.1:{standin.port}",
+                OMNIKERNEL_EGRESS_CA=str(standin.ca_path),
+                OMK_TEST_GH_TOKEN=TOKEN,  # the kernel's environment: never the agent's
+            ),
         )
         setup = kernel.execute("%sandbox broker github.com=OMK_TEST_GH_TOKEN")
         assert setup.status == "ok" and "Brokered: github.com" in setup.text, setup.text
@@ -99,6 +115,14 @@ def test_claude_pushes_its_branch_through_the_broker_and_cannot_force_main(
         assert pushed.status == "ok", pushed.text
         assert standin.ref(REPO, "refs/heads/agent/e2e"), pushed.text
         assert "PUSH_EXIT=0" in pushed.text
+
+        # Not the session's branch: the push waits on a card; approved, it lands.
+        feature = run_and_answer(kernel, "Now push feature.", ["Approve"], timeout=240)
+        assert "git push to github.com/acme/app: feature (fast-forward)" in feature.text, (
+            feature.text
+        )
+        assert "FEATURE_EXIT=0" in feature.text, feature.text
+        assert standin.ref(REPO, "refs/heads/feature") == standin.ref(REPO, "refs/heads/agent/e2e")
 
         before = standin.ref(REPO, "refs/heads/main")
         forced = kernel.execute("Now force main.", timeout=240)
@@ -119,7 +143,7 @@ def test_claude_pushes_its_branch_through_the_broker_and_cannot_force_main(
         # The credential is in no cell, no byte of the store, nothing the agents kept (their
         # transcripts, homes and config in the state dir) and nothing in the notebook's folder.
         forms = variants(TOKEN)
-        for cell in (setup, pushed, forced, plain):
+        for cell in (setup, pushed, feature, forced, plain):
             assert not [f for f in forms if f in cell.text]
         files = [p for d in ("store", "state") for p in (tmp_path / d).rglob("*") if p.is_file()]
         files += [p for p in workdir.rglob("*") if p.is_file()]
