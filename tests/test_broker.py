@@ -460,6 +460,9 @@ def test_a_sandboxed_git_pushes_through_the_broker_and_the_credential_is_nowhere
         assert standin.ref(REPO, "refs/heads/agent/sandboxed")
         assert [u.kind for u in asked[0][2].updates] == ["create"]
         assert leaks(out) == [], "the credential is visible inside the sandbox"
+        import resource
+
+        assert resource.getrlimit(resource.RLIMIT_CORE)[0] == 0  # the kernel dumps no core
         assert "SSL_CERT_FILE=" in out and "GIT_SSL_CAINFO=" in out
         if backend == "bwrap":  # the session CA's bundle is shown over the system one
             assert out.split("PUSHED", 1)[1].split()[0] == "1"

@@ -46,6 +46,13 @@ SCENARIO = {
             ],
         },
         {
+            "match": "print the token",
+            "steps": [
+                {"text": "Printing.", **shell(f"echo {TOKEN}")},
+                {"text": "Printed."},
+            ],
+        },
+        {
             "match": "push feature",
             "steps": [
                 {"text": "Pushing feature.", **shell(
@@ -151,8 +158,23 @@ def test_an_agent_pushes_its_branch_through_the_broker_and_cannot_force_main(
         for path in files:
             data = path.read_bytes().decode("latin-1")
             assert not [f for f in forms if f in data], path
-        # The policy shows the push rule and the branch the session made.
+        # The session learned the credential when the broker first used it: were it ever to
+        # show up (here the scripted model itself prints it), it is redacted before it is
+        # stored or shown.
+        printed = kernel.execute("Now print the token.", timeout=240)
+        assert "[redacted: brokered credential for github.com]" in printed.text, printed.text
+        assert not [f for f in forms if f in printed.text]
+        for path in (p for p in (tmp_path / "store").rglob("*") if p.is_file()):
+            assert not [f for f in forms if f in path.read_bytes().decode("latin-1")], path
+
+        # The policy shows the push rule and the branch the session made; `%policy test`
+        # replays the recorded pushes under other rules.
         policy = kernel.execute("%policy")
         assert "push-own-branches" in policy.text and "agent/e2e" in policy.text, policy.text
+        (workdir / "try.toml").write_text('[[rule]]\nrule = "push-branch"\npattern = "feat*"\n')
+        replayed = kernel.execute("%policy test try.toml")
+        rows = [line for line in replayed.text.splitlines() if "git push to" in line]
+        assert any("feature (fast-forward)" in r and "allow" in r for r in rows), replayed.text
+        assert any("main (force)" in r and "deny" in r for r in rows), replayed.text
     finally:
         model.stop_thread()

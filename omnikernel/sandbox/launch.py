@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -285,6 +286,14 @@ async def start_sandboxed(argv: list[str], spec: SandboxSpec, backend: Backend) 
         raise
 
 
+def no_core_dumps() -> None:
+    """The kernel will hold a brokered credential (and the session CA's key) in its memory: it
+    writes no core dump, which would land in its working directory, the notebook's folder the
+    agent reads (where the system's core pattern is a plain file name)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
 def _broker(spec: SandboxSpec, run: RunDir) -> tuple[Broker | None, SandboxSpec]:
     """The broker for `spec`'s brokered hosts, and the spec that trusts its session CA: the
     hosts allowed, the bundle (system roots + the CA, no key) readable, shown over the system
@@ -292,6 +301,7 @@ def _broker(spec: SandboxSpec, run: RunDir) -> tuple[Broker | None, SandboxSpec]
     setup = spec.broker
     if setup is None or not setup.hosts:
         return None, spec
+    no_core_dumps()
     ca = SessionCA.create(setup.names, run.path.name)
     trust = run.path / "trust"
     trust.mkdir(mode=0o755, exist_ok=True)
