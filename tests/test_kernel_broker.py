@@ -116,7 +116,12 @@ def test_an_agent_pushes_its_branch_through_the_broker_and_cannot_force_main(
             ),
         )
         setup = kernel.execute("%sandbox broker github.com=OMK_TEST_GH_TOKEN")
-        assert setup.status == "ok" and "Brokered: github.com" in setup.text, setup.text
+        assert setup.status == "ok", setup.text
+        assert "Brokered: github.com (credential from $OMK_TEST_GH_TOKEN)" in setup.text
+        missing = kernel.execute("%sandbox broker gitlab.example")
+        assert "gitlab.example (⚠ no credential found on this machine" in missing.text
+        kernel.execute("%sandbox broker --clear")
+        kernel.execute("%sandbox broker github.com=OMK_TEST_GH_TOKEN")
 
         pushed = kernel.execute("Please push a branch.", timeout=240)
         assert pushed.status == "ok", pushed.text

@@ -14,6 +14,7 @@ from omnikernel.kernel.magics.common import SessionMagicsBase, show
 from omnikernel.policy import hosts
 from omnikernel.sandbox import CHOICES, SandboxUnavailableError
 from omnikernel.sandbox import resolve as resolve_sandbox
+from omnikernel.sandbox.host_credentials import find as find_credential
 from omnikernel.sandbox.host_credentials import parse_broker
 
 
@@ -89,9 +90,7 @@ class SandboxMagics(SessionMagicsBase):
                 raise UsageError(str(exc)) from None
             session.broker_hosts = {**session.broker_hosts, **found}
         if session.broker_hosts:
-            named = ", ".join(
-                f"{h} (token from ${v})" if v else h for h, v in session.broker_hosts.items()
-            )
+            named = ", ".join(self._credential_note(h, v) for h, v in session.broker_hosts.items())
             show(
                 f"Brokered: {named}. From the agents' next turn the egress proxy answers these "
                 "hosts' TLS with a CA made for this agent, and adds your own credential on the "
@@ -102,6 +101,19 @@ class SandboxMagics(SessionMagicsBase):
             )
         else:
             show("No brokered hosts: no credential is added to any agent's request.")
+
+    def _credential_note(self, host: str, variable: str) -> str:
+        """`host` and where its credential comes from, looked up now (never shown; the
+        redactor learns it), or how to provide one."""
+        found = find_credential(host, variable)
+        if found is None:
+            where = f"${variable} is empty, and " if variable else ""
+            return (
+                f"{host} (⚠ {where}no credential found on this machine: `gh auth login`, a git "
+                f"credential helper, or {host}=ENV_VAR naming a variable that holds a token)"
+            )
+        self.session.redactor.add(found.secret, f"brokered credential for {host}")
+        return f"{host} (credential from {found.source})"
 
     def _read(self, paths: list[str]) -> None:
         session = self.session
