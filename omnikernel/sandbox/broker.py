@@ -8,9 +8,15 @@ host side, `host_credentials`) and forwards the request over a verified TLS conn
 real host. Responses come back unchanged. Every other host stays a plain tunnel: the proxy
 never sees its bytes.
 
-A ``git push`` (``POST .../git-receive-pack``) is read before it leaves: its ref updates
-(`git_push`) go to the session's decision function (`ask_push`); a refused push never reaches
+A ``git push`` (``POST .../git-receive-pack``, however the path is spelled) is read before it
+leaves: its ref updates (`git_push`; an update the pack cannot show to be a fast-forward is
+settled by asking the remote's upload-pack for the commits in between) go to the session's
+decision function (`ask_push`) with the remote's default branch; a refused push never reaches
 the remote, and git prints our reason as the remote's (``! [remote rejected] ...``).
+
+Responses are passed on as they come, but for the credential: a host that echoes request
+headers would hand it to the agent, so every form of it is blanked out (`_Scrub`), and brokered
+requests ask for uncompressed bodies so that it can be seen.
 
 The credential lives in the kernel's memory only; it is given to the session's redactor
 (`on_secret`) before first use, so no event, cell or log line shows it, and the proxy logs no

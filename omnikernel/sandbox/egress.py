@@ -16,6 +16,9 @@ The rules and the decision live in the kernel, not in the sandbox, so the agent 
 them.
 
 The sandbox layer knows nothing of sessions or policies: `ask` is an async callback.
+
+A CONNECT to a brokered host (``%sandbox broker``) is not tunnelled but handed to the `broker`,
+which answers its TLS with the session CA and adds the user's credential (`broker`).
 """
 
 from __future__ import annotations
