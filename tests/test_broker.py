@@ -270,6 +270,36 @@ def test_a_fast_forward_through_a_commit_the_server_has_is_known_as_one(tmp_path
         proxy.close()
 
 
+def test_after_an_install_even_the_sessions_own_branch_asks(tmp_path, standin):
+    """push-after-install keeps asking for a push the broker reads, whatever command made it."""
+    proxy = Proxy(tmp_path, standin, broker=True, answer="deny")
+    proxy.state = PolicyState(installed="pip install tinydb")
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        git(work, env, "checkout", "-q", "-b", "agent/after-install")
+        commit(work, env, "a.txt")
+        done = git(work, env, "push", "origin", "agent/after-install")
+        assert done.returncode != 0
+        assert "push-after-install" in done.stderr and "pip install tinydb" in done.stderr
+        assert not standin.ref(REPO, "refs/heads/agent/after-install")
+    finally:
+        proxy.close()
+
+
+def test_deleting_the_default_branch_is_denied(tmp_path, standin):
+    proxy = Proxy(tmp_path, standin, broker=True, answer="allow")
+    try:
+        env = client_env(tmp_path, proxy)
+        work = clone(tmp_path, env)
+        done = git(work, env, "push", "origin", ":main")
+        assert done.returncode != 0
+        assert "a deletion of github.com/acme/app's default branch 'main'" in done.stderr
+        assert standin.ref(REPO, "refs/heads/main")
+    finally:
+        proxy.close()
+
+
 def test_without_the_broker_the_push_fails_for_want_of_a_credential(tmp_path, standin):
     """The host is allowed but not brokered: a plain tunnel, TLS end to end, and no credential
     anywhere in reach: git cannot authenticate (as before brokering existed)."""
