@@ -10,7 +10,7 @@ CODEX_VERSION := 0.169.0
 PI_VERSION := 0.73.1
 CLAUDE_ACP_VERSION := 0.16.2
 CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)
-DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux
+DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux git curl ca-certificates
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
 # Tests run in this many pytest-xdist workers; most wait on subprocesses (kernels, CLIs, a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -332,6 +333,8 @@ def test_attack_without_the_push_rule_a_push_to_main_lands(tmp_path, standin):
 
 
 def curl(proxy: Proxy, env: dict[str, str], url: str, *extra: str) -> str:
+    if shutil.which("curl") is None:
+        pytest.fail("curl is not installed; install it with: make system-deps")
     done = subprocess.run(
         ["curl", "-sS", "--proxy", f"http://127.0.0.1:{proxy.port}", "--cacert",
          str(proxy.bundle), *extra, url],
