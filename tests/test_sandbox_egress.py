@@ -57,7 +57,7 @@ def test_an_unknown_host_waits_for_the_answer_then_goes_or_fails_at_once(tmp_pat
         routes = EgressRoutes(
             resolve=parse_resolve({"pypi.org:443": local, "registry.npmjs.org:443": local})
         )
-        proxy = EgressProxy(("@npm",), tmp_path / "egress.sock", routes, ask)
+        proxy = EgressProxy((), tmp_path / "egress.sock", routes, ask)
         await proxy.start()
         async with server:
             # The connection is held while the person decides ...
@@ -80,22 +80,44 @@ def test_an_unknown_host_waits_for_the_answer_then_goes_or_fails_at_once(tmp_pat
             head, _ = await _connect(proxy.path, "boom.example:443")
             assert b"403" in head.split(b"\r\n")[0] and b"policy broke" in head
 
-            # A host the rules allow is not asked about.
-            asked.clear()
-            head, reader = await _connect(proxy.path, "registry.npmjs.org:443")
-            assert asked == [] and head.startswith(b"HTTP/1.1 200")
-            assert await reader.readline() == b"upstream says hi\n"
         await proxy.close()
 
     asyncio.run(scenario())
 
 
-def test_without_a_decision_every_other_host_is_refused(tmp_path):
+def test_without_a_decision_the_rules_allow_and_every_other_host_is_refused(tmp_path):
     async def scenario() -> None:
-        proxy = EgressProxy((), tmp_path / "egress.sock")
+        server, port = await _upstream()
+        routes = EgressRoutes(
+            resolve=parse_resolve({"registry.npmjs.org:443": f"127.0.0.1:{port}"})
+        )
+        proxy = EgressProxy(("@npm",), tmp_path / "egress.sock", routes)
         await proxy.start()
-        head, _ = await _connect(proxy.path, "pypi.org:443")
-        assert b"403" in head.split(b"\r\n")[0] and b"%sandbox allow pypi.org:443" in head
+        async with server:
+            head, reader = await _connect(proxy.path, "registry.npmjs.org:443")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert await reader.readline() == b"upstream says hi\n"
+            head, _ = await _connect(proxy.path, "pypi.org:443")
+            assert b"403" in head.split(b"\r\n")[0] and b"%sandbox allow pypi.org:443" in head
         await proxy.close()
 
     asyncio.run(scenario())
+
+
+def test_a_host_that_is_no_name_is_refused_before_anyone_is_asked(tmp_path):
+    asked: list[str] = []
+
+    async def ask(host: str, port: int) -> str | None:
+        asked.append(host)
+        return None
+
+    async def scenario() -> None:
+        proxy = EgressProxy((), tmp_path / "egress.sock", ask=ask)
+        await proxy.start()
+        for target in ("![x](http://evil.example/?k=1):443", "<b>x</b>:443", "pypi.org:0"):
+            head, _ = await _connect(proxy.path, target)
+            assert head.startswith(b"HTTP/1.1 400"), head
+        await proxy.close()
+
+    asyncio.run(scenario())
+    assert asked == []

@@ -8,6 +8,7 @@ PyPI; nothing leaves the machine.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import trustme
 
 from omnikernel.kernel.settings import KernelSettings, SettingError
 from omnikernel.sandbox.upstream import (
+    DIRECT,
     EgressRoutes,
+    LocalAddressError,
     RouteError,
     check_ca_file,
     parse_resolve,
@@ -109,5 +112,45 @@ def test_a_real_name_reaches_its_stand_in_and_tls_checks_that_name(tmp_path: Pat
             # A plain connection (the proxy's tunnels) goes to the same address.
             reader, writer = await trusted.open_upstream("pypi.org", 443)
             writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_approved_name_that_resolves_to_this_machine_is_refused(monkeypatch):
+    """The attack: the agent asks for an innocent-looking name whose DNS answer is 127.0.0.1
+    (or the metadata service), so a person's "yes" opens the kernel's own ports. The listener
+    is live (a pin reaches it), but a name reaches neither it nor 169.254.169.254."""
+    answers = {"innocent.example": "127.0.0.1", "meta.example": "169.254.169.254",
+               "mapped.example": "::ffff:127.0.0.1", "fine.example": "127.0.0.1",
+               "localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1"}  # fmt: skip
+
+    async def scenario() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"kernel-side service\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+
+        async def fake_getaddrinfo(host, p, **kwargs):
+            family = socket.AF_INET6 if ":" in answers[host] else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, 6, "", (answers[host], p))]
+
+        monkeypatch.setattr(loop, "getaddrinfo", fake_getaddrinfo)
+        async with server:
+            pinned = EgressRoutes(resolve=parse_resolve({"fine.example:443": f"127.0.0.1:{port}"}))
+            reader, writer = await pinned.open_upstream("fine.example", 443)
+            assert await reader.readline() == b"kernel-side service\n"
+            writer.close()
+            for name in ("innocent.example", "meta.example", "mapped.example"):
+                with pytest.raises(LocalAddressError, match="an address of this machine"):
+                    await DIRECT.open_upstream(name, port)
+            # What says it is local is taken as the person saw it.
+            for plain in ("127.0.0.1", "localhost"):
+                reader, writer = await DIRECT.open_upstream(plain, port)
+                assert await reader.readline() == b"kernel-side service\n"
+                writer.close()
 
     asyncio.run(scenario())

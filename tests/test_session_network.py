@@ -102,6 +102,9 @@ def test_pip_install_asks_for_each_host_and_lands_once_approved(
     assert {host for host, _ in pypi.requests} == {"pypi.org", "files.pythonhosted.org"}
     # Auto-approval answered the command's ask, a person each host's.
     assert "auto-approved" in cell.text
+    # "This once" was that command's: the next install asks again.
+    again = run_and_answer(kernel, "Please install tinydb again.", ["Approve", "Approve"])
+    assert again.text.count("⚠ NETWORK") == 2, again.text
 
 
 def test_a_denied_host_fails_fast_and_the_cell_says_how_to_open_it(
@@ -127,11 +130,23 @@ def test_a_denied_host_fails_fast_and_the_cell_says_how_to_open_it(
     again = run_and_answer(kernel, "Please install tinydb again.", [])
     assert "wants to reach" not in again.text, again.text
     assert (workdir / "deps" / "tinydb" / "__init__.py").exists()
+    # A deny-host rule wins over the allowed preset: refused at once, nobody asked.
+    assert (
+        "Added deny-host files.pythonhosted.org"
+        in kernel.execute("%policy add deny-host files.pythonhosted.org").text
+    )
+    shutil.rmtree(workdir / "deps")
+    denied = run_and_answer(kernel, "Please install tinydb once more.", [])
+    assert "wants to reach" not in denied.text and "deny-host files.pythonhosted.org" in denied.text
+    assert not (workdir / "deps" / "tinydb").exists()
 
 
-def test_npm_install_asks_and_lands_once_approved(model, registries, workdir, start_kernel):
+@pytest.mark.parametrize("harness", ["claude", "codex", "pi"])
+def test_npm_install_asks_and_lands_once_approved(
+    harness, model, registries, workdir, start_kernel
+):
     _, npm = registries
-    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    kernel = kernel_for(harness, model, registries, workdir, start_kernel)
     cell = run_and_answer(kernel, "Please install left-pad.", ["Approve"])
     assert cell.status == "ok", cell.text
     assert "npm wants to reach registry.npmjs.org:443" in cell.text, cell.text

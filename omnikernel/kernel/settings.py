@@ -232,8 +232,10 @@ class KernelSettings(EnvSettings):
     ).tag(config=True, env="OMNIKERNEL_SANDBOX")
     sandbox_allow = List(
         Unicode(),
-        help="Hosts agents may reach through the kernel's egress proxy: 'host' (ports 80, 443), "
-        "'host:port' or '*.domain', e.g. ['registry.npmjs.org']. `%sandbox allow` adds more.",
+        help="Hosts agents may reach through the kernel's egress proxy without asking: 'host' "
+        "(ports 80, 443), 'host:port', '*.domain' or a preset, e.g. ['@pypi', '@npm', "
+        "'registry.example.com']. `%sandbox allow` adds more; any other host asks when a "
+        "command connects to it.",
     ).tag(config=True)
     sandbox_broker = List(
         Unicode(),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from omnikernel.view.render import edit_diff, preview
+from omnikernel.view.sanitize import agent_bundle
 
 if TYPE_CHECKING:
     from omnikernel.approvals.decide import Decision
@@ -174,13 +175,13 @@ def presenter(
             where = f"{target.get('host', '?')}:{target.get('port', '?')}"
 
             def connected(decision: Decision) -> None:
+                # The host came from the sandbox: rendered as agent Markdown (sanitized).
                 mark = "opened" if decision.allow else "refused"
                 display(
-                    {
-                        "text/plain": f"network: {where} {mark} — {decision.reason}",
-                        "text/markdown": f"**network: {where} {mark}** — "
-                        + decision.reason.replace("$", "\\$"),
-                    },
+                    agent_bundle(
+                        f"**network: `{where}` {mark}** — " + decision.reason.replace("$", "\\$"),
+                        f"network: {where} {mark} — {decision.reason}",
+                    ),
                     raw=True,
                 )
 

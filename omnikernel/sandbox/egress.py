@@ -7,10 +7,11 @@ bridge's relay forwards to it. The proxy listens on a unix socket in the bridge'
 directory, never on a TCP port: only the sandbox's relay reaches it, so no other local process,
 user or web page can use it to reach the allowed hosts from this machine. The proxy tunnels
 ``CONNECT host:port`` and forwards absolute-form HTTP requests. A host the notebook allows
-(`rules`: ``host``, ``host:port``, ``*.domain`` or a preset such as ``@pypi``, see
+(``host``, ``host:port``, ``*.domain`` or a preset such as ``@pypi``, see
 `omnikernel.policy.hosts`) goes through at once; for any other, the proxy awaits `ask` (the
 session's decision: the policy, else a person), holding the connection meanwhile, within the
-client's own timeout. A refusal is a 403 whose reason phrase says why and how to open the host,
+client's own timeout. With `ask`, every connection is asked about (the session knows the
+allowed hosts, and a policy's ``deny-host`` wins over them); `rules` serve without it. A refusal is a 403 whose reason phrase says why and how to open the host,
 since that line is what pip, git and curl print. Without `ask`, everything else is refused.
 The rules and the decision live in the kernel, not in the sandbox, so the agent cannot change
 them.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,12 +34,15 @@ from urllib.parse import urlsplit
 from omnikernel.policy import hosts
 from omnikernel.sandbox.bridge import pipe
 from omnikernel.sandbox.broker import Broker
-from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
+from omnikernel.sandbox.upstream import DIRECT, EgressRoutes, LocalAddressError
 
 DEFAULT_PORTS = hosts.DEFAULT_PORTS
 #: Asked about a connection to (host, port) no rule allows: None lets it through, else the
 #: reason it is refused (shown to the agent's tool).
 NetworkAsk = Callable[[str, int], Awaitable[str | None]]
+#: What a host may be: a DNS name or an IPv4/IPv6 address. Anything else (it would reach the
+#: card, the policy and the cell) is refused before it is asked about.
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|[0-9A-Fa-f:.]{2,45}")
 #: The proxy's port inside the sandbox (its own network namespace), unless the gateway has it.
 INSIDE_PORT = 3128
 
@@ -118,20 +123,25 @@ class EgressProxy:
             path += f"?{url.query}" if url.query else ""
             upstream_head = f"{method} {path} {version}\r\n".encode("latin-1") + rest
         host = host.strip("[]")
-        if not allowed(self.rules, host, port):
-            refused = await self._decide(host, port)
-            if refused is not None:
-                self.denied.append(f"{host}:{port}")
-                await self._refuse(writer, 403, refused)
-                return
+        if not HOST_NAME.fullmatch(host) or not 0 < port < 65536:
+            await self._refuse(writer, 400, "not a host name or address")
+            return
+        refused = await self._decide(host, port)
+        if refused is not None:
+            self.denied.append(f"{host}:{port}")
+            await self._refuse(writer, 403, refused)
+            return
         if upstream_head:
             await self._forward(host, port, upstream_head, reader, writer)
         else:
             await self._tunnel(host, port, reader, writer)
 
     async def _decide(self, host: str, port: int) -> str | None:
-        """None if the connection may go, else why not (`ask`'s answer)."""
+        """None if the connection may go, else why not. With `ask`, it decides every
+        connection (a policy's ``deny-host`` wins over an allowed host); without, `rules`."""
         if self.ask is None:
+            if allowed(self.rules, host, port):
+                return None
             return (
                 f"{host}:{port} is not allowed from the sandbox; allow it with "
                 f"%sandbox allow {host}:{port}"
@@ -153,6 +163,9 @@ class EgressProxy:
             return
         try:
             up_reader, up_writer = await self.routes.open_upstream(host, port)
+        except LocalAddressError as exc:
+            await self._refuse(writer, 403, str(exc))
+            return
         except OSError as exc:
             await self._refuse(writer, 502, f"cannot reach {host}:{port}: {exc}")
             return
@@ -170,6 +183,9 @@ class EgressProxy:
         """A plain-HTTP proxy request the policy allowed: sent on in origin form."""
         try:
             up_reader, up_writer = await self.routes.open_upstream(host, port)
+        except LocalAddressError as exc:
+            await self._refuse(writer, 403, str(exc))
+            return
         except OSError as exc:
             await self._refuse(writer, 502, f"cannot reach {host}:{port}: {exc}")
             return

@@ -12,6 +12,10 @@ Two settings shape it, both for networks that are not the open internet:
   The proxy's plain tunnels do not verify anything (the agent's own client does, end to end);
   the credential broker terminates TLS and must, and takes its context from `tls_context`.
 
+A name that resolves to this machine's loopback or link-local addresses (the cloud metadata
+service) is refused: a card that said ``example.com`` must not open the kernel's own ports
+through DNS. Names that say they are local (``localhost``, ``127.0.0.1``) are taken as seen.
+
 Nothing here reads a setting's variable: the kernel's settings parse them and pass
 `EgressRoutes` down.
 """
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
+import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -100,8 +106,14 @@ class EgressRoutes:
         self, host: str, port: int, tls: ssl.SSLContext | None = None
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to `host`:`port`, through `resolve`; over TLS with `tls` (verified
-        against `host`, the real name, whatever address it went to). OSError if it fails."""
-        address, real_port = self.target(host, port)
+        against `host`, the real name, whatever address it went to). OSError if it fails;
+        `LocalAddressError` (an OSError) if a name resolves to this machine (see
+        `local_addresses`)."""
+        override = self.resolve.get((host.lower().rstrip("."), port))
+        if override is not None:  # the user's own pin: taken as given
+            address, real_port = override
+        else:
+            address, real_port = await resolve_checked(host, port)
         if tls is None:
             return await asyncio.open_connection(address, real_port)
         return await asyncio.open_connection(address, real_port, ssl=tls, server_hostname=host)
@@ -115,3 +127,46 @@ class EgressRoutes:
 
 
 DIRECT = EgressRoutes()
+
+
+class LocalAddressError(OSError):
+    """A host name that resolves to this machine (or its cloud metadata service)."""
+
+
+def is_local(address: str) -> bool:
+    """Loopback, link-local (169.254.169.254, the cloud metadata service) or unspecified."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_link_local or ip.is_unspecified
+
+
+def names_this_machine(host: str) -> bool:
+    """A host that says it is this machine: a local address, ``localhost`` or ``*.localhost``."""
+    name = host.lower().rstrip(".")
+    return is_local(name) or name == "localhost" or name.endswith(".localhost")
+
+
+async def resolve_checked(host: str, port: int) -> Address:
+    """The address to connect to for `host`. A name that does not say it is local (what a
+    person approved as ``example.com``) must not lead to this machine's loopback or the
+    metadata service: DNS can point any name there (``LocalAddressError``). A name or address
+    that says so plainly is taken as the person or the rule saw it."""
+    if names_this_machine(host):
+        return host, port
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    if not infos:
+        raise OSError(f"{host} has no address")
+    addresses = [str(info[4][0]) for info in infos]
+    local = [a for a in addresses if is_local(a)]
+    if local:
+        raise LocalAddressError(
+            f"{host} resolves to {local[0]}, an address of this machine (or its metadata "
+            f"service); allow that address itself if you mean it"
+        )
+    return addresses[0], port

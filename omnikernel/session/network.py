@@ -92,6 +92,8 @@ class SessionNetwork:
     names annotated below belong to the other parts)."""
 
     allow_hosts: tuple[str, ...]
+    #: Brokered hosts are allowed hosts too (`omnikernel.sandbox.broker`).
+    broker_hosts: dict[str, str]
     auto_approve: bool
     approvals: PendingApprovals
     policy: Policy
@@ -138,8 +140,13 @@ class SessionNetwork:
         return taken
 
     async def _network_ask(self, harness: str, host: str, port: int) -> str | None:
+        from omnikernel.policy import Outcome, request_of
+
         host = host.lower().rstrip(".")
-        if hosts.allowed(self.allow_hosts, host, port):  # `%sandbox allow` since the start
+        probe = {"action": "network", "input": {"host": host, "port": port}}
+        denied = self.judge(request_of(probe)).outcome == Outcome.DENY  # deny-host wins
+        opened = (*self.allow_hosts, *self.broker_hosts)  # `%sandbox allow`, `%sandbox broker`
+        if not denied and hosts.allowed(opened, host, port):
             return None
         activity = self._activity.get(harness)
         loop = self._loop
