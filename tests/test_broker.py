@@ -528,3 +528,15 @@ def test_a_sandboxed_force_push_of_main_is_refused_by_the_broker(tmp_path, monke
         assert "EXIT=1" in out, out
         assert "[remote rejected]" in out and "default branch 'main'" in out
         assert standin.ref(REPO, "refs/heads/main") == before
+
+
+def test_the_scrub_blanks_a_credential_split_across_pieces_and_keeps_lengths():
+    from omnikernel.sandbox.broker import _Scrub
+
+    body = f"before {TOKEN} middle x-access-token:{TOKEN} after".encode()
+    for size in (1, 3, 7, 64, len(body)):
+        scrub = _Scrub(Credential("github.com", "x-access-token", TOKEN, "test"))
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        out = b"".join(scrub.feed(p) for p in pieces) + scrub.flush()
+        assert len(out) == len(body)
+        assert TOKEN.encode() not in out and out.startswith(b"before ") and out.endswith(b"after")
