@@ -127,7 +127,11 @@ class Broker:
             variable = self.hosts.get(host, "")
             task = asyncio.ensure_future(asyncio.to_thread(self.find_credential, host, variable))
             self._credentials[host] = task
-        found = await task
+        try:
+            found = await task
+        except Exception:  # a helper that broke: no credential (git then says so)
+            log.warning("looking up the credential for %s failed", host, exc_info=True)
+            found = None
         if found is not None and self.on_secret is not None:
             self.on_secret(found.secret, f"brokered credential for {host}")
         return found
