@@ -178,8 +178,65 @@ def test_an_agent_pushes_its_branch_through_the_broker_and_cannot_force_main(
         assert "push-own-branches" in policy.text and "agent/e2e" in policy.text, policy.text
         (workdir / "try.toml").write_text('[[rule]]\nrule = "push-branch"\npattern = "feat*"\n')
         replayed = kernel.execute("%policy test try.toml")
-        rows = [line for line in replayed.text.splitlines() if "git push to" in line]
+        rows = [line for line in replayed.text.splitlines() if "to github.com/acme/app:" in line]
         assert any("feature (fast-forward)" in r and "allow" in r for r in rows), replayed.text
         assert any("main (force)" in r and "deny" in r for r in rows), replayed.text
     finally:
+        model.stop_thread()
+
+
+def test_the_share_page_approves_a_push(tmp_path, workdir, start_kernel, standin):
+    """The push ask is an ask like any other: a co-driver answers it from the share page."""
+    import time
+
+    import requests
+
+    from omnikernel.events import EventKind
+    from omnikernel.store.sessions import SessionStore
+    from omnikernel.store.shares import ShareCodes
+
+    from .test_share import Clock, Running, join
+
+    require_cli("claude")
+    model = FakeModelServer(Scenario.from_dict(SCENARIO))
+    model.start_in_thread()
+    store = SessionStore(tmp_path / "store" / "sessions.sqlite3")
+    page = Running(store.path, Clock())
+    try:
+        kernel = start_kernel(
+            workdir,
+            **upstreams(
+                model,
+                OMNIKERNEL_AUTO_APPROVE="1",
+                OMNIKERNEL_EGRESS_RESOLVE=f"github.com:443=127.0.0.1:{standin.port}",
+                OMNIKERNEL_EGRESS_CA=str(standin.ca_path),
+                OMK_TEST_GH_TOKEN=TOKEN,
+            ),
+        )
+        kernel.execute("%sandbox broker github.com=OMK_TEST_GH_TOKEN")
+        assert "PUSH_EXIT=0" in kernel.execute("Please push a branch.", timeout=240).text
+        msg_id = kernel.kc.execute("Now push feature.")
+        asked = None
+        deadline = time.monotonic() + 180
+        while asked is None and time.monotonic() < deadline:
+            for session in store.sessions():
+                for event in store.events(
+                    session["session_id"], kinds=(EventKind.APPROVAL_REQUEST,)
+                ):
+                    if event.data.get("action") == "push" and "feature" in event.data["summary"]:
+                        asked = event
+            time.sleep(0.2)
+        assert asked is not None, "no push was asked about"
+        assert "feature (fast-forward)" in asked.data["summary"]
+        grant = join(page, ShareCodes(store.path).new_code(asked.session_id, "rw"))
+        body = {"request_id": asked.data["request_id"], "allow": True}
+        sent = requests.post(f"{page.url}/api/answer", json=body, headers=grant.headers)
+        assert sent.status_code == 202, sent.text
+        cell = kernel.collect(msg_id, timeout=240)
+        assert "FEATURE_EXIT=0" in cell.text, cell.text
+        assert "git push to github.com/acme/app: feature (fast-forward) let through" in cell.text
+        assert "(share page)" in cell.text, cell.text
+        assert standin.ref(REPO, "refs/heads/feature") == standin.ref(REPO, "refs/heads/agent/e2e")
+    finally:
+        page.stop()
         model.stop_thread()

@@ -197,7 +197,7 @@ class SessionDecisions:
             "call_id": call,
             "tool": "git push",
             "action": "push",
-            "summary": f"git push to {remote}: {shown}",
+            "summary": f"to {remote}: {shown}",
             "input": {
                 "remote": remote,
                 "default_branch": default_branch,
