@@ -58,10 +58,23 @@ class TLSStandIn:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(*names).configure_cert(context)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def finish_request(self, request: Any, client_address: Any) -> None:
+                # TLS per connection, on its own thread: a client that connects and says
+                # nothing holds up only itself, as on a real server.
+                request.settimeout(30)
+                try:
+                    tls = context.wrap_socket(request, server_side=True)
+                except (OSError, ssl.SSLError):
+                    return
+                Handler(tls, client_address, self)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

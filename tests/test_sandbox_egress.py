@@ -38,6 +38,7 @@ async def _connect(path: Path, target: str) -> tuple[bytes, asyncio.StreamReader
 
 def test_an_unknown_host_waits_for_the_answer_then_goes_or_fails_at_once(tmp_path):
     asked: list[tuple[str, int]] = []
+    told: list[str] = []
     answers: dict[str, asyncio.Future[str | None]] = {}
 
     async def scenario() -> None:
@@ -45,7 +46,10 @@ def test_an_unknown_host_waits_for_the_answer_then_goes_or_fails_at_once(tmp_pat
         loop = asyncio.get_running_loop()
         answers["pypi.org"] = loop.create_future()
 
-        async def ask(host: str, p: int) -> str | None:
+        async def ask(host: str, p: int, allowed: bool) -> str | None:
+            if allowed:  # the proxy's rules allow it: the session lets it go (no deny-host)
+                told.append(host)
+                return None
             asked.append((host, p))
             if host == "boom.example":
                 raise RuntimeError("policy broke")
@@ -57,7 +61,7 @@ def test_an_unknown_host_waits_for_the_answer_then_goes_or_fails_at_once(tmp_pat
         routes = EgressRoutes(
             resolve=parse_resolve({"pypi.org:443": local, "registry.npmjs.org:443": local})
         )
-        proxy = EgressProxy((), tmp_path / "egress.sock", routes, ask)
+        proxy = EgressProxy(("@npm",), tmp_path / "egress.sock", routes, ask)
         await proxy.start()
         async with server:
             # The connection is held while the person decides ...
@@ -79,6 +83,11 @@ def test_an_unknown_host_waits_for_the_answer_then_goes_or_fails_at_once(tmp_pat
 
             head, _ = await _connect(proxy.path, "boom.example:443")
             assert b"403" in head.split(b"\r\n")[0] and b"policy broke" in head
+
+            # A host the proxy's rules allow is still put to the session, saying so.
+            head, reader = await _connect(proxy.path, "registry.npmjs.org:443")
+            assert head.startswith(b"HTTP/1.1 200") and told == ["registry.npmjs.org"]
+            assert await reader.readline() == b"upstream says hi\n"
 
         await proxy.close()
 
@@ -107,7 +116,7 @@ def test_without_a_decision_the_rules_allow_and_every_other_host_is_refused(tmp_
 def test_a_host_that_is_no_name_is_refused_before_anyone_is_asked(tmp_path):
     asked: list[str] = []
 
-    async def ask(host: str, port: int) -> str | None:
+    async def ask(host: str, port: int, allowed: bool) -> str | None:
         asked.append(host)
         return None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import shutil
 import time
 from pathlib import Path
@@ -43,6 +44,10 @@ NPM = (
 )
 SCENARIO = {
     "rules": [
+        {"match": "install tinydb slowly", "steps": [
+            {"text": "Installing.", "tool_calls": [{"action": "shell", "command": PIP + " --timeout 2"}]},
+            {"text": "The pip step finished."},
+        ]},
         {"match": "install tinydb", "steps": [
             {"text": "Installing.", "tool_calls": [{"action": "shell", "command": PIP}]},
             {"text": "The pip step finished."},
@@ -126,6 +131,8 @@ def test_a_denied_host_fails_fast_and_the_cell_says_how_to_open_it(
     assert cell.text.count("⚠ NETWORK") == 1
     print(f"denied pip install cell: {took:.1f} s (pip retries a refused proxy 5 times)")
     # The person opens the preset: the same install goes through without asking.
+    unknown = kernel.execute("%sandbox allow @pipy")
+    assert unknown.status == "error" and "@pypi, @npm" in unknown.text, unknown.text
     assert "pypi.org, files.pythonhosted.org" in kernel.execute("%sandbox allow @pypi").text
     again = run_and_answer(kernel, "Please install tinydb again.", [])
     assert "wants to reach" not in again.text, again.text
@@ -193,9 +200,12 @@ def test_the_share_page_approves_a_network_ask(model, registries, workdir, start
     assert "from the stand-in" in (workdir / "deps" / "tinydb" / "__init__.py").read_text()
 
 
-def answer_with_scope(kernel, code: str, scope: str, clicks: int, timeout: float = 180):
+def answer_with_scope(
+    kernel, code: str, scope: str, clicks: int, timeout: float = 180, first_after: float = 0
+):
     """Run a cell; on each approval card, pick `scope` ("this session", "always for this
-    host") in its Scope buttons, then click Approve, as a person does in the front end."""
+    host") in its Scope buttons, then click Approve, as a person does in the front end (the
+    first one `first_after` seconds after it shows)."""
     kc = kernel.kc
     msg_id = kc.execute(code)
     outputs: list[dict] = []
@@ -221,6 +231,8 @@ def answer_with_scope(kernel, code: str, scope: str, clicks: int, timeout: float
             elif (
                 state.get("_model_name") == "ButtonModel" and state.get("description") == "Approve"
             ):
+                if not approved:
+                    time.sleep(first_after)
                 approved += 1
                 click = {"method": "custom", "content": {"event": "click"}}
                 kc.shell_channel.send(
@@ -256,3 +268,59 @@ def test_always_for_this_host_is_written_to_the_project_policy(
     cell = run_and_answer(again, "Please install tinydb again.", [])
     assert "wants to reach" not in cell.text, cell.text
     assert (workdir / "deps" / "tinydb" / "__init__.py").exists()
+
+
+def test_a_client_that_gives_up_waiting_retries_on_the_same_card(
+    model, registries, workdir, start_kernel
+):
+    """pip waits 2 s for the proxy's answer, gives up and retries while the person reads the
+    card: its retries wait on that one card, and the approval given after 5 s lets them on."""
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    cell = answer_with_scope(
+        kernel, "Please install tinydb slowly.", "this once", clicks=2, first_after=5
+    )
+    assert cell.text.count("⚠ NETWORK") == 2, cell.text
+    assert "Retrying" in cell.text or "timed out" in cell.text.lower(), cell.text  # pip gave up
+    assert "from the stand-in" in (workdir / "deps" / "tinydb" / "__init__.py").read_text()
+
+
+def test_a_denied_registry_fails_npm_install_with_the_reason(
+    model, registries, workdir, start_kernel
+):
+    _, npm = registries
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    started = time.monotonic()
+    cell = run_and_answer(kernel, "Please install left-pad.", ["Deny"])
+    took = time.monotonic() - started
+    assert cell.text.count("⚠ NETWORK") == 1, cell.text
+    assert npm.requests == [] and not (workdir / "node_modules" / "left-pad-standin").exists()
+    assert "The sandbox refused" in cell.text and "registry.npmjs.org:443" in cell.text
+    assert "%sandbox allow @npm" in cell.text
+    assert (
+        "403 Forbidden by the Omnigent sandbox: the connection to registry.npmjs.org:443 was refused (denied by"
+        in cell.text
+    )
+    print(f"denied npm install cell: {took:.1f} s")
+
+
+def test_this_session_covers_the_host_for_the_session_and_writes_nothing(
+    model, registries, workdir, start_kernel
+):
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    first = answer_with_scope(kernel, "Please install tinydb.", "this session", clicks=2)
+    session_id = re.search(r"Session (session-[0-9a-f]+)", first.text).group(1)
+    shutil.rmtree(workdir / "deps")
+    again = run_and_answer(kernel, "Please install tinydb again.", [])
+    assert "wants to reach" not in again.text, again.text
+    assert (workdir / "deps" / "tinydb" / "__init__.py").exists()
+    assert not (workdir / ".omnikernel" / "policy.toml").exists()
+    # The approval is kept in the session's events: a new kernel continuing it has it, and a
+    # new session does not.
+    kernel.stop()
+    same = kernel_for(
+        "claude", model, registries, workdir, start_kernel, OMNIKERNEL_SESSION_ID=session_id
+    )
+    assert "pypi.org:443: allowed, by network" in same.execute("%policy test host pypi.org").text
+    same.stop()
+    other = kernel_for("claude", model, registries, workdir, start_kernel)
+    assert "asks a person" in other.execute("%policy test host pypi.org").text

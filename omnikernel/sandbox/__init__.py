@@ -1,7 +1,8 @@
 """OS sandboxes for harness processes: one spec (`spec`), two backends (`bwrap`, `firejail`),
-a unix-socket network bridge to the model gateway (`bridge`), cgroup limits and tree kills
-(`cgroup`), what the host exposes that must be masked (`exposed`), the per-process run dir and
-its cleanup (`rundir`), and backend choice with a fail-closed start (`launch`)."""
+a unix-socket network bridge to the model gateway (`bridge`), the egress proxy that asks about
+every new host (`egress`) and where it connects upstream (`upstream`), cgroup limits and tree
+kills (`cgroup`), what the host exposes that must be masked (`exposed`), the per-process run
+dir and its cleanup (`rundir`), and backend choice with a fail-closed start (`launch`)."""
 
 from omnikernel.sandbox.launch import (
     BACKENDS,

@@ -1,22 +1,24 @@
 """The sandbox's one way to the network: an egress proxy that asks about every new host.
 
 The sandbox has no network; the kernel runs this small HTTP proxy on the host for each
-sandboxed agent, and the agent gets
-``HTTPS_PROXY``/``HTTP_PROXY`` pointing at ``127.0.0.1:PORT`` inside the sandbox, where the
-bridge's relay forwards to it. The proxy listens on a unix socket in the bridge's private
-directory, never on a TCP port: only the sandbox's relay reaches it, so no other local process,
-user or web page can use it to reach the allowed hosts from this machine. The proxy tunnels
-``CONNECT host:port`` and forwards absolute-form HTTP requests. A host the notebook allows
-(``host``, ``host:port``, ``*.domain`` or a preset such as ``@pypi``, see
-`omnikernel.policy.hosts`) goes through at once; for any other, the proxy awaits `ask` (the
-session's decision: the policy, else a person), holding the connection meanwhile, within the
-client's own timeout. With `ask`, every connection is asked about (the session knows the
-allowed hosts, and a policy's ``deny-host`` wins over them); `rules` serve without it. A refusal is a 403 whose reason phrase says why and how to open the host,
-since that line is what pip, git and curl print. Without `ask`, everything else is refused.
-The rules and the decision live in the kernel, not in the sandbox, so the agent cannot change
-them.
+sandboxed agent, and the agent gets ``HTTPS_PROXY``/``HTTP_PROXY`` pointing at
+``127.0.0.1:PORT`` inside the sandbox, where the bridge's relay forwards to it. The proxy
+listens on a unix socket in the bridge's private directory, never on a TCP port: only the
+sandbox's relay reaches it, so no other local process, user or web page can use it to reach
+hosts from this machine. It tunnels ``CONNECT host:port`` and forwards absolute-form HTTP
+requests, each only after a decision:
 
-The sandbox layer knows nothing of sessions or policies: `ask` is an async callback.
+- with `ask` (the session's network ask: the policy, else a person), every connection is put
+  to it, saying whether the proxy's `rules` allow the host (``host``, ``host:port``,
+  ``*.domain`` or a preset such as ``@pypi``, see `omnikernel.policy.hosts`); an allowed host
+  goes at once unless a ``deny-host`` rule refuses it, any other waits for the answer, the
+  connection held meanwhile, within the client's own timeout;
+- without `ask`, `rules` alone decide and everything else is refused.
+
+A refusal is a 403 whose reason phrase says why, since that line is what pip, npm, git and curl
+print. A target that is no host name or address is refused before anyone is asked. The rules
+and the decision live in the kernel, not in the sandbox, so the agent cannot change them. The
+sandbox layer knows nothing of sessions or policies: `ask` is an async callback.
 
 A CONNECT to a brokered host (``%sandbox broker``) is not tunnelled but handed to the `broker`,
 which answers its TLS with the session CA and adds the user's credential (`broker`).
@@ -37,9 +39,9 @@ from omnikernel.sandbox.broker import Broker
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes, LocalAddressError
 
 DEFAULT_PORTS = hosts.DEFAULT_PORTS
-#: Asked about a connection to (host, port) no rule allows: None lets it through, else the
-#: reason it is refused (shown to the agent's tool).
-NetworkAsk = Callable[[str, int], Awaitable[str | None]]
+#: Asked about every connection, with (host, port, whether the proxy's `rules` allow it):
+#: None lets it through, else the reason it is refused (shown to the agent's tool).
+NetworkAsk = Callable[[str, int, bool], Awaitable[str | None]]
 #: What a host may be: a DNS name or an IPv4/IPv6 address. Anything else (it would reach the
 #: card, the policy and the cell) is refused before it is asked about.
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252})|[0-9A-Fa-f:.]{2,45}")
@@ -138,16 +140,18 @@ class EgressProxy:
 
     async def _decide(self, host: str, port: int) -> str | None:
         """None if the connection may go, else why not. With `ask`, it decides every
-        connection (a policy's ``deny-host`` wins over an allowed host); without, `rules`."""
+        connection, told whether `rules` allow it (a policy's ``deny-host`` wins over an
+        allowed host); without, `rules` alone."""
+        allowed_here = allowed(self.rules, host, port)
         if self.ask is None:
-            if allowed(self.rules, host, port):
+            if allowed_here:
                 return None
             return (
                 f"{host}:{port} is not allowed from the sandbox; allow it with "
                 f"%sandbox allow {host}:{port}"
             )
         try:
-            return await self.ask(host, port)
+            return await self.ask(host, port, allowed_here)
         except Exception as exc:  # fail closed
             return f"{host}:{port} is refused: the decision failed ({exc!r})"
 

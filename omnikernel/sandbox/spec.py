@@ -151,7 +151,7 @@ class SandboxSpec:
     #: Where the bridge's unix sockets live; default: a per-process dir the launcher removes.
     bridge_dir: Path | None = None
     #: Hosts the user trusts (``host``, ``host:port``, ``*.domain``), reached through the
-    #: kernel's egress proxy; everything else stays unreachable.
+    #: kernel's egress proxy without asking; any other host only as `network_ask` decides.
     allow_hosts: tuple[str, ...] = ()
     #: How the egress proxy opens upstream connections (``egress_resolve``, ``egress_ca``).
     egress_routes: EgressRoutes = DIRECT
@@ -163,7 +163,7 @@ class SandboxSpec:
     overlays: tuple[tuple[Path, Path], ...] = ()
     #: Asked by the egress proxy about each connection to a host `allow_hosts` does not cover
     #: (the session's network ask); None: such connections are refused.
-    network_ask: Callable[[str, int], Awaitable[str | None]] | None = dataclasses.field(
+    network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = dataclasses.field(
         default=None, compare=False
     )
     memory_bytes: int | None = 8 * 1024**3
@@ -434,7 +434,7 @@ def for_agent(
     allow_hosts: tuple[str, ...] = (),
     egress_routes: EgressRoutes = DIRECT,
     broker: BrokerSetup | None = None,
-    network_ask: Callable[[str, int], Awaitable[str | None]] | None = None,
+    network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = None,
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
     writable, the protected paths read-only (all of them if the folder is a home directory),

@@ -124,8 +124,8 @@ class SessionNetwork:
     def network_asker(self, harness: str) -> NetworkAsk:
         """The egress proxy's callback for `harness`'s sandbox."""
 
-        async def ask(host: str, port: int) -> str | None:
-            return await self._network_ask(harness, host, port)
+        async def ask(host: str, port: int, allowed: bool) -> str | None:
+            return await self._network_ask(harness, host, port, allowed)
 
         return ask
 
@@ -139,15 +139,19 @@ class SessionNetwork:
             self._refused[harness] = kept
         return taken
 
-    async def _network_ask(self, harness: str, host: str, port: int) -> str | None:
+    async def _network_ask(
+        self, harness: str, host: str, port: int, allowed: bool = False
+    ) -> str | None:
+        """None to let the connection go, else why not. `allowed`: the sandbox's own rules
+        (the allowed and brokered hosts it started with) allow it."""
         from omnikernel.policy import Outcome, request_of
 
         host = host.lower().rstrip(".")
         probe = {"action": "network", "input": {"host": host, "port": port}}
         denied = self.judge(request_of(probe)).outcome == Outcome.DENY  # deny-host wins
         opened = (*self.allow_hosts, *self.broker_hosts)  # `%sandbox allow`, `%sandbox broker`
-        if not denied and hosts.allowed(opened, host, port):
-            return None
+        if not denied and (allowed or hosts.allowed(opened, host, port)):
+            return None  # `%sandbox allow`, `sandbox_allow`, a brokered host
         activity = self._activity.get(harness)
         loop = self._loop
         tools = list(activity.tools.values()) if activity is not None else []
@@ -190,17 +194,21 @@ class SessionNetwork:
 
                 loop.call_soon_threadsafe(start, context=self._cell_context)
                 asking = self._network_asking[key] = asyncio.wrap_future(answer)
-            try:
-                decision = await asyncio.shield(asking)
-            finally:
-                self._network_asking.pop(key, None)
-            self._network_answers[key] = decision
+                # Kept until answered, whoever waits: a client that gives up (pip's read
+                # timeout) and retries waits on the same card, never a second one.
+                asking.add_done_callback(lambda done: self._settled(key, done))
+            decision = await asyncio.shield(asking)
         if decision.allow:
             return None
         self._refused.setdefault(harness, []).append(
             Refusal(host, port, decision.reason.rstrip(".") + ".", command, call_id)
         )
-        return decision.reason
+        return f"the connection to {host}:{port} was refused ({decision.reason.rstrip('.')})"
+
+    def _settled(self, key: tuple[str, str, str], done: asyncio.Future[approval.Decision]) -> None:
+        self._network_asking.pop(key, None)
+        if not done.cancelled() and done.exception() is None:
+            self._network_answers[key] = done.result()
 
     async def _decide_network(self, harness: str, data: dict[str, Any]) -> approval.Decision:
         """One network request through the decision function, recorded like a harness's."""

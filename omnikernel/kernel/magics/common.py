@@ -23,7 +23,7 @@ MAGICS_HELP = (
     "Omnigent magics: %agent [NAME [--model M]], %agents, "
     "%%agent NAME [--model M] [--review] [--out VAR], %fix [NOTE], "
     "%history, %spend, %budget [USD|N tokens|off], %record [FILE|off], %replay FILE|off, "
-    "%sandbox [auto|bwrap|firejail|off|allow HOST|read PATH], %autoapprove [on|off], "
+    "%sandbox [auto|bwrap|firejail|off|allow HOST|@PRESET|read PATH], %autoapprove [on|off], "
     "%session [new|fork [NAME]|list|NAME], %fork [NAME], %export md|html|jsonl|ipynb [FILE], "
     "%policy, %share [feed|revoke [ro|rw|all]], %%python. "
     "IPython's own: %lsmagic."
