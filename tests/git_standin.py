@@ -61,7 +61,7 @@ def make_ca_and_leaf(name: str, folder: Path) -> tuple[Path, Path]:
                        False)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
-    ca_path, leaf_path = folder / "standin-ca.pem", folder / "standin-leaf.pem"
+    ca_path, leaf_path = folder / f"{name}-ca.pem", folder / f"{name}-leaf.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     leaf_path.write_bytes(
         key.private_bytes(

@@ -37,16 +37,25 @@ class Proxy:
     """The egress proxy with a broker, on its own loop and thread, reached by git through a
     loopback TCP relay to its unix socket (as the sandbox's relay does)."""
 
-    def __init__(self, tmp: Path, standin: GitStandIn, *, broker: bool, answer: str = "deny"):
+    def __init__(
+        self,
+        tmp: Path,
+        standin: GitStandIn,
+        *,
+        broker: bool,
+        answer: str = "deny",
+        other: GitStandIn | None = None,
+    ):
         self.tmp, self.standin, self.answer = tmp, standin, answer
         self.loop = asyncio.new_event_loop()
         self.asked: list[tuple[str, str, Push]] = []
         self.secrets: list[tuple[str, str]] = []
         self.state = PolicyState()
         self.policy = Policy(None, None, str(tmp))
-        routes = EgressRoutes(
-            resolve={("github.com", 443): ("127.0.0.1", standin.port)}, ca_file=standin.ca_path
-        )
+        resolve = {("github.com", 443): ("127.0.0.1", standin.port)}
+        if other is not None:  # another allowed host, not brokered
+            resolve[(other.name, 443)] = ("127.0.0.1", other.port)
+        routes = EgressRoutes(resolve=resolve, ca_file=standin.ca_path)
         self.ca = SessionCA.create(("github.com",))
         self.bundle = self.ca.write_bundle(tmp / "bundle.pem")
         self.broker = (
@@ -61,7 +70,8 @@ class Proxy:
             if broker
             else None
         )
-        self.proxy = EgressProxy(("github.com",), tmp / "egress.sock", routes, broker=self.broker)
+        allowed = ("github.com", *((other.name,) if other is not None else ()))
+        self.proxy = EgressProxy(allowed, tmp / "egress.sock", routes, broker=self.broker)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
@@ -372,6 +382,26 @@ def test_attack_the_agents_own_authorization_header_is_replaced(tmp_path, standi
         assert out.lower().count("authorization:") == 1, out
     finally:
         proxy.close()
+
+
+def test_another_allowed_host_is_tunnelled_untouched(tmp_path, standin):
+    """Only brokered hosts are intercepted: another allowed host's TLS goes end to end (the
+    client sees that host's own certificate, which the session CA could not have made) and no
+    credential is added to its requests."""
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    with GitStandIn(other_root, "other.example", "x", "y") as other:
+        proxy = Proxy(tmp_path, standin, broker=True, other=other)
+        try:
+            env = client_env(tmp_path, proxy)
+            url = "https://other.example/echo-headers"
+            # Trusting only the session CA's bundle fails: the certificate is other.example's.
+            assert "certificate" in curl(proxy, env, url).lower()
+            out = curl(proxy, env, url, "--cacert", str(other.ca_path))
+            assert "Host: other.example" in out and "Authorization" not in out, out
+            assert leaks(out) == [] and proxy.secrets == []
+        finally:
+            proxy.close()
 
 
 @pytest.mark.parametrize(
