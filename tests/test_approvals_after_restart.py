@@ -284,3 +284,20 @@ def test_the_share_page_refuses_a_second_answer_while_the_first_is_on_its_way(
     )
     assert second.status_code == 409 and "already approved by co-drive" in second.text
     assert codes.take_answer(SHARED, "r9")[0] is True and codes.take_answer(SHARED, "r9") is None
+
+
+def test_a_network_ask_a_dead_kernel_left_is_not_reopened():
+    """Its connection died with the kernel: reopening it would approve nothing (a pause too)."""
+    from omnikernel.approvals.after_restart import left_waiting
+
+    def event(kind: EventKind, **data) -> Event:
+        return Event(kind, data, session_id="s", harness="claude", turn=1)
+
+    events = [
+        event(EventKind.APPROVAL_REQUEST, request_id="r1", action="exec", summary="git push"),
+        event(EventKind.APPROVAL_REQUEST, request_id="net-t1-1", action="network",
+              input={"host": "pypi.org", "port": 443}),
+        event(EventKind.APPROVAL_REQUEST, request_id="pause-1", action="pause"),
+        event(EventKind.TURN_END, status="error", cut_off=True),
+    ]  # fmt: skip
+    assert [e.data["request_id"] for e in left_waiting(events)] == ["r1"]

@@ -44,6 +44,11 @@ NPM = (
 )
 SCENARIO = {
     "rules": [
+        {"match": "install tinydb impatiently", "steps": [
+            {"text": "Installing.", "tool_calls": [
+                {"action": "shell", "command": PIP + " --timeout 2 --retries 0"}]},
+            {"text": "The pip step finished."},
+        ]},
         {"match": "install tinydb slowly", "steps": [
             {"text": "Installing.", "tool_calls": [{"action": "shell", "command": PIP + " --timeout 2"}]},
             {"text": "The pip step finished."},
@@ -324,3 +329,17 @@ def test_this_session_covers_the_host_for_the_session_and_writes_nothing(
     same.stop()
     other = kernel_for("claude", model, registries, workdir, start_kernel)
     assert "asks a person" in other.execute("%policy test host pypi.org").text
+
+
+def test_a_command_that_gives_up_before_the_answer_closes_its_card_and_says_so(
+    model, registries, workdir, start_kernel
+):
+    """Nobody answers; pip gives up after its own 2 s: the card does not linger (it is denied
+    as the command ends) and the cell says why pip failed and how to open the host."""
+    pypi, _ = registries
+    kernel = kernel_for("claude", model, registries, workdir, start_kernel)
+    cell = run_and_answer(kernel, "Please install tinydb impatiently.", [])
+    assert cell.text.count("⚠ NETWORK") == 1, cell.text
+    assert "network: pypi.org:443 refused — denied by omnigent (command ended" in cell.text
+    assert "the command ended while its network ask waited for an answer" in cell.text
+    assert "%sandbox allow @pypi" in cell.text and pypi.requests == []

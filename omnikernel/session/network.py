@@ -119,6 +119,9 @@ class SessionNetwork:
         self._network_asking: dict[tuple[str, str, str], asyncio.Future[approval.Decision]] = {}
         #: Connections refused and not yet explained in the cell, by harness.
         self._refused: dict[str, list[Refusal]] = {}
+        #: Asks still waiting for a person, by harness and request id: (host, port, command,
+        #: call id). A command that ends first (its client gave up) has them denied.
+        self._network_waiting: dict[str, dict[str, tuple[str, int, str, str]]] = {}
         self._network_ids = itertools.count(1)
 
     def network_asker(self, harness: str) -> NetworkAsk:
@@ -130,7 +133,31 @@ class SessionNetwork:
         return ask
 
     def take_refusals(self, harness: str, call_id: str | None = None) -> list[Refusal]:
-        """The refusals not yet explained (of one command, or all of them)."""
+        """The refusals not yet explained (of one command, or all of them: the turn ended).
+        An ask of that command (or turn) still waiting is denied now: nobody waits for it any
+        more, and the cell says the command gave up before the answer."""
+        waiting = self._network_waiting.get(harness, {})
+        for request_id, (host, port, command, asked_by) in list(waiting.items()):
+            if call_id is not None and asked_by not in (call_id, ""):
+                continue
+            waiting.pop(request_id)
+            self._refused.setdefault(harness, []).append(
+                Refusal(
+                    host,
+                    port,
+                    "the command ended while its network ask waited for an answer (the client's "
+                    "own timeout).",
+                    command,
+                    asked_by,
+                )
+            )
+            self.approvals.answer(
+                request_id,
+                False,
+                by="omnigent",
+                source="command ended",
+                reason="the command ended before anyone answered",
+            )
         kept: list[Refusal] = []
         taken: list[Refusal] = []
         for refusal in self._refused.pop(harness, []):
@@ -194,9 +221,16 @@ class SessionNetwork:
 
                 loop.call_soon_threadsafe(start, context=self._cell_context)
                 asking = self._network_asking[key] = asyncio.wrap_future(answer)
+                self._network_waiting.setdefault(harness, {})[str(data["request_id"])] = (
+                    host,
+                    port,
+                    command,
+                    call_id,
+                )
                 # Kept until answered, whoever waits: a client that gives up (pip's read
                 # timeout) and retries waits on the same card, never a second one.
-                asking.add_done_callback(lambda done: self._settled(key, done))
+                request_id = str(data["request_id"])
+                asking.add_done_callback(lambda done: self._settled(key, request_id, done))
             decision = await asyncio.shield(asking)
         if decision.allow:
             return None
@@ -205,8 +239,11 @@ class SessionNetwork:
         )
         return f"the connection to {host}:{port} was refused ({decision.reason.rstrip('.')})"
 
-    def _settled(self, key: tuple[str, str, str], done: asyncio.Future[approval.Decision]) -> None:
+    def _settled(
+        self, key: tuple[str, str, str], request_id: str, done: asyncio.Future[approval.Decision]
+    ) -> None:
         self._network_asking.pop(key, None)
+        self._network_waiting.get(key[0], {}).pop(request_id, None)
         if not done.cancelled() and done.exception() is None:
             self._network_answers[key] = done.result()
 
