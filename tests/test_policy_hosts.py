@@ -67,10 +67,11 @@ def test_every_preset_lists_real_looking_hosts_and_expands_in_order():
     assert allowed(("@npm",), "registry.npmjs.org", 443)
 
 
-@pytest.mark.parametrize("bad", ["@nosuch", "a/b", "", "*.", "x:99999", "ev*l.com", ":443"])
-def test_a_bad_pattern_says_what_it_takes(bad):
+@pytest.mark.parametrize("bad", ["@nosuch", "a/b", "", "*.", "x:99999", "ev*l.com", ":443", "a:b"])
+def test_a_bad_pattern_says_what_it_takes_and_matches_nothing(bad):
     with pytest.raises(HostPatternError, match="preset"):
         expand([bad])
+    assert not allowed((bad,), "a", 443)
 
 
 def test_a_host_no_rule_names_asks_and_auto_approval_never_answers_it():

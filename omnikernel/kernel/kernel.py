@@ -40,6 +40,7 @@ from omnikernel.kernel.magics.session import first_cell_notice
 from omnikernel.kernel.magics.share import ShareMagics
 from omnikernel.kernel.routing import Route, route
 from omnikernel.kernel.settings import KernelSettings, SettingError
+from omnikernel.policy import hosts
 from omnikernel.sandbox.host_credentials import parse_broker
 from omnikernel.sandbox.upstream import EgressRoutes
 from omnikernel.session import identity
@@ -110,6 +111,12 @@ class OmniKernel(KernelSettings, IPythonKernel):
         except ValueError as exc:
             problem += f"{exc} It is ignored (auto is used). "
             credentials = {}
+        allow_hosts = []
+        for pattern in self.sandbox_allow:
+            try:
+                allow_hosts.append(hosts.check(pattern))
+            except hosts.HostPatternError as exc:  # say so, go on without it
+                problem += f"c.OmniKernel.sandbox_allow: {exc}; it is ignored. "
         try:
             egress_routes = self.egress_routes()
         except SettingError as exc:  # a config file's value: say so, go on without it
@@ -125,6 +132,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
             anthropic_api_key=self.anthropic_api_key,
             openai_base_url=self.openai_base_url,
             openai_api_key=self.openai_api_key,
+            gemini_base_url=self.gemini_base_url,
+            gemini_api_key=self.gemini_api_key,
         ).merged_with_env(os.environ)
         self.agents = AgentSession(
             store=self.store,
@@ -143,7 +152,7 @@ class OmniKernel(KernelSettings, IPythonKernel):
             budget_usd=self.budget_usd,
             budget_tokens=self.budget_tokens,
             sandbox=self.sandbox,
-            allow_hosts=tuple(self.sandbox_allow),
+            allow_hosts=tuple(allow_hosts),
             broker_hosts=broker_hosts,
             egress_routes=egress_routes,
             readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),

@@ -64,6 +64,8 @@ def matches(pattern: str, host: str, port: int) -> bool:
         return any(matches(p, host, port) for p in PRESETS[pattern.lower()])
     host = host.lower().rstrip(".")
     rule_host, _, rule_port = pattern.lower().partition(":")
+    if rule_port and not rule_port.isdigit():
+        return False  # not a pattern (`check` refuses it): it matches nothing
     if port not in ((int(rule_port),) if rule_port else DEFAULT_PORTS):
         return False
     if rule_host.startswith("*."):

@@ -30,7 +30,7 @@ from pathlib import Path
 from omnikernel.approvals.after_restart import ReopenedApprovals
 from omnikernel.gateway.credentials import VENDOR_ENDPOINTS, LoginEndpoints
 from omnikernel.gateway.upstream import UpstreamConfig
-from omnikernel.harnesses import Harness, discover, harness_class
+from omnikernel.harnesses import Harness, HarnessError, discover, harness_class
 from omnikernel.harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
 from omnikernel.policy import fold
 from omnikernel.policy.config import project_policy_path
@@ -158,6 +158,19 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
             self.store.bind_notebook(self.notebook_id, session_id, how)
 
     # -- choosing ------------------------------------------------------------------------------
+
+    def adopt_imported(self, name: str, native_id: str, source: Path) -> bool:
+        """After `%session import`: let harness `name` resume the CLI's own session natively
+        (`Harness.adopt_session`), so the next prompt needs no handoff. False: it cannot (or
+        its CLI is not there), and the imported turns are handed over instead."""
+        try:
+            agent = self._harness(name)
+            adopted = agent.adopt_session(native_id, source)
+        except (HarnessError, OSError):
+            return False
+        if adopted:
+            self._last_turn_of[name] = self.turn
+        return adopted
 
     def switch(self, name: str, model: str | None = None) -> None:
         """Make `name` the current harness; with `model`, also change its model. The harness
