@@ -13,7 +13,7 @@ GEMINI_CLI_VERSION := 0.61.0
 QWEN_CODE_VERSION := 0.24.4
 OPENCODE_VERSION := 1.18.33
 CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)-$(GEMINI_CLI_VERSION)-$(QWEN_CODE_VERSION)-$(OPENCODE_VERSION)
-DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux
+DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux git curl ca-certificates
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
 # Tests run in this many pytest-xdist workers; most wait on subprocesses (kernels, CLIs, a

@@ -299,6 +299,8 @@ def test_a_network_ask_a_dead_kernel_left_is_not_reopened():
         event(EventKind.APPROVAL_REQUEST, request_id="net-t1-1", action="network",
               input={"host": "pypi.org", "port": 443}),
         event(EventKind.APPROVAL_REQUEST, request_id="pause-1", action="pause"),
+        event(EventKind.APPROVAL_REQUEST, request_id="push-t1-1-abc", action="push",
+              input={"remote": "github.com/acme/app", "updates": []}),
         event(EventKind.TURN_END, status="error", cut_off=True),
     ]  # fmt: skip
     assert [e.data["request_id"] for e in left_waiting(events)] == ["r1"]

@@ -310,3 +310,24 @@ def test_firejail_starts_beside_1000_sessions_and_explains_a_refused_start(
         "`%sandbox bwrap`",
     ):
         assert words in refused.text, refused.text
+
+
+def test_a_sandbox_change_before_the_first_turn_keeps_codex_working(workdir, start_kernel):
+    """The warm start runs Codex before any prompt; `%sandbox allow` then restarts it in the new
+    sandbox. Its thread had no turn (Codex keeps no rollout for it), so the restart starts a new
+    thread instead of resuming one Codex refuses ("no rollout found for thread id")."""
+    from .conftest import require_cli
+    from .test_kernel_control import upstreams
+
+    require_cli("codex")
+    model = FakeModelServer(Scenario.from_dict({"rules": [{"match": "hello", "steps": [
+        {"text": "Hello from the rehearsal."}]}]}))  # fmt: skip
+    model.start_in_thread()
+    try:
+        kernel = start_kernel(workdir, **upstreams(model, OMNIKERNEL_HARNESS="codex"))
+        kernel.execute("%sandbox allow example.com")
+        cell = kernel.execute("hello", timeout=180)
+        assert cell.status == "ok", cell.text
+        assert "Hello from the rehearsal." in cell.text
+    finally:
+        model.stop_thread()

@@ -410,6 +410,7 @@ def test_policy_files_load_with_levels_and_relative_paths(tmp_path: Path):
     described = [(r.describe(), r.level) for r in policy.rules()]
     assert described == [
         ("push-after-install", "default"),
+        ("push-own-branches", "default"),
         ("max-tool-calls 40", "user"),
         ("deny 'git push --force'", "project"),
         ("pause-every 5", "project"),
@@ -444,10 +445,12 @@ def test_a_session_cannot_weaken_a_file_rule_but_can_turn_off_the_default(tmp_pa
     with pytest.raises(RuleError, match="cannot weaken"):
         policy.off("deny")
     policy.off("push-after-install")
-    assert [r.name for r in policy.rules()] == ["deny"]
+    assert [r.name for r in policy.rules()] == ["push-own-branches", "deny"]
     policy.add("push-after-install", [])
     policy.add("loop-guard", ["3"])
-    assert [r.name for r in policy.rules()] == ["push-after-install", "deny", "loop-guard"]
+    assert [r.name for r in policy.rules()] == [
+        "push-after-install", "push-own-branches", "deny", "loop-guard"
+    ]  # fmt: skip
     path = policy.remember_always("push-after-install", 'git "push"')
     assert ("push-after-install", 'git "push"') in Policy(None, path, tmp_path).approvals
 

@@ -3,8 +3,8 @@
 When a kernel dies while an approval waits, the agent's request dies with its CLI, but the
 request is an event in the store. The next kernel of the session closes the cut turn (see
 `AgentSession._close_cut_turns`) and then reopens every approval of a cut turn that was never
-decided (pauses at model calls and network asks excepted: the model call, the connection
-are gone):
+decided (pauses at model calls, network asks and pushes the broker read excepted: the model
+call, the connection are gone):
 
 - it is shown again in that first cell, as the same approval card, and answerable from
   ``omnikernel attach --approve/--deny`` and the share page too (their answers reach it through
@@ -49,14 +49,14 @@ COSMETIC_KEYS = frozenset({"description", "justification", "timeout", "timeout_m
 
 def left_waiting(events: Iterable[Event]) -> list[Event]:
     """The approval requests of turns cut off by a dead kernel that nobody decided, oldest
-    first (pauses and network asks left out: the model call or connection they held is
-    gone)."""
+    first (pauses, network asks and brokered pushes left out: the model call or connection
+    they held is gone)."""
     requests: dict[str, Event] = {}
     decided: set[str] = set()
     cut: set[int] = set()
     for event in events:
         rid = str(event.data.get("request_id", ""))
-        held = event.data.get("action") in ("pause", "network")
+        held = event.data.get("action") in ("pause", "network", "push")
         if event.kind == EventKind.APPROVAL_REQUEST and not held:
             requests.setdefault(rid, event)
         elif event.kind == EventKind.APPROVAL_DECISION:

@@ -26,6 +26,7 @@ from omnikernel.events import Event
 from omnikernel.gateway.upstream import Upstream
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
+from omnikernel.sandbox.broker import BrokerSetup
 from omnikernel.sandbox.egress import NetworkAsk
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
@@ -58,6 +59,8 @@ class HarnessContext:
     allow_hosts: tuple[str, ...] = ()
     #: How the egress proxy reaches upstreams (``egress_resolve``, ``egress_ca``).
     egress_routes: EgressRoutes = DIRECT
+    #: Brokered hosts and the session's hooks for them (`omnikernel.sandbox.broker`).
+    broker: BrokerSetup | None = None
     #: The session's network ask: the egress proxy awaits it for each host nothing allows.
     network_ask: NetworkAsk | None = None
     #: Paths the user lets agents read inside the closed home (`%sandbox read`).
@@ -199,6 +202,7 @@ class Harness(abc.ABC):
             bridge_targets={port: target} if port and target else None,
             allow_hosts=self.ctx.allow_hosts,
             egress_routes=self.ctx.egress_routes,
+            broker=self.ctx.broker,
             network_ask=self.ctx.network_ask,
         )
 

@@ -99,6 +99,9 @@ class CodexHarness(JsonRpcHarness):
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)
         self._thread: str | None = None
+        #: Codex keeps a thread (its rollout file) only once a turn ran in it: a CLI restarted
+        #: before that (a sandbox setting changed after the warm start) starts a new thread.
+        self._thread_ran = False
         self._turn: str | None = None
         self._turn_request: int | None = None  # the id of the running turn's turn/start
 
@@ -170,7 +173,7 @@ class CodexHarness(JsonRpcHarness):
             "sandbox": "danger-full-access",
             "model": self.model,
         }
-        if self._thread:
+        if self._thread and self._thread_ran:
             result = await self.call("thread/resume", {"threadId": self._thread, **settings})
         else:
             result = await self.call("thread/start", settings)
@@ -182,6 +185,7 @@ class CodexHarness(JsonRpcHarness):
         for notice in await self.prepare_turn():
             yield notice
         self._turn = None
+        self._thread_ran = True
         started = self._turn_request = await self.request(
             "turn/start", {"threadId": self._thread, "input": [{"type": "text", "text": prompt}]}
         )

@@ -41,6 +41,7 @@ from omnikernel.kernel.magics.share import ShareMagics
 from omnikernel.kernel.routing import Route, route
 from omnikernel.kernel.settings import KernelSettings, SettingError
 from omnikernel.policy import hosts
+from omnikernel.sandbox.host_credentials import parse_broker
 from omnikernel.sandbox.upstream import EgressRoutes
 from omnikernel.session import identity
 from omnikernel.session.core import AgentSession
@@ -121,6 +122,11 @@ class OmniKernel(KernelSettings, IPythonKernel):
         except SettingError as exc:  # a config file's value: say so, go on without it
             problem += f"{exc} It is ignored. "
             egress_routes = EgressRoutes()
+        try:
+            broker_hosts = parse_broker(self.sandbox_broker)
+        except ValueError as exc:
+            problem += f"sandbox_broker: {exc} It is ignored. "
+            broker_hosts = {}
         upstreams = UpstreamConfig(
             anthropic_base_url=self.anthropic_base_url,
             anthropic_api_key=self.anthropic_api_key,
@@ -147,6 +153,7 @@ class OmniKernel(KernelSettings, IPythonKernel):
             budget_tokens=self.budget_tokens,
             sandbox=self.sandbox,
             allow_hosts=tuple(allow_hosts),
+            broker_hosts=broker_hosts,
             egress_routes=egress_routes,
             readable=tuple(Path(os.path.expanduser(p)).resolve() for p in self.sandbox_readable),
             acp_agents={n: AcpAgent.from_config(v) for n, v in self.acp_agents.items()},

@@ -245,6 +245,14 @@ class KernelSettings(EnvSettings):
         "'registry.example.com']. `%sandbox allow` adds more; any other host asks when a "
         "command connects to it.",
     ).tag(config=True)
+    sandbox_broker = List(
+        Unicode(),
+        help="Brokered hosts: the egress proxy terminates their TLS with a per-session CA and "
+        "adds your own credential (git credential helper, `gh auth token`, ~/.npmrc, or the "
+        "environment variable named as 'host=VAR'), so none enters the sandbox; git pushes "
+        "to them go through the policy. A brokered host is also an allowed host. E.g. "
+        "['github.com']. `%sandbox broker` adds more.",
+    ).tag(config=True)
     egress_ca = Unicode(
         "",
         help="A CA bundle (PEM) the egress proxy trusts upstream besides the system's, for a "

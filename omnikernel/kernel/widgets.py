@@ -149,8 +149,8 @@ class ApprovalCard(w.VBox):
 def presenter(
     approvals: PendingApprovals, display: Callable[..., Any]
 ) -> Callable[[Pending], None]:
-    """Shows each ask in the running cell as a card, and (for pauses and network asks, which
-    no harness event reports) the outcome as a line of text."""
+    """Shows each ask in the running cell as a card, and (for pauses, network asks and pushes
+    the broker read, which no harness event reports) the outcome as a line of text."""
     who = _user()
 
     def present(pending: Pending) -> None:
@@ -186,6 +186,21 @@ def presenter(
                 )
 
             pending.on_decided.append(connected)
+        elif pending.request.get("action") == "push":
+            what = str(pending.request.get("summary") or "")
+
+            def pushed(decision: Decision) -> None:
+                # Branch names came from the sandbox: rendered as agent Markdown (sanitized).
+                mark = "let through" if decision.allow else "refused"
+                display(
+                    agent_bundle(
+                        f"**git push {what} {mark}** — " + decision.reason.replace("$", "\\$"),
+                        f"git push {what} {mark} — {decision.reason}",
+                    ),
+                    raw=True,
+                )
+
+            pending.on_decided.append(pushed)
 
     return present
 

@@ -23,7 +23,15 @@ from typing import Any
 from omnikernel.events import READ_ONLY_ACTIONS, Event, EventKind
 from omnikernel.policy.amounts import counted_tokens
 from omnikernel.policy.commands import Command, parse
-from omnikernel.policy.rules import Match, Outcome, PolicyState, Request, Rule, installs
+from omnikernel.policy.rules import (
+    Match,
+    Outcome,
+    PolicyState,
+    PushBranch,
+    Request,
+    Rule,
+    installs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,16 @@ def request_of(data: dict[str, Any], cwd: Path | str = "/") -> Request:
         elif isinstance(changes, dict):
             found += list(changes)
         paths = tuple(posixpath.normpath(posixpath.join(str(cwd), str(p))) for p in found if p)
+    remote, default_branch = "", ""
+    refs: tuple[tuple[str, str], ...] = ()
+    if action == "push" and isinstance(tool_input, dict):
+        remote = str(tool_input.get("remote") or "")
+        default_branch = str(tool_input.get("default_branch") or "")
+        refs = tuple(
+            (str(u.get("ref", "")), str(u.get("kind", "")))
+            for u in tool_input.get("updates") or ()
+            if isinstance(u, dict)
+        )
     return Request(
         kind="action",
         action=action,
@@ -113,12 +131,19 @@ def request_of(data: dict[str, Any], cwd: Path | str = "/") -> Request:
         commands=commands,
         paths=paths,
         key=f"{action}:{summary}" if summary else "",
+        remote=remote,
+        default_branch=default_branch,
+        refs=refs,
     )
 
 
 def judge(rules: Iterable[Rule], state: PolicyState, request: Request) -> Verdict:
     """See the module docstring."""
     matches: list[Match] = []
+    rules = list(rules)
+    if request.action == "push":
+        patterns = tuple(r.pattern for r in rules if isinstance(r, PushBranch))
+        state = dataclasses.replace(state, push_patterns=patterns)
     try:
         for rule in rules:
             match = rule.check(request, state)
@@ -228,8 +253,22 @@ def observe(state: PolicyState, event: Event, cwd: Path | str = "/") -> PolicySt
         pending = state.pending_installs
         if (found := installs(request.commands)) and request.call_id:
             pending = (*pending, (request.call_id, found))
-        return dataclasses.replace(state, turn_calls=calls, pending_installs=pending)
+        pushes = state.pending_pushes
+        if request.action == "push" and request.call_id:
+            created = tuple(r for r, k in request.refs if k == "create")
+            pushes = (*pushes, (request.call_id, request.remote, created))
+        return dataclasses.replace(
+            state, turn_calls=calls, pending_installs=pending, pending_pushes=pushes
+        )
     if kind == EventKind.APPROVAL_DECISION:
+        call = str(data.get("call_id") or "")
+        push = next((p for p in state.pending_pushes if p[0] == call), None) if call else None
+        if push is not None:
+            own = state.own_branches
+            if data.get("decision") == "allow":
+                own |= {(push[1], ref) for ref in push[2]}
+            rest = tuple(p for p in state.pending_pushes if p[0] != call)
+            state = dataclasses.replace(state, own_branches=own, pending_pushes=rest)
         if data.get("decision") != "allow":
             call = str(data.get("call_id") or "")
             return (

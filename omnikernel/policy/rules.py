@@ -16,6 +16,11 @@ Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy fil
 - ``ask-write-outside PATH``   writing or editing a file outside PATH asks.
 - ``max-tool-calls N``    the N+1th tool call of a turn asks.
 - ``loop-guard N``        the same call made N times in a row asks.
+- ``push-own-branches``   a push the egress proxy reads (a brokered git host, action ``push``)
+  may update branches this session created or that a ``push-branch`` rule names; any other ref
+  asks, and a force update or deletion of the remote's default branch is denied (an update of
+  it the pack cannot show to be a fast-forward asks, saying so). On by default.
+- ``push-branch PATTERN`` branches matching PATTERN (``agent/*``) count as the session's own.
 - ``allow-host PATTERN`` / ``deny-host PATTERN``   a connection from the sandbox to a host
   matching PATTERN (``pypi.org``, ``*.github.com``, ``host:port``, a preset such as ``@pypi``;
   see `omnikernel.policy.hosts`) is allowed / denied. A host no rule names asks (the
@@ -64,6 +69,12 @@ class Request:
     paths: tuple[str, ...] = ()
     #: Identifies "the same call" for loop-guard.
     key: str = ""
+    #: For a push (action "push"): the remote ("github.com/owner/repo"), its default branch
+    #: when known, and the ref updates: (ref, kind) with kind "create", "delete",
+    #: "fast-forward", "force" or "maybe-force".
+    remote: str = ""
+    default_branch: str = ""
+    refs: tuple[tuple[str, str], ...] = ()
     #: For a network request: where the sandbox wants to connect.
     host: str = ""
     port: int = 0
@@ -90,6 +101,12 @@ class PolicyState:
     #: Calls that may install packages, by call id, until their result arrives.
     pending_installs: tuple[tuple[str, str], ...] = ()
     denied_calls: frozenset[str] = frozenset()
+    #: Branches this session created on a remote through the broker: (remote, ref).
+    own_branches: frozenset[tuple[str, str]] = frozenset()
+    #: Pushes asked and not yet decided, by call id: (remote, refs they create).
+    pending_pushes: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    #: The ``push-branch`` patterns of the active rules (the engine sets them for a push).
+    push_patterns: tuple[str, ...] = ()
 
     def pause_mark(self, every: float | str) -> int:
         return dict(self.pause_marks).get(every, 0)
@@ -286,7 +303,16 @@ class PushAfterInstall(Rule):
     help: ClassVar[str] = "after a package install, git push and other publishing commands ask"
 
     def check(self, request: Request, state: PolicyState) -> Match | None:
-        if request.kind != "action" or not state.installed or not request.commands:
+        if request.kind != "action" or not state.installed:
+            return None
+        if request.action == "push":  # read by the egress proxy, whatever command made it
+            return self._match(
+                Outcome.ASK,
+                f"a git push to {request.remote} ({', '.join(r for r, _ in request.refs)}), and "
+                f"a package install ran earlier in this session (`{state.installed}`)",
+                "git push",
+            )
+        if not request.commands:
             return None
         found = first_match(PUBLISHING, request.commands)
         if found is None:
@@ -572,6 +598,79 @@ class LoopGuard(Rule):
         )
 
 
+#: What a remote's default branch is when the advertisement did not say.
+LIKELY_DEFAULT_BRANCHES = ("main", "master")
+
+
+@dataclasses.dataclass(frozen=True)
+class PushOwnBranches(Rule):
+    name: ClassVar[str] = "push-own-branches"
+    help: ClassVar[str] = (
+        "a brokered git push may update only branches the session created or a push-branch "
+        "rule names; others ask; a force update of the default branch is denied"
+    )
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or request.action != "push" or not request.refs:
+            return None
+        defaults = (request.default_branch,) if request.default_branch else LIKELY_DEFAULT_BRANCHES
+        asks: list[str] = []
+        for ref, kind in request.refs:
+            branch = ref.removeprefix("refs/heads/")
+            is_branch = ref.startswith("refs/heads/")
+            if is_branch and branch in defaults and kind in ("force", "delete"):
+                what = "a deletion" if kind == "delete" else "a force update"
+                return self._match(
+                    Outcome.DENY,
+                    f"{what} of {request.remote}'s default branch {branch!r} is refused "
+                    "(it rewrites what everyone builds on)",
+                    f"push {request.remote} {branch}",
+                )
+            own = (
+                kind == "create"
+                or (request.remote, ref) in state.own_branches
+                or any(fnmatch.fnmatchcase(branch, p) for p in state.push_patterns)
+            )
+            if not (is_branch and own) or (branch in defaults and kind == "maybe-force"):
+                kind_text = {"maybe-force": "may be a force update: the pack does not show a "
+                             "fast-forward"}.get(kind, kind)  # fmt: skip
+                asks.append(f"{branch} ({kind_text})")
+        if asks:
+            return self._match(
+                Outcome.ASK,
+                f"a git push to {request.remote} updates {', '.join(asks)}: not a branch this "
+                "session created or a push-branch rule names",
+                f"push {request.remote} " + " ".join(sorted(r for r, _ in request.refs)),
+            )
+        return self._match(
+            Outcome.ALLOW,
+            f"a git push to {request.remote} of the session's own branches "
+            f"({', '.join(r.removeprefix('refs/heads/') for r, _ in request.refs)})",
+            f"push {request.remote}",
+        )
+
+    def state_text(self, state: PolicyState) -> str:
+        own = sorted({r.removeprefix("refs/heads/") for _, r in state.own_branches})
+        return f"own branches: {', '.join(own)}" if own else "no branch pushed yet"
+
+
+@dataclasses.dataclass(frozen=True)
+class PushBranch(Rule):
+    name: ClassVar[str] = "push-branch"
+    params: ClassVar[tuple[str, ...]] = ("pattern",)
+    help: ClassVar[str] = "branches matching PATTERN (agent/*) count as the session's own"
+    pattern: str = ""
+
+    def __post_init__(self) -> None:
+        pattern = str(self.pattern).strip().removeprefix("refs/heads/")
+        if not pattern or " " in pattern:
+            raise RuleError(f"push-branch needs a branch name or glob (agent/*), not {pattern!r}")
+        object.__setattr__(self, "pattern", pattern)
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        return None  # push-own-branches reads the patterns (see `engine.judge`)
+
+
 @dataclasses.dataclass(frozen=True)
 class HostRule(Rule):
     params: ClassVar[tuple[str, ...]] = ("pattern",)
@@ -611,9 +710,11 @@ class DenyHost(HostRule):
 
 BUILTINS: dict[str, type[Rule]] = {
     cls.name: cls
-    for cls in (PushAfterInstall, PauseEvery, BudgetRule, AskRule, DenyRule, AskWriteOutside,
-                MaxToolCalls, LoopGuard, AllowHost, DenyHost)
+    for cls in (PushAfterInstall, PushOwnBranches, PushBranch, PauseEvery, BudgetRule, AskRule,
+                DenyRule, AskWriteOutside, MaxToolCalls, LoopGuard, AllowHost, DenyHost)
 }  # fmt: skip
+#: The rules on by default, which ``%policy off NAME`` (or ``enabled = false``) turns off.
+DEFAULT_RULES: tuple[type[Rule], ...] = (PushAfterInstall, PushOwnBranches)
 
 
 def make_rule(

@@ -22,7 +22,12 @@ install = "apt-get install -y --no-install-recommends bubblewrap"
 
 
 def command(
-    bwrap: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir
+    bwrap: str,
+    argv: list[str],
+    workdir: Path,
+    mounts: list[Mount],
+    run: RunDir,
+    overlays: tuple[tuple[Path, Path], ...] = (),
 ) -> list[str]:
     args = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     read_only_later: list[str] = []
@@ -49,6 +54,8 @@ def command(
         if path in opened:
             continue  # the same path is bound on top: remounting would hit that bind
         args += ["--remount-ro", path]
+    for source, target in overlays:  # a file shown in another's place (the session CA bundle)
+        args += ["--ro-bind", str(source), str(target)]
     args += [
         "--unshare-all",
         "--die-with-parent",

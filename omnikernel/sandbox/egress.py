@@ -19,6 +19,9 @@ A refusal is a 403 whose reason phrase says why, since that line is what pip, np
 print. A target that is no host name or address is refused before anyone is asked. The rules
 and the decision live in the kernel, not in the sandbox, so the agent cannot change them. The
 sandbox layer knows nothing of sessions or policies: `ask` is an async callback.
+
+A CONNECT to a brokered host (``%sandbox broker``) is not tunnelled but handed to the `broker`,
+which answers its TLS with the session CA and adds the user's credential (`broker`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from urllib.parse import urlsplit
 
 from omnikernel.policy import hosts
 from omnikernel.sandbox.bridge import pipe
+from omnikernel.sandbox.broker import Broker
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes, LocalAddressError
 
 DEFAULT_PORTS = hosts.DEFAULT_PORTS
@@ -66,11 +70,14 @@ class EgressProxy:
         path: Path,
         routes: EgressRoutes = DIRECT,
         ask: NetworkAsk | None = None,
+        broker: Broker | None = None,
     ):
         self.rules = rules
         self.path = path
         #: Decides about every host `rules` do not allow (see the module docstring).
         self.ask = ask
+        #: Takes over CONNECTs to brokered hosts (`omnikernel.sandbox.broker`).
+        self.broker = broker
         #: How upstream connections are opened (``egress_resolve``, ``egress_ca``).
         self.routes = routes
         self.denied: list[str] = []
@@ -152,7 +159,12 @@ class EgressProxy:
         self, host: str, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """A CONNECT the policy allowed: answer 200 and carry the client's bytes to `host`:`port`
-        untouched (TLS stays end to end between the agent's client and the server)."""
+        untouched (TLS stays end to end between the agent's client and the server). A
+        brokered host's CONNECT goes to the broker instead, which answers its TLS itself."""
+        if self.broker is not None and self.broker.brokers(host, port):
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await self.broker.serve(host, port, reader, writer)
+            return
         try:
             up_reader, up_writer = await self.routes.open_upstream(host, port)
         except LocalAddressError as exc:

@@ -163,10 +163,18 @@ def profile(mounts: list[Mount], run: RunDir) -> list[str]:
 
 
 def command(
-    firejail: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir
+    firejail: str,
+    argv: list[str],
+    workdir: Path,
+    mounts: list[Mount],
+    run: RunDir,
+    overlays: tuple[tuple[Path, Path], ...] = (),
 ) -> list[str]:
     """Write the profile into the run dir; the command line is the same length whatever the
-    plan holds (``--quiet`` there too: it silences what firejail says before reading it)."""
+    plan holds (``--quiet`` there too: it silences what firejail says before reading it).
+    `overlays` are not rendered: firejail binds a file over another only for root (its
+    ``--bind``), so under firejail the session CA reaches tools through the environment
+    variables alone (`session_ca.TRUST_VARIABLES`)."""
     run.profile.write_text("".join(f"{line}\n" for line in profile(mounts, run)))
     return [firejail, "--quiet", f"--profile={run.profile}", "--", *argv]
 

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -24,10 +25,12 @@ from typing import Protocol
 from omnikernel.proc.process import LINE_LIMIT, HarnessProcess
 from omnikernel.sandbox import bwrap, firejail
 from omnikernel.sandbox.bridge import Bridge, inside_command, socket_path
+from omnikernel.sandbox.broker import Broker
 from omnikernel.sandbox.cgroup import CGroup
 from omnikernel.sandbox.egress import EgressProxy, inside_port, proxy_env
 from omnikernel.sandbox.exposed import listening_sockets, root_only_files
 from omnikernel.sandbox.rundir import RunDir
+from omnikernel.sandbox.session_ca import SessionCA, system_bundle, trust_env
 from omnikernel.sandbox.spec import Mount, SandboxSpec, home_dirs, plan, within
 
 
@@ -40,7 +43,14 @@ class Backend(Protocol):
     install: str
 
     def command(
-        self, binary: str, argv: list[str], workdir: Path, mounts: list[Mount], run: RunDir, /
+        self,
+        binary: str,
+        argv: list[str],
+        workdir: Path,
+        mounts: list[Mount],
+        run: RunDir,
+        overlays: tuple[tuple[Path, Path], ...] = (),
+        /,
     ) -> list[str]: ...
 
 
@@ -157,7 +167,7 @@ def sandbox_command(
     keep = (spec.bridge_dir,) if spec.bridge_dir else ()
     masked = (*root_only_files(), *listening_sockets(keep))
     try:
-        return backend.command(path, argv, spec.workdir, plan(spec, masked), run)
+        return backend.command(path, argv, spec.workdir, plan(spec, masked), run, spec.overlays)
     except firejail.UnnamablePath as exc:
         raise SandboxStartError(
             f"The {backend.name} sandbox cannot start the agent: {exc}. The path is in "
@@ -276,10 +286,47 @@ async def start_sandboxed(argv: list[str], spec: SandboxSpec, backend: Backend) 
         raise
 
 
+def no_core_dumps() -> None:
+    """The kernel will hold a brokered credential (and the session CA's key) in its memory: it
+    writes no core dump, which would land in its working directory, the notebook's folder the
+    agent reads (where the system's core pattern is a plain file name)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
+def _broker(spec: SandboxSpec, run: RunDir) -> tuple[Broker | None, SandboxSpec]:
+    """The broker for `spec`'s brokered hosts, and the spec that trusts its session CA: the
+    hosts allowed, the bundle (system roots + the CA, no key) readable, shown over the system
+    bundle and named by the usual variables. The CA lives as long as this agent process."""
+    setup = spec.broker
+    if setup is None or not setup.hosts:
+        return None, spec
+    no_core_dumps()
+    ca = SessionCA.create(setup.names, run.path.name)
+    trust = run.path / "trust"
+    trust.mkdir(mode=0o755, exist_ok=True)
+    bundle = ca.write_bundle(trust / "ca-bundle.pem")
+    system = system_bundle()
+    broker = Broker(
+        dict(setup.hosts),
+        ca,
+        ask_push=setup.ask_push,
+        on_secret=setup.on_secret,
+        routes=spec.egress_routes,
+    )
+    return broker, dataclasses.replace(
+        spec,
+        allow_hosts=tuple(dict.fromkeys((*spec.allow_hosts, *setup.names))),
+        env={**spec.env, **trust_env(bundle)},
+        readable=(*spec.readable, trust),
+        overlays=(*spec.overlays, *(((bundle, system),) if system is not None else ())),
+    )
+
+
 async def _start(
     argv: list[str], spec: SandboxSpec, backend: Backend, path: str, run: RunDir
 ) -> SandboxedProcess:
-    proxied = bool(spec.allow_hosts) or spec.network_ask is not None
+    proxied = bool(spec.allow_hosts) or spec.network_ask is not None or spec.broker is not None
     if (spec.bridged_ports or proxied) and spec.bridge_dir is None:
         # The run dir's: removed with it.
         spec = dataclasses.replace(
@@ -287,6 +334,7 @@ async def _start(
         )
     relayed = spec.bridged_ports  # the ports the sandbox's relays listen on
     egress = None
+    broker, spec = _broker(spec, run)
     if proxied:
         assert spec.bridge_dir is not None
         port = inside_port(spec.bridged_ports)
@@ -296,6 +344,7 @@ async def _start(
             socket_path(spec.bridge_dir, port),
             spec.egress_routes,
             spec.network_ask,
+            broker=broker,
         )
         await egress.start()
         spec = dataclasses.replace(spec, env={**spec.env, **proxy_env(port)})

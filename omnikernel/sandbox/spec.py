@@ -25,10 +25,14 @@ import pwd
 import shutil
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
+
+if TYPE_CHECKING:
+    from omnikernel.sandbox.broker import BrokerSetup
 
 #: Home-directory secrets no agent reads, even where the home itself is opened (a notebook
 #: folder that is the home directory).
@@ -151,6 +155,12 @@ class SandboxSpec:
     allow_hosts: tuple[str, ...] = ()
     #: How the egress proxy opens upstream connections (``egress_resolve``, ``egress_ca``).
     egress_routes: EgressRoutes = DIRECT
+    #: Hosts whose TLS the egress proxy terminates to add the user's credential
+    #: (`omnikernel.sandbox.broker`); they are allowed hosts too.
+    broker: BrokerSetup | None = None
+    #: Files shown in place of others, read-only: (file, where it appears). The session CA's
+    #: bundle over the system's CA bundle.
+    overlays: tuple[tuple[Path, Path], ...] = ()
     #: Asked by the egress proxy about each connection to a host `allow_hosts` does not cover
     #: (the session's network ask); None: such connections are refused.
     network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = dataclasses.field(
@@ -423,6 +433,7 @@ def for_agent(
     bridge_targets: dict[int, Path] | None = None,
     allow_hosts: tuple[str, ...] = (),
     egress_routes: EgressRoutes = DIRECT,
+    broker: BrokerSetup | None = None,
     network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = None,
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
@@ -462,6 +473,7 @@ def for_agent(
         bridge_targets=dict(bridge_targets or {}),
         allow_hosts=allow_hosts,
         egress_routes=egress_routes,
+        broker=broker,
         network_ask=network_ask,
     )
 

@@ -74,6 +74,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         sandbox: str = "auto",
         allow_hosts: tuple[str, ...] = (),
         egress_routes: EgressRoutes = DIRECT,
+        broker_hosts: Mapping[str, str] | None = None,
         readable: tuple[Path, ...] = (),
         acp_agents: Mapping[str, AcpAgent] | None = None,
         price_overrides: Mapping[str, Mapping[str, float]] | None = None,
@@ -104,6 +105,8 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         self.sandbox = sandbox
         self.allow_hosts = tuple(allow_hosts)
         self.egress_routes = egress_routes
+        #: Brokered hosts (`%sandbox broker`), each with the variable naming its token or "".
+        self.broker_hosts: dict[str, str] = dict(broker_hosts or {})
         #: Paths agents may read inside the closed home (`%sandbox read`).
         self.readable = tuple(readable)
         #: What agents never see: the store and every session's state (this one's own harness

@@ -14,8 +14,9 @@ import asyncio
 import concurrent.futures
 import contextvars
 import dataclasses
+import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from omnikernel.approvals import decide as approval
 from omnikernel.approvals.after_restart import Grant
@@ -24,6 +25,8 @@ from omnikernel.events import Event, EventKind
 from omnikernel.policy import Policy, PolicyState, Request, Verdict, fold, observe, request_of
 from omnikernel.policy.config import project_policy_path, user_policy_path
 from omnikernel.policy.rules import BudgetRule, Outcome, Rule
+from omnikernel.sandbox.broker import BrokerSetup
+from omnikernel.sandbox.git_push import Push
 
 if TYPE_CHECKING:
     from omnikernel.gateway import Budget, Gateway, SpendLedger
@@ -44,6 +47,8 @@ class SessionDecisions:
     budget: Budget
     ledger: SpendLedger
     _gateway: Gateway | None
+    broker_hosts: dict[str, str]
+    current: str
 
     if TYPE_CHECKING:
 
@@ -75,6 +80,8 @@ class SessionDecisions:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pauses: dict[str, asyncio.Task[approval.Decision]] = {}
         self._current_cell = ""
+        #: Pushes the broker asked about, to name each one's request.
+        self._pushes = 0
 
     def rules(self) -> list[Rule]:
         """Every active rule: the policy's levels, and the budget shown as a rule."""
@@ -165,6 +172,66 @@ class SessionDecisions:
         self._loop.call_soon_threadsafe(start, context=self._cell_context)
         decision = await asyncio.wrap_future(answer)
         return None if decision.allow else decision.reason
+
+    def broker_setup(self) -> BrokerSetup | None:
+        """What the sandbox's egress proxy brokers, with this session's hooks (None: nothing)."""
+        hosts = self.broker_hosts
+        if not hosts:
+            return None
+        return BrokerSetup(
+            tuple(sorted(hosts.items())), ask_push=self._ask_push, on_secret=self._brokered
+        )
+
+    def _brokered(self, secret: str, label: str) -> None:
+        """A credential the broker found: redacted from everything stored before it is used."""
+        self.redactor.add(secret, label)
+
+    async def _ask_push(self, remote: str, default_branch: str, push: Push) -> str | None:
+        """The broker read a git push: the policy's verdict, a person when it asks (in the
+        running cell), both recorded. None lets the push through; else why not."""
+        self._pushes += 1
+        call = f"push-t{self.turn}-{self._pushes}-{secrets.token_hex(3)}"
+        shown = ", ".join(f"{u.branch} ({u.kind})" for u in push.updates)
+        data: dict[str, Any] = {
+            "request_id": call,
+            "call_id": call,
+            "tool": "git push",
+            "action": "push",
+            "summary": f"to {remote}: {shown}",
+            "input": {
+                "remote": remote,
+                "default_branch": default_branch,
+                "updates": [u.data() for u in push.updates],
+            },
+        }
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._push_decision(data), context=self._cell_context)
+        decision = await task
+        return None if decision.allow else decision.reason
+
+    async def _push_decision(self, data: dict[str, Any]) -> approval.Decision:
+        harness, cell = self.current, self._current_cell
+        request = Event(EventKind.APPROVAL_REQUEST, data)
+        self._record(request, harness, cell)
+        verdict = self.judge(request_of(data, self.cwd))
+        decision = approval.decide(request, verdict, auto_approve=self.auto_approve)
+        if decision.needs_person:
+            decision = await self.approvals.ask(data["request_id"], data, decision)
+            self._remember(decision)
+        self._record(
+            Event(
+                EventKind.APPROVAL_DECISION,
+                {
+                    "request_id": data["request_id"],
+                    "call_id": data["call_id"],
+                    "decision": decision.verdict,
+                    **decision.event_data(),
+                },
+            ),
+            harness,
+            cell,
+        )
+        return decision
 
     async def _pause(self, key: str, harness: str, verdict: Verdict) -> approval.Decision:
         """A pause at a model call: an ask of its own, recorded like a harness's."""

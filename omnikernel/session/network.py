@@ -92,6 +92,8 @@ class SessionNetwork:
     names annotated below belong to the other parts)."""
 
     allow_hosts: tuple[str, ...]
+    #: Brokered hosts are allowed hosts too (`omnikernel.sandbox.broker`).
+    broker_hosts: dict[str, str]
     auto_approve: bool
     approvals: PendingApprovals
     policy: Policy
@@ -174,7 +176,8 @@ class SessionNetwork:
         host = host.lower().rstrip(".")
         probe = {"action": "network", "input": {"host": host, "port": port}}
         denied = self.judge(request_of(probe)).outcome == Outcome.DENY  # deny-host wins
-        if not denied and (allowed or hosts.allowed(self.allow_hosts, host, port)):
+        opened = (*self.allow_hosts, *self.broker_hosts)  # `%sandbox allow`, `%sandbox broker`
+        if not denied and (allowed or hosts.allowed(opened, host, port)):
             return None  # `%sandbox allow`, `sandbox_allow`, a brokered host
         activity = self._activity.get(harness)
         loop = self._loop

@@ -44,6 +44,7 @@ from omnikernel.store.turnlock import TurnLock, lock_path
 if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.gateway import Gateway
+    from omnikernel.sandbox.broker import BrokerSetup
 
 #: Who runs a turn, noted in its start: this host and kernel process (see `kernel_alive`).
 KERNEL_MARK = f"{socket.gethostname()}:{os.getpid()}"
@@ -64,6 +65,11 @@ class SessionTurns:
     sandbox: str
     allow_hosts: tuple[str, ...]
     readable: tuple[Path, ...]
+
+    if TYPE_CHECKING:
+
+        def broker_setup(self) -> BrokerSetup | None: ...
+
     redactor: Redactor
     policy_state: PolicyState
     after_restart: ReopenedApprovals
@@ -286,9 +292,19 @@ class SessionTurns:
             agent = self._harness(name)
             if agent.ctx.model != self.models.get(name):
                 await agent.change_model(self.models.get(name))
-            wanted = (self.sandbox, self.allow_hosts, self.readable)
-            if (agent.ctx.sandbox, agent.ctx.allow_hosts, agent.ctx.readable) != wanted:
-                agent.ctx.sandbox, agent.ctx.allow_hosts, agent.ctx.readable = wanted
+            wanted = (self.sandbox, self.allow_hosts, self.readable, self.broker_setup())
+            if (
+                agent.ctx.sandbox,
+                agent.ctx.allow_hosts,
+                agent.ctx.readable,
+                agent.ctx.broker,
+            ) != wanted:
+                (
+                    agent.ctx.sandbox,
+                    agent.ctx.allow_hosts,
+                    agent.ctx.readable,
+                    agent.ctx.broker,
+                ) = wanted
                 await agent.close()  # restarts inside the new sandbox, resuming its conversation
         except HarnessError as exc:
             self._activity.pop(name, None)

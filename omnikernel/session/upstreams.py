@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.events import Event
     from omnikernel.gateway import Budget, PriceTable, SpendLedger, SpendRecord
+    from omnikernel.sandbox.broker import BrokerSetup
     from omnikernel.store.redact import Redactor
     from omnikernel.store.sessions import SessionStore
 
@@ -62,6 +63,7 @@ class SessionUpstreams:
     sandbox: str
     allow_hosts: tuple[str, ...]
     egress_routes: EgressRoutes
+    broker_hosts: dict[str, str]
     readable: tuple[Path, ...]
     hidden_from_agents: tuple[Path, ...]
     watchdog_s: float
@@ -78,6 +80,7 @@ class SessionUpstreams:
 
         async def _decide(self, request: Event) -> approval.Decision: ...
 
+        def broker_setup(self) -> BrokerSetup | None: ...
         def network_asker(self, harness: str) -> NetworkAsk: ...
 
     def _init_upstreams(
@@ -268,6 +271,7 @@ class SessionUpstreams:
                 sandbox=self.sandbox,
                 allow_hosts=self.allow_hosts,
                 egress_routes=self.egress_routes,
+                broker=self.broker_setup(),
                 network_ask=self.network_asker(name),
                 readable=self.readable,
                 hidden=self.hidden_from_agents,

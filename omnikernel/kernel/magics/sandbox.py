@@ -14,6 +14,8 @@ from omnikernel.kernel.magics.common import SessionMagicsBase, show
 from omnikernel.policy import hosts
 from omnikernel.sandbox import CHOICES, SandboxUnavailableError
 from omnikernel.sandbox import resolve as resolve_sandbox
+from omnikernel.sandbox.host_credentials import find as find_credential
+from omnikernel.sandbox.host_credentials import parse_broker
 
 
 @magics_class
@@ -23,11 +25,16 @@ class SandboxMagics(SessionMagicsBase):
         """%sandbox [auto|bwrap|firejail|off]: the OS sandbox agents run in (off: opt out).
         %sandbox allow [HOST[:PORT]|*.DOMAIN|@PRESET ...|--clear]: hosts agents may reach
         without asking (e.g. @pypi @npm; any other host asks when an agent connects).
-        %sandbox read [PATH ...|--clear]: paths in a home directory agents may read."""
+        %sandbox read [PATH ...|--clear]: paths in a home directory agents may read.
+        %sandbox broker [HOST[=ENV_VAR] ...|--clear]: hosts whose requests get your credential
+        at the egress proxy (it never enters the sandbox); git pushes to them are governed."""
         word = line.strip().lower()
         session = self.session
         if word.split()[:1] == ["allow"]:
             self._allow(line.split()[1:])
+            return
+        if word.split()[:1] == ["broker"]:
+            self._broker(line.split()[1:])
             return
         if word.split()[:1] == ["read"]:
             self._read(shlex.split(line)[1:])
@@ -64,7 +71,49 @@ class SandboxMagics(SessionMagicsBase):
                 "off but for the model gateway"
                 + (f" and {', '.join(session.allow_hosts)}" if session.allow_hosts else "")
                 + "; a connection to any other host asks you first."
+                + (
+                    f" Brokered (your credential added at the proxy): "
+                    f"{', '.join(session.broker_hosts)}."
+                    if session.broker_hosts
+                    else ""
+                )
             )
+
+    def _broker(self, entries: list[str]) -> None:
+        session = self.session
+        if entries == ["--clear"]:
+            session.broker_hosts = {}
+        elif entries:
+            try:
+                found = parse_broker(entries)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            session.broker_hosts = {**session.broker_hosts, **found}
+        if session.broker_hosts:
+            named = ", ".join(self._credential_note(h, v) for h, v in session.broker_hosts.items())
+            show(
+                f"Brokered: {named}. From the agents' next turn the egress proxy answers these "
+                "hosts' TLS with a CA made for this agent, and adds your own credential on the "
+                "way out (git credential helper, `gh auth token`, ~/.npmrc or the variable "
+                "named): it never enters the sandbox. Git pushes to them go through the policy: "
+                "the session's own branches go, others ask, a force push of the default branch "
+                "is refused (`%policy add push-branch PATTERN` names more branches)."
+            )
+        else:
+            show("No brokered hosts: no credential is added to any agent's request.")
+
+    def _credential_note(self, host: str, variable: str) -> str:
+        """`host` and where its credential comes from, looked up now (never shown; the
+        redactor learns it), or how to provide one."""
+        found = find_credential(host, variable)
+        if found is None:
+            where = f"${variable} is empty, and " if variable else ""
+            return (
+                f"{host} (⚠ {where}no credential found on this machine: `gh auth login`, a git "
+                f"credential helper, or {host}=ENV_VAR naming a variable that holds a token)"
+            )
+        self.session.redactor.add(found.secret, f"brokered credential for {host}")
+        return f"{host} (credential from {found.source})"
 
     def _read(self, paths: list[str]) -> None:
         session = self.session
