@@ -214,7 +214,9 @@ class EgressProxy:
 
 
 def proxy_env(port: int) -> dict[str, str]:
-    """What the agent's environment gets so its tools use the proxy (and not for loopback)."""
+    """What the agent's environment gets so its tools use the proxy (and not for loopback).
+    npm's update notifier is off: its check of registry.npmjs.org on every `npm` run would be
+    a network ask the agent never made (even `npm install --offline` runs it)."""
     url = f"http://127.0.0.1:{port}"
     no_proxy = "127.0.0.1,::1"
     return {
@@ -226,4 +228,5 @@ def proxy_env(port: int) -> dict[str, str]:
         "no_proxy": no_proxy,
         "npm_config_proxy": url,
         "npm_config_https_proxy": url,
+        "npm_config_update_notifier": "false",
     }
