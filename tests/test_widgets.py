@@ -10,6 +10,7 @@ from omnikernel.approvals import decide as approval
 from omnikernel.approvals.pending import PendingApprovals
 from omnikernel.gateway import SpendRecord
 from omnikernel.gateway.upstream import UpstreamConfig
+from omnikernel.kernel import widgets
 from omnikernel.kernel.widgets import FEED_TURNS, ApprovalCard, SessionFeed, SpendGauge, presenter
 from omnikernel.session.core import AgentSession
 from omnikernel.store.sessions import SessionStore
@@ -93,8 +94,10 @@ def test_the_session_feed_keeps_each_turn_apart_and_the_last_turns_only():
     assert len(feed.turns.children) == FEED_TURNS
     last = [o["data"]["text/plain"] for o in feed.turns.children[-1].outputs]
     n = FEED_TURNS + 4
+    owner = widgets._user()
     assert last == [
-        f"▶ co-drive at 10.0.0.7 (share page): prompt {n}",
+        f"▶ prompt by co-drive at 10.0.0.7 (share page), run with {owner}'s credentials "
+        f"and budget: prompt {n}",
         f"text {n}, more",
         f"footer {n}",
     ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -144,7 +145,9 @@ def answer(store: SessionStore, session_id: str, request_id: str, allow: bool) -
             f"({given[2]}); the kernel takes that answer when it runs: the first "
             "answer wins"
         )
-    who = getpass.getuser()  # the answer names its source: "approved by NAME (terminal)"
+    # The answer names its source: "approved by NAME (terminal)"; under JupyterHub the hub
+    # user whose server's terminal this is (every user may run as the same Unix user there).
+    who = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
     codes.post_answer(session_id, request_id, allow, who, "terminal")
     verb = "approved" if allow else "denied"
     return f"{verb} {request_id} ({asked.data.get('summary', '')}) as {who}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import html
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -191,6 +192,10 @@ def presenter(
 
 
 def _user() -> str:
+    """Who clicks the card: the hub user who owns this server under JupyterHub (every user's
+    server may run as the same Unix user there), else the Unix user."""
+    if hub_user := os.environ.get("JUPYTERHUB_USER"):
+        return hub_user
     try:
         return getpass.getuser()
     except Exception:  # no user name in some containers
@@ -393,10 +398,13 @@ class SessionFeed(w.VBox):
         self._on_stop = on_stop
         self.stop_button.disabled = False
         asker = html.escape(f"{prompt.who} ({prompt.source})")
-        self.heading.value = f"<b>Session feed</b> · running a prompt from {asker}"
+        # Whose prompt it is, apart from whose credentials and budget run it.
+        runs_as = html.escape(f"run with {_user()}'s credentials and budget")
+        self.heading.value = f"<b>Session feed</b> · prompt by {asker}, {runs_as}"
         self.display(
             {
-                "text/plain": f"▶ {prompt.who} ({prompt.source}): {prompt.text}",
+                "text/plain": f"▶ prompt by {prompt.who} ({prompt.source}), run with "
+                f"{_user()}'s credentials and budget: {prompt.text}",
                 "text/html": f"<div style='border-left:3px solid #1565c0;padding-left:6px'>"
                 f"<b>▶ {asker}</b><pre style='white-space:pre-wrap'>"
                 f"{html.escape(prompt.text)}</pre></div>",

@@ -87,7 +87,6 @@ c.JupyterHub.log_level = "INFO"
 #: What each single-user server is started with (besides JupyterHub's own environment).
 SERVER_ARGS = [
     "--ServerApp.authorizer_class=jupyter_ext.hub.authorizer.SharedSessionAuthorizer",
-    "--OmnikernelShare.enabled=False",
 ]
 
 
