@@ -28,7 +28,7 @@ class OmnikernelShare(ExtensionApp):
     enabled = Bool(
         True,
         help="Run the share server on `port` for the %share magic's links (default: on, "
-        "but off under JupyterHub, where the share page is served under the user's server)."
+        "but off under JupyterHub, where the share page is served under the user's server).",
     ).tag(config=True)
 
     @default("enabled")
@@ -45,7 +45,7 @@ class OmnikernelShare(ExtensionApp):
         True,
         help="Let the share server open share links for whoever holds one (no sign-in). "
         "Default: on for the standalone server, off under JupyterHub, where sessions are "
-        "shared with named hub users (`%share with bob`)."
+        "shared with named hub users (`%share with bob`).",
     ).tag(config=True)
 
     @default("anonymous_links")
