@@ -279,6 +279,7 @@ MODULE_TIERS = {
     "test_notebooks": "kernel",  # runs notebooks through nbclient, on a real kernel
     "test_sandbox_escapes": "sandbox",
     "test_kernel_conformance": "kernel",  # jupyter_kernel_test starts the kernel per class
+    "test_hub_browser": "browser",  # a real JupyterHub, JupyterLab and Chromium
 }
 
 
