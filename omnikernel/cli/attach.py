@@ -84,6 +84,8 @@ class TerminalView:
             quoted = "\n".join("> " + line for line in prompt.splitlines()) or ">"
             by = terminal_safe(str(event.data.get("by", "")))
             origin = f" · from {by}" if by else ""
+            if by and (runs_as := terminal_safe(str(event.data.get("runs_as", "")))):
+                origin += f", run with {runs_as}'s credentials and budget"
             self.out.write(f"\n━━ turn {event.turn} · {event.harness}{origin} ━━\n{quoted}\n")
         else:
             self._view.show(event)

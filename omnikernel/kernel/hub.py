@@ -12,6 +12,7 @@ when a call is made and never stored, shown or logged.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import os
 import urllib.error
@@ -20,6 +21,18 @@ import urllib.request
 from typing import Any
 
 from omnikernel.store.shares import GROUP_PREFIX
+
+
+def current_user() -> str:
+    """Who the notebook's owner is, as decisions and prompts record it: the hub user who owns
+    this server under JupyterHub (every user's server may run as the same Unix user there),
+    else the Unix user."""
+    if hub_user := os.environ.get("JUPYTERHUB_USER"):
+        return hub_user
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "user"
 
 
 class HubError(RuntimeError):

@@ -12,14 +12,13 @@ Every display carries a text/plain fallback, so front ends without widgets (nbcl
 
 from __future__ import annotations
 
-import getpass
 import html
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from omnikernel.kernel.hub import current_user
 from omnikernel.view.render import edit_diff, preview
 from omnikernel.view.sanitize import agent_bundle
 
@@ -192,14 +191,7 @@ def presenter(
 
 
 def _user() -> str:
-    """Who clicks the card: the hub user who owns this server under JupyterHub (every user's
-    server may run as the same Unix user there), else the Unix user."""
-    if hub_user := os.environ.get("JUPYTERHUB_USER"):
-        return hub_user
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in some containers
-        return "user"
+    return current_user()
 
 
 class SpendGauge(w.VBox):
