@@ -87,7 +87,8 @@ class ShareMagics(Magics):
             return None
         if words[0] == "with":
             return self._share_with(hub, words[1:])
-        if words[0] == "revoke" and len(words) == 2 and words[1] not in (*ROLES, "all"):
+        named = hub is not None or self.codes.people(self.session.session_id)
+        if words[0] == "revoke" and len(words) == 2 and words[1] not in (*ROLES, "all") and named:
             return self._revoke_person(hub, words[1])
         if words == ["feed"]:
             if self.show_feed is None:
@@ -159,7 +160,10 @@ class ShareMagics(Magics):
             raise UsageError(f"{exc}. {USAGE}") from None
         n = self.codes.revoke_person(self.session.session_id, person)
         if not n:
-            raise UsageError(f"Session {self.session.session_id} is not shared with {person}.")
+            raise UsageError(
+                f"Session {self.session.session_id} is not shared with {person} (%share "
+                "revoke takes ro, rw, all or a name it was shared with)."
+            )
         notes = [f"{person} no longer has access to session {self.session.session_id}; open "
                  "pages close now."]  # fmt: skip
         if hub is not None and not self.codes.shared_anywhere(person):
