@@ -104,6 +104,10 @@ def test_a_co_driver_answers_as_their_hub_name(local_hub, alice):
     sent = bob.post(page(alice, "api/answer"), json={"request_id": "r-co", "allow": True})
     assert sent.status_code == 202, sent.text
     assert codes.take_answer(SESSION, "r-co") == (True, "bob", "share page")
+    # The owner follows her own sessions without a grant, and may always answer.
+    mine = as_user(hub, "alice").get(page(alice, "api/grant"))
+    assert mine.status_code == 200 and mine.json()["who"] == "alice"
+    assert mine.json()["may_answer"] and mine.json()["role"] == "rw"
 
 
 def test_a_group_grant_lets_its_members_in_and_no_one_else(local_hub, alice):

@@ -51,10 +51,8 @@ from jupyter_ext.share.server import (
     give_answer,
     queue_prompt,
 )
-from omnikernel.store.shares import CO_DRIVE, ROLE_NAMES, Code
+from omnikernel.store.shares import CO_DRIVE, OWNER_CODE_ID, ROLE_NAMES, Code
 
-#: The owner's own view of a session: never revoked, never in the store.
-OWNER_CODE_ID = "owner"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
@@ -174,8 +172,10 @@ class AnswerHandler(HubPageHandler):
         code = self.grant()
         if code.role != CO_DRIVE:
             raise web.HTTPError(403, "you follow this session read-only")
+        if len(self.request.body) > bodies.ANSWER_BODY_BYTES:
+            raise web.HTTPError(413, f"the body is larger than {bodies.ANSWER_BODY_BYTES} bytes")
         try:
-            request_id, allow = bodies.answer(self.request.body[: bodies.ANSWER_BODY_BYTES + 1])
+            request_id, allow = bodies.answer(self.request.body)
         except bodies.BodyError as exc:
             raise web.HTTPError(400, str(exc)) from None
         status, result = give_answer(self.share, code, request_id, allow, self.visitor())

@@ -53,7 +53,14 @@ from jupyter_ext.share.page import CONFIRM_PAGE, LIVE_PAGE, STATIC, UNUSABLE_PAG
 from jupyter_ext.share.render import OwnerPaths
 from omnikernel.events import EventKind
 from omnikernel.store.sessions import SessionStore
-from omnikernel.store.shares import CO_DRIVE, MAX_PROMPT_CHARS, ROLE_NAMES, Code, ShareCodes
+from omnikernel.store.shares import (
+    CO_DRIVE,
+    MAX_PROMPT_CHARS,
+    OWNER_CODE_ID,
+    ROLE_NAMES,
+    Code,
+    ShareCodes,
+)
 
 log = logging.getLogger("omnikernel.share")
 
@@ -182,7 +189,10 @@ class ShareServer:
         self.purge()
 
     def may_answer(self, code: Code) -> bool:
-        """Whether a grant lets its holder approve or deny what the agent asks."""
+        """Whether a grant lets its holder approve or deny what the agent asks: the owner
+        always; a co-driver when `approvers` says co-drivers."""
+        if code.code_id == OWNER_CODE_ID:
+            return True
         return code.role == CO_DRIVE and self.approvers == "co-drivers"
 
     async def stop(self) -> None:

@@ -52,6 +52,9 @@ PREFIX_LEN = 4
 #: for that in the `expires` column.
 PERSON_TTL_S = 10 * 365 * 24 * 3600.0
 GROUP_PREFIX = "group:"
+#: The code id of the server owner's own view of a session on the share page under JupyterHub:
+#: never in the store, never revoked (`revoked_among` skips it).
+OWNER_CODE_ID = "owner"
 _CODE_COLUMNS = "code_id, session_id, role, expires, revoked, person"
 
 SCHEMA = """
