@@ -112,9 +112,9 @@ def test_a_co_driver_answers_as_their_hub_name(local_hub, alice):
 
 def test_a_group_grant_lets_its_members_in_and_no_one_else(local_hub, alice):
     """The page's group check. Both are let through the sign-in by a hub share of their own:
-    a JupyterHub share *with the group* did not give its member bob `access:servers` on
-    alice's server in JupyterHub 6.1.1 here (his token's scopes lacked it), so the sign-in
-    refused him before the page was asked (docs/hub.md)."""
+    a JupyterHub share *with the group* does not reach its members' tokens in JupyterHub
+    6.1.1 (`get_scopes_for` adds a token owner's own shares, not their groups'), so the
+    sign-in would refuse bob before the page was asked (docs/sharing.md)."""
     hub = local_hub
     codes = alice["codes"]
     codes.revoke_person(SESSION, "bob")
