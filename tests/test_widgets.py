@@ -151,5 +151,12 @@ def test_who_did_what_reaches_history_and_exports(tmp_path: Path, monkeypatch):
     assert said in to_markdown(row_info, stored)
     assert "carol (share page), run with alice" in to_html(row_info, stored)
     assert "approved by bob" in to_markdown(row_info, stored)
+    import io
+
+    from omnikernel.cli.attach import TerminalView
+
+    out = io.StringIO()
+    TerminalView(out).show(stored[0])
+    assert "from carol, run with alice's credentials and budget" in out.getvalue()
     page = event_html(stored[0])
     assert "from carol, run with alice" in page and "credentials and budget" in page
