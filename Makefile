@@ -12,7 +12,9 @@ CLAUDE_ACP_VERSION := 0.16.2
 GEMINI_CLI_VERSION := 0.61.0
 QWEN_CODE_VERSION := 0.24.4
 OPENCODE_VERSION := 1.18.33
-CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)-$(GEMINI_CLI_VERSION)-$(QWEN_CODE_VERSION)-$(OPENCODE_VERSION)
+# JupyterHub's proxy (make hub, tests/test_hub*.py), beside the CLIs.
+CHP_VERSION := 5.3.0
+CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)-$(GEMINI_CLI_VERSION)-$(QWEN_CODE_VERSION)-$(OPENCODE_VERSION)-$(CHP_VERSION)
 DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux git curl ca-certificates
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
@@ -22,7 +24,7 @@ TEST_WORKERS ?= 6
 
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: lab test check docs bench install python-deps harness-clis system-deps clean
+.PHONY: lab hub test check docs bench install python-deps harness-clis system-deps clean
 
 install: python-deps harness-clis
 
@@ -30,7 +32,7 @@ python-deps: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,docs]'
+	$(PY) -m pip install --quiet -e '.[test,docs,hub]'
 	touch $@
 
 harness-clis: $(CLI_STAMP)
@@ -43,13 +45,15 @@ $(CLI_STAMP):
 		@zed-industries/claude-code-acp@$(CLAUDE_ACP_VERSION) \
 		@google/gemini-cli@$(GEMINI_CLI_VERSION) \
 		@qwen-code/qwen-code@$(QWEN_CODE_VERSION) \
-		opencode-ai@$(OPENCODE_VERSION)
+		opencode-ai@$(OPENCODE_VERSION) \
+		configurable-http-proxy@$(CHP_VERSION)
 	$(TOOLS)/node_modules/.bin/claude --version
 	$(TOOLS)/node_modules/.bin/codex --version
 	$(TOOLS)/node_modules/.bin/pi --version
 	$(TOOLS)/node_modules/.bin/gemini --version
 	$(TOOLS)/node_modules/.bin/qwen --version
 	$(TOOLS)/node_modules/.bin/opencode --version
+	$(TOOLS)/node_modules/.bin/configurable-http-proxy --version
 	touch $@
 
 # Debian packages the tests use: a real browser for the JupyterLab test and the sandboxes.
@@ -67,6 +71,11 @@ lab: install system-deps
 	cd notebooks && $(CURDIR)/$(VENV)/bin/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) \
 		--ServerApp.open_browser=False $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
 		--LabApp.default_url=/lab/tree/quickstart.ipynb
+
+# A local JupyterHub (users alice, bob, carol; password omnikernel) to try sharing by name.
+HUB_PORT ?= 8000
+hub: install system-deps
+	$(PY) -m omnikernel.testing.hub --port=$(HUB_PORT) --workdir=.hub
 
 test: install system-deps
 	$(PY) -m pytest -n $(TEST_WORKERS) -m 'not serial' $(PYTEST_ARGS)
@@ -89,4 +98,4 @@ bench: install system-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) build dist *.egg-info
+	rm -rf $(VENV) $(TOOLS) .hub build dist *.egg-info

@@ -220,6 +220,32 @@ def share_rows(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
+def hub_rows(quick: bool) -> list[dict[str, Any]]:
+    from benchmarks.hub import measure
+
+    r = measure((50,) if quick else (100, 300))
+    one_p50, one_p99 = r["fan_out"].pop(1)
+    rows = []
+    for viewers, (p50, p99) in r["fan_out"].items():
+        rows += [
+            row(
+                f"hub share page fan-out: {viewers} viewers, p50",
+                p50 * 1000,
+                one_p50 * 1000,
+                "ms",
+                "event stored -> every viewer has it, through the hub's proxy; baseline: 1 viewer",
+            ),
+            row(
+                f"hub share page fan-out: {viewers} viewers, p99",
+                p99 * 1000,
+                one_p99 * 1000,
+                "ms",
+                "baseline: 1 viewer",
+            ),
+        ]
+    return rows
+
+
 def soak_rows(quick: bool) -> list[dict[str, Any]]:
     from benchmarks.soak import soak
     from omnikernel.harnesses import discover
@@ -259,6 +285,7 @@ SECTIONS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "events": event_rows,
     "stop": stop_rows,
     "share": share_rows,
+    "hub": hub_rows,
     "soak": soak_rows,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
@@ -17,6 +18,10 @@ PAGE_SIZE = 5000
 
 
 class StoreHandler(APIHandler):
+    #: Asked of the Authorizer on every request: under JupyterHub only the server's owner holds
+    #: it (`jupyter_ext.hub.authorizer`), not a visitor a share of one session let in.
+    auth_resource = "omnikernel-sessions"
+
     @property
     def store(self) -> SessionStore:
         store = self.settings.get("omnikernel_store")
@@ -28,12 +33,14 @@ class StoreHandler(APIHandler):
 
 class SessionsHandler(StoreHandler):
     @web.authenticated
+    @authorized
     def get(self) -> None:
         self.finish(json.dumps({"sessions": self.store.sessions()}))
 
 
 class EventsHandler(StoreHandler):
     @web.authenticated
+    @authorized
     def get(self, session_id: str) -> None:
         try:
             since = int(self.get_query_argument("since", "0"))

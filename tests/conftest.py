@@ -176,6 +176,17 @@ def start_kernel(tmp_path: Path) -> Iterator[Any]:
         session.stop()
 
 
+@pytest.fixture(scope="module")
+def local_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real JupyterHub (omnikernel.testing.hub) for the module's tests: users alice, bob and
+    carol, group data-team (bob); stopped, with the users' servers, after the module."""
+    from omnikernel.testing.hub import LocalHub
+
+    workdir = tmp_path_factory.mktemp("hub")
+    with LocalHub(workdir, environment=kernel_env(workdir)) as hub:
+        yield hub
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -237,6 +248,7 @@ FIXTURE_TIERS = {
     "kernel": "kernel",
     "lab": "kernel",  # a real jupyter lab server, which starts kernels
     "backend": "sandbox",  # a sandbox backend (bwrap, firejail), parametrized or a fixture
+    "local_hub": "kernel",  # a real JupyterHub, whose users' servers start kernels
 }
 
 
@@ -250,6 +262,7 @@ PROCESS_WORDS = (
     "sys.executable",
     "Running(",
     "ShareServer",
+    "LocalHub",
 )
 
 
@@ -266,6 +279,7 @@ MODULE_TIERS = {
     "test_notebooks": "kernel",  # runs notebooks through nbclient, on a real kernel
     "test_sandbox_escapes": "sandbox",
     "test_kernel_conformance": "kernel",  # jupyter_kernel_test starts the kernel per class
+    "test_hub_browser": "browser",  # a real JupyterHub, JupyterLab and Chromium
 }
 
 

@@ -114,7 +114,10 @@ def test_a_co_drivers_prompt_runs_as_a_turn_in_the_feed(model, workdir, start_ke
     )
     assert not (workdir / "pwned.txt").exists()
     shown = feed_text(kernel)
-    assert f"▶ {WHO} (share page)" in shown and "Hello from the agent, co-driver." in shown
+    assert (
+        f"▶ prompt by {WHO} (share page), run with" in shown
+        and "Hello from the agent, co-driver." in shown
+    )
     assert "claude" in shown  # the turn's footer
     exported = export_session(store, session, "markdown")
     assert f"prompt from {WHO} (share page)" in exported  # the record says who asked

@@ -729,3 +729,75 @@ def test_links_answers_and_prompts_that_can_never_be_used_are_purged(store, cloc
     tables = ("share_codes", "share_grants", "share_answers", "share_prompts")
     db = sqlite3.connect(store.path)
     assert [db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables] == [1, 0, 0, 0]
+
+
+def test_grants_to_named_people_and_groups(store, clock):
+    codes = ShareCodes(store.path, clock=clock)
+    bob = codes.share_with(SESSION, "bob", "ro")
+    assert bob.person == "bob" and bob.code_id.startswith("sp_")
+    codes.share_with(SESSION, "group:data-team", "rw")
+    # Co-drive through the group beats bob's own read-only grant; carol is in no group.
+    assert codes.granted_to(SESSION, "bob", ["data-team"]).role == "rw"
+    assert codes.granted_to(SESSION, "bob", []).role == "ro"
+    assert codes.granted_to(SESSION, "carol", ["other"]) is None
+    assert codes.granted_to("s-other", "bob", ["data-team"]) is None
+    # Sharing again replaces; %share revoke (links) leaves people alone; revoke_person ends it.
+    codes.share_with(SESSION, "bob", "rw")
+    assert [(c.person, c.role) for c in codes.people(SESSION)] == [
+        ("group:data-team", "rw"),
+        ("bob", "rw"),
+    ]
+    assert codes.revoke(SESSION) == 0
+    assert codes.revoke_person(SESSION, "bob") == 1
+    assert codes.revoked_among({bob.code_id}) == {bob.code_id}
+    assert not codes.shared_anywhere("bob") and codes.shared_anywhere("group:data-team")
+    # A grant row holds no code anyone has: an empty or guessed code finds nothing.
+    assert codes.lookup("") is None and codes.lookup("sp_") is None
+    for bad in ("", "a/b", "bob smith", "<script>", "group:"):
+        with pytest.raises(ValueError):
+            codes.share_with(SESSION, bad, "ro")
+
+
+def test_a_store_from_before_sharing_by_name_gains_the_column(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE share_codes (code_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, "
+        "role TEXT NOT NULL, prefix TEXT NOT NULL, hashed TEXT NOT NULL, created REAL NOT "
+        "NULL, expires REAL NOT NULL, revoked REAL)"
+    )
+    db.commit()
+    db.close()
+    codes = ShareCodes(path)
+    code = codes.new_code(SESSION, "ro")
+    assert codes.lookup(code) is not None
+    assert codes.share_with(SESSION, "bob", "ro").person == "bob"
+
+
+def test_approvers_owner_keeps_co_drivers_from_answering(store, clock):
+    running = Running(store.path, clock, approvers="owner")
+    try:
+        codes = ShareCodes(store.path)
+        add(store, EventKind.APPROVAL_REQUEST, request_id="r9", tool="Bash", summary="rm")
+        rw = join(running, codes.new_code(SESSION, "rw"))
+        assert grant_of(running, rw).json()["may_answer"] is False
+        body = {"request_id": "r9", "allow": True}
+        refused = requests.post(f"{running.url}/api/answer", json=body, headers=rw.headers)
+        assert refused.status_code == 403 and "owner" in refused.text
+        assert codes.take_answer(SESSION, "r9") is None
+    finally:
+        running.stop()
+    with pytest.raises(ValueError, match="approvers"):
+        ShareServer(store.path, approvers="anyone")
+
+
+def test_anonymous_links_off_refuses_every_code(store, clock):
+    running = Running(store.path, clock, anonymous_links=False)
+    try:
+        code = ShareCodes(store.path).new_code(SESSION, "rw")
+        page = requests.get(f"{running.url}/join", params={"code": code})
+        assert page.status_code == 403 and "anonymous_links" in page.text
+        with pytest.raises(JoinError):
+            exchange(running.url, code)
+    finally:
+        running.stop()

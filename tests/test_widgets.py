@@ -10,6 +10,7 @@ from omnikernel.approvals import decide as approval
 from omnikernel.approvals.pending import PendingApprovals
 from omnikernel.gateway import SpendRecord
 from omnikernel.gateway.upstream import UpstreamConfig
+from omnikernel.kernel import widgets
 from omnikernel.kernel.widgets import FEED_TURNS, ApprovalCard, SessionFeed, SpendGauge, presenter
 from omnikernel.session.core import AgentSession
 from omnikernel.store.sessions import SessionStore
@@ -93,8 +94,10 @@ def test_the_session_feed_keeps_each_turn_apart_and_the_last_turns_only():
     assert len(feed.turns.children) == FEED_TURNS
     last = [o["data"]["text/plain"] for o in feed.turns.children[-1].outputs]
     n = FEED_TURNS + 4
+    owner = widgets._user()
     assert last == [
-        f"▶ co-drive at 10.0.0.7 (share page): prompt {n}",
+        f"▶ prompt by co-drive at 10.0.0.7 (share page), run with {owner}'s credentials "
+        f"and budget: prompt {n}",
         f"text {n}, more",
         f"footer {n}",
     ]
@@ -106,3 +109,54 @@ def test_the_session_feed_keeps_each_turn_apart_and_the_last_turns_only():
     assert feed.stop_button.disabled
     feed.stop_button.click()
     assert stops == [n]  # no turn runs: nothing to stop
+
+
+def test_who_did_what_reaches_history_and_exports(tmp_path: Path, monkeypatch):
+    """A co-driver's prompt and approval name the hub user, apart from whose credentials ran
+    it: in `%history`'s rows, the exports and the share page."""
+    from jupyter_ext.share.render import event_html
+    from omnikernel.events import Event, EventKind
+    from omnikernel.view.export import to_html, to_markdown
+
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    store = SessionStore(tmp_path / "s.sqlite3")
+    store.open_session("w", "n.ipynb")
+    origin = {"by": "carol", "source": "share page", "runs_as": widgets._user()}
+    events = [
+        Event(EventKind.TURN_START, {"prompt": "tidy up", **origin}),
+        Event(EventKind.APPROVAL_REQUEST, {"request_id": "r", "tool": "Bash", "summary": "ls"}),
+        Event(
+            EventKind.APPROVAL_DECISION,
+            {"request_id": "r", "decision": "allow", "by": "bob", "reason": "approved by bob"},
+        ),
+        Event(EventKind.TURN_END, {"status": "completed"}),
+    ]
+    stored = [
+        store.append(Event(e.kind, e.data, session_id="w", harness="claude", turn=1))
+        for e in events
+    ]
+    session = AgentSession(
+        store=store,
+        session_id="w",
+        notebook="n.ipynb",
+        cwd=tmp_path,
+        state_dir=tmp_path / "state",
+        upstream_config=UpstreamConfig(),
+        user_policy=tmp_path / "none.toml",
+    )
+    [row] = session.turns()
+    assert row["by"] == "carol" and row["decided_by"] == ["bob"]
+    said = "carol (share page), run with alice's credentials and budget"
+    row_info = store.session("w") or {}
+    assert said in to_markdown(row_info, stored)
+    assert "carol (share page), run with alice" in to_html(row_info, stored)
+    assert "approved by bob" in to_markdown(row_info, stored)
+    import io
+
+    from omnikernel.cli.attach import TerminalView
+
+    out = io.StringIO()
+    TerminalView(out).show(stored[0])
+    assert "from carol, run with alice's credentials and budget" in out.getvalue()
+    page = event_html(stored[0])
+    assert "from carol, run with alice" in page and "credentials and budget" in page

@@ -9,6 +9,7 @@ address, and the live page's script brings its grant from the origin's storage."
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 _HERE = Path(__file__).parent / "static"
@@ -44,10 +45,10 @@ UNUSABLE_PAGE = (
 """
 )
 
-LIVE_PAGE = (
+_LIVE_PAGE = (
     _HEAD.format(title="omnikernel live session")
     + """<script src="/static/live.js" defer></script></head>
-<body>
+<body data-base="{{base}}" data-mode="{{mode}}" data-xsrf="{{xsrf}}">
 <header><div id="status">connecting…</div>
 <div>Spend: <span id="spend">$0.0000</span> · <span id="rolename"></span>
 <span id="notebook"></span></div>
@@ -59,3 +60,17 @@ LIVE_PAGE = (
 </body></html>
 """
 )
+
+
+def live_page(base: str = "/", mode: str = "link", xsrf: str = "") -> str:
+    """The live page's shell. `base` is where the share routes live (``/`` on the standalone
+    server, ``/user/alice/omnikernel/share/`` under JupyterHub); `mode` says what the script
+    authenticates with: ``link`` (its grant from the origin's storage) or ``hub`` (the hub
+    sign-in's cookie, with `xsrf` as the token its POSTs carry)."""
+    page = _LIVE_PAGE.replace('"/static/', '"' + html.escape(base, quote=True) + "static/")
+    for key, value in (("base", base), ("mode", mode), ("xsrf", xsrf)):
+        page = page.replace("{{" + key + "}}", html.escape(value, quote=True))
+    return page
+
+
+LIVE_PAGE = live_page()

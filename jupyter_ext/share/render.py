@@ -77,6 +77,11 @@ def event_html(event: Event) -> str:
         return render_markdown(str(data.get("text", "")))
     if kind == EventKind.TURN_START:
         origin = f" (from {escape(str(data['by']))})" if data.get("by") else ""
+        if data.get("by") and data.get("runs_as"):
+            origin = (
+                f" (from {escape(str(data['by']))}, run with "
+                f"{escape(str(data['runs_as']))}'s credentials and budget)"
+            )
         return f"<h3>Turn {event.turn}{origin}: {escape(str(data.get('prompt', ''))[:500])}</h3>"
     if kind == EventKind.TOOL_CALL:
         return (

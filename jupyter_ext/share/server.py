@@ -53,7 +53,14 @@ from jupyter_ext.share.page import CONFIRM_PAGE, LIVE_PAGE, STATIC, UNUSABLE_PAG
 from jupyter_ext.share.render import OwnerPaths
 from omnikernel.events import EventKind
 from omnikernel.store.sessions import SessionStore
-from omnikernel.store.shares import CO_DRIVE, MAX_PROMPT_CHARS, ROLE_NAMES, Code, ShareCodes
+from omnikernel.store.shares import (
+    CO_DRIVE,
+    MAX_PROMPT_CHARS,
+    OWNER_CODE_ID,
+    ROLE_NAMES,
+    Code,
+    ShareCodes,
+)
 
 log = logging.getLogger("omnikernel.share")
 
@@ -65,6 +72,9 @@ TICK_S = 0.05
 PURGE_EVERY_S = 3600.0
 #: A session nobody follows keeps its rendered feed this long (a reconnect reuses it).
 FEED_KEEP_S = 60.0
+#: Who may answer the agent's approvals: the notebook's owner only (in the cell), or co-drivers
+#: on the share page too (`c.OmnikernelShare.approvers`).
+APPROVERS = ("owner", "co-drivers")
 
 
 def is_loopback(address: str) -> bool:
@@ -87,7 +97,13 @@ class ShareServer:
         certfile: str = "",
         keyfile: str = "",
         clock: Any = time.time,
+        approvers: str = "co-drivers",
+        anonymous_links: bool = True,
     ):
+        if approvers not in APPROVERS:
+            raise ValueError(f"approvers must be one of {', '.join(APPROVERS)}, not {approvers!r}")
+        self.approvers = approvers
+        self.anonymous_links = anonymous_links
         self.store = SessionStore(store_path)
         self.codes = ShareCodes(self.store.path, clock=clock)
         self.address = address
@@ -159,13 +175,25 @@ class ShareServer:
             self.app(), ssl_options=context, xheaders=False, max_body_size=bodies.MAX_BODY_BYTES
         )
         self._server.add_sockets(sockets)
+        self.start_ticking()
+        self.codes.server_started(self.url)
+        log.info("omnikernel share server at %s", self.url)
+
+    def start_ticking(self) -> None:
+        """Follow the feeds and purge the store, without a listener of its own (the share page
+        under a JupyterHub user's server uses this; `start` listens too)."""
         self._ticker = ioloop.PeriodicCallback(self.tick, TICK_S * 1000)
         self._ticker.start()
         self._purger = ioloop.PeriodicCallback(self.purge, PURGE_EVERY_S * 1000)
         self._purger.start()
         self.purge()
-        self.codes.server_started(self.url)
-        log.info("omnikernel share server at %s", self.url)
+
+    def may_answer(self, code: Code) -> bool:
+        """Whether a grant lets its holder approve or deny what the agent asks: the owner
+        always; a co-driver when `approvers` says co-drivers."""
+        if code.code_id == OWNER_CODE_ID:
+            return True
+        return code.role == CO_DRIVE and self.approvers == "co-drivers"
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -334,6 +362,15 @@ class JoinHandler(BodyHandler):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(UNUSABLE_PAGE.replace("{{why}}", why))
 
+    def prepare(self) -> None:
+        super().prepare()
+        if not self.share.anonymous_links:
+            raise web.HTTPError(
+                403,
+                "links are off on this server (c.OmnikernelShare.anonymous_links): ask the "
+                "notebook's owner to share the session with you by name",
+            )
+
     def get(self) -> None:
         client = self.request.remote_ip or "?"
         if (refusal := self.share.wrong_codes.refusal(client)) is not None:
@@ -412,6 +449,7 @@ class GrantHandler(ShareHandler):
                 "role_name": ROLE_NAMES[code.role],
                 "notebook": notebook,
                 "expires": code.expires,
+                "may_answer": self.share.may_answer(code),
             }
         )
 
@@ -427,29 +465,9 @@ class AnswerHandler(BodyHandler):
             request_id, allow = bodies.answer(self.body())
         except bodies.BodyError as exc:
             raise web.HTTPError(400, str(exc)) from None
-        asked = decided = None
-        for event in self.share.store.events(
-            code.session_id, kinds=(EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION)
-        ):
-            if event.data.get("request_id") == request_id:
-                if event.kind == EventKind.APPROVAL_REQUEST:
-                    asked = event
-                else:
-                    decided = event
-        if asked is None:
-            raise web.HTTPError(404, "no such approval in this session")
-        if decided is not None:
-            self.set_status(409)
-            self.finish({"result": f"too late: {decided.data.get('reason', 'already decided')}"})
-            return
-        if (given := self.share.codes.given_answer(code.session_id, request_id)) is not None:
-            self.set_status(409)
-            verb = "approved" if given[0] else "denied"
-            self.finish({"result": f"too late: already {verb} by {given[1]} ({given[2]})"})
-            return
-        self.share.codes.post_answer(code.session_id, request_id, allow, self.who(), "share page")
-        self.set_status(202)
-        self.finish({"result": "sent"})
+        status, result = give_answer(self.share, code, request_id, allow, self.who())
+        self.set_status(status)
+        self.finish({"result": result})
 
 
 @web.stream_request_body
@@ -465,24 +483,9 @@ class PromptHandler(BodyHandler):
             text = bodies.prompt(self.body())
         except bodies.BodyError as exc:
             raise web.HTTPError(400, str(exc)) from None
-        if not text.strip():
-            raise web.HTTPError(400, "the prompt is empty: write what the agent should do")
-        if len(text) > MAX_PROMPT_CHARS:
-            raise web.HTTPError(413, f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
-        codes = self.share.codes
-        if not codes.feed_open(code.session_id):
-            self.set_status(409)
-            self.finish(
-                {
-                    "result": "no notebook takes prompts for this session right now: ask "
-                    "its owner to run %share in the notebook"
-                }
-            )
-            return
-        ahead = codes.queued_prompts(code.session_id)
-        prompt_id = codes.post_prompt(code.session_id, text.strip(), self.who(), "share page")
-        self.set_status(202)
-        self.finish({"result": "queued", "prompt_id": prompt_id, "ahead": ahead})
+        status, result = queue_prompt(self.share, code, text, self.who())
+        self.set_status(status)
+        self.finish(result)
 
 
 class LiveSocket(websocket.WebSocketHandler, ShareHandler):
@@ -560,6 +563,49 @@ class LiveSocket(websocket.WebSocketHandler, ShareHandler):
             self.write_message(frame)
         except websocket.WebSocketClosedError:
             self.share.leave(self)
+
+
+def give_answer(
+    share: ShareServer, code: Code, request_id: str, allow: bool, who: str
+) -> tuple[int, str]:
+    """A co-driver's answer to an approval, for the kernel to take: (status, what to say)."""
+    if not share.may_answer(code):
+        return 403, "only the notebook's owner answers approvals in this session"
+    asked = decided = None
+    for event in share.store.events(
+        code.session_id, kinds=(EventKind.APPROVAL_REQUEST, EventKind.APPROVAL_DECISION)
+    ):
+        if event.data.get("request_id") == request_id:
+            if event.kind == EventKind.APPROVAL_REQUEST:
+                asked = event
+            else:
+                decided = event
+    if asked is None:
+        raise web.HTTPError(404, "no such approval in this session")
+    if decided is not None:
+        return 409, f"too late: {decided.data.get('reason', 'already decided')}"
+    if (given := share.codes.given_answer(code.session_id, request_id)) is not None:
+        verb = "approved" if given[0] else "denied"
+        return 409, f"too late: already {verb} by {given[1]} ({given[2]})"
+    share.codes.post_answer(code.session_id, request_id, allow, who, "share page")
+    return 202, "sent"
+
+
+def queue_prompt(share: ShareServer, code: Code, text: str, who: str) -> tuple[int, dict[str, Any]]:
+    """A co-driver's prompt, queued for the kernel that shows the feed: (status, body)."""
+    if not text.strip():
+        raise web.HTTPError(400, "the prompt is empty: write what the agent should do")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise web.HTTPError(413, f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+    codes = share.codes
+    if not codes.feed_open(code.session_id):
+        return 409, {
+            "result": "no notebook takes prompts for this session right now: ask "
+            "its owner to run %share in the notebook"
+        }
+    ahead = codes.queued_prompts(code.session_id)
+    prompt_id = codes.post_prompt(code.session_id, text.strip(), who, "share page")
+    return 202, {"result": "queued", "prompt_id": prompt_id, "ahead": ahead}
 
 
 def log_request(handler: web.RequestHandler) -> None:

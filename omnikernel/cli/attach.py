@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -83,6 +84,8 @@ class TerminalView:
             quoted = "\n".join("> " + line for line in prompt.splitlines()) or ">"
             by = terminal_safe(str(event.data.get("by", "")))
             origin = f" · from {by}" if by else ""
+            if by and (runs_as := terminal_safe(str(event.data.get("runs_as", "")))):
+                origin += f", run with {runs_as}'s credentials and budget"
             self.out.write(f"\n━━ turn {event.turn} · {event.harness}{origin} ━━\n{quoted}\n")
         else:
             self._view.show(event)
@@ -144,7 +147,9 @@ def answer(store: SessionStore, session_id: str, request_id: str, allow: bool) -
             f"({given[2]}); the kernel takes that answer when it runs: the first "
             "answer wins"
         )
-    who = getpass.getuser()  # the answer names its source: "approved by NAME (terminal)"
+    # The answer names its source: "approved by NAME (terminal)"; under JupyterHub the hub
+    # user whose server's terminal this is (every user may run as the same Unix user there).
+    who = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
     codes.post_answer(session_id, request_id, allow, who, "terminal")
     verb = "approved" if allow else "denied"
     return f"{verb} {request_id} ({asked.data.get('summary', '')}) as {who}"

@@ -33,6 +33,7 @@ from omnikernel.harnesses import HarnessError
 from omnikernel.harnesses.acp import AcpAgent
 from omnikernel.kernel.agent_result import result_from_events, snapshot
 from omnikernel.kernel.codrive import CoDriving
+from omnikernel.kernel.hub import current_user
 from omnikernel.kernel.interpolate import ValueWriter, describe_substitutions, interpolate
 from omnikernel.kernel.magics import FAMILIES
 from omnikernel.kernel.magics.common import MAGICS_HELP, parse_agent_args
@@ -423,7 +424,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
         view = CellView(
             feed.display, feed.update_display, offline=session.is_offline(name), images=self.images
         )
-        origin = {"by": prompt.who, "source": prompt.source}
+        # Whose prompt it is, apart from whose credentials and budget run it.
+        origin = {"by": prompt.who, "source": prompt.source, "runs_as": current_user()}
 
         def waiting(message: str) -> None:  # another kernel of the session runs a turn
             feed.display(notice_bundle({"message": message}))

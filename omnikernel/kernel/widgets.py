@@ -12,13 +12,13 @@ Every display carries a text/plain fallback, so front ends without widgets (nbcl
 
 from __future__ import annotations
 
-import getpass
 import html
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from omnikernel.kernel.hub import current_user
 from omnikernel.view.render import edit_diff, preview
 from omnikernel.view.sanitize import agent_bundle
 
@@ -206,10 +206,7 @@ def presenter(
 
 
 def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in some containers
-        return "user"
+    return current_user()
 
 
 class SpendGauge(w.VBox):
@@ -408,10 +405,13 @@ class SessionFeed(w.VBox):
         self._on_stop = on_stop
         self.stop_button.disabled = False
         asker = html.escape(f"{prompt.who} ({prompt.source})")
-        self.heading.value = f"<b>Session feed</b> · running a prompt from {asker}"
+        # Whose prompt it is, apart from whose credentials and budget run it.
+        runs_as = html.escape(f"run with {_user()}'s credentials and budget")
+        self.heading.value = f"<b>Session feed</b> · prompt by {asker}, {runs_as}"
         self.display(
             {
-                "text/plain": f"▶ {prompt.who} ({prompt.source}): {prompt.text}",
+                "text/plain": f"▶ prompt by {prompt.who} ({prompt.source}), run with "
+                f"{_user()}'s credentials and budget: {prompt.text}",
                 "text/html": f"<div style='border-left:3px solid #1565c0;padding-left:6px'>"
                 f"<b>▶ {asker}</b><pre style='white-space:pre-wrap'>"
                 f"{html.escape(prompt.text)}</pre></div>",

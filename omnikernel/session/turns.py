@@ -505,10 +505,17 @@ class SessionTurns:
                     "tokens": 0,
                     "cost_usd": None,
                     "cell": event.cell,
+                    "by": "",
+                    "decided_by": [],
                 },
             )
             if event.kind == EventKind.TURN_START:
                 row["prompt"] = event.data.get("prompt", "")
+                row["by"] = str(event.data.get("by", ""))
+            elif event.kind == EventKind.APPROVAL_DECISION:
+                who = str(event.data.get("by", ""))
+                if who and who not in row["decided_by"]:
+                    row["decided_by"].append(who)
             elif event.kind == EventKind.TOOL_CALL:
                 row["tools"] += 1
             elif event.kind == EventKind.USAGE:
@@ -534,6 +541,11 @@ class TurnSummary(TypedDict):
     #: None until the turn's usage is stored, and when its model has no price.
     cost_usd: float | None
     cell: str
+    #: Who sent the prompt when it was not the notebook's owner in a cell: a co-driver's hub
+    #: name (or link role) from the share page; "" for the owner.
+    by: str
+    #: Who answered the turn's approvals (a person, or ``auto-approve``/the policy).
+    decided_by: list[str]
     #: Present once the turn's usage is stored: the offline rehearsal model answered it.
     rehearsal: NotRequired[bool]
 

@@ -4,7 +4,9 @@ the session store's SQLite file.
 A kernel (the ``%share`` magic) and the share server (in the jupyter server, or standalone) are
 different processes, so everything they must agree on lives in tables next to the events:
 
-- ``share_codes``: one row per link. Only a SHA-256 of the code and its first 4 characters are
+- ``share_codes``: one row per link, and one per named person or group a session is shared
+  with under JupyterHub (``person`` is ``bob`` or ``group:data-team``; such a row has no code
+  anyone holds: the visitor's hub sign-in is checked against it instead). Only a SHA-256 of the code and its first 4 characters are
   stored (a code is 256 random bits: no key stretching needed); lookups compare the hash in
   constant time. Every code expires; revoking one is a flag the server checks on every request
   and every tick of every open socket.
@@ -46,6 +48,14 @@ PROMPT_TTL_S = 600.0
 #: A link lasts a day unless said otherwise; a cookie never outlives its code.
 DEFAULT_TTL_S = 24 * 3600.0
 PREFIX_LEN = 4
+#: A grant to a named person lasts until revoked (like a JupyterHub share); ten years stands
+#: for that in the `expires` column.
+PERSON_TTL_S = 10 * 365 * 24 * 3600.0
+GROUP_PREFIX = "group:"
+#: The code id of the server owner's own view of a session on the share page under JupyterHub:
+#: never in the store, never revoked (`revoked_among` skips it).
+OWNER_CODE_ID = "owner"
+_CODE_COLUMNS = "code_id, session_id, role, expires, revoked, person"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS share_codes (
@@ -56,7 +66,8 @@ CREATE TABLE IF NOT EXISTS share_codes (
     hashed     TEXT NOT NULL,
     created    REAL NOT NULL,
     expires    REAL NOT NULL,
-    revoked    REAL
+    revoked    REAL,
+    person     TEXT
 );
 CREATE INDEX IF NOT EXISTS share_codes_prefix ON share_codes(prefix);
 CREATE TABLE IF NOT EXISTS share_grants (
@@ -118,6 +129,8 @@ class Code:
     role: str
     expires: float
     revoked: float | None
+    #: The hub user (``bob``) or group (``group:data-team``) this grant names; None for a link.
+    person: str | None = None
 
     def usable(self, now: float | None = None) -> bool:
         return self.revoked is None and (now or time.time()) < self.expires
@@ -145,6 +158,9 @@ class ShareCodes:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(share_codes)")}
+        if "person" not in columns:  # a store made before sharing by name
+            self._db.execute("ALTER TABLE share_codes ADD COLUMN person TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -163,7 +179,7 @@ class ShareCodes:
         code = secrets.token_urlsafe(32)
         now = self.clock()
         self._q(
-            "INSERT INTO share_codes VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+            "INSERT INTO share_codes VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
             (
                 "sc_" + secrets.token_hex(8),
                 session_id,
@@ -183,7 +199,7 @@ class ShareCodes:
         digest = _hash(code)
         rows = self._q(
             "SELECT code_id, session_id, role, expires, revoked, hashed FROM "
-            "share_codes WHERE prefix = ?",
+            "share_codes WHERE prefix = ? AND person IS NULL",
             (code[:PREFIX_LEN],),
         )
         for code_id, session_id, role, expires, revoked, hashed in rows:
@@ -193,31 +209,84 @@ class ShareCodes:
         return None
 
     def code(self, code_id: str) -> Code | None:
-        rows = self._q(
-            "SELECT code_id, session_id, role, expires, revoked FROM share_codes WHERE code_id = ?",
-            (code_id,),
-        )
+        rows = self._q(f"SELECT {_CODE_COLUMNS} FROM share_codes WHERE code_id = ?", (code_id,))
         return Code(*rows[0]) if rows else None
 
     def active(self, session_id: str) -> list[Code]:
+        """The session's usable links and grants to people, oldest first."""
         now = self.clock()
         rows = self._q(
-            "SELECT code_id, session_id, role, expires, revoked FROM share_codes "
+            f"SELECT {_CODE_COLUMNS} FROM share_codes "
             "WHERE session_id = ? AND revoked IS NULL AND expires > ? ORDER BY created",
             (session_id, now),
         )
         return [Code(*r) for r in rows]
 
     def revoke(self, session_id: str, roles: tuple[str, ...] = ROLES) -> int:
-        """End the session's links of `roles` now (their cookies and sockets with them)."""
+        """End the session's links of `roles` now (their cookies and sockets with them).
+        Grants to named people stay: `revoke_person` ends those."""
         marks = ",".join("?" * len(roles))
         with self._lock:
             cursor = self._db.execute(
                 f"UPDATE share_codes SET revoked = ? WHERE session_id = ? AND revoked IS NULL "
-                f"AND role IN ({marks})",
+                f"AND person IS NULL AND role IN ({marks})",
                 (self.clock(), session_id, *roles),
             )
             return cursor.rowcount
+
+    # -- grants to named hub users and groups ----------------------------------------------------
+
+    def share_with(self, session_id: str, person: str, role: str) -> Code:
+        """Let hub user `person` (or ``group:NAME``'s members) into the session in `role`,
+        replacing what they had; lasts until `revoke_person`."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        check_person(person)
+        now = self.clock()
+        code_id = "sp_" + secrets.token_hex(8)
+        unheld = secrets.token_urlsafe(32)  # nobody holds it: `lookup` never finds this row
+        with self._lock:
+            self._db.execute(
+                "UPDATE share_codes SET revoked = ? WHERE session_id = ? AND person = ? "
+                "AND revoked IS NULL",
+                (now, session_id, person),
+            )
+            self._db.execute(
+                "INSERT INTO share_codes VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                (code_id, session_id, role, "", _hash(unheld), now, now + PERSON_TTL_S, person),
+            )
+        return Code(code_id, session_id, role, now + PERSON_TTL_S, None, person)
+
+    def revoke_person(self, session_id: str, person: str) -> int:
+        """End `person`'s (``bob``, ``group:data-team``) access to the session now: their open
+        pages close on the share page's next tick."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE share_codes SET revoked = ? WHERE session_id = ? AND person = ? "
+                "AND revoked IS NULL",
+                (self.clock(), session_id, person),
+            )
+            return cursor.rowcount
+
+    def people(self, session_id: str) -> list[Code]:
+        """The session's usable grants to named people and groups."""
+        return [c for c in self.active(session_id) if c.person is not None]
+
+    def shared_anywhere(self, person: str) -> bool:
+        """Whether `person` still has a usable grant to any session of this store."""
+        rows = self._q(
+            "SELECT COUNT(*) FROM share_codes WHERE person = ? AND revoked IS NULL AND expires > ?",
+            (person, self.clock()),
+        )
+        return bool(rows[0][0])
+
+    def granted_to(self, session_id: str, name: str, groups: list[str]) -> Code | None:
+        """The grant that lets hub user `name` (member of `groups`) into the session, or None;
+        co-drive before read-only when several apply."""
+        wanted = {name, *(GROUP_PREFIX + g for g in groups)}
+        found = [c for c in self.people(session_id) if c.person in wanted]
+        found.sort(key=lambda c: (c.role != CO_DRIVE, c.person != name))
+        return found[0] if found else None
 
     # -- grants (the cookie a code is exchanged for) -------------------------------------------
 
@@ -240,6 +309,7 @@ class ShareCodes:
 
     def revoked_among(self, code_ids: set[str]) -> set[str]:
         """Which of `code_ids` can no longer be used (open sockets check this on each tick)."""
+        code_ids = {c for c in code_ids if c.startswith(("sc_", "sp_"))}  # not the owner's own
         if not code_ids:
             return set()
         now = self.clock()
@@ -399,6 +469,16 @@ class ShareCodes:
         """The newest share server still running, or None."""
         rows = self._q("SELECT url, pid FROM share_servers ORDER BY started DESC")
         return next((url for url, pid in rows if _alive(pid)), None)
+
+
+def check_person(person: str) -> str:
+    """A hub user or ``group:`` name as JupyterHub allows them; ValueError says what is wrong."""
+    name = person.removeprefix(GROUP_PREFIX)
+    if not name or len(name) > 255 or any(ch in name for ch in "/?#&%\\ \t\n\r\"'<>"):
+        raise ValueError(
+            f"{person!r} is not a hub user or group name (write `bob` or `group:data-team`)"
+        )
+    return person
 
 
 def _alive(pid: int) -> bool:

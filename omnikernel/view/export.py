@@ -70,6 +70,8 @@ def gather(events: Iterable[Event]) -> list[Turn]:
             )
             if d.get("by"):
                 turn.by = f"{d['by']} ({d.get('source', '')})".replace(" ()", "")
+                if d.get("runs_as"):
+                    turn.by += f", run with {d['runs_as']}'s credentials and budget"
         elif e.kind == EventKind.TEXT:
             if turn.parts and turn.parts[-1][0] == "text":
                 turn.parts[-1] = ("text", turn.parts[-1][1] + d.get("text", ""))

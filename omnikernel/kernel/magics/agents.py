@@ -9,6 +9,7 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.display import display
 
 from omnikernel.harnesses import HarnessError
+from omnikernel.kernel.hub import current_user
 from omnikernel.kernel.magics.common import (
     SessionMagicsBase,
     parse_agent_args,
@@ -95,6 +96,7 @@ class AgentMagics(SessionMagicsBase):
             show("No agent turns in this session yet: run a prompt cell first.")
             return
         rows = []
+        owner = current_user()
         for t in turns:
             prompt = str(t["prompt"]).replace("\n", " ")
             cost = t["cost_usd"]
@@ -107,9 +109,9 @@ class AgentMagics(SessionMagicsBase):
                     t["tokens"],
                     turn_cost(cost, bool(t.get("rehearsal"))),
                     t["status"],
+                    t["by"] or owner,
+                    ", ".join(t["decided_by"]) or "-",
                 ]
             )
-        display(
-            table(["turn", "harness", "prompt", "tool calls", "tokens", "cost", "status"], rows),
-            raw=True,
-        )
+        headers = ["turn", "harness", "prompt", "tool calls", "tokens", "cost", "status"]
+        display(table([*headers, "prompt by", "approvals by"], rows), raw=True)
