@@ -71,6 +71,7 @@ ACTIONS = frozenset(
         "fetch",  # reaches the network (web fetch / search)
         "plan",  # bookkeeping with no effect outside the agent (todo lists, plan mode)
         "delegate",  # starts a sub-agent
+        "python",  # runs Python in the user's kernel, outside the sandbox (notebook.kernel_run)
         "other",
     }
 )

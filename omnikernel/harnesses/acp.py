@@ -25,6 +25,7 @@ from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
 from omnikernel.harnesses.claude import QUIET_ENV
 from omnikernel.harnesses.jsonl import JsonRpcHarness
+from omnikernel.harnesses.mcp import acp_servers
 
 PROTOCOL_VERSION = 1
 #: ACP tool kinds by what they do (see `omnikernel.events.ACTIONS`).
@@ -121,7 +122,10 @@ class AcpHarness(JsonRpcHarness):
             },
         )
         self._can_load = bool((result.get("agentCapabilities") or {}).get("loadSession"))
-        setup = {"cwd": str(self.ctx.cwd), "mcpServers": []}
+        http = bool(
+            ((result.get("agentCapabilities") or {}).get("mcpCapabilities") or {}).get("http")
+        )
+        setup = {"cwd": str(self.ctx.cwd), "mcpServers": acp_servers(self.mcp_servers, http)}
         if self._session and self._can_load:
             await self.call("session/load", {"sessionId": self._session, **setup})
         else:

@@ -23,6 +23,7 @@ from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
 from omnikernel.harnesses.jsonl import JsonLinesHarness
+from omnikernel.harnesses.mcp import NOTEBOOK_SERVER, claude_config
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,14 @@ class ClaudeHarness(JsonLinesHarness):
             # Every shell command asks the kernel, also those Claude Code judges read-only
             # (`cat`, `git status`), so the policy's rules see (and can stop) each of them.
             "--settings",
-            json.dumps({"permissions": {"ask": ["Bash"]}}),
+            # The kernel's notebook server asks the decision function itself (for every
+            # harness alike), so Claude Code does not ask again for its tools.
+            json.dumps({"permissions": {"ask": ["Bash"], "allow": [f"mcp__{NOTEBOOK_SERVER}"]}}),
         ]
+        if self.mcp_servers:
+            # Only these servers: none of the user's own Claude Code config.
+            argv += ["--mcp-config", json.dumps(claude_config(self.mcp_servers))]
+            argv += ["--strict-mcp-config"]
         if self.ctx.model:
             argv += ["--model", self.ctx.model]
         if self._claude_session:

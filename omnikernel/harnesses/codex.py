@@ -26,6 +26,7 @@ from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
 from omnikernel.harnesses.jsonl import JsonRpcHarness
+from omnikernel.harnesses.mcp import codex_config
 
 #: The key variable Codex reads for our provider (it holds the session secret the gateway issued).
 KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"
@@ -117,7 +118,7 @@ class CodexHarness(JsonRpcHarness):
             'name = "omnikernel gateway"\n'
             f"base_url = {toml_string(self.upstream.base_url)}\n"
             f'env_key = "{KEY_VARIABLE}"\n'
-            'wire_api = "responses"\n'
+            'wire_api = "responses"\n' + codex_config(self.mcp_servers)
         )
 
     async def on_started(self) -> None:

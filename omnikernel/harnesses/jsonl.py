@@ -74,6 +74,7 @@ class JsonLinesHarness(Harness):
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
         binary = self.require_binary(self.ctx.binary)
+        self.take_mcp_servers()
         self._proc = await self.start_process(self.command(binary), self.environment())
         self._stderr_tail = []
         self._stderr_task = asyncio.create_task(self._collect_stderr(self._proc))

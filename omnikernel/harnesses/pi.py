@@ -50,6 +50,10 @@ class PiHarness(JsonLinesHarness):
     npm_package = "@mariozechner/pi-coding-agent"
     pinned_version = "0.73.1"
     wire = "anthropic"
+    no_mcp = (
+        "Pi's CLI has no MCP client (its tools come from TypeScript extensions); omnikernel "
+        "does not bridge MCP into one yet"
+    )
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)

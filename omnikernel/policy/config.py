@@ -14,8 +14,8 @@ Files are TOML (stdlib `tomllib`)::
     rule = "pause-every"
     usd = 5
 
-    [[rule]]                      # turns a built-in default off (any file may)
-    rule = "push-after-install"
+    [[rule]]                      # turns a built-in default off (any file may):
+    rule = "push-after-install"   # push-after-install or ask-python
     enabled = false
 
     [[approved]]                  # "always for this pattern", written by the approval card
@@ -37,14 +37,16 @@ from typing import Any, ClassVar
 
 from omnikernel.policy.rules import (
     BUILTINS,
+    DEFAULT_RULES,
     Match,
     Outcome,
     PolicyState,
-    PushAfterInstall,
     Request,
     Rule,
     RuleError,
 )
+
+DEFAULT_NAMES = tuple(cls.name for cls in DEFAULT_RULES)
 
 LEVELS = ("default", "user", "project", "session")
 PROJECT_DIR = ".omnikernel"
@@ -105,9 +107,9 @@ def load_file(path: Path, level: str, base: Path | None = None) -> PolicyFile:
             continue
         args = {k: v for k, v in entry.items() if k not in ("rule", "enabled")}
         if entry.get("enabled") is False:
-            if entry["rule"] != PushAfterInstall.name or args:
+            if entry["rule"] not in DEFAULT_NAMES or args:
                 errors.append(
-                    f"{where}: only the default rule push-after-install can be "
+                    f"{where}: only the default rules ({', '.join(DEFAULT_NAMES)}) can be "
                     f"turned off (enabled = false)"
                 )
             else:
@@ -200,8 +202,7 @@ class Policy:
         out: list[Rule] = []
         if self.errors:
             out.append(BrokenPolicy("user/project", "\n".join(self.errors)))
-        if PushAfterInstall.name not in disabled:
-            out.append(PushAfterInstall("default"))
+        out.extend(cls("default") for cls in DEFAULT_RULES if cls.name not in disabled)
         for f in self.files:
             out.extend(f.rules)
         out.extend(self.session_rules)
@@ -217,7 +218,7 @@ class Policy:
             "session",
             resolve_path=lambda p: str((self.cwd / Path(p).expanduser()).resolve()),
         )
-        if rule.name == PushAfterInstall.name:
+        if rule.name in DEFAULT_NAMES:
             self.session_off.discard(rule.name)
             if any(r.name == rule.name for r in self.rules()):
                 return rule
@@ -229,15 +230,15 @@ class Policy:
         files stay, because a session cannot weaken another level. Returns what was removed."""
         removed = [r for r in self.session_rules if r.name == name or r.describe() == name]
         self.session_rules = [r for r in self.session_rules if r not in removed]
-        if name == PushAfterInstall.name:
+        if name in DEFAULT_NAMES:
             from_files = [f.path for f in self.files if any(r.name == name for r in f.rules)]
             if from_files:
                 raise RuleError(
-                    f"push-after-install is turned on by {from_files[0]}; a session "
+                    f"{name} is turned on by {from_files[0]}; a session "
                     f"cannot weaken it (edit that file instead)"
                 )
             self.session_off.add(name)
-            removed.append(PushAfterInstall("default"))
+            removed.append(next(cls for cls in DEFAULT_RULES if cls.name == name)("default"))
         if not removed:
             file_rules = [r for r in self.rules() if r.name == name or r.describe() == name]
             if file_rules:

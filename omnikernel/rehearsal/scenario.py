@@ -12,8 +12,9 @@ A step may hold `text` (streamed in chunks; ``{prompt}`` is replaced by the prom
 streamed chunks), `delay` (seconds before the answer starts: a slow model) and `error` (``{"status": 529, "type": "overloaded_error", "message": ...}``).
 Tool calls are abstract and built from the tools the request offers:
 ``{"action": "shell", "command": "ls"}``, ``{"action": "write", "path": "a.py", "content": ""}``,
-``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, or an exact
-``{"tool": "Name", "input": {...}}``.
+``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, an exact
+``{"tool": "Name", "input": {...}}``, or an MCP server's tool, ``{"mcp": "notebook.kernel_run",
+"input": {...}}``, found under each harness's spelling (``mcp__notebook__kernel_run``, ...).
 
 A rehearsal spends nothing, so the kernel's gateway meters its calls at $0, marked "rehearsal".
 A scenario's top-level ``price_as`` (``"anthropic/claude-sonnet-4-5"``) asks for them to be
@@ -109,7 +110,7 @@ def build_reply(
     for spec in step.get("tool_calls", []):
         call = build_tool_call(spec, conversation)
         if call is None:
-            wanted = spec.get("tool") or spec.get("action")
+            wanted = spec.get("tool") or spec.get("mcp") or spec.get("action")
             text += f"\n\n(The scripted model wanted a {wanted} tool, but none was offered.)"
         else:
             calls.append(ToolCall(next(ids), *call))
@@ -131,6 +132,13 @@ def build_tool_call(
     spec: dict[str, Any], conversation: Conversation
 ) -> tuple[str, dict[str, Any]] | None:
     tools = conversation.tools
+    if "mcp" in spec:
+        server, _, tool = str(spec["mcp"]).rpartition(".")
+        found = next(
+            (n for n in tools if n == f"mcp__{server}__{tool}"),
+            next((n for n in tools if n.endswith(tool) and server in n), None),
+        )
+        return (found, dict(spec.get("input", {}))) if found else None
     if "tool" in spec:
         return (spec["tool"], dict(spec.get("input", {}))) if spec["tool"] in tools else None
     action = spec.get("action", "")

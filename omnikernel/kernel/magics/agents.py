@@ -8,7 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.display import display
 
-from omnikernel.harnesses import HarnessError
+from omnikernel.harnesses import Harness, HarnessError
 from omnikernel.kernel.magics.common import (
     SessionMagicsBase,
     parse_agent_args,
@@ -71,6 +71,7 @@ class AgentMagics(SessionMagicsBase):
                     session.upstream_label(cls.wire, name),
                     session.credential_label(name),
                     sandbox,
+                    mcp_text(cls),
                     info.install,
                 ]
             )
@@ -83,6 +84,7 @@ class AgentMagics(SessionMagicsBase):
             "upstream",
             "credential",
             "sandbox",
+            "notebook tools (MCP)",
             "install",
         ]
         display(table(headers, rows), raw=True)
@@ -113,3 +115,12 @@ class AgentMagics(SessionMagicsBase):
             table(["turn", "harness", "prompt", "tool calls", "tokens", "cost", "status"], rows),
             raw=True,
         )
+
+
+def mcp_text(cls: type[Harness]) -> str:
+    """Whether a harness gets the kernel's notebook tools and the user's MCP servers."""
+    if cls.no_mcp:
+        return f"no: {cls.no_mcp}"
+    if getattr(cls, "agent", None) is not None:  # an ACP agent
+        return "yes, if the agent takes HTTP MCP servers (ACP mcpCapabilities.http)"
+    return "yes"

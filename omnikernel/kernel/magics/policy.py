@@ -27,7 +27,7 @@ from omnikernel.events import Event, EventKind
 from omnikernel.kernel.magics.common import SessionMagicsBase, show, table
 from omnikernel.policy.config import Policy, PolicyFileError, load_file
 from omnikernel.policy.engine import judge, observe, pause_key, request_of
-from omnikernel.policy.rules import BUILTINS, PushAfterInstall, Request, Rule, RuleError
+from omnikernel.policy.rules import BUILTINS, DEFAULT_RULES, Request, Rule, RuleError
 
 if TYPE_CHECKING:
     pass
@@ -137,9 +137,9 @@ class PolicyMagics(SessionMagicsBase):
     def _test(self, args: list[str]) -> None:
         session = self.session
         loaded = load_file(self._path(args[0]), "test", session.cwd)
-        rules: list[Rule] = (
-            [] if PushAfterInstall.name in loaded.disabled else [PushAfterInstall("default")]
-        )
+        rules: list[Rule] = [
+            cls("default") for cls in DEFAULT_RULES if cls.name not in loaded.disabled
+        ]
         rules += list(loaded.rules)
         session_id = args[1] if len(args) == 2 else session.session_id
         events = session.store.events(session_id)

@@ -1,0 +1,247 @@
+"""The kernel's `notebook` MCP server with the real Claude Code CLI against the scripted model:
+the agent sees the cells and the live kernel, runs Python in it only when a person approves,
+proposes a cell, and cannot rewrite the open notebook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from omnikernel.events import EventKind
+from omnikernel.rehearsal import FakeModelServer, Scenario
+from omnikernel.store.sessions import SessionStore
+from omnikernel.testing.notebooks import Approver
+
+from .conftest import require_claude
+
+RUN_CODE = "agent_value = 6 * 7\nprint('printed by the agent')\nagent_value"
+
+
+def mcp_step(tool: str, **arguments: object) -> dict[str, object]:
+    return {"tool_calls": [{"mcp": f"notebook.{tool}", "input": arguments}]}
+
+
+SCENARIO = {
+    "rules": [
+        {
+            "match": "look at the kernel",
+            "steps": [
+                mcp_step("kernel_variables"),
+                mcp_step("kernel_inspect", name="df"),
+                mcp_step("notebook_cells"),
+                {"text": "I looked."},
+            ],
+        },
+        {
+            "match": "try python",
+            "steps": [mcp_step("kernel_run", code=RUN_CODE), {"text": "Tried it."}],
+        },
+        {
+            "match": "propose a plot",
+            "steps": [
+                mcp_step("notebook_insert_cell", source="df.plot(x='month', y='sales')"),
+                {"text": "Proposed a cell."},
+            ],
+        },
+        {
+            "match": "rewrite the notebook",
+            "steps": [
+                {"tool_calls": [{"action": "read", "path": "analysis.ipynb"}]},
+                {"tool_calls": [{"action": "write", "path": "analysis.ipynb", "content": "{}"}]},
+                {"tool_calls": [{"action": "shell", "command": "echo broken > analysis.ipynb"}]},
+                {"text": "Tried."},
+            ],
+        },
+    ]
+}
+
+NOTEBOOK = {
+    "cells": [
+        {
+            "id": "first-cell",
+            "cell_type": "code",
+            "metadata": {},
+            "execution_count": 3,
+            "source": "%%python\nimport pandas as pd",
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": "loaded\n"}],
+        },
+        {"id": "notes", "cell_type": "markdown", "metadata": {}, "source": "# Sales by month"},
+    ],
+    "metadata": {},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+@pytest.fixture
+def model():
+    require_claude()
+    with FakeModelServer(Scenario.from_dict(SCENARIO)) as server:
+        yield server
+
+
+@pytest.fixture
+def notebook_dir(workdir: Path) -> Path:
+    (workdir / "analysis.ipynb").write_text(json.dumps(NOTEBOOK))
+    return workdir
+
+
+def start(start_kernel, workdir: Path, model: FakeModelServer, **env: str):
+    kernel = start_kernel(
+        workdir,
+        ANTHROPIC_BASE_URL=model.base_url,
+        ANTHROPIC_API_KEY="test-key",
+        JPY_SESSION_NAME="analysis.ipynb",
+        **env,
+    )
+    setup = kernel.execute(
+        "%%python\nimport pandas as pd\n"
+        "df = pd.DataFrame({'month': ['jan', 'feb', 'mar'], 'sales': [10.5, 12.0, 9.25]})\n"
+        "secret_note = 'do not send me'"
+    )
+    assert setup.status == "ok", setup.text
+    return kernel
+
+
+def tool_results(model: FakeModelServer) -> list[str]:
+    """Every tool result the model was sent, in order (each request repeats the earlier)."""
+    seen: list[str] = []
+    for request in model.requests:
+        if not request.path.startswith("/v1/messages"):
+            continue
+        body = request.body if isinstance(request.body, dict) else json.loads(request.body)
+        for message in body.get("messages", []):
+            content = message.get("content")
+            for block in content if isinstance(content, list) else []:
+                if block.get("type") == "tool_result":
+                    inner = block.get("content")
+                    text = (
+                        "".join(b.get("text", "") for b in inner if isinstance(b, dict))
+                        if isinstance(inner, list)
+                        else str(inner)
+                    )
+                    if text not in seen:
+                        seen.append(text)
+    return seen
+
+
+def requests_of(store_path: Path, tool: str) -> list[dict[str, object]]:
+    store = SessionStore(store_path)
+    return [
+        e.data
+        for s in store.sessions()
+        for e in store.events(str(s["session_id"]), kinds=(EventKind.APPROVAL_REQUEST,))
+        if e.data.get("tool") == tool
+    ]
+
+
+def test_the_agent_sees_variables_a_dataframe_and_the_cells(model, notebook_dir, start_kernel):
+    kernel = start(start_kernel, notebook_dir, model)
+    result = kernel.execute("Please look at the kernel.", timeout=180)
+    assert result.status == "ok", result.text
+    variables, inspected, cells = tool_results(model)[:3]
+    names = {v["name"]: v for v in json.loads(variables)}
+    assert names["df"]["shape"] == "3×2" and names["df"]["type"].endswith("DataFrame")
+    assert names["secret_note"]["shape"] == "len 14"
+    assert "do not send me" not in variables  # names and shapes, never values
+    assert "pd" not in names  # modules are not the user's variables
+    assert "3 rows × 2 columns" in inspected and "month" in inspected and "sales" in inspected
+    assert "describe()" in inspected and "agent-data/df" in inspected
+    assert (notebook_dir / "agent-data").is_dir()
+    listed = json.loads(cells)
+    assert [c["id"] for c in listed["cells"]] == ["first-cell", "notes"]
+    assert listed["cells"][0]["outputs"] == ["loaded\n"]
+    assert listed["cells"][0]["execution_count"] == 3
+    assert listed["cells"][1]["source"] == "# Sales by month"
+
+
+def test_kernel_run_asks_and_runs_when_a_person_approves(
+    model, notebook_dir, start_kernel, tmp_path
+):
+    store = tmp_path / "store" / "sessions.sqlite3"
+    kernel = start(start_kernel, notebook_dir, model, OMNIKERNEL_AUTO_APPROVE="1")
+    with Approver(store) as approver:
+        result = kernel.execute("Please try python.", timeout=180)
+    assert result.status == "ok", result.text
+    # It asked, although auto-approval is on: `ask-python` is a rule's ask.
+    asked = requests_of(store, "notebook.kernel_run")
+    assert len(asked) == 1 and asked[0]["action"] == "python"
+    assert asked[0]["summary"] == RUN_CODE and approver.answered
+    assert "runs Python in your kernel" in result.text  # the card says why it asks
+    ran = json.loads(tool_results(model)[0])
+    assert ran == {
+        "stdout": "printed by the agent\n",
+        "stderr": "",
+        "result": "42",
+        "error": None,
+    }
+    check = kernel.execute("%%python\nprint(agent_value)")
+    assert check.text.strip() == "42"
+
+
+def test_kernel_run_does_nothing_when_denied_or_unanswered(
+    model, notebook_dir, start_kernel, tmp_path
+):
+    store = tmp_path / "store" / "sessions.sqlite3"
+    kernel = start(
+        start_kernel,
+        notebook_dir,
+        model,
+        OMNIKERNEL_AUTO_APPROVE="1",
+        OMNIKERNEL_APPROVAL_TIMEOUT="3",
+    )
+    unanswered = kernel.execute("Please try python.", timeout=180)
+    assert unanswered.status == "ok", unanswered.text
+    assert "nobody answered" in tool_results(model)[0]
+    with Approver(store, allow=lambda _request: False):
+        denied = kernel.execute("Please try python again.", timeout=180)
+    assert denied.status == "ok", denied.text
+    assert len(requests_of(store, "notebook.kernel_run")) == 2
+    assert any("denied" in r for r in tool_results(model)[1:])
+    check = kernel.execute("%%python\nprint('agent_value' in dir())")
+    assert check.text.strip() == "False"
+
+
+def test_a_policy_deny_stops_kernel_run_without_asking(model, notebook_dir, start_kernel, tmp_path):
+    policy = notebook_dir / ".omnikernel" / "policy.toml"
+    policy.parent.mkdir()
+    policy.write_text('[[rule]]\nrule = "deny-tool"\ntool = "notebook.kernel_*"\n')
+    kernel = start(start_kernel, notebook_dir, model)
+    result = kernel.execute("Please try python.", timeout=180)
+    assert result.status == "ok", result.text
+    assert "deny-tool notebook.kernel_*" in tool_results(model)[0]
+    check = kernel.execute("%%python\nprint('agent_value' in dir())")
+    assert check.text.strip() == "False"
+
+
+def test_a_proposed_cell_comes_back_as_a_next_input_payload(model, notebook_dir, start_kernel):
+    kernel = start(start_kernel, notebook_dir, model)
+    result = kernel.execute("Please propose a plot.", timeout=180)
+    assert result.status == "ok", result.text
+    assert result.reply["payload"] == [
+        {
+            "source": "set_next_input",
+            "text": "%%python\ndf.plot(x='month', y='sales')",
+            "replace": False,
+        }
+    ]
+    assert "proposed below the running one" in tool_results(model)[0]
+    nothing_ran = kernel.execute("%%python\nprint(len(_agent.text) > 0)")
+    assert nothing_ran.status == "ok"
+
+
+def test_the_open_notebook_is_read_only_for_the_agent(model, notebook_dir, start_kernel):
+    before = (notebook_dir / "analysis.ipynb").read_text()
+    kernel = start(start_kernel, notebook_dir, model, OMNIKERNEL_AUTO_APPROVE="1")
+    result = kernel.execute("Please rewrite the notebook.", timeout=180)
+    assert result.status == "ok", result.text
+    write, shell = tool_results(model)[1:3]
+    assert "read-only for agents" in write and "notebook_insert_cell" in write
+    assert "Read-only file system" in shell or "busy" in shell, shell
+    assert (notebook_dir / "analysis.ipynb").read_text() == before
+    # Another notebook in the folder stays the agent's to edit.
+    other = notebook_dir / "scratch.ipynb"
+    other.write_text("{}")
+    assert other.read_text() == "{}"
