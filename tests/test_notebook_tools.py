@@ -14,7 +14,7 @@ from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.store.sessions import SessionStore
 from omnikernel.testing.notebooks import Approver
 
-from .conftest import require_claude
+from .conftest import require_claude, require_cli
 
 RUN_CODE = "agent_value = 6 * 7\nprint('printed by the agent')\nagent_value"
 
@@ -93,6 +93,8 @@ def start(start_kernel, workdir: Path, model: FakeModelServer, **env: str):
         workdir,
         ANTHROPIC_BASE_URL=model.base_url,
         ANTHROPIC_API_KEY="test-key",
+        OPENAI_BASE_URL=model.base_url + "/v1",
+        OPENAI_API_KEY="test-key",
         JPY_SESSION_NAME="analysis.ipynb",
         **env,
     )
@@ -109,9 +111,19 @@ def tool_results(model: FakeModelServer) -> list[str]:
     """Every tool result the model was sent, in order (each request repeats the earlier)."""
     seen: list[str] = []
     for request in model.requests:
-        if not request.path.startswith("/v1/messages"):
+        if not request.path.startswith(("/v1/messages", "/v1/responses")):
             continue
         body = request.body if isinstance(request.body, dict) else json.loads(request.body)
+        for item in body.get("input", []) if isinstance(body.get("input"), list) else []:
+            if isinstance(item, dict) and item.get("type") == "function_call_output":
+                output = item.get("output")
+                text = (
+                    "".join(b.get("text", "") for b in output if isinstance(b, dict))
+                    if isinstance(output, list)
+                    else str(output)
+                )
+                if text not in seen:
+                    seen.append(text)
         for message in body.get("messages", []):
             content = message.get("content")
             for block in content if isinstance(content, list) else []:
@@ -245,3 +257,33 @@ def test_the_open_notebook_is_read_only_for_the_agent(model, notebook_dir, start
     other = notebook_dir / "scratch.ipynb"
     other.write_text("{}")
     assert other.read_text() == "{}"
+
+
+def test_an_acp_agent_gets_the_tools_and_the_gate(model, notebook_dir, start_kernel, tmp_path):
+    """Through ACP's ``mcpServers`` (HTTP: claude-code-acp advertises it); the agent's own
+    permission request for a notebook tool is answered at once, the server asks the policy.
+    (Codex gets the server in its config too, but Codex 0.169 defers MCP tools behind its
+    ``tool_search`` tool, which the scripted model does not speak yet.)"""
+    require_cli("claude-code-acp")
+    harness = "claude-acp"
+    store = tmp_path / "store" / "sessions.sqlite3"
+    kernel = start(start_kernel, notebook_dir, model, OMNIKERNEL_HARNESS=harness)
+    looked = kernel.execute("Please look at the kernel.", timeout=180)
+    assert looked.status == "ok", looked.text
+    assert tool_results(model), looked.text
+    names = {v["name"] for v in json.loads(tool_results(model)[0])}
+    assert {"df", "secret_note"} <= names
+    with Approver(store) as approver:
+        ran = kernel.execute("Please try python.", timeout=180)
+    assert ran.status == "ok", ran.text
+    assert [r["summary"] for r in approver.answered if r["tool"] == "notebook.kernel_run"] == [
+        RUN_CODE
+    ]
+    assert kernel.execute("%%python\nprint(agent_value)").text.strip() == "42"
+
+
+def test_agents_says_which_harnesses_get_the_notebook_tools(model, notebook_dir, start_kernel):
+    kernel = start(start_kernel, notebook_dir, model)
+    listed = kernel.execute("%agents").text
+    assert "notebook tools (MCP)" in listed
+    assert "Pi's CLI has no MCP client" in listed

@@ -25,7 +25,7 @@ from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
 from omnikernel.harnesses.claude import QUIET_ENV
 from omnikernel.harnesses.jsonl import JsonRpcHarness
-from omnikernel.harnesses.mcp import acp_servers
+from omnikernel.harnesses.mcp import acp_servers, is_notebook_tool
 
 PROTOCOL_VERSION = 1
 #: ACP tool kinds by what they do (see `omnikernel.events.ACTIONS`).
@@ -239,6 +239,18 @@ class AcpHarness(JsonRpcHarness):
         params = message.get("params") or {}
         call = params.get("toolCall") or {}
         as_event = self._tool_call(call)
+        if is_notebook_tool(str(as_event.data.get("tool", ""))):
+            # The notebook server asks the decision function itself when the call reaches it.
+            option = next(
+                (o for o in params.get("options") or [] if o.get("kind") == "allow_once"), None
+            )
+            outcome = (
+                {"outcome": "selected", "optionId": option["optionId"]}
+                if option
+                else {"outcome": "cancelled"}
+            )
+            await self.respond(ident, {"outcome": outcome})
+            return
         asked = Event(
             EventKind.APPROVAL_REQUEST,
             {

@@ -62,6 +62,12 @@ class McpServer:
         return urlsplit(self.url).port if self.socket is not None else None
 
 
+def is_notebook_tool(tool: str) -> bool:
+    """Whether a harness's tool name is one of the kernel's notebook server's tools, which
+    ask the decision function themselves (so the harness's own ask is answered at once)."""
+    return tool.startswith(f"mcp__{NOTEBOOK_SERVER}__") or tool.startswith(f"{NOTEBOOK_SERVER}.")
+
+
 def claude_config(servers: Iterable[McpServer]) -> dict[str, Any]:
     """Claude Code's ``--mcp-config`` JSON."""
     out: dict[str, Any] = {}
