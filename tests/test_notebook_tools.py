@@ -181,7 +181,9 @@ def test_kernel_run_asks_and_runs_when_a_person_approves(
     asked = requests_of(store, "notebook.kernel_run")
     assert len(asked) == 1 and asked[0]["action"] == "python"
     assert asked[0]["summary"] == RUN_CODE and approver.answered
-    assert "runs Python in your kernel" in result.text  # the card says why it asks
+    # The card shows the tool, the code and why it asks.
+    assert "notebook.kernel_run" in result.text and "agent_value = 6 * 7" in result.text
+    assert "runs Python in your kernel" in result.text
     ran = json.loads(tool_results(model)[0])
     assert ran == {
         "stdout": "printed by the agent\n",
