@@ -73,6 +73,28 @@ def test_run_returns_output_result_and_error_and_keeps_names():
     assert "SyntaxError" in notebook_tools.run("def f(:", namespace)["error"]
 
 
+def test_the_stop_button_interrupts_code_that_never_ends():
+    import os
+    import signal
+
+    stopped: list[int] = []
+
+    def kernels_handler(signum: int, frame: object) -> None:
+        stopped.append(signum)
+
+    previous = signal.signal(signal.SIGINT, kernels_handler)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        ran = notebook_tools.run("while True:\n    pass", {})
+    finally:
+        timer.join()
+        restored = signal.signal(signal.SIGINT, previous)
+    assert ran["error"] is not None and ran["error"].startswith("KeyboardInterrupt")
+    assert stopped == [signal.SIGINT]  # the kernel's own handler (it stops the turn) ran too
+    assert restored is kernels_handler  # put back after the run
+
+
 def test_cells_come_from_the_saved_file_with_the_running_cell_marked(tmp_path):
     path = tmp_path / "n.ipynb"
     path.write_text(

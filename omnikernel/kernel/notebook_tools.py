@@ -20,9 +20,11 @@ import ast
 import contextlib
 import io
 import json
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,22 +176,45 @@ def cells(notebook: Path | None, running_cell: str) -> dict[str, Any]:
     return {"notebook": str(notebook), "running_cell": running_cell, "cells": out, "note": note}
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """The stop button (SIGINT) interrupts the code too: while a turn runs, the kernel's
+    handler only cancels the turn's task, which cannot run while the code holds the loop. The
+    handler still runs first (the turn stops), then the code gets a KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run(code: str, namespace: dict[str, Any]) -> dict[str, Any]:
     """Run `code` in `namespace` as a cell would (the last expression's value is returned as
-    its repr); stdout and stderr captured, an error returned, never raised."""
+    its repr); stdout and stderr captured, an error returned, never raised. The stop button
+    interrupts it (`interruptible`)."""
     out, err = io.StringIO(), io.StringIO()
     result: str | None = None
     error: str | None = None
     try:
         tree = ast.parse(code, "<kernel_run>", "exec")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), interruptible():
             exec(compile(tree, "<kernel_run>", "exec"), namespace)
             if last is not None:
                 value = eval(compile(ast.Expression(last.value), "<kernel_run>", "eval"), namespace)
                 if value is not None:
                     result = cut(repr(value), MAX_TEXT)
-    except (Exception, SystemExit) as exc:  # the kernel lives on: the agent reads the error
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # the kernel lives on
         error = cut("".join(traceback.format_exception_only(type(exc), exc)).strip(), MAX_TEXT)
         tb = traceback.extract_tb(exc.__traceback__)
         lines = [f"line {f.lineno}" for f in tb if f.filename == "<kernel_run>"]
