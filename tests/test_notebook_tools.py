@@ -289,3 +289,55 @@ def test_agents_says_which_harnesses_get_the_notebook_tools(model, notebook_dir,
     listed = kernel.execute("%agents").text
     assert "notebook tools (MCP)" in listed
     assert "Pi's CLI has no MCP client" in listed
+
+
+def test_kernel_run_runs_when_approved_from_the_share_page(
+    model, notebook_dir, start_kernel, tmp_path
+):
+    """The share server writes a co-driver's answer to the store (`ShareCodes.post_answer`,
+    after its own grant and origin checks, tested in test_share); the waiting ask takes it."""
+    import threading
+    import time
+
+    from omnikernel.store.shares import ShareCodes
+
+    store = tmp_path / "store" / "sessions.sqlite3"
+    kernel = start(start_kernel, notebook_dir, model)
+    done = threading.Event()
+
+    def co_driver() -> None:
+        while not done.wait(0.2):
+            if not store.exists():
+                continue
+            asked = SessionStore(store)
+            for session in asked.sessions():
+                sid = str(session["session_id"])
+                for event in asked.events(sid, kinds=(EventKind.APPROVAL_REQUEST,)):
+                    if event.data.get("tool") == "notebook.kernel_run":
+                        ShareCodes(store).post_answer(
+                            sid,
+                            str(event.data["request_id"]),
+                            True,
+                            "co-drive at 127.0.0.1",
+                            "share page",
+                        )
+                        return
+
+    helper = threading.Thread(target=co_driver, daemon=True)
+    helper.start()
+    started = time.monotonic()
+    result = kernel.execute("Please try python.", timeout=180)
+    done.set()
+    helper.join(5)
+    assert result.status == "ok", result.text
+    assert time.monotonic() - started < 170  # answered, not timed out
+    sessions = SessionStore(store)
+    decisions = [
+        e.data
+        for s in sessions.sessions()
+        for e in sessions.events(str(s["session_id"]), kinds=(EventKind.APPROVAL_DECISION,))
+    ]
+    assert [d["source"] for d in decisions] == ["share page"] and decisions[0][
+        "decision"
+    ] == "allow"
+    assert kernel.execute("%%python\nprint(agent_value)").text.strip() == "42"
