@@ -122,6 +122,7 @@ def tool_results(model: FakeModelServer) -> list[str]:
                     if isinstance(output, list)
                     else str(output)
                 )
+                text = text.partition("Output:")[2].strip() if "Output:" in text else text
                 if text not in seen:
                     seen.append(text)
         for message in body.get("messages", []):
@@ -261,13 +262,15 @@ def test_the_open_notebook_is_read_only_for_the_agent(model, notebook_dir, start
     assert other.read_text() == "{}"
 
 
-def test_an_acp_agent_gets_the_tools_and_the_gate(model, notebook_dir, start_kernel, tmp_path):
-    """Through ACP's ``mcpServers`` (HTTP: claude-code-acp advertises it); the agent's own
-    permission request for a notebook tool is answered at once, the server asks the policy.
-    (Codex gets the server in its config too, but Codex 0.169 defers MCP tools behind its
-    ``tool_search`` tool, which the scripted model does not speak yet.)"""
-    require_cli("claude-code-acp")
-    harness = "claude-acp"
+@pytest.mark.parametrize("harness", ["codex", "claude-acp"])
+def test_every_harness_with_mcp_gets_the_tools_and_the_gate(
+    harness, model, notebook_dir, start_kernel, tmp_path
+):
+    """Codex through ``mcp_servers`` in its config (it loads MCP tools through its
+    ``tool_search`` tool, which the scripted model calls first); an ACP agent through
+    ``mcpServers`` (HTTP: claude-code-acp advertises it), its own permission request for a
+    notebook tool answered at once, since the server asks the policy."""
+    require_cli("codex" if harness == "codex" else "claude-code-acp")
     store = tmp_path / "store" / "sessions.sqlite3"
     kernel = start(start_kernel, notebook_dir, model, OMNIKERNEL_HARNESS=harness)
     looked = kernel.execute("Please look at the kernel.", timeout=180)
