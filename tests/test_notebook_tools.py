@@ -20,7 +20,11 @@ RUN_CODE = "agent_value = 6 * 7\nprint('printed by the agent')\nagent_value"
 
 
 def mcp_step(tool: str, **arguments: object) -> dict[str, object]:
-    return {"tool_calls": [{"mcp": f"notebook.{tool}", "input": arguments}]}
+    return mcp_step_of(f"notebook.{tool}", **arguments)
+
+
+def mcp_step_of(tool: str, **arguments: object) -> dict[str, object]:
+    return {"tool_calls": [{"mcp": tool, "input": arguments}]}
 
 
 SCENARIO = {
@@ -44,6 +48,10 @@ SCENARIO = {
                 mcp_step("notebook_insert_cell", source="df.plot(x='month', y='sales')"),
                 {"text": "Proposed a cell."},
             ],
+        },
+        {
+            "match": "add two and three",
+            "steps": [mcp_step_of("calc.add", a=2, b=3), {"text": "Added."}],
         },
         {
             "match": "rewrite the notebook",
@@ -344,3 +352,46 @@ def test_kernel_run_runs_when_approved_from_the_share_page(
         "decision"
     ] == "allow"
     assert kernel.execute("%%python\nprint(agent_value)").text.strip() == "42"
+
+
+CALC = Path(__file__).parent / "mcp_calc_server.py"
+
+
+@pytest.mark.parametrize("harness", ["claude", "codex"])
+def test_the_users_mcp_server_runs_in_the_sandbox_under_the_policy(
+    harness, model, notebook_dir, start_kernel
+):
+    """A stdio server from the notebook's mcp.toml, started by the agent's CLI inside its
+    sandbox; a policy allows or denies its tool by name, ``calc.add``."""
+    import sys
+
+    require_cli(harness)
+    config = notebook_dir / ".omnikernel"
+    config.mkdir()
+    (config / "mcp.toml").write_text(
+        f"[servers.calc]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(CALC))}]\n"
+    )
+    (config / "policy.toml").write_text('[[rule]]\nrule = "allow-tool"\ntool = "calc.add"\n')
+    # Not prewarmed: Codex started before `%sandbox read` restarts for it, and cannot resume
+    # the thread its prewarm opened ("no rollout found"; a known issue, not this test's).
+    kernel = start(
+        start_kernel, notebook_dir, model, OMNIKERNEL_HARNESS=harness, OMNIKERNEL_PREWARM="0"
+    )
+    base = Path(sys.base_prefix)
+    if base.is_relative_to(Path.home()):  # the interpreter lives in a closed home: open it
+        opened = kernel.execute(f"%sandbox read {base} {Path(sys.prefix)}")
+        assert opened.status == "ok", opened.text
+    added = kernel.execute("Please add two and three.", timeout=180)
+    assert added.status == "ok", added.text
+    assert tool_results(model), added.text
+    result = tool_results(model)[0]
+    assert result.startswith("5 "), (result, added.text)
+    assert "APPROVAL" not in added.text  # allowed by the rule, by name
+    # The server ran in the sandbox: the home it saw is the CLI's private one.
+    assert "/state/" in result, result
+    (config / "policy.toml").write_text('[[rule]]\nrule = "deny-tool"\ntool = "calc.*"\n')
+    assert kernel.execute("%policy reload").status == "ok"
+    denied = kernel.execute("Please add two and three again.", timeout=180)
+    assert denied.status == "ok", denied.text
+    assert "deny-tool calc.*" in denied.text, denied.text
+    assert not any(r.startswith("5 ") for r in tool_results(model)[1:])

@@ -23,7 +23,7 @@ from omnikernel import __version__
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
-from omnikernel.harnesses.claude import QUIET_ENV
+from omnikernel.harnesses.claude import MCP_ENV, QUIET_ENV
 from omnikernel.harnesses.jsonl import JsonRpcHarness
 from omnikernel.harnesses.mcp import acp_servers, is_notebook_tool
 
@@ -106,6 +106,7 @@ class AcpHarness(JsonRpcHarness):
             "ANTHROPIC_API_KEY": key,
             "OPENAI_BASE_URL": base + "/v1",
             "OPENAI_API_KEY": key,
+            **MCP_ENV,
             **QUIET_ENV,
         }
 

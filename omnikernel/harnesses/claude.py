@@ -60,6 +60,11 @@ QUIET_ENV = {
 }
 
 
+#: Claude Code may send its first model request before its MCP servers connect (a stdio server
+#: still starting inside the sandbox): the agent would not see their tools. Wait for them.
+MCP_ENV = {"MCP_CONNECTION_NONBLOCKING": "false"}
+
+
 def tool_summary(tool: str, tool_input: dict[str, Any]) -> str:
     """One line saying what a tool call does: the command, the path, the pattern."""
     for key in ("command", "file_path", "notebook_path", "path", "pattern", "url", "query"):
@@ -149,6 +154,7 @@ class ClaudeHarness(JsonLinesHarness):
             ): self.ctx.upstream.api_key,
             # A dead upstream should fail the turn in seconds, not after minutes of back-off.
             "CLAUDE_CODE_MAX_RETRIES": "2",
+            **MCP_ENV,
             **QUIET_ENV,
         }
 
