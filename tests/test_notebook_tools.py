@@ -176,6 +176,16 @@ def test_the_agent_sees_variables_a_dataframe_and_the_cells(model, notebook_dir,
     assert listed["cells"][0]["outputs"] == ["loaded\n"]
     assert listed["cells"][0]["execution_count"] == 3
     assert listed["cells"][1]["source"] == "# Sales by month"
+    # The server's secret is in a private file, never on a command line (`ps` shows those to
+    # every user of the machine).
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    assert any("--mcp-config" in line for line in lines)  # the agent's CLI still runs
+    assert not any("Bearer" in line for line in lines)
 
 
 def test_kernel_run_asks_and_runs_when_a_person_approves(

@@ -131,9 +131,12 @@ class ClaudeHarness(JsonLinesHarness):
             json.dumps({"permissions": {"ask": ["Bash"], "allow": [f"mcp__{NOTEBOOK_SERVER}"]}}),
         ]
         if self.mcp_servers:
-            # Only these servers: none of the user's own Claude Code config.
-            argv += ["--mcp-config", json.dumps(claude_config(self.mcp_servers))]
-            argv += ["--strict-mcp-config"]
+            # Only these servers: none of the user's own Claude Code config. In a file of the
+            # CLI's private config dir, not on its command line, which `ps` shows every user.
+            path = self.private_dirs()["config"] / "omnikernel-mcp.json"
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(claude_config(self.mcp_servers)))
+            argv += ["--mcp-config", str(path), "--strict-mcp-config"]
         if self.ctx.model:
             argv += ["--model", self.ctx.model]
         if self._claude_session:
