@@ -180,6 +180,7 @@ class OmniKernel(KernelSettings, IPythonKernel):
         self._prewarm_pending = self.prewarm
         #: The ``notebook`` MCP server, started with the first CLI that gets it.
         self._notebook_server: NotebookServer | None = None
+        self._notebook_server_lock = threading.Lock()
         #: Cells the agents proposed during the running prompt (sent with its reply).
         self._proposed: list[str] = []
         if self.notebook_tools:
@@ -210,7 +211,11 @@ class OmniKernel(KernelSettings, IPythonKernel):
 
     def _notebook_mcp_for(self, harness: str) -> McpServer:
         """The notebook server as `harness` is told of it, started at the first ask (its SDK
-        is imported only then)."""
+        is imported only then), from the thread the CLI's start reads its MCP servers in."""
+        with self._notebook_server_lock:  # CLIs start it from worker threads
+            return self._notebook_server_for(harness)
+
+    def _notebook_server_for(self, harness: str) -> McpServer:
         if self._notebook_server is None:
             from omnikernel.kernel.notebook_server import Kernel, NotebookServer
 
