@@ -280,7 +280,7 @@ def test_the_open_notebook_is_read_only_for_the_agent(model, notebook_dir, start
     assert other.read_text() == "{}"
 
 
-@pytest.mark.parametrize("harness", ["codex", "claude-acp"])
+@pytest.mark.parametrize("harness", ["codex", "pi", "claude-acp"])
 def test_every_harness_with_mcp_gets_the_tools_and_the_gate(
     harness, model, notebook_dir, start_kernel, tmp_path
 ):
@@ -288,7 +288,7 @@ def test_every_harness_with_mcp_gets_the_tools_and_the_gate(
     ``tool_search`` tool, which the scripted model calls first); an ACP agent through
     ``mcpServers`` (HTTP: claude-code-acp advertises it), its own permission request for a
     notebook tool answered at once, since the server asks the policy."""
-    require_cli("codex" if harness == "codex" else "claude-code-acp")
+    require_cli({"claude-acp": "claude-code-acp"}.get(harness, harness))
     store = tmp_path / "store" / "sessions.sqlite3"
     kernel = start(start_kernel, notebook_dir, model, OMNIKERNEL_HARNESS=harness)
     looked = kernel.execute("Please look at the kernel.", timeout=180)
@@ -309,7 +309,7 @@ def test_agents_says_which_harnesses_get_the_notebook_tools(model, notebook_dir,
     kernel = start(start_kernel, notebook_dir, model)
     listed = kernel.execute("%agents").text
     assert "notebook tools (MCP)" in listed
-    assert "Pi's CLI has no MCP client" in listed
+    assert "HTTP servers only (Pi has no MCP client" in listed
 
 
 def test_kernel_run_runs_when_approved_from_the_share_page(

@@ -101,6 +101,8 @@ class Harness(abc.ABC):
     default_model: ClassVar[str | None] = None
     #: Whether the CLI can use MCP servers ("" if it can; else why not, as `%agents` says).
     no_mcp: ClassVar[str] = ""
+    #: A limit of its MCP support, as `%agents` says it ("" if none).
+    mcp_note: ClassVar[str] = ""
 
     def __init__(self, ctx: HarnessContext):
         self.ctx = ctx

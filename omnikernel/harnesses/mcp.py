@@ -18,8 +18,8 @@ The user's servers come from ``.omnikernel/mcp.toml`` beside the notebook and th
     headers = { X-Team = "data" }
 
 Formats: Claude Code's ``--mcp-config`` JSON, Codex's ``mcp_servers`` config tables, ACP's
-``mcpServers`` in ``session/new``. Pi's CLI has no MCP client (its tools come from TypeScript
-extensions), so Pi gets none: `%agents` says so.
+``mcpServers`` in ``session/new``. Pi's CLI has no MCP client: omnikernel's ``pi_mcp.ts``
+extension is one, for HTTP servers only (see `omnikernel.harnesses.pi`).
 """
 
 from __future__ import annotations

@@ -121,6 +121,8 @@ def mcp_text(cls: type[Harness]) -> str:
     """Whether a harness gets the kernel's notebook tools and the user's MCP servers."""
     if cls.no_mcp:
         return f"no: {cls.no_mcp}"
+    if cls.mcp_note:
+        return f"yes, {cls.mcp_note}"
     if getattr(cls, "agent", None) is not None:  # an ACP agent
         return "yes, if the agent takes HTTP MCP servers (ACP mcpCapabilities.http)"
     return "yes"
