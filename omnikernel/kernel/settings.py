@@ -395,4 +395,10 @@ HANDOFFS = (
         "pi (as its model provider's key)",
         "The session secret the kernel's gateway issued; never a real credential.",
     ),
+    Handoff(
+        "OMNIKERNEL_MCP_SERVERS", "the kernel, for the pi CLI it starts",
+        "pi's `pi_mcp.ts` extension (Pi has no MCP client of its own)",
+        "The HTTP MCP servers Pi gets (the kernel's notebook server with its per-harness "
+        "secret, and the user's HTTP servers from mcp.toml), as JSON.",
+    ),
 )  # fmt: skip
