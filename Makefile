@@ -9,7 +9,10 @@ CLAUDE_CODE_VERSION := 2.1.197
 CODEX_VERSION := 0.169.0
 PI_VERSION := 0.73.1
 CLAUDE_ACP_VERSION := 0.16.2
-CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)
+GEMINI_CLI_VERSION := 0.61.0
+QWEN_CODE_VERSION := 0.24.4
+OPENCODE_VERSION := 1.18.33
+CLI_STAMP := $(TOOLS)/.clis-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(PI_VERSION)-$(CLAUDE_ACP_VERSION)-$(GEMINI_CLI_VERSION)-$(QWEN_CODE_VERSION)-$(OPENCODE_VERSION)
 DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
@@ -37,10 +40,16 @@ $(CLI_STAMP):
 		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
 		@openai/codex@$(CODEX_VERSION) \
 		@mariozechner/pi-coding-agent@$(PI_VERSION) \
-		@zed-industries/claude-code-acp@$(CLAUDE_ACP_VERSION)
+		@zed-industries/claude-code-acp@$(CLAUDE_ACP_VERSION) \
+		@google/gemini-cli@$(GEMINI_CLI_VERSION) \
+		@qwen-code/qwen-code@$(QWEN_CODE_VERSION) \
+		opencode-ai@$(OPENCODE_VERSION)
 	$(TOOLS)/node_modules/.bin/claude --version
 	$(TOOLS)/node_modules/.bin/codex --version
 	$(TOOLS)/node_modules/.bin/pi --version
+	$(TOOLS)/node_modules/.bin/gemini --version
+	$(TOOLS)/node_modules/.bin/qwen --version
+	$(TOOLS)/node_modules/.bin/opencode --version
 	touch $@
 
 # Debian packages the tests use: a real browser for the JupyterLab test and the sandboxes.

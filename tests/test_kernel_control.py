@@ -41,6 +41,8 @@ SCENARIO = {
     ]
 }  # fmt: skip
 HARNESSES = ["claude", "codex", "pi"]
+#: The ACP agents of issue 27, which have approval modes of their own.
+ACP_HARNESSES = ["gemini", "qwen", "opencode"]
 
 
 @pytest.fixture
@@ -55,6 +57,8 @@ def upstreams(model: FakeModelServer, **extra: str) -> dict[str, str]:
         "ANTHROPIC_API_KEY": "k",
         "OPENAI_BASE_URL": model.base_url + "/v1",
         "OPENAI_API_KEY": "k",
+        "GOOGLE_GEMINI_BASE_URL": model.base_url,
+        "GEMINI_API_KEY": "k",
         **extra,
     }
 
@@ -223,7 +227,7 @@ def test_the_default_model_of_every_pinned_cli_is_priced(harness, model, workdir
     assert "unpriced" not in result.text and "$0.0" in result.text, result.text
 
 
-@pytest.mark.parametrize("harness", HARNESSES)
+@pytest.mark.parametrize("harness", HARNESSES + ACP_HARNESSES)
 def test_a_deny_rule_stops_even_commands_the_cli_deems_read_only(harness, workdir, start_kernel):
     """Claude Code runs `cat` without asking unless told to ask for every Bash call (checked:
     without the kernel's `--settings` ask rule this test fails, `cat` runs and prints)."""
@@ -248,7 +252,9 @@ def test_a_deny_rule_stops_even_commands_the_cli_deems_read_only(harness, workdi
             workdir, **upstreams(model, OMNIKERNEL_AUTO_APPROVE="1", OMNIKERNEL_HARNESS=harness)
         )
         allowed = kernel.execute("Please show the readme.")
-        assert "secret-ish" in allowed.text, allowed.text
+        assert "cat README" in allowed.text and "DENIED" not in allowed.text, allowed.text
+        if harness != "gemini":  # Gemini CLI's ACP updates carry no tool output
+            assert "secret-ish" in allowed.text, allowed.text
         kernel.execute("%policy add deny cat")
         denied = kernel.execute("Please show the readme.")
     assert "DENIED" in denied.text and "deny 'cat'" in denied.text, denied.text

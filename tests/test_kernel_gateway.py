@@ -12,7 +12,7 @@ import pytest
 
 from omnikernel.testing import FakeModelServer, Scenario
 
-from .conftest import require_claude, shown_text
+from .conftest import require_claude, require_cli, shown_text
 from .test_kernel_claude import closed_port, descendants
 
 REAL_KEY = "sk-ant-real-key-never-in-the-agent-0042"
@@ -242,3 +242,55 @@ def test_stopping_the_kernel_stops_its_agents(model, workdir, start_kernel):
             return False
 
     assert not [pid for pid in children if alive(pid)]
+
+
+def test_gemini_through_the_kernel_with_its_key_kept_out(workdir, start_kernel, tmp_path):
+    """`%agent gemini` in a kernel configured the way Gemini CLI is (GEMINI_API_KEY,
+    GOOGLE_GEMINI_BASE_URL): the agent gets the gateway and a session secret, the real key goes
+    only upstream, the call is metered at Gemini prices, and `%agents` lists the new agents."""
+    require_cli("gemini")
+    real_key = "AIza-real-gemini-key-never-in-the-agent-0043"
+    with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as model:
+        kernel = start_kernel(
+            workdir,
+            GEMINI_API_KEY=real_key,
+            GOOGLE_GEMINI_BASE_URL=model.base_url,
+            OMNIKERNEL_AUTO_APPROVE="1",
+        )
+        agents = kernel.execute("%agents").text
+        for name, version in (("gemini", "0.61.0"), ("qwen", "0.24.4"), ("opencode", "1.18.33")):
+            row = next(line for line in agents.splitlines() if name in line.split())
+            assert "yes" in row and version in row, row
+        assert "Switched to gemini" in kernel.execute("%agent gemini").text
+        msg_id = kernel.kc.execute("Please create the notes file.")
+        environs: list[bytes] = []
+
+        def read_agent_environment(msg):
+            if environs or "Writing notes" not in shown_text(msg):
+                return
+            for pid in descendants(kernel.km.provisioner.pid):
+                try:
+                    environs.append(open(f"/proc/{pid}/environ", "rb").read())
+                except OSError:
+                    pass
+
+        result = kernel.collect(msg_id, on_output=read_agent_environment)
+        assert result.status == "ok", result.text
+        assert (workdir / "notes.txt").read_text() == "replayed\n"
+        assert "run_shell_command" in result.text
+        assert environs and all(real_key.encode() not in env for env in environs)
+        agent_env = next(
+            dict(v.split(b"=", 1) for v in env.split(b"\0") if b"=" in v)
+            for env in environs
+            if b"GEMINI_API_KEY=" in env
+        )
+        assert agent_env[b"GEMINI_API_KEY"].startswith(b"omk-")
+        assert b"/h/gemini" in agent_env[b"GOOGLE_GEMINI_BASE_URL"]
+        posts = [r for r in model.requests if r.method == "POST"]
+        assert posts and all(r.headers.get("x-goog-api-key") == real_key for r in posts)
+        assert all(":streamGenerateContent" in r.path for r in posts)
+        spend = kernel.execute("%spend").text
+        assert "gemini" in spend and "gemini-2.5-flash" in spend and "Session total: $" in spend
+        store = tmp_path / "store" / "sessions.sqlite3"
+        dump = "\n".join(str(row) for row in sqlite3.connect(store).execute("SELECT * FROM events"))
+        assert real_key not in dump

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -53,3 +54,21 @@ def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
     entries = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "omnikernel.harnesses" in entries
     assert "omnikernel = omnikernel.cli.main:main" in entries  # the `omnikernel` command
+
+
+def test_every_harness_cli_is_pinned_in_the_makefile_and_listed_with_its_install_command():
+    """`make lab` / `make test` install exactly the versions the adapters are tested with, and
+    `%agents` tells how to install each (its rows come from `Harness.probe`)."""
+    from omnikernel.harnesses import discover
+
+    makefile = (REPO / "Makefile").read_text()
+    pins = dict(re.findall(r"^([A-Z_]+_VERSION) := (\S+)$", makefile, re.MULTILINE))
+    installed = re.findall(r"(@?[a-z][\w./-]*)@\$\(([A-Z_]+_VERSION)\)", makefile)
+    packages = {package: pins[var] for package, var in installed}
+    harnesses = discover()
+    assert {"claude", "codex", "pi", "gemini", "qwen", "opencode"} <= set(harnesses)
+    for name, cls in harnesses.items():
+        assert packages.get(cls.npm_package) == cls.pinned_version, (name, packages)
+        info = cls.probe("/nonexistent/cli")
+        assert info.install == f"npm install -g {cls.npm_package}@{cls.pinned_version}"
+        assert not info.installed

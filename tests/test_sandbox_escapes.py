@@ -532,11 +532,15 @@ def test_run_dir_and_placeholders_are_removed_when_the_agent_stops(world):
     home = world["home"]
     spec = agent_spec(world, home)
 
+    def look(run_dir: Path) -> tuple[bool, bool]:
+        made = run_dir.parent == run_root() and run_dir.is_dir()
+        placed = (home / ".zshrc").exists() and (home / ".vscode").is_dir()
+        return made, placed
+
     async def start_and_look() -> tuple[Path, bool, bool]:
         proc = await start_sandboxed(["/bin/sleep", "30"], spec, resolve("auto"))
         run_dir = Path(proc.run.path)
-        made = run_dir.parent == run_root() and run_dir.is_dir()
-        placed = (home / ".zshrc").exists() and (home / ".vscode").is_dir()
+        made, placed = look(run_dir)
         await proc.kill()
         return run_dir, made, placed
 

@@ -37,7 +37,8 @@ from .conftest import require_cli
 
 #: The promise: the cell is idle within a second of the stop.
 STOP_WITHIN_S = 1.0
-HARNESSES = {"claude": "claude", "codex": "codex", "pi": "pi", "claude-acp": "claude-code-acp"}
+HARNESSES = {"claude": "claude", "codex": "codex", "pi": "pi", "claude-acp": "claude-code-acp",
+             "gemini": "gemini", "qwen": "qwen", "opencode": "opencode"}  # fmt: skip
 #: What each state's stop reports having stopped.
 STOPPED = {
     "streaming": "the model call",
@@ -86,6 +87,8 @@ def test_stop_in_every_state(harness, model, tmp_path):
             anthropic_api_key="stop-key",
             openai_base_url=model.base_url + "/v1",
             openai_api_key="stop-key",
+            gemini_base_url=model.base_url,
+            gemini_api_key="stop-key",
         ),
     )
 
@@ -146,6 +149,8 @@ def test_kernel_stops_a_running_command(harness, model, workdir, start_kernel):
         ANTHROPIC_API_KEY="stop-key",
         OPENAI_BASE_URL=model.base_url + "/v1",
         OPENAI_API_KEY="stop-key",
+        GOOGLE_GEMINI_BASE_URL=model.base_url,
+        GEMINI_API_KEY="stop-key",
     )
     assert kernel.execute(RECALL).status == "ok"
     msg_id = kernel.kc.execute(STATES["command"])

@@ -3,6 +3,7 @@
     omnikernel sessions                       id, notebook, harnesses, turns, spend, last activity
     omnikernel export SESSION --format md|html|jsonl|ipynb [-o FILE]
     omnikernel prune [--older-than DAYS] [--dry-run] [SESSION ...]
+    omnikernel import claude|codex|pi [ID|latest] [--cwd DIR] [--session NAME]
 
 Each subcommand is one entry of `SUBCOMMANDS` (a function adding its parser, a function running
 it), so another module adds its own with `register` without touching these. Bad input is a
@@ -187,6 +188,57 @@ register(
     run_export,
 )
 register("prune", "remove old sessions and their harness state", _prune_args, run_prune)
+
+
+# -- omnikernel import -------------------------------------------------------------------------
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("harness", help="the CLI whose terminal session to bring in: claude, codex, pi")
+    p.add_argument(
+        "which", nargs="?", default="latest", help="its session id (or a prefix), or latest"
+    )
+    p.add_argument(
+        "--cwd", default="", help="prefer the latest session started in DIR (default: here)"
+    )
+    p.add_argument("--session", default="", help="the new session's name (default: a fresh id)")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Store a terminal session as a new notebook session; `%session NAME` continues it."""
+    from omnikernel.session import identity
+    from omnikernel.session.imports import (
+        SessionImportError,
+        find_session,
+        read_session,
+        store_session,
+    )
+
+    store = open_store(args)
+    try:
+        path = find_session(args.harness, args.which, cwd=args.cwd or str(Path.cwd()))
+        imported = read_session(args.harness, path)
+    except SessionImportError as exc:
+        raise CliError(str(exc)) from None
+    target = args.session or identity.new_session_id(f"{args.harness}-import.ipynb")
+    if store.session(target) is not None:
+        raise CliError(f"There already is a session {target!r}: pick another --session name.")
+    stored = store_session(store, imported, target, "")
+    print(
+        f"Imported {args.harness} session {imported.native_id} from {path}: {imported.summary}, "
+        f"{stored} events in session {target}.\nContinue it in a notebook with "
+        f"`%session {target}` then `%agent {args.harness}`, or follow it with "
+        f"`omnikernel attach {target}`."
+    )
+    return 0
+
+
+register(
+    "import",
+    "bring in a session started in a terminal with claude, codex or pi",
+    _import_args,
+    run_import,
+)
 
 
 def _own_arguments(sub: argparse.ArgumentParser) -> None:

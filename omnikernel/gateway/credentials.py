@@ -30,7 +30,13 @@ from typing import Any
 
 from tornado import httpclient
 
-from omnikernel.gateway.upstream import ANTHROPIC_DEFAULT_URL, Upstream, UpstreamConfig, resolve
+from omnikernel.gateway.upstream import (
+    ANTHROPIC_DEFAULT_URL,
+    KEY_VARS,
+    Upstream,
+    UpstreamConfig,
+    resolve,
+)
 
 #: What Claude Code sends with a plan login (checked on Claude Code 2.1.x).
 CLAUDE_OAUTH_BETA = "oauth-2025-04-20"
@@ -381,7 +387,7 @@ def choose(
             f"give it an API key or set c.OmniKernel.credentials[{harness!r}] = 'auto'."
         )
     if configured is not None and preference != "login":
-        key_set = config.anthropic_api_key if wire == "anthropic" else config.openai_api_key
+        key_set = config.key_for(wire)
         return Choice("api-key" if key_set else "gateway", configured, configured.base_url)
     if kind is not None and preference in ("auto", "login") and login is not None:
         return Choice("login", login_upstream(config, wire, login, endpoints), login.where)
@@ -391,7 +397,7 @@ def choose(
             f"{HOW_TO_LOG_IN[kind or 'claude']}, then restart the kernel."
         )
     if preference == "api-key":
-        var = "ANTHROPIC_API_KEY" if wire == "anthropic" else "OPENAI_API_KEY"
+        var = " or ".join(KEY_VARS.get(wire, ("an API key",)))
         raise LoginError(f"c.OmniKernel.credentials says {harness} uses an API key; set {var}.")
     how = f"; to use your plan, {HOW_TO_LOG_IN[kind]}" if kind else ""
     return Choice("offline", None, "no API key or login found" + how)

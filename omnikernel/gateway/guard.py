@@ -17,7 +17,8 @@ before anything else, whichever way the request came:
   preflight are ``text/plain``, form and multipart;
 
 and then accepts only the secret issued for that path, in the header the wire format uses
-(``x-api-key``, or ``Authorization: Bearer``), compared in constant time. A secret is random
+(``x-api-key``, ``x-goog-api-key`` or ``Authorization: Bearer``; never a ``?key=`` query
+parameter, which ends up in logs), compared in constant time. A secret is random
 (256 bits from `secrets`), issued per harness per session, lives only in the kernel's memory and
 the agent's environment, and is never logged, stored or shown. Everything refused gets 401.
 
@@ -49,9 +50,11 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def presented_secret(headers: Mapping[str, str]) -> str:
-    """The credential a client sent: ``x-api-key`` (Anthropic), else ``Authorization: Bearer``."""
-    if key := _header(headers, "x-api-key"):
-        return key.strip()
+    """The credential a client sent: ``x-api-key`` (Anthropic), ``x-goog-api-key`` (Gemini),
+    else ``Authorization: Bearer``."""
+    for name in ("x-api-key", "x-goog-api-key"):
+        if key := _header(headers, name):
+            return key.strip()
     scheme, _, token = (_header(headers, "authorization") or "").strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 

@@ -24,7 +24,14 @@ DELTA_TYPES = {
     "messages": (b'"content_block_delta"',),
     "responses": (b'"response.output_text.delta"', b'"response.function_call_arguments.delta"'),
 }
-VENDOR_OF_WIRE = {"messages": "anthropic", "responses": "openai", "chat/completions": "openai"}
+VENDOR_OF_WIRE = {
+    "messages": "anthropic",
+    "responses": "openai",
+    "chat/completions": "openai",
+    "generateContent": "gemini",
+    "streamGenerateContent": "gemini",
+}
+GEMINI_WIRES = ("generateContent", "streamGenerateContent")
 
 
 @dataclasses.dataclass
@@ -66,10 +73,24 @@ def openai_usage(usage: dict[str, Any], into: TokenUsage) -> None:
     into.output_tokens = usage.get("output_tokens", usage.get("completion_tokens", 0)) or 0
 
 
+def gemini_usage(usage: dict[str, Any], into: TokenUsage) -> None:
+    """``usageMetadata``: the prompt count includes cached tokens; thinking is billed as output."""
+    prompt = usage.get("promptTokenCount", 0) or 0
+    cached = usage.get("cachedContentTokenCount", 0) or 0
+    into.input_tokens = max(0, prompt - cached)
+    into.cache_read_tokens = cached
+    into.output_tokens = (usage.get("candidatesTokenCount", 0) or 0) + (
+        usage.get("thoughtsTokenCount", 0) or 0
+    )
+
+
 def usage_of_body(wire: str, body: dict[str, Any]) -> TokenUsage:
     """Usage of a non-streamed response."""
     usage = TokenUsage(model=str(body.get("model", "")))
-    if wire == "messages":
+    if wire in GEMINI_WIRES:
+        usage.model = str(body.get("modelVersion") or "")
+        gemini_usage(body.get("usageMetadata") or {}, usage)
+    elif wire == "messages":
         anthropic_usage(body.get("usage") or {}, usage)
     else:
         openai_usage(body.get("usage") or {}, usage)
@@ -142,6 +163,18 @@ class StreamMeter:
                 if response.get("usage"):
                     openai_usage(response["usage"], self.usage)
                     self.reported_output = True
+        elif self.wire in GEMINI_WIRES:
+            self.usage.model = self.usage.model or event.get("modelVersion") or ""
+            finished = False
+            for candidate in event.get("candidates") or []:
+                finished = finished or bool(candidate.get("finishReason"))
+                for part in (candidate.get("content") or {}).get("parts") or []:
+                    self.output_chars += len(part.get("text") or "")
+                    if call := part.get("functionCall"):
+                        self.output_chars += len(json.dumps(call.get("args") or {}))
+            if event.get("usageMetadata"):
+                gemini_usage(event["usageMetadata"], self.usage)
+                self.reported_output = self.reported_output or finished
         else:  # chat/completions
             self.usage.model = event.get("model") or self.usage.model
             for choice in event.get("choices") or []:

@@ -23,7 +23,7 @@ from typing import Any
 from omnikernel.gateway.meter import TokenUsage
 
 #: The genai-prices provider id of each vendor the gateway speaks to.
-PROVIDER_OF_VENDOR = {"anthropic": "anthropic", "openai": "openai"}
+PROVIDER_OF_VENDOR = {"anthropic": "anthropic", "openai": "openai", "gemini": "google"}
 SOURCE = "genai-prices"
 
 

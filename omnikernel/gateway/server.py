@@ -51,13 +51,21 @@ from omnikernel.gateway.credentials import CLAUDE_OAUTH_BETA, LoginError
 from omnikernel.gateway.ledger import Budget, SpendLedger, SpendRecord
 from omnikernel.gateway.limits import LIMIT_PREFIXES, UsageLimits, read_limits
 from omnikernel.gateway.loopback import GuardedHandler, LoopbackServer
-from omnikernel.gateway.meter import VENDOR_OF_WIRE, StreamMeter, TokenUsage, usage_of_body
+from omnikernel.gateway.meter import (
+    GEMINI_WIRES,
+    VENDOR_OF_WIRE,
+    StreamMeter,
+    TokenUsage,
+    usage_of_body,
+)
 from omnikernel.gateway.pricing import PriceTable
 from omnikernel.gateway.upstream import Upstream
 from omnikernel.gateway.wire import (
     anthropic_conversation,
     anthropic_error,
     chat_conversation,
+    gemini_conversation,
+    gemini_error,
     openai_error,
     responses_conversation,
 )
@@ -70,10 +78,13 @@ PROMPT_OF = {
     "messages": anthropic_conversation,
     "responses": responses_conversation,
     "chat/completions": chat_conversation,
+    "generateContent": gemini_conversation,
+    "streamGenerateContent": gemini_conversation,
 }
 #: Client headers never forwarded: hop-by-hop, sizes we recompute, and the client's credentials.
 DROPPED_HEADERS = {
-    "host", "content-length", "connection", "authorization", "x-api-key", "accept-encoding",
+    "host", "content-length", "connection", "authorization", "x-api-key", "x-goog-api-key",
+    "accept-encoding",
     "transfer-encoding", "keep-alive",
 }  # fmt: skip
 PASSED_BACK_HEADERS = {"content-type", "request-id", "x-request-id", "openai-processing-ms"}
@@ -253,7 +264,7 @@ class Gateway(LoopbackServer):
         opened now if it is not yet: see `open_tcp`)."""
         port = self.open_tcp() if tcp else self.inside_port
         root = f"http://127.0.0.1:{port}/h/{harness}"
-        return root + "/v1" if wire == "openai" else root
+        return root + "/v1" if wire == "openai" else root  # Gemini's paths name their version
 
     def set_context(self, session: str = "", cell: str = "") -> None:
         self.session, self.cell = session, cell
@@ -353,8 +364,10 @@ class Gateway(LoopbackServer):
     def app(self) -> web.Application:
         opts = {"gateway": self}
         api = r"/h/([A-Za-z0-9_.-]+)/v1/(messages|responses|chat/completions)"
+        gemini = r"/h/([A-Za-z0-9_.-]+)/(v1beta|v1|v1alpha)/models/([A-Za-z0-9_.-]+):(\w+)"
         return web.Application(
             [
+                (gemini, GeminiCallHandler, opts),
                 (r"/h/([A-Za-z0-9_.-]+)/v1/messages/count_tokens", PassThroughHandler, opts),
                 (api, ModelCallHandler, opts),
                 (r"/h/([A-Za-z0-9_.-]+)/v1/(models.*)", PassThroughHandler, opts),
@@ -379,16 +392,24 @@ class GatewayHandler(GuardedHandler):
     def guarded_by(self) -> Gateway:
         return self.gateway
 
+    #: A Gemini API call's version and model (they are in its path): ``("v1beta", MODEL)``.
+    gemini_call: tuple[str, str] = ("", "")
+
     def upstream_for(self, path: str, harness: str = "") -> tuple[Upstream, str]:
         """The harness's own upstream (it may use a plan login), else its wire's."""
         wire = "anthropic" if path.startswith(("messages", "models")) else "openai"
-        if path.startswith("models"):
+        if path in GEMINI_WIRES:
+            wire = "gemini"
+        elif path.startswith("models"):
             wire = "anthropic" if "anthropic" in self.gateway.upstreams else "openai"
         upstream = self.gateway.upstreams.get(harness) or self.gateway.upstreams.get(wire)
         if upstream is None:
             raise web.HTTPError(502, f"no {wire} upstream is configured")
         base = upstream.base_url.rstrip("/")
-        if upstream.wire == "anthropic":
+        if upstream.wire == "gemini":
+            version, model = self.gemini_call
+            url = f"{base}/{version}/models/{model}:{path}"
+        elif upstream.wire == "anthropic":
             url = f"{base}/v1/{path}"
         elif base.endswith("/v1") or not upstream.versioned:
             url = f"{base}/{path}"
@@ -431,12 +452,20 @@ class GatewayHandler(GuardedHandler):
                 headers["anthropic-beta"] = ",".join(betas)
         elif upstream.wire == "anthropic":
             headers["x-api-key"] = upstream.api_key
+        elif upstream.wire == "gemini":
+            headers["x-goog-api-key"] = upstream.api_key
         else:
             headers["Authorization"] = f"Bearer {upstream.api_key}"
         return headers
 
     def send_error_body(self, wire_path: str, status: int, message: str, kind: str) -> None:
-        shape = anthropic_error if wire_path == "messages" else openai_error
+        shape = (
+            anthropic_error
+            if wire_path == "messages"
+            else gemini_error
+            if wire_path in GEMINI_WIRES
+            else openai_error
+        )
         code, body = shape({"status": status, "type": kind, "message": message})
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
@@ -527,14 +556,14 @@ class ModelCallHandler(GatewayHandler):
             )
             return
         prompt = PROMPT_OF[wire_path](body).prompt
-        streamed = bool(body.get("stream"))
+        streamed = bool(body.get("stream")) or wire_path == "streamGenerateContent"
         if gateway.hold is not None and (refusal := await gateway.hold(harness)) is not None:
             self.send_error_body(wire_path, 403, refusal, "policy_denied")
             return
         if (refusal := gateway.budget_refusal()) is not None:
             self.send_error_body(wire_path, 402, refusal, "budget_exceeded")
             return
-        model = str(body.get("model", ""))
+        model = str(body.get("model", "")) or self.gemini_call[1]
         if (
             gateway.budget.limit_usd is not None
             and gateway.player is None
@@ -598,7 +627,7 @@ class ModelCallHandler(GatewayHandler):
         sent_token = upstream.login.token if upstream.login is not None else ""
         # A plan login answered 401 gets one refresh and one retry: hold that answer back.
         may_refresh = upstream.login is not None and not retried
-        meter = StreamMeter(wire_path, str(body.get("model", "")))
+        meter = StreamMeter(wire_path, str(body.get("model", "")) or self.gemini_call[1])
         chunks: list[bytes] = []
         status: _Status = {"code": 0, "content_type": "application/json"}
         cut: list[str] = []
@@ -787,5 +816,47 @@ class ModelCallHandler(GatewayHandler):
                 "sequence_number": 0,
             }
             return f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+        if wire_path in GEMINI_WIRES:
+            _, error = gemini_error({"status": 402, "type": "budget_exceeded", "message": message})
+            return f"data: {json.dumps(error)}\n\n".encode()
         error = {"error": {"message": message, "type": "budget_exceeded", "code": None}}
         return f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+
+
+class GeminiCallHandler(ModelCallHandler):
+    """A Gemini API call: ``/v1beta/models/MODEL:generateContent`` or
+    ``:streamGenerateContent`` (metered like the others); ``:countTokens`` and the like pass
+    through unmetered. The model and version are in the path, kept for `upstream_for`."""
+
+    async def post(  # type: ignore[override]
+        self, harness: str, version: str, model: str, method: str = ""
+    ) -> None:
+        self.gemini_call = (version, model)
+        if method in GEMINI_WIRES:
+            await super().post(harness, method)
+        elif method in ("countTokens", "embedContent"):
+            await self.pass_through(harness, method)
+        else:
+            raise web.HTTPError(404)
+
+    async def pass_through(self, harness: str, method: str) -> None:
+        upstream, url = self.upstream_for("generateContent", harness)
+        url = url.replace(":generateContent", f":{method}", 1)
+        request = httpclient.HTTPRequest(
+            url,
+            method="POST",
+            headers=await self.upstream_headers(upstream),
+            body=self.request.body,
+            request_timeout=60,
+            connect_timeout=10,
+        )
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError) as exc:
+            self.send_error_body(
+                "generateContent", 502, f"the model upstream did not answer: {exc}", "api_error"
+            )
+            return
+        self.set_status(response.code if response.code != 599 else 502)
+        self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
+        self.finish(response.body or b"")

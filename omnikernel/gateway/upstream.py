@@ -1,7 +1,8 @@
 """Where the harnesses' model traffic goes: a vendor API, a compatible gateway, or offline.
 
 Resolved once per session from the kernel's config and environment, the standard way
-(``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``).
+(``ANTHROPIC_BASE_URL`` / ``ANTHROPIC_API_KEY``, ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, and
+as Gemini CLI reads them, ``GOOGLE_GEMINI_BASE_URL`` / ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``).
 With no credentials at all, the session runs the offline rehearsal model (the scripted fake
 model server with a scenario shipped beside the notebook, or the package's default) and every
 output it affects says so.
@@ -16,6 +17,13 @@ from typing import Any
 
 ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+GEMINI_DEFAULT_URL = "https://generativelanguage.googleapis.com"
+#: Where each wire format's key is read from, in order (Gemini CLI's own order).
+KEY_VARS = {
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "openai": ("OPENAI_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
 #: What the gateway sends upstream to a compatible gateway configured without a key.
 PLACEHOLDER_KEY = "omnikernel-placeholder-key"
 REHEARSAL_SUFFIX = ".rehearsal.json"
@@ -25,7 +33,7 @@ REHEARSAL_SUFFIX = ".rehearsal.json"
 class Upstream:
     """One model endpoint for one wire format."""
 
-    wire: str  # "anthropic" | "openai"
+    wire: str  # "anthropic" | "openai" | "gemini"
     base_url: str
     api_key: str = dataclasses.field(repr=False)  # never in a message or a log line
     offline: bool = False
@@ -61,6 +69,15 @@ class UpstreamConfig:
     anthropic_api_key: str = ""
     openai_base_url: str = ""
     openai_api_key: str = ""
+    gemini_base_url: str = ""
+    gemini_api_key: str = ""
+
+    def key_for(self, wire: str) -> str:
+        return {
+            "anthropic": self.anthropic_api_key,
+            "openai": self.openai_api_key,
+            "gemini": self.gemini_api_key,
+        }.get(wire, "")
 
     def merged_with_env(self, env: Mapping[str, str]) -> UpstreamConfig:
         """Config wins over the environment, field by field."""
@@ -69,6 +86,10 @@ class UpstreamConfig:
             anthropic_api_key=self.anthropic_api_key or env.get("ANTHROPIC_API_KEY", ""),
             openai_base_url=self.openai_base_url or env.get("OPENAI_BASE_URL", ""),
             openai_api_key=self.openai_api_key or env.get("OPENAI_API_KEY", ""),
+            gemini_base_url=self.gemini_base_url or env.get("GOOGLE_GEMINI_BASE_URL", ""),
+            gemini_api_key=self.gemini_api_key
+            or env.get("GEMINI_API_KEY", "")
+            or env.get("GOOGLE_API_KEY", ""),
         )
 
 
@@ -85,6 +106,8 @@ def resolve(config: UpstreamConfig, wire: str) -> Upstream | None:
         )
     elif wire == "openai":
         url, key, default = config.openai_base_url, config.openai_api_key, OPENAI_DEFAULT_URL
+    elif wire == "gemini":
+        url, key, default = config.gemini_base_url, config.gemini_api_key, GEMINI_DEFAULT_URL
     else:
         raise ValueError(f"unknown wire format {wire!r}")
     if not url and not key:

@@ -1,4 +1,5 @@
-"""The three vendor wire formats, each both ways: what the gateway reads of a model call, and
+"""The vendor wire formats (Anthropic Messages, OpenAI Responses and Chat Completions, Google's
+Gemini API), each both ways: what the gateway reads of a model call, and
 what the offline rehearsal model (`omnikernel.rehearsal`) writes.
 
 A model call, whatever its format, is a `Conversation` (what the request says) answered by a
@@ -23,6 +24,7 @@ CWD_PATTERNS = (
     re.compile(r"Working directory:\s*(\S+)"),
     re.compile(r"<cwd>\s*([^<\s]+)\s*</cwd>"),
     re.compile(r"Current working directory:\s*(\S+)"),
+    re.compile(r"Workspace Directories:\**\s*-\s*(\S+)"),  # Gemini CLI, Qwen Code
 )
 
 
@@ -540,3 +542,101 @@ def chat_completion(reply: Reply, model: str, completion_id: str) -> dict[str, A
         ],
         "usage": chat_usage(reply),
     }
+
+
+# -- Google Gemini API (generateContent / streamGenerateContent) --------------------------------
+#
+# The model is named in the path (``/v1beta/models/MODEL:streamGenerateContent?alt=sse``), not
+# the body; the body holds ``contents`` (``role`` "user" | "model", ``parts`` of ``text``,
+# ``functionCall`` {name, args}, ``functionResponse``), ``systemInstruction`` and ``tools``
+# (``functionDeclarations`` with ``parameters`` or ``parametersJsonSchema``). Answers are
+# ``GenerateContentResponse`` objects: one whole, or one per server-sent event when streamed,
+# each with ``candidates`` and ``usageMetadata`` (the last one's counts are final).
+
+#: The Gemini API's methods the gateway meters, by the name after the colon.
+GEMINI_METHODS = ("generateContent", "streamGenerateContent")
+
+
+def gemini_conversation(body: dict[str, Any], model: str = "") -> Conversation:
+    prompt, position, all_texts = "", 0, []
+    for content in body.get("contents") or []:
+        parts = [p for p in content.get("parts") or [] if isinstance(p, dict)]
+        texts = [str(p["text"]) for p in parts if isinstance(p.get("text"), str)]
+        all_texts += texts
+        if content.get("role", "user") == "user":
+            if text := prompt_of(texts):
+                prompt, position = text, 0
+        else:  # "model"
+            position += 1
+    system = body.get("systemInstruction") or {}
+    if isinstance(system, dict):
+        all_texts += [str(p.get("text", "")) for p in system.get("parts") or [] if "text" in p]
+    tools = {}
+    for tool in body.get("tools") or []:
+        for declaration in tool.get("functionDeclarations") or []:
+            schema = declaration.get("parametersJsonSchema") or declaration.get("parameters")
+            tools[str(declaration.get("name", ""))] = schema or {}
+    return Conversation(prompt, position, tools, find_cwd(all_texts), model)
+
+
+def gemini_usage(reply: Reply) -> dict[str, int]:
+    u = reply.usage
+    usage = {
+        "promptTokenCount": u.input_tokens + u.cache_read_tokens,
+        "candidatesTokenCount": u.output_tokens,
+        "totalTokenCount": u.input_tokens + u.cache_read_tokens + u.output_tokens,
+    }
+    if u.cache_read_tokens:
+        usage["cachedContentTokenCount"] = u.cache_read_tokens
+    return usage
+
+
+def _gemini_chunk(
+    parts: list[dict[str, Any]], model: str, response_id: str, finish: str | None = None
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    return {"candidates": [candidate], "modelVersion": model, "responseId": response_id}
+
+
+def _gemini_call_parts(reply: Reply) -> list[dict[str, Any]]:
+    return [{"functionCall": {"name": c.name, "args": c.arguments}} for c in reply.tool_calls]
+
+
+def gemini_response(reply: Reply, model: str, response_id: str) -> dict[str, Any]:
+    parts = ([{"text": reply.text}] if reply.text else []) + _gemini_call_parts(reply)
+    answer = _gemini_chunk(parts or [{"text": ""}], model, response_id, "STOP")
+    return {**answer, "usageMetadata": gemini_usage(reply)}
+
+
+def gemini_events(reply: Reply, model: str, response_id: str) -> list[Frame]:
+    """The stream as the Gemini API sends it with ``alt=sse``: plain ``data:`` events, the
+    last one carrying ``finishReason`` and the final ``usageMetadata``."""
+    frames = []
+    prompt_only = {"promptTokenCount": gemini_usage(reply)["promptTokenCount"]}
+    for piece in chunks(reply.text):
+        answer = _gemini_chunk([{"text": piece}], model, response_id)
+        frames.append(sse({**answer, "usageMetadata": prompt_only}))
+    last = _gemini_chunk(_gemini_call_parts(reply) or [{"text": ""}], model, response_id, "STOP")
+    frames.append(sse({**last, "usageMetadata": gemini_usage(reply)}))
+    return frames
+
+
+#: The Gemini API's error ``status`` names by HTTP status.
+GEMINI_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
+                   403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
+                   500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 529: "UNAVAILABLE"}  # fmt: skip
+
+
+def gemini_error(error: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    status = int(error.get("status", 500))
+    body = {
+        "code": status,
+        "message": error.get("message", ""),
+        "status": GEMINI_STATUSES.get(status, "UNKNOWN"),
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": kind}]
+        if (kind := error.get("type"))
+        else [],
+    }
+    return status, {"error": body}

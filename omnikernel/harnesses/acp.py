@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from omnikernel import __version__
 from omnikernel import events as ev
@@ -77,6 +77,9 @@ class AcpHarness(JsonRpcHarness):
 
     agent: AcpAgent
     wire = "anthropic"
+    #: Whether a restarted CLI really continues a session through ``session/load`` (an agent
+    #: may advertise it and still keep nothing to load; then a handoff carries the context).
+    loads_sessions: ClassVar[bool] = True
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)
@@ -122,7 +125,9 @@ class AcpHarness(JsonRpcHarness):
                 "clientInfo": {"name": "omnikernel", "version": __version__},
             },
         )
-        self._can_load = bool((result.get("agentCapabilities") or {}).get("loadSession"))
+        self._can_load = self.loads_sessions and bool(
+            (result.get("agentCapabilities") or {}).get("loadSession")
+        )
         http = bool(
             ((result.get("agentCapabilities") or {}).get("mcpCapabilities") or {}).get("http")
         )
@@ -131,6 +136,9 @@ class AcpHarness(JsonRpcHarness):
             await self.call("session/load", {"sessionId": self._session, **setup})
         else:
             self._session = (await self.call("session/new", setup))["sessionId"]
+
+    def remembers(self) -> bool:
+        return self.running or self._session is None or self.loads_sessions
 
     # -- a turn --------------------------------------------------------------------------------
 
@@ -154,7 +162,7 @@ class AcpHarness(JsonRpcHarness):
                     yield event
                 return
             if "id" in message and method:
-                async for event in self._answer(message):
+                async for event in self._answer(message, shown):
                     yield event
             elif method == "session/update":
                 for event in self._update((message.get("params") or {}).get("update") or {}, shown):
@@ -168,7 +176,7 @@ class AcpHarness(JsonRpcHarness):
         call_id = str(update.get("toolCallId", ""))
         out = []
         if kind in ("tool_call", "tool_call_update") and call_id not in shown:
-            raw = update.get("rawInput") or {}
+            raw = self._raw_input(update)
             done = update.get("status") in ("completed", "failed")
             if raw or done:
                 shown.add(call_id)
@@ -183,11 +191,19 @@ class AcpHarness(JsonRpcHarness):
 
     @staticmethod
     def _tool_name(call: dict[str, Any]) -> str:
-        meta = (call.get("_meta") or {}).get("claudeCode") or {}
-        return str(meta.get("toolName") or call.get("title") or call.get("kind") or "tool")
+        """The tool's own name where the agent gives it in ``_meta`` (claude-code-acp under
+        ``claudeCode``, Qwen Code at the top), else the call's title."""
+        meta = call.get("_meta") or {}
+        name = (meta.get("claudeCode") or {}).get("toolName") or meta.get("toolName")
+        return str(name or call.get("title") or call.get("kind") or "tool")
+
+    def _raw_input(self, call: dict[str, Any]) -> dict[str, Any]:
+        """The tool's input as the agent reports it (`rawInput`)."""
+        raw = call.get("rawInput")
+        return raw if isinstance(raw, dict) else {}
 
     def _tool_call(self, call: dict[str, Any]) -> Event:
-        raw = call.get("rawInput") or {}
+        raw = self._raw_input(call)
         summary = next(
             (
                 str(raw[k])
@@ -220,7 +236,7 @@ class AcpHarness(JsonRpcHarness):
         usage = Event(
             EventKind.USAGE,
             {
-                "model": self.ctx.model or "",
+                "model": self.ctx.model or self.default_model or "",
                 "input_tokens": 0,
                 "output_tokens": 0,
                 "cost_usd": None,
@@ -232,7 +248,7 @@ class AcpHarness(JsonRpcHarness):
             Event(EventKind.TURN_END, {"status": status, "harness_session": self._session}),
         ]
 
-    async def _answer(self, message: dict[str, Any]) -> AsyncIterator[Event]:
+    async def _answer(self, message: dict[str, Any], shown: set[str]) -> AsyncIterator[Event]:
         method, ident = message["method"], message["id"]
         if method != "session/request_permission":
             await self.refuse(ident, method)  # fs/*, terminal/*: never served outside the sandbox
@@ -240,6 +256,12 @@ class AcpHarness(JsonRpcHarness):
         params = message.get("params") or {}
         call = params.get("toolCall") or {}
         as_event = self._tool_call(call)
+        call_id = str(call.get("toolCallId", ""))
+        if call_id and call_id not in shown:
+            # Some agents (Gemini CLI) ask before they announce the call: shown first, so
+            # every tool call precedes its approval.
+            shown.add(call_id)
+            yield as_event
         if is_notebook_tool(str(as_event.data.get("tool", ""))):
             # The notebook server asks the decision function itself when the call reaches it.
             option = next(

@@ -244,6 +244,18 @@ class Harness(abc.ABC):
             d.mkdir(parents=True, exist_ok=True)
         return dirs
 
+    def adopt_session(self, native_id: str, source: Path) -> bool:
+        """Continue the CLI's own session `native_id` (its file `source`, written by the CLI in
+        a terminal) from the next start: copy it where this harness's private CLI looks and
+        resume it by id. False: this harness cannot (the session hands the turns over)."""
+        return False
+
+    def remembers(self) -> bool:
+        """Whether the CLI that answers the next turn knows this session's conversation so far
+        (it is running, or resumes it natively when started). When not, the session hands it
+        the whole conversation instead (`omnikernel.session.handoff`)."""
+        return True
+
     async def change_model(self, model: str | None) -> None:
         """Use `model` from the next turn on, keeping the conversation. The default restarts
         the CLI, which must then resume its conversation when it starts again."""

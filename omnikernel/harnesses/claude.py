@@ -16,7 +16,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from omnikernel import events as ev
@@ -110,6 +113,17 @@ class ClaudeHarness(JsonLinesHarness):
 
     async def on_started(self) -> None:
         self._cost_reported = 0.0  # a new process counts from zero
+
+    def adopt_session(self, native_id: str, source: Path) -> bool:
+        """Claude Code resumes ``--resume ID`` from ``projects/<cwd slug>/ID.jsonl`` in its
+        config dir (the slug: the working directory with every other character than a letter
+        or digit made ``-``)."""
+        slug = re.sub(r"[^A-Za-z0-9]", "-", str(self.ctx.cwd))
+        target = self.private_dirs()["config"] / "projects" / slug / f"{native_id}.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        self._claude_session = native_id
+        return True
 
     def command(self, binary: str) -> list[str]:
         argv = [

@@ -71,6 +71,25 @@ def toml_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+#: The model provider (the gateway) in the private config.toml.
+PROVIDER_ID = "omnikernel"
+PROVIDER_KEYS = ("model_provider", "model_provider_id")
+
+
+def _with_provider(value: Any, provider: str) -> Any:
+    """`value` (a rollout record) with every model provider it names made `provider`."""
+    if isinstance(value, dict):
+        return {
+            k: provider
+            if k in PROVIDER_KEYS and isinstance(v, str)
+            else _with_provider(v, provider)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_with_provider(v, provider) for v in value]
+    return value
+
+
 class CodexHarness(JsonRpcHarness):
     name = "codex"
     display_name = "Codex"
@@ -97,6 +116,26 @@ class CodexHarness(JsonRpcHarness):
         native = native_binary(binary)
         return [native[0] if native else binary, "app-server", "--disable", "plugins"]
 
+    def adopt_session(self, native_id: str, source: Path) -> bool:
+        """Codex resumes a thread (``thread/resume``) from its rollout file under
+        ``sessions/YYYY/MM/DD/`` in ``CODEX_HOME``, found by the thread id in its name. The
+        copy names this harness's model provider (the gateway) where the terminal's named its
+        own: Codex refuses a thread whose provider it has no configuration for."""
+        dated = source.parent.relative_to(source.parents[3]) if len(source.parents) > 3 else Path()
+        target = self.private_dirs()["config"] / "sessions" / dated / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for line in source.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                lines.append(line)
+                continue
+            lines.append(json.dumps(_with_provider(record, PROVIDER_ID)))
+        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self._thread = native_id
+        return True
+
     def environment(self) -> dict[str, str]:
         dirs = self.private_dirs()
         self._write_config(dirs["config"])
@@ -114,10 +153,10 @@ class CodexHarness(JsonRpcHarness):
     def _write_config(self, codex_home: Any) -> None:
         (codex_home / "config.toml").write_text(
             f"model = {toml_string(self.model)}\n"
-            'model_provider = "omnikernel"\n'
+            f'model_provider = "{PROVIDER_ID}"\n'
             "check_for_update_on_startup = false\n"
             "[analytics]\nenabled = false\n"
-            "[model_providers.omnikernel]\n"
+            f"[model_providers.{PROVIDER_ID}]\n"
             'name = "omnikernel gateway"\n'
             f"base_url = {toml_string(self.upstream.base_url)}\n"
             f'env_key = "{KEY_VARIABLE}"\n'

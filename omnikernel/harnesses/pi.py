@@ -12,6 +12,7 @@ cross-check of the gateway's).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,16 @@ class PiHarness(JsonLinesHarness):
             argv.append("--continue")  # a restart picks the conversation up again
         self._started_once = True
         return argv
+
+    def adopt_session(self, native_id: str, source: Path) -> bool:
+        """Pi's ``--continue`` takes the newest session of the working directory, kept in
+        ``sessions/--<cwd with / as ->--/`` under ``PI_CODING_AGENT_DIR``."""
+        slug = "--" + str(self.ctx.cwd).strip("/").replace("/", "-") + "--"
+        target = self.private_dirs()["config"] / "sessions" / slug / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        self._started_once = True  # the next start continues it
+        return True
 
     def readable_paths(self) -> tuple[Path, ...]:
         return (GATE, MCP_EXTENSION)

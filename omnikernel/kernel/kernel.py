@@ -116,6 +116,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
             anthropic_api_key=self.anthropic_api_key,
             openai_base_url=self.openai_base_url,
             openai_api_key=self.openai_api_key,
+            gemini_base_url=self.gemini_base_url,
+            gemini_api_key=self.gemini_api_key,
         ).merged_with_env(os.environ)
         self.agents = AgentSession(
             store=self.store,

@@ -173,6 +173,14 @@ class KernelSettings(EnvSettings):
         "", help="OpenAI-compatible endpoint (Codex); with no key, a gateway that needs none."
     ).tag(config=True, env="OPENAI_BASE_URL")
     openai_api_key = Unicode("", help="OpenAI API key.").tag(config=True, env="OPENAI_API_KEY")
+    gemini_base_url = Unicode(
+        "",
+        help="Gemini-API-compatible endpoint (Gemini CLI), read as Gemini CLI reads it; with no "
+        "key, a gateway that needs none.",
+    ).tag(config=True, env="GOOGLE_GEMINI_BASE_URL")
+    gemini_api_key = Unicode(
+        "", help="Gemini API key (GOOGLE_API_KEY is read too when GEMINI_API_KEY is unset)."
+    ).tag(config=True, env="GEMINI_API_KEY")
     credentials = Dict(
         help="Which credential each harness uses: auto (an API key or base URL, else your plan "
         "login, else the offline rehearsal model), api-key, login or offline, e.g. "
@@ -285,6 +293,14 @@ class KernelSettings(EnvSettings):
     @default("openai_api_key")
     def _openai_api_key_default(self) -> str:
         return self.from_env("openai_api_key", "")
+
+    @default("gemini_base_url")
+    def _gemini_base_url_default(self) -> str:
+        return self.from_env("gemini_base_url", "")
+
+    @default("gemini_api_key")
+    def _gemini_api_key_default(self) -> str:
+        return self.from_env("gemini_api_key", "")
 
     @default("credentials")
     def _credentials_default(self) -> dict[str, str]:

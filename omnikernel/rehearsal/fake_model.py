@@ -1,7 +1,8 @@
 """The scripted fake model server: the project's only fake, standing at the vendor's edge.
 
-Serves Anthropic Messages (``/v1/messages``), OpenAI Responses (``/v1/responses``) and Chat
-Completions (``/v1/chat/completions``), streaming and not, on 127.0.0.1. Answers come from a
+Serves Anthropic Messages (``/v1/messages``), OpenAI Responses (``/v1/responses``), Chat
+Completions (``/v1/chat/completions``) and the Gemini API (``/v1beta/models/M:generateContent``
+and ``:streamGenerateContent?alt=sse``), streaming and not, on 127.0.0.1. Answers come from a
 `Scenario` (or from steps queued with `enqueue`, first); every request is logged in `requests`.
 The real agent CLIs are pointed at it in tests, and the kernel runs it as the offline rehearsal
 model. It runs on the caller's event loop (`await start()`) or in a thread of its own
@@ -28,6 +29,8 @@ from omnikernel.gateway import guard, wire
 from omnikernel.gateway.loopback import GuardedHandler, LoopbackServer
 from omnikernel.gateway.wire import Conversation, Reply
 from omnikernel.rehearsal.scenario import Scenario, build_reply, error_reply
+
+GEMINI_PATH = r"/(?:v1beta|v1|v1alpha)/models/([A-Za-z0-9_.-]+):(\w+)"
 
 
 @dataclasses.dataclass
@@ -101,6 +104,7 @@ class FakeModelServer(LoopbackServer):
                 (r"/v1/messages", AnthropicHandler, {"server": self}),
                 (r"/v1/responses", ResponsesHandler, {"server": self}),
                 (r"/v1/chat/completions", ChatHandler, {"server": self}),
+                (GEMINI_PATH, GeminiHandler, {"server": self}),
                 (r"/v1/models", ModelsHandler, {"server": self}),
                 (r"/(?:v1/)?oauth/token", OAuthTokenHandler, {"server": self}),
                 (r"/.*", RootHandler, {"server": self}),
@@ -161,7 +165,10 @@ class BaseHandler(GuardedHandler):
         whole: Callable[[Reply, str, str], dict[str, Any]],
         streamed: Callable[[Reply, str, str], list[bytes]],
         prefix: str,
+        streaming: bool | None = None,
     ) -> None:
+        """Answer one model call. `streaming`: whether to stream (the Gemini API says so in
+        its path); None: as the body's ``stream`` says."""
         body = self.record()
         if not isinstance(body, dict):
             status, payload = error(
@@ -185,7 +192,7 @@ class BaseHandler(GuardedHandler):
             await asyncio.sleep(reply.delay)  # a slow model: nothing at all until then
             if self.gone:
                 return  # the client gave up (a stop): nobody to answer
-        if body.get("stream"):
+        if body.get("stream") if streaming is None else streaming:
             await self.stream(streamed(reply, model, ident), reply.chunk_delay)
         else:
             if reply.chunk_delay:
@@ -225,6 +232,28 @@ class ChatHandler(BaseHandler):
 
         await self.answer(
             wire.chat_conversation, wire.openai_error, wire.chat_completion, streamed, "chatcmpl-"
+        )
+
+
+class GeminiHandler(BaseHandler):
+    async def post(self, model: str, method: str) -> None:
+        if method == "countTokens":
+            self.record()
+            self.send_json({"totalTokens": max(1, len(self.request.body) // 4)})
+            return
+        if method not in wire.GEMINI_METHODS:
+            raise web.HTTPError(404)
+
+        def read(body: dict[str, Any]) -> Conversation:
+            return wire.gemini_conversation(body, model)
+
+        await self.answer(
+            read,
+            wire.gemini_error,
+            wire.gemini_response,
+            wire.gemini_events,
+            "resp_",
+            streaming=method == "streamGenerateContent",
         )
 
 
@@ -278,6 +307,11 @@ class RootHandler(BaseHandler):
         self.send_json(
             {
                 "fake_model": True,
-                "endpoints": ["/v1/messages", "/v1/responses", "/v1/chat/completions"],
+                "endpoints": [
+                    "/v1/messages",
+                    "/v1/responses",
+                    "/v1/chat/completions",
+                    "/v1beta/models/{model}:streamGenerateContent",
+                ],
             }
         )

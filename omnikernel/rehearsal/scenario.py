@@ -41,13 +41,15 @@ from omnikernel.gateway.wire import (
     Usage,
 )
 
-#: Tool names per abstract action, across Claude Code, Codex and Pi.
+#: Tool names per abstract action, across Claude Code, Codex, Pi, Gemini CLI, Qwen Code and
+#: OpenCode.
 TOOL_ALIASES = {
-    "shell": ("Bash", "bash", "shell", "exec_command", "shell_command", "local_shell"),
+    "shell": ("Bash", "bash", "shell", "exec_command", "shell_command", "local_shell",
+              "run_shell_command"),
     "write": ("Write", "write", "write_file", "create_file"),
     "read": ("Read", "read", "read_file"),
-    "edit": ("Edit", "edit", "edit_file"),
-}
+    "edit": ("Edit", "edit", "edit_file", "replace"),
+}  # fmt: skip
 PATH_KEYS = ("file_path", "path", "filename")
 DONE_TEXT = "Done."
 

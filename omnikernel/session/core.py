@@ -187,6 +187,19 @@ class AgentSession(SessionTurns, SessionDecisions, SessionSpend, SessionUpstream
 
     # -- choosing ------------------------------------------------------------------------------
 
+    def adopt_imported(self, name: str, native_id: str, source: Path) -> bool:
+        """After `%session import`: let harness `name` resume the CLI's own session natively
+        (`Harness.adopt_session`), so the next prompt needs no handoff. False: it cannot (or
+        its CLI is not there), and the imported turns are handed over instead."""
+        try:
+            agent = self._harness(name)
+            adopted = agent.adopt_session(native_id, source)
+        except (HarnessError, OSError):
+            return False
+        if adopted:
+            self._last_turn_of[name] = self.turn
+        return adopted
+
     def switch(self, name: str, model: str | None = None) -> None:
         """Make `name` the current harness; with `model`, also change its model. The harness
         keeps its conversation: the change applies from its next turn."""

@@ -303,7 +303,8 @@ class SessionTurns:
             yield self._record(
                 ev.notice(
                     "Offline rehearsal model: no model credentials are configured, so a "
-                    "scripted model answers. Set ANTHROPIC_API_KEY / OPENAI_API_KEY (or a "
+                    "scripted model answers. Set ANTHROPIC_API_KEY / OPENAI_API_KEY / "
+                    "GEMINI_API_KEY (or a "
                     "base URL for a compatible gateway) before starting the kernel, or use "
                     "your plan: for Claude, "
                     + HOW_TO_LOG_IN["claude"]
@@ -344,7 +345,9 @@ class SessionTurns:
             prompt = f"{note}\n\n{prompt}"
         if handoff:
             earlier = (e for e in self.store.events(self.session_id) if e.turn < self.turn)
-            since = self._last_turn_of.get(name, 0)
+            # A CLI that comes up without the conversation (a restart it cannot resume)
+            # is handed all of it, its own earlier turns included.
+            since = self._last_turn_of.get(name, 0) if agent.remembers() else 0
             if (carried := build_handoff(earlier, name, since=since)) is not None:
                 yield self._record(
                     Event(

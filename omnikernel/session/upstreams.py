@@ -111,11 +111,13 @@ class SessionUpstreams:
         for name, value in (
             ("ANTHROPIC_API_KEY", config.anthropic_api_key),
             ("OPENAI_API_KEY", config.openai_api_key),
+            ("GEMINI_API_KEY", config.gemini_api_key),
         ):
             self.redactor.add(value, name)
         for name, url in (
             ("ANTHROPIC_BASE_URL", config.anthropic_base_url),
             ("OPENAI_BASE_URL", config.openai_base_url),
+            ("GOOGLE_GEMINI_BASE_URL", config.gemini_base_url),
         ):
             with contextlib.suppress(ValueError):
                 if password := urlsplit(url).password:

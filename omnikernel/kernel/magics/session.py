@@ -5,6 +5,9 @@
 - ``%session fork [NAME]``: continue in a copy of this session; the original is untouched.
 - ``%session NAME``: attach the session NAME (start one of that name if there is none).
 - ``%session list``: every session in the store.
+- ``%session import claude|codex|pi [ID|latest]``: a conversation started in a terminal with
+  that CLI, read from its own session file, as a new session this notebook continues
+  (`omnikernel.session.imports`).
 - ``%fork [NAME]``: the same as ``%session fork [NAME]``.
 - ``%export FORMAT [FILE]``: write this session out (md, html, jsonl, ipynb; `omnikernel.view.export`).
 
@@ -23,6 +26,8 @@ from IPython.display import display
 
 from omnikernel.kernel.magics.common import SessionMagicsBase, show, table
 from omnikernel.session import identity
+from omnikernel.session.imports import IMPORTABLE, SessionImportError, find_session, read_session
+from omnikernel.session.imports import store_session as store_imported
 from omnikernel.view.export import (
     ExportError,
     check_format,
@@ -37,9 +42,10 @@ if TYPE_CHECKING:
 USAGE = (
     "%session new starts a fresh session for this notebook; %session fork [NAME] continues in "
     "a copy of this one (left untouched); %session NAME attaches an existing session (or starts "
-    "one with that name); %session list shows them all."
+    "one with that name); %session list shows them all; %session import claude|codex|pi "
+    "[ID|latest] continues a conversation started in a terminal."
 )
-RESERVED = {"new", "fork", "list"}
+RESERVED = {"new", "fork", "list", "import"}
 
 
 def first_cell_notice(who: identity.Identity) -> str | None:
@@ -61,7 +67,8 @@ def first_cell_notice(who: identity.Identity) -> str | None:
 class SessionMagics(SessionMagicsBase):
     @line_magic("session")
     def session_magic(self, line: str) -> None:
-        """%session [new | fork [NAME] | list | NAME]: show or change this notebook's session."""
+        """%session [new | fork [NAME] | list | NAME | import CLI [ID]]: show or change this
+        notebook's session."""
         words = line.split()
         if not words:
             return self._show()
@@ -70,6 +77,8 @@ class SessionMagics(SessionMagicsBase):
             return self._list()
         if verb == "new" and not rest:
             return self._new()
+        if verb == "import":
+            return self._import(rest)
         if verb == "fork" and len(rest) <= 1:
             return self._fork(rest[0] if rest else None)
         if len(words) == 1 and verb not in RESERVED:
@@ -164,6 +173,38 @@ class SessionMagics(SessionMagicsBase):
         show(
             f"New session {s.session_id}: the agents start from nothing. The old session "
             f"{old} stays in the store (%session {old} attaches it again)." + self._lasts()
+        )
+
+    def _import(self, words: list[str]) -> None:
+        if not words or words[0] not in IMPORTABLE or len(words) > 2:
+            raise UsageError(
+                f"%session import {'|'.join(IMPORTABLE)} [ID|latest]: which CLI's terminal "
+                "session to continue (its id, or the latest one)."
+            )
+        harness, which = words[0], words[1] if len(words) > 1 else "latest"
+        s = self.session
+        try:
+            path = find_session(harness, which, cwd=str(s.cwd))
+            imported = read_session(harness, path)
+        except SessionImportError as exc:
+            raise UsageError(str(exc)) from None
+        target = identity.new_session_id(s.notebook)
+        stored = store_imported(s.store, imported, target, s.notebook)
+        s.use_session(target, f"imported from {harness} session {imported.native_id}")
+        s.switch(harness)
+        native = s.adopt_imported(harness, imported.native_id, path)
+        where = (
+            f" (it ran in {imported.cwd})" if imported.cwd and imported.cwd != str(s.cwd) else ""
+        )
+        how = (
+            f"which resumes its own session {imported.native_id}"
+            if native
+            else "which is handed the imported turns"
+        )
+        show(
+            f"Imported {harness} session {imported.native_id} from {path}{where}: "
+            f"{imported.summary}, {stored} events in the new session {target}. The next prompt "
+            f"continues it with {harness}, {how}."
         )
 
     def _fork(self, name: str | None) -> None:
