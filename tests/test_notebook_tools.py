@@ -280,7 +280,7 @@ def test_the_open_notebook_is_read_only_for_the_agent(model, notebook_dir, start
     assert other.read_text() == "{}"
 
 
-@pytest.mark.parametrize("harness", ["codex", "pi", "claude-acp"])
+@pytest.mark.parametrize("harness", ["codex", "pi", "claude-acp", "opencode"])
 def test_every_harness_with_mcp_gets_the_tools_and_the_gate(
     harness, model, notebook_dir, start_kernel, tmp_path
 ):

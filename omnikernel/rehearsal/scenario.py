@@ -148,7 +148,7 @@ def build_tool_call(
         if found:
             return found, dict(spec.get("input", {}))
         if TOOL_SEARCH in tools:  # Codex defers MCP tools: search for it first
-            return TOOL_SEARCH, {"query": f"{server} {tool}", "limit": 8}
+            return TOOL_SEARCH, {"query": f"{server} {tool}"}
         return None
     if "tool" in spec:
         return (spec["tool"], dict(spec.get("input", {}))) if spec["tool"] in tools else None

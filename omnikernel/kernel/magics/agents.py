@@ -9,6 +9,7 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.display import display
 
 from omnikernel.harnesses import Harness, HarnessError
+from omnikernel.harnesses.acp import AcpHarness
 from omnikernel.kernel.magics.common import (
     SessionMagicsBase,
     parse_agent_args,
@@ -123,6 +124,6 @@ def mcp_text(cls: type[Harness]) -> str:
         return f"no: {cls.no_mcp}"
     if cls.mcp_note:
         return f"yes, {cls.mcp_note}"
-    if getattr(cls, "agent", None) is not None:  # an ACP agent
+    if issubclass(cls, AcpHarness):
         return "yes, if the agent takes HTTP MCP servers (ACP mcpCapabilities.http)"
     return "yes"
