@@ -72,6 +72,7 @@ ACTIONS = frozenset(
         "plan",  # bookkeeping with no effect outside the agent (todo lists, plan mode)
         "delegate",  # starts a sub-agent
         "network",  # a connection from the sandbox to a host (asked by the egress proxy)
+        "python",  # runs Python in the user's kernel, outside the sandbox (notebook.kernel_run)
         "other",
     }
 )

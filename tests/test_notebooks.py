@@ -109,8 +109,21 @@ def test_data_analysis_notebook_passes_data_both_ways(tmp_path):
     assert "▶ Bash" in asked and "3930 North" in asked  # the agent's command read the file
     assert (work / "agent-data" / "df.csv").read_text().startswith("region,month,revenue")
     python = [outputs_text(c) for c in nb.cells if c.cell_type == "code"]
-    assert "best region: North" in python[-2] and "its revenue: 3930" in python[-2]
-    assert "AgentResult(claude turn 1 · completed · 1 tool call" in python[-1]
+    assert "best region: North" in python[3] and "its revenue: 3930" in python[3]
+    assert "AgentResult(claude turn 1 · completed · 1 tool call" in python[4]
+    # The agent looked at df in the live kernel (no CSV dump) and proposed the plotting cell,
+    # which the notebook then runs as a person would.
+    looked = " ".join(
+        outputs[
+            "Look at df in the kernel and propose a cell that plots its revenue by month for "
+            "each region."
+        ].split()
+    )  # streamed text is wrapped where its chunks ended: compare words
+    assert "kernel_variables" in looked and "kernel_inspect" in looked, looked
+    assert "notebook_insert_cell" in looked and "proposed below this one" in looked
+    assert "APPROVAL" not in looked  # reading the kernel and proposing a cell never ask
+    plotted = [c for c in nb.cells if c.source.startswith("%%python\nby_month")][0]
+    assert any("image/png" in o.get("data", {}) for o in plotted.outputs), plotted.outputs
 
 
 def test_control_notebook_asks_for_the_push_pauses_and_dry_runs_a_policy(tmp_path):

@@ -43,6 +43,8 @@ def test_wheel_carries_kernelspec_extension_config_and_scenarios(tmp_path):
     assert enabled["ServerApp"]["jpserver_extensions"] == {"jupyter_ext": True}
     assert "omnikernel/rehearsal/scenarios/default.json" in names
     assert "jupyter_ext/share/static/live.js" in names  # the share page's script is a file
+    # Pi's extensions: its gate, and its MCP client (Pi's CLI has none).
+    assert {"omnikernel/harnesses/pi_gate.ts", "omnikernel/harnesses/pi_mcp.ts"} <= set(names)
     # Benchmarks measure the package; they are not part of it.
     assert not [n for n in names if n.startswith("benchmarks/") or "bench" in n.rsplit("/", 1)[-1]]
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA")))

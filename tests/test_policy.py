@@ -411,6 +411,7 @@ def test_policy_files_load_with_levels_and_relative_paths(tmp_path: Path):
     assert described == [
         ("push-after-install", "default"),
         ("push-own-branches", "default"),
+        ("ask-python", "default"),
         ("max-tool-calls 40", "user"),
         ("deny 'git push --force'", "project"),
         ("pause-every 5", "project"),
@@ -445,6 +446,7 @@ def test_a_session_cannot_weaken_a_file_rule_but_can_turn_off_the_default(tmp_pa
     with pytest.raises(RuleError, match="cannot weaken"):
         policy.off("deny")
     policy.off("push-after-install")
+    policy.off("ask-python")
     assert [r.name for r in policy.rules()] == ["push-own-branches", "deny"]
     policy.add("push-after-install", [])
     policy.add("loop-guard", ["3"])

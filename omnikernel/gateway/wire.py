@@ -28,6 +28,10 @@ CWD_PATTERNS = (
 )
 
 
+#: The Responses API's client-executed tool search, as Codex offers it.
+TOOL_SEARCH = "tool_search"
+
+
 @dataclasses.dataclass
 class Usage:
     input_tokens: int = 0
@@ -41,6 +45,13 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any]
+    #: The Responses API's namespace of a deferred tool (Codex's MCP tools: ``mcp__notebook__``).
+    namespace: str = ""
+
+    @property
+    def is_tool_search(self) -> bool:
+        """A Responses API ``tool_search_call`` (Codex loads its MCP tools through one)."""
+        return self.name == TOOL_SEARCH
 
 
 @dataclasses.dataclass
@@ -68,6 +79,8 @@ class Conversation:
     tools: dict[str, dict[str, Any]]  # offered tool name -> JSON schema of its input
     cwd: str = ""
     model: str = ""
+    #: Tools a tool search loaded, by the name `tools` lists them under: (namespace, name).
+    namespaced: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def is_context(text: str) -> bool:
@@ -249,8 +262,13 @@ def responses_conversation(body: dict[str, Any]) -> Conversation:
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
     prompt, position, in_answer, all_texts = "", 0, False, []
+    loaded: list[dict[str, Any]] = []  # tools tool searches returned
     for item in items:
         role, kind = item.get("role"), item.get("type", "message")
+        if kind == "tool_search_output":
+            loaded += [t for t in item.get("tools") or [] if isinstance(t, dict)]
+        if kind in ("tool_search_call", "tool_search_output"):
+            continue  # a search for tools is not an answer: the step it serves comes after it
         if kind == "message" and role == "user":
             texts = texts_of(item.get("content"))
             all_texts += texts
@@ -268,9 +286,23 @@ def responses_conversation(body: dict[str, Any]) -> Conversation:
     for tool in body.get("tools") or []:
         name = tool.get("name") or tool.get("type", "")
         tools[name] = tool.get("parameters") or {}
+    namespaced: dict[str, tuple[str, str]] = {}
+    for group in loaded:
+        members = group.get("tools") if group.get("type") == "namespace" else [group]
+        space = str(group.get("name", "")) if group.get("type") == "namespace" else ""
+        for tool in members or []:
+            name = str(tool.get("name", ""))
+            space = str(tool.get("namespace") or space)
+            tools[space + name] = tool.get("parameters") or {}
+            namespaced[space + name] = (space, name)
     instructions = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
     return Conversation(
-        prompt, position, tools, find_cwd(all_texts + instructions), body.get("model", "")
+        prompt,
+        position,
+        tools,
+        find_cwd(all_texts + instructions),
+        body.get("model", ""),
+        namespaced,
     )
 
 
@@ -298,16 +330,29 @@ def responses_items(reply: Reply, response_id: str) -> list[dict[str, Any]]:
             }
         )
     for call in reply.tool_calls:
-        items.append(
-            {
-                "id": f"fc_{call.id}",
-                "type": "function_call",
-                "status": "completed",
-                "call_id": call.id,
-                "name": call.name,
-                "arguments": json.dumps(call.arguments),
-            }
-        )
+        if call.is_tool_search:
+            items.append(
+                {
+                    "id": f"ts_{call.id}",
+                    "type": "tool_search_call",
+                    "status": "completed",
+                    "call_id": call.id,
+                    "execution": "client",
+                    "arguments": call.arguments,
+                }
+            )
+            continue
+        item = {
+            "id": f"fc_{call.id}",
+            "type": "function_call",
+            "status": "completed",
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": json.dumps(call.arguments),
+        }
+        if call.namespace:
+            item["namespace"] = call.namespace
+        items.append(item)
     return items
 
 
@@ -359,6 +404,8 @@ def responses_events(reply: Reply, model: str, response_id: str) -> list[Frame]:
                 emit("response.output_text.delta", **where, delta=piece, logprobs=[])
             emit("response.output_text.done", **where, text=text, logprobs=[])
             emit("response.content_part.done", **where, part={**part, "text": text})
+        elif item["type"] == "tool_search_call":
+            emit("response.output_item.added", output_index=index, item=item)
         else:
             emit(
                 "response.output_item.added",

@@ -23,8 +23,9 @@ from omnikernel import __version__
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
-from omnikernel.harnesses.claude import QUIET_ENV
+from omnikernel.harnesses.claude import MCP_ENV, QUIET_ENV
 from omnikernel.harnesses.jsonl import JsonRpcHarness
+from omnikernel.harnesses.mcp import acp_servers, is_notebook_tool
 
 PROTOCOL_VERSION = 1
 #: ACP tool kinds by what they do (see `omnikernel.events.ACTIONS`).
@@ -108,6 +109,7 @@ class AcpHarness(JsonRpcHarness):
             "ANTHROPIC_API_KEY": key,
             "OPENAI_BASE_URL": base + "/v1",
             "OPENAI_API_KEY": key,
+            **MCP_ENV,
             **QUIET_ENV,
         }
 
@@ -126,7 +128,10 @@ class AcpHarness(JsonRpcHarness):
         self._can_load = self.loads_sessions and bool(
             (result.get("agentCapabilities") or {}).get("loadSession")
         )
-        setup = {"cwd": str(self.ctx.cwd), "mcpServers": []}
+        http = bool(
+            ((result.get("agentCapabilities") or {}).get("mcpCapabilities") or {}).get("http")
+        )
+        setup = {"cwd": str(self.ctx.cwd), "mcpServers": acp_servers(self.mcp_servers, http)}
         if self._session and self._can_load:
             await self.call("session/load", {"sessionId": self._session, **setup})
         else:
@@ -257,6 +262,18 @@ class AcpHarness(JsonRpcHarness):
             # every tool call precedes its approval.
             shown.add(call_id)
             yield as_event
+        if is_notebook_tool(str(as_event.data.get("tool", ""))):
+            # The notebook server asks the decision function itself when the call reaches it.
+            option = next(
+                (o for o in params.get("options") or [] if o.get("kind") == "allow_once"), None
+            )
+            outcome = (
+                {"outcome": "selected", "optionId": option["optionId"]}
+                if option
+                else {"outcome": "cancelled"}
+            )
+            await self.respond(ident, {"outcome": outcome})
+            return
         asked = Event(
             EventKind.APPROVAL_REQUEST,
             {

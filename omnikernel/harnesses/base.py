@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from omnikernel.approvals.decide import Decision
 from omnikernel.events import Event
 from omnikernel.gateway.upstream import Upstream
+from omnikernel.harnesses.mcp import McpServer
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
 from omnikernel.sandbox.broker import BrokerSetup
@@ -74,6 +75,11 @@ class HarnessContext:
     #: (whose port exists only inside a sandbox), asked for at each such start: the session
     #: opens the gateway's TCP port then (`Gateway.open_tcp`). None: `upstream` serves both.
     unsandboxed: Callable[[], Upstream] | None = None
+    #: Files of the folder agents may read but not write (the open notebook).
+    read_only: tuple[Path, ...] = ()
+    #: The MCP servers the CLI gets, asked for at each start (the kernel's ``notebook`` server
+    #: and the user's mcp.toml servers; see `omnikernel.harnesses.mcp`).
+    mcp_servers: Callable[[], tuple[McpServer, ...]] = lambda: ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +108,24 @@ class Harness(abc.ABC):
     wire: ClassVar[str]
     #: The model used when none is chosen; None: the CLI picks its own.
     default_model: ClassVar[str | None] = None
+    #: Whether the CLI can use MCP servers ("" if it can; else why not, as `%agents` says).
+    no_mcp: ClassVar[str] = ""
+    #: A limit of its MCP support, as `%agents` says it ("" if none).
+    mcp_note: ClassVar[str] = ""
 
     def __init__(self, ctx: HarnessContext):
         self.ctx = ctx
+        #: The MCP servers of the CLI's current process (`take_mcp_servers`, at its start).
+        self.mcp_servers: tuple[McpServer, ...] = ()
+
+    def take_mcp_servers(self) -> tuple[McpServer, ...]:
+        """The MCP servers for the CLI about to start: none if it cannot use them; with the
+        sandbox off, none of those reached through a sandbox's bridge (the kernel's own)."""
+        servers = () if self.no_mcp else self.ctx.mcp_servers()
+        if self.ctx.sandbox == "off":
+            servers = tuple(s for s in servers if s.socket is None)
+        self.mcp_servers = servers
+        return servers
 
     @classmethod
     def install_command(cls) -> str:
@@ -191,6 +212,12 @@ class Harness(abc.ABC):
     def _sandbox_spec(
         self, argv: list[str], env: dict[str, str], port: int | None, target: Path | None = None
     ) -> SandboxSpec:
+        ports = tuple(p for p in (port,) if p)
+        targets = {port: target} if port and target else {}
+        for server in self.mcp_servers:
+            if server.bridged_port and server.socket is not None:
+                ports += (server.bridged_port,)
+                targets[server.bridged_port] = server.socket
         return for_agent(
             workdir=self.ctx.cwd,
             env=env,
@@ -198,12 +225,13 @@ class Harness(abc.ABC):
             private=(self.ctx.state_dir / self.name,),
             readable=(*self.readable_paths(), *self.ctx.readable),
             hidden=self.ctx.hidden,
-            bridged_ports=(port,) if port else (),
-            bridge_targets={port: target} if port and target else None,
+            bridged_ports=ports,
+            bridge_targets=targets or None,
             allow_hosts=self.ctx.allow_hosts,
             egress_routes=self.ctx.egress_routes,
             broker=self.ctx.broker,
             network_ask=self.ctx.network_ask,
+            read_only_files=self.ctx.read_only,
         )
 
     def readable_paths(self) -> tuple[Path, ...]:

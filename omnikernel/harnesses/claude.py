@@ -26,6 +26,7 @@ from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
 from omnikernel.harnesses.jsonl import JsonLinesHarness
+from omnikernel.harnesses.mcp import NOTEBOOK_SERVER, claude_config
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ QUIET_ENV = {
     "DISABLE_ERROR_REPORTING": "1",
     "DISABLE_BUG_COMMAND": "1",
 }
+
+
+#: Claude Code may send its first model request before its MCP servers connect (a stdio server
+#: still starting inside the sandbox): the agent would not see their tools. Wait for them.
+MCP_ENV = {"MCP_CONNECTION_NONBLOCKING": "false"}
 
 
 def tool_summary(tool: str, tool_input: dict[str, Any]) -> str:
@@ -134,8 +140,17 @@ class ClaudeHarness(JsonLinesHarness):
             # Every shell command asks the kernel, also those Claude Code judges read-only
             # (`cat`, `git status`), so the policy's rules see (and can stop) each of them.
             "--settings",
-            json.dumps({"permissions": {"ask": ["Bash"]}}),
+            # The kernel's notebook server asks the decision function itself (for every
+            # harness alike), so Claude Code does not ask again for its tools.
+            json.dumps({"permissions": {"ask": ["Bash"], "allow": [f"mcp__{NOTEBOOK_SERVER}"]}}),
         ]
+        if self.mcp_servers:
+            # Only these servers: none of the user's own Claude Code config. In a file of the
+            # CLI's private config dir, not on its command line, which `ps` shows every user.
+            path = self.private_dirs()["config"] / "omnikernel-mcp.json"
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(claude_config(self.mcp_servers)))
+            argv += ["--mcp-config", str(path), "--strict-mcp-config"]
         if self.ctx.model:
             argv += ["--model", self.ctx.model]
         if self._claude_session:
@@ -156,6 +171,7 @@ class ClaudeHarness(JsonLinesHarness):
             ): self.ctx.upstream.api_key,
             # A dead upstream should fail the turn in seconds, not after minutes of back-off.
             "CLAUDE_CODE_MAX_RETRIES": "2",
+            **MCP_ENV,
             **QUIET_ENV,
         }
 

@@ -4,7 +4,8 @@
 ``initialized``, one ``thread/start`` per session (``thread/resume`` after a restart), then
 ``turn/start`` per prompt and ``turn/interrupt`` to stop. With the ``untrusted`` approval policy
 Codex asks before every command and file change (``item/commandExecution/requestApproval``,
-``item/fileChange/requestApproval``); the session's decision function answers.
+``item/fileChange/requestApproval``) and MCP tool call (``mcpServer/elicitation/request``); the
+session's decision function answers.
 
 Codex runs with its own sandbox off (``danger-full-access``): it cannot nest inside ours, and
 ours is the one that holds (see `omnikernel.sandbox`). Its config lives in a private
@@ -26,6 +27,7 @@ from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import HarnessContext, HarnessError
 from omnikernel.harnesses.jsonl import JsonRpcHarness
+from omnikernel.harnesses.mcp import NOTEBOOK_SERVER, codex_config
 
 #: The key variable Codex reads for our provider (it holds the session secret the gateway issued).
 KEY_VARIABLE = "OMNIKERNEL_CODEX_KEY"
@@ -104,6 +106,8 @@ class CodexHarness(JsonRpcHarness):
         self._thread_ran = False
         self._turn: str | None = None
         self._turn_request: int | None = None  # the id of the running turn's turn/start
+        #: The pending approval is an MCP tool call's elicitation (answered with an action).
+        self._pending_mcp = False
 
     default_model = DEFAULT_MODEL
 
@@ -159,7 +163,7 @@ class CodexHarness(JsonRpcHarness):
             'name = "omnikernel gateway"\n'
             f"base_url = {toml_string(self.upstream.base_url)}\n"
             f'env_key = "{KEY_VARIABLE}"\n'
-            'wire_api = "responses"\n'
+            'wire_api = "responses"\n' + codex_config(self.mcp_servers)
         )
 
     async def on_started(self) -> None:
@@ -314,6 +318,10 @@ class CodexHarness(JsonRpcHarness):
     async def _answer(self, message: dict[str, Any]) -> AsyncIterator[Event]:
         """Serve a request from Codex: approvals go to the decision function."""
         method, params, ident = message["method"], message.get("params") or {}, message["id"]
+        if method == "mcpServer/elicitation/request":
+            async for event in self._answer_mcp(params, ident):
+                yield event
+            return
         if method not in (
             "item/commandExecution/requestApproval",
             "item/fileChange/requestApproval",
@@ -352,12 +360,54 @@ class CodexHarness(JsonRpcHarness):
         await self.respond(ident, {"decision": "accept" if decision.allow else "decline"})
         self.pending_approval = None
 
+    async def _answer_mcp(self, params: dict[str, Any], ident: Any) -> AsyncIterator[Event]:
+        """Codex asks before each MCP tool call with an elicitation whose ``_meta`` names the
+        tool (``codex_approval_kind: mcp_tool_call``). The kernel's notebook server asks the
+        decision function itself, so its calls are accepted here; any other server's go to the
+        decision function as ``mcp__SERVER__TOOL`` (policies name it ``SERVER.TOOL``). Other
+        elicitations (a server asking the user for input) are declined: nobody fills forms."""
+        meta = params.get("_meta") or {}
+        server, tool = str(params.get("serverName", "")), str(meta.get("tool_name", ""))
+        if meta.get("codex_approval_kind") != "mcp_tool_call" or not tool:
+            await self.respond(ident, {"action": "decline"})
+            return
+        if server == NOTEBOOK_SERVER:
+            await self.respond(ident, {"action": "accept"})
+            return
+        arguments = meta.get("tool_params") if isinstance(meta.get("tool_params"), dict) else {}
+        asked = Event(
+            EventKind.APPROVAL_REQUEST,
+            {
+                "request_id": str(ident),
+                "call_id": "",
+                "tool": f"mcp__{server}__{tool}",
+                "action": "other",
+                "summary": json.dumps(arguments, ensure_ascii=False)[:200],
+                "input": arguments,
+            },
+        )
+        self.pending_approval, self._pending_mcp = ident, True
+        yield asked
+        decision = await self.ctx.decide(asked)
+        yield Event(
+            EventKind.APPROVAL_DECISION,
+            {
+                "request_id": str(ident),
+                "decision": decision.verdict,
+                "reason": decision.reason,
+                "by": decision.by,
+            },
+        )
+        await self.respond(ident, {"action": "accept" if decision.allow else "decline"})
+        self.pending_approval, self._pending_mcp = None, False
+
     # -- stopping ------------------------------------------------------------------------------
 
     async def wind_down(self) -> list[Event]:
         """``turn/interrupt`` (once the turn's id is known); Codex ends with ``turn/completed``."""
         if self.pending_approval is not None:
-            await self.respond(self.pending_approval, {"decision": "decline"})
+            answer = {"action": "decline"} if self._pending_mcp else {"decision": "decline"}
+            await self.respond(self.pending_approval, answer)
             self.pending_approval = None
         asked = False
         while True:

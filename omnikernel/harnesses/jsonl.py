@@ -74,6 +74,9 @@ class JsonLinesHarness(Harness):
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
         binary = self.require_binary(self.ctx.binary)
+        # Off the loop: the first call starts the kernel's notebook server (its SDK takes a
+        # second or two to import) and reads the mcp.toml files.
+        await asyncio.to_thread(self.take_mcp_servers)
         self._proc = await self.start_process(self.command(binary), self.environment())
         self._stderr_tail = []
         self._stderr_task = asyncio.create_task(self._collect_stderr(self._proc))

@@ -22,8 +22,12 @@ from omnikernel.events import Event, EventKind
 from omnikernel.gateway import PriceTable
 from omnikernel.harnesses.base import HarnessContext, HarnessError
 from omnikernel.harnesses.jsonl import JsonLinesHarness
+from omnikernel.harnesses.mcp import McpServer, is_notebook_tool
 
 GATE = Path(__file__).with_name("pi_gate.ts")
+#: Pi's MCP client for HTTP servers (Pi's CLI has none), and the variable it reads them from.
+MCP_EXTENSION = Path(__file__).with_name("pi_mcp.ts")
+MCP_VARIABLE = "OMNIKERNEL_MCP_SERVERS"
 KEY_VARIABLE = "OMNIKERNEL_PI_KEY"
 PROVIDER = "omnikernel"
 DEFAULT_MODEL = "claude-sonnet-4-6"
@@ -51,6 +55,7 @@ class PiHarness(JsonLinesHarness):
     npm_package = "@mariozechner/pi-coding-agent"
     pinned_version = "0.73.1"
     wire = "anthropic"
+    mcp_note = "HTTP servers only (Pi has no MCP client: omnikernel's pi_mcp.ts extension is one)"
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)
@@ -75,6 +80,8 @@ class PiHarness(JsonLinesHarness):
             "-e",
             str(GATE),
         ]
+        if self.mcp_servers:
+            argv += ["-e", str(MCP_EXTENSION)]
         if self._started_once:
             argv.append("--continue")  # a restart picks the conversation up again
         self._started_once = True
@@ -91,7 +98,12 @@ class PiHarness(JsonLinesHarness):
         return True
 
     def readable_paths(self) -> tuple[Path, ...]:
-        return (GATE,)
+        return (GATE, MCP_EXTENSION)
+
+    def take_mcp_servers(self) -> tuple[McpServer, ...]:
+        """HTTP servers only: `MCP_EXTENSION` calls them; nothing here runs a stdio server."""
+        self.mcp_servers = tuple(s for s in super().take_mcp_servers() if s.is_http)
+        return self.mcp_servers
 
     def environment(self) -> dict[str, str]:
         dirs = self.private_dirs()
@@ -106,6 +118,12 @@ class PiHarness(JsonLinesHarness):
             # more, shorter scavenges. The old generation is left unbounded (no OOM risk).
             "NODE_OPTIONS": "--max-semi-space-size=4",
             KEY_VARIABLE: self.ctx.upstream.api_key,
+            MCP_VARIABLE: json.dumps(
+                [
+                    {"name": s.name, "url": s.url, "headers": dict(s.headers)}
+                    for s in self.mcp_servers
+                ]
+            ),
         }
 
     def _write_models(self, agent_dir: Path) -> None:
@@ -224,6 +242,9 @@ class PiHarness(JsonLinesHarness):
         except json.JSONDecodeError:
             request = {}
         name, args = request.get("toolName", "?"), request.get("input") or {}
+        if is_notebook_tool(str(name)):  # the notebook server asks the decision function itself
+            await self.send({"type": "extension_ui_response", "id": ident, "confirmed": True})
+            return
         asked = Event(
             EventKind.APPROVAL_REQUEST,
             {

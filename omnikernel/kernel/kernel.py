@@ -10,6 +10,7 @@ responsive to comm messages (widget clicks) while the agent works, and turns the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -17,7 +18,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ from omnikernel.view.render import CellView, error_bundle, notice_bundle
 from omnikernel.view.sanitize import SessionImages
 
 if TYPE_CHECKING:
+    from omnikernel.harnesses.mcp import McpServer
+    from omnikernel.kernel.notebook_server import Gated, NotebookServer
     from omnikernel.kernel.widgets import SessionFeed
     from omnikernel.store.shares import SharedPrompt
 
@@ -199,6 +202,13 @@ class OmniKernel(KernelSettings, IPythonKernel):
         self.agents.first_notice = notice or None
         self._deferred_loaded = False
         self._prewarm_pending = self.prewarm
+        #: The ``notebook`` MCP server, started with the first CLI that gets it.
+        self._notebook_server: NotebookServer | None = None
+        self._notebook_server_lock = threading.Lock()
+        #: Cells the agents proposed during the running prompt (sent with its reply).
+        self._proposed: list[str] = []
+        if self.notebook_tools:
+            self.agents.notebook_mcp = self._notebook_mcp_for
         for family in FAMILIES:
             self.shell.register_magics(family(self.shell, self.agents))
         self.shell.register_magics(share)
@@ -220,6 +230,71 @@ class OmniKernel(KernelSettings, IPythonKernel):
                 self.agents.approvals, lambda *a, **k: self._show(*a, **k)
             )
         self._card_presenter(pending)
+
+    # -- the notebook MCP server ---------------------------------------------------------------
+
+    def _notebook_mcp_for(self, harness: str) -> McpServer:
+        """The notebook server as `harness` is told of it, started at the first ask (its SDK
+        is imported only then), from the thread the CLI's start reads its MCP servers in."""
+        with self._notebook_server_lock:  # CLIs start it from worker threads
+            return self._notebook_server_for(harness)
+
+    def _notebook_server_for(self, harness: str) -> McpServer:
+        if self._notebook_server is None:
+            from omnikernel.kernel.notebook_server import Kernel, NotebookServer
+
+            assert self.shell is not None
+            shell = self.shell
+            self._notebook_server = NotebookServer(
+                Kernel(
+                    namespace=lambda: shell.user_ns,
+                    notebook=self.agents.notebook_path,
+                    running_cell=lambda: self.agents.running_cell,
+                    folder=self.agents.cwd,
+                    set_next_input=lambda text, replace: self._proposed.append(text),
+                    submit=self._on_kernel_loop,
+                    gate=self._gate_tool,
+                )
+            ).start_in_thread()
+        return self._notebook_server.server_for(harness)
+
+    def _on_kernel_loop(self, work: Callable[[], Awaitable[Any]]) -> concurrent.futures.Future[Any]:
+        """Run `work` on the loop running the turn, in its cell (so a card shows there)."""
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        loop, context = self.agents.turn_loop()
+        if loop is None:
+            done.set_exception(RuntimeError("no agent turn is running in this kernel"))
+            return done
+
+        def start() -> None:
+            task = asyncio.ensure_future(work())
+
+            def finish(t: asyncio.Future[Any]) -> None:
+                if t.cancelled():
+                    done.cancel()
+                elif (exc := t.exception()) is not None:
+                    done.set_exception(exc)
+                else:
+                    done.set_result(t.result())
+
+            task.add_done_callback(finish)
+
+        loop.call_soon_threadsafe(start, context=context)
+        return done
+
+    async def _gate_tool(
+        self, harness: str, tool: str, action: str, summary: str, tool_input: dict[str, Any]
+    ) -> Gated:
+        from omnikernel.kernel.notebook_server import Gated
+
+        decision = await self.agents.decide_tool(harness, tool, action, summary, tool_input)
+        return Gated(decision.allow, decision.reason)
+
+    def _proposed_cells(self) -> list[dict[str, Any]]:
+        """The ``set_next_input`` payloads of the cells proposed during this prompt: JupyterLab
+        and Notebook 7 put each below the running cell, for the person to run."""
+        proposed, self._proposed = self._proposed, []
+        return [{"source": "set_next_input", "text": t, "replace": False} for t in proposed]
 
     # -- execution -----------------------------------------------------------------------------
 
@@ -388,8 +463,14 @@ class OmniKernel(KernelSettings, IPythonKernel):
         # Prompts join IPython's input history, so a console's up-arrow finds them too.
         self.shell.history_manager.store_inputs(count, cell.body)
         self.shell.execution_count += 1
+        payload = self._proposed_cells()
         if status == "completed":
-            return {"status": "ok", "execution_count": count, "payload": [], "user_expressions": {}}
+            return {
+                "status": "ok",
+                "execution_count": count,
+                "payload": payload,
+                "user_expressions": {},
+            }
         ename = "KeyboardInterrupt" if status == "interrupted" else "AgentError"
         return {
             "status": "error",
@@ -635,6 +716,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
         # processes: stop them with signals, which work from any thread.
         self.codriving.close()
         self.agents.kill_now()
+        if self._notebook_server is not None:
+            self._notebook_server.stop_thread()
         return super().do_shutdown(restart)
 
 

@@ -275,6 +275,12 @@ class KernelSettings(EnvSettings):
         help="Start the current harness's CLI in its sandbox once the kernel is idle (and on "
         "`%agent NAME`), so the first prompt does not wait for it. No model request is made.",
     ).tag(config=True, env="OMNIKERNEL_PREWARM")
+    notebook_tools = Bool(
+        True,
+        help="Give every agent the kernel's `notebook` MCP server: the notebook's cells, the "
+        "kernel's variables, a value's summary, Python run in the kernel (each call asks), a "
+        "proposed cell. Off: agents get only the user's mcp.toml servers.",
+    ).tag(config=True, env="OMNIKERNEL_NOTEBOOK_TOOLS")
     watchdog_s = Float(
         DEFAULT_WATCHDOG_S,
         help="Seconds a harness may stay silent mid-turn before a watchdog ends the turn and "
@@ -367,6 +373,10 @@ class KernelSettings(EnvSettings):
     @default("prewarm")
     def _prewarm_default(self) -> bool:
         return self.from_env("prewarm", True, parse_bool)
+
+    @default("notebook_tools")
+    def _notebook_tools_default(self) -> bool:
+        return self.from_env("notebook_tools", True, parse_bool)
 
     @default("watchdog_s")
     def _watchdog_s_default(self) -> float:
@@ -461,5 +471,11 @@ HANDOFFS = (
         "OMNIKERNEL_PI_KEY", "the kernel, for the pi CLI it starts",
         "pi (as its model provider's key)",
         "The session secret the kernel's gateway issued; never a real credential.",
+    ),
+    Handoff(
+        "OMNIKERNEL_MCP_SERVERS", "the kernel, for the pi CLI it starts",
+        "pi's `pi_mcp.ts` extension (Pi has no MCP client of its own)",
+        "The HTTP MCP servers Pi gets (the kernel's notebook server with its per-harness "
+        "secret, and the user's HTTP servers from mcp.toml), as JSON.",
     ),
 )  # fmt: skip

@@ -14,8 +14,8 @@ Files are TOML (stdlib `tomllib`)::
     rule = "pause-every"
     usd = 5
 
-    [[rule]]                      # turns a built-in default off (any file may)
-    rule = "push-after-install"
+    [[rule]]                      # turns a built-in default off (any file may):
+    rule = "push-after-install"   # push-after-install, push-own-branches or ask-python
     enabled = false
 
     [[approved]]                  # "always for this pattern", written by the approval card

@@ -25,6 +25,14 @@ Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy fil
   matching PATTERN (``pypi.org``, ``*.github.com``, ``host:port``, a preset such as ``@pypi``;
   see `omnikernel.policy.hosts`) is allowed / denied. A host no rule names asks (the
   ``network`` ask, which auto-approval never answers).
+- ``ask-python``          Python run in the user's kernel (the ``python`` action, the notebook
+  server's ``kernel_run``) asks; `%autoapprove` never answers it. On by default.
+- ``allow-tool NAME`` / ``ask-tool NAME`` / ``deny-tool NAME``   a tool named NAME (a glob over
+  ``server.tool`` for MCP tools, e.g. ``notebook.kernel_run``, ``github.*``; else the harness's
+  tool name) is allowed / asks / is denied. An allow answers only the default ask: a rule's ask
+  (``ask-python``) still asks.
+- ``read-only-file PATH``  writing or editing PATH is denied (the session adds one for the open
+  notebook: agents propose cells with ``notebook_insert_cell`` instead).
 """
 
 from __future__ import annotations
@@ -708,13 +716,104 @@ class DenyHost(HostRule):
     help: ClassVar[str] = "connections to hosts matching PATTERN (or a preset) are denied"
 
 
+def qualified_tool(tool: str) -> str:
+    """An MCP tool's name as policies write it, ``server.tool``, from the harnesses' spellings
+    (Claude Code's and Codex's ``mcp__server__tool``); any other tool's name as it is."""
+    if tool.startswith("mcp__") and "__" in tool[5:]:
+        server, _, name = tool[5:].partition("__")
+        return f"{server}.{name}"
+    return tool
+
+
+@dataclasses.dataclass(frozen=True)
+class AskPython(Rule):
+    name: ClassVar[str] = "ask-python"
+    help: ClassVar[str] = (
+        "Python an agent runs in the user's kernel (outside the sandbox) asks; on by default"
+    )
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or request.action != "python":
+            return None
+        return self._match(
+            Outcome.ASK,
+            f"{qualified_tool(request.tool) or 'the agent'} runs Python in your kernel, "
+            "outside the sandbox",
+            qualified_tool(request.tool),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolRule(Rule):
+    params: ClassVar[tuple[str, ...]] = ("tool",)
+    outcome: ClassVar[Outcome] = Outcome.ASK
+    tool: str = ""
+
+    def __post_init__(self) -> None:
+        if not str(self.tool).strip():
+            raise RuleError(f"{self.name} needs a tool name, e.g. notebook.kernel_run or github.*")
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or not request.tool:
+            return None
+        name = qualified_tool(request.tool)
+        if not fnmatch.fnmatchcase(name, self.tool):
+            return None
+        return self._match(self.outcome, f"the tool {name} matches {self.tool!r}", name)
+
+
+@dataclasses.dataclass(frozen=True)
+class AllowTool(ToolRule):
+    name: ClassVar[str] = "allow-tool"
+    outcome: ClassVar[Outcome] = Outcome.ALLOW
+    help: ClassVar[str] = "the tool NAME (server.tool for MCP tools; globs) is allowed"
+
+
+@dataclasses.dataclass(frozen=True)
+class AskTool(ToolRule):
+    name: ClassVar[str] = "ask-tool"
+    help: ClassVar[str] = "the tool NAME (server.tool for MCP tools; globs) asks"
+
+
+@dataclasses.dataclass(frozen=True)
+class DenyTool(ToolRule):
+    name: ClassVar[str] = "deny-tool"
+    outcome: ClassVar[Outcome] = Outcome.DENY
+    help: ClassVar[str] = "the tool NAME (server.tool for MCP tools; globs) is denied"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOnlyFile(Rule):
+    name: ClassVar[str] = "read-only-file"
+    params: ClassVar[tuple[str, ...]] = ("path",)
+    help: ClassVar[str] = "writing or editing the file PATH is denied"
+    path: str = ""
+    #: Said to the agent besides the denial (the open notebook's points to notebook_insert_cell).
+    hint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.path or not posixpath.isabs(self.path):
+            raise RuleError(f"read-only-file needs an absolute path, not {self.path!r}")
+        object.__setattr__(self, "path", posixpath.normpath(self.path))
+
+    def check(self, request: Request, state: PolicyState) -> Match | None:
+        if request.kind != "action" or request.action not in ("write", "edit"):
+            return None
+        if self.path not in (posixpath.normpath(p) for p in request.paths):
+            return None
+        return self._match(
+            Outcome.DENY, f"{self.path} is read-only for agents{self.hint}", self.path
+        )
+
+
 BUILTINS: dict[str, type[Rule]] = {
     cls.name: cls
     for cls in (PushAfterInstall, PushOwnBranches, PushBranch, PauseEvery, BudgetRule, AskRule,
-                DenyRule, AskWriteOutside, MaxToolCalls, LoopGuard, AllowHost, DenyHost)
+                DenyRule, AskWriteOutside, MaxToolCalls, LoopGuard, AllowHost, DenyHost,
+                AskPython, AllowTool, AskTool, DenyTool, ReadOnlyFile)
 }  # fmt: skip
-#: The rules on by default, which ``%policy off NAME`` (or ``enabled = false``) turns off.
-DEFAULT_RULES: tuple[type[Rule], ...] = (PushAfterInstall, PushOwnBranches)
+#: The rules on by default (a policy file's ``enabled = false`` or ``%policy off`` turns one off).
+DEFAULT_RULES: tuple[type[Rule], ...] = (PushAfterInstall, PushOwnBranches, AskPython)
 
 
 def make_rule(
@@ -746,6 +845,6 @@ def make_rule(
     if len(values) != len(cls.params) or any(v is None for v in values):
         usage = " ".join(p.upper() for p in cls.params)
         raise RuleError(f"{name} takes {usage or 'no arguments'} (usage: {name} {usage})".strip())
-    if name == "ask-write-outside" and resolve_path is not None:
+    if name in ("ask-write-outside", "read-only-file") and resolve_path is not None:
         values = [resolve_path(str(values[0]))]
     return cls(level, *values)

@@ -12,8 +12,11 @@ A step may hold `text` (streamed in chunks; ``{prompt}`` is replaced by the prom
 streamed chunks), `delay` (seconds before the answer starts: a slow model) and `error` (``{"status": 529, "type": "overloaded_error", "message": ...}``).
 Tool calls are abstract and built from the tools the request offers:
 ``{"action": "shell", "command": "ls"}``, ``{"action": "write", "path": "a.py", "content": ""}``,
-``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, or an exact
-``{"tool": "Name", "input": {...}}``.
+``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, an exact
+``{"tool": "Name", "input": {...}}``, or an MCP server's tool, ``{"mcp": "notebook.kernel_run",
+"input": {...}}``, found under each harness's spelling (``mcp__notebook__kernel_run``, ...);
+where the request offers it only through a tool search (Codex), the step first searches for it
+(a search is not an answer: the same step then makes the call).
 
 A rehearsal spends nothing, so the kernel's gateway meters its calls at $0, marked "rehearsal".
 A scenario's top-level ``price_as`` (``"anthropic/claude-sonnet-4-5"``) asks for them to be
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from omnikernel.gateway.wire import (
+    TOOL_SEARCH,
     Conversation,
     Reply,
     ToolCall,
@@ -111,10 +115,12 @@ def build_reply(
     for spec in step.get("tool_calls", []):
         call = build_tool_call(spec, conversation)
         if call is None:
-            wanted = spec.get("tool") or spec.get("action")
+            wanted = spec.get("tool") or spec.get("mcp") or spec.get("action")
             text += f"\n\n(The scripted model wanted a {wanted} tool, but none was offered.)"
         else:
-            calls.append(ToolCall(next(ids), *call))
+            name, arguments = call
+            space, short = conversation.namespaced.get(name, ("", name))
+            calls.append(ToolCall(next(ids), short, arguments, space))
     out_chars = len(text) + sum(len(json.dumps(c.arguments)) for c in calls)
     usage = Usage(estimate_tokens(request_chars), estimate_tokens(out_chars))
     for key, value in (step.get("usage") or {}).items():
@@ -133,6 +139,17 @@ def build_tool_call(
     spec: dict[str, Any], conversation: Conversation
 ) -> tuple[str, dict[str, Any]] | None:
     tools = conversation.tools
+    if "mcp" in spec:
+        server, _, tool = str(spec["mcp"]).rpartition(".")
+        found = next(
+            (n for n in tools if n == f"mcp__{server}__{tool}"),
+            next((n for n in tools if n.endswith(tool) and server in n), None),
+        )
+        if found:
+            return found, dict(spec.get("input", {}))
+        if TOOL_SEARCH in tools:  # Codex defers MCP tools: search for it first
+            return TOOL_SEARCH, {"query": f"{server} {tool}"}
+        return None
     if "tool" in spec:
         return (spec["tool"], dict(spec.get("input", {}))) if spec["tool"] in tools else None
     action = spec.get("action", "")

@@ -435,12 +435,13 @@ def for_agent(
     egress_routes: EgressRoutes = DIRECT,
     broker: BrokerSetup | None = None,
     network_ask: Callable[[str, int, bool], Awaitable[str | None]] | None = None,
+    read_only_files: tuple[Path, ...] = (),
 ) -> SandboxSpec:
     """The spec every agent CLI runs under: the notebook's folder and its `private` dirs
     writable, the protected paths read-only (all of them if the folder is a home directory),
     homes closed but for the CLI's install, interpreter and PATH and the user's `readable`
     paths; home secrets, Jupyter's dirs and `hidden` (the session store, the other sessions'
-    state) masked."""
+    state) masked; `read_only_files` (the open notebook) read-only and pinned in place."""
     if any(Path(system).is_relative_to(workdir) for system in SYSTEM_TREES):
         raise ValueError(
             f"The notebook's folder {workdir} holds system directories ({', '.join(SYSTEM_TREES)}), "
@@ -453,6 +454,7 @@ def for_agent(
         inner_homes |= {p for p in Path("/home").iterdir() if p.is_dir()}
     workdir_is_home = is_home(workdir, homes)
     read_only = protected_in(workdir, home=workdir_is_home)
+    read_only += tuple(f for f in read_only_files if f.is_file() and f not in read_only)
     for home in sorted(inner_homes - {workdir}):
         read_only += protected_in(home, home=True)
     # A project's own `.env` is the project's; a home's secrets are the user's.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from omnikernel.approvals.after_restart import ReopenedApprovals
@@ -32,6 +32,13 @@ from omnikernel.gateway.credentials import VENDOR_ENDPOINTS, LoginEndpoints
 from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.harnesses import Harness, HarnessError, discover, harness_class
 from omnikernel.harnesses.acp import DEFAULT_ACP_AGENTS, AcpAgent, acp_harness
+from omnikernel.harnesses.mcp import (
+    MCP_FILE,
+    McpConfigError,
+    McpServer,
+    load_servers,
+    user_mcp_path,
+)
 from omnikernel.policy import fold
 from omnikernel.policy.config import project_policy_path
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
@@ -129,6 +136,36 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         self._init_network()
         #: Approvals a dead kernel left waiting, shown again in this kernel's first cell.
         self.after_restart = ReopenedApprovals(self)
+        #: The kernel's ``notebook`` MCP server as told to a harness (a fresh secret for it),
+        #: set by the kernel; None: no such server (a session outside a kernel).
+        self.notebook_mcp: Callable[[str], McpServer] | None = None
+
+    # -- the agents' MCP servers and the open notebook -----------------------------------------
+
+    def notebook_path(self) -> Path | None:
+        """The open notebook's file, if the session knows it."""
+        if not self.notebook.endswith(".ipynb"):
+            return None
+        return (self.cwd / self.notebook).resolve()
+
+    def mcp_files(self) -> tuple[Path, ...]:
+        """The user's mcp.toml, then the notebook's (which wins on a name)."""
+        return (user_mcp_path(), project_policy_path(self.notebook, self.cwd).parent / MCP_FILE)
+
+    def mcp_servers_for(self, harness: str) -> tuple[McpServer, ...]:
+        """What `harness`'s CLI gets at its start: the kernel's notebook server and the
+        user's servers. A bad mcp.toml stops the start with the file's error (HarnessError)."""
+        servers = []
+        if self.notebook_mcp is not None:
+            ours = self.notebook_mcp(harness)
+            for value in ours.headers.values():  # the bearer secret: never shown or stored
+                self.redactor.add(value.removeprefix("Bearer "), "notebook server secret")
+            servers.append(ours)
+        try:
+            servers += load_servers(self.mcp_files())
+        except McpConfigError as exc:
+            raise HarnessError(f"{exc}. Fix the file, then run the cell again.") from None
+        return tuple(servers)
 
     # -- which session -------------------------------------------------------------------------
 

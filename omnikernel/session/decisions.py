@@ -15,6 +15,7 @@ import concurrent.futures
 import contextvars
 import dataclasses
 import secrets
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +25,16 @@ from omnikernel.approvals.pending import PendingApprovals
 from omnikernel.events import Event, EventKind
 from omnikernel.policy import Policy, PolicyState, Request, Verdict, fold, observe, request_of
 from omnikernel.policy.config import project_policy_path, user_policy_path
-from omnikernel.policy.rules import BudgetRule, Outcome, Rule
+from omnikernel.policy.rules import BudgetRule, Outcome, ReadOnlyFile, Rule
 from omnikernel.sandbox.broker import BrokerSetup
 from omnikernel.sandbox.git_push import Push
+
+#: Said to an agent that tries to write the open notebook.
+OPEN_NOTEBOOK_HINT = (
+    ": it is the notebook open in Jupyter, and rewriting its file would fight the live "
+    "document. Propose a cell with the notebook server's notebook_insert_cell tool instead "
+    "(other notebooks are yours to edit)"
+)
 
 if TYPE_CHECKING:
     from omnikernel.gateway import Budget, Gateway, SpendLedger
@@ -57,6 +65,8 @@ class SessionDecisions:
 
         def _record(self, event: Event, harness: str, cell: str) -> Event: ...
 
+        def notebook_path(self) -> Path | None: ...
+
     def _init_decisions(
         self, user_policy: Path | None, approval_timeout_s: float, auto_approve: bool
     ) -> None:
@@ -83,10 +93,23 @@ class SessionDecisions:
         #: Pushes the broker asked about, to name each one's request.
         self._pushes = 0
 
+    @property
+    def running_cell(self) -> str:
+        """The id of the cell running (or that last ran) this kernel's turn."""
+        return self._current_cell
+
+    def turn_loop(self) -> tuple[asyncio.AbstractEventLoop | None, contextvars.Context | None]:
+        """The loop running this kernel's turns and the running cell's context (None before
+        the first turn): where a tool call from another thread is decided and run."""
+        return self._loop, self._cell_context
+
     def rules(self) -> list[Rule]:
         """Every active rule: the policy's levels, and the budget shown as a rule."""
         rules = self.policy.rules()
         rules += [BudgetRule("session", cap) for cap in self.budget.limits()]
+        notebook = self.notebook_path()
+        if notebook is not None:
+            rules.append(ReadOnlyFile("default", str(notebook), OPEN_NOTEBOOK_HINT))
         return rules
 
     def live_state(self) -> PolicyState:
@@ -127,6 +150,40 @@ class SessionDecisions:
             decision,
             str(data.get("call_id", "")),
             marks,
+        )
+        return decision
+
+    async def decide_tool(
+        self, harness: str, tool: str, action: str, summary: str, tool_input: dict[str, Any]
+    ) -> approval.Decision:
+        """A tool call an MCP server of the kernel's asks about (the ``notebook`` server gates
+        its own tools, the same way for every harness), on the kernel's loop, in the running
+        cell: the decision function, recorded as a harness's request is, unless the policy
+        let a read-only call through silently (as harnesses never ask about those)."""
+        request = Event(
+            EventKind.APPROVAL_REQUEST,
+            {
+                "request_id": f"mcp-{uuid.uuid4().hex[:12]}",
+                "call_id": "",
+                "tool": tool,
+                "action": action,
+                "summary": summary,
+                "input": tool_input,
+            },
+        )
+        cell = self._current_cell
+        verdict = self.judge(request_of(request.data, self.cwd))
+        if verdict.outcome == Outcome.ALLOW and "read-only" in verdict.rules:
+            return approval.decide(request, verdict, auto_approve=self.auto_approve)
+        self._record(request, harness, cell)
+        decision = await self._decide(request)
+        self._record(
+            Event(
+                EventKind.APPROVAL_DECISION,
+                {"request_id": request.data["request_id"], "decision": decision.verdict},
+            ),
+            harness,
+            cell,
         )
         return decision
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from omnikernel.events import Event
     from omnikernel.gateway import Budget, PriceTable, SpendLedger, SpendRecord
     from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.harnesses.mcp import McpServer
     from omnikernel.store.redact import Redactor
     from omnikernel.store.sessions import SessionStore
 
@@ -77,6 +78,10 @@ class SessionUpstreams:
         def _on_spend(self, record: SpendRecord) -> None: ...
 
         async def _hold_model_call(self, harness: str) -> str | None: ...
+
+        def notebook_path(self) -> Path | None: ...
+
+        def mcp_servers_for(self, harness: str) -> tuple[McpServer, ...]: ...
 
         async def _decide(self, request: Event) -> approval.Decision: ...
 
@@ -276,6 +281,8 @@ class SessionUpstreams:
                 readable=self.readable,
                 hidden=self.hidden_from_agents,
                 watchdog_s=self.watchdog_s,
+                read_only=tuple(p for p in (self.notebook_path(),) if p is not None),
+                mcp_servers=lambda: self.mcp_servers_for(name),
                 unsandboxed=lambda: dataclasses.replace(
                     via_gateway, base_url=gateway.base_url_for(name, wire, tcp=True), socket=None
                 ),

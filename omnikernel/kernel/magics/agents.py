@@ -8,7 +8,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import line_magic, magics_class
 from IPython.display import display
 
-from omnikernel.harnesses import HarnessError
+from omnikernel.harnesses import Harness, HarnessError
+from omnikernel.harnesses.acp import AcpHarness
 from omnikernel.kernel.hub import current_user
 from omnikernel.kernel.magics.common import (
     SessionMagicsBase,
@@ -72,6 +73,7 @@ class AgentMagics(SessionMagicsBase):
                     session.upstream_label(cls.wire, name),
                     session.credential_label(name),
                     sandbox,
+                    mcp_text(cls),
                     info.install,
                 ]
             )
@@ -84,6 +86,7 @@ class AgentMagics(SessionMagicsBase):
             "upstream",
             "credential",
             "sandbox",
+            "notebook tools (MCP)",
             "install",
         ]
         display(table(headers, rows), raw=True)
@@ -115,3 +118,14 @@ class AgentMagics(SessionMagicsBase):
             )
         headers = ["turn", "harness", "prompt", "tool calls", "tokens", "cost", "status"]
         display(table([*headers, "prompt by", "approvals by"], rows), raw=True)
+
+
+def mcp_text(cls: type[Harness]) -> str:
+    """Whether a harness gets the kernel's notebook tools and the user's MCP servers."""
+    if cls.no_mcp:
+        return f"no: {cls.no_mcp}"
+    if cls.mcp_note:
+        return f"yes, {cls.mcp_note}"
+    if issubclass(cls, AcpHarness):
+        return "yes, if the agent takes HTTP MCP servers (ACP mcpCapabilities.http)"
+    return "yes"
