@@ -172,6 +172,6 @@ def test_a_notebook_continues_each_terminal_session(terminal, workdir, start_ker
             assert "Handed over" not in after.text
             sent = json.dumps([r.body for r in model.requests[asked:]])
             assert "omnigent-handoff" not in sent
-            assert WRITE in sent and "echo contract > contract.txt" in sent
+            assert WRITE in sent and "echo contract > contract.txt" in sent, (harness, after.text)
             history = kernel.execute("%history").text
             assert WRITE in history and harness in history

@@ -136,7 +136,7 @@ class CodexHarness(JsonRpcHarness):
                 continue
             lines.append(json.dumps(_with_provider(record, PROVIDER_ID)))
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self._thread = native_id
+        self._thread, self._thread_ran = native_id, True  # its rollout is the copy
         return True
 
     def environment(self) -> dict[str, str]:

@@ -55,7 +55,9 @@ SCENARIO: dict[str, Any] = {
     "rules": [
         # First: after a stop, agents carry the unanswered prompt into the next request.
         {"match": "stop-state recall", "steps": [{"text": RECALL_ANSWER}]},
-        {"match": "stop-state streaming", "steps": [{"text": "tick " * 600, "chunk_delay": 0.05}]},
+        # 30 s of ticks: the stop comes at the first tick a harness shows, which a loaded
+        # machine can delay by many seconds (OpenCode's start); the rest is never sent.
+        {"match": "stop-state streaming", "steps": [{"text": "tick " * 1800, "chunk_delay": 0.05}]},
         {"match": "stop-state approval", "steps": [
             {"text": "Asking first.",
              "tool_calls": [{"action": "shell", "command": f"echo {APPROVAL_MARK} > approved.txt"}]},
