@@ -458,6 +458,34 @@ class GatewayHandler(GuardedHandler):
             headers["Authorization"] = f"Bearer {upstream.api_key}"
         return headers
 
+    async def relay_whole(self, upstream: Upstream, url: str, wire_path: str) -> None:
+        """Forward this request to `url` with the upstream's real credential and answer with
+        the upstream's answer, whole and unmetered (token counting, model lists); errors in
+        the shape of `wire_path`'s format."""
+        try:
+            headers = await self.upstream_headers(upstream)
+        except LoginError as exc:
+            self.send_error_body(wire_path, 401, str(exc), "authentication_error")
+            return
+        request = httpclient.HTTPRequest(
+            url,
+            method=self.request.method or "GET",
+            headers=headers,
+            body=self.request.body if self.request.method == "POST" else None,
+            request_timeout=60,
+            connect_timeout=10,
+        )
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError) as exc:
+            self.send_error_body(
+                wire_path, 502, f"the model upstream did not answer: {exc}", "api_error"
+            )
+            return
+        self.set_status(response.code if response.code != 599 else 502)
+        self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
+        self.finish(response.body or b"")
+
     def send_error_body(self, wire_path: str, status: int, message: str, kind: str) -> None:
         shape = (
             anthropic_error
@@ -499,29 +527,7 @@ class PassThroughHandler(GatewayHandler):
         upstream, url = self.upstream_for(
             path if path.startswith("models") else "messages/count_tokens", harness
         )
-        try:
-            headers = await self.upstream_headers(upstream)
-        except LoginError as exc:
-            self.send_error_body("messages", 401, str(exc), "authentication_error")
-            return
-        request = httpclient.HTTPRequest(
-            url,
-            method=self.request.method or "GET",
-            headers=headers,
-            body=self.request.body if self.request.method == "POST" else None,
-            request_timeout=60,
-            connect_timeout=10,
-        )
-        try:
-            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except (OSError, httpclient.HTTPClientError) as exc:
-            self.send_error_body(
-                "messages", 502, f"the model upstream did not answer: {exc}", "api_error"
-            )
-            return
-        self.set_status(response.code if response.code != 599 else 502)
-        self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
-        self.finish(response.body or b"")
+        await self.relay_whole(upstream, url, "messages")
 
     async def post(self, harness: str, path: str = "") -> None:
         await self._forward(harness, path)
@@ -841,22 +847,6 @@ class GeminiCallHandler(ModelCallHandler):
 
     async def pass_through(self, harness: str, method: str) -> None:
         upstream, url = self.upstream_for("generateContent", harness)
-        url = url.replace(":generateContent", f":{method}", 1)
-        request = httpclient.HTTPRequest(
-            url,
-            method="POST",
-            headers=await self.upstream_headers(upstream),
-            body=self.request.body,
-            request_timeout=60,
-            connect_timeout=10,
+        await self.relay_whole(
+            upstream, url.replace(":generateContent", f":{method}", 1), "generateContent"
         )
-        try:
-            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except (OSError, httpclient.HTTPClientError) as exc:
-            self.send_error_body(
-                "generateContent", 502, f"the model upstream did not answer: {exc}", "api_error"
-            )
-            return
-        self.set_status(response.code if response.code != 599 else 502)
-        self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
-        self.finish(response.body or b"")
