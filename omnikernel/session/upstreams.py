@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.events import Event
     from omnikernel.gateway import Budget, PriceTable, SpendLedger, SpendRecord
-    from omnikernel.sandbox.broker import BrokerSetup
     from omnikernel.harnesses.mcp import McpServer
+    from omnikernel.sandbox.broker import BrokerSetup
     from omnikernel.store.redact import Redactor
     from omnikernel.store.sessions import SessionStore
 
