@@ -252,7 +252,7 @@ def test_each_harness_gets_the_servers_in_its_own_format():
         "command": "npx",
         "args": ["-y", "srv"],
         "env": {"A": "1"},
-        "startup_timeout_sec": 30,
+        "startup_timeout_sec": 60,
     }
     assert acp_servers([HTTP, STDIO], http=False) == [
         {

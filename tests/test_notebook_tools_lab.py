@@ -95,6 +95,11 @@ def test_a_proposed_cell_appears_below_the_running_one(front_end, tmp_path):
             def run(index: int, shows: str) -> None:
                 cell = cells.nth(index)
                 for attempt in range(3):
+                    # A run asked before the kernel was up (a loaded machine) leaves a
+                    # kernel dialog over the page: close it, then run again.
+                    if page.locator(".jp-Dialog").count():
+                        page.keyboard.press("Escape")
+                        expect(page.locator(".jp-Dialog")).to_have_count(0, timeout=10_000)
                     cell.locator(".jp-InputArea-editor").click()
                     page.keyboard.press("Shift+Enter")
                     try:
@@ -107,6 +112,8 @@ def test_a_proposed_cell_appears_below_the_running_one(front_end, tmp_path):
                             page.screenshot(path=str(tmp_path / "failed.png"), full_page=True)
                             raise
 
+            if front_end == "lab":  # JupyterLab's toolbar names the kernel's state
+                expect(page.get_by_text("Omnigent | Idle")).to_be_visible(timeout=120_000)
             run(0, "ready")  # the kernel started and runs Python
             run(1, "Proposed a plotting cell.")
             # A fourth cell, right below the prompt, holding the proposal, not run.

@@ -102,7 +102,7 @@ def test_stop_in_every_state(harness, model, tmp_path):
             end = stopped.end
             assert end.kind == EventKind.TURN_END and end.data["status"] == "interrupted", (
                 state,
-                stopped.events,
+                [(e.kind.value, str(e.data)[:120]) for e in stopped.events[-6:]],
             )
             assert stopped.latency_s < STOP_WITHIN_S, (state, stopped.latency_s)
             assert end.data["stopped"].startswith(STOPPED[state]), (state, end.data)

@@ -64,8 +64,10 @@ QUIET_ENV = {
 
 
 #: Claude Code may send its first model request before its MCP servers connect (a stdio server
-#: still starting inside the sandbox): the agent would not see their tools. Wait for them.
-MCP_ENV = {"MCP_CONNECTION_NONBLOCKING": "false"}
+#: still starting inside the sandbox): the agent would not see their tools. Wait for them, up
+#: to a minute (`MCP_TIMEOUT`, ms; its default 30 s was too short for a Python server on a
+#: loaded machine), as Codex does (`omnikernel.harnesses.mcp.STARTUP_TIMEOUT_S`).
+MCP_ENV = {"MCP_CONNECTION_NONBLOCKING": "false", "MCP_TIMEOUT": "60000"}
 
 
 def tool_summary(tool: str, tool_input: dict[str, Any]) -> str:

@@ -33,6 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 MCP_FILE = "mcp.toml"
+#: How long a harness waits for an MCP server to start before its first model call: a stdio
+#: server starts inside the sandbox (npx fetching, a cold Python) and a minute is not rare.
+STARTUP_TIMEOUT_S = 60
 #: The kernel's own server's name: its tools reach the model as ``mcp__notebook__<tool>``.
 NOTEBOOK_SERVER = "notebook"
 
@@ -102,7 +105,7 @@ def codex_config(servers: Iterable[McpServer]) -> str:
             if s.env:
                 pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in s.env.items())
                 lines.append(f"env = {{ {pairs} }}")
-        lines.append("startup_timeout_sec = 30")
+        lines.append(f"startup_timeout_sec = {STARTUP_TIMEOUT_S}")
     return "\n".join(lines) + "\n"
 
 

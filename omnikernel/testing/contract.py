@@ -40,7 +40,9 @@ SCENARIO = {
             {"text": "The contract file is written."}]},
         {"match": "contract recall", "steps": [{"text": "You asked me to write a file."}]},
         # 30 s of stream: under load an ACP agent may pass its first text on only seconds late.
-        {"match": "contract slow", "steps": [{"text": "tick " * 600, "chunk_delay": 0.15}]},
+        # Numbered: Gemini CLI's loop detection would end a turn that repeats itself.
+        {"match": "contract slow",
+         "steps": [{"text": " ".join(f"tick{i}" for i in range(600)), "chunk_delay": 0.15}]},
     ]
 }  # fmt: skip
 

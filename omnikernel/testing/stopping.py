@@ -56,8 +56,10 @@ SCENARIO: dict[str, Any] = {
         # First: after a stop, agents carry the unanswered prompt into the next request.
         {"match": "stop-state recall", "steps": [{"text": RECALL_ANSWER}]},
         # 30 s of ticks: the stop comes at the first tick a harness shows, which a loaded
-        # machine can delay by many seconds (OpenCode's start); the rest is never sent.
-        {"match": "stop-state streaming", "steps": [{"text": "tick " * 1800, "chunk_delay": 0.05}]},
+        # machine can delay by many seconds (OpenCode's start); the rest is never sent. Each
+        # tick is numbered: Gemini CLI's loop detection ends a turn that repeats itself.
+        {"match": "stop-state streaming",
+         "steps": [{"text": " ".join(f"tick{i}" for i in range(1800)), "chunk_delay": 0.05}]},
         {"match": "stop-state approval", "steps": [
             {"text": "Asking first.",
              "tool_calls": [{"action": "shell", "command": f"echo {APPROVAL_MARK} > approved.txt"}]},
