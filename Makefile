@@ -19,8 +19,9 @@ DEBIAN_PACKAGES := chromium bubblewrap firejail socat tmux git curl ca-certifica
 LAB_PORT ?= 8888
 PYTEST_ARGS ?=
 # Tests run in this many pytest-xdist workers; most wait on subprocesses (kernels, CLIs, a
-# browser), so more workers than cores pays. Tests marked `serial` run afterwards, alone.
-TEST_WORKERS ?= 6
+# browser), so more workers than cores pays, up to a point: with seven agent CLIs, six workers
+# kept two cores at a load of 12 and timed tests out. Tests marked `serial` run afterwards, alone.
+TEST_WORKERS ?= 4
 
 export PATH := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 

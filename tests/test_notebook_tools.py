@@ -367,6 +367,9 @@ def test_kernel_run_runs_when_approved_from_the_share_page(
 CALC = Path(__file__).parent / "mcp_calc_server.py"
 
 
+# Serial: a Python MCP server starting inside the sandbox missed the CLIs' one-minute startup
+# wait when six workers loaded the two cores.
+@pytest.mark.serial
 @pytest.mark.parametrize("harness", ["claude", "codex"])
 def test_the_users_mcp_server_runs_in_the_sandbox_under_the_policy(
     harness, model, notebook_dir, start_kernel
