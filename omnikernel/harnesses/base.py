@@ -25,6 +25,7 @@ from omnikernel.approvals.decide import Decision
 from omnikernel.events import Event
 from omnikernel.gateway.upstream import Upstream
 from omnikernel.harnesses.mcp import McpServer
+from omnikernel.proc.turnstop import ProcessInfo
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
 from omnikernel.sandbox.broker import BrokerSetup
@@ -267,6 +268,25 @@ class Harness(abc.ABC):
         (it is running, or resumes it natively when started). When not, the session hands it
         the whole conversation instead (`omnikernel.session.handoff`)."""
         return True
+
+    #: Turns the CLI's current process has run (a restart counts from zero again): what the
+    #: session's recycling of a long-lived CLI counts (`omnikernel.session.idle`).
+    turns_in_process: int = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether the CLI's process runs now (stopped, the next turn starts it, resuming)."""
+        return False
+
+    def background_processes(self) -> list[ProcessInfo]:
+        """What the agent left running after its turns (a background shell, a server it
+        started): a CLI with any is never stopped for being idle, nor recycled, since its
+        stop would end them."""
+        return []
+
+    def memory_mib(self) -> float:
+        """The resident memory of the CLI's processes (its sandbox's), in MiB; 0 if unknown."""
+        return 0.0
 
     async def change_model(self, model: str | None) -> None:
         """Use `model` from the next turn on, keeping the conversation. The default restarts

@@ -6,7 +6,8 @@
 - `spend`: metered model calls, the budget, the spend gauge's figures;
 - `decisions`: the policy, approvals and pauses at model calls;
 - `network`: the network asks of the sandbox's egress proxy;
-- `turns`: running and stopping turns, and recording their events in order.
+- `turns`: running and stopping turns, and recording their events in order;
+- `idle`: stopping a CLI nobody uses, and restarting one that grew, between turns.
 
 This module holds what ties them: which session the notebook continues (a kernel may learn
 its notebook after starting, and `%session` may switch to another), the current harness and
@@ -28,6 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from omnikernel.approvals.after_restart import ReopenedApprovals
+from omnikernel.events import EventKind
 from omnikernel.gateway.credentials import VENDOR_ENDPOINTS, LoginEndpoints
 from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.harnesses import Harness, HarnessError, discover, harness_class
@@ -44,11 +46,18 @@ from omnikernel.policy.config import project_policy_path
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 from omnikernel.session.decisions import SessionDecisions
 from omnikernel.session.identity import Identity
+from omnikernel.session.idle import SessionIdle
 from omnikernel.session.network import SessionNetwork
 from omnikernel.session.spend import SessionSpend
 from omnikernel.session.turns import SessionTurns
 from omnikernel.session.upstreams import SessionUpstreams
 from omnikernel.store.sessions import SessionStore
+
+#: How long a harness may go unused before its CLI is stopped (`omnikernel.session.idle`).
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+#: After how many turns of one process, or how much memory, a CLI is restarted between turns.
+DEFAULT_RECYCLE_AFTER_TURNS = 60
+DEFAULT_RECYCLE_AFTER_MIB = 0.0
 
 #: How long a harness may stay silent mid-turn before the watchdog ends the turn (a tool that
 #: runs quietly for longer needs a higher `OmniKernel.watchdog_s`).
@@ -57,7 +66,9 @@ DEFAULT_WATCHDOG_S = 600.0
 log = logging.getLogger(__name__)
 
 
-class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend, SessionUpstreams):
+class AgentSession(
+    SessionTurns, SessionIdle, SessionDecisions, SessionNetwork, SessionSpend, SessionUpstreams
+):
     """The meta-layer above the harnesses of one notebook."""
 
     def __init__(
@@ -91,6 +102,9 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         login_env: Mapping[str, str] | None = None,
         login_endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
         watchdog_s: float = DEFAULT_WATCHDOG_S,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        recycle_after_turns: int = DEFAULT_RECYCLE_AFTER_TURNS,
+        recycle_after_mib: float = DEFAULT_RECYCLE_AFTER_MIB,
     ) -> None:
         self.store = store
         self.session_id = session_id
@@ -132,6 +146,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         self._opened = False
         self._init_spend(budget_usd, budget_tokens, price_overrides)
         self._init_turns()
+        self._init_idle(idle_timeout_s, recycle_after_turns, recycle_after_mib)
         self._init_decisions(user_policy, approval_timeout_s, auto_approve)
         self._init_network()
         #: Approvals a dead kernel left waiting, shown again in this kernel's first cell.
@@ -211,8 +226,11 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
 
     def switch(self, name: str, model: str | None = None) -> None:
         """Make `name` the current harness; with `model`, also change its model. The harness
-        keeps its conversation: the change applies from its next turn."""
+        keeps its conversation: the change applies from its next turn. The CLI switched away
+        from is stopped if it was only started ahead (it never ran a turn)."""
         harness_class(name, self.available)
+        if name != self.current:
+            self.stop_unused(self.current)
         self.current = name
         if model is not None:
             self.models[name] = model
@@ -238,7 +256,8 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if name in self._warming or name not in self.available:
+        task = self._warming.get(name)
+        if (task is not None and not task.done()) or name not in self.available:
             return
 
         async def warm() -> None:
@@ -247,6 +266,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
                 ensure_started = getattr(agent, "ensure_started", None)
                 if ensure_started is not None:
                     await ensure_started()
+                    self._used(name)  # its idle period starts now
             except Exception as exc:  # the first prompt starts it again and says what failed
                 log.debug("prewarming %s failed: %r", name, exc)
 
@@ -258,7 +278,18 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         if task is not None and not task.done():
             await asyncio.wait({task})
 
+    def last_harness(self) -> str | None:
+        """The harness of the session's last turn (None: no turn yet, or it is not here)."""
+        if not self.turn:
+            return None
+        for start in self.store.events(
+            self.session_id, kinds=(EventKind.TURN_START,), turn=self.turn
+        ):
+            return start.harness if start.harness in self.available else None
+        return None
+
     async def close(self) -> None:
+        self._cancel_idle_timers()
         for name in list(self._warming):
             await self._warmed(name)
         for agent in self._harnesses.values():
@@ -268,6 +299,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
 
     def kill_now(self) -> None:
         """Stop every harness process at once, from any thread (kernel shutdown)."""
+        self._cancel_idle_timers()
         for task in self._warming.values():  # a CLI still coming up stops with the rest
             with contextlib.suppress(RuntimeError):  # its loop is closed already
                 task.get_loop().call_soon_threadsafe(task.cancel)

@@ -92,6 +92,8 @@ class SessionTurns:
 
         async def _warmed(self, name: str) -> None: ...
 
+        def _used(self, name: str) -> None: ...
+
         def spend_line(self) -> str: ...
 
         def _drain_spend(self, name: str, cell: str) -> list[Event]: ...
@@ -134,6 +136,7 @@ class SessionTurns:
         self.policy_state = observe(self.policy_state, stored, self.cwd)
         if stored.kind == EventKind.TURN_END:
             self._end_turn_lock()
+            self._used(harness)  # idle from now on (`omnikernel.session.idle`)
         return stored
 
     def _end_turn_lock(self) -> None:
