@@ -199,3 +199,29 @@ def test_claude_is_recycled_between_turns_and_keeps_the_conversation(workdir, st
         assert "Handed over" not in again.text, "claude resumes natively, with no handoff"
         assert "remember the word heliotrope" in last_conversation(model, "claude")
         assert_same_cli(kernel_pid, new, tree)
+
+
+def test_the_version_check_reads_the_npm_manifest_without_starting_the_cli(tmp_path):
+    """The first prompt of a harness checks its CLI's version: from its npm package's manifest,
+    not by running `--version` (pi's start alone is 1.5-3 s), still warning of another one."""
+    import asyncio
+    import json
+
+    from omnikernel.harnesses.claude import ClaudeHarness
+    from omnikernel.session.turns import version_warning
+
+    package = tmp_path / "node_modules" / "@anthropic-ai" / "claude-code"
+    (package / "bin").mkdir(parents=True)
+    ran = tmp_path / "ran.txt"
+    binary = package / "bin" / "claude.exe"
+    binary.write_text(f"#!/bin/sh\necho ran > {ran}\necho 9.9.9\n")
+    binary.chmod(0o755)
+    manifest = {"name": ClaudeHarness.npm_package, "version": "2.0.1"}
+    (package / "package.json").write_text(json.dumps(manifest))
+
+    warning = asyncio.run(version_warning(ClaudeHarness, str(binary)))
+    assert warning is not None and "is 2.0.1; omnikernel is tested with" in warning
+    manifest["version"] = ClaudeHarness.pinned_version
+    (package / "package.json").write_text(json.dumps(manifest))
+    assert asyncio.run(version_warning(ClaudeHarness, str(binary))) is None
+    assert not ran.exists(), "the CLI was started to learn its version"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -177,6 +178,25 @@ class Harness(abc.ABC):
             binary=path or "",
             install=cls.install_command(),
         )
+
+    @classmethod
+    def package_version(cls, override: str | None = None) -> tuple[str, str] | None:
+        """(the binary, its version) read from the manifest of the npm package the CLI was
+        installed from, without starting it; None when the binary is not inside
+        `npm_package` (then `probe` asks the CLI)."""
+        path = cls.find_binary(override)
+        package = getattr(cls, "npm_package", "")
+        if not path or not package:
+            return None
+        for folder in list(Path(os.path.realpath(path)).parents)[:4]:
+            try:
+                manifest = json.loads((folder / "package.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(manifest, dict) and manifest.get("name") == package:
+                version = manifest.get("version")
+                return (path, version) if isinstance(version, str) else None
+        return None
 
     sandbox_backend: str = ""  # the backend the CLI runs under once started ("off": none)
 

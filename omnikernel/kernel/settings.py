@@ -295,8 +295,9 @@ class KernelSettings(EnvSettings):
     ).tag(config=True)
     prewarm = Bool(
         True,
-        help="Start the current harness's CLI in its sandbox once the kernel is idle (and on "
-        "`%agent NAME`), so the first prompt does not wait for it. No model request is made.",
+        help="Start the current harness's CLI (the one the notebook's session used last, else "
+        "the default) in its sandbox as the kernel starts (and on `%agent NAME`), so the first "
+        "prompt does not wait for it. No model request is made.",
     ).tag(config=True, env="OMNIKERNEL_PREWARM")
     notebook_tools = Bool(
         True,
