@@ -225,3 +225,37 @@ def test_the_version_check_reads_the_npm_manifest_without_starting_the_cli(tmp_p
     (package / "package.json").write_text(json.dumps(manifest))
     assert asyncio.run(version_warning(ClaudeHarness, str(binary))) is None
     assert not ran.exists(), "the CLI was started to learn its version"
+
+
+def test_a_session_learnt_after_the_start_goes_on_with_its_last_agent(tmp_path):
+    """JupyterLab names the notebook after its kernel started: the session adopted at the first
+    cell goes on with the agent of its last turn too, and the first prompt cell says so."""
+    from omnikernel.events import Event, EventKind
+    from omnikernel.gateway.upstream import UpstreamConfig
+    from omnikernel.session.core import AgentSession
+    from omnikernel.session.identity import Identity
+    from omnikernel.store.sessions import SessionStore
+
+    store = SessionStore(tmp_path / "s.sqlite3")
+    store.open_session("went-on", "n.ipynb")
+    store.start_turn(
+        Event(EventKind.TURN_START, {"prompt": "hello"}).stamped(
+            session_id="went-on", harness="codex", cell="c1"
+        )
+    )
+    session = AgentSession(
+        store=store,
+        session_id="per-run",
+        notebook=str(tmp_path / "n"),
+        cwd=tmp_path,
+        state_dir=tmp_path / "state",
+        upstream_config=UpstreamConfig(),
+        user_policy=tmp_path / "none.toml",
+    )
+    try:
+        assert session.current == "claude" and session.last_harness() is None
+        session.adopt(Identity("went-on", "n.ipynb", "file-id-1", "bound"))
+        assert session.current == "codex"
+        assert session.first_notice and "Continuing with codex" in session.first_notice
+    finally:
+        session.kill_now()

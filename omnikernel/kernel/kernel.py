@@ -46,7 +46,7 @@ from omnikernel.policy import hosts
 from omnikernel.sandbox.host_credentials import parse_broker
 from omnikernel.sandbox.upstream import EgressRoutes
 from omnikernel.session import identity
-from omnikernel.session.core import AgentSession
+from omnikernel.session.core import AgentSession, continuing_notice
 from omnikernel.store.redact import LogFilter
 from omnikernel.store.sessions import SessionStore, StoreUnavailableError
 from omnikernel.view.render import CellView, error_bundle, notice_bundle
@@ -202,14 +202,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
         assert self.shell is not None
         notice = " ".join(CONFIG_PROBLEMS) + " " * bool(CONFIG_PROBLEMS) + problem
         notice += first_cell_notice(who) or ""
-        if (last := self.agents.last_harness()) is not None and last != self.agents.current:
-            # The notebook's session goes on with the agent it used last (and that is the CLI
-            # started ahead), not the configured default.
-            self.agents.switch(last)
-            notice += (
-                f"Continuing with {last}, the agent of this session's last turn "
-                "(`%agent NAME` switches). "
-            )
+        if (last := self.agents.continue_last_harness()) is not None:
+            notice += continuing_notice(last)
         self.agents.first_notice = notice or None
         self._deferred_loaded = False
         self._prewarm_pending = self.prewarm

@@ -66,6 +66,14 @@ DEFAULT_WATCHDOG_S = 600.0
 log = logging.getLogger(__name__)
 
 
+def continuing_notice(harness: str) -> str:
+    """What the first prompt cell says when the session goes on with its last agent."""
+    return (
+        f"Continuing with {harness}, the agent of this session's last turn (`%agent NAME` "
+        "switches). "
+    )
+
+
 class AgentSession(
     SessionTurns, SessionIdle, SessionDecisions, SessionNetwork, SessionSpend, SessionUpstreams
 ):
@@ -185,9 +193,22 @@ class AgentSession(
     # -- which session -------------------------------------------------------------------------
 
     def adopt(self, who: Identity) -> None:
-        """Continue the session `who` names (the kernel learnt its notebook after starting)."""
+        """Continue the session `who` names (the kernel learnt its notebook after starting),
+        with the agent it used last."""
         self.notebook, self.notebook_id = who.notebook, who.notebook_id
         self.use_session(who.session_id, who.how)
+        if (last := self.continue_last_harness()) is not None:
+            self.first_notice = continuing_notice(last)
+
+    def continue_last_harness(self) -> str | None:
+        """Make the agent of the session's last turn the current one (a notebook goes on with
+        the agent it used last, and that is the CLI started ahead); its name if that changed
+        the current harness, else None."""
+        last = self.last_harness()
+        if last is None or last == self.current:
+            return None
+        self.switch(last)
+        return last
 
     def use_session(self, session_id: str, how: str) -> None:
         """Continue `session_id` from now on (`%session`): the harness processes of the old one
