@@ -239,7 +239,7 @@ def test_a_session_learnt_after_the_start_goes_on_with_its_last_agent(tmp_path):
     store = SessionStore(tmp_path / "s.sqlite3")
     store.open_session("went-on", "n.ipynb")
     store.start_turn(
-        Event(EventKind.TURN_START, {"prompt": "hello"}).stamped(
+        Event(EventKind.TURN_START, {"prompt": "hello", "model": "gpt-5.5"}).stamped(
             session_id="went-on", harness="codex", cell="c1"
         )
     )
@@ -255,7 +255,7 @@ def test_a_session_learnt_after_the_start_goes_on_with_its_last_agent(tmp_path):
     try:
         assert session.current == "claude" and session.last_harness() is None
         session.adopt(Identity("went-on", "n.ipynb", "file-id-1", "bound"))
-        assert session.current == "codex"
+        assert session.current == "codex" and session.model_of("codex") == "gpt-5.5"
         assert session.first_notice and "Continuing with codex" in session.first_notice
     finally:
         session.kill_now()

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from omnikernel.approvals.after_restart import ReopenedApprovals
-from omnikernel.events import EventKind
+from omnikernel.events import Event, EventKind
 from omnikernel.gateway.credentials import VENDOR_ENDPOINTS, LoginEndpoints
 from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.harnesses import Harness, HarnessError, discover, harness_class
@@ -207,7 +207,8 @@ class AgentSession(
         last = self.last_harness()
         if last is None or last == self.current:
             return None
-        self.switch(last)
+        model = self._last_start().data.get("model")  # the model it had, if one was chosen
+        self.switch(last, model if isinstance(model, str) and model else None)
         return last
 
     def use_session(self, session_id: str, how: str) -> None:
@@ -301,13 +302,17 @@ class AgentSession(
 
     def last_harness(self) -> str | None:
         """The harness of the session's last turn (None: no turn yet, or it is not here)."""
-        if not self.turn:
-            return None
-        for start in self.store.events(
-            self.session_id, kinds=(EventKind.TURN_START,), turn=self.turn
-        ):
-            return start.harness if start.harness in self.available else None
-        return None
+        harness = self._last_start().harness
+        return harness if harness in self.available else None
+
+    def _last_start(self) -> Event:
+        """The start of the session's last turn (an empty event when there is none)."""
+        if self.turn:
+            for start in self.store.events(
+                self.session_id, kinds=(EventKind.TURN_START,), turn=self.turn
+            ):
+                return start
+        return Event(EventKind.TURN_START, {})
 
     async def close(self) -> None:
         self._cancel_idle_timers()
