@@ -278,11 +278,15 @@ class AgentSession(
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = self._warming.get(name)
-        if (task is not None and not task.done()) or name not in self.available:
+        if name not in self.available:
             return
+        # A start or stop of this CLI still under way (an idle stop, `%agent` away and back)
+        # finishes first; a second start of a running CLI is a no-op.
+        before = self._warming.get(name)
 
         async def warm() -> None:
+            if before is not None and not before.done():
+                await asyncio.wait({before})
             try:
                 agent = self._harness(name)
                 ensure_started = getattr(agent, "ensure_started", None)
@@ -295,7 +299,8 @@ class AgentSession(
         self._warming[name] = loop.create_task(warm())
 
     async def _warmed(self, name: str) -> None:
-        """Wait for `name`'s prewarm, if one runs (a stop of the turn leaves it running)."""
+        """Wait for `name`'s prewarm, idle stop or recycle, if one runs (a stop of the turn
+        leaves it running)."""
         task = self._warming.pop(name, None)
         if task is not None and not task.done():
             await asyncio.wait({task})
