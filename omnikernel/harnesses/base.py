@@ -308,6 +308,11 @@ class Harness(abc.ABC):
         """The resident memory of the CLI's processes (its sandbox's), in MiB; 0 if unknown."""
         return 0.0
 
+    def resumes(self) -> bool:
+        """Whether a restart of the CLI picks its conversation up natively (not through the
+        session's handoff): a CLI that cannot is not recycled (`omnikernel.session.idle`)."""
+        return True
+
     async def change_model(self, model: str | None) -> None:
         """Use `model` from the next turn on, keeping the conversation. The default restarts
         the CLI, which must then resume its conversation when it starts again."""

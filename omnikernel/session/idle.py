@@ -11,7 +11,8 @@ or, for a CLI that cannot, by the session's handoff; exactly as after a crash.
   yet) stops it at once: it holds nothing to lose.
 - **Recycling**: a CLI that grows with its conversation (Claude Code's heap holds the whole
   transcript, ~0.5 MiB a turn) is restarted after `recycle_after_turns` turns of its process or
-  once its processes hold `recycle_after_mib`, in idle time: as soon as a turn has ended (its
+  once its processes hold `recycle_after_mib` (a CLI that resumes natively only: one that
+  cannot would trade its conversation for the handoff's summary), in idle time: as soon as a turn has ended (its
   end stored; the CLI has nothing left to do for it), and only while no turn of it runs. The
   new process is started right away (the resume's load included), so a prompt written after it
   finds it up, as a prewarmed one; a prompt sent sooner waits for the restart to finish.
@@ -129,8 +130,8 @@ class SessionIdle:
     # -- recycling -------------------------------------------------------------------------------
 
     def _recycle_due(self, agent: Harness) -> bool:
-        if not agent.running or not agent.turns_in_process:
-            return False
+        if not agent.running or not agent.turns_in_process or not agent.resumes():
+            return False  # (a CLI that cannot resume would trade its context for a handoff)
         if self.recycle_after_turns and agent.turns_in_process >= self.recycle_after_turns:
             return True
         return bool(self.recycle_after_mib) and agent.memory_mib() >= self.recycle_after_mib
