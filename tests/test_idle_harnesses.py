@@ -259,3 +259,31 @@ def test_a_session_learnt_after_the_start_goes_on_with_its_last_agent(tmp_path):
         assert session.first_notice and "Continuing with codex" in session.first_notice
     finally:
         session.kill_now()
+
+
+class _Grown:
+    """A CLI as recycling sees it: running, its turns, its memory, whether it resumes."""
+
+    def __init__(self, turns: int, mib: float, resumes: bool = True):
+        self.running, self.turns_in_process, self._mib, self._resumes = True, turns, mib, resumes
+
+    def memory_mib(self) -> float:
+        return self._mib
+
+    def resumes(self) -> bool:
+        return self._resumes
+
+
+def test_recycling_is_due_after_n_turns_or_m_mib_and_only_for_a_cli_that_resumes():
+    from omnikernel.session.idle import SessionIdle
+
+    idle = SessionIdle()
+    idle._init_idle(idle_timeout_s=0, recycle_after_turns=60, recycle_after_mib=300)
+    due = idle._recycle_due
+    assert not due(_Grown(turns=59, mib=299))
+    assert due(_Grown(turns=60, mib=200))
+    assert due(_Grown(turns=3, mib=300))
+    assert not due(_Grown(turns=0, mib=900)), "a CLI only started ahead has nothing to shed"
+    assert not due(_Grown(turns=80, mib=900, resumes=False)), "it would lose its context"
+    idle._init_idle(idle_timeout_s=0, recycle_after_turns=0, recycle_after_mib=0)
+    assert not due(_Grown(turns=10_000, mib=10_000))
