@@ -59,9 +59,6 @@ class SessionIdle:
         self.recycle_after_turns = recycle_after_turns
         self.recycle_after_mib = recycle_after_mib
         self._idle_timers: dict[str, asyncio.TimerHandle] = {}
-        #: What was done, oldest first: ("idle-stop" | "recycle", harness), for `%agents`'
-        #: readers and the tests.
-        self.idle_log: list[tuple[str, str]] = []
 
     # -- when a harness was used -----------------------------------------------------------------
 
@@ -145,7 +142,6 @@ class SessionIdle:
     def _run_stop(self, name: str, agent: Harness, why: str, restart: bool) -> None:
         """Stop `agent`'s CLI (and with `restart`, start it again, resuming) as a task the next
         turn of `name` waits for (`_warmed`), like a prewarm."""
-        self.idle_log.append((why, name))
         before = agent.memory_mib()
         turns = agent.turns_in_process
 
