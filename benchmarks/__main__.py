@@ -1,8 +1,10 @@
 """`python -m benchmarks` (`make bench`): every speed and memory figure, side by side.
 
 Each figure is a value, the baseline measured in the same run (interleaved with it, so the load
-of a shared 2-core machine weighs on both) and their ratio. Prints one table and writes
-`bench-results.json` at the checkout's root. `--quick` runs fewer rounds (a smoke run).
+of a shared 2-core machine weighs on both), their ratio and, where an issue set a goal, the
+target and whether it is met (`benchmarks.report`). Prints one table with the machine's load and
+writes `bench-results.json` at the checkout's root; a full run (every section, not `--quick`)
+also publishes it to docs/bench-results.json and regenerates the table in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import time
@@ -18,22 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks.report import LoadSampler, describe_run, print_table, row, update_docs
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "performance.md"
+PUBLISHED = ROOT / "docs" / "bench-results.json"
 HARNESSES = ("claude", "codex", "pi")
-
-
-def row(
-    figure: str, value: float | None, baseline: float | None, unit: str, note: str = ""
-) -> dict[str, Any]:
-    ratio = value / baseline if value is not None and baseline else None
-    return {
-        "figure": figure,
-        "value": value,
-        "baseline": baseline,
-        "ratio": ratio,
-        "unit": unit,
-        "note": note,
-    }
 
 
 def gateway_rows(quick: bool) -> list[dict[str, Any]]:
@@ -166,6 +159,7 @@ def stop_rows(quick: bool) -> list[dict[str, Any]]:
                 PROMISE_S * 1000,
                 "ms",
                 f"median {median * 1000:.0f} ms over every state; baseline: the 1 s promise",
+                target=("<=", 1.0, "ratio"),
             )
         )
     return rows
@@ -259,7 +253,14 @@ def soak_rows(quick: bool) -> list[dict[str, Any]]:
         f"turn ended once: {r['every_turn_ended_once']}"
     )
     return [
-        row("soak: events lost", r["lost"], r["events"], "", note + "; baseline: events stored"),
+        row(
+            "soak: events lost",
+            r["lost"],
+            r["events"],
+            "",
+            note + "; baseline: events stored",
+            target=("<=", 0, "value"),
+        ),
         row(
             "soak: faults survived",
             r["survived"],
@@ -290,35 +291,6 @@ SECTIONS: dict[str, Callable[..., list[dict[str, Any]]]] = {
 }
 
 
-def fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    width = max(len(r["figure"]) for r in rows)
-    print(f"{'figure':{width}}  {'value':>10}  {'baseline':>10}  {'ratio':>7}  unit  note")
-    for r in rows:
-        ratio = f"x{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        print(
-            f"{r['figure']:{width}}  {fmt(r['value']):>10}  {fmt(r['baseline']):>10}  "
-            f"{ratio:>7}  {r['unit']:4}  {r['note']}"
-        )
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The table as Markdown (for the README)."""
-    lines = ["| figure | value | baseline | ratio | unit | note |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = f"x{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        lines.append(
-            f"| {r['figure']} | {fmt(r['value'])} | {fmt(r['baseline'])} | {ratio} | "
-            f"{r['unit']} | {r['note']} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
@@ -331,42 +303,57 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
     parser.add_argument(
-        "--markdown",
+        "--publish",
         type=Path,
         metavar="RESULTS",
-        help="print an earlier run's results as a Markdown table and stop",
+        help=f"copy an earlier run's results to {PUBLISHED.relative_to(ROOT)} and regenerate "
+        f"the table in {DOC.relative_to(ROOT)} from them, then stop (a full run publishes itself)",
     )
     args = parser.parse_args()
-    if args.markdown:
-        print(markdown_table(json.loads(args.markdown.read_text())["figures"]))
+    if args.publish:
+        publish(json.loads(args.publish.read_text()))
         return
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
-    for name in args.only:
-        section_started = time.monotonic()
-        try:
-            if name == "turns":
-                rows += turn_rows(args.quick, args.memory_turns)
-            else:
-                rows += SECTIONS[name](args.quick)
-        except Exception as exc:  # one broken figure must not hide the others
-            traceback.print_exc()
-            rows.append(row(name, None, None, "", f"FAILED: {exc}"[:200]))
-        print(f"[{name}: {time.monotonic() - section_started:.0f} s]", flush=True)
-    print()
-    print_table(rows)
+    with LoadSampler() as load:
+        for name in args.only:
+            section_started = time.monotonic()
+            try:
+                if name == "turns":
+                    rows += turn_rows(args.quick, args.memory_turns)
+                else:
+                    rows += SECTIONS[name](args.quick)
+            except Exception as exc:  # one broken figure must not hide the others
+                traceback.print_exc()
+                rows.append(row(name, None, None, "", f"FAILED: {exc}"[:200]))
+            print(f"[{name}: {time.monotonic() - section_started:.0f} s]", flush=True)
     result = {
         "machine": {
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "processor": platform.processor(),
+            "load": load.summary(),
         },
         "seconds": time.monotonic() - started,
+        "quick": args.quick,
         "figures": rows,
     }
+    print()
+    print(describe_run(result))
+    print_table(rows)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.output} in {result['seconds']:.0f} s")
+    if not args.quick and set(args.only) == set(SECTIONS):
+        publish(result)
+
+
+def publish(result: dict[str, Any]) -> None:
+    """A full run's results become the published ones: the JSON beside the docs and the table
+    generated from it (never typed by hand)."""
+    PUBLISHED.write_text(json.dumps(result, indent=2) + "\n")
+    update_docs(DOC, result)
+    print(f"published to {PUBLISHED.relative_to(ROOT)} and {DOC.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
