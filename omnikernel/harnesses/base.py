@@ -30,6 +30,7 @@ from omnikernel.sandbox import resolve as resolve_sandbox
 from omnikernel.sandbox.broker import BrokerSetup
 from omnikernel.sandbox.egress import NetworkAsk
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
+from omnikernel.sandbox.spec import command_readable
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 #: The session's decision function: given an ``approval_request`` event, allow or deny.
@@ -214,16 +215,21 @@ class Harness(abc.ABC):
     ) -> SandboxSpec:
         ports = tuple(p for p in (port,) if p)
         targets = {port: target} if port and target else {}
+        servers_readable: tuple[Path, ...] = ()
         for server in self.mcp_servers:
             if server.bridged_port and server.socket is not None:
                 ports += (server.bridged_port,)
                 targets[server.bridged_port] = server.socket
+            if not server.is_http:  # a stdio server runs in here: its install must be seen
+                servers_readable += command_readable(
+                    server.command, server.args, env.get("PATH", "")
+                )
         return for_agent(
             workdir=self.ctx.cwd,
             env=env,
             argv0=argv[0],
             private=(self.ctx.state_dir / self.name,),
-            readable=(*self.readable_paths(), *self.ctx.readable),
+            readable=(*self.readable_paths(), *servers_readable, *self.ctx.readable),
             hidden=self.ctx.hidden,
             bridged_ports=ports,
             bridge_targets=targets or None,

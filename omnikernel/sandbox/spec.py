@@ -308,6 +308,23 @@ def cli_readable(binary: str, path_env: str) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def command_readable(command: str, args: Iterable[str], path_env: str) -> tuple[Path, ...]:
+    """What a program the CLI starts inside the sandbox (a stdio MCP server from mcp.toml)
+    needs to read in a closed tree (a home, /tmp): the install its command belongs to, as
+    found on `path_env` and as its symlinks resolve (a virtual environment's root and the
+    interpreter's own), its shebang's interpreter, and the files its absolute arguments name
+    (the server's script). The user named them in mcp.toml, a file the agent cannot write;
+    home secrets stay masked whatever is opened."""
+    found = shutil.which(command, path=path_env) if command else None
+    if found is None:
+        return ()
+    roots = [_tool_root(Path(os.path.abspath(found))), _tool_root(Path(os.path.realpath(found)))]
+    if (interpreter := interpreter_root(found, path_env)) is not None:
+        roots.append(interpreter)
+    roots += [Path(a) for a in args if os.path.isabs(a) and os.path.isfile(a)]
+    return tuple(dict.fromkeys(roots))
+
+
 def _tool_root(real: Path) -> Path:
     """The install a resolved executable belongs to: its ``node_modules`` root, a virtual
     environment (the parent of its ``bin``), or its own directory."""
