@@ -25,7 +25,9 @@ from omnikernel.approvals.pending import PendingApprovals
 from omnikernel.events import Event, EventKind
 from omnikernel.policy import Policy, PolicyState, Request, Verdict, fold, observe, request_of
 from omnikernel.policy.config import project_policy_path, user_policy_path
-from omnikernel.policy.rules import BudgetRule, Outcome, ReadOnlyFile, Rule
+from omnikernel.policy.reach_rules import ReadOnlyFile
+from omnikernel.policy.rule import Outcome, Rule
+from omnikernel.policy.rules import BudgetRule
 from omnikernel.sandbox.broker import BrokerSetup
 from omnikernel.sandbox.git_push import Push
 
