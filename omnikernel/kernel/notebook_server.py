@@ -148,7 +148,9 @@ class NotebookServer:
         if tool == "notebook_cells":
             return notebook_tools.cells(kernel.notebook(), kernel.running_cell())
         if tool == "kernel_variables":
-            return notebook_tools.variables(kernel.namespace())
+            # An object, not a bare list: Gemini CLI reads a tool's JSON text as its
+            # structuredContent, which MCP requires to be an object (a list fails the call).
+            return {"variables": notebook_tools.variables(kernel.namespace())}
         if tool == "kernel_inspect":
             return notebook_tools.inspect_value(args["name"], kernel.namespace(), kernel.folder)
         if tool == "kernel_run":

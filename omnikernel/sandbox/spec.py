@@ -96,6 +96,9 @@ PROTECTED = (
               "changed one waits for `direnv allow`)", block_creation=False),
     *(Protected(p, "dir", "the notebook's policy: an agent must not loosen its own rules")
       for p in POLICY_PATHS),
+    Protected(".gemini", "dir", "Gemini CLI's project settings, policies, hooks and MCP "
+              "servers: the kernel trusts the notebook's folder to Gemini CLI (it connects MCP "
+              "servers only there), so an agent writing them would approve its own actions"),
     Protected(".bashrc", "file", _SHELL, True),
     Protected(".bash_profile", "file", _SHELL, True),
     Protected(".bash_login", "file", _SHELL, True),
