@@ -121,7 +121,9 @@ def tool_results(model: FakeModelServer) -> list[str]:
     """Every tool result the model was sent, in order (each request repeats the earlier)."""
     seen: list[str] = []
     for request in model.requests:
-        if not request.path.startswith(("/v1/messages", "/v1/responses", "/v1beta/models")):
+        if not request.path.startswith(
+            ("/v1/messages", "/v1/responses", "/v1/chat/completions", "/v1beta/models")
+        ):
             continue
         body = request.body if isinstance(request.body, dict) else json.loads(request.body)
         for item in body.get("input", []) if isinstance(body.get("input"), list) else []:
@@ -146,6 +148,15 @@ def tool_results(model: FakeModelServer) -> list[str]:
                     seen.append(text)
         for message in body.get("messages", []):
             content = message.get("content")
+            if message.get("role") == "tool":  # Chat Completions (Qwen Code)
+                text = (
+                    "".join(b.get("text", "") for b in content if isinstance(b, dict))
+                    if isinstance(content, list)
+                    else str(content)
+                )
+                if not text.startswith("<functions>") and text not in seen:
+                    seen.append(text)  # (a tool search's result is not a tool's)
+                continue
             for block in content if isinstance(content, list) else []:
                 if block.get("type") == "tool_result":
                     inner = block.get("content")
@@ -291,7 +302,7 @@ def test_the_open_notebook_is_read_only_for_the_agent(model, notebook_dir, start
     assert other.read_text() == "{}"
 
 
-@pytest.mark.parametrize("harness", ["codex", "pi", "claude-acp", "opencode", "gemini"])
+@pytest.mark.parametrize("harness", ["codex", "pi", "claude-acp", "opencode", "gemini", "qwen"])
 def test_every_harness_with_mcp_gets_the_tools_and_the_gate(
     harness, model, notebook_dir, start_kernel, tmp_path
 ):
