@@ -34,6 +34,15 @@ from omnikernel.store.sessions import SessionStore
 from omnikernel.store.shares import ShareCodes
 
 SESSION = "bench"
+#: Sessions a late joiner catches up on: alone, then while the viewers of SESSION watch.
+HISTORY, HISTORY_LIVE = "bench-history", "bench-history-live"
+REPO = Path(__file__).resolve().parents[1]
+#: Links the viewers' grants come from (each viewer exchanges one, as a page does): a link
+#: catches up twice at a time at most (`jupyter_ext.share.limits`), so connecting goes faster
+#: with a few.
+LINKS = 8
+#: The share server's command (a profiler may wrap it).
+SERVER = [sys.executable, "-m", "jupyter_ext.share"]
 
 
 def free_port() -> int:
@@ -47,39 +56,116 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def fan_out(
-    port: int, grant: Grant, store: SessionStore, viewers: int, rounds: int = 5
+class ViewerProcess:
+    """`count` viewers in their own process (`benchmarks.share_viewers`), following SESSION."""
+
+    rounds = 0  # round numbers are unique over the run: a marker never means two rounds
+
+    def __init__(self, port: int, grants: list[list[str]], store: SessionStore, count: int):
+        # A fresh text block (after a tool call) is the frame each viewer's catch-up gets.
+        store.append(
+            Event(EventKind.TOOL_CALL, {"tool": "Bash", "summary": "true"}, session_id=SESSION)
+        )
+        hello = store.append(Event(EventKind.TEXT, {"text": "hello"}, session_id=SESSION))
+        self.store, self.count = store, count
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.share_viewers"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        config = {
+            "port": port,
+            "viewers": count,
+            "since": hello.seq - 1,
+            "links": grants,
+        }
+        self.say(json.dumps(config))
+        self.expect("ready")
+
+    def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def expect(self, line: str) -> None:
+        assert self.process.stdout is not None
+        while (got := self.process.stdout.readline()) != line + "\n":
+            if not got:
+                raise RuntimeError(f"the viewers' process ended before saying {line!r}")
+
+    def rounds_of(self, rounds: int) -> dict[int, float]:
+        """Append `rounds` text events, one after every viewer has the last: when each went."""
+        sent: dict[int, float] = {}
+        for _ in range(rounds):
+            number = ViewerProcess.rounds = ViewerProcess.rounds + 1
+            sent[number] = time.time()
+            self.store.append(
+                Event(EventKind.TEXT, {"text": f" mark{number}x"}, session_id=SESSION)
+            )
+            self.expect(f"done {number}")
+        return sent
+
+    def close(self, sent: dict[int, float]) -> list[float]:
+        """The delays of the rounds in `sent`, over every viewer."""
+        assert self.process.stdout is not None
+        self.say("report")
+        arrivals = json.loads(self.process.stdout.readline())
+        self.process.wait(60)
+        return [when - sent[n] for n in sent for when in arrivals[str(n)]]
+
+
+def fan_out(
+    port: int, grants: list[list[str]], store: SessionStore, viewers: int, rounds: int = 5
 ) -> list[float]:
-    last = max((e.seq for e in store.events(SESSION)), default=0)
-    request = HTTPRequest(
-        f"ws://127.0.0.1:{port}/ws?since={last}", headers={"Origin": f"http://127.0.0.1:{port}"}
-    )
-    socks = [
-        await websocket_connect(request, subprotocols=grant.subprotocols) for _ in range(viewers)
-    ]
-    delays: list[float] = []
-    for i in range(rounds):
-        sent = time.time()
-        stored = store.append(Event(EventKind.TEXT, {"text": f"round {i}"}, session_id=SESSION))
-
-        async def wait(sock: object, stored: Event = stored, sent: float = sent) -> float:
-            while True:
-                message = json.loads(await sock.read_message())  # type: ignore[attr-defined]
-                if any(m["seq"] == stored.seq for m in message["events"]):
-                    return time.time() - sent
-
-        delays += await asyncio.gather(*(wait(s) for s in socks))
-    for sock in socks:
-        sock.close()
-    return delays
+    """From an event's commit to each of `viewers` having it, over `rounds` events."""
+    process = ViewerProcess(port, grants, store, viewers)
+    return process.close(process.rounds_of(rounds))
 
 
-async def catch_up(port: int, grant: Grant, events: int) -> float:
+def fan_out_with_catch_up(
+    port: int, grants: list[list[str]], joiner: str, store: SessionStore, viewers: int, until: int
+) -> dict[str, Any]:
+    """The viewers' delays without, then during a late joiner's catch-ups of `until` events
+    of another session (the first one cold: the feed reads and renders it), in alternating
+    blocks of rounds so the machine's load weighs on both alike."""
+    process = ViewerProcess(port, grants, store, viewers)
+    quiet: dict[int, float] = {}
+    busy: dict[int, float] = {}
+    catch_ups: list[float] = []
+    for _ in range(2):
+        quiet |= process.rounds_of(5)
+        late = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.share_viewers"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert late.stdin is not None and late.stdout is not None
+        late.stdin.write(json.dumps({"join": True, "port": port, "grant": joiner, "until": until}))
+        late.stdin.write("\n")
+        late.stdin.flush()
+        busy |= process.rounds_of(10)
+        late.stdin.close()
+        catch_ups += [float(line) for line in late.stdout]
+        late.wait(60)
+    delays = process.close(quiet | busy)
+    split = len(quiet) * viewers
+    return {
+        "quiet": delays[:split],
+        "busy": delays[split:],
+        "catch_ups": catch_ups,
+    }
+
+
+async def catch_up(port: int, grant: str, events: int) -> float:
     request = HTTPRequest(
         f"ws://127.0.0.1:{port}/ws?since=0", headers={"Origin": f"http://127.0.0.1:{port}"}
     )
     start = time.perf_counter()
-    sock = await websocket_connect(request, subprotocols=grant.subprotocols)
+    sock = await websocket_connect(request, subprotocols=["omk-share", "omk-grant." + grant])
     seen = 0
     while seen < events:
         seen = json.loads(await sock.read_message())["events"][-1]["seq"]
@@ -87,12 +173,40 @@ async def catch_up(port: int, grant: Grant, events: int) -> float:
     return time.perf_counter() - start
 
 
+def write_history(store: SessionStore, session: str, events: int) -> int:
+    """`events` of turns of streamed text between tool calls; the last one's seq."""
+    store.open_session(session, f"{session}.ipynb")
+    last = 0
+    for i in range(events):
+        kind, data = (
+            (EventKind.TOOL_CALL, {"tool": "Bash", "summary": f"ls {i}"})
+            if i % 4 == 0
+            else (EventKind.TEXT, {"text": f"history {i} " * 4})
+        )
+        last = store.append(Event(kind, data, session_id=session, turn=1 + i // 40)).seq
+    return last
+
+
+def grants_for(codes: ShareCodes, session: str, links: int, per_link: int) -> list[list[str]]:
+    """Grants as pages get them (a link's code exchanged for each), straight from the store:
+    `per_link` for each of `links` links."""
+    out = []
+    for _ in range(links):
+        code = codes.lookup(codes.new_code(session, "ro"))
+        assert code is not None
+        out.append([codes.grant(code) for _ in range(per_link)])
+    return out
+
+
 def measure(
-    viewer_counts: tuple[int, ...] = (100, 500, 1000), history: int = 10_000
+    viewer_counts: tuple[int, ...] = (100, 500, 1000, 5000),
+    history: int = 10_000,
+    watching: int = 1000,
 ) -> dict[str, Any]:
     """Every share figure with the baseline measured in the same run: fan-out against one
-    viewer, catch-up against reading the same events straight from the store, an answer and a
-    prompt from the page against the kernel's poll period (their floor)."""
+    viewer; a catch-up against reading the same events straight from the store; the viewers'
+    p99 during a late joiner's catch-ups against their p99 without; an answer and a prompt
+    from the page against the kernel's poll period (their floor)."""
     from omnikernel.approvals.from_share import ANSWER_POLL_S
     from omnikernel.kernel.codrive import POLL_S
 
@@ -104,7 +218,7 @@ def measure(
     port = free_port()
     env = dict(os.environ, OMNIKERNEL_STORE=str(store_path))
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter_ext.share", "--port", str(port)],
+        [*SERVER, "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -119,24 +233,26 @@ def measure(
                 time.sleep(0.1)
         url = f"http://127.0.0.1:{port}"
         grant = exchange(url, codes.new_code(SESSION, "rw"))
+        grants = grants_for(codes, SESSION, LINKS, 4)
         for viewers in (1, *viewer_counts):
-            delays = asyncio.run(
-                fan_out(port, grant, store, viewers, rounds=20 if viewers == 1 else 5)
-            )
+            delays = fan_out(port, grants, store, viewers, rounds=20 if viewers == 1 else 5)
             out["fan_out"][viewers] = (statistics.median(delays), pct(delays, 0.99))
-        base = max(e.seq for e in store.events(SESSION))
-        for i in range(history - base):  # turns of streamed text between tool calls
-            kind, data = (
-                (EventKind.TOOL_CALL, {"tool": "Bash", "summary": f"ls {i}"})
-                if i % 4 == 0
-                else (EventKind.TEXT, {"text": f"history {i} " * 4})
-            )
-            store.append(Event(kind, data, session_id=SESSION, turn=1 + i // 40))
-        out["catch_up_s"] = asyncio.run(catch_up(port, grant, history))
+        last = write_history(store, HISTORY, history)
+        alone = grants_for(codes, HISTORY, 1, 1)[0][0]
+        out["catch_up_s"] = asyncio.run(catch_up(port, alone, last))
         started = time.perf_counter()
-        direct = [event_message(e) for e in SessionStore(store_path).events(SESSION)]
+        direct = [event_message(e) for e in SessionStore(store_path).events(HISTORY)]
         out["store_read_s"] = time.perf_counter() - started
         out["history"] = len(direct)
+        last = write_history(store, HISTORY_LIVE, history)
+        joiner = grants_for(codes, HISTORY_LIVE, 1, 1)[0][0]
+        during = fan_out_with_catch_up(port, grants, joiner, store, watching, last)
+        out["during_catch_up"] = {
+            "viewers": watching,
+            "quiet_p99_s": pct(during["quiet"], 0.99),
+            "busy_p99_s": pct(during["busy"], 0.99),
+            "catch_ups": during["catch_ups"],
+        }
         store.append(
             Event(
                 EventKind.APPROVAL_REQUEST,
@@ -177,6 +293,12 @@ def main() -> None:
     print(
         f"catch-up of {r['history']:,} events by a late joiner: {1000 * r['catch_up_s']:.0f} ms "
         f"(the same read from the store: {1000 * r['store_read_s']:.0f} ms)"
+    )
+    d = r["during_catch_up"]
+    print(
+        f"{d['viewers']} viewers' p99 while a late joiner catches up on {r['history']:,} events: "
+        f"{1000 * d['busy_p99_s']:.1f} ms (without: {1000 * d['quiet_p99_s']:.1f} ms; "
+        f"catch-ups meanwhile: {', '.join(f'{1000 * s:.0f} ms' for s in d['catch_ups'])})"
     )
     print(
         f"answer on the page -> taken by the kernel's poller: {1000 * r['answer_s']:.0f} ms "
