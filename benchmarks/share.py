@@ -61,13 +61,16 @@ class ViewerProcess:
 
     rounds = 0  # round numbers are unique over the run: a marker never means two rounds
 
-    def __init__(self, port: int, grants: list[list[str]], store: SessionStore, count: int):
+    def __init__(
+        self, port: int, grants: list[list[str]], store: SessionStore, count: int, server: int
+    ):
         # A fresh text block (after a tool call) is the frame each viewer's catch-up gets.
         store.append(
             Event(EventKind.TOOL_CALL, {"tool": "Bash", "summary": "true"}, session_id=SESSION)
         )
         hello = store.append(Event(EventKind.TEXT, {"text": "hello"}, session_id=SESSION))
-        self.store, self.count = store, count
+        self.store, self.count, self.server = store, count, server
+        self.server_cpu_s = 0.0
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.share_viewers"],
             cwd=REPO,
@@ -98,6 +101,7 @@ class ViewerProcess:
     def rounds_of(self, rounds: int) -> dict[int, float]:
         """Append `rounds` text events, one after every viewer has the last: when each went."""
         sent: dict[int, float] = {}
+        cpu = cpu_seconds(self.server)
         for _ in range(rounds):
             number = ViewerProcess.rounds = ViewerProcess.rounds + 1
             sent[number] = time.time()
@@ -105,6 +109,7 @@ class ViewerProcess:
                 Event(EventKind.TEXT, {"text": f" mark{number}x"}, session_id=SESSION)
             )
             self.expect(f"done {number}")
+        self.server_cpu_s += cpu_seconds(self.server) - cpu
         return sent
 
     def close(self, sent: dict[int, float]) -> list[float]:
@@ -116,21 +121,40 @@ class ViewerProcess:
         return [when - sent[n] for n in sent for when in arrivals[str(n)]]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fan_out(
-    port: int, grants: list[list[str]], store: SessionStore, viewers: int, rounds: int = 5
-) -> list[float]:
-    """From an event's commit to each of `viewers` having it, over `rounds` events."""
-    process = ViewerProcess(port, grants, store, viewers)
-    return process.close(process.rounds_of(rounds))
+    port: int,
+    grants: list[list[str]],
+    store: SessionStore,
+    viewers: int,
+    rounds: int,
+    server: int,
+) -> tuple[list[float], float]:
+    """From an event's commit to each of `viewers` having it, over `rounds` events; and the
+    server's CPU time per event (a figure the machine's load hardly moves)."""
+    process = ViewerProcess(port, grants, store, viewers, server)
+    delays = process.close(process.rounds_of(rounds))
+    return delays, process.server_cpu_s / rounds
 
 
 def fan_out_with_catch_up(
-    port: int, grants: list[list[str]], joiner: str, store: SessionStore, viewers: int, until: int
+    port: int,
+    grants: list[list[str]],
+    joiner: str,
+    store: SessionStore,
+    viewers: int,
+    until: int,
+    server: int,
 ) -> dict[str, Any]:
     """The viewers' delays without, then during a late joiner's catch-ups of `until` events
     of another session (the first one cold: the feed reads and renders it), in alternating
     blocks of rounds so the machine's load weighs on both alike."""
-    process = ViewerProcess(port, grants, store, viewers)
+    process = ViewerProcess(port, grants, store, viewers, server)
     quiet: dict[int, float] = {}
     busy: dict[int, float] = {}
     catch_ups: list[float] = []
@@ -234,9 +258,13 @@ def measure(
         url = f"http://127.0.0.1:{port}"
         grant = exchange(url, codes.new_code(SESSION, "rw"))
         grants = grants_for(codes, SESSION, LINKS, 4)
+        out["server_cpu_s"] = {}
         for viewers in (1, *viewer_counts):
-            delays = fan_out(port, grants, store, viewers, rounds=20 if viewers == 1 else 5)
+            delays, cpu = fan_out(
+                port, grants, store, viewers, 20 if viewers == 1 else 10, server.pid
+            )
             out["fan_out"][viewers] = (statistics.median(delays), pct(delays, 0.99))
+            out["server_cpu_s"][viewers] = cpu
         last = write_history(store, HISTORY, history)
         alone = grants_for(codes, HISTORY, 1, 1)[0][0]
         out["catch_up_s"] = asyncio.run(catch_up(port, alone, last))
@@ -246,7 +274,7 @@ def measure(
         out["history"] = len(direct)
         last = write_history(store, HISTORY_LIVE, history)
         joiner = grants_for(codes, HISTORY_LIVE, 1, 1)[0][0]
-        during = fan_out_with_catch_up(port, grants, joiner, store, watching, last)
+        during = fan_out_with_catch_up(port, grants, joiner, store, watching, last, server.pid)
         out["during_catch_up"] = {
             "viewers": watching,
             "quiet_p99_s": pct(during["quiet"], 0.99),
