@@ -908,3 +908,36 @@ def test_a_viewer_that_stops_reading_is_closed_and_catches_up_on_return(share, s
     assert received(back, closed_after)[0] == seen + 1
     for sock in (stalled, reader, back):
         sock.close()
+
+
+def test_pages_opened_and_closed_at_once_are_one_commit_each_way(share, store):
+    """``%share`` lists who has the page open. Thirty pages arriving, then all leaving at
+    once (a network drop), are written in a transaction or two, not one commit each (each held
+    the loop: a thousand leaving once stalled the server for over a second)."""
+    codes = ShareCodes(store.path)
+    first = add(store, EventKind.TOOL_CALL, tool="Bash", summary="start")
+    links = [join(share, codes.new_code(SESSION, "ro")) for _ in range(30)]
+    statements: list[str] = []
+    share.server.codes._db.set_trace_callback(statements.append)
+    pages = [ws(share, grant, since=first.seq - 1) for grant in links]
+    for sock in pages:
+        assert received(sock, first.seq) == [first.seq]
+    deadline = time.monotonic() + 30
+    while len(codes.watchers(SESSION)) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(codes.watchers(SESSION)) == 30
+    for sock in pages:
+        sock.close()
+    while codes.watchers(SESSION) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert codes.watchers(SESSION) == []
+    share.server.codes._db.set_trace_callback(None)
+    commits, in_transaction = 0, False
+    for statement in statements:  # a write outside BEGIN ... COMMIT is a commit of its own
+        if statement.startswith("BEGIN"):
+            in_transaction, commits = True, commits + 1
+        elif statement.startswith(("COMMIT", "ROLLBACK")):
+            in_transaction = False
+        elif "share_watchers" in statement and not statement.startswith("SELECT"):
+            commits += not in_transaction
+    assert 2 <= commits <= 6, statements

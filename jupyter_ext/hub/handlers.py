@@ -242,7 +242,7 @@ class LiveSocket(HubShareMixin, WebSocketMixin, FrameWriter, JupyterHandler):
             self.close(4429, "this page is already catching up elsewhere; retrying shortly")
             return
         self.watcher_id = secrets.token_hex(8)
-        share.codes.watching(self.watcher_id, self.code.session_id, self.code.role, self.visitor())
+        share.watching(self.watcher_id, self.code.session_id, self.code.role, self.visitor())
         feed = share.feed(self.code.session_id)
         share.catch_ups.started(link + self.visitor())
         feed.catching_up += 1
@@ -266,7 +266,7 @@ class LiveSocket(HubShareMixin, WebSocketMixin, FrameWriter, JupyterHandler):
     def on_close(self) -> None:
         self.share.leave(self)  # type: ignore[arg-type]
         if self.watcher_id:
-            self.share.codes.left(self.watcher_id)
+            self.share.left(self.watcher_id)
 
 
 def setup_hub_share(serverapp: Any, store_path: Path, approvers: str) -> ShareServer | None:

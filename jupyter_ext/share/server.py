@@ -123,6 +123,9 @@ class ShareServer:
         self._watcher: ioloop.PeriodicCallback | None = None
         self._changes: sqlite3.Connection | None = None
         self._data_version = -1
+        #: Live pages opened and closed since the last tick, written to the store in one go.
+        self._joined: dict[str, tuple[str, str, str]] = {}
+        self._left: set[str] = set()
 
     @property
     def scheme(self) -> str:
@@ -213,6 +216,8 @@ class ShareServer:
         if self._changes is not None:
             self._changes.close()
             self._changes = None
+        self._ticker = None
+        self.flush_watchers()
         for feed in list(self.feeds.values()):
             for sock in list(feed.sockets):
                 sock.close(1001, "the share server is stopping")
@@ -236,9 +241,28 @@ class ShareServer:
         if sock.code is not None and (feed := self.feeds.get(sock.code.session_id)) is not None:
             feed.sockets.discard(sock)
 
+    def watching(self, watcher_id: str, session_id: str, role: str, who: str) -> None:
+        """A live page opened (``%share`` lists it): written to the store on the next tick."""
+        self._joined[watcher_id] = (session_id, role, who)
+
+    def left(self, watcher_id: str) -> None:
+        """A live page closed: off the store's list on the next tick (at once once stopped)."""
+        if self._joined.pop(watcher_id, None) is None:
+            self._left.add(watcher_id)
+        if self._ticker is None:
+            self.flush_watchers()
+
+    def flush_watchers(self) -> None:
+        if self._joined or self._left:
+            joined, left = self._joined, self._left
+            self._joined, self._left = {}, set()
+            self.codes.watchers_changed([(w, *page) for w, page in joined.items()], left)
+
     def tick(self) -> None:
         """New events to every viewer; sockets of revoked or expired links closed; feeds
-        nobody followed for a while let go; the store watched closely while anyone follows."""
+        nobody followed for a while let go; the store watched closely while anyone follows;
+        the live pages opened and closed meanwhile written to the store, in one commit."""
+        self.flush_watchers()
         open_codes = {s.code.code_id for f in self.feeds.values() for s in f.sockets}
         ended = self.codes.revoked_among(open_codes)
         followed = False
@@ -563,7 +587,7 @@ class LiveSocket(FrameWriter, ShareHandler):
             self.close(4429, "this link is already catching up elsewhere; retrying shortly")
             return
         self.watcher_id = secrets.token_hex(8)
-        share.codes.watching(self.watcher_id, self.code.session_id, self.code.role, self.who())
+        share.watching(self.watcher_id, self.code.session_id, self.code.role, self.who())
         feed = share.feed(self.code.session_id)
         share.catch_ups.started(link)
         feed.catching_up += 1  # keeps the feed (and its reads) alive while this one waits
@@ -587,7 +611,7 @@ class LiveSocket(FrameWriter, ShareHandler):
     def on_close(self) -> None:
         self.share.leave(self)
         if self.watcher_id:
-            self.share.codes.left(self.watcher_id)
+            self.share.left(self.watcher_id)
 
 
 def give_answer(
