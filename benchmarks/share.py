@@ -150,31 +150,39 @@ def fan_out_with_catch_up(
     viewers: int,
     until: int,
     server: int,
+    blocks: int = 4,
 ) -> dict[str, Any]:
     """The viewers' delays without, then during a late joiner's catch-ups of `until` events
-    of another session (the first one cold: the feed reads and renders it), in alternating
-    blocks of rounds so the machine's load weighs on both alike."""
+    of another session, again and again (the first one cold: the feed reads and renders it),
+    in alternating blocks of rounds so the machine's load weighs on both alike."""
     process = ViewerProcess(port, grants, store, viewers, server)
+    late = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.share_viewers"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert late.stdin is not None and late.stdout is not None
+
+    def tell(line: str) -> None:
+        assert late.stdin is not None
+        late.stdin.write(line + "\n")
+        late.stdin.flush()
+
+    tell(json.dumps({"join": True, "port": port, "grant": joiner, "until": until}))
+    assert late.stdout.readline() == "ready\n"
     quiet: dict[int, float] = {}
     busy: dict[int, float] = {}
     catch_ups: list[float] = []
-    for _ in range(2):
+    for _ in range(blocks):
         quiet |= process.rounds_of(5)
-        late = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.share_viewers"],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert late.stdin is not None and late.stdout is not None
-        late.stdin.write(json.dumps({"join": True, "port": port, "grant": joiner, "until": until}))
-        late.stdin.write("\n")
-        late.stdin.flush()
-        busy |= process.rounds_of(10)
-        late.stdin.close()
-        catch_ups += [float(line) for line in late.stdout]
-        late.wait(60)
+        tell("go")
+        busy |= process.rounds_of(5)
+        tell("stop")
+        catch_ups += json.loads(late.stdout.readline())
+    tell("quit")
+    late.wait(60)
     delays = process.close(quiet | busy)
     split = len(quiet) * viewers
     return {

@@ -197,23 +197,38 @@ class Joiner(Viewer):
 
 
 async def join_again_and_again(config: dict[str, Any]) -> None:
-    """The late joiner: catch up on a session from its start, again and again, until stdin
-    closes; each catch-up's duration on stdout (the first is the feed's cold read)."""
+    """The late joiner: on ``go``, catch up on a session from its start, again and again; on
+    ``stop``, finish the catch-up under way and say the durations (a JSON list; the first
+    catch-up of all is the feed's cold read); on ``quit`` (or stdin closed), end. One process
+    for the whole run: starting Python between blocks would load the machine as well."""
     port, until, grant = config["port"], config["until"], config["grant"]
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    stop = asyncio.ensure_future(reader.read())
-    while not stop.done():
-        start = time.perf_counter()
-        transport, joiner = await loop.create_connection(
-            lambda: Joiner(Viewers(0), handshake(port, 0, grant), until), "127.0.0.1", port
-        )
-        if await joiner.first == 0:  # not refused (another catch-up of this link)
-            await joiner.done
-            sys.stdout.write(f"{time.perf_counter() - start}\n")
+
+    async def catch_ups(stop: asyncio.Event) -> list[float]:
+        took: list[float] = []
+        while not stop.is_set():
+            start = time.perf_counter()
+            transport, joiner = await loop.create_connection(
+                lambda: Joiner(Viewers(0), handshake(port, 0, grant), until), "127.0.0.1", port
+            )
+            if await joiner.first == 0:  # not refused (another catch-up of this link)
+                await joiner.done
+                took.append(time.perf_counter() - start)
+            transport.close()
+        return took
+
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while (line := (await reader.readline()).decode().strip()) not in ("quit", ""):
+        if line == "go":
+            stop = asyncio.Event()
+            running = asyncio.ensure_future(catch_ups(stop))
+        elif line == "stop":
+            stop.set()
+            sys.stdout.write(json.dumps(await running) + "\n")
             sys.stdout.flush()
-        transport.close()
 
 
 def main() -> None:
