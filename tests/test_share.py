@@ -639,6 +639,20 @@ def test_with_a_certificate_it_serves_https_only(store, clock, tmp_path):
             headers={"Authorization": f"Bearer {grant.token}"},
         )
         assert me.status_code == 200 and me.json()["role"] == "ro"
+        # Live events over TLS: the frame built once goes through each socket's TLS stream.
+        first = add(store, EventKind.TOOL_CALL, tool="Bash", summary="over tls")
+        sock = websocket.create_connection(
+            f"wss://127.0.0.1:{running.server.port}/ws?since={first.seq - 1}",
+            timeout=10,
+            subprotocols=grant.subprotocols,
+            origin=running.url,
+            sslopt={"ca_certs": str(cert)},
+        )
+        assert received(sock, first.seq) == [first.seq]
+        live = add(store, EventKind.NOTICE, message="t" * 70_000)
+        (message,) = messages(sock, live.seq)
+        assert message["html"].count("t" * 1000) == 70
+        sock.close()
     finally:
         running.stop()
 
