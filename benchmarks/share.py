@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +99,14 @@ class ViewerProcess:
             if not got:
                 raise RuntimeError(f"the viewers' process ended before saying {line!r}")
 
-    def rounds_of(self, rounds: int) -> dict[int, float]:
-        """Append `rounds` text events, one after every viewer has the last: when each went."""
+    def rounds_of(self, rounds: int, before: Callable[[], None] = lambda: None) -> dict[int, float]:
+        """Append `rounds` text events, one after every viewer has the last (`before` each):
+        when each went."""
         sent: dict[int, float] = {}
         cpu = cpu_seconds(self.server)
         for _ in range(rounds):
             number = ViewerProcess.rounds = ViewerProcess.rounds + 1
+            before()
             sent[number] = time.time()
             self.store.append(
                 Event(EventKind.TEXT, {"text": f" mark{number}x"}, session_id=SESSION)
@@ -152,9 +155,9 @@ def fan_out_with_catch_up(
     server: int,
     blocks: int = 4,
 ) -> dict[str, Any]:
-    """The viewers' delays without, then during a late joiner's catch-ups of `until` events
-    of another session, again and again (the first one cold: the feed reads and renders it),
-    in alternating blocks of rounds so the machine's load weighs on both alike."""
+    """The viewers' delays without, then with a late joiner starting a catch-up of `until`
+    events of another session just before each event (the first catch-up cold: the feed reads
+    and renders it), in alternating blocks of rounds so the machine's load weighs on both."""
     process = ViewerProcess(port, grants, store, viewers, server)
     late = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.share_viewers"],
@@ -177,10 +180,9 @@ def fan_out_with_catch_up(
     catch_ups: list[float] = []
     for _ in range(blocks):
         quiet |= process.rounds_of(5)
-        tell("go")
-        busy |= process.rounds_of(5)
-        tell("stop")
-        catch_ups += json.loads(late.stdout.readline())
+        started = len(busy)
+        busy |= process.rounds_of(5, before=lambda: tell("go"))
+        catch_ups += [float(late.stdout.readline()) for _ in range(len(busy) - started)]
     tell("quit")
     late.wait(60)
     delays = process.close(quiet | busy)

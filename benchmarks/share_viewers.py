@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import os
 import re
@@ -165,6 +166,11 @@ async def run(config: dict[str, Any]) -> None:
 
     # Two at a time per link: the server lets a link catch up twice at once.
     await asyncio.gather(*(worker(i) for i in range(2 * len(links))))
+    # This process's own collector would pause the reading of every socket now and then
+    # (thousands of viewers' objects to walk): off, for a process that lives a few seconds.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     loop = asyncio.get_running_loop()
@@ -196,44 +202,38 @@ class Joiner(Viewer):
     tail = b""
 
 
-async def join_again_and_again(config: dict[str, Any]) -> None:
-    """The late joiner: on ``go``, catch up on a session from its start, again and again; on
-    ``stop``, finish the catch-up under way and say the durations (a JSON list; the first
-    catch-up of all is the feed's cold read); on ``quit`` (or stdin closed), end. One process
-    for the whole run: starting Python between blocks would load the machine as well."""
+async def join_when_told(config: dict[str, Any]) -> None:
+    """The late joiner: on each ``go``, catch up on a session from its start once and say how
+    long it took (the first catch-up of all is the feed's cold read); on ``quit`` (or stdin
+    closed), end. One process for the whole run: starting Python for each catch-up would load
+    the machine as well."""
     port, until, grant = config["port"], config["until"], config["grant"]
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
-    async def catch_ups(stop: asyncio.Event) -> list[float]:
-        took: list[float] = []
-        while not stop.is_set():
-            start = time.perf_counter()
+    async def catch_up() -> float:
+        start = time.perf_counter()
+        while True:
             transport, joiner = await loop.create_connection(
                 lambda: Joiner(Viewers(0), handshake(port, 0, grant), until), "127.0.0.1", port
             )
             if await joiner.first == 0:  # not refused (another catch-up of this link)
                 await joiner.done
-                took.append(time.perf_counter() - start)
+                transport.close()
+                return time.perf_counter() - start
             transport.close()
-        return took
 
     sys.stdout.write("ready\n")
     sys.stdout.flush()
-    while (line := (await reader.readline()).decode().strip()) not in ("quit", ""):
-        if line == "go":
-            stop = asyncio.Event()
-            running = asyncio.ensure_future(catch_ups(stop))
-        elif line == "stop":
-            stop.set()
-            sys.stdout.write(json.dumps(await running) + "\n")
-            sys.stdout.flush()
+    while (await reader.readline()).decode().strip() == "go":
+        sys.stdout.write(f"{await catch_up()}\n")
+        sys.stdout.flush()
 
 
 def main() -> None:
     config = json.loads(sys.stdin.readline())
-    asyncio.run(join_again_and_again(config) if config.get("join") else run(config))
+    asyncio.run(join_when_told(config) if config.get("join") else run(config))
 
 
 if __name__ == "__main__":
