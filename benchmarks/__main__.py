@@ -207,9 +207,10 @@ def share_rows(quick: bool) -> list[dict[str, Any]]:
             (during["busy_p99_s"] - during["quiet_p99_s"]) * 1000,
             during["quiet_p99_s"] * 1000,
             "ms",
-            f"the viewers' p99 while a late joiner catches up on {r['history']:,} events "
-            f"(again and again; {len(during['catch_ups'])} catch-ups, the first cold), "
-            "minus their p99 without; baseline: the p99 without",
+            f"the viewers' p99 over rounds whose event went out as a late joiner began a "
+            f"catch-up of {r['history']:,} events of another session ({len(during['catch_ups'])} "
+            "catch-ups, the first cold), minus their p99 over rounds between them; "
+            "baseline: the p99 without",
             target=("<=", 50, "value"),
         ),
         row(

@@ -1,12 +1,15 @@
 """``python -m benchmarks.share``: how fast the share server fans out and catches up.
 
 Starts ``python -m jupyter_ext.share`` on a free loopback port over a fresh store, opens N
-viewers' WebSockets (100, 500, 1000), appends events to the store and times each from its
-commit to every viewer having it (p50, p99 over viewers and events); then a late joiner's
-catch-up of 10,000 events; then an answer on the page to the kernel's side taking it (the
-store path a tap travels; the full tap-to-resume in a browser is in tests/test_share_phone.py),
-and a co-driver's prompt to the kernel starting its turn. `benchmarks` puts these figures
-in its table; run alone, this prints them.
+viewers' WebSockets (100, 500, 1,000, 5,000) in a process of their own
+(`benchmarks.share_viewers`: the server, the viewers and this process, which appends, each get
+their share of the two cores), appends events to the store and times each from its commit to
+every viewer having it (p50, p99 over viewers and events), with the server's CPU time per
+event; then a late joiner's catch-up of 10,000 events; then what late joiners' catch-ups of
+10,000 events add to the p99 of 1,000 viewers of another session; then an answer on the page to
+the kernel's side taking it (the store path a tap travels; the full tap-to-resume in a browser
+is in tests/test_share_phone.py), and a co-driver's prompt to the kernel starting its turn.
+`benchmarks` puts these figures in its table; run alone, this prints them.
 """
 
 from __future__ import annotations
