@@ -5,6 +5,7 @@ the sandbox that cannot reach it."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http.client
 import json
 import logging
@@ -933,7 +934,8 @@ def test_pages_opened_and_closed_at_once_are_one_commit_each_way(share, store):
     links = [join(share, codes.new_code(SESSION, "ro")) for _ in range(30)]
     statements: list[str] = []
     share.server.codes._db.set_trace_callback(statements.append)
-    pages = [ws(share, grant, since=first.seq - 1) for grant in links]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:  # arriving together
+        pages = list(pool.map(lambda grant: ws(share, grant, since=first.seq - 1), links))
     for sock in pages:
         assert received(sock, first.seq) == [first.seq]
     deadline = time.monotonic() + 30
@@ -954,4 +956,4 @@ def test_pages_opened_and_closed_at_once_are_one_commit_each_way(share, store):
             in_transaction = False
         elif "share_watchers" in statement and not statement.startswith("SELECT"):
             commits += not in_transaction
-    assert 2 <= commits <= 6, statements
+    assert 2 <= commits <= 15, statements  # one commit a page each way: 60

@@ -257,7 +257,7 @@ class LiveSocket(HubShareMixin, WebSocketMixin, FrameWriter, JupyterHandler):
             share.catch_ups.ended(link + self.visitor())
         if self.ws_connection is not None and not self.ws_connection.is_closing():
             self.open_for_frames()
-            feed.sockets.add(self)
+            feed.follow(self)
             self.following = True
 
     def on_message(self, message: str | bytes) -> None:

@@ -239,7 +239,7 @@ class ShareServer:
 
     def leave(self, sock: LiveSocket) -> None:
         if sock.code is not None and (feed := self.feeds.get(sock.code.session_id)) is not None:
-            feed.sockets.discard(sock)
+            feed.unfollow(sock)
 
     def watching(self, watcher_id: str, session_id: str, role: str, who: str) -> None:
         """A live page opened (``%share`` lists it): written to the store on the next tick."""
@@ -263,13 +263,13 @@ class ShareServer:
         nobody followed for a while let go; the store watched closely while anyone follows;
         the live pages opened and closed meanwhile written to the store, in one commit."""
         self.flush_watchers()
-        open_codes = {s.code.code_id for f in self.feeds.values() for s in f.sockets}
+        open_codes = {link for f in self.feeds.values() for link in f.by_link}
         ended = self.codes.revoked_among(open_codes)
         followed = False
         for session_id, feed in list(self.feeds.items()):
-            for sock in list(feed.sockets):
-                if sock.code.code_id in ended:
-                    feed.sockets.discard(sock)
+            for link in ended & feed.by_link.keys():
+                for sock in list(feed.by_link[link]):
+                    feed.unfollow(sock)
                     sock.close(4403, "this share link was revoked or has expired")
             if feed.sockets or feed.catching_up:
                 feed.poke()
@@ -602,7 +602,7 @@ class LiveSocket(FrameWriter, ShareHandler):
             share.catch_ups.ended(link)
         if self.ws_connection is not None and not self.ws_connection.is_closing():
             self.open_for_frames()
-            feed.sockets.add(self)  # same loop step as the last frame: nothing missed
+            feed.follow(self)  # same loop step as the last frame: nothing missed
             self.following = True
 
     def on_message(self, message: str | bytes) -> None:
