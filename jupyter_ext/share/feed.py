@@ -72,10 +72,15 @@ class Frame:
             head = struct.pack("!BBQ", 0x81, 127, size)
         self.wire = head + payload
 
+    @staticmethod
+    def text_of(encoded: Iterable[str]) -> str:
+        """The page's message holding messages serialised by the feed (`Feed.encoded`)."""
+        return '{"events":[' + ",".join(encoded) + "]}"
+
     @classmethod
     def of(cls, encoded: Iterable[str]) -> Frame:
-        """The frame of messages serialised by the feed (`Feed.encoded`)."""
-        return cls('{"events":[' + ",".join(encoded) + "]}")
+        """The frame of messages serialised by the feed."""
+        return cls(cls.text_of(encoded))
 
 
 class FrameWriter(websocket.WebSocketHandler):
@@ -269,7 +274,7 @@ class Feed:
         try:
             while (start := bisect.bisect_right(self.seqs, since)) < len(self.messages):
                 end = start + CATCH_UP_BATCH
-                frame = Frame.of(self.encoded[start:end]).text
+                frame = Frame.text_of(self.encoded[start:end])
                 since = self.seqs[min(end, len(self.seqs)) - 1]
                 await send(frame)
         finally:
