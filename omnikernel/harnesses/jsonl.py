@@ -119,6 +119,19 @@ class JsonLinesHarness(Harness):
         self._proc.stdin.write(json.dumps(message).encode() + b"\n")
         await self._proc.stdin.drain()
 
+    #: How the CLI's lines that only stream an answer's text begin (see `text_ready`).
+    text_line_prefixes: tuple[bytes, ...] = ()
+
+    def text_ready(self) -> bool:
+        """Whether the next complete line in stdout's buffer starts like a text delta's."""
+        if not self.text_line_prefixes or self._proc is None:
+            return False
+        # asyncio.StreamReader's buffer (it has no public peek): read only, never consumed.
+        buffer = getattr(self._proc.stdout, "_buffer", None)
+        if not isinstance(buffer, bytearray) or buffer.find(b"\n") < 0:
+            return False
+        return buffer.startswith(self.text_line_prefixes)
+
     async def read(self) -> dict[str, Any] | None:
         """The next JSON object from stdout, or None at end of stream."""
         assert self._proc is not None
@@ -143,7 +156,10 @@ class JsonLinesHarness(Harness):
         if not limit:
             return await proc.stdout.readline()
         try:
-            return await asyncio.wait_for(proc.stdout.readline(), limit)
+            # A deadline, not `wait_for`: that wraps each read in a task of its own, a trip
+            # through the event loop per line even when the line is already buffered.
+            async with asyncio.timeout(limit):
+                return await proc.stdout.readline()
         except TimeoutError:
             await self.close()
             raise HarnessError(
