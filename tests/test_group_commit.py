@@ -145,6 +145,27 @@ def test_a_paused_stream_updates_its_display_by_the_timer():
     assert updates[-1] == "Hello world"
 
 
+def test_a_slow_render_spaces_the_display_updates(monkeypatch: pytest.MonkeyPatch):
+    renders: list[str] = []
+
+    def slow_bundle(text: str, images: Any = None) -> dict[str, str]:
+        renders.append(text)
+        time.sleep(0.03)  # a long Markdown answer's render
+        return {"text/plain": text}
+
+    monkeypatch.setattr(render, "agent_bundle", slow_bundle)
+    now = [0.0]
+    view = render.CellView(lambda *a, **k: None, lambda *a, **k: None, clock=lambda: now[0])
+    for at, delta in [(0.0, "a"), (0.11, "b"), (0.2, "c"), (1.0, "d")]:
+        now[0] = at
+        view.show(Event(EventKind.TEXT, {"text": delta}))
+    # Renders of >= 30 ms take at most 20% of the time: >= 150 ms apart, so none at 110 ms
+    # (the fixed 100 ms interval would render "ab" there).
+    assert renders[0] == "a" and renders[1] in ("abc", "abcd") and len(renders) <= 3
+    view.flush_text()
+    assert renders[-1] == "abcd"
+
+
 # -- the stream, end to end ------------------------------------------------------------------
 
 

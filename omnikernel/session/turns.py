@@ -168,12 +168,15 @@ class SessionTurns:
             self._opened = True
         return [self._observed(e) for e in self.store.append_many(stamped)]
 
-    def _hold(self, event: Event, harness: str, cell: str) -> None:
-        """Keep a text event for the next commit (see `_held_ready`)."""
+    def _hold(self, event: Event, harness: str, cell: str, data: dict[str, Any]) -> None:
+        """Keep a text event (with `data`, its text as shown) for the next commit (see
+        `_held_ready`)."""
         if not self._held:
             self._held_since = time.monotonic()
         self._held.append(
-            event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
+            event.stamped(
+                session_id=self.session_id, harness=harness, turn=self.turn, cell=cell, data=data
+            )
         )
 
     def _held_ready(self, agent: Harness) -> list[Event]:
@@ -424,10 +427,15 @@ class SessionTurns:
             )
             prompt = f"{note}\n\n{prompt}"
         if handoff:
-            earlier = (e for e in self.store.events(self.session_id) if e.turn < self.turn)
             # A CLI that comes up without the conversation (a restart it cannot resume)
-            # is handed all of it, its own earlier turns included.
+            # is handed all of it, its own earlier turns included. Only the turns it missed
+            # are read: a long session's earlier streams are not parsed again at each turn.
             since = self._last_turn_of.get(name, 0) if agent.remembers() else 0
+            earlier = (
+                e
+                for e in self.store.events(self.session_id, after_turn=since)
+                if e.turn < self.turn
+            )
             if (carried := build_handoff(earlier, name, since=since)) is not None:
                 yield self._record(
                     Event(
@@ -451,7 +459,7 @@ class SessionTurns:
             async for event in agent.run_turn(prompt):
                 if event.kind == EventKind.TEXT:  # the hot path: see `_held_ready`
                     if shown := activity.text.feed(str(event.data.get("text", ""))):
-                        self._hold(event.stamped(data={**event.data, "text": shown}), name, cell)
+                        self._hold(event, name, cell, {**event.data, "text": shown})
                     for recorded in self._held_ready(agent):
                         yield recorded
                     if not self._held:

@@ -374,8 +374,10 @@ class SessionStore:
         since: int = 0,
         kinds: tuple[EventKind, ...] = (),
         turn: int | None = None,
+        after_turn: int | None = None,
     ) -> Iterator[Event]:
-        """Events of a session with seq > `since`, oldest first, optionally filtered."""
+        """Events of a session with seq > `since`, oldest first, optionally filtered (by kind,
+        by turn, or to turns after `after_turn`)."""
         sql = "SELECT * FROM events WHERE session_id = ? AND seq > ?"
         args: list[Any] = [session_id, since]
         if kinds:
@@ -384,6 +386,9 @@ class SessionStore:
         if turn is not None:
             sql += " AND turn = ?"
             args.append(turn)
+        if after_turn is not None:
+            sql += " AND turn > ?"
+            args.append(after_turn)
         sql += " ORDER BY seq"
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()

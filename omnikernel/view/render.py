@@ -42,6 +42,10 @@ PREVIEW_LINES = 20
 TEXT_UPDATE_INTERVAL = 0.1
 #: Minimum seconds between two ``stream`` writes of text (given a timer to write the rest).
 STREAM_WRITE_INTERVAL = 0.05
+#: The most of a stream's time its display updates may take: each renders the whole text
+#: (Markdown, sanitised), which for a long answer takes long (0.5 s for 180 kB of Markdown),
+#: so the interval grows with the last render's cost. The last update shows the whole text.
+RENDER_SHARE = 0.2
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -258,6 +262,8 @@ class CellView:
         self._text = ""
         self._text_id: str | None = None
         self._last_update = 0.0
+        #: Seconds the last render of the text display took (see `RENDER_SHARE`).
+        self._render_s = 0.0
         self._blocks = 0
         self._requests: dict[str, dict[str, Any]] = {}
         self._usage: dict[str, Any] | None = None
@@ -319,7 +325,8 @@ class CellView:
             self._display(self._text_bundle(), raw=True, display_id=self._text_id)
             self._last_update = self._clock()
             return
-        wait = self._last_update + TEXT_UPDATE_INTERVAL - self._clock()
+        interval = max(TEXT_UPDATE_INTERVAL, self._render_s / RENDER_SHARE)
+        wait = self._last_update + interval - self._clock()
         if wait <= 0:
             self._update_text()
         else:
@@ -352,7 +359,10 @@ class CellView:
             self._timer = None
 
     def _text_bundle(self) -> Bundle:
-        return agent_bundle(self._text, images=self.images)
+        started = time.perf_counter()
+        bundle = agent_bundle(self._text, images=self.images)
+        self._render_s = time.perf_counter() - started
+        return bundle
 
     def flush_text(self) -> None:
         """Show the whole text block and start a new one at the next delta."""
@@ -362,4 +372,4 @@ class CellView:
             self._write("\n")
         if self._text_id is not None:
             self._update(self._text_bundle(), raw=True, display_id=self._text_id)
-        self._text, self._text_id, self._behind = "", None, False
+        self._text, self._text_id, self._behind, self._render_s = "", None, False, 0.0
