@@ -169,26 +169,30 @@ def test_a_slow_render_spaces_the_display_updates(monkeypatch: pytest.MonkeyPatc
 # -- the stream, end to end ------------------------------------------------------------------
 
 
-def session_for(tmp_path: Path, model: FakeModelServer) -> AgentSession:
+def session_for(tmp_path: Path, model: FakeModelServer, harness: str) -> AgentSession:
     return AgentSession(
         store=SessionStore(tmp_path / "store.sqlite3"),
         session_id="gc",
         notebook=str(tmp_path / "gc.ipynb"),
         cwd=tmp_path,
         state_dir=tmp_path / "state",
-        harness="claude",
+        harness=harness,
         upstream_config=UpstreamConfig(
-            anthropic_base_url=model.base_url, anthropic_api_key="gc-key"
+            anthropic_base_url=model.base_url,
+            anthropic_api_key="gc-key",
+            openai_base_url=model.base_url + "/v1",
+            openai_api_key="gc-key",
         ),
         user_policy=tmp_path / "none.toml",
     )
 
 
 @pytest.mark.process
-def test_every_event_is_committed_before_it_is_shown(tmp_path: Path):
-    require_cli("claude")
+@pytest.mark.parametrize("harness", ["claude", "codex", "pi"])
+def test_every_event_is_committed_before_it_is_shown(tmp_path: Path, harness: str):
+    require_cli(harness)
     with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as model:
-        session = session_for(tmp_path, model)
+        session = session_for(tmp_path, model, harness)
         batches: list[int] = []
         append_many = session.store.append_many
 
@@ -209,6 +213,11 @@ def test_every_event_is_committed_before_it_is_shown(tmp_path: Path):
                 ).fetchone()
                 assert row is not None, f"shown before its commit: {event}"
                 assert (row[0], json.loads(row[1])) == (event.kind.value, event.data)
+                count, top = reader.execute(
+                    "SELECT COUNT(*), MAX(seq) FROM events WHERE session_id = ?",
+                    (event.session_id,),
+                ).fetchone()
+                assert count == top, "a reader saw a gap in the sequence numbers"
                 if not shown:
                     # A slow cell (blocking, as rendering does): the deltas pile up in the pipe.
                     time.sleep(0.2)  # noqa: ASYNC251

@@ -290,6 +290,7 @@ class SessionTurns:
             except OSError as exc:  # the store's folder is not writable: say so, like a write
                 raise StoreUnavailableError(lock.path, exc) from exc
         self._turn_lock, self._grant = lock, grant
+        self._unshown = []  # stored, never shown by a turn that ended: not this cell's
         try:
             if not self._opened:  # the first event of this kernel: close turns a dead one left
                 self.store.open_session(self.session_id, self.notebook)
