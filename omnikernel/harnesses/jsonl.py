@@ -126,11 +126,8 @@ class JsonLinesHarness(Harness):
         """Whether the next complete line in stdout's buffer starts like a text delta's."""
         if not self.text_line_prefixes or self._proc is None:
             return False
-        # asyncio.StreamReader's buffer (it has no public peek): read only, never consumed.
-        buffer = getattr(self._proc.stdout, "_buffer", None)
-        if not isinstance(buffer, bytearray) or buffer.find(b"\n") < 0:
-            return False
-        return buffer.startswith(self.text_line_prefixes)
+        stdout = self._proc.stdout
+        return _line_buffered(stdout) and _buffer(stdout).startswith(self.text_line_prefixes)
 
     async def read(self) -> dict[str, Any] | None:
         """The next JSON object from stdout, or None at end of stream."""
@@ -153,11 +150,11 @@ class JsonLinesHarness(Harness):
         """The next line, or the watchdog's error when the CLI stays silent too long (it is
         stopped then: the next prompt starts it again, resuming the conversation)."""
         limit = self.ctx.watchdog_s
-        if not limit:
+        if not limit or _line_buffered(proc.stdout):  # a line already read: no wait to guard
             return await proc.stdout.readline()
         try:
             # A deadline, not `wait_for`: that wraps each read in a task of its own, a trip
-            # through the event loop per line even when the line is already buffered.
+            # through the event loop per line.
             async with asyncio.timeout(limit):
                 return await proc.stdout.readline()
         except TimeoutError:
@@ -304,3 +301,15 @@ class JsonRpcHarness(JsonLinesHarness):
             )
         tail = " ".join(self._stderr_tail[-3:])
         raise HarnessError(f"{self.display_name} exited during {method}: {tail}")
+
+
+def _buffer(stream: asyncio.StreamReader) -> bytearray:
+    """What `stream` has read and not handed out yet (asyncio.StreamReader has no public peek;
+    read only, never consumed)."""
+    buffer = getattr(stream, "_buffer", None)
+    return buffer if isinstance(buffer, bytearray) else bytearray()
+
+
+def _line_buffered(stream: asyncio.StreamReader) -> bool:
+    """Whether `readline` on `stream` returns at once: a whole line is already read."""
+    return _buffer(stream).find(b"\n") >= 0
