@@ -303,3 +303,40 @@ def test_a_writer_killed_mid_batch_loses_nothing_it_showed(tmp_path: Path, kill_
     kinds = [event[1] for event in stored.values()]
     assert "turn_end" not in kinds  # killed mid-turn
     assert kinds.count("text") < WORDS  # mid-stream
+
+
+# -- the cell, in a kernel -------------------------------------------------------------------
+
+
+@pytest.mark.kernel
+def test_a_kernel_shows_a_fast_stream_whole_in_a_few_messages(tmp_path: Path, start_kernel):
+    require_cli("claude")
+    work = tmp_path / "work"
+    work.mkdir()
+    with FakeModelServer(Scenario.from_dict(SCENARIO)).start_in_thread() as model:
+        kernel = start_kernel(work, ANTHROPIC_BASE_URL=model.base_url, ANTHROPIC_API_KEY="gc-key")
+        # A console (no cell id): the text as stream output, coalesced.
+        console = kernel.execute(LONG)
+        assert console.status == "ok", console.text
+        streamed = [m["content"]["text"] for m in console.outputs if m["msg_type"] == "stream"]
+        assert "".join(streamed).split() == ["word"] * WORDS
+        # A notebook's cell (JupyterLab sends its id): one display, updated in place.
+        content = {"code": LONG, "silent": False, "store_history": True}
+        request = kernel.kc.session.msg("execute_request", content, metadata={"cellId": "c1"})
+        kernel.kc.shell_channel.send(request)
+        cell = kernel.collect(request["header"]["msg_id"])
+        assert cell.status == "ok", cell.text
+        text = [
+            m
+            for m in cell.outputs
+            if m["content"].get("transient", {}).get("display_id", "").startswith("omnikernel-text")
+        ]
+        assert text[-1]["content"]["data"]["text/plain"].split() == ["word"] * WORDS
+    store = SessionStore(tmp_path / "store" / "sessions.sqlite3")
+    (session,) = [s["session_id"] for s in store.sessions()]
+    deltas = [
+        sum(1 for _ in store.events(session, kinds=(EventKind.TEXT,), turn=t)) for t in (1, 2)
+    ]
+    store.close()
+    # Every delta is stored; the cell got a handful of messages for them.
+    assert min(deltas) > 100 and len(streamed) < deltas[0] / 5 and len(text) < deltas[1] / 5
