@@ -274,6 +274,13 @@ class Harness(abc.ABC):
         the whole conversation instead (`omnikernel.session.handoff`)."""
         return True
 
+    def text_ready(self) -> bool:
+        """Whether the CLI's next message is already read from its pipe and only streams an
+        answer's text: reading it has no side effect (no approval asked, no card shown). The
+        session then holds the text it has to commit it with what follows in one transaction
+        (`omnikernel.session.turns`); False (the default) commits each event at once."""
+        return False
+
     async def change_model(self, model: str | None) -> None:
         """Use `model` from the next turn on, keeping the conversation. The default restarts
         the CLI, which must then resume its conversation when it starts again."""

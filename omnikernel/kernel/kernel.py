@@ -419,6 +419,7 @@ class OmniKernel(KernelSettings, IPythonKernel):
             # A request without a cell id comes from a front end without cells (jupyter
             # console, a script's client), which cannot update a display in place.
             stream=None if cell_id else self._write_stdout,
+            schedule=asyncio.get_running_loop().call_later,
         )
         before = await asyncio.to_thread(snapshot, session.cwd)
 
@@ -503,7 +504,11 @@ class OmniKernel(KernelSettings, IPythonKernel):
         session = self.agents
         name = session.current
         view = CellView(
-            feed.display, feed.update_display, offline=session.is_offline(name), images=self.images
+            feed.display,
+            feed.update_display,
+            offline=session.is_offline(name),
+            images=self.images,
+            schedule=asyncio.get_running_loop().call_later,
         )
         # Whose prompt it is, apart from whose credentials and budget run it.
         origin = {"by": prompt.who, "source": prompt.source, "runs_as": current_user()}
@@ -531,7 +536,12 @@ class OmniKernel(KernelSettings, IPythonKernel):
         """Show a turn the kernel runs by itself (an approval answered after a restart carries
         it out) in the cell it belongs to: the caller runs in that cell's context. The stop
         button ends it, as it ends a cell's."""
-        view = CellView(display, update_display, images=self.images)
+        view = CellView(
+            display,
+            update_display,
+            images=self.images,
+            schedule=asyncio.get_running_loop().call_later,
+        )
         shown = await self._show_turn(events, view, None, None)
         if shown.store_error is not None:
             raise shown.store_error
@@ -569,6 +579,9 @@ class OmniKernel(KernelSettings, IPythonKernel):
             await self.agents.abandon_turn(harness or (shown.started and shown.started.harness))
             shown.store_error = exc
             return shown
+        except BaseException:
+            view.flush_text()  # what the view still holds shows here, not after the cell
+            raise
         if task.cancelled():
             shown.stopped, shown.status = True, "interrupted"
             view.flush_text()
