@@ -303,7 +303,6 @@ def measure(
             "busy_p99_s": pct(during["busy"], 0.99),
             "catch_ups": during["catch_ups"],
         }
-        fan_outs(tuple(n for n in viewer_counts if n > watching))
         store.append(
             Event(
                 EventKind.APPROVAL_REQUEST,
@@ -323,6 +322,7 @@ def measure(
             asyncio.run(prompt_to_turn(url, grant, codes)),
             POLL_S,
         )
+        fan_outs(tuple(n for n in viewer_counts if n > watching))  # last: see above
     finally:
         server.terminate()
         server.wait(10)

@@ -177,15 +177,21 @@ class Feed:
         self._text_grew = False
         self._reading: asyncio.Task[None] | None = None
         self._read_again = False
+        self._loaded = False
 
     # -- reading and rendering ------------------------------------------------------------------
 
     async def loaded(self) -> None:
-        """Read and render what the store has so far, a slice per loop step; those who already
-        follow get each slice as it is rendered."""
+        """The first time: read and render what the store has so far, a slice per loop step.
+        After that, at once: what the store got since (or what a read under way has not
+        rendered yet) reaches a new viewer as it reaches every follower, once it follows.
+        (Reading first would hold its catch-up slot over a loop step for nothing.)"""
+        if self._loaded:
+            return
         self.poke()
         while self._reading is not None and not self._reading.done():
             await asyncio.shield(self._reading)
+        self._loaded = True
 
     def poke(self) -> None:
         """New events may be in the store: read them (in slices, in a task of their own)."""
