@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from omnikernel.events import Event
     from omnikernel.gateway import Budget, PriceTable, SpendLedger, SpendRecord
     from omnikernel.harnesses.mcp import McpServer
-    from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.sandbox.broker_setup import BrokerSetup
     from omnikernel.store.redact import Redactor
     from omnikernel.store.sessions import SessionStore
 
