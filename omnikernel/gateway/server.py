@@ -47,6 +47,7 @@ from omnikernel.gateway.cassette import (
     CassetteRecorder,
     Exchange,
 )
+from omnikernel.gateway.client import UpstreamClient
 from omnikernel.gateway.credentials import CLAUDE_OAUTH_BETA, LoginError
 from omnikernel.gateway.ledger import Budget, SpendLedger, SpendRecord
 from omnikernel.gateway.limits import LIMIT_PREFIXES, UsageLimits, read_limits
@@ -112,16 +113,6 @@ class BudgetStop(Exception):
     """Raised inside the streaming callback to cut the upstream stream."""
 
 
-class _HideBudgetStops(logging.Filter):
-    """Cutting a stream is the plan, not a crash: keep tornado from logging it as one."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], BudgetStop))
-
-
-logging.getLogger("tornado.application").addFilter(_HideBudgetStops())
-
-
 class Gateway(LoopbackServer):
     """See the module docstring."""
 
@@ -168,6 +159,8 @@ class Gateway(LoopbackServer):
         self.backoff_s = 0.5
         self.max_backoff_s = 8.0
         self.request_timeout_s = 900.0
+        #: Streams the model calls' answers (see `omnikernel.gateway.client`).
+        self.client = UpstreamClient()
 
     def backoff(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds before attempt `attempt` + 1: the upstream's Retry-After when it gives one,
@@ -201,6 +194,7 @@ class Gateway(LoopbackServer):
 
     async def stop(self) -> None:
         await super().stop()
+        await self.client.close()
         if self._run is not None:
             self._run.remove()  # the socket with it
             self._run = self.socket_path = None
@@ -697,21 +691,21 @@ class ModelCallHandler(GatewayHandler):
         failures: list[str] = []
         while True:
             status["code"], held[:], retry_after[:] = 0, [], []
-            request = httpclient.HTTPRequest(
-                url,
-                method="POST",
-                headers=headers,
-                body=self.request.body,
-                header_callback=on_header,
-                streaming_callback=on_chunk,
-                request_timeout=gateway.request_timeout_s,
-                connect_timeout=10,
-            )
             try:
-                response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-                failure = response.error if response.code == 599 else None
-            except (OSError, httpclient.HTTPClientError) as exc:  # refused, unreachable, timed out
-                failure = exc
+                failure = (
+                    await gateway.client.stream(
+                        url,
+                        method="POST",
+                        headers=headers,
+                        body=self.request.body,
+                        on_header=on_header,
+                        on_chunk=on_chunk,
+                        request_timeout=gateway.request_timeout_s,
+                        connect_timeout=10,
+                    )
+                ).failure  # refused, unreachable, timed out, cut off
+            except BudgetStop:
+                failure = None  # a cut (or a client gone): said below
             if chunks or cut or self.client_gone:
                 break  # the client has part of an answer: it cannot be asked again
             if status["code"] == 401 and may_refresh:
@@ -769,6 +763,8 @@ class ModelCallHandler(GatewayHandler):
             return
         if cut:
             self.write(self.stream_error(wire_path, cut[0]))
+        elif not chunks and status["code"]:
+            self.set_status(status["code"])  # an answer without a body (a 204, a redirect)
         if not self._finished:
             self.finish()
         if status["code"] == 200 or cut:
