@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from omnikernel.gateway import Gateway
 from omnikernel.gateway.credentials import (
     LOGIN_OF_HARNESS,
     VENDOR_ENDPOINTS,
@@ -43,7 +42,7 @@ from omnikernel.sandbox.upstream import EgressRoutes
 if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.events import Event
-    from omnikernel.gateway import Budget, PriceTable, SpendLedger, SpendRecord
+    from omnikernel.gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord
     from omnikernel.harnesses.mcp import McpServer
     from omnikernel.sandbox.broker_setup import BrokerSetup
     from omnikernel.store.redact import Redactor
@@ -223,6 +222,8 @@ class SessionUpstreams:
     def gateway(self) -> Gateway:
         """The session's model gateway, started on first use."""
         if self._gateway is None:
+            from omnikernel.gateway.server import Gateway  # not at the kernel's start
+
             self._gateway = Gateway(
                 {},
                 prices=self.prices,
