@@ -21,10 +21,12 @@ from .conftest import REPO, require_cli
 
 #: Imported only when first needed (or once the kernel is idle): together about 1 s of start.
 #: The broker's (cryptography, h11, dulwich) load with a brokered host's sandbox, the gateway's
-#: server (tornado's web server) with the first agent, its HTTP client (aiohttp) once idle.
+#: server (tornado's web server) with the first agent, its HTTP client (aiohttp) once idle,
+#: tornado's client at a plan login's refresh, %export's and %session import's at their use.
 DEFERRED = (
     "ipywidgets", "genai_prices", "markdown_it", "segno", "jupyter_server",
-    "cryptography", "h11", "dulwich", "aiohttp", "tornado.web", "omnikernel.gateway.server",
+    "cryptography", "h11", "dulwich", "aiohttp", "tornado.web", "tornado.httpclient",
+    "omnikernel.gateway.server", "omnikernel.view.export", "omnikernel.session.imports",
 )  # fmt: skip
 #: What an idle kernel loads in the background (the rest waits for its first use).
 IDLE_LOADS = {"ipywidgets", "genai_prices", "markdown_it", "aiohttp"}

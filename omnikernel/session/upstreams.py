@@ -57,7 +57,6 @@ class SessionUpstreams:
     notebook: str
     cwd: Path
     state_dir: Path
-    available: dict[str, type[Harness]]
     models: dict[str, str | None]
     harness_paths: dict[str, str]
     sandbox: str
@@ -73,6 +72,9 @@ class SessionUpstreams:
     budget: Budget
 
     if TYPE_CHECKING:
+
+        @property
+        def available(self) -> dict[str, type[Harness]]: ...
 
         def _on_spend(self, record: SpendRecord) -> None: ...
 
