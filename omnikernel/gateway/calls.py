@@ -217,10 +217,10 @@ class ModelCallHandler(GatewayHandler):
                 held.append(chunk)
                 return
             self.set_status(status["code"] or 200)
+            self.write(chunk)
+            self.flush()  # first: the harness gets the bytes before they are metered
             meter.feed(chunk)
             chunks.append(chunk)
-            self.write(chunk)
-            self.flush()
             # Priced per chunk only under a budget: pricing costs more than the forwarding.
             if streamed and status["code"] == 200 and gateway.budget.active:
                 estimate = meter.estimate()
