@@ -47,7 +47,9 @@ def gateway_rows(quick: bool) -> list[dict[str, Any]]:
             r["gateway"]["total_s"] * 1000,
             r["direct"]["total_s"] * 1000,
             "ms",
-            note + "; baseline: direct",
+            note + f"; the gateway's CPU {r['gateway']['cpu_s'] * 1000:.0f} ms a call"
+            "; baseline: direct",
+            target=("<=", 1.10, "ratio"),
         ),
     ]
 
@@ -81,6 +83,7 @@ def kernel_start_rows(quick: bool) -> list[dict[str, Any]]:
             r["ipython_s"],
             "s",
             "baseline: plain IPython kernel",
+            target=("<=", 1.1, "ratio"),
         )
     ]
 

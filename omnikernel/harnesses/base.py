@@ -27,7 +27,7 @@ from omnikernel.gateway.upstream import Upstream
 from omnikernel.harnesses.mcp import McpServer
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
-from omnikernel.sandbox.broker import BrokerSetup
+from omnikernel.sandbox.broker_setup import BrokerSetup
 from omnikernel.sandbox.egress import NetworkAsk
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
 from omnikernel.sandbox.spec import command_readable

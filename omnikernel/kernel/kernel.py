@@ -736,7 +736,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
 
 def _load_deferred() -> None:
     """Import, once the kernel is idle, what its start leaves out and the first turn or ask
-    needs (widgets, Markdown rendering, the price data), so neither pays for it."""
+    needs (widgets, Markdown rendering, the price data, the gateway's HTTP client), so neither
+    pays for it."""
     from omnikernel.kernel import widgets  # noqa: F401  (ipywidgets registers its comm target on import)
     from omnikernel.view.sanitize import _parser
 
@@ -745,6 +746,7 @@ def _load_deferred() -> None:
         from genai_prices import data_snapshot
 
         data_snapshot.get_snapshot()
+    import aiohttp  # noqa: F401  (the gateway streams the first call's answer with it)
 
 
 #: Config files the kernel app could not load (see `kernelapp`), said in the first prompt cell.

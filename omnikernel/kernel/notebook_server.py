@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SOCKET_NAME = "notebook-mcp.sock"
-#: Where a sandboxed agent finds the server (see `omnikernel.gateway.server.INSIDE_PORTS`): a
+#: Where a sandboxed agent finds the server (see `omnikernel.gateway.state.INSIDE_PORTS`): a
 #: range apart from the gateway's, so that the two bridged ports of one sandbox never meet.
 INSIDE_PORTS = range(10000, 20000)
 

@@ -32,7 +32,7 @@ from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 if TYPE_CHECKING:
-    from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.sandbox.broker_setup import BrokerSetup
 
 #: Home-directory secrets no agent reads, even where the home itself is opened (a notebook
 #: folder that is the home directory).

@@ -49,7 +49,7 @@ from omnikernel.store.turnlock import TurnLock, lock_path
 if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.gateway import Gateway
-    from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.sandbox.broker_setup import BrokerSetup
 
 #: Who runs a turn, noted in its start: this host and kernel process (see `kernel_alive`).
 KERNEL_MARK = f"{socket.gethostname()}:{os.getpid()}"
