@@ -185,17 +185,20 @@ def stop_rows(quick: bool) -> list[dict[str, Any]]:
 def share_rows(quick: bool) -> list[dict[str, Any]]:
     from benchmarks.share import measure
 
-    r = measure((100,) if quick else (100, 500, 1000), 2_000 if quick else 10_000)
+    watching = 100 if quick else 1000
+    r = measure((100,) if quick else (100, 500, 1000, 5000), 2_000 if quick else 10_000, watching)
     one_p50, one_p99 = r["fan_out"].pop(1)
     rows = []
     for viewers, (p50, p99) in r["fan_out"].items():
+        cpu = f"server CPU per event {r['server_cpu_s'][viewers] * 1000:.1f} ms"
         rows += [
             row(
                 f"share fan-out: {viewers} viewers, p50",
                 p50 * 1000,
                 one_p50 * 1000,
                 "ms",
-                "event stored -> every viewer has it; baseline: 1 viewer",
+                f"event stored -> every viewer has it (viewers in a process of their own); "
+                f"{cpu}; baseline: 1 viewer",
             ),
             row(
                 f"share fan-out: {viewers} viewers, p99",
@@ -203,8 +206,10 @@ def share_rows(quick: bool) -> list[dict[str, Any]]:
                 one_p99 * 1000,
                 "ms",
                 "baseline: 1 viewer",
+                target=("<=", 100, "value") if viewers == 1000 else None,
             ),
         ]
+    during = r["during_catch_up"]
     return [
         *rows,
         row(
@@ -213,6 +218,17 @@ def share_rows(quick: bool) -> list[dict[str, Any]]:
             r["store_read_s"] * 1000,
             "ms",
             "a late joiner's WebSocket; baseline: the same events read from the store",
+        ),
+        row(
+            f"share catch-up during {watching:,}-viewer fan-out: p99 added",
+            (during["busy_p99_s"] - during["quiet_p99_s"]) * 1000,
+            during["quiet_p99_s"] * 1000,
+            "ms",
+            f"the viewers' p99 over rounds whose event went out as a late joiner began a "
+            f"catch-up of {r['history']:,} events of another session ({len(during['catch_ups'])} "
+            "catch-ups, the first cold), minus their p99 over rounds between them; "
+            "baseline: the p99 without",
+            target=("<=", 50, "value"),
         ),
         row(
             "share: answer on the page -> kernel",

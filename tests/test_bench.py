@@ -47,7 +47,11 @@ def test_runner_writes_every_figure_with_its_baseline(tmp_path):
         "share: answer on the page -> kernel",
         "share: co-driver's prompt -> turn starts",
     }
+    added = figures.pop("share catch-up during 100-viewer fan-out: p99 added")
+    share = [f for f in share if f is not added]
     assert all(f["value"] > 0 and f["baseline"] > 0 and f["ratio"] > 0 for f in share), share
+    # What a catch-up adds to the viewers' p99 is a difference: noise may make it negative.
+    assert added["baseline"] > 0 and added["target"] == "<= 50 ms", added
     assert "sandbox start: bwrap" in done.stdout and "x" in done.stdout
 
 
