@@ -463,9 +463,10 @@ class SessionTurns:
                         self._hold(event, name, cell, {**event.data, "text": shown})
                     for recorded in self._held_ready(agent):
                         yield recorded
-                    if not self._held:
-                        for spend in self._drain_spend(name, cell):
-                            yield spend
+                    # A model call's spend is recorded before the next event that is not
+                    # text: the gateway meters a call as its stream ends, while the CLI may
+                    # still be printing that answer, and a spend line between two deltas
+                    # would split one answer's text in two on the share page and in exports.
                     continue
                 for recorded in self._release_held():
                     yield recorded
