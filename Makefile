@@ -93,7 +93,8 @@ docs: install system-deps
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 # Every speed and memory figure, each as a ratio against a baseline measured in the same run:
-# one table on stdout and bench-results.json at the checkout's root (BENCH_ARGS=--quick: smoke).
+# one table (with targets: met / not met, and the load) on stdout and bench-results.json at the
+# checkout's root; a full run publishes docs/bench-results.json and the docs table (BENCH_ARGS=--quick: smoke).
 BENCH_ARGS ?=
 bench: install system-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -3,6 +3,14 @@
 Time to first token and total time of the same streamed Anthropic Messages response, straight
 from the fake model and through the gateway, measured in the same run; medians of N runs and
 their ratios (gateway / direct), so the figures do not depend on the machine's speed.
+
+The three parties run as they do in use: the model (the fake, standing in for the vendor) in a
+process of its own, the gateway on its thread in this process (as in the kernel), and the
+client (standing in for the CLI) in a third process, the same one for both paths, with a fresh
+connection per request on both. Run in one process, they shared one interpreter lock, so the
+gateway's work could not overlap the model's or the client's as it does between processes.
+The gateway's own CPU time per call (this process's, while the client waits) is reported too:
+it does not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -11,13 +19,16 @@ import argparse
 import http.client
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from omnikernel.gateway.server import Gateway
 from omnikernel.gateway.upstream import Upstream
-from omnikernel.rehearsal import FakeModelServer, Scenario
 
 
 def stream_once(base_url: str, prompt: str, key: str) -> tuple[float, float, int]:
@@ -51,34 +62,71 @@ def stream_once(base_url: str, prompt: str, key: str) -> tuple[float, float, int
     return first, total, chars
 
 
+def client_loop() -> None:
+    """The client process (``--client``): one request per ``URL KEY`` line read, its figures
+    written back as a JSON line."""
+    for line in sys.stdin:
+        url, key = line.split()
+        print(json.dumps(stream_once(url, "bench", key)), flush=True)
+
+
 def measure(chars: int = 200_000, runs: int = 9) -> dict[str, Any]:
     text = ("lorem ipsum dolor sit amet " * (chars // 27 + 1))[:chars]
-    scenario = Scenario.from_dict({"rules": [{"match": "bench", "steps": [{"text": text}]}]})
-    with FakeModelServer(scenario).start_in_thread() as fake:
+    scenario = {"rules": [{"match": "bench", "steps": [{"text": text}]}]}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "scenario.json").write_text(json.dumps(scenario))
+        fake = subprocess.Popen(
+            [sys.executable, "-m", "omnikernel.rehearsal", "--scenario", f"{tmp}/scenario.json"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        client = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.gateway", "--client"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert fake.stdout is not None and client.stdin is not None and client.stdout is not None
         # tcp: the client measured here is on the host, outside any sandbox.
-        gateway = Gateway({"anthropic": Upstream("anthropic", fake.base_url, "k")}, tcp=True)
-        gateway.start_in_thread()
+        gateway: Gateway | None = None
         try:
-            results: dict[str, Any] = {}
+            fake_url = fake.stdout.readline().split()[-1]  # "fake model serving at URL"
+            gateway = Gateway({"anthropic": Upstream("anthropic", fake_url, "k")}, tcp=True)
+            gateway.start_in_thread()
             targets = {
-                "direct": (fake.base_url, "k"),
+                "direct": (fake_url, "k"),
                 "gateway": (
                     gateway.base_url_for("bench", "anthropic", tcp=True),
                     gateway.issue_secret("bench"),
                 ),
             }
             samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in targets}
-            for _ in range(runs):  # interleaved, so drift affects both alike
+            cpu: list[float] = []  # this process's CPU time (the gateway's) per gateway call
+            for round_ in range(runs + 1):  # interleaved, so drift affects both alike
                 for name, (url, key) in targets.items():
-                    samples[name].append(stream_once(url, "bench", key))
-            for name, rows in samples.items():
-                results[name] = {
-                    "ttft_s": statistics.median(r[0] for r in rows),
-                    "total_s": statistics.median(r[1] for r in rows),
-                    "chars": rows[-1][2],
-                }
+                    started = time.process_time()
+                    client.stdin.write(f"{url} {key}\n")
+                    client.stdin.flush()
+                    sample = tuple(json.loads(client.stdout.readline()))
+                    if round_:  # the first round warms up (imports, caches) untimed
+                        samples[name].append(sample)  # type: ignore[arg-type]
+                        if name == "gateway":
+                            cpu.append(time.process_time() - started)
         finally:
-            gateway.stop_thread()
+            if gateway is not None:
+                gateway.stop_thread()
+            client.stdin.close()
+            client.wait(30)
+            fake.terminate()
+            fake.wait(30)
+    results: dict[str, Any] = {}
+    for name, rows in samples.items():
+        results[name] = {
+            "ttft_s": statistics.median(r[0] for r in rows),
+            "total_s": statistics.median(r[1] for r in rows),
+            "chars": rows[-1][2],
+        }
+    results["gateway"]["cpu_s"] = statistics.median(cpu)
     results["ratio_ttft"] = results["gateway"]["ttft_s"] / results["direct"]["ttft_s"]
     results["ratio_total"] = results["gateway"]["total_s"] / results["direct"]["total_s"]
     results["runs"], results["response_chars"] = runs, chars
@@ -89,7 +137,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chars", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client:
+        client_loop()
+        return
     r = measure(args.chars, args.runs)
     print(
         f"gateway overhead, {r['response_chars']:,}-character streamed answer, "
@@ -101,6 +153,7 @@ def main() -> None:
             f"total {r[name]['total_s'] * 1000:8.1f} ms"
         )
     print(f"  ratio    time to first token x{r['ratio_ttft']:.2f}   total x{r['ratio_total']:.2f}")
+    print(f"  the gateway's CPU time per call {r['gateway']['cpu_s'] * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -443,7 +443,7 @@ echo ==GITCONFIG==; git -C app config --list --show-origin 2>/dev/null
 
 def sandboxed(backend: str, tmp: Path, standin: GitStandIn, env_extra: dict[str, str], script: str):
     from omnikernel.sandbox import SandboxSpec, resolve, start_sandboxed
-    from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.sandbox.broker_setup import BrokerSetup
 
     work, home = tmp / "work", tmp / "agent-home"
     work.mkdir(exist_ok=True)

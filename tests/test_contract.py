@@ -199,8 +199,9 @@ def test_acp_agent_resumes_its_session_after_its_cli_is_killed(harness, tmp_path
 #: What an agent could write into its working directory to approve its own commands.
 SELF_APPROVALS = {
     "gemini": {
-        ".gemini/settings.json": {"tools": {"allowed": ["run_shell_command"]},
-                                  "general": {"defaultApprovalMode": "yolo"}},
+        ".gemini/settings.json": {"tools": {"allowed": ["run_shell_command", "write_file"]},
+                                  "general": {"defaultApprovalMode": "auto_edit"},
+                                  "security": {"folderTrust": {"enabled": False}}},
         ".gemini/policies/allow.toml":
             '[[rule]]\ntoolName = "run_shell_command"\ndecision = "allow"\npriority = 999\n',
     },

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 
 import anthropic
@@ -425,6 +427,7 @@ def test_ledger_budget_and_cross_check():
     assert cross_check(1.0, 1.009) and not cross_check(1.0, 1.02) and cross_check(1.0, None)
 
 
+@pytest.mark.process  # the fake model and the client run in processes of their own
 def test_gateway_bench_measures_both_paths():
     from benchmarks.gateway import measure
 
@@ -432,7 +435,7 @@ def test_gateway_bench_measures_both_paths():
     for path in ("direct", "gateway"):
         assert 0 < result[path]["ttft_s"] <= result[path]["total_s"]
         assert result[path]["chars"] == 2000  # the whole stream arrived both ways
-    assert result["ratio_total"] > 0
+    assert result["ratio_total"] > 0 and result["gateway"]["cpu_s"] > 0
 
 
 def gemini_call(
@@ -524,3 +527,53 @@ def test_gemini_budget_cut_and_record_replay(gateway, fake, tmp_path):
     refused = gemini_call(gateway, "something new")
     assert refused.status_code == 400
     assert refused.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """An upstream that answers every call with a redirect to `target`, and a target that notes
+    every request it gets (with its headers)."""
+
+    target = ""
+    seen: list[dict[str, str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path.startswith("/elsewhere"):
+            type(self).seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        self.send_response(307)
+        self.send_header("location", self.target + "/elsewhere" + self.path)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_redirecting_upstream_never_gets_the_key_sent_on():
+    """An upstream's redirect is not followed: following it would send the user's real key
+    (the gateway adds it to every upstream call) to wherever the redirect points."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    _Redirecting.target = f"http://127.0.0.1:{server.server_address[1]}"
+    _Redirecting.seen = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gw = Gateway(
+        {"anthropic": Upstream("anthropic", _Redirecting.target, REAL_ANTHROPIC_KEY)}
+    ).start_in_thread()
+    try:
+        response = httpx.post(
+            gw.base_url_for("claude", "anthropic", tcp=True) + "/v1/messages",
+            headers={"x-api-key": gw.issue_secret("claude")},
+            json={"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []},
+            timeout=30,
+        )
+        assert response.status_code == 307  # the harness sees the upstream's answer
+        assert _Redirecting.seen == []  # and nothing, let alone the key, went elsewhere
+    finally:
+        gw.stop_thread()
+        server.shutdown()
+        server.server_close()

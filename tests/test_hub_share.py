@@ -153,6 +153,9 @@ def test_revoking_closes_an_open_page_and_the_socket_wants_its_origin(local_hub,
     try:
         first = json.loads(sock.recv())
         assert any(e["kind"] == "approval_request" for e in first["events"])
+        deadline = time.monotonic() + 30  # pages opened are written to the store each tick
+        while not alice["codes"].watchers(SESSION) and time.monotonic() < deadline:
+            time.sleep(0.05)
         watchers = alice["codes"].watchers(SESSION)
         assert [w["who"] for w in watchers] == ["bob"]
         alice["codes"].revoke_person(SESSION, "bob")

@@ -23,7 +23,9 @@ from omnikernel.harnesses.mcp import (
 from omnikernel.kernel import notebook_tools
 from omnikernel.kernel.notebook_server import Gated, Kernel, NotebookServer
 from omnikernel.policy import Policy, PolicyState, Request, judge
-from omnikernel.policy.rules import Outcome, RuleError, make_rule, qualified_tool
+from omnikernel.policy.reach_rules import qualified_tool
+from omnikernel.policy.rule import Outcome, RuleError
+from omnikernel.policy.rules import make_rule
 
 # -- the tools -------------------------------------------------------------------------------
 

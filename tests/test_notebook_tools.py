@@ -103,6 +103,8 @@ def start(start_kernel, workdir: Path, model: FakeModelServer, **env: str):
         ANTHROPIC_API_KEY="test-key",
         OPENAI_BASE_URL=model.base_url + "/v1",
         OPENAI_API_KEY="test-key",
+        GOOGLE_GEMINI_BASE_URL=model.base_url,
+        GEMINI_API_KEY="test-key",
         JPY_SESSION_NAME="analysis.ipynb",
         **env,
     )
@@ -119,7 +121,9 @@ def tool_results(model: FakeModelServer) -> list[str]:
     """Every tool result the model was sent, in order (each request repeats the earlier)."""
     seen: list[str] = []
     for request in model.requests:
-        if not request.path.startswith(("/v1/messages", "/v1/responses")):
+        if not request.path.startswith(
+            ("/v1/messages", "/v1/responses", "/v1/chat/completions", "/v1beta/models")
+        ):
             continue
         body = request.body if isinstance(request.body, dict) else json.loads(request.body)
         for item in body.get("input", []) if isinstance(body.get("input"), list) else []:
@@ -133,8 +137,26 @@ def tool_results(model: FakeModelServer) -> list[str]:
                 text = text.partition("Output:")[2].strip() if "Output:" in text else text
                 if text not in seen:
                     seen.append(text)
+        for content in body.get("contents", []):  # Gemini: functionResponse parts
+            for part in content.get("parts", []) if isinstance(content, dict) else []:
+                response = (part.get("functionResponse") or {}).get("response") or {}
+                text = str(response.get("output", ""))
+                text = text.removeprefix("<untrusted_context>\n").removesuffix(
+                    "\n</untrusted_context>"
+                )
+                if text and text not in seen:
+                    seen.append(text)
         for message in body.get("messages", []):
             content = message.get("content")
+            if message.get("role") == "tool":  # Chat Completions (Qwen Code)
+                text = (
+                    "".join(b.get("text", "") for b in content if isinstance(b, dict))
+                    if isinstance(content, list)
+                    else str(content)
+                )
+                if not text.startswith("<functions>") and text not in seen:
+                    seen.append(text)  # (a tool search's result is not a tool's)
+                continue
             for block in content if isinstance(content, list) else []:
                 if block.get("type") == "tool_result":
                     inner = block.get("content")
@@ -163,7 +185,7 @@ def test_the_agent_sees_variables_a_dataframe_and_the_cells(model, notebook_dir,
     result = kernel.execute("Please look at the kernel.", timeout=180)
     assert result.status == "ok", result.text
     variables, inspected, cells = tool_results(model)[:3]
-    names = {v["name"]: v for v in json.loads(variables)}
+    names = {v["name"]: v for v in json.loads(variables)["variables"]}
     assert names["df"]["shape"] == "3×2" and names["df"]["type"].endswith("DataFrame")
     assert names["secret_note"]["shape"] == "len 14"
     assert "do not send me" not in variables  # names and shapes, never values
@@ -280,7 +302,7 @@ def test_the_open_notebook_is_read_only_for_the_agent(model, notebook_dir, start
     assert other.read_text() == "{}"
 
 
-@pytest.mark.parametrize("harness", ["codex", "pi", "claude-acp", "opencode"])
+@pytest.mark.parametrize("harness", ["codex", "pi", "claude-acp", "opencode", "gemini", "qwen"])
 def test_every_harness_with_mcp_gets_the_tools_and_the_gate(
     harness, model, notebook_dir, start_kernel, tmp_path
 ):
@@ -294,7 +316,7 @@ def test_every_harness_with_mcp_gets_the_tools_and_the_gate(
     looked = kernel.execute("Please look at the kernel.", timeout=180)
     assert looked.status == "ok", looked.text
     assert tool_results(model), looked.text
-    names = {v["name"] for v in json.loads(tool_results(model)[0])}
+    names = {v["name"] for v in json.loads(tool_results(model)[0])["variables"]}
     assert {"df", "secret_note"} <= names
     with Approver(store) as approver:
         ran = kernel.execute("Please try python.", timeout=180)

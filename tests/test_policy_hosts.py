@@ -18,7 +18,8 @@ from omnikernel.policy.hosts import (
     matches,
     presets_of,
 )
-from omnikernel.policy.rules import RuleError, make_rule
+from omnikernel.policy.rule import RuleError
+from omnikernel.policy.rules import make_rule
 
 
 def network(host: str, port: int = 443, **extra) -> dict:

@@ -255,3 +255,44 @@ def test_real_claude_cli_runs_a_scripted_tool_call(server, tmp_path):
     assert (work / "out.txt").read_text().strip() == "hi"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["type"] == "result" and result["result"] == "Wrote out.txt."
+
+
+def test_a_deferred_mcp_tool_is_searched_then_called_through_tool_call():
+    """Qwen Code's Chat Completions requests: the MCP tool is not offered, only its
+    `tool_search` and `tool_call` functions. The scripted step searches first (not an answer:
+    the position stays), then calls the tool through `tool_call` by its exact name."""
+    import itertools
+
+    from omnikernel.gateway.wire import chat_conversation
+    from omnikernel.rehearsal.scenario import build_reply
+
+    tools = [
+        {"type": "function", "function": {"name": n, "parameters": {}}}
+        for n in ("tool_search", "tool_call", "read_file")
+    ]
+    step = {"tool_calls": [{"mcp": "notebook.kernel_run", "input": {"code": "1"}}]}
+    ids = itertools.count()
+    first = chat_conversation({"messages": [{"role": "user", "content": "go"}], "tools": tools})
+    searched = build_reply(step, first, 0, ids).tool_calls
+    assert [(c.name, c.arguments) for c in searched] == [
+        ("tool_search", {"query": "notebook kernel_run"})
+    ]
+    shown = '<functions>\n<function>{"name":"mcp__notebook__kernel_run","description":""}'
+    after = chat_conversation(
+        {
+            "messages": [
+                {"role": "user", "content": "go"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "1", "function": {"name": "tool_search"}}],
+                },
+                {"role": "tool", "tool_call_id": "1", "content": [{"type": "text", "text": shown}]},
+            ],
+            "tools": tools,
+        }
+    )
+    assert after.position == 0 and after.deferred == {"mcp__notebook__kernel_run"}
+    called = build_reply(step, after, 0, ids).tool_calls
+    assert [(c.name, c.arguments) for c in called] == [
+        ("tool_call", {"name": "mcp__notebook__kernel_run", "arguments": {"code": "1"}})
+    ]

@@ -411,6 +411,27 @@ def test_an_agent_installed_under_tmp_still_runs(backend, box, tmp_path):
     assert code == 0 and "agent-ran" in out
 
 
+def test_a_stdio_mcp_server_installed_under_tmp_runs_with_its_script(backend, box, tmp_path):
+    """A server from mcp.toml whose interpreter is a virtual environment under /tmp (which
+    the sandbox replaces) and whose script sits beside it: without `command_readable` the
+    sandbox cannot see either, and the server never starts (the tool is just not offered)."""
+    from omnikernel.sandbox.spec import command_readable
+
+    venv = tmp_path / "srv" / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(PYTHON)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    script = tmp_path / "srv" / "server.py"
+    script.write_text("print('server-ran')\n")
+    command = f"{venv / 'bin' / 'python'} {script}"
+    code, out = run(backend, command, spec_for(box))
+    assert code != 0 and "server-ran" not in out  # unseen without it
+    readable = command_readable(str(venv / "bin" / "python"), [str(script)], os.environ["PATH"])
+    assert venv in readable and script in readable
+    code, out = run(backend, command, spec_for(box, readable=readable))
+    assert code == 0 and "server-ran" in out, out
+
+
 # -- paths in firejail's profile -------------------------------------------------------------
 
 

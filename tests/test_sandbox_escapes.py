@@ -321,7 +321,8 @@ def test_the_agent_can_still_commit(backend, world):
 
 @pytest.mark.parametrize("relative", [".vscode/tasks.json", ".idea/workspace.xml",
                                       ".git/hooks/post-checkout", ".git/info/attributes",
-                                      ".omnikernel/policy.toml"])  # fmt: skip
+                                      ".omnikernel/policy.toml", ".gemini/settings.json",
+                                      ".gemini/policies/allow.toml"])  # fmt: skip
 def test_files_host_tools_run_cannot_be_created(backend, world, relative):
     target = world["project"] / relative
     out = run(

@@ -5,6 +5,7 @@ the sandbox that cannot reach it."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import http.client
 import json
 import logging
@@ -639,6 +640,20 @@ def test_with_a_certificate_it_serves_https_only(store, clock, tmp_path):
             headers={"Authorization": f"Bearer {grant.token}"},
         )
         assert me.status_code == 200 and me.json()["role"] == "ro"
+        # Live events over TLS: the frame built once goes through each socket's TLS stream.
+        first = add(store, EventKind.TOOL_CALL, tool="Bash", summary="over tls")
+        sock = websocket.create_connection(
+            f"wss://127.0.0.1:{running.server.port}/ws?since={first.seq - 1}",
+            timeout=10,
+            subprotocols=grant.subprotocols,
+            origin=running.url,
+            sslopt={"ca_certs": str(cert)},
+        )
+        assert received(sock, first.seq) == [first.seq]
+        live = add(store, EventKind.NOTICE, message="t" * 70_000)
+        (message,) = messages(sock, live.seq)
+        assert message["html"].count("t" * 1000) == 70
+        sock.close()
     finally:
         running.stop()
 
@@ -801,3 +816,144 @@ def test_anonymous_links_off_refuses_every_code(store, clock):
             exchange(running.url, code)
     finally:
         running.stop()
+
+
+# -- fan-out: one frame for every viewer, slices that yield, a reader that stops ---------------
+
+
+def test_one_frame_is_built_per_event_and_every_viewer_reads_it(share, store, monkeypatch):
+    """The server frames each delivery once and writes those bytes to every viewer: a real
+    WebSocket client decodes them, at each of the three lengths a frame header can carry
+    (7-bit, 16-bit and 64-bit), the same for every viewer."""
+    from jupyter_ext.share import feed as feed_module
+
+    built: list[int] = []
+    frame_init = feed_module.Frame.__init__
+
+    def counted(self: Any, text: str) -> None:
+        built.append(len(text))
+        frame_init(self, text)
+
+    monkeypatch.setattr(feed_module.Frame, "__init__", counted)
+    first = add(store, EventKind.TOOL_CALL, tool="Bash", summary="start")
+    links = [join(share, ShareCodes(store.path).new_code(SESSION, "ro")) for _ in range(6)]
+    viewers = [ws(share, grant, since=first.seq - 1) for grant in links]  # a link each: no 4429
+    for sock in viewers:
+        assert received(sock, first.seq) == [first.seq]
+    built.clear()
+    for size in (10, 1_000, 70_000):  # each event's frame: under 126 bytes, under 64 KiB, over
+        event = add(store, EventKind.NOTICE, message="y" * size)
+        for sock in viewers:
+            (message,) = messages(sock, event.seq)
+            assert message["seq"] == event.seq and message["html"].count("y") == size
+    assert len(built) == 3, built  # one frame per event, not one per viewer
+    assert min(built) < 126 - 2 and 126 < built[1] < 65536 < built[2]
+    for sock in viewers:
+        sock.close()
+
+
+def test_a_long_read_is_done_in_slices_that_yield(share, store):
+    """A viewer who comes back to a session that grew by thousands of events while nobody
+    watched makes the feed read and render all of them: in slices, each a short step of the
+    server's loop (measured in the loop thread's own CPU time, which other processes on the
+    machine do not move). It used to be one step: 5,000 events, a step of a second or more."""
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    first = add(store, EventKind.TOOL_CALL, tool="Bash", summary="start")
+    sock = ws(share, grant)
+    assert received(sock, first.seq) == [first.seq]
+    sock.close()  # the feed stays (a reconnect reuses it); nobody follows it
+    for i in range(5000):
+        add(store, EventKind.TEXT if i % 4 else EventKind.TOOL_CALL, text=f"*{i}* " * 8, tool="B")
+    steps: list[float] = []
+    watching = threading.Event()
+
+    def step(previous: float) -> None:
+        now = time.thread_time()
+        steps.append(now - previous)
+        if watching.is_set():
+            share.loop.call_soon(step, time.thread_time())
+
+    watching.set()
+    share.loop.call_soon_threadsafe(step, time.thread_time())
+    back = ws(share, grant, since=first.seq)
+    assert follow(back, first.seq + 5000) == "caught up"
+    watching.clear()
+    back.close()
+    assert len(steps) > 50 and max(steps) < 0.1, (len(steps), max(steps))
+
+
+def test_a_viewer_that_stops_reading_is_closed_and_catches_up_on_return(share, store, monkeypatch):
+    """A viewer that never reads would make the server keep every event for it: past the cap
+    its socket is closed (4408, which the page answers by reconnecting), the others go on,
+    and a reconnect from the last event it has gets the rest."""
+    from jupyter_ext.share import feed as feed_module
+
+    monkeypatch.setattr(feed_module, "MAX_BUFFERED_BYTES", 256 * 1024)
+    grant = join(share, ShareCodes(store.path).new_code(SESSION, "ro"))
+    start = add(store, EventKind.TOOL_CALL, tool="Bash", summary="start")
+    stalled = websocket.create_connection(
+        f"ws://127.0.0.1:{share.server.port}/ws?since={start.seq - 1}",
+        timeout=30,
+        subprotocols=grant.subprotocols,
+        origin=share.url,
+        sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)],
+    )
+    reader = ws(share, grant, since=start.seq - 1)
+    assert received(stalled, start.seq) == [start.seq]
+    assert received(reader, start.seq) == [start.seq]
+    closed_after = 0
+    for round_no in range(200):  # until the server gave up on the stalled one
+        for i in range(20):
+            last = add(store, EventKind.TOOL_RESULT, output=f"{round_no}.{i} " + "z" * 3900)
+        assert received(reader, last.seq)[-1] == last.seq  # the one who reads is served
+        feed = share.server.feeds[SESSION]
+        if len(feed.sockets) == 1:
+            closed_after = last.seq
+            break
+    assert closed_after, "the stalled viewer was never let go"
+    seen, code = 0, None
+    while code is None:  # what it was sent before the close, then the close itself
+        opcode, data = stalled.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            code = int.from_bytes(data[:2], "big")
+        elif opcode == websocket.ABNF.OPCODE_TEXT:
+            seen = json.loads(data)["events"][-1]["seq"]
+    assert code == feed_module.BEHIND_CLOSE and seen < closed_after
+    back = ws(share, grant, since=seen)
+    assert received(back, closed_after)[0] == seen + 1
+    for sock in (stalled, reader, back):
+        sock.close()
+
+
+def test_pages_opened_and_closed_at_once_are_one_commit_each_way(share, store):
+    """``%share`` lists who has the page open. Thirty pages arriving, then all leaving at
+    once (a network drop), are written in a transaction or two, not one commit each (each held
+    the loop: a thousand leaving once stalled the server for over a second)."""
+    codes = ShareCodes(store.path)
+    first = add(store, EventKind.TOOL_CALL, tool="Bash", summary="start")
+    links = [join(share, codes.new_code(SESSION, "ro")) for _ in range(30)]
+    statements: list[str] = []
+    share.server.codes._db.set_trace_callback(statements.append)
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:  # arriving together
+        pages = list(pool.map(lambda grant: ws(share, grant, since=first.seq - 1), links))
+    for sock in pages:
+        assert received(sock, first.seq) == [first.seq]
+    deadline = time.monotonic() + 30
+    while len(codes.watchers(SESSION)) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(codes.watchers(SESSION)) == 30
+    for sock in pages:
+        sock.close()
+    while codes.watchers(SESSION) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert codes.watchers(SESSION) == []
+    share.server.codes._db.set_trace_callback(None)
+    commits, in_transaction = 0, False
+    for statement in statements:  # a write outside BEGIN ... COMMIT is a commit of its own
+        if statement.startswith("BEGIN"):
+            in_transaction, commits = True, commits + 1
+        elif statement.startswith(("COMMIT", "ROLLBACK")):
+            in_transaction = False
+        elif "share_watchers" in statement and not statement.startswith("SELECT"):
+            commits += not in_transaction
+    assert 2 <= commits <= 15, statements  # one commit a page each way: 60

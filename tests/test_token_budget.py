@@ -26,7 +26,8 @@ from omnikernel.policy import fold
 from omnikernel.policy.amounts import TOKENS, USD, Amount, AmountError, counted_tokens, parse_amount
 from omnikernel.policy.config import load_file
 from omnikernel.policy.engine import judge
-from omnikernel.policy.rules import Outcome, PolicyState, Request, RuleError, make_rule
+from omnikernel.policy.rule import Outcome, PolicyState, Request, RuleError
+from omnikernel.policy.rules import make_rule
 from omnikernel.rehearsal import FakeModelServer, Scenario
 from omnikernel.session.core import AgentSession
 from omnikernel.store.sessions import SessionStore

@@ -44,6 +44,7 @@ from tornado import web, websocket
 
 from jupyter_ext.hub.authorizer import SHARE_RESOURCE, SharedSessionAuthorizer, server_owner
 from jupyter_ext.share import bodies
+from jupyter_ext.share.feed import FrameWriter
 from jupyter_ext.share.page import STATIC, live_page
 from jupyter_ext.share.server import (
     WS_PROTOCOL,
@@ -201,8 +202,9 @@ class PromptHandler(HubPageHandler):
         self.finish(result)
 
 
-class LiveSocket(HubShareMixin, WebSocketMixin, websocket.WebSocketHandler, JupyterHandler):
-    """The events of one session, then live; what the client sends is ignored."""
+class LiveSocket(HubShareMixin, WebSocketMixin, FrameWriter, JupyterHandler):
+    """The events of one session, then live; what the client sends is ignored. The frames are
+    the share server's (`FrameWriter`): one implementation of the fan-out for both."""
 
     code: Code
     watcher_id = ""
@@ -240,26 +242,23 @@ class LiveSocket(HubShareMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
             self.close(4429, "this page is already catching up elsewhere; retrying shortly")
             return
         self.watcher_id = secrets.token_hex(8)
-        share.codes.watching(self.watcher_id, self.code.session_id, self.code.role, self.visitor())
+        share.watching(self.watcher_id, self.code.session_id, self.code.role, self.visitor())
         feed = share.feed(self.code.session_id)
         share.catch_ups.started(link + self.visitor())
         feed.catching_up += 1
         try:
             async with share.catch_ups.slots:
                 await feed.loaded()
-                feed.deliver(feed.advance())
-                await feed.catch_up(since, self.write_message_async)
+                await feed.catch_up(since, self.write_frame)
         except websocket.WebSocketClosedError:
             return
         finally:
             feed.catching_up -= 1
             share.catch_ups.ended(link + self.visitor())
         if self.ws_connection is not None and not self.ws_connection.is_closing():
-            feed.sockets.add(self)
+            self.open_for_frames()
+            feed.follow(self)
             self.following = True
-
-    async def write_message_async(self, frame: str) -> None:
-        await self.write_message(frame)
 
     def on_message(self, message: str | bytes) -> None:
         pass
@@ -267,13 +266,7 @@ class LiveSocket(HubShareMixin, WebSocketMixin, websocket.WebSocketHandler, Jupy
     def on_close(self) -> None:
         self.share.leave(self)  # type: ignore[arg-type]
         if self.watcher_id:
-            self.share.codes.left(self.watcher_id)
-
-    def send_raw(self, frame: str) -> None:
-        try:
-            self.write_message(frame)
-        except websocket.WebSocketClosedError:
-            self.share.leave(self)  # type: ignore[arg-type]
+            self.share.left(self.watcher_id)
 
 
 def setup_hub_share(serverapp: Any, store_path: Path, approvers: str) -> ShareServer | None:

@@ -36,6 +36,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import sqlite3
 import ssl
 import time
 from collections.abc import Iterable
@@ -47,7 +48,7 @@ from tornado import httpserver, ioloop, web, websocket
 from tornado.netutil import bind_sockets
 
 from jupyter_ext.share import bodies
-from jupyter_ext.share.feed import Feed
+from jupyter_ext.share.feed import Feed, FrameWriter
 from jupyter_ext.share.limits import CatchUps, WrongCodes
 from jupyter_ext.share.page import CONFIRM_PAGE, LIVE_PAGE, STATIC, UNUSABLE_PAGE
 from jupyter_ext.share.render import OwnerPaths
@@ -68,6 +69,9 @@ log = logging.getLogger("omnikernel.share")
 WS_PROTOCOL = "omk-share"
 WS_GRANT_PREFIX = "omk-grant."
 TICK_S = 0.05
+#: How often the store is asked whether anything was committed, while anyone follows a feed
+#: (a ``PRAGMA data_version``: microseconds); the feeds read only when something was.
+WATCH_S = 0.01
 #: How often links, answers and prompts that can never be used again leave the store.
 PURGE_EVERY_S = 3600.0
 #: A session nobody follows keeps its rendered feed this long (a reconnect reuses it).
@@ -116,6 +120,12 @@ class ShareServer:
         self._server: httpserver.HTTPServer | None = None
         self._ticker: ioloop.PeriodicCallback | None = None
         self._purger: ioloop.PeriodicCallback | None = None
+        self._watcher: ioloop.PeriodicCallback | None = None
+        self._changes: sqlite3.Connection | None = None
+        self._data_version = -1
+        #: Live pages opened and closed since the last tick, written to the store in one go.
+        self._joined: dict[str, tuple[str, str, str]] = {}
+        self._left: set[str] = set()
 
     @property
     def scheme(self) -> str:
@@ -200,6 +210,14 @@ class ShareServer:
             self._ticker.stop()
         if self._purger is not None:
             self._purger.stop()
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._changes is not None:
+            self._changes.close()
+            self._changes = None
+        self._ticker = None
+        self.flush_watchers()
         for feed in list(self.feeds.values()):
             for sock in list(feed.sockets):
                 sock.close(1001, "the share server is stopping")
@@ -221,22 +239,62 @@ class ShareServer:
 
     def leave(self, sock: LiveSocket) -> None:
         if sock.code is not None and (feed := self.feeds.get(sock.code.session_id)) is not None:
-            feed.sockets.discard(sock)
+            feed.unfollow(sock)
+
+    def watching(self, watcher_id: str, session_id: str, role: str, who: str) -> None:
+        """A live page opened (``%share`` lists it): written to the store on the next tick."""
+        self._joined[watcher_id] = (session_id, role, who)
+
+    def left(self, watcher_id: str) -> None:
+        """A live page closed: off the store's list on the next tick (at once once stopped)."""
+        if self._joined.pop(watcher_id, None) is None:
+            self._left.add(watcher_id)
+        if self._ticker is None:
+            self.flush_watchers()
+
+    def flush_watchers(self) -> None:
+        if self._joined or self._left:
+            joined, left = self._joined, self._left
+            self._joined, self._left = {}, set()
+            self.codes.watchers_changed([(w, *page) for w, page in joined.items()], left)
 
     def tick(self) -> None:
         """New events to every viewer; sockets of revoked or expired links closed; feeds
-        nobody followed for a while let go."""
-        open_codes = {s.code.code_id for f in self.feeds.values() for s in f.sockets}
+        nobody followed for a while let go; the store watched closely while anyone follows;
+        the live pages opened and closed meanwhile written to the store, in one commit."""
+        self.flush_watchers()
+        open_codes = {link for f in self.feeds.values() for link in f.by_link}
         ended = self.codes.revoked_among(open_codes)
+        followed = False
         for session_id, feed in list(self.feeds.items()):
-            for sock in list(feed.sockets):
-                if sock.code.code_id in ended:
-                    feed.sockets.discard(sock)
+            for link in ended & feed.by_link.keys():
+                for sock in list(feed.by_link[link]):
+                    feed.unfollow(sock)
                     sock.close(4403, "this share link was revoked or has expired")
             if feed.sockets or feed.catching_up:
-                feed.deliver(feed.advance())
+                feed.poke()
+                followed = True
             elif feed.unused_for() > FEED_KEEP_S:
                 del self.feeds[session_id]
+        if followed and self._watcher is None:
+            self._watcher = ioloop.PeriodicCallback(self.watch, WATCH_S * 1000)
+            self._watcher.start()
+        elif not followed and self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def watch(self) -> None:
+        """Between ticks: the followed feeds read as soon as the store had a commit (from any
+        other connection: the kernel's), so an event reaches viewers within `WATCH_S`."""
+        if self._changes is None:
+            self._changes = sqlite3.connect(self.store.path, check_same_thread=False)
+        (version,) = self._changes.execute("PRAGMA data_version").fetchone()
+        if version == self._data_version:
+            return
+        self._data_version = version
+        for feed in self.feeds.values():
+            if feed.sockets:
+                feed.poke()
 
     def purge(self) -> None:
         if gone := self.codes.purge():
@@ -488,7 +546,7 @@ class PromptHandler(BodyHandler):
         self.finish(result)
 
 
-class LiveSocket(websocket.WebSocketHandler, ShareHandler):
+class LiveSocket(FrameWriter, ShareHandler):
     """Events from a sequence number on, then live. Only the server speaks; what a client
     sends is ignored (answers go through the POSTs)."""
 
@@ -529,14 +587,13 @@ class LiveSocket(websocket.WebSocketHandler, ShareHandler):
             self.close(4429, "this link is already catching up elsewhere; retrying shortly")
             return
         self.watcher_id = secrets.token_hex(8)
-        share.codes.watching(self.watcher_id, self.code.session_id, self.code.role, self.who())
+        share.watching(self.watcher_id, self.code.session_id, self.code.role, self.who())
         feed = share.feed(self.code.session_id)
         share.catch_ups.started(link)
         feed.catching_up += 1  # keeps the feed (and its reads) alive while this one waits
         try:
             async with share.catch_ups.slots:
-                await feed.loaded()
-                feed.deliver(feed.advance())  # whatever came meanwhile, to those already live
+                await feed.loaded()  # what came meanwhile also went to those already live
                 await feed.catch_up(since, self.write_frame)
         except websocket.WebSocketClosedError:
             return
@@ -544,11 +601,9 @@ class LiveSocket(websocket.WebSocketHandler, ShareHandler):
             feed.catching_up -= 1
             share.catch_ups.ended(link)
         if self.ws_connection is not None and not self.ws_connection.is_closing():
-            feed.sockets.add(self)  # same loop step as the last frame: nothing missed
+            self.open_for_frames()
+            feed.follow(self)  # same loop step as the last frame: nothing missed
             self.following = True
-
-    async def write_frame(self, frame: str) -> None:
-        await self.write_message(frame)
 
     def on_message(self, message: str | bytes) -> None:
         pass
@@ -556,13 +611,7 @@ class LiveSocket(websocket.WebSocketHandler, ShareHandler):
     def on_close(self) -> None:
         self.share.leave(self)
         if self.watcher_id:
-            self.share.codes.left(self.watcher_id)
-
-    def send_raw(self, frame: str) -> None:
-        try:
-            self.write_message(frame)
-        except websocket.WebSocketClosedError:
-            self.share.leave(self)
+            self.share.left(self.watcher_id)
 
 
 def give_answer(

@@ -15,7 +15,7 @@ import dataclasses
 
 from omnikernel.events import Event
 from omnikernel.policy.engine import Verdict
-from omnikernel.policy.rules import Outcome
+from omnikernel.policy.rule import Outcome
 
 AUTO_APPROVE_ENV = "OMNIKERNEL_AUTO_APPROVE"
 

@@ -28,8 +28,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tornado import httpclient
-
 from omnikernel.gateway.upstream import (
     ANTHROPIC_DEFAULT_URL,
     KEY_VARS,
@@ -153,6 +151,8 @@ class Login:
                 "client_id": CHATGPT_CLIENT_ID,
                 "scope": "openid profile email",
             }
+        from tornado import httpclient  # at a refresh, not at the kernel's start (~7 ms)
+
         request = httpclient.HTTPRequest(
             self.token_url,
             method="POST",

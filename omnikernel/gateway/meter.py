@@ -7,8 +7,11 @@ normalised: `input_tokens` excludes cached input (OpenAI reports it included; An
 apart), so pricing is one formula.
 
 Most of a long stream is text deltas, which matter only to the estimate: they are kept as raw
-lines and parsed only if the estimate is asked for before the vendor reports the real counts
+bytes and parsed only if the estimate is asked for before the vendor reports the real counts
 (under a budget, or when a stream ends early), so forwarding does not pay for parsing them.
+Nor for splitting them into lines: a block whose every ``data:`` line is a delta (counted in
+C: as many ``data:`` as delta types) is kept whole, so only the blocks at a stream's two ends,
+with the model and the counts, are read line by line (a 200 kB answer is ~12,000 lines).
 """
 
 from __future__ import annotations
@@ -107,17 +110,33 @@ class StreamMeter:
         self.reported_output = False
         self._buffer = b""
         self._delta_types = DELTA_TYPES.get(wire, ())
-        self._deltas: list[bytes] = []  # text deltas not parsed yet (see the module docstring)
+        #: Text deltas not parsed yet (see the module docstring): payloads, and whole blocks.
+        self._deltas: list[bytes] = []
+        self._delta_blocks: list[bytes] = []
 
     def feed(self, chunk: bytes) -> None:
-        lines = (self._buffer + chunk).split(b"\n")
-        self._buffer = lines.pop()  # an incomplete last line waits for the next chunk
-        for raw in lines:
+        data = self._buffer + chunk if self._buffer else chunk
+        end = data.rfind(b"\n") + 1
+        self._buffer = data[end:]  # an incomplete last line waits for the next chunk
+        if not end:
+            return
+        block = data[:end] if self._buffer else data
+        if self._delta_types and block.count(b"data:") == sum(
+            block.count(kind) for kind in self._delta_types
+        ):
+            # Each delta line holds its type once (within a text its quotes are escaped) and
+            # "data:" at least once; any other data line has no type: so these are all deltas.
+            self._delta_blocks.append(block)
+            return
+        self._read_lines(block)
+
+    def _read_lines(self, block: bytes, deltas_too: bool = False) -> None:
+        for raw in block.split(b"\n"):
             line = raw.strip()
             if line.startswith(b"data:"):
                 payload = line[5:].strip()
                 if payload and payload != b"[DONE]":
-                    if any(kind in payload for kind in self._delta_types):
+                    if any(kind in payload for kind in self._delta_types) and not deltas_too:
                         self._deltas.append(payload)
                     else:
                         self._parse(payload)
@@ -135,6 +154,9 @@ class StreamMeter:
         deltas, self._deltas = self._deltas, []
         for payload in deltas:
             self._parse(payload)
+        blocks, self._delta_blocks = self._delta_blocks, []
+        for block in blocks:
+            self._read_lines(block, deltas_too=True)
         return max(self.usage.output_tokens, math.ceil(self.output_chars / 4))
 
     def estimate(self) -> TokenUsage:

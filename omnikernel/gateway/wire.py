@@ -81,6 +81,9 @@ class Conversation:
     model: str = ""
     #: Tools a tool search loaded, by the name `tools` lists them under: (namespace, name).
     namespaced: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    #: Deferred tools a tool search showed, called through the agent's ``tool_call`` function
+    #: rather than offered in `tools` (Qwen Code).
+    deferred: frozenset[str] = frozenset()
 
 
 def is_context(text: str) -> bool:
@@ -444,21 +447,44 @@ def openai_error(error: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 # -- OpenAI Chat Completions ----------------------------------------------------------------------
 
 
+def _only_tool_search(message: dict[str, Any]) -> bool:
+    """An assistant message that only searched for tools (Qwen Code defers MCP tools behind
+    its own ``tool_search`` function): not an answer, so the step it serves comes after it."""
+    calls = message.get("tool_calls") or []
+    return bool(calls) and all(
+        (c.get("function") or {}).get("name") == TOOL_SEARCH for c in calls if isinstance(c, dict)
+    )
+
+
+#: A tool declaration in a Qwen Code ``tool_search`` result.
+DEFERRED_FUNCTION = re.compile(r'<function>\{"name":"([^"]+)"')
+
+
 def chat_conversation(body: dict[str, Any]) -> Conversation:
     prompt, position, all_texts = "", 0, []
+    deferred: set[str] = set()
     for message in body.get("messages") or []:
         texts = texts_of(message.get("content"))
         all_texts += texts
+        if message.get("role") == "tool":
+            deferred.update(m for t in texts for m in DEFERRED_FUNCTION.findall(t))
         if message.get("role") == "user" and (text := prompt_of(texts)):
             prompt, position = text, 0
-        elif message.get("role") == "assistant":
+        elif message.get("role") == "assistant" and not _only_tool_search(message):
             position += 1
     tools = {
         t["function"]["name"]: t["function"].get("parameters") or {}
         for t in body.get("tools") or []
         if isinstance(t.get("function"), dict)
     }
-    return Conversation(prompt, position, tools, find_cwd(all_texts), body.get("model", ""))
+    return Conversation(
+        prompt,
+        position,
+        tools,
+        find_cwd(all_texts),
+        body.get("model", ""),
+        deferred=frozenset(deferred),
+    )
 
 
 def chat_usage(reply: Reply) -> dict[str, Any]:

@@ -29,9 +29,10 @@ from omnikernel.harnesses.mcp import McpServer
 from omnikernel.proc.turnstop import ProcessInfo
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
-from omnikernel.sandbox.broker import BrokerSetup
+from omnikernel.sandbox.broker_setup import BrokerSetup
 from omnikernel.sandbox.egress import NetworkAsk
 from omnikernel.sandbox.spawn import HarnessProcess, spawn
+from omnikernel.sandbox.spec import command_readable
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 #: The session's decision function: given an ``approval_request`` event, allow or deny.
@@ -235,16 +236,21 @@ class Harness(abc.ABC):
     ) -> SandboxSpec:
         ports = tuple(p for p in (port,) if p)
         targets = {port: target} if port and target else {}
+        servers_readable: tuple[Path, ...] = ()
         for server in self.mcp_servers:
             if server.bridged_port and server.socket is not None:
                 ports += (server.bridged_port,)
                 targets[server.bridged_port] = server.socket
+            if not server.is_http:  # a stdio server runs in here: its install must be seen
+                servers_readable += command_readable(
+                    server.command, server.args, env.get("PATH", "")
+                )
         return for_agent(
             workdir=self.ctx.cwd,
             env=env,
             argv0=argv[0],
             private=(self.ctx.state_dir / self.name,),
-            readable=(*self.readable_paths(), *self.ctx.readable),
+            readable=(*self.readable_paths(), *servers_readable, *self.ctx.readable),
             hidden=self.ctx.hidden,
             bridged_ports=ports,
             bridge_targets=targets or None,
@@ -312,6 +318,13 @@ class Harness(abc.ABC):
         """Whether a restart of the CLI picks its conversation up natively (not through the
         session's handoff): a CLI that cannot is not recycled (`omnikernel.session.idle`)."""
         return True
+
+    def text_ready(self) -> bool:
+        """Whether the CLI's next message is already read from its pipe and only streams an
+        answer's text: reading it has no side effect (no approval asked, no card shown). The
+        session then holds the text it has to commit it with what follows in one transaction
+        (`omnikernel.session.turns`); False (the default) commits each event at once."""
+        return False
 
     async def change_model(self, model: str | None) -> None:
         """Use `model` from the next turn on, keeping the conversation. The default restarts

@@ -105,6 +105,8 @@ class ClaudeHarness(JsonLinesHarness):
     npm_package = "@anthropic-ai/claude-code"
     pinned_version = "2.1.197"
     wire = "anthropic"
+    #: ``stream_event`` lines are the model's raw stream: `run_turn` only yields their text.
+    text_line_prefixes = (b'{"type":"stream_event"',)
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)

@@ -97,6 +97,9 @@ class CodexHarness(JsonRpcHarness):
     npm_package = "@openai/codex"
     pinned_version = "0.169.0"
     wire = "openai"
+    #: The answer's delta notifications (no id: nothing to answer); `run_turn` only yields
+    #: their text.
+    text_line_prefixes = (b'{"method":"item/agentMessage/delta"',)
 
     def __init__(self, ctx: HarnessContext):
         super().__init__(ctx)

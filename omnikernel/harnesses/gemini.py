@@ -13,9 +13,15 @@ Gemini CLI's ACP updates carry no ``rawInput``: the tool's name is the prefix of
 (``run_shell_command__run_shell_command_<time>_<n>``) and a shell call's title is its command,
 which is what the policy reads as its input (``{"command": title}``).
 
-The working directory stays *untrusted* to Gemini CLI (no ``GEMINI_CLI_TRUST_WORKSPACE``):
-a trusted folder's ``.gemini/settings.json`` could pre-approve tools, and the agent can write
-that file itself.
+The notebook's folder is *trusted* (``GEMINI_CLI_TRUST_WORKSPACE``): Gemini CLI connects MCP
+servers, the kernel's notebook tools among them, only in a trusted folder. What a trusted folder
+would let its ``.gemini/`` change cannot loosen the policy: the agent cannot write ``.gemini/``
+(a protected path of the sandbox, like ``.omnikernel/``); our ask rules are user-tier, above any
+workspace policy or ``tools.allowed``; the approval mode is named on the command line
+(``--approval-mode default``), above a workspace's ``defaultApprovalMode``. A cloned
+repository's ``.gemini/`` is tested to change none of that (``tests/test_contract.py``).
+Gemini CLI names an MCP tool ``mcp_SERVER_TOOL``; the adapter turns it into the
+``mcp__SERVER__TOOL`` the rest of omnikernel reads.
 """
 
 from __future__ import annotations
@@ -71,7 +77,10 @@ class GeminiHarness(AcpHarness):
     loads_sessions = False
 
     def command(self, binary: str) -> list[str]:
-        return [binary, "--acp", "--model", self.ctx.model or self.default_model or ""]
+        # The approval mode is named: the notebook's folder is trusted (for MCP), and a
+        # trusted folder's settings could otherwise choose `auto_edit`.
+        model = self.ctx.model or self.default_model or ""
+        return [binary, "--acp", "--approval-mode", "default", "--model", model]
 
     def environment(self) -> dict[str, str]:
         dirs = self.private_dirs()
@@ -88,14 +97,23 @@ class GeminiHarness(AcpHarness):
             "GEMINI_API_KEY": self.ctx.upstream.api_key,
             "GOOGLE_GEMINI_BASE_URL": self.upstream.base_url,
             "GEMINI_CLI_NO_RELAUNCH": "true",
+            "GEMINI_CLI_TRUST_WORKSPACE": "true",
             "GEMINI_TELEMETRY_ENABLED": "false",
             "NO_BROWSER": "true",
         }
 
-    @staticmethod
-    def _tool_name(call: dict[str, Any]) -> str:
+    def _tool_name(self, call: dict[str, Any]) -> str:  # type: ignore[override]
+        """The tool's name from its call id (``NAME__<n>``). Gemini CLI names an MCP tool
+        ``mcp_SERVER_TOOL``, which cannot be split where a server's name has an underscore:
+        the servers this CLI was given say where, and the name becomes the
+        ``mcp__SERVER__TOOL`` the policy's tool rules and the notebook server read."""
         name, sep, _ = str(call.get("toolCallId", "")).partition("__")
-        return name if sep and name else AcpHarness._tool_name(call)
+        if not (sep and name):
+            return AcpHarness._tool_name(call)
+        for server in sorted((s.name for s in self.mcp_servers), key=len, reverse=True):
+            if name.startswith(f"mcp_{server}_") and len(name) > len(server) + 5:
+                return f"mcp__{server}__{name[len(server) + 5 :]}"
+        return name
 
     def _raw_input(self, call: dict[str, Any]) -> dict[str, Any]:
         raw = super()._raw_input(call)

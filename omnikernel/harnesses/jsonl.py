@@ -140,6 +140,16 @@ class JsonLinesHarness(Harness):
         self._proc.stdin.write(json.dumps(message).encode() + b"\n")
         await self._proc.stdin.drain()
 
+    #: How the CLI's lines that only stream an answer's text begin (see `text_ready`).
+    text_line_prefixes: tuple[bytes, ...] = ()
+
+    def text_ready(self) -> bool:
+        """Whether the next complete line in stdout's buffer starts like a text delta's."""
+        if not self.text_line_prefixes or self._proc is None:
+            return False
+        stdout = self._proc.stdout
+        return _line_buffered(stdout) and _buffer(stdout).startswith(self.text_line_prefixes)
+
     async def read(self) -> dict[str, Any] | None:
         """The next JSON object from stdout, or None at end of stream."""
         assert self._proc is not None
@@ -161,10 +171,13 @@ class JsonLinesHarness(Harness):
         """The next line, or the watchdog's error when the CLI stays silent too long (it is
         stopped then: the next prompt starts it again, resuming the conversation)."""
         limit = self.ctx.watchdog_s
-        if not limit:
+        if not limit or _line_buffered(proc.stdout):  # a line already read: no wait to guard
             return await proc.stdout.readline()
         try:
-            return await asyncio.wait_for(proc.stdout.readline(), limit)
+            # A deadline, not `wait_for`: that wraps each read in a task of its own, a trip
+            # through the event loop per line.
+            async with asyncio.timeout(limit):
+                return await proc.stdout.readline()
         except TimeoutError:
             await self.close()
             raise HarnessError(
@@ -309,3 +322,15 @@ class JsonRpcHarness(JsonLinesHarness):
             )
         tail = " ".join(self._stderr_tail[-3:])
         raise HarnessError(f"{self.display_name} exited during {method}: {tail}")
+
+
+def _buffer(stream: asyncio.StreamReader) -> bytearray:
+    """What `stream` has read and not handed out yet (asyncio.StreamReader has no public peek;
+    read only, never consumed)."""
+    buffer = getattr(stream, "_buffer", None)
+    return buffer if isinstance(buffer, bytearray) else bytearray()
+
+
+def _line_buffered(stream: asyncio.StreamReader) -> bool:
+    """Whether `readline` on `stream` returns at once: a whole line is already read."""
+    return _buffer(stream).find(b"\n") >= 0

@@ -55,6 +55,8 @@ class PiHarness(JsonLinesHarness):
     npm_package = "@mariozechner/pi-coding-agent"
     pinned_version = "0.73.1"
     wire = "anthropic"
+    #: ``message_update`` lines stream the answer: `run_turn` only yields their text.
+    text_line_prefixes = (b'{"type":"message_update"',)
     mcp_note = "HTTP servers only (Pi has no MCP client: omnikernel's pi_mcp.ts extension is one)"
 
     def __init__(self, ctx: HarnessContext):

@@ -424,6 +424,7 @@ class OmniKernel(KernelSettings, IPythonKernel):
             # A request without a cell id comes from a front end without cells (jupyter
             # console, a script's client), which cannot update a display in place.
             stream=None if cell_id else self._write_stdout,
+            schedule=asyncio.get_running_loop().call_later,
         )
         before = await asyncio.to_thread(snapshot, session.cwd)
 
@@ -508,7 +509,11 @@ class OmniKernel(KernelSettings, IPythonKernel):
         session = self.agents
         name = session.current
         view = CellView(
-            feed.display, feed.update_display, offline=session.is_offline(name), images=self.images
+            feed.display,
+            feed.update_display,
+            offline=session.is_offline(name),
+            images=self.images,
+            schedule=asyncio.get_running_loop().call_later,
         )
         # Whose prompt it is, apart from whose credentials and budget run it.
         origin = {"by": prompt.who, "source": prompt.source, "runs_as": current_user()}
@@ -536,7 +541,12 @@ class OmniKernel(KernelSettings, IPythonKernel):
         """Show a turn the kernel runs by itself (an approval answered after a restart carries
         it out) in the cell it belongs to: the caller runs in that cell's context. The stop
         button ends it, as it ends a cell's."""
-        view = CellView(display, update_display, images=self.images)
+        view = CellView(
+            display,
+            update_display,
+            images=self.images,
+            schedule=asyncio.get_running_loop().call_later,
+        )
         shown = await self._show_turn(events, view, None, None)
         if shown.store_error is not None:
             raise shown.store_error
@@ -574,6 +584,9 @@ class OmniKernel(KernelSettings, IPythonKernel):
             await self.agents.abandon_turn(harness or (shown.started and shown.started.harness))
             shown.store_error = exc
             return shown
+        except BaseException:
+            view.flush_text()  # what the view still holds shows here, not after the cell
+            raise
         if task.cancelled():
             shown.stopped, shown.status = True, "interrupted"
             view.flush_text()
@@ -733,7 +746,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
 
 def _load_deferred() -> None:
     """Import, once the kernel is idle, what its start leaves out and the first turn or ask
-    needs (widgets, Markdown rendering, the price data), so neither pays for it."""
+    needs (widgets, Markdown rendering, the price data, the gateway's HTTP client), so neither
+    pays for it."""
     from omnikernel.kernel import widgets  # noqa: F401  (ipywidgets registers its comm target on import)
     from omnikernel.view.sanitize import _parser
 
@@ -742,6 +756,7 @@ def _load_deferred() -> None:
         from genai_prices import data_snapshot
 
         data_snapshot.get_snapshot()
+    import aiohttp  # noqa: F401  (the gateway streams the first call's answer with it)
 
 
 #: Config files the kernel app could not load (see `kernelapp`), said in the first prompt cell.

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SOCKET_NAME = "notebook-mcp.sock"
-#: Where a sandboxed agent finds the server (see `omnikernel.gateway.server.INSIDE_PORTS`): a
+#: Where a sandboxed agent finds the server (see `omnikernel.gateway.state.INSIDE_PORTS`): a
 #: range apart from the gateway's, so that the two bridged ports of one sandbox never meet.
 INSIDE_PORTS = range(10000, 20000)
 
@@ -148,7 +148,9 @@ class NotebookServer:
         if tool == "notebook_cells":
             return notebook_tools.cells(kernel.notebook(), kernel.running_cell())
         if tool == "kernel_variables":
-            return notebook_tools.variables(kernel.namespace())
+            # An object, not a bare list: Gemini CLI reads a tool's JSON text as its
+            # structuredContent, which MCP requires to be an object (a list fails the call).
+            return {"variables": notebook_tools.variables(kernel.namespace())}
         if tool == "kernel_inspect":
             return notebook_tools.inspect_value(args["name"], kernel.namespace(), kernel.folder)
         if tool == "kernel_run":

@@ -18,16 +18,8 @@ from omnikernel.policy.engine import (
     observe,
     request_of,
 )
-from omnikernel.policy.rules import (
-    BUILTINS,
-    Match,
-    Outcome,
-    PolicyState,
-    Request,
-    Rule,
-    RuleError,
-    make_rule,
-)
+from omnikernel.policy.rule import Match, Outcome, PolicyState, Request, Rule, RuleError
+from omnikernel.policy.rules import BUILTINS, make_rule
 
 __all__ = [
     "BUILTINS",

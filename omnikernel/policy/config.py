@@ -35,16 +35,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
-from omnikernel.policy.rules import (
-    BUILTINS,
-    DEFAULT_RULES,
-    Match,
-    Outcome,
-    PolicyState,
-    Request,
-    Rule,
-    RuleError,
-)
+from omnikernel.policy.rule import Match, Outcome, PolicyState, Request, Rule, RuleError
+from omnikernel.policy.rules import BUILTINS, DEFAULT_RULES
 
 DEFAULT_NAMES = tuple(cls.name for cls in DEFAULT_RULES)
 LEVELS = ("default", "user", "project", "session")

@@ -23,15 +23,9 @@ from typing import Any
 from omnikernel.events import READ_ONLY_ACTIONS, Event, EventKind
 from omnikernel.policy.amounts import counted_tokens
 from omnikernel.policy.commands import Command, parse
-from omnikernel.policy.rules import (
-    Match,
-    Outcome,
-    PolicyState,
-    PushBranch,
-    Request,
-    Rule,
-    installs,
-)
+from omnikernel.policy.reach_rules import PushBranch
+from omnikernel.policy.rule import Match, Outcome, PolicyState, Request, Rule
+from omnikernel.policy.rules import installs
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,10 @@
 
 Pure. A rule looks at one `Request` (an agent action, or a model call) and the session's
 `PolicyState` and returns a `Match` (its outcome and why) or None. Rules never decide alone: the
-engine collects every match and the strictest outcome wins (`Outcome` is ordered).
+engine collects every match and the strictest outcome wins (`Outcome` is ordered). What a rule
+sees and answers is `omnikernel.policy.rule`; the rules over what reaches past the sandbox
+(pushes, hosts, tools, the kernel, the notebook) are `omnikernel.policy.reach_rules`. This module
+has the rules over commands, amounts and counts, the table of every built-in and `make_rule`.
 
 Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy file):
 
@@ -38,7 +41,6 @@ Built-ins (``%policy add NAME ARGS`` or ``[[rule]] rule = NAME`` in a policy fil
 from __future__ import annotations
 
 import dataclasses
-import enum
 import fnmatch
 import math
 import posixpath
@@ -46,95 +48,20 @@ import shlex
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from omnikernel.policy import hosts
 from omnikernel.policy.amounts import TOKENS, USD, Amount, AmountError, parse_amount
 from omnikernel.policy.commands import UNKNOWN, Command
-
-
-class Outcome(enum.IntEnum):
-    """Ordered: the strictest match wins."""
-
-    ALLOW = 0
-    ASK = 1
-    PAUSE = 2
-    DENY = 3
-
-    def __str__(self) -> str:
-        return self.name.lower()
-
-
-@dataclasses.dataclass(frozen=True)
-class Request:
-    """What the engine judges: an agent's action, or (kind "model_call") a model call."""
-
-    kind: str = "action"  # "action" | "model_call" | "network"
-    action: str = "other"
-    tool: str = ""
-    summary: str = ""
-    call_id: str = ""
-    commands: tuple[Command, ...] = ()
-    #: Files a write or edit touches (absolute).
-    paths: tuple[str, ...] = ()
-    #: Identifies "the same call" for loop-guard.
-    key: str = ""
-    #: For a push (action "push"): the remote ("github.com/owner/repo"), its default branch
-    #: when known, and the ref updates: (ref, kind) with kind "create", "delete",
-    #: "fast-forward", "force" or "maybe-force".
-    remote: str = ""
-    default_branch: str = ""
-    refs: tuple[tuple[str, str], ...] = ()
-    #: For a network request: where the sandbox wants to connect.
-    host: str = ""
-    port: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicyState:
-    """What the rules remember, folded from the session's stored events (see `engine.observe`)."""
-
-    #: The package install that ran in this session ("" if none yet).
-    installed: str = ""
-    spent_usd: float = 0.0
-    #: Tokens metered, as a token budget counts them (`omnikernel.policy.amounts.counted_tokens`).
-    spent_tokens: int = 0
-    budget_usd: float | None = None
-    budget_tokens: int | None = None
-    #: How many multiples of each pause-every amount were already approved to continue, by
-    #: `Amount.key` (the USD figure, or "<n> tokens").
-    pause_marks: tuple[tuple[float | str, int], ...] = ()
-    #: This turn's tool calls so far: (call_id, key).
-    turn_calls: tuple[tuple[str, str], ...] = ()
-    #: (rule, subject) pairs a person approved for the rest of the session.
-    approvals: frozenset[tuple[str, str]] = frozenset()
-    #: Calls that may install packages, by call id, until their result arrives.
-    pending_installs: tuple[tuple[str, str], ...] = ()
-    denied_calls: frozenset[str] = frozenset()
-    #: Branches this session created on a remote through the broker: (remote, ref).
-    own_branches: frozenset[tuple[str, str]] = frozenset()
-    #: Pushes asked and not yet decided, by call id: (remote, refs they create).
-    pending_pushes: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
-    #: The ``push-branch`` patterns of the active rules (the engine sets them for a push).
-    push_patterns: tuple[str, ...] = ()
-
-    def pause_mark(self, every: float | str) -> int:
-        return dict(self.pause_marks).get(every, 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class Match:
-    rule: str
-    outcome: Outcome
-    reason: str
-    #: What the match is about ("git push", a file path): the key of a session approval.
-    subject: str = ""
-    level: str = "default"
-    #: For pauses: the multiple of the pause amount (its `Amount.key`) this pause is for.
-    pause_mark: tuple[float | str, int] | None = None
-
-
-class RuleError(ValueError):
-    """A rule's arguments are wrong; the message says what is expected."""
-
+from omnikernel.policy.reach_rules import (
+    AllowHost,
+    AllowTool,
+    AskPython,
+    AskTool,
+    DenyHost,
+    DenyTool,
+    PushBranch,
+    PushOwnBranches,
+    ReadOnlyFile,
+)
+from omnikernel.policy.rule import Match, Outcome, PolicyState, Request, Rule, RuleError
 
 # -- command patterns ----------------------------------------------------------------------------
 
@@ -262,37 +189,6 @@ def installs(commands: tuple[Command, ...]) -> str:
         if not command.opaque and any(p.match(command) == "yes" for p in PACKAGE_INSTALLS):
             return command.shown()
     return ""
-
-
-# -- rules ---------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """A built-in rule with its arguments and the level it comes from."""
-
-    name: ClassVar[str]
-    #: The argument names, in order (``%policy add NAME ARGS``, TOML keys).
-    params: ClassVar[tuple[str, ...]] = ()
-    help: ClassVar[str] = ""
-    level: str = "default"
-
-    def check(self, request: Request, state: PolicyState) -> Match | None:
-        raise NotImplementedError
-
-    def args(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, p) for p in self.params)
-
-    def describe(self) -> str:
-        return " ".join(
-            [self.name, *(f"{a:g}" if isinstance(a, float) else str(a) for a in self.args())]
-        )
-
-    def state_text(self, state: PolicyState) -> str:
-        return ""
-
-    def _match(self, outcome: Outcome, reason: str, subject: str = "", **kw: Any) -> Match:
-        return Match(self.describe(), outcome, reason, subject, self.level, **kw)
 
 
 def _positive(value: Any, what: str) -> float:
@@ -607,205 +503,6 @@ class LoopGuard(Rule):
 
 
 #: What a remote's default branch is when the advertisement did not say.
-LIKELY_DEFAULT_BRANCHES = ("main", "master")
-
-
-@dataclasses.dataclass(frozen=True)
-class PushOwnBranches(Rule):
-    name: ClassVar[str] = "push-own-branches"
-    help: ClassVar[str] = (
-        "a brokered git push may update only branches the session created or a push-branch "
-        "rule names; others ask; a force update of the default branch is denied"
-    )
-
-    def check(self, request: Request, state: PolicyState) -> Match | None:
-        if request.kind != "action" or request.action != "push" or not request.refs:
-            return None
-        defaults = (request.default_branch,) if request.default_branch else LIKELY_DEFAULT_BRANCHES
-        asks: list[str] = []
-        for ref, kind in request.refs:
-            branch = ref.removeprefix("refs/heads/")
-            is_branch = ref.startswith("refs/heads/")
-            if is_branch and branch in defaults and kind in ("force", "delete"):
-                what = "a deletion" if kind == "delete" else "a force update"
-                return self._match(
-                    Outcome.DENY,
-                    f"{what} of {request.remote}'s default branch {branch!r} is refused "
-                    "(it rewrites what everyone builds on)",
-                    f"push {request.remote} {branch}",
-                )
-            own = (
-                kind == "create"
-                or (request.remote, ref) in state.own_branches
-                or any(fnmatch.fnmatchcase(branch, p) for p in state.push_patterns)
-            )
-            if not (is_branch and own) or (branch in defaults and kind == "maybe-force"):
-                kind_text = {"maybe-force": "may be a force update: the pack does not show a "
-                             "fast-forward"}.get(kind, kind)  # fmt: skip
-                asks.append(f"{branch} ({kind_text})")
-        if asks:
-            return self._match(
-                Outcome.ASK,
-                f"a git push to {request.remote} updates {', '.join(asks)}: not a branch this "
-                "session created or a push-branch rule names",
-                f"push {request.remote} " + " ".join(sorted(r for r, _ in request.refs)),
-            )
-        return self._match(
-            Outcome.ALLOW,
-            f"a git push to {request.remote} of the session's own branches "
-            f"({', '.join(r.removeprefix('refs/heads/') for r, _ in request.refs)})",
-            f"push {request.remote}",
-        )
-
-    def state_text(self, state: PolicyState) -> str:
-        own = sorted({r.removeprefix("refs/heads/") for _, r in state.own_branches})
-        return f"own branches: {', '.join(own)}" if own else "no branch pushed yet"
-
-
-@dataclasses.dataclass(frozen=True)
-class PushBranch(Rule):
-    name: ClassVar[str] = "push-branch"
-    params: ClassVar[tuple[str, ...]] = ("pattern",)
-    help: ClassVar[str] = "branches matching PATTERN (agent/*) count as the session's own"
-    pattern: str = ""
-
-    def __post_init__(self) -> None:
-        pattern = str(self.pattern).strip().removeprefix("refs/heads/")
-        if not pattern or " " in pattern:
-            raise RuleError(f"push-branch needs a branch name or glob (agent/*), not {pattern!r}")
-        object.__setattr__(self, "pattern", pattern)
-
-    def check(self, request: Request, state: PolicyState) -> Match | None:
-        return None  # push-own-branches reads the patterns (see `engine.judge`)
-
-
-@dataclasses.dataclass(frozen=True)
-class HostRule(Rule):
-    params: ClassVar[tuple[str, ...]] = ("pattern",)
-    outcome: ClassVar[Outcome] = Outcome.ALLOW
-    pattern: str = ""
-
-    def __post_init__(self) -> None:
-        try:
-            hosts.check(self.pattern)
-        except hosts.HostPatternError as exc:
-            raise RuleError(str(exc)) from None
-
-    def describe(self) -> str:
-        return f"{self.name} {self.pattern}"
-
-    def check(self, request: Request, state: PolicyState) -> Match | None:
-        if request.kind != "network" or not hosts.matches(self.pattern, request.host, request.port):
-            return None
-        verb = "allows" if self.outcome == Outcome.ALLOW else "denies"
-        return self._match(
-            self.outcome, f"{self.level} rule {verb} {request.host}:{request.port}", request.host
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class AllowHost(HostRule):
-    name: ClassVar[str] = "allow-host"
-    help: ClassVar[str] = "connections to hosts matching PATTERN (or a preset: @pypi) are allowed"
-
-
-@dataclasses.dataclass(frozen=True)
-class DenyHost(HostRule):
-    name: ClassVar[str] = "deny-host"
-    outcome: ClassVar[Outcome] = Outcome.DENY
-    help: ClassVar[str] = "connections to hosts matching PATTERN (or a preset) are denied"
-
-
-def qualified_tool(tool: str) -> str:
-    """An MCP tool's name as policies write it, ``server.tool``, from the harnesses' spellings
-    (Claude Code's and Codex's ``mcp__server__tool``); any other tool's name as it is."""
-    if tool.startswith("mcp__") and "__" in tool[5:]:
-        server, _, name = tool[5:].partition("__")
-        return f"{server}.{name}"
-    return tool
-
-
-@dataclasses.dataclass(frozen=True)
-class AskPython(Rule):
-    name: ClassVar[str] = "ask-python"
-    help: ClassVar[str] = (
-        "Python an agent runs in the user's kernel (outside the sandbox) asks; on by default"
-    )
-
-    def check(self, request: Request, state: PolicyState) -> Match | None:
-        if request.kind != "action" or request.action != "python":
-            return None
-        return self._match(
-            Outcome.ASK,
-            f"{qualified_tool(request.tool) or 'the agent'} runs Python in your kernel, "
-            "outside the sandbox",
-            qualified_tool(request.tool),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class ToolRule(Rule):
-    params: ClassVar[tuple[str, ...]] = ("tool",)
-    outcome: ClassVar[Outcome] = Outcome.ASK
-    tool: str = ""
-
-    def __post_init__(self) -> None:
-        if not str(self.tool).strip():
-            raise RuleError(f"{self.name} needs a tool name, e.g. notebook.kernel_run or github.*")
-
-    def check(self, request: Request, state: PolicyState) -> Match | None:
-        if request.kind != "action" or not request.tool:
-            return None
-        name = qualified_tool(request.tool)
-        if not fnmatch.fnmatchcase(name, self.tool):
-            return None
-        return self._match(self.outcome, f"the tool {name} matches {self.tool!r}", name)
-
-
-@dataclasses.dataclass(frozen=True)
-class AllowTool(ToolRule):
-    name: ClassVar[str] = "allow-tool"
-    outcome: ClassVar[Outcome] = Outcome.ALLOW
-    help: ClassVar[str] = "the tool NAME (server.tool for MCP tools; globs) is allowed"
-
-
-@dataclasses.dataclass(frozen=True)
-class AskTool(ToolRule):
-    name: ClassVar[str] = "ask-tool"
-    help: ClassVar[str] = "the tool NAME (server.tool for MCP tools; globs) asks"
-
-
-@dataclasses.dataclass(frozen=True)
-class DenyTool(ToolRule):
-    name: ClassVar[str] = "deny-tool"
-    outcome: ClassVar[Outcome] = Outcome.DENY
-    help: ClassVar[str] = "the tool NAME (server.tool for MCP tools; globs) is denied"
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadOnlyFile(Rule):
-    name: ClassVar[str] = "read-only-file"
-    params: ClassVar[tuple[str, ...]] = ("path",)
-    help: ClassVar[str] = "writing or editing the file PATH is denied"
-    path: str = ""
-    #: Said to the agent besides the denial (the open notebook's points to notebook_insert_cell).
-    hint: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.path or not posixpath.isabs(self.path):
-            raise RuleError(f"read-only-file needs an absolute path, not {self.path!r}")
-        object.__setattr__(self, "path", posixpath.normpath(self.path))
-
-    def check(self, request: Request, state: PolicyState) -> Match | None:
-        if request.kind != "action" or request.action not in ("write", "edit"):
-            return None
-        if self.path not in (posixpath.normpath(p) for p in request.paths):
-            return None
-        return self._match(
-            Outcome.DENY, f"{self.path} is read-only for agents{self.hint}", self.path
-        )
-
-
 BUILTINS: dict[str, type[Rule]] = {
     cls.name: cls
     for cls in (PushAfterInstall, PushOwnBranches, PushBranch, PauseEvery, BudgetRule, AskRule,

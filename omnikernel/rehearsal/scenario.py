@@ -15,8 +15,9 @@ Tool calls are abstract and built from the tools the request offers:
 ``{"action": "read", "path": "a.py"}``, ``{"action": "edit", "path", "old", "new"}``, an exact
 ``{"tool": "Name", "input": {...}}``, or an MCP server's tool, ``{"mcp": "notebook.kernel_run",
 "input": {...}}``, found under each harness's spelling (``mcp__notebook__kernel_run``, ...);
-where the request offers it only through a tool search (Codex), the step first searches for it
-(a search is not an answer: the same step then makes the call).
+where the request offers it only through a tool search (Codex, Qwen Code), the step first
+searches for it (a search is not an answer: the same step then makes the call, through Qwen
+Code's ``tool_call`` function where the tool stays deferred).
 
 A rehearsal spends nothing, so the kernel's gateway meters its calls at $0, marked "rehearsal".
 A scenario's top-level ``price_as`` (``"anthropic/claude-sonnet-4-5"``) asks for them to be
@@ -40,6 +41,9 @@ from omnikernel.gateway.wire import (
     ToolCall,
     Usage,
 )
+
+#: Qwen Code's function that invokes a deferred tool its ``tool_search`` showed.
+DEFERRED_CALL = "tool_call"
 
 #: Tool names per abstract action, across Claude Code, Codex, Pi, Gemini CLI, Qwen Code and
 #: OpenCode.
@@ -147,7 +151,10 @@ def build_tool_call(
         )
         if found:
             return found, dict(spec.get("input", {}))
-        if TOOL_SEARCH in tools:  # Codex defers MCP tools: search for it first
+        name = f"mcp__{server}__{tool}"
+        if name in conversation.deferred and DEFERRED_CALL in tools:  # Qwen Code's
+            return DEFERRED_CALL, {"name": name, "arguments": dict(spec.get("input", {}))}
+        if TOOL_SEARCH in tools:  # Codex and Qwen Code defer MCP tools: search for it first
             return TOOL_SEARCH, {"query": f"{server} {tool}"}
         return None
     if "tool" in spec:

@@ -32,13 +32,14 @@ import dataclasses
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import h11
 
 from omnikernel.sandbox import host_credentials
+from omnikernel.sandbox.broker_setup import AskPush
 from omnikernel.sandbox.git_push import (
     Push,
     PushFormatError,
@@ -62,23 +63,6 @@ READ_SIZE = 65536
 #: Headers the sandbox may not send on: the proxy's own, and any credential of its making.
 DROPPED = {b"authorization", b"proxy-authorization", b"proxy-connection", b"expect"}
 SYMREF = re.compile(rb"symref=HEAD:refs/heads/([^\s\x00]+)")
-
-#: (remote, its default branch or "", the push) -> None to let it through, or why not.
-AskPush = Callable[[str, str, Push], Awaitable[str | None]]
-
-
-@dataclasses.dataclass(frozen=True)
-class BrokerSetup:
-    """What a sandbox's spec says about brokering: the hosts (with the environment variable
-    holding each one's token, or ""), and the session's two hooks."""
-
-    hosts: tuple[tuple[str, str], ...]
-    ask_push: AskPush | None = dataclasses.field(default=None, compare=False)
-    on_secret: Callable[[str, str], None] | None = dataclasses.field(default=None, compare=False)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(h for h, _ in self.hosts)
 
 
 class Broker:

@@ -31,12 +31,15 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from omnikernel.policy import hosts
 from omnikernel.sandbox.bridge import pipe
-from omnikernel.sandbox.broker import Broker
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes, LocalAddressError
+
+if TYPE_CHECKING:  # made by `launch` only for a brokered host (its imports are heavy)
+    from omnikernel.sandbox.broker import Broker
 
 DEFAULT_PORTS = hosts.DEFAULT_PORTS
 #: Asked about every connection, with (host, port, whether the proxy's `rules` allow it):

@@ -20,18 +20,19 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from omnikernel.proc.process import LINE_LIMIT, HarnessProcess
 from omnikernel.sandbox import bwrap, firejail
 from omnikernel.sandbox.bridge import Bridge, inside_command, socket_path
-from omnikernel.sandbox.broker import Broker
 from omnikernel.sandbox.cgroup import CGroup
 from omnikernel.sandbox.egress import EgressProxy, inside_port, proxy_env
 from omnikernel.sandbox.exposed import listening_sockets, root_only_files
 from omnikernel.sandbox.rundir import RunDir
-from omnikernel.sandbox.session_ca import SessionCA, system_bundle, trust_env
 from omnikernel.sandbox.spec import Mount, SandboxSpec, home_dirs, plan, within
+
+if TYPE_CHECKING:
+    from omnikernel.sandbox.broker import Broker
 
 
 class Backend(Protocol):
@@ -301,6 +302,11 @@ def _broker(spec: SandboxSpec, run: RunDir) -> tuple[Broker | None, SandboxSpec]
     setup = spec.broker
     if setup is None or not setup.hosts:
         return None, spec
+    # Imported only for a brokered host: the broker's HTTP parser (h11), git pack reader
+    # (dulwich) and the CA's `cryptography` are ~50 ms a kernel start need not pay.
+    from omnikernel.sandbox.broker import Broker
+    from omnikernel.sandbox.session_ca import SessionCA, system_bundle, trust_env
+
     no_core_dumps()
     ca = SessionCA.create(setup.names, run.path.name)
     trust = run.path / "trust"

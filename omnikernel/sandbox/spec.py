@@ -32,7 +32,7 @@ from jupyter_core.paths import jupyter_data_dir, jupyter_runtime_dir
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 
 if TYPE_CHECKING:
-    from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.sandbox.broker_setup import BrokerSetup
 
 #: Home-directory secrets no agent reads, even where the home itself is opened (a notebook
 #: folder that is the home directory).
@@ -96,6 +96,9 @@ PROTECTED = (
               "changed one waits for `direnv allow`)", block_creation=False),
     *(Protected(p, "dir", "the notebook's policy: an agent must not loosen its own rules")
       for p in POLICY_PATHS),
+    Protected(".gemini", "dir", "Gemini CLI's project settings, policies, hooks and MCP "
+              "servers: the kernel trusts the notebook's folder to Gemini CLI (it connects MCP "
+              "servers only there), so an agent writing them would approve its own actions"),
     Protected(".bashrc", "file", _SHELL, True),
     Protected(".bash_profile", "file", _SHELL, True),
     Protected(".bash_login", "file", _SHELL, True),
@@ -306,6 +309,23 @@ def cli_readable(binary: str, path_env: str) -> tuple[Path, ...]:
                     if any(Path(target).is_relative_to(h) for h in homes):
                         found.append(_tool_root(Path(target)))
     return tuple(dict.fromkeys(found))
+
+
+def command_readable(command: str, args: Iterable[str], path_env: str) -> tuple[Path, ...]:
+    """What a program the CLI starts inside the sandbox (a stdio MCP server from mcp.toml)
+    needs to read in a closed tree (a home, /tmp): the install its command belongs to, as
+    found on `path_env` and as its symlinks resolve (a virtual environment's root and the
+    interpreter's own), its shebang's interpreter, and the files its absolute arguments name
+    (the server's script). The user named them in mcp.toml, a file the agent cannot write;
+    home secrets stay masked whatever is opened."""
+    found = shutil.which(command, path=path_env) if command else None
+    if found is None:
+        return ()
+    roots = [_tool_root(Path(os.path.abspath(found))), _tool_root(Path(os.path.realpath(found)))]
+    if (interpreter := interpreter_root(found, path_env)) is not None:
+        roots.append(interpreter)
+    roots += [Path(a) for a in args if os.path.isabs(a) and os.path.isfile(a)]
+    return tuple(dict.fromkeys(roots))
 
 
 def _tool_root(real: Path) -> Path:

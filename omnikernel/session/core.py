@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -141,8 +142,7 @@ class AgentSession(
         #: What agents never see: the store and every session's state (this one's own harness
         #: dir is opened again by the sandbox).
         self.hidden_from_agents: tuple[Path, ...] = (store.path.parent, state_dir)
-        agents = {**DEFAULT_ACP_AGENTS, **(acp_agents or {})}
-        self.available = {**discover(), **{n: acp_harness(n, a) for n, a in agents.items()}}
+        self._acp_agents = {**DEFAULT_ACP_AGENTS, **(acp_agents or {})}
         self.current = harness
         self.models: dict[str, str | None] = {harness: model}
         self.turn = store.last_turn(session_id)
@@ -162,6 +162,14 @@ class AgentSession(
         #: The kernel's ``notebook`` MCP server as told to a harness (a fresh secret for it),
         #: set by the kernel; None: no such server (a session outside a kernel).
         self.notebook_mcp: Callable[[str], McpServer] | None = None
+
+    @functools.cached_property
+    def available(self) -> dict[str, type[Harness]]:
+        """The installed harnesses and the configured ACP agents, by name: scanned at the first
+        ask (the prewarm, once the kernel is idle), not while the kernel starts (the
+        entry-point scan and the harness modules it imports: ~10 ms)."""
+        acp = {n: acp_harness(n, a) for n, a in self._acp_agents.items()}
+        return {**discover(), **acp}
 
     # -- the agents' MCP servers and the open notebook -----------------------------------------
 

@@ -25,9 +25,10 @@ from omnikernel.approvals.pending import PendingApprovals
 from omnikernel.events import Event, EventKind
 from omnikernel.policy import Policy, PolicyState, Request, Verdict, fold, observe, request_of
 from omnikernel.policy.config import project_policy_path, user_policy_path
-from omnikernel.policy.rules import BudgetRule, Outcome, ReadOnlyFile, Rule
-from omnikernel.sandbox.broker import BrokerSetup
-from omnikernel.sandbox.git_push import Push
+from omnikernel.policy.reach_rules import ReadOnlyFile
+from omnikernel.policy.rule import Outcome, Rule
+from omnikernel.policy.rules import BudgetRule
+from omnikernel.sandbox.broker_setup import BrokerSetup
 
 #: Said to an agent that tries to write the open notebook.
 OPEN_NOTEBOOK_HINT = (
@@ -38,6 +39,7 @@ OPEN_NOTEBOOK_HINT = (
 
 if TYPE_CHECKING:
     from omnikernel.gateway import Budget, Gateway, SpendLedger
+    from omnikernel.sandbox.git_push import Push
     from omnikernel.store.redact import Redactor
     from omnikernel.store.sessions import SessionStore
 

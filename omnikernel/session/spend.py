@@ -31,7 +31,7 @@ from omnikernel.policy.rules import PauseEvery
 if TYPE_CHECKING:
     from omnikernel.gateway import Gateway
     from omnikernel.policy import PolicyState
-    from omnikernel.policy.rules import Rule
+    from omnikernel.policy.rule import Rule
     from omnikernel.store.sessions import SessionStore
 
 #: How long a finished turn waits for the gateway to meter its last model call.

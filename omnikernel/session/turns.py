@@ -3,7 +3,11 @@
 The session owns the order of things. For every prompt it opens a turn, runs it on the chosen
 harness, stamps each event with its place (session id, turn, cell, harness) and appends it to
 the store before handing it on (`_record`), so whatever shows an event shows something already
-durable. One turn of a session runs at a time, across kernels: a turn holds the session's turn
+durable. A fast stream of text deltas is group-committed: while the harness's next message is
+already read and is text again (`Harness.text_ready`), the text is held (up to `BATCH_EVENTS`
+events or `BATCH_S`), then committed in one transaction and only then handed on; the harness is
+never asked for anything else (which may ask an approval, or show a card) while text is held.
+One turn of a session runs at a time, across kernels: a turn holds the session's turn
 lock (`omnikernel.store.turnlock`) from its start to its stored end, and the store numbers it.
 A turn is stored as ended exactly once: by its harness's ``turn_end``, by `stop_turn` after its
 consumer was cancelled (marked interrupted, saying what was stopped), or, when its kernel died,
@@ -14,6 +18,7 @@ credential the model spells out over several deltas is caught.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import socket
@@ -44,10 +49,15 @@ from omnikernel.store.turnlock import TurnLock, lock_path
 if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.gateway import Gateway
-    from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.sandbox.broker_setup import BrokerSetup
 
 #: Who runs a turn, noted in its start: this host and kernel process (see `kernel_alive`).
 KERNEL_MARK = f"{socket.gethostname()}:{os.getpid()}"
+#: The most text events committed together, and the longest the first of them waits for its
+#: commit. Text is held only while more of it is already read, so a slow stream commits (and
+#: shows) each delta at once; these bound a fast one.
+BATCH_EVENTS = 256
+BATCH_S = 0.02
 
 
 class SessionTurns:
@@ -113,6 +123,12 @@ class SessionTurns:
         self._turn_lock: TurnLock | None = None
         #: A turn whose consumer was cancelled and that nobody stopped yet (`stop_turn`).
         self._cancelled_turn: str | None = None
+        #: Text events read but not committed yet (nothing shows them before their commit).
+        self._held: list[Event] = []
+        self._held_since = 0.0
+        #: Events committed with another (`_record` commits what is held first) and not yet
+        #: handed on by the turn that read them.
+        self._unshown: list[Event] = []
 
     def _record(self, event: Event, harness: str, cell: str) -> Event:
         if not self._opened:
@@ -130,14 +146,60 @@ class SessionTurns:
                         "pause_marks": marks,
                     }
                 )
-        stored = self.store.append(
-            event.stamped(session_id=self.session_id, harness=harness, turn=self.turn, cell=cell)
+        stamped = event.stamped(
+            session_id=self.session_id, harness=harness, turn=self.turn, cell=cell
         )
+        if self._held:  # held text goes first, in the same transaction: the store keeps order
+            *earlier, stored = self._commit([*self._held, stamped])
+            self._held = []
+            self._unshown += earlier
+            return stored
+        return self._observed(self.store.append(stamped))
+
+    def _observed(self, stored: Event) -> Event:
+        """What follows an event's commit: the policy sees it; a turn's end frees the session."""
         self.policy_state = observe(self.policy_state, stored, self.cwd)
         if stored.kind == EventKind.TURN_END:
             self._end_turn_lock()
-            self._used(harness)  # idle from now on (`omnikernel.session.idle`)
+            self._used(stored.harness)  # idle from now on (`omnikernel.session.idle`)
         return stored
+
+    def _commit(self, stamped: list[Event]) -> list[Event]:
+        """Commit stamped events in one transaction (a group commit), in order."""
+        if not self._opened:
+            self.store.open_session(self.session_id, self.notebook)
+            self._opened = True
+        return [self._observed(e) for e in self.store.append_many(stamped)]
+
+    def _hold(self, event: Event, harness: str, cell: str, data: dict[str, Any]) -> None:
+        """Keep a text event (with `data`, its text as shown) for the next commit (see
+        `_held_ready`)."""
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append(
+            event.stamped(
+                session_id=self.session_id, harness=harness, turn=self.turn, cell=cell, data=data
+            )
+        )
+
+    def _held_ready(self, agent: Harness) -> list[Event]:
+        """Commit the held text, unless more of it is already read and the batch has room
+        and time left; return what may be shown now (committed), in order."""
+        if (
+            self._held
+            and len(self._held) < BATCH_EVENTS
+            and time.monotonic() - self._held_since < BATCH_S
+            and agent.text_ready()
+        ):
+            return []
+        return self._release_held()
+
+    def _release_held(self) -> list[Event]:
+        """Commit whatever is held; return it after what was committed but not shown yet."""
+        held, self._held = self._held, []
+        stored = self._commit(held) if held else []
+        out, self._unshown = self._unshown, []
+        return out + stored
 
     def _end_turn_lock(self) -> None:
         """The turn ended (or was given up): the next one, here or in another kernel, may run."""
@@ -231,6 +293,7 @@ class SessionTurns:
             except OSError as exc:  # the store's folder is not writable: say so, like a write
                 raise StoreUnavailableError(lock.path, exc) from exc
         self._turn_lock, self._grant = lock, grant
+        self._unshown = []  # stored, never shown by a turn that ended: not this cell's
         try:
             if not self._opened:  # the first event of this kernel: close turns a dead one left
                 self.store.open_session(self.session_id, self.notebook)
@@ -277,6 +340,8 @@ class SessionTurns:
         except BaseException:  # cancelled: `stop_turn` stores its end and frees the session
             if name in self._activity:
                 self._cancelled_turn = name
+            with contextlib.suppress(StoreUnavailableError):  # stored now, shown by the stop
+                self._unshown = self._release_held()
             raise
 
     async def _run_turn(
@@ -366,10 +431,15 @@ class SessionTurns:
             )
             prompt = f"{note}\n\n{prompt}"
         if handoff:
-            earlier = (e for e in self.store.events(self.session_id) if e.turn < self.turn)
             # A CLI that comes up without the conversation (a restart it cannot resume)
-            # is handed all of it, its own earlier turns included.
+            # is handed all of it, its own earlier turns included. Only the turns it missed
+            # are read: a long session's earlier streams are not parsed again at each turn.
             since = self._last_turn_of.get(name, 0) if agent.remembers() else 0
+            earlier = (
+                e
+                for e in self.store.events(self.session_id, after_turn=since)
+                if e.turn < self.turn
+            )
             if (carried := build_handoff(earlier, name, since=since)) is not None:
                 yield self._record(
                     Event(
@@ -391,6 +461,18 @@ class SessionTurns:
         reported_cost: float | None = None
         try:
             async for event in agent.run_turn(prompt):
+                if event.kind == EventKind.TEXT:  # the hot path: see `_held_ready`
+                    if shown := activity.text.feed(str(event.data.get("text", ""))):
+                        self._hold(event, name, cell, {**event.data, "text": shown})
+                    for recorded in self._held_ready(agent):
+                        yield recorded
+                    # A model call's spend is recorded before the next event that is not
+                    # text: the gateway meters a call as its stream ends, while the CLI may
+                    # still be printing that answer, and a spend line between two deltas
+                    # would split one answer's text in two on the share page and in exports.
+                    continue
+                for recorded in self._release_held():
+                    yield recorded
                 if event.kind == EventKind.USAGE and agent.ctx.upstream.offline:
                     event = rehearsal_usage(event, agent.ctx.upstream.price_as)
                 if event.kind == EventKind.USAGE:
@@ -425,10 +507,15 @@ class SessionTurns:
                         yield self._record(ev.notice(refusal_notice(refused)), name, cell)
         except HarnessError as exc:
             self._activity.pop(name, None)
+            for recorded in self._release_held():
+                yield recorded
             for held in self._record_streamed(activity.text, None, name, cell):
                 yield held
             yield self._record(ev.error(str(exc)), name, cell)
             yield self._record(Event(EventKind.TURN_END, {"status": "error"}), name, cell)
+            return
+        for recorded in self._release_held():  # a harness that ended without a turn_end
+            yield recorded
 
     def _record_streamed(
         self, text: TextStream, event: Event | None, harness: str, cell: str
@@ -462,7 +549,7 @@ class SessionTurns:
             # never answered with a turn's end and would hold up the next prompt.
             return await self._settle_spend(name, cell, STOP_SETTLE_S)
         drained = await agent.interrupt() if agent else []
-        recorded = [
+        recorded = self._release_held() + [
             e
             for event in [*drained, None]
             for e in self._record_streamed(activity.text, event, name, cell)
@@ -486,6 +573,7 @@ class SessionTurns:
         the harness process stops; the next prompt starts it again, resuming."""
         name = harness or self.current
         self._activity.pop(name, None)
+        self._held, self._unshown = [], []  # none of it shown: the store refused to take it
         self._end_turn_lock()
         if (agent := self._harnesses.pop(name, None)) is not None:
             try:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from omnikernel.gateway import Gateway
 from omnikernel.gateway.credentials import (
     LOGIN_OF_HARNESS,
     VENDOR_ENDPOINTS,
@@ -43,9 +42,9 @@ from omnikernel.sandbox.upstream import EgressRoutes
 if TYPE_CHECKING:
     from omnikernel.approvals import decide as approval
     from omnikernel.events import Event
-    from omnikernel.gateway import Budget, PriceTable, SpendLedger, SpendRecord
+    from omnikernel.gateway import Budget, Gateway, PriceTable, SpendLedger, SpendRecord
     from omnikernel.harnesses.mcp import McpServer
-    from omnikernel.sandbox.broker import BrokerSetup
+    from omnikernel.sandbox.broker_setup import BrokerSetup
     from omnikernel.store.redact import Redactor
     from omnikernel.store.sessions import SessionStore
 
@@ -58,7 +57,6 @@ class SessionUpstreams:
     notebook: str
     cwd: Path
     state_dir: Path
-    available: dict[str, type[Harness]]
     models: dict[str, str | None]
     harness_paths: dict[str, str]
     sandbox: str
@@ -74,6 +72,9 @@ class SessionUpstreams:
     budget: Budget
 
     if TYPE_CHECKING:
+
+        @property
+        def available(self) -> dict[str, type[Harness]]: ...
 
         def _on_spend(self, record: SpendRecord) -> None: ...
 
@@ -223,6 +224,8 @@ class SessionUpstreams:
     def gateway(self) -> Gateway:
         """The session's model gateway, started on first use."""
         if self._gateway is None:
+            from omnikernel.gateway.server import Gateway  # not at the kernel's start
+
             self._gateway = Gateway(
                 {},
                 prices=self.prices,

@@ -32,6 +32,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -446,6 +447,29 @@ class ShareCodes:
 
     def left(self, watcher_id: str) -> None:
         self._q("DELETE FROM share_watchers WHERE watcher_id = ?", (watcher_id,))
+
+    def watchers_changed(
+        self, joined: Iterable[tuple[str, str, str, str]], left: Iterable[str]
+    ) -> None:
+        """The live pages opened (watcher_id, session_id, role, who) and closed since the last
+        call, in one transaction: a thousand viewers arriving or leaving at once (a network
+        drop) is one commit, not a thousand, each of which held the share server's loop."""
+        now, pid = self.clock(), os.getpid()
+        rows = [(watcher, pid, session, role, who, now) for watcher, session, role, who in joined]
+        gone = [(watcher,) for watcher in left]
+        if not rows and not gone:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO share_watchers VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
+                self._db.executemany("DELETE FROM share_watchers WHERE watcher_id = ?", gone)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def watchers(self, session_id: str) -> list[dict[str, Any]]:
         rows = self._q(

@@ -5,7 +5,11 @@ consoles, nbclient and logs); `CellView` sends them to the cell that is running,
 agent's text into one display that is updated in place (throttled, so a fast stream does not
 flood the front end with messages). A front end that cannot update a display in place
 (`jupyter console` ignores ``update_display_data`` and would show only the first words) gets
-the text as ``stream`` output instead, as it arrives, and the rich displays for the rest.
+the text as ``stream`` output instead, and the rich displays for the rest. Given a timer
+(``schedule``, the kernel's event loop), both are coalesced: a text delta is shown at most
+`TEXT_UPDATE_INTERVAL` (display) or `STREAM_WRITE_INTERVAL` (stream) after it arrived, in one
+message with the deltas around it, so a stream of thousands of deltas a second costs a few
+messages; what the cell finally shows is the same text.
 
 Everything here holds agent-controlled text, so no bundle carries the agent's Markdown or HTML
 for the browser to interpret: the Markdown built here (agent text as answers, inline code or
@@ -36,6 +40,12 @@ Bundle = dict[str, str]
 PREVIEW_LINES = 20
 #: Minimum seconds between two updates of the streaming text display.
 TEXT_UPDATE_INTERVAL = 0.1
+#: Minimum seconds between two ``stream`` writes of text (given a timer to write the rest).
+STREAM_WRITE_INTERVAL = 0.05
+#: The most of a stream's time its display updates may take: each renders the whole text
+#: (Markdown, sanitised), which for a long answer takes long (0.5 s for 180 kB of Markdown),
+#: so the interval grows with the last render's cost. The last update shows the whole text.
+RENDER_SHARE = 0.2
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -231,17 +241,29 @@ class CellView:
         clock: Callable[[], float] = time.monotonic,
         images: SessionImages | None = None,
         stream: Callable[[str], Any] | None = None,
+        schedule: Callable[[float, Callable[[], None]], Any] | None = None,
     ):
         self._display = display
         #: Where text goes when displays cannot be updated in place (None: update them).
         self._write = stream
         self._update = update_display
+        #: Runs a callback after a delay, returning a handle with ``cancel()`` (the event
+        #: loop's ``call_later``); None: every delta of a stream is written at once.
+        self._schedule = schedule
+        self._timer: Any = None
+        #: Stream text not written yet (with a timer), and when it was written last.
+        self._unwritten = ""
+        self._last_write = float("-inf")
+        #: Whether the text display is behind the text (an update is due).
+        self._behind = False
         self._clock = clock
         self.offline = offline
         self.images = images
         self._text = ""
         self._text_id: str | None = None
         self._last_update = 0.0
+        #: Seconds the last render of the text display took (see `RENDER_SHARE`).
+        self._render_s = 0.0
         self._blocks = 0
         self._requests: dict[str, dict[str, Any]] = {}
         self._usage: dict[str, Any] | None = None
@@ -287,24 +309,67 @@ class CellView:
             return
         self._text += delta
         if self._write is not None:
-            self._write(terminal_safe(delta))
+            if self._schedule is None:
+                self._write(terminal_safe(delta))
+                return
+            self._unwritten += delta
+            wait = self._last_write + STREAM_WRITE_INTERVAL - self._clock()
+            if wait <= 0:
+                self._write_unwritten()
+            elif self._timer is None:
+                self._timer = self._schedule(wait, self._on_timer)
             return
         if self._text_id is None:
             self._blocks += 1
             self._text_id = f"omnikernel-text-{id(self)}-{self._blocks}"
             self._display(self._text_bundle(), raw=True, display_id=self._text_id)
             self._last_update = self._clock()
-        elif self._clock() - self._last_update >= TEXT_UPDATE_INTERVAL:
+            return
+        interval = max(TEXT_UPDATE_INTERVAL, self._render_s / RENDER_SHARE)
+        wait = self._last_update + interval - self._clock()
+        if wait <= 0:
+            self._update_text()
+        else:
+            self._behind = True
+            if self._schedule is not None and self._timer is None:
+                self._timer = self._schedule(wait, self._on_timer)
+
+    def _write_unwritten(self) -> None:
+        if self._write is not None and self._unwritten:
+            self._write(terminal_safe(self._unwritten))
+            self._unwritten = ""
+            self._last_write = self._clock()
+
+    def _update_text(self) -> None:
+        if self._text_id is not None:
             self._update(self._text_bundle(), raw=True, display_id=self._text_id)
             self._last_update = self._clock()
+        self._behind = False
+
+    def _on_timer(self) -> None:
+        """A delta's time to be shown came while no other came: show what is behind."""
+        self._timer = None
+        self._write_unwritten()
+        if self._behind:
+            self._update_text()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _text_bundle(self) -> Bundle:
-        return agent_bundle(self._text, images=self.images)
+        started = time.perf_counter()
+        bundle = agent_bundle(self._text, images=self.images)
+        self._render_s = time.perf_counter() - started
+        return bundle
 
     def flush_text(self) -> None:
         """Show the whole text block and start a new one at the next delta."""
+        self._cancel_timer()
+        self._write_unwritten()
         if self._write is not None and self._text and not self._text.endswith("\n"):
             self._write("\n")
         if self._text_id is not None:
             self._update(self._text_bundle(), raw=True, display_id=self._text_id)
-        self._text, self._text_id = "", None
+        self._text, self._text_id, self._behind, self._render_s = "", None, False, 0.0

@@ -29,7 +29,8 @@ from omnikernel.kernel.magics.common import SessionMagicsBase, show, table
 from omnikernel.policy import hosts
 from omnikernel.policy.config import Policy, PolicyFileError, load_file
 from omnikernel.policy.engine import judge, observe, pause_key, request_of
-from omnikernel.policy.rules import BUILTINS, DEFAULT_RULES, Request, Rule, RuleError
+from omnikernel.policy.rule import Request, Rule, RuleError
+from omnikernel.policy.rules import BUILTINS, DEFAULT_RULES
 
 if TYPE_CHECKING:
     pass
@@ -41,7 +42,7 @@ USAGE = ("Usage: %policy | %policy add RULE [ARGS] | %policy off RULE | %policy 
 
 def replay(rules: list[Rule], events: list[Event], cwd: Path) -> list[list[Any]]:
     """What `rules` would have decided for each action and model call of `events`."""
-    from omnikernel.policy.rules import PolicyState
+    from omnikernel.policy.rule import PolicyState
 
     state, rows = PolicyState(), []
     judged: set[str] = set()

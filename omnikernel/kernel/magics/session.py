@@ -26,15 +26,6 @@ from IPython.display import display
 
 from omnikernel.kernel.magics.common import SessionMagicsBase, show, table
 from omnikernel.session import identity
-from omnikernel.session.imports import IMPORTABLE, SessionImportError, find_session, read_session
-from omnikernel.session.imports import store_session as store_imported
-from omnikernel.view.export import (
-    ExportError,
-    check_format,
-    default_export_name,
-    export_session,
-    write_whole,
-)
 
 if TYPE_CHECKING:
     pass
@@ -97,6 +88,15 @@ class SessionMagics(SessionMagicsBase):
     def export_magic(self, line: str) -> None:
         """%export FORMAT [FILE]: write this session (prompts, text, tool calls, diffs,
         approvals, spend) to FILE, by default `<session>.<format>` in the working folder."""
+        # Imported at the first export, not at the kernel's start (~5 ms).
+        from omnikernel.view.export import (
+            ExportError,
+            check_format,
+            default_export_name,
+            export_session,
+            write_whole,
+        )
+
         words = line.split()
         if not 1 <= len(words) <= 2:
             raise UsageError("Usage: %export md|html|jsonl|ipynb [FILE]")
@@ -176,6 +176,15 @@ class SessionMagics(SessionMagicsBase):
         )
 
     def _import(self, words: list[str]) -> None:
+        # Imported at the first import, not at the kernel's start (~8 ms).
+        from omnikernel.session.imports import (
+            IMPORTABLE,
+            SessionImportError,
+            find_session,
+            read_session,
+        )
+        from omnikernel.session.imports import store_session as store_imported
+
         if not words or words[0] not in IMPORTABLE or len(words) > 2:
             raise UsageError(
                 f"%session import {'|'.join(IMPORTABLE)} [ID|latest]: which CLI's terminal "
