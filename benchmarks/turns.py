@@ -22,6 +22,7 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
+from omnikernel.session.core import DEFAULT_RECYCLE_AFTER_TURNS
 from omnikernel.testing import FakeModelServer, Scenario
 
 PROMPT = "bench turn: write the marker file"
@@ -277,8 +278,9 @@ def measure_harness(
     think_s: float = THINK_S,
 ) -> dict[str, Any]:
     """First and later turns (kernel and direct, interleaved) and the live session's memory."""
-    first, later_k, direct = [], [], []
+    first, later_k, direct, after_recycle = [], [], [], []
     memory: dict[str, Any] = {}
+    recycle_after = DEFAULT_RECYCLE_AFTER_TURNS
     with (
         tempfile.TemporaryDirectory() as tmp_name,
         FakeModelServer(Scenario.from_dict(SCENARIO)) as model,
@@ -298,8 +300,14 @@ def measure_harness(
                 if round_ == kernels - 1 and memory_turns:
                     time.sleep(0.5)  # let the turn's short-lived children go
                     memory["after_first_turns"] = {"turns": 1 + later, **tree_memory(kernel.pid)}
-                    for _ in range(memory_turns - 1 - later):
-                        kernel_turn(kernel, work)
+                    for done in range(1 + later, memory_turns):
+                        if recycle_after and done % recycle_after == 0:
+                            # The CLI restarts now, between turns (`omnikernel.session.idle`):
+                            # the next prompt comes after a person's pause, as a first one.
+                            time.sleep(think_s)
+                            after_recycle.append(kernel_turn(kernel, work))
+                        else:
+                            kernel_turn(kernel, work)
                     time.sleep(0.5)
                     memory["after_n_turns"] = {"turns": memory_turns, **tree_memory(kernel.pid)}
                     store = tmp / f"k{round_}" / "store" / "sessions.sqlite3"
@@ -317,8 +325,50 @@ def measure_harness(
         "first_ratio": statistics.median(first) / base,
         "later_ratio": statistics.median(later_k) / base,
         "memory": memory,
-        "samples": {"direct": direct, "first": first, "later": later_k},
+        "after_recycle_s": after_recycle,
+        "recycle_after_turns": recycle_after,
+        "samples": {
+            "direct": direct,
+            "first": first,
+            "later": later_k,
+            "after_recycle": after_recycle,
+        },
     }
+
+
+def measure_switch(harness: str, turns: int = 6, think_s: float = THINK_S) -> dict[str, Any]:
+    """The live session's memory after `%agent HARNESS` in a kernel that started (ahead) the
+    default claude, against a kernel whose own harness it is, after the same turns; and the
+    switched harness's first turn there against the CLI run directly."""
+    with (
+        tempfile.TemporaryDirectory() as tmp_name,
+        FakeModelServer(Scenario.from_dict(SCENARIO)) as model,
+    ):
+        tmp = Path(tmp_name)
+        result: dict[str, Any] = {}
+        for label, default in (("own", harness), ("switched", "claude")):
+            work = tmp / f"work-{label}"
+            work.mkdir()
+            if label == "switched":
+                result["direct_s"] = direct_turn(harness, model.base_url, tmp / "home", work)
+            env = kernel_env(tmp / f"k-{label}", default, model)
+            env["OMNIKERNEL_MODEL"] = MODELS[harness] if default == harness else MODELS["claude"]
+            kernel = Kernel("omnikernel", work, env)
+            try:
+                time.sleep(think_s)  # the default's CLI comes up meanwhile
+                if label == "switched":
+                    _, shown = kernel.execute(f"%agent {harness} --model {MODELS[harness]}")
+                    if "Error" in shown:  # (its answer is Markdown, not collected)
+                        raise RuntimeError(f"%agent {harness} failed: {shown[-800:]}")
+                    time.sleep(think_s)  # the next prompt is written meanwhile
+                    result["first_turn_s"] = kernel_turn(kernel, work)
+                for _ in range(turns - (label == "switched")):
+                    kernel_turn(kernel, work)
+                time.sleep(0.5)  # let the turn's short-lived children go
+                result[label] = {"turns": turns, **tree_memory(kernel.pid)}
+            finally:
+                kernel.stop()
+    return result
 
 
 def measure_kernel_start(runs: int = 5) -> dict[str, Any]:

@@ -140,6 +140,9 @@ class AcpHarness(JsonRpcHarness):
     def remembers(self) -> bool:
         return self.running or self._session is None or self.loads_sessions
 
+    def resumes(self) -> bool:
+        return self._can_load
+
     # -- a turn --------------------------------------------------------------------------------
 
     async def run_turn(self, prompt: str) -> AsyncIterator[Event]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from omnikernel.approvals.decide import Decision
 from omnikernel.events import Event
 from omnikernel.gateway.upstream import Upstream
 from omnikernel.harnesses.mcp import McpServer
+from omnikernel.proc.turnstop import ProcessInfo
 from omnikernel.sandbox import SandboxSpec, SandboxUnavailableError, for_agent
 from omnikernel.sandbox import resolve as resolve_sandbox
 from omnikernel.sandbox.broker_setup import BrokerSetup
@@ -178,6 +180,25 @@ class Harness(abc.ABC):
             install=cls.install_command(),
         )
 
+    @classmethod
+    def package_version(cls, override: str | None = None) -> tuple[str, str] | None:
+        """(the binary, its version) read from the manifest of the npm package the CLI was
+        installed from, without starting it; None when the binary is not inside
+        `npm_package` (then `probe` asks the CLI)."""
+        path = cls.find_binary(override)
+        package = getattr(cls, "npm_package", "")
+        if not path or not package:
+            return None
+        for folder in list(Path(os.path.realpath(path)).parents)[:4]:
+            try:
+                manifest = json.loads((folder / "package.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(manifest, dict) and manifest.get("name") == package:
+                version = manifest.get("version")
+                return (path, version) if isinstance(version, str) else None
+        return None
+
     sandbox_backend: str = ""  # the backend the CLI runs under once started ("off": none)
 
     @property
@@ -272,6 +293,30 @@ class Harness(abc.ABC):
         """Whether the CLI that answers the next turn knows this session's conversation so far
         (it is running, or resumes it natively when started). When not, the session hands it
         the whole conversation instead (`omnikernel.session.handoff`)."""
+        return True
+
+    #: Turns the CLI's current process has run (a restart counts from zero again): what the
+    #: session's recycling of a long-lived CLI counts (`omnikernel.session.idle`).
+    turns_in_process: int = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether the CLI's process runs now (stopped, the next turn starts it, resuming)."""
+        return False
+
+    def background_processes(self) -> list[ProcessInfo]:
+        """What the agent left running after its turns (a background shell, a server it
+        started): a CLI with any is never stopped for being idle, nor recycled, since its
+        stop would end them."""
+        return []
+
+    def memory_mib(self) -> float:
+        """The resident memory of the CLI's processes (its sandbox's), in MiB; 0 if unknown."""
+        return 0.0
+
+    def resumes(self) -> bool:
+        """Whether a restart of the CLI picks its conversation up natively (not through the
+        session's handoff): a CLI that cannot is not recycled (`omnikernel.session.idle`)."""
         return True
 
     def text_ready(self) -> bool:

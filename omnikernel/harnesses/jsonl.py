@@ -29,7 +29,7 @@ from typing import Any
 from omnikernel import events as ev
 from omnikernel.events import Event, EventKind
 from omnikernel.harnesses.base import Harness, HarnessContext, HarnessError
-from omnikernel.proc.turnstop import TurnProcesses, describe_killed
+from omnikernel.proc.turnstop import ProcessInfo, TurnProcesses, describe_killed, resident_mib
 from omnikernel.sandbox.spawn import HarnessProcess
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class JsonLinesHarness(Harness):
         self._winding_down: asyncio.Task[list[Event]] | None = None
         #: The id of the permission request the running turn is deciding, if any.
         self.pending_approval: Any = None
+        #: The agent's own processes, as its process's first turn found them: what a later
+        #: look tells the agent's background shells apart from (`background_processes`).
+        self._agent_processes: TurnProcesses | None = None
 
     @abc.abstractmethod
     def command(self, binary: str) -> list[str]:
@@ -78,6 +81,8 @@ class JsonLinesHarness(Harness):
         # second or two to import) and reads the mcp.toml files.
         await asyncio.to_thread(self.take_mcp_servers)
         self._proc = await self.start_process(self.command(binary), self.environment())
+        self.turns_in_process = 0
+        self._agent_processes = None
         self._stderr_tail = []
         self._stderr_task = asyncio.create_task(self._collect_stderr(self._proc))
         await self.on_started()
@@ -106,7 +111,23 @@ class JsonLinesHarness(Harness):
         # coming up (the sandbox's init, the relay, the CLI itself are not all there yet), and
         # it speaks before it runs any tool.
         self._turn_processes = TurnProcesses(proc.members, proc.frozen)
+        if self._agent_processes is None:  # snapshotted with the turn's, at its first message
+            self._agent_processes = self._turn_processes
+        self.turns_in_process += 1
         return notices
+
+    def background_processes(self) -> list[ProcessInfo]:
+        """The processes in the CLI's scope its first turn did not find there (relay forks
+        for its model connections excepted): background jobs and daemons of its turns."""
+        if not self.running or self._agent_processes is None:
+            return []
+        return self._agent_processes.strays()
+
+    def memory_mib(self) -> float:
+        """RSS summed over the CLI's scope (the sandbox's cgroup, else its process tree)."""
+        if self._proc is None or not self.running:
+            return 0.0
+        return resident_mib(self._proc.members())
 
     async def _collect_stderr(self, proc: HarnessProcess) -> None:
         while line := await proc.stderr.readline():
@@ -242,7 +263,7 @@ class JsonLinesHarness(Harness):
         if self._winding_down is not None:
             self._winding_down.cancel()
             self._winding_down = None
-        self._turn_processes = None
+        self._turn_processes = self._agent_processes = None
         proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(Exception):

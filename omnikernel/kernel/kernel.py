@@ -46,7 +46,7 @@ from omnikernel.policy import hosts
 from omnikernel.sandbox.host_credentials import parse_broker
 from omnikernel.sandbox.upstream import EgressRoutes
 from omnikernel.session import identity
-from omnikernel.session.core import AgentSession
+from omnikernel.session.core import AgentSession, continuing_notice
 from omnikernel.store.redact import LogFilter
 from omnikernel.store.sessions import SessionStore, StoreUnavailableError
 from omnikernel.view.render import CellView, error_bundle, notice_bundle
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from omnikernel.kernel.widgets import SessionFeed
     from omnikernel.store.shares import SharedPrompt
 
-#: When the CLI is prewarmed if no frontend asked for kernel_info by then (seconds).
+#: When the deferred imports load if no frontend asked for kernel_info by then (seconds).
 PREWARM_FALLBACK_S = 2.0
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -167,6 +167,9 @@ class OmniKernel(KernelSettings, IPythonKernel):
             login_env=os.environ,
             login_endpoints=self.login_endpoints(),
             watchdog_s=self.watchdog_s,
+            idle_timeout_s=self.idle_harness_timeout,
+            recycle_after_turns=self.recycle_after_turns,
+            recycle_after_mib=self.recycle_after_mib,
         )
         # Images the agents write into the notebook's folder from now on may be shown inline;
         # no other image an answer names is ever loaded (see `sanitize`).
@@ -199,6 +202,8 @@ class OmniKernel(KernelSettings, IPythonKernel):
         assert self.shell is not None
         notice = " ".join(CONFIG_PROBLEMS) + " " * bool(CONFIG_PROBLEMS) + problem
         notice += first_cell_notice(who) or ""
+        if (last := self.agents.continue_last_harness()) is not None:
+            notice += continuing_notice(last)
         self.agents.first_notice = notice or None
         self._deferred_loaded = False
         self._prewarm_pending = self.prewarm
@@ -706,19 +711,24 @@ class OmniKernel(KernelSettings, IPythonKernel):
 
     def start(self) -> None:
         super().start()
-        # A frontend asks for kernel_info as soon as it connects; without one, warm up anyway.
-        self.io_loop.call_later(PREWARM_FALLBACK_S, self._prewarm_once)
+        # The CLI starts with the kernel (it runs in its own processes; the loop only spawns
+        # it), so it has the time until a person's first prompt to come up.
+        self.io_loop.add_callback(self._prewarm_once)
+        # A frontend asks for kernel_info as soon as it connects; without one, load anyway.
+        self.io_loop.call_later(PREWARM_FALLBACK_S, self._load_deferred_once)
 
     async def kernel_info_request(self, stream: Any, ident: Any, parent: Any) -> None:
         await super().kernel_info_request(stream, ident, parent)
-        # Replied first, so the kernel is ready before anything starts; may run on the control
-        # thread: the CLI is started on the shell's loop, which owns the harness processes.
-        self.io_loop.add_callback(self._prewarm_once)
+        # Replied first, so the kernel is ready before the deferred imports run; may run on the
+        # control thread: they are loaded on the shell's loop.
+        self.io_loop.add_callback(self._load_deferred_once)
 
     def _prewarm_once(self) -> None:
         if self._prewarm_pending:
             self._prewarm_pending = False
             self.agents.prewarm()
+
+    def _load_deferred_once(self) -> None:
         if not self._deferred_loaded:
             self._deferred_loaded = True
             # After the CLI's start is under way (it runs in its own process meanwhile).

@@ -42,7 +42,12 @@ from omnikernel.gateway.credentials import (
     parse_preferences,
 )
 from omnikernel.sandbox.upstream import EgressRoutes, RouteError, check_ca_file, parse_resolve
-from omnikernel.session.core import DEFAULT_WATCHDOG_S
+from omnikernel.session.core import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_RECYCLE_AFTER_MIB,
+    DEFAULT_RECYCLE_AFTER_TURNS,
+    DEFAULT_WATCHDOG_S,
+)
 from omnikernel.session.identity import JUPYTER_SESSION_ENV, NOTEBOOK_ID_ENV, SESSION_ID_ENV
 from omnikernel.store.sessions import default_store_path
 
@@ -84,6 +89,24 @@ def seconds_parser(*, zero_ok: bool) -> Callable[[str, str], float]:
         raise SettingError(f"{variable}={raw!r} is not a number of seconds: it takes {least}.")
 
     return parse
+
+
+def parse_count(variable: str, raw: str) -> int:
+    """A whole number, 0 or more (0 meaning off)."""
+    if raw.strip().isdigit():
+        return int(raw.strip())
+    raise SettingError(f"{variable}={raw!r} is not a whole number: it takes 0 or more (0: off).")
+
+
+def parse_mib(variable: str, raw: str) -> float:
+    """A size in MiB, 0 or more (0 meaning off)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value >= 0:
+        return value
+    raise SettingError(f"{variable}={raw!r} is not a size in MiB: it takes 0 or more (0: off).")
 
 
 def parse_resolve_variable(variable: str, raw: str) -> dict[str, str]:
@@ -272,8 +295,9 @@ class KernelSettings(EnvSettings):
     ).tag(config=True)
     prewarm = Bool(
         True,
-        help="Start the current harness's CLI in its sandbox once the kernel is idle (and on "
-        "`%agent NAME`), so the first prompt does not wait for it. No model request is made.",
+        help="Start the current harness's CLI (the one the notebook's session used last, else "
+        "the default) in its sandbox as the kernel starts (and on `%agent NAME`), so the first "
+        "prompt does not wait for it. No model request is made.",
     ).tag(config=True, env="OMNIKERNEL_PREWARM")
     notebook_tools = Bool(
         True,
@@ -286,6 +310,24 @@ class KernelSettings(EnvSettings):
         help="Seconds a harness may stay silent mid-turn before a watchdog ends the turn and "
         "stops it (the next cell starts it again, resuming); 0 turns the watchdog off.",
     ).tag(config=True, env="OMNIKERNEL_WATCHDOG_S")
+    idle_harness_timeout = Float(
+        DEFAULT_IDLE_TIMEOUT_S,
+        help="Seconds a harness may go unused (no turn) before its CLI is stopped to free its "
+        "memory; its next prompt starts it again, resuming the conversation. A CLI that keeps "
+        "background processes running is left alone. 0: never stop an idle CLI.",
+    ).tag(config=True, env="OMNIKERNEL_IDLE_HARNESS_TIMEOUT")
+    recycle_after_turns = Int(
+        DEFAULT_RECYCLE_AFTER_TURNS,
+        help="Restart a harness's CLI after this many turns of its process, between turns "
+        "(resuming, started again at once so the next prompt does not wait): Claude Code's "
+        "memory grows with its conversation. Never during a turn, nor with background "
+        "processes running. 0: never.",
+    ).tag(config=True, env="OMNIKERNEL_RECYCLE_AFTER_TURNS")
+    recycle_after_mib = Float(
+        DEFAULT_RECYCLE_AFTER_MIB,
+        help="Restart a harness's CLI, as recycle_after_turns does, once its processes hold "
+        "this many MiB of resident memory. 0: never.",
+    ).tag(config=True, env="OMNIKERNEL_RECYCLE_AFTER_MIB")
     rehearsal_scenario = Unicode(
         "",
         help="Scenario file for the offline rehearsal model; default <notebook>.rehearsal.json "
@@ -381,6 +423,20 @@ class KernelSettings(EnvSettings):
     @default("watchdog_s")
     def _watchdog_s_default(self) -> float:
         return self.from_env("watchdog_s", DEFAULT_WATCHDOG_S, seconds_parser(zero_ok=True))
+
+    @default("idle_harness_timeout")
+    def _idle_harness_timeout_default(self) -> float:
+        return self.from_env(
+            "idle_harness_timeout", DEFAULT_IDLE_TIMEOUT_S, seconds_parser(zero_ok=True)
+        )
+
+    @default("recycle_after_turns")
+    def _recycle_after_turns_default(self) -> int:
+        return self.from_env("recycle_after_turns", DEFAULT_RECYCLE_AFTER_TURNS, parse_count)
+
+    @default("recycle_after_mib")
+    def _recycle_after_mib_default(self) -> float:
+        return self.from_env("recycle_after_mib", DEFAULT_RECYCLE_AFTER_MIB, parse_mib)
 
     # -- values for the layers below -----------------------------------------------------------
 

@@ -6,7 +6,8 @@
 - `spend`: metered model calls, the budget, the spend gauge's figures;
 - `decisions`: the policy, approvals and pauses at model calls;
 - `network`: the network asks of the sandbox's egress proxy;
-- `turns`: running and stopping turns, and recording their events in order.
+- `turns`: running and stopping turns, and recording their events in order;
+- `idle`: stopping a CLI nobody uses, and restarting one that grew, between turns.
 
 This module holds what ties them: which session the notebook continues (a kernel may learn
 its notebook after starting, and `%session` may switch to another), the current harness and
@@ -29,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from omnikernel.approvals.after_restart import ReopenedApprovals
+from omnikernel.events import Event, EventKind
 from omnikernel.gateway.credentials import VENDOR_ENDPOINTS, LoginEndpoints
 from omnikernel.gateway.upstream import UpstreamConfig
 from omnikernel.harnesses import Harness, HarnessError, discover, harness_class
@@ -45,11 +47,18 @@ from omnikernel.policy.config import project_policy_path
 from omnikernel.sandbox.upstream import DIRECT, EgressRoutes
 from omnikernel.session.decisions import SessionDecisions
 from omnikernel.session.identity import Identity
+from omnikernel.session.idle import SessionIdle
 from omnikernel.session.network import SessionNetwork
 from omnikernel.session.spend import SessionSpend
 from omnikernel.session.turns import SessionTurns
 from omnikernel.session.upstreams import SessionUpstreams
 from omnikernel.store.sessions import SessionStore
+
+#: How long a harness may go unused before its CLI is stopped (`omnikernel.session.idle`).
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+#: After how many turns of one process, or how much memory, a CLI is restarted between turns.
+DEFAULT_RECYCLE_AFTER_TURNS = 60
+DEFAULT_RECYCLE_AFTER_MIB = 0.0
 
 #: How long a harness may stay silent mid-turn before the watchdog ends the turn (a tool that
 #: runs quietly for longer needs a higher `OmniKernel.watchdog_s`).
@@ -58,7 +67,17 @@ DEFAULT_WATCHDOG_S = 600.0
 log = logging.getLogger(__name__)
 
 
-class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend, SessionUpstreams):
+def continuing_notice(harness: str) -> str:
+    """What the first prompt cell says when the session goes on with its last agent."""
+    return (
+        f"Continuing with {harness}, the agent of this session's last turn (`%agent NAME` "
+        "switches). "
+    )
+
+
+class AgentSession(
+    SessionTurns, SessionIdle, SessionDecisions, SessionNetwork, SessionSpend, SessionUpstreams
+):
     """The meta-layer above the harnesses of one notebook."""
 
     def __init__(
@@ -92,6 +111,9 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         login_env: Mapping[str, str] | None = None,
         login_endpoints: LoginEndpoints = VENDOR_ENDPOINTS,
         watchdog_s: float = DEFAULT_WATCHDOG_S,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        recycle_after_turns: int = DEFAULT_RECYCLE_AFTER_TURNS,
+        recycle_after_mib: float = DEFAULT_RECYCLE_AFTER_MIB,
     ) -> None:
         self.store = store
         self.session_id = session_id
@@ -132,6 +154,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
         self._opened = False
         self._init_spend(budget_usd, budget_tokens, price_overrides)
         self._init_turns()
+        self._init_idle(idle_timeout_s, recycle_after_turns, recycle_after_mib)
         self._init_decisions(user_policy, approval_timeout_s, auto_approve)
         self._init_network()
         #: Approvals a dead kernel left waiting, shown again in this kernel's first cell.
@@ -178,9 +201,23 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
     # -- which session -------------------------------------------------------------------------
 
     def adopt(self, who: Identity) -> None:
-        """Continue the session `who` names (the kernel learnt its notebook after starting)."""
+        """Continue the session `who` names (the kernel learnt its notebook after starting),
+        with the agent it used last."""
         self.notebook, self.notebook_id = who.notebook, who.notebook_id
         self.use_session(who.session_id, who.how)
+        if (last := self.continue_last_harness()) is not None:
+            self.first_notice = continuing_notice(last)
+
+    def continue_last_harness(self) -> str | None:
+        """Make the agent of the session's last turn the current one (a notebook goes on with
+        the agent it used last, and that is the CLI started ahead); its name if that changed
+        the current harness, else None."""
+        last = self.last_harness()
+        if last is None or last == self.current:
+            return None
+        model = self._last_start().data.get("model")  # the model it had, if one was chosen
+        self.switch(last, model if isinstance(model, str) and model else None)
+        return last
 
     def use_session(self, session_id: str, how: str) -> None:
         """Continue `session_id` from now on (`%session`): the harness processes of the old one
@@ -219,8 +256,11 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
 
     def switch(self, name: str, model: str | None = None) -> None:
         """Make `name` the current harness; with `model`, also change its model. The harness
-        keeps its conversation: the change applies from its next turn."""
+        keeps its conversation: the change applies from its next turn. The CLI switched away
+        from is stopped if it was only started ahead (it never ran a turn)."""
         harness_class(name, self.available)
+        if name != self.current:
+            self.stop_unused(self.current)
         self.current = name
         if model is not None:
             self.models[name] = model
@@ -246,27 +286,49 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if name in self._warming or name not in self.available:
+        if name not in self.available:
             return
+        # A start or stop of this CLI still under way (an idle stop, `%agent` away and back)
+        # finishes first; a second start of a running CLI is a no-op.
+        before = self._warming.get(name)
 
         async def warm() -> None:
+            if before is not None and not before.done():
+                await asyncio.wait({before})
             try:
                 agent = self._harness(name)
                 ensure_started = getattr(agent, "ensure_started", None)
                 if ensure_started is not None:
                     await ensure_started()
+                    self._used(name)  # its idle period starts now
             except Exception as exc:  # the first prompt starts it again and says what failed
                 log.debug("prewarming %s failed: %r", name, exc)
 
         self._warming[name] = loop.create_task(warm())
 
     async def _warmed(self, name: str) -> None:
-        """Wait for `name`'s prewarm, if one runs (a stop of the turn leaves it running)."""
+        """Wait for `name`'s prewarm, idle stop or recycle, if one runs (a stop of the turn
+        leaves it running)."""
         task = self._warming.pop(name, None)
         if task is not None and not task.done():
             await asyncio.wait({task})
 
+    def last_harness(self) -> str | None:
+        """The harness of the session's last turn (None: no turn yet, or it is not here)."""
+        harness = self._last_start().harness
+        return harness if harness in self.available else None
+
+    def _last_start(self) -> Event:
+        """The start of the session's last turn (an empty event when there is none)."""
+        if self.turn:
+            for start in self.store.events(
+                self.session_id, kinds=(EventKind.TURN_START,), turn=self.turn
+            ):
+                return start
+        return Event(EventKind.TURN_START, {})
+
     async def close(self) -> None:
+        self._cancel_idle_timers()
         for name in list(self._warming):
             await self._warmed(name)
         for agent in self._harnesses.values():
@@ -276,6 +338,7 @@ class AgentSession(SessionTurns, SessionDecisions, SessionNetwork, SessionSpend,
 
     def kill_now(self) -> None:
         """Stop every harness process at once, from any thread (kernel shutdown)."""
+        self._cancel_idle_timers()
         for task in self._warming.values():  # a CLI still coming up stops with the rest
             with contextlib.suppress(RuntimeError):  # its loop is closed already
                 task.get_loop().call_soon_threadsafe(task.cancel)

@@ -102,6 +102,8 @@ class SessionTurns:
 
         async def _warmed(self, name: str) -> None: ...
 
+        def _used(self, name: str) -> None: ...
+
         def spend_line(self) -> str: ...
 
         def _drain_spend(self, name: str, cell: str) -> list[Event]: ...
@@ -159,6 +161,7 @@ class SessionTurns:
         self.policy_state = observe(self.policy_state, stored, self.cwd)
         if stored.kind == EventKind.TURN_END:
             self._end_turn_lock()
+            self._used(stored.harness)  # idle from now on (`omnikernel.session.idle`)
         return stored
 
     def _commit(self, stamped: list[Event]) -> list[Event]:
@@ -676,12 +679,20 @@ async def version_warning(cls: type[Harness], binary: str | None) -> str | None:
     pinned = getattr(cls, "pinned_version", "")
     if not pinned or hasattr(cls, "agent"):  # ACP agents have no common `--version`
         return None
-    info = await asyncio.to_thread(cls.probe, binary)
-    if not info.installed or pinned in info.version.split() or info.version.startswith(pinned):
+    # The npm package's manifest when the CLI is in one: running `--version` costs a CLI's
+    # start (pi: 1.5-3 s of node loading its bundle), which the first prompt would wait for.
+    if (packaged := cls.package_version(binary)) is not None:
+        where, version = packaged
+    else:
+        info = await asyncio.to_thread(cls.probe, binary)
+        if not info.installed:
+            return None
+        where, version = info.binary, info.version
+    if pinned in version.split() or version.startswith(pinned):
         return None
-    found = info.version or "an unknown version (`--version` said nothing)"
+    found = version or "an unknown version (`--version` said nothing)"
     return (
-        f"⚠ {cls.display_name} at {info.binary} is {found}; omnikernel is tested with "
+        f"⚠ {cls.display_name} at {where} is {found}; omnikernel is tested with "
         f"{pinned}. It runs anyway, but its protocol may differ: install the tested one "
         f"with `{cls.install_command()}` (or `make harness-clis`)."
     )
