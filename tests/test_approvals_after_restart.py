@@ -268,8 +268,8 @@ def test_a_waiting_approval_denied_after_a_kill_is_told_to_the_agent_once(
 
 
 def test_the_share_page_refuses_a_second_answer_while_the_first_is_on_its_way(
-    share,  # noqa: F811
-    store,  # noqa: F811
+    share,
+    store,
 ):
     """No kernel has taken the first answer yet (it is busy, or none runs the session after a
     restart): a second answer is refused, naming the first, so the first answer wins."""

@@ -40,7 +40,7 @@ def notebook(cells: list[str]) -> dict:
     ("harness", "front_end"),
     [("claude", "lab"), ("codex", "lab"), ("pi", "lab"), ("claude", "notebook7")],
 )
-def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness, front_end):  # noqa: F811
+def test_approve_clicked_while_the_cell_runs_lets_the_push_happen(lab, harness, front_end):
     require_cli(harness)
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; install it with: apt-get install -y chromium")

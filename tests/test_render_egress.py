@@ -144,7 +144,7 @@ def write_notebook(root: Path, probe: Probe) -> str:
     return "egress.ipynb"
 
 
-def test_agent_output_makes_the_browser_fetch_nothing(lab, probe):  # noqa: F811
+def test_agent_output_makes_the_browser_fetch_nothing(lab, probe):
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; install it with: apt-get install -y chromium")
     from playwright.sync_api import expect, sync_playwright

@@ -17,7 +17,7 @@ from .test_lab_control import notebook
 from .test_share_phone import PHONE, SCENARIO
 
 
-def test_a_phone_approves_a_cell_running_in_jupyterlab(lab):  # noqa: F811
+def test_a_phone_approves_a_cell_running_in_jupyterlab(lab):
     require_cli("claude")
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed; install it with: apt-get install -y chromium")
