@@ -30,7 +30,6 @@ What authorises each request, in order:
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from jupyter_ext.share.feed import FrameWriter
 from jupyter_ext.share.page import STATIC, live_page
 from jupyter_ext.share.server import (
     WS_PROTOCOL,
+    JsonErrors,
     ShareServer,
     give_answer,
     queue_prompt,
@@ -113,19 +113,12 @@ class HubShareMixin:
         return code
 
 
-class HubPageHandler(HubShareMixin, JupyterHandler):
+class HubPageHandler(JsonErrors, HubShareMixin, JupyterHandler):
     def set_default_headers(self) -> None:
         super().set_default_headers()
         self.set_header("Content-Security-Policy", CSP)
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-store")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        reason = self._reason
-        if "exc_info" in kwargs and isinstance(kwargs["exc_info"][1], web.HTTPError):
-            reason = kwargs["exc_info"][1].log_message or reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"result": reason, "status": status_code}))
 
 
 class LivePageHandler(HubPageHandler):

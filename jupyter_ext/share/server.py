@@ -301,7 +301,19 @@ class ShareServer:
             log.info("share: purged %d expired link, answer and prompt rows", gone)
 
 
-class ShareHandler(web.RequestHandler):
+class JsonErrors(web.RequestHandler):
+    """Errors as the page reads them: JSON, the refusal's own message as ``result`` (the
+    standalone server's handlers and the hub's page share it)."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        reason = self._reason
+        if "exc_info" in kwargs and isinstance(kwargs["exc_info"][1], web.HTTPError):
+            reason = kwargs["exc_info"][1].log_message or reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"result": reason, "status": status_code}))
+
+
+class ShareHandler(JsonErrors):
     """Host and Origin checks first; the grant (from ``Authorization``) for what needs one."""
 
     code: Code | None = None
@@ -362,13 +374,6 @@ class ShareHandler(web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-store")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        reason = self._reason
-        if "exc_info" in kwargs and isinstance(kwargs["exc_info"][1], web.HTTPError):
-            reason = kwargs["exc_info"][1].log_message or reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"result": reason, "status": status_code}))
 
     # -- logging: the path, never the query string (codes) or a header (grants) ----------------
 
