@@ -110,11 +110,23 @@ class KernelSession:
 
     def __init__(self, cwd: Path, env: dict[str, str]):
         self.cwd = cwd
-        self.km = KernelManager(kernel_name="omnikernel")
-        self.km.start_kernel(cwd=str(cwd), env=env)
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
+        # jupyter_client picks the kernel's five ports by binding port 0 and letting go: with
+        # several workers starting kernels and servers, another process can take one before
+        # the kernel binds it ("Address already in use"), and the kernel dies at its start.
+        # A kernel that dies before its first reply is started again on new ports (twice).
+        for attempt in range(3):
+            self.km = KernelManager(kernel_name="omnikernel")
+            self.km.start_kernel(cwd=str(cwd), env=env)
+            self.kc = self.km.client()
+            self.kc.start_channels()
+            try:
+                self.kc.wait_for_ready(timeout=60)
+                return
+            except RuntimeError:
+                self.kc.stop_channels()
+                if self.km.is_alive() or attempt == 2:
+                    raise
+                self.km.cleanup_resources()
 
     def execute(self, code: str, timeout: float = 120) -> CellResult:
         msg_id = self.kc.execute(code)
