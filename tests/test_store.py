@@ -68,3 +68,71 @@ def test_filters_by_kind_and_turn_and_lists_sessions(tmp_path):
 def test_event_round_trips_through_dict():
     event = stamped(ev.error("boom", "do this")).stamped(seq=7)
     assert Event.from_dict(event.to_dict()) == event
+
+
+OLD_SESSIONS = (
+    "CREATE TABLE sessions (session_id TEXT PRIMARY KEY, notebook TEXT NOT NULL, "
+    "created REAL NOT NULL, updated REAL NOT NULL)"
+)
+
+
+def open_at_once(openers: int, open_one) -> list[BaseException]:
+    """Run `open_one` from `openers` threads released together; the errors they raised."""
+    import threading
+
+    start, errors = threading.Barrier(openers), []
+
+    def run() -> None:
+        start.wait()
+        try:
+            open_one()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(openers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_many_openers_of_an_old_store_add_its_missing_column_once(tmp_path):
+    """Kernels, the server extension and the share server open one store file at the same
+    moment. A store from before forks lacks `sessions.origin`: every opener saw it missing and
+    added it, and all but the first died ("duplicate column name"; it broke a docs build)."""
+    import sqlite3
+
+    from omnikernel.store.connect import _columns
+
+    def old_store(path):
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")  # as every store has been
+        db.execute(OLD_SESSIONS)
+        db.commit()
+        db.close()
+
+    def naive_open(path):  # the way it was: check, then add
+        db = sqlite3.connect(path, isolation_level=None, timeout=5)
+        if "origin" not in _columns(db, "sessions"):
+            db.execute("ALTER TABLE sessions ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+        db.close()
+
+    racy = [tmp_path / f"naive-{i}.sqlite3" for i in range(20)]
+    for path in racy:
+        old_store(path)
+    failures = [e for p in racy for e in open_at_once(8, lambda p=p: naive_open(p))]
+    assert any("duplicate column" in str(e) for e in failures)  # the race is real
+
+    from omnikernel.store.shares import ShareCodes
+
+    for i in range(10):  # a brand-new file, opened by both kinds of opener at once
+        fresh, kinds = tmp_path / f"new-{i}.sqlite3", iter([SessionStore, ShareCodes] * 4)
+        assert open_at_once(8, lambda p=fresh, k=kinds: next(k)(p).close()) == []
+    fixed = [tmp_path / f"store-{i}.sqlite3" for i in range(10)]
+    for path in fixed:
+        old_store(path)
+        assert open_at_once(8, lambda p=path: SessionStore(p).close()) == []
+        db = sqlite3.connect(path)
+        assert "origin" in _columns(db, "sessions")
+        db.close()

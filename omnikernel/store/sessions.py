@@ -42,6 +42,7 @@ from typing import Any
 from jupyter_core.paths import jupyter_data_dir
 
 from omnikernel.events import Event, EventKind
+from omnikernel.store.connect import add_missing_column, connect
 from omnikernel.store.redact import Redactor
 
 
@@ -71,7 +72,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     notebook   TEXT NOT NULL,
     created    REAL NOT NULL,
-    updated    REAL NOT NULL
+    updated    REAL NOT NULL,
+    origin     TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS notebooks (
     notebook_id TEXT PRIMARY KEY,
@@ -116,15 +118,12 @@ class SessionStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the kernel's threads (widget handlers may run on subshell
         # threads); the lock serialises writes, WAL lets other processes read meanwhile.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = connect(self.path)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
-        if "origin" not in columns:  # stores written before forks existed
-            self._db.execute("ALTER TABLE sessions ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+        # Stores written before forks existed.
+        add_missing_column(self._db, "sessions", "origin", "TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:

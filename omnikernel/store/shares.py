@@ -29,13 +29,13 @@ import hashlib
 import hmac
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from omnikernel.store.connect import add_missing_column, connect
 from omnikernel.store.sessions import default_store_path
 
 READ_ONLY = "ro"
@@ -154,14 +154,11 @@ class ShareCodes:
         self.path = Path(path) if path else default_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.clock = clock
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = connect(self.path)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(share_codes)")}
-        if "person" not in columns:  # a store made before sharing by name
-            self._db.execute("ALTER TABLE share_codes ADD COLUMN person TEXT")
+        # A store made before sharing by name.
+        add_missing_column(self._db, "share_codes", "person", "TEXT")
 
     def close(self) -> None:
         with self._lock:
