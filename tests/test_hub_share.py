@@ -104,6 +104,10 @@ def test_a_co_driver_answers_as_their_hub_name(local_hub, alice):
     sent = bob.post(page(alice, "api/answer"), json={"request_id": "r-co", "allow": True})
     assert sent.status_code == 202, sent.text
     assert codes.take_answer(SESSION, "r-co") == (True, "bob", "share page")
+    # Even a co-driver's body is capped, refused unread.
+    big = bob.post(page(alice, "api/answer"), json={"request_id": "r" * 2000, "allow": True})
+    assert big.status_code == 413 and "at most" in big.text, big.text
+    assert codes.take_answer(SESSION, "r" * 2000) is None
     # The owner follows her own sessions without a grant, and may always answer.
     mine = as_user(hub, "alice").get(page(alice, "api/grant"))
     assert mine.status_code == 200 and mine.json()["who"] == "alice"

@@ -159,15 +159,23 @@ class GrantHandler(HubPageHandler):
         )
 
 
-class AnswerHandler(HubPageHandler):
-    @web.authenticated
-    @authorized
-    def post(self) -> None:
+class CoDriverHandler(HubPageHandler):
+    """A request only a co-driver's grant may make (an answer, a prompt), its body capped."""
+
+    def co_driver(self, limit: int, too_large: str) -> Code:
         code = self.grant()
         if code.role != CO_DRIVE:
             raise web.HTTPError(403, "you follow this session read-only")
-        if len(self.request.body) > bodies.ANSWER_BODY_BYTES:
-            raise web.HTTPError(413, f"the body is larger than {bodies.ANSWER_BODY_BYTES} bytes")
+        if len(self.request.body) > limit:
+            raise web.HTTPError(413, f"{too_large} (at most {limit} bytes)")
+        return code
+
+
+class AnswerHandler(CoDriverHandler):
+    @web.authenticated
+    @authorized
+    def post(self) -> None:
+        code = self.co_driver(bodies.ANSWER_BODY_BYTES, "the body is too large")
         try:
             request_id, allow = bodies.answer(self.request.body)
         except bodies.BodyError as exc:
@@ -177,15 +185,11 @@ class AnswerHandler(HubPageHandler):
         self.finish({"result": result})
 
 
-class PromptHandler(HubPageHandler):
+class PromptHandler(CoDriverHandler):
     @web.authenticated
     @authorized
     def post(self) -> None:
-        code = self.grant()
-        if code.role != CO_DRIVE:
-            raise web.HTTPError(403, "you follow this session read-only")
-        if len(self.request.body) > bodies.PROMPT_BODY_BYTES:
-            raise web.HTTPError(413, "the prompt is too long")
+        code = self.co_driver(bodies.PROMPT_BODY_BYTES, "the prompt is too long")
         try:
             text = bodies.prompt(self.request.body)
         except bodies.BodyError as exc:
